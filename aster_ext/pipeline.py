@@ -1,0 +1,265 @@
+"""The main job as a Python API: load -> analyse -> assign (ILP) -> certify -> codegen -> report.
+
+``quantize`` writes into a temporary sibling directory and renames it into place only when
+every stage succeeded, so a failure never leaves a partial output directory behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .aster.settings import SETTINGS
+from .aster.solve import AsterResult, assign_aster
+from .certify import Certificate, certify_program
+from .codegen.hls import generate_hls
+from .cost import program_cost
+from .errors import InfeasibleError, UserError
+from .frontend import load_model
+from .ir import DenseLayer, Network, dense_chain
+from .program import FixedProgram
+from .program_io import save_program
+from .report import write_reports
+from .spec import Spec, check_spec_matches, spec_from_bounds
+
+MODES = ("aster", "aster-sound")
+MAX_CERTIFY_ROUNDS = 6
+
+
+@dataclass
+class QuantizeOptions:
+    error: float
+    mode: str = "aster-sound"
+    setting: str = "A"
+    spec_path: Path | None = None
+    input_lower: list[float] | None = None
+    input_upper: list[float] | None = None
+    time_limit: float = 60.0
+
+
+@dataclass
+class QuantizeResult:
+    network: Network
+    layers: list[DenseLayer]
+    spec: Spec
+    program: FixedProgram
+    certificate: Certificate
+    assignment: AsterResult
+    report: dict[str, Any]
+    out_dir: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_spec(net: Network, model_spec: Spec | None, opts: QuantizeOptions) -> Spec:
+    """--input-lower/--input-upper override --spec, which overrides the model's own spec."""
+    from .spec import load_spec
+
+    if opts.input_lower is not None or opts.input_upper is not None:
+        if opts.input_lower is None or opts.input_upper is None:
+            raise UserError("give both --input-lower and --input-upper")
+        spec = spec_from_bounds(opts.input_lower, opts.input_upper, net.name)
+    elif opts.spec_path is not None:
+        spec = load_spec(opts.spec_path)
+    elif model_spec is not None:
+        spec = model_spec
+    else:
+        raise UserError(f"{net.name}: no input ranges: pass --spec FILE or --input-lower/--input-upper")
+    check_spec_matches(spec, net.n_inputs)
+    return spec
+
+
+def _check_error_target(eps: float) -> None:
+    if not np.isfinite(eps) or eps <= 0:
+        raise UserError(f"the error target must be a positive number, got {eps}")
+
+
+def analyse(
+    net: Network,
+    spec: Spec,
+    opts: QuantizeOptions,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[DenseLayer], FixedProgram, Certificate, AsterResult, dict[str, Any], dict[str, float]]:
+    """Assign formats and certify them; aster-sound tightens the ILP target until certified."""
+    _check_error_target(opts.error)
+    if opts.mode not in MODES:
+        raise UserError(f"unknown mode '{opts.mode}' (choose from {', '.join(MODES)})")
+    if opts.setting not in SETTINGS:
+        raise UserError(f"unknown setting '{opts.setting}' (choose from {', '.join(SETTINGS)})")
+    setting = SETTINGS[opts.setting]
+    timings: dict[str, float] = {}
+    layers = dense_chain(net, frozenset({"relu", "identity"}))
+    lo, hi = spec.input_lower, spec.input_upper
+    target = opts.error
+    rounds: list[dict[str, Any]] = []
+    for rnd in range(MAX_CERTIFY_ROUNDS):
+        t = time.perf_counter()
+        result = assign_aster(layers, lo, hi, target, opts.setting, opts.mode, time_limit=opts.time_limit)
+        timings["assign_s"] = timings.get("assign_s", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        cert = certify_program(result.program, layers, lo, hi, input_on_grid=setting.no_init_error)
+        timings["certify_s"] = timings.get("certify_s", 0.0) + time.perf_counter() - t
+        rounds.append({"ilp_target": target, "certified": cert.bound, "overflows": len(cert.overflows)})
+        if progress:
+            progress(f"round {rnd + 1}: ILP target {target:.4g}, certified bound {cert.bound:.4g}")
+        if opts.mode == "aster" or (cert.ok and cert.bound <= opts.error):
+            break
+        if not cert.ok and rnd == MAX_CERTIFY_ROUNDS - 1:
+            raise InfeasibleError(
+                f"{net.name}: the assigned formats overflow: {cert.overflows[0].message()}",
+                node=cert.overflows[0].layer,
+            )
+        shrink = opts.error / cert.bound if cert.ok and cert.bound > 0 else 0.5
+        target = target * min(0.95, shrink * 0.98)
+    else:
+        raise InfeasibleError(
+            f"{net.name}: no certified assignment after {MAX_CERTIFY_ROUNDS} rounds "
+            f"(last certified bound {cert.bound:.4g} > {opts.error:g})"
+        )
+    info = {"rounds": rounds}
+    return layers, result.program, cert, result, info, timings
+
+
+def quantize(
+    model_path: Path,
+    opts: QuantizeOptions,
+    out_dir: Path | None,
+    progress: Callable[[str], None] | None = None,
+) -> QuantizeResult:
+    """Run the whole job; with ``out_dir`` write report.json/.md, <net>.cpp/.h, model.lp there."""
+    t0 = time.perf_counter()
+    model_path = Path(model_path)
+    _check_error_target(opts.error)
+    t = time.perf_counter()
+    net, model_spec = load_model(model_path)
+    spec = resolve_spec(net, model_spec, opts)
+    load_s = time.perf_counter() - t
+    if progress:
+        progress(f"loaded {net.name} ({net.reference}); {net.n_inputs} inputs, {net.n_outputs} outputs")
+    layers, program, cert, assignment, info, timings = analyse(net, spec, opts, progress)
+    timings = {"load_s": load_s, **timings}
+    setting = SETTINGS[opts.setting]
+    report = build_report(net, spec, opts, model_path, program, cert, assignment, info, timings)
+    result = QuantizeResult(net, layers, spec, program, cert, assignment, report, None, timings)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        parent = out_dir.resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
+        try:
+            t = time.perf_counter()
+            generate_hls(program, tmp)
+            (tmp / "model.lp").write_text(assignment.lp_text)
+            save_program(program, tmp / "program.json")
+            timings["codegen_s"] = time.perf_counter() - t
+            timings["total_s"] = time.perf_counter() - t0
+            report["timings"] = timings
+            write_reports(report, tmp)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            tmp.rename(out_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        result.out_dir = out_dir
+    else:
+        timings["total_s"] = time.perf_counter() - t0
+    del setting
+    return result
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def build_report(
+    net: Network,
+    spec: Spec,
+    opts: QuantizeOptions,
+    model_path: Path,
+    program: FixedProgram,
+    cert: Certificate,
+    assignment: AsterResult,
+    info: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The machine-readable report (report.json)."""
+    setting = SETTINGS[opts.setting]
+    sound = opts.mode != "aster"
+    cost = program_cost(program).to_json()
+    cost["aster_objective"] = assignment.objective
+    if sound:
+        certified, per_output = cert.bound, [float(v) for v in cert.output_bound]
+    else:
+        certified = float(assignment.claimed_error)
+        per_output = [certified] * program.n_out
+    formats = []
+    for lp in program.layers:
+        formats.append(
+            {
+                "layer": lp.name,
+                "activation": lp.activation,
+                **{f: _fmt_summary(getattr(lp, f)) for f in ("weight_t", "product_t", "psum_t", "dot_t",
+                                                            "bias_t", "bsum_t", "out_t")},
+            }
+        )
+    return {
+        "tool": "aster_ext",
+        "network": net.name,
+        "model_path": str(model_path.resolve()),
+        "model_sha256": _sha256(model_path),
+        "reference": net.reference,
+        "mode": opts.mode,
+        "setting": opts.setting,
+        "setting_params": setting.to_json(),
+        "target_error": opts.error,
+        "certified_error": certified,
+        "certified_error_per_output": per_output,
+        "sound": sound,
+        "independent_bound": cert.bound,
+        "independent_bound_per_output": [float(v) for v in cert.output_bound],
+        "claimed_error": float(assignment.claimed_error),
+        "overflows": [o.message() for o in cert.overflows],
+        "input_on_grid": setting.no_init_error,
+        "input_lower": [float(v) for v in spec.input_lower],
+        "input_upper": [float(v) for v in spec.input_upper],
+        "frac_bits": {"dot": list(map(int, assignment.dot_bits)), "bias": list(map(int, assignment.bias_bits))},
+        "input_format": program.input_t.cpp(),
+        "output_format": program.output_t.cpp(),
+        "cost": cost,
+        "formats": formats,
+        "solver": {
+            "name": "HiGHS",
+            "status": assignment.solver_status,
+            "time_s": assignment.solver_time_s,
+            "exact_check_ok": assignment.exact_check_ok,
+        },
+        "certify_rounds": info["rounds"],
+        "timings": timings,
+        "codegen": {"layout": "per-column typed loops (one statement block per input column)"},
+        "notes": list(assignment.notes),
+    }
+
+
+def _fmt_summary(fa: Any) -> dict[str, Any]:
+    pairs = fa.distinct()
+    return {
+        "distinct": [f"ap_fixed<{w},{i}>" for w, i in pairs[:8]] + (["..."] if len(pairs) > 8 else []),
+        "max_width": int(fa.width.max()),
+        "min_width": int(fa.width.min()),
+    }
+
+
+def load_report(out_dir: Path) -> dict[str, Any]:
+    path = Path(out_dir) / "report.json"
+    if not path.is_file():
+        raise UserError(f"{out_dir}: no report.json (run 'aster-ext quantize ... --out {out_dir}' first)")
+    return json.loads(path.read_text())

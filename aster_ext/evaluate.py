@@ -80,7 +80,9 @@ def _conv2d(op: Op, args: list[np.ndarray]) -> np.ndarray:
     out = np.zeros((b, group, c_out // group, ho, wo))
     for i in range(kh):
         for j in range(kw):
-            patch = xg[:, :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw]
+            patch = xg[
+                :, :, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh, j * dw : j * dw + sw * (wo - 1) + 1 : sw
+            ]
             out += np.einsum("bgchw,goc->bgohw", patch, wg[:, :, :, i, j], optimize=True)
     out = out.reshape(b, c_out, ho, wo)
     bias = op.attrs.get("bias")

@@ -53,12 +53,14 @@ class Spec:
         for label, arr in (("lower", lo), ("upper", hi)):
             bad = np.flatnonzero(~np.isfinite(arr))
             if bad.size:
-                raise UserError(f"{where}: {label} bound of input {bad[0]} is {arr[bad[0]]} (must be finite)")
+                raise UserError(
+                    f"{where}: {label} bound of input {bad[0]} is {float(arr[bad[0]])} (must be finite)"
+                )
         inverted = np.flatnonzero(lo > hi)
         if inverted.size:
             i = int(inverted[0])
             raise UserError(
-                f"{where}: inverted range for input {i}: lower {lo[i]!r} > upper {hi[i]!r}"
+                f"{where}: inverted range for input {i}: lower {float(lo[i])!r} > upper {float(hi[i])!r}"
                 + (f" ({inverted.size} inputs inverted)" if inverted.size > 1 else "")
             )
         for eps in self.error_bounds:
@@ -140,7 +142,9 @@ def spec_from_dict(data: dict[str, Any], default_name: str = "spec") -> Spec:
     source = data.get("source", "")
     if isinstance(source, dict):
         extra["source_info"] = source
-        source = f"{source.get('repo', '?')} @ {str(source.get('commit', '?'))[:10]}: {source.get('path', '?')}"
+        source = (
+            f"{source.get('repo', '?')} @ {str(source.get('commit', '?'))[:10]}: {source.get('path', '?')}"
+        )
     spec = Spec(
         name=name,
         input_lower=lower,

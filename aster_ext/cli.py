@@ -43,8 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
         "activation of MODEL so that |fixed(x) - real(x)| <= EPS on every output for all x in the input box.",
     )
     q.add_argument("model", type=Path, help="network: .onnx or Aster .scala DSL")
-    q.add_argument("--error", type=float, required=True, metavar="EPS", help="absolute error bound on outputs")
-    q.add_argument("--spec", type=Path, help="input box as a .spec.json (default: the model's own / NAME.spec.json)")
+    q.add_argument(
+        "--error", type=float, required=True, metavar="EPS", help="absolute error bound on outputs"
+    )
+    q.add_argument(
+        "--spec", type=Path, help="input box as a .spec.json (default: the model's own / NAME.spec.json)"
+    )
     q.add_argument("--input-lower", type=_floats, help="input lower bounds, e.g. '-1,-1,0'")
     q.add_argument("--input-upper", type=_floats, help="input upper bounds")
     q.add_argument(
@@ -62,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "C=(5,32,10,yes) D=(10,32,17,yes); default A",
     )
     q.add_argument("--out", type=Path, default=None, help="output directory (default: out/<network>)")
-    q.add_argument("--time-limit", type=float, default=60.0, help="ILP solver time limit in seconds (default 60)")
+    q.add_argument(
+        "--time-limit", type=float, default=60.0, help="ILP solver time limit in seconds (default 60)"
+    )
     q.add_argument("--quiet", action="store_true", help="no progress messages")
 
     v = sub.add_parser(
@@ -73,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         "against ap_types and compared bit for bit with the simulator. Writes DIR/verify.json.",
     )
     v.add_argument("dir", type=Path, help="output directory of 'aster-ext quantize'")
-    v.add_argument("--samples", type=int, default=2000, help="random samples before the search (default 2000)")
+    v.add_argument(
+        "--samples", type=int, default=2000, help="random samples before the search (default 2000)"
+    )
     v.add_argument("--search-iters", type=int, default=60, help="adversarial search iterations (default 60)")
     v.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     v.add_argument("--no-cpp", action="store_true", help="skip compiling the C++ (bit_exact_cpp = null)")
@@ -129,9 +137,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if status == "OK" else 1
 
 
+_VALUE_OPTIONS = ("--input-lower", "--input-upper", "--error")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """Let '--input-lower -1,-2' and '--error -1' reach their option (argparse would see an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
     try:
         if args.command == "quantize":
             return cmd_quantize(args)

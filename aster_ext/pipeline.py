@@ -207,8 +207,10 @@ def build_report(
             {
                 "layer": lp.name,
                 "activation": lp.activation,
-                **{f: _fmt_summary(getattr(lp, f)) for f in ("weight_t", "product_t", "psum_t", "dot_t",
-                                                            "bias_t", "bsum_t", "out_t")},
+                **{
+                    f: _fmt_summary(getattr(lp, f))
+                    for f in ("weight_t", "product_t", "psum_t", "dot_t", "bias_t", "bsum_t", "out_t")
+                },
             }
         )
     return {
@@ -231,7 +233,10 @@ def build_report(
         "input_on_grid": setting.no_init_error,
         "input_lower": [float(v) for v in spec.input_lower],
         "input_upper": [float(v) for v in spec.input_upper],
-        "frac_bits": {"dot": list(map(int, assignment.dot_bits)), "bias": list(map(int, assignment.bias_bits))},
+        "frac_bits": {
+            "dot": list(map(int, assignment.dot_bits)),
+            "bias": list(map(int, assignment.bias_bits)),
+        },
         "input_format": program.input_t.cpp(),
         "output_format": program.output_t.cpp(),
         "cost": cost,

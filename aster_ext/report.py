@@ -41,11 +41,18 @@ def render_markdown(r: dict[str, Any]) -> str:
     ]
     for i, (d, b) in enumerate(zip(r["frac_bits"]["dot"], r["frac_bits"]["bias"], strict=True)):
         lines.append(f"| {i + 1} | {d} | {b} |")
-    lines += ["", "## Formats per layer", "", "| layer | act | weights | products | partial sums | dot | "
-              "bias | bias sum | output |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Formats per layer",
+        "",
+        "| layer | act | weights | products | partial sums | dot | bias | bias sum | output |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for f in r["formats"]:
-        cells = [", ".join(f[k]["distinct"][:3]) + (" …" if len(f[k]["distinct"]) > 3 else "")
-                 for k in ("weight_t", "product_t", "psum_t", "dot_t", "bias_t", "bsum_t", "out_t")]
+        cells = [
+            ", ".join(f[k]["distinct"][:3]) + (" …" if len(f[k]["distinct"]) > 3 else "")
+            for k in ("weight_t", "product_t", "psum_t", "dot_t", "bias_t", "bsum_t", "out_t")
+        ]
         lines.append(f"| {f['layer']} | {f['activation']} | " + " | ".join(cells) + " |")
     c = r["cost"]
     lines += [

@@ -124,8 +124,12 @@ class _Evaluator:
         batch = pt[None, :]
         if self.on_grid:
             y_raw = simulate_raw(self.program, batch)[0]
-            x = [Fraction(int(v), 2**self.in_frac) if self.in_frac >= 0 else Fraction(int(v) * 2**-self.in_frac)
-                 for v in pt]
+            x = [
+                Fraction(int(v), 2**self.in_frac)
+                if self.in_frac >= 0
+                else Fraction(int(v) * 2**-self.in_frac)
+                for v in pt
+            ]
         else:
             _, y = simulate(self.program, batch)
             y_raw = y[0]

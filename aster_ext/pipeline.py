@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -59,6 +60,12 @@ class QuantizeResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def cpp_identifier(name: str) -> str:
+    """A C++ identifier for the top function and file names: [A-Za-z_][A-Za-z0-9_]*."""
+    ident = re.sub(r"[^A-Za-z0-9_]", "_", name) or "network"
+    return ident if not ident[0].isdigit() else f"net_{ident}"
+
+
 def resolve_spec(net: Network, model_spec: Spec | None, opts: QuantizeOptions) -> Spec:
     """--input-lower/--input-upper override --spec, which overrides the model's own spec."""
     from .spec import load_spec
@@ -103,6 +110,7 @@ def analyse(
     for rnd in range(MAX_CERTIFY_ROUNDS):
         t = time.perf_counter()
         result = assign_aster(layers, lo, hi, target, opts.setting, opts.mode, time_limit=opts.time_limit)
+        result.program.name = cpp_identifier(net.name)
         timings["assign_s"] = timings.get("assign_s", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
         cert = certify_program(result.program, layers, lo, hi, input_on_grid=setting.no_init_error)
@@ -196,6 +204,7 @@ def build_report(
     sound = opts.mode != "aster"
     cost = program_cost(program).to_json()
     cost["aster_objective"] = assignment.objective
+    cost["daisy_area_aster_types"] = int(assignment.daisy_area_cost)
     if sound:
         certified, per_output = cert.bound, [float(v) for v in cert.output_bound]
     else:

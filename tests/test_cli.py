@@ -28,11 +28,11 @@ def test_quantize_and_verify_example(tmp_path: Path) -> None:
         "report.md",
         "model.lp",
         "program.json",
-        "TinyController.cpp",
-        "TinyController.h",
     ):
         assert (out / name).is_file(), name
     r = json.loads((out / "report.json").read_text())
+    net = r["network"]
+    assert (out / f"{net}.cpp").is_file() and (out / f"{net}.h").is_file()
     for key in (
         "network",
         "mode",
@@ -52,13 +52,13 @@ def test_quantize_and_verify_example(tmp_path: Path) -> None:
     assert r["independent_bound"] == pytest.approx(r["certified_error"])
     for key in ("daisy_area", "hw", "weight_bits", "aster_objective"):
         assert r["cost"][key] > 0
-    header = (out / "TinyController.h").read_text()
+    header = (out / f"{net}.h").read_text()
     for token in (
         "N_IN",
         "N_OUT",
         "in_t",
         "out_t",
-        "void TinyController(const in_t x[N_IN], out_t y[N_OUT])",
+        f"void {net}(const in_t x[N_IN], out_t y[N_OUT])",
     ):
         assert token in header
     assert _run(["verify", out, "--samples", "300", "--search-iters", "20", "--quiet"]) == 0

@@ -54,6 +54,7 @@ class Certificate:
     output_bound: np.ndarray  # per output: max |error|
     overflows: list[OverflowIssue] = field(default_factory=list)
     input_on_grid: bool = False
+    relu_states: list[np.ndarray] = field(default_factory=list)  # per layer: 0 inactive, 1 active, 2 unstable
 
     @property
     def bound(self) -> float:
@@ -164,13 +165,15 @@ def certify_program(
     else:
         err = rounding_interval(np.full(program.n_in, 1074), np.full(program.n_in, in_t.frac_bits), quant)
     errors: list[Interval] = []
+    states: list[np.ndarray] = []
     for li, (lp, lr, p) in enumerate(zip(program.layers, ranges, params, strict=True)):
         x_fmt = program.input_formats(li)
-        err = _layer_error(lp, p, x_real, err, x_fmt, lr, quant, chk)
+        err, state = _layer_error(lp, p, x_real, err, x_fmt, lr, quant, chk)
         errors.append(err)
+        states.append(state)
         x_real = lr.post
     bound = up(err.mag())
-    return Certificate(errors, ranges, bound, chk.issues, input_on_grid)
+    return Certificate(errors, ranges, bound, chk.issues, input_on_grid, states)
 
 
 def _layer_error(
@@ -182,8 +185,9 @@ def _layer_error(
     lr: LayerRanges,
     quant: str,
     chk: _Checker,
-) -> Interval:
-    """Error enclosure of one layer's outputs (module docstring formula) + overflow checks."""
+) -> tuple[Interval, np.ndarray]:
+    """Error enclosure of one layer's outputs (module docstring formula) + overflow checks;
+    also the ReLU state of each neuron (0 stably inactive, 1 stably active, 2 unstable)."""
     n_out, n_in = lp.n_out, lp.n_in
     x_fix = x_real.add(x_err)  # range of the finite-precision inputs
     w_t, w_rad = _raw_to_float(lp.weight_raw, lp.weight_t.frac)
@@ -246,11 +250,13 @@ def _layer_error(
         lo = np.where(inactive, 0.0, np.where(active, e.lo, np.minimum(0.0, e.lo)))
         hi = np.where(inactive, 0.0, np.where(active, e.hi, np.maximum(0.0, e.hi)))
         act_err = Interval(lo, hi)
+        state = np.where(inactive, 0, np.where(active, 1, 2))
         chk.check(lp.name, "out", z_fix.relu(), lp.out_t)
     else:
         act_err = e
+        state = np.ones(n_out, dtype=np.int64)
         chk.check(lp.name, "out", z_fix, lp.out_t)
-    return act_err.add(rho_a)
+    return act_err.add(rho_a), state
 
 
 def _row_sum(v: Interval) -> Interval:

@@ -1,0 +1,552 @@
+"""The refined precision-assignment ILP (DESIGN §4-§5), built with vectorised numpy/scipy.
+
+Program shape chosen here (documented contract with :mod:`.solve`): neuron j of layer l has one
+fractional-bit count F_j for its products, partial sums (both at F_j + g_l guard bits,
+g_l = ceil(log2 n_in)), dot result, bias constant, bias sum and activation, and one count Fw_j
+for its weight row (weights rounded to nearest from the exact real weights). The input format
+is fixed (initLen). With u_j = 2^-F_j, all roundings of neuron j lie in (-κ_l u_j, 0],
+κ_l = 1 + (n_in - 1)·2^-g_l (n_in product truncations at F_j + g_l plus the dot truncation);
+the bias and weight quantisation errors Δb_j(F_j), ΔW_j(Fw_j) are taken exactly per candidate.
+
+Variables: one-hot binaries b[g,f] (F groups) and w[g,f] (Fw groups), f in [minLen, maxLen]; per
+neuron continuous ctr_j, rad_j (centre/radius of its z column, in units U = 2^-maxLen) and m_j
+(a bound on max|e_z,j|, 0 <= m_j <= E_j/U; the ReLU remainder radius of an unstable neuron is
+½ m_j). With the ReLU decisions fixed by the caps E_j, every error form is linear:
+
+    cap rows   ± Σ_c Cz_jc ctr_c + Σ_c |Cz_jc| rad_c + ½ Σ_{unstable k} |Cz_j,a_k| m_k - m_j <= ∓/- const
+    out rows   ± Σ_c Co_c ctr_c + Σ_c |Co_c| rad_c + ½ Σ |Co_a_k| m_k <= ε_target/U - const
+
+(const = the input-quantisation columns). Objective ``hw``: Σ multipliers (W_w + W_x) + Σ adders
+operand widths, linear in F, Fw for integer bits taken from ranges ⊕ caps (constants dropped).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..ir import DenseLayer
+from ..ranges import ExactParams, LayerRanges
+from ..rigorous import Interval
+from .error_forms import ACTIVE, INACTIVE, UNSTABLE, FormLayout, slope_of
+
+
+@dataclass(frozen=True)
+class Setting:
+    min_len: int
+    max_len: int
+    init_len: int
+    no_init_error: bool
+
+
+SETTINGS: dict[str, Setting] = {
+    "A": Setting(5, 32, 20, False),
+    "B": Setting(10, 32, 32, False),
+    "C": Setting(5, 32, 10, True),
+    "D": Setting(10, 32, 17, True),
+}
+
+
+def guard_bits(n_in: int) -> int:
+    return int(math.ceil(math.log2(n_in))) if n_in > 1 else 0
+
+
+def kappa(n_in: int) -> float:
+    """Rounding multiplier: all roundings of one neuron lie in (-κ·2^-F, 0]."""
+    return 1.0 + (n_in - 1) * 2.0 ** -guard_bits(n_in)
+
+
+def cap_decisions(
+    ranges: list[LayerRanges], layers: list[DenseLayer], caps: list[np.ndarray]
+) -> list[np.ndarray]:
+    """ReLU decisions from the real range ⊕ [-E_j, E_j]."""
+    out = []
+    for lr, layer, e in zip(ranges, layers, caps, strict=True):
+        if layer.activation == "relu":
+            dec = np.where(lr.pre.hi + e <= 0, INACTIVE, np.where(lr.pre.lo - e >= 0, ACTIVE, UNSTABLE))
+        else:
+            dec = np.full(layer.n_out, ACTIVE)
+        out.append(dec)
+    return out
+
+
+def structure_forms(
+    layers: list[DenseLayer], decisions: list[np.ndarray]
+) -> tuple[FormLayout, list[np.ndarray], list[np.ndarray]]:
+    """Float coefficient matrices C_z, C_a of every layer (ILP side; certify re-does it rigorously)."""
+    layout = FormLayout.of(layers[0].n_in, [layer.n_out for layer in layers])
+    ca = np.zeros((layout.n_in, layout.ncols))
+    ca[:, : layout.n_in] = np.eye(layout.n_in)
+    czs, cas = [], []
+    for li, (layer, dec) in enumerate(zip(layers, decisions, strict=True)):
+        cz = layer.weight @ ca
+        cz[:, layout.z_cols(li)] += np.eye(layer.n_out)
+        ca = slope_of(dec)[:, None] * cz
+        ca[:, layout.a_cols(li)] += np.eye(layer.n_out)
+        czs.append(cz)
+        cas.append(ca)
+    return layout, czs, cas
+
+
+def quantization_deltas(values: np.ndarray, fracs: np.ndarray) -> np.ndarray:
+    """round_nearest(v·2^f)·2^-f - v for every candidate f: shape values.shape + (len(fracs),)."""
+    v = np.asarray(values, dtype=np.float64)[..., None]
+    scale = np.exp2(fracs.astype(np.float64))
+    return np.floor(v * scale + 0.5) / scale - v
+
+
+@dataclass
+class RefinedModel:
+    """The ILP in matrix form plus what is needed to decode and re-check a solution."""
+
+    setting: Setting
+    layout: FormLayout
+    decisions: list[np.ndarray]
+    caps: list[np.ndarray]
+    target: float
+    fracs: np.ndarray  # candidate F values
+    n_neurons: int
+    group_f: np.ndarray  # neuron -> F group
+    group_w: np.ndarray  # neuron -> Fw group
+    n_gf: int
+    n_gw: int
+    # per neuron candidate values (float, in units U)
+    ctr_f: np.ndarray  # [N, nF]
+    rad_f: np.ndarray
+    ctr_w: np.ndarray
+    rad_w: np.ndarray
+    unit: float
+    # constraint matrix, columns: b (n_gf*nF), w (n_gw*nF), ctr (N), rad (N), m (N)
+    a: sp.csr_matrix
+    row_lo: np.ndarray
+    row_hi: np.ndarray
+    col_lo: np.ndarray
+    col_hi: np.ndarray
+    cost: np.ndarray
+    integer: np.ndarray
+    row_names: list[str]
+    col_names: list[str]
+    # cap / output row data for the exact re-check (layer-wise, in units U)
+    cap_rows: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (Cz rows, consts)
+    out_rows: tuple[np.ndarray, np.ndarray] | None = None
+    cz: list[np.ndarray] = field(default_factory=list)
+    co: np.ndarray | None = None
+    const_ctr: np.ndarray | None = None
+    const_rad: np.ndarray | None = None
+
+    @property
+    def n_cols(self) -> int:
+        return self.a.shape[1]
+
+
+def build_model(
+    layers: list[DenseLayer],
+    params: list[ExactParams],
+    ranges: list[LayerRanges],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    setting: Setting,
+    target: float,
+    caps: list[np.ndarray],
+    granularity: str = "neuron",
+) -> RefinedModel:
+    """Assemble the refined ILP (module docstring)."""
+    fracs = np.arange(setting.min_len, setting.max_len + 1)
+    nf = fracs.size
+    unit = 2.0**-setting.max_len
+    decisions = cap_decisions(ranges, layers, caps)
+    layout, czs, cas = structure_forms(layers, decisions)
+    sizes = layout.sizes
+    n = int(sum(sizes))
+    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    # neuron index of each z column / a column
+    if granularity == "neuron":
+        group_f = np.arange(n)
+    elif granularity == "layer":
+        group_f = np.concatenate([np.full(s, li) for li, s in enumerate(sizes)])
+    else:
+        raise ValueError(f"granularity must be 'layer' or 'neuron', got {granularity!r}")
+    group_w = group_f.copy()
+    n_gf = int(group_f.max()) + 1
+    n_gw = n_gf
+    # candidate source values per neuron
+    ctr_f = np.zeros((n, nf))
+    rad_f = np.zeros((n, nf))
+    ctr_w = np.zeros((n, nf))
+    rad_w = np.zeros((n, nf))
+    in_err = 0.0 if setting.no_init_error else 2.0**-setting.init_len
+    x_real = Interval(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
+    x_err_lo = np.full(layout.n_in, -in_err)
+    x_err_hi = np.zeros(layout.n_in)
+    u = np.exp2(-fracs.astype(np.float64))
+    for li, (layer, p, lr) in enumerate(zip(layers, params, ranges, strict=True)):
+        sl = slice(offs[li], offs[li + 1])
+        k = kappa(layer.n_in)
+        db = quantization_deltas(p.bias, fracs)  # [n_out, nf]
+        ctr_f[sl] = (-0.5 * k * u)[None, :] + db
+        rad_f[sl] = np.broadcast_to(0.5 * k * u, (layer.n_out, nf))
+        if p.bias_rad is not None:
+            rad_f[sl] += p.bias_rad[:, None]
+        xm = 0.5 * (x_real.lo + x_err_lo) + 0.5 * (x_real.hi + x_err_hi)
+        xr = 0.5 * ((x_real.hi + x_err_hi) - (x_real.lo + x_err_lo))
+        dw = quantization_deltas(p.weight, fracs)  # [n_out, n_in, nf]
+        ctr_w[sl] = np.einsum("jkf,k->jf", dw, xm)
+        rad_w[sl] = np.einsum("jkf,k->jf", np.abs(dw), xr)
+        if p.weight_rad is not None:
+            rad_w[sl] += (p.weight_rad @ np.maximum(np.abs(xm) + xr, 0.0))[:, None]
+        cap = caps[li]
+        if layer.activation == "relu":
+            x_real = lr.post
+            x_err_lo = -np.where(lr.pre.hi + cap <= 0, 0.0, cap)
+            x_err_hi = np.where(lr.pre.hi + cap <= 0, 0.0, cap)
+        else:
+            x_real = lr.post
+            x_err_lo, x_err_hi = -cap, cap
+    const_ctr = np.zeros(layout.ncols)
+    const_rad = np.zeros(layout.ncols)
+    const_ctr[: layout.n_in] = -0.5 * in_err / unit
+    const_rad[: layout.n_in] = 0.5 * in_err / unit
+
+    # ---- columns ----
+    nb, nw = n_gf * nf, n_gw * nf
+    c_ctr, c_rad, c_m = nb + nw, nb + nw + n, nb + nw + 2 * n  # column blocks: b, w, ctr, rad, m
+    ncol = nb + nw + 3 * n
+    col_lo = np.zeros(ncol)
+    col_hi = np.ones(ncol)
+    col_lo[c_ctr : c_ctr + n] = -np.inf
+    col_hi[c_ctr : c_rad + n] = np.inf
+    cap_all = np.concatenate(caps)
+    col_hi[c_m : c_m + n] = cap_all / unit
+    integer = np.zeros(ncol, dtype=bool)
+    integer[: nb + nw] = True
+
+    # z column j -> ctr var, rad var; a column j -> m var (coefficient ½ if unstable, else 0)
+    dec_all = np.concatenate(decisions)
+    half_unstable = np.where(dec_all == UNSTABLE, 0.5, 0.0)
+    z_idx = np.concatenate([np.arange(layout.z_off[li], layout.z_off[li] + s) for li, s in enumerate(sizes)])
+    a_idx = np.concatenate([np.arange(layout.a_off[li], layout.a_off[li] + s) for li, s in enumerate(sizes)])
+
+    rows: list[sp.csr_matrix] = []
+    lo_l: list[np.ndarray] = []
+    hi_l: list[np.ndarray] = []
+    names: list[str] = []
+
+    def form_rows(c: np.ndarray, sign: float, m_diag: np.ndarray | None) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Rows sign·Σ C ctr + Σ|C| rad + ½Σ|C_a| m (- m_j); returns matrix and the constant part."""
+        cz_ = c[:, z_idx]
+        ca_ = np.abs(c[:, a_idx]) * half_unstable[None, :]
+        r = c.shape[0]
+        blocks = [
+            sp.csr_matrix((r, nb + nw)),
+            sp.csr_matrix(sign * cz_),
+            sp.csr_matrix(np.abs(cz_)),
+        ]
+        mm = ca_.copy()
+        if m_diag is not None:
+            mm[np.arange(r), m_diag] -= 1.0
+        blocks.append(sp.csr_matrix(mm))
+        const = sign * (c @ const_ctr) + np.abs(c) @ const_rad
+        return sp.hstack(blocks, format="csr"), const
+
+    # one-hot rows
+    oh_b = sp.csr_matrix((np.ones(nb), (np.repeat(np.arange(n_gf), nf), np.arange(nb))), shape=(n_gf, ncol))
+    oh_w = sp.csr_matrix(
+        (np.ones(nw), (np.repeat(np.arange(n_gw), nf), nb + np.arange(nw))), shape=(n_gw, ncol)
+    )
+    rows += [oh_b, oh_w]
+    lo_l += [np.ones(n_gf), np.ones(n_gw)]
+    hi_l += [np.ones(n_gf), np.ones(n_gw)]
+    names += [f"onehotF_{g}" for g in range(n_gf)] + [f"onehotW_{g}" for g in range(n_gw)]
+    # definition rows: ctr_j - Σ ctr_f b - Σ ctr_w w = 0 ; rad_j likewise
+    jj = np.repeat(np.arange(n), nf)
+    bcols = (group_f[:, None] * nf + np.arange(nf)[None, :]).reshape(-1)
+    wcols = nb + (group_w[:, None] * nf + np.arange(nf)[None, :]).reshape(-1)
+    for what, vf, vw, c0 in (("ctr", ctr_f, ctr_w, c_ctr), ("rad", rad_f, rad_w, c_rad)):
+        data = np.concatenate([np.ones(n), -(vf / unit).reshape(-1), -(vw / unit).reshape(-1)])
+        ri = np.concatenate([np.arange(n), jj, jj])
+        ci = np.concatenate([c0 + np.arange(n), bcols, wcols])
+        rows.append(sp.csr_matrix((data, (ri, ci)), shape=(n, ncol)))
+        lo_l.append(np.zeros(n))
+        hi_l.append(np.zeros(n))
+        names += [f"def{what}_{j}" for j in range(n)]
+    # cap rows per layer
+    cap_rows = []
+    for li, cz in enumerate(czs):
+        sl = np.arange(offs[li], offs[li + 1])
+        for sign, tag in ((1.0, "up"), (-1.0, "dn")):
+            mat, const = form_rows(cz, sign, sl)
+            rows.append(mat)
+            lo_l.append(np.full(cz.shape[0], -np.inf))
+            hi_l.append(-const)
+            names += [f"cap{tag}_{li}_{j}" for j in range(cz.shape[0])]
+        cap_rows.append((cz, sl))
+    co = cas[-1]
+    eps_u = target / unit
+    for sign, tag in ((1.0, "up"), (-1.0, "dn")):
+        mat, const = form_rows(co, sign, None)
+        rows.append(mat)
+        lo_l.append(np.full(co.shape[0], -np.inf))
+        hi_l.append(eps_u - const)
+        names += [f"err{tag}_{o}" for o in range(co.shape[0])]
+    a = sp.vstack(rows, format="csr")
+    # drop numerically zero entries
+    a.data[np.abs(a.data) < 1e-300] = 0.0
+    a.eliminate_zeros()
+
+    cost = np.zeros(ncol)
+    cf, cw_ = _objective_coefficients(layers)
+    cf_g = np.bincount(group_f, weights=cf, minlength=n_gf)
+    cw_g = np.bincount(group_w, weights=cw_, minlength=n_gw)
+    cost[:nb] = (cf_g[:, None] * fracs[None, :]).reshape(-1)
+    cost[nb : nb + nw] = (cw_g[:, None] * fracs[None, :]).reshape(-1)
+    col_names = (
+        [f"F_{g}_{f}" for g in range(n_gf) for f in fracs]
+        + [f"Fw_{g}_{f}" for g in range(n_gw) for f in fracs]
+        + [f"ctr_{j}" for j in range(n)]
+        + [f"rad_{j}" for j in range(n)]
+        + [f"m_{j}" for j in range(n)]
+    )
+    return RefinedModel(
+        setting, layout, decisions, caps, target, fracs, n, group_f, group_w, n_gf, n_gw,
+        ctr_f, rad_f, ctr_w, rad_w, unit, a, np.concatenate(lo_l), np.concatenate(hi_l),
+        col_lo, col_hi, cost, integer, names, col_names, cap_rows, None, czs, co, const_ctr, const_rad,
+    )  # fmt: skip
+
+
+def _objective_coefficients(layers: list[DenseLayer]) -> tuple[np.ndarray, np.ndarray]:
+    """hw cost per unit of F_j and Fw_j (module docstring; integer-bit constants dropped)."""
+    cf, cw = [], []
+    for li, layer in enumerate(layers):
+        n_next = layers[li + 1].n_out if li + 1 < len(layers) else 0
+        # (n_in - 1) partial-sum adders and one bias adder at F_j (+ g), n_next multipliers read a_j
+        cf.append(np.full(layer.n_out, float(layer.n_in - 1 + 1 + n_next)))
+        cw.append(np.full(layer.n_out, float(layer.n_in)))
+    return np.concatenate(cf), np.concatenate(cw)
+
+
+# ------------------------------------------------------------------------------------------------
+# HiGHS
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SolveOutcome:
+    status: str
+    f: np.ndarray | None  # per neuron F
+    fw: np.ndarray | None
+    objective: float | None
+    time_s: float
+    mip_gap: float | None = None
+
+
+def solve_model(
+    model: RefinedModel,
+    time_limit: float,
+    mip_rel_gap: float = 1e-3,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
+    window: int | None = None,
+) -> SolveOutcome:
+    """Solve with HiGHS; decode the one-hot binaries into per-neuron F and Fw.
+
+    ``start`` (per-neuron F, Fw) is passed as an incumbent; with ``window`` the candidates of each
+    group are restricted to start ± window (binaries outside fixed to 0).
+    """
+    import highspy
+
+    t0 = time.perf_counter()
+    nf = model.fracs.size
+    nb, nw = model.n_gf * nf, model.n_gw * nf
+    col_hi = model.col_hi.copy()
+    x0 = None
+    if start is not None:
+        f0 = np.zeros(model.n_gf, dtype=np.int64)
+        w0 = np.zeros(model.n_gw, dtype=np.int64)
+        f0[model.group_f] = np.searchsorted(model.fracs, start[0])
+        w0[model.group_w] = np.searchsorted(model.fracs, start[1])
+        x0 = np.zeros(model.n_cols)
+        x0[np.arange(model.n_gf) * nf + f0] = 1.0
+        x0[nb + np.arange(model.n_gw) * nf + w0] = 1.0
+        if window is not None:
+            k = np.arange(nf)[None, :]
+            col_hi[:nb] = (np.abs(k - f0[:, None]) <= window).reshape(-1)
+            col_hi[nb : nb + nw] = (np.abs(k - w0[:, None]) <= window).reshape(-1)
+    a = model.a.tocsc()
+    inf = highspy.kHighsInf
+    lp = highspy.HighsLp()
+    lp.num_col_ = a.shape[1]
+    lp.num_row_ = a.shape[0]
+    lp.col_cost_ = model.cost
+    lp.col_lower_ = np.where(np.isinf(model.col_lo), -inf, model.col_lo)
+    lp.col_upper_ = np.where(np.isinf(col_hi), inf, col_hi)
+    lp.row_lower_ = np.where(np.isinf(model.row_lo), -inf, model.row_lo)
+    lp.row_upper_ = np.where(np.isinf(model.row_hi), inf, model.row_hi)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = a.indices.astype(np.int32)
+    lp.a_matrix_.value_ = a.data.astype(np.float64)
+    lp.integrality_ = [
+        highspy.HighsVarType.kInteger if b else highspy.HighsVarType.kContinuous for b in model.integer
+    ]
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(max(time_limit, 0.5)))
+    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    h.setOptionValue("random_seed", 0)
+    h.setOptionValue("small_matrix_value", 1e-12)
+    h.passModel(lp)
+    if x0 is not None:
+        idx = np.arange(nb + nw, dtype=np.int32)
+        h.setSolution(int(idx.size), idx, x0[: nb + nw].astype(np.float64))
+    h.run()
+    ms = h.modelStatusToString(h.getModelStatus()).lower()
+    info = h.getInfo()
+    has_sol = info.primal_solution_status == 2
+    status = (
+        "optimal" if "optimal" in ms
+        else "infeasible" if "infeasible" in ms
+        else "time_limit" if "time" in ms
+        else "error"
+    )  # fmt: skip
+    if not has_sol:
+        return SolveOutcome(status, None, None, None, time.perf_counter() - t0)
+    x = np.asarray(h.getSolution().col_value)
+    bsel = x[: model.n_gf * nf].reshape(model.n_gf, nf).argmax(axis=1)
+    wsel = x[model.n_gf * nf : (model.n_gf + model.n_gw) * nf].reshape(model.n_gw, nf).argmax(axis=1)
+    f = model.fracs[bsel][model.group_f]
+    fw = model.fracs[wsel][model.group_w]
+    return SolveOutcome(status, f, fw, float(info.objective_function_value), time.perf_counter() - t0,
+                        float(info.mip_gap))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------
+# exact re-check of the rows (dyadic rationals as Python integers)
+# ------------------------------------------------------------------------------------------------
+
+
+def _dyadic(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Exact integers V and exponent e with values = V·2^e (float64 array)."""
+    v = np.asarray(values, dtype=np.float64)
+    mant, ex = np.frexp(v)
+    m = (np.ldexp(mant, 53)).astype(np.int64).astype(object)
+    e = ex.astype(np.int64) - 53
+    emin = int(e.min()) if e.size else 0
+    return m * (np.ones(v.shape, dtype=object) << (e - emin).astype(object)), emin
+
+
+def exact_dot(coefs: np.ndarray, vals: list[Fraction]) -> Fraction:
+    """Σ coefs_i·vals_i exactly (coefs float64, vals dyadic Fractions)."""
+    if len(vals) == 0:
+        return Fraction(0)
+    cm, ce = _dyadic(coefs)
+    den = max(v.denominator for v in vals)
+    vi = np.array([v.numerator * (den // v.denominator) for v in vals], dtype=object)
+    tot = int(np.sum(cm * vi))
+    return Fraction(tot) * Fraction(2) ** ce / den
+
+
+def exact_row_check(model: RefinedModel, f: np.ndarray, fw: np.ndarray) -> tuple[bool, list[str]]:
+    """Recompute ctr/rad of every z column from the chosen binaries and check cap and error rows
+    in exact rational arithmetic (m_j set to the exact max of its two cap rows)."""
+    idx_f = np.searchsorted(model.fracs, f)
+    idx_w = np.searchsorted(model.fracs, fw)
+    rows = np.arange(model.n_neurons)
+    ctr = [
+        Fraction(float(a / model.unit)) + Fraction(float(b / model.unit))
+        for a, b in zip(model.ctr_f[rows, idx_f], model.ctr_w[rows, idx_w], strict=True)
+    ]
+    rad = [
+        Fraction(float(a / model.unit)) + Fraction(float(b / model.unit))
+        for a, b in zip(model.rad_f[rows, idx_f], model.rad_w[rows, idx_w], strict=True)
+    ]
+    lay = model.layout
+    dec = np.concatenate(model.decisions)
+    z_idx = np.concatenate([np.arange(lay.z_off[i], lay.z_off[i] + s) for i, s in enumerate(lay.sizes)])
+    a_idx = np.concatenate([np.arange(lay.a_off[i], lay.a_off[i] + s) for i, s in enumerate(lay.sizes)])
+    m: list[Fraction] = [Fraction(0)] * model.n_neurons
+    bad: list[str] = []
+    cc = [Fraction(float(v)) for v in model.const_ctr]
+    cr = [Fraction(float(v)) for v in model.const_rad]
+
+    def row_value(c: np.ndarray, sign: int, upto: int) -> Fraction:
+        used = np.nonzero(c[z_idx[:upto]])[0]
+        tot = sign * exact_dot(c[z_idx[used]], [ctr[i] for i in used])
+        tot += exact_dot(np.abs(c[z_idx[used]]), [rad[i] for i in used])
+        un = [i for i in range(upto) if dec[i] == UNSTABLE and c[a_idx[i]] != 0.0]
+        tot += exact_dot(np.abs(c[a_idx[un]]) * 0.5, [m[i] for i in un]) if un else 0
+        nz = np.nonzero(c[: lay.n_in])[0]
+        if nz.size:
+            tot += sign * exact_dot(c[nz], [cc[i] for i in nz]) + exact_dot(
+                np.abs(c[nz]), [cr[i] for i in nz]
+            )
+        return tot
+
+    pos = 0
+    for li, cz in enumerate(model.cz):
+        for j in range(cz.shape[0]):
+            gj = pos + j
+            upto = gj + 1  # z columns of this neuron and earlier
+            val = max(row_value(cz[j], 1, upto), row_value(cz[j], -1, upto))
+            m[gj] = val
+            if val > Fraction(float(model.caps[li][j])) / Fraction(model.unit):
+                bad.append(f"cap_{li}_{j}")
+        pos += cz.shape[0]
+    eps_u = Fraction(model.target) / Fraction(model.unit)
+    for o in range(model.co.shape[0]):
+        val = max(row_value(model.co[o], 1, model.n_neurons), row_value(model.co[o], -1, model.n_neurons))
+        if val > eps_u:
+            bad.append(f"err_{o}")
+    return not bad, bad
+
+
+# ------------------------------------------------------------------------------------------------
+# CPLEX-LP text
+# ------------------------------------------------------------------------------------------------
+
+
+def lp_text(model: RefinedModel, comment: str = "") -> str:
+    """CPLEX-LP text of the model (rows exactly as passed to HiGHS)."""
+    names = model.col_names
+    out = ["\\ refined-mode precision assignment (aster_ext)"]
+    out += [f"\\ {line}" for line in comment.splitlines()]
+    out.append("Minimize")
+    nzc = np.nonzero(model.cost)[0]
+    out.append(" obj: " + _expr(model.cost[nzc], [names[i] for i in nzc]))
+    out.append("Subject To")
+    a = model.a
+    for r in range(a.shape[0]):
+        s, e = a.indptr[r], a.indptr[r + 1]
+        expr = _expr(a.data[s:e], [names[i] for i in a.indices[s:e]])
+        lo, hi = model.row_lo[r], model.row_hi[r]
+        if lo == hi:
+            out.append(f" {model.row_names[r]}: {expr} = {lo!r}")
+        else:
+            out.append(f" {model.row_names[r]}: {expr} <= {hi!r}")
+    out.append("Bounds")
+    for i, nm in enumerate(names):
+        if model.integer[i]:
+            continue
+        lo, hi = model.col_lo[i], model.col_hi[i]
+        if np.isinf(lo) and np.isinf(hi):
+            out.append(f" {nm} free")
+        elif np.isinf(hi):
+            out.append(f" {nm} >= {lo!r}")
+        else:
+            out.append(f" {lo!r} <= {nm} <= {hi!r}")
+    out.append("Binaries")
+    ints = [names[i] for i in np.nonzero(model.integer)[0]]
+    out += [" " + " ".join(ints[i : i + 20]) for i in range(0, len(ints), 20)]
+    out.append("End")
+    return "\n".join(out) + "\n"
+
+
+def _expr(coefs: np.ndarray, names: list[str]) -> str:
+    if len(names) == 0:
+        return "0 ctr_0"
+    terms = [f"{'-' if c < 0 else '+'} {abs(float(c))!r} {n}" for c, n in zip(coefs, names, strict=True)]
+    lines = [" ".join(terms[i : i + 8]) for i in range(0, len(terms), 8)]
+    return "\n   ".join(lines)

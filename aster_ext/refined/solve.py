@@ -1,0 +1,317 @@
+"""Refined precision assignment: caps -> ILP -> exact row check -> FixedProgram -> certify_forms.
+
+Rounds: (1) caps E_j = ε / s_j with s_j the largest output sensitivity of neuron j's pre-activation
+error (clipped); solve; re-check the rows exactly; build the program; certify it with
+:func:`certify_forms`. A failed certificate tightens the ILP target by the observed ratio and
+re-solves; an infeasible model with caps relaxes the caps once. (2) Once certified, one
+refinement round sets E_j = 2·(certified max|e_z,j|) (more neurons become stably (in)active)
+and keeps the result if it is certified and cheaper. Integer bits of every type are the
+smallest that the certifier's own value ranges allow (derived from a first analysis pass with
+wide formats: error forms do not depend on integer bits).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..certify import Certificate, _needed_int_bits
+from ..cost import program_cost
+from ..errors import InfeasibleError, UserError
+from ..fixedpoint import FixedFormat, quantize_fractions
+from ..ir import DenseLayer
+from ..program import FixedProgram, FormatArray, LayerProgram
+from ..ranges import ExactParams, LayerRanges
+from ..rigorous import Interval
+from .error_forms import FormsRun, certify_forms, forms_analysis
+from .model import (
+    SETTINGS,
+    Setting,
+    build_model,
+    exact_row_check,
+    guard_bits,
+    lp_text,
+    solve_model,
+    structure_forms,
+)
+from .symbolic_ranges import symbolic_ranges
+
+WIDE_INT = 40
+LARGE = 30  # neurons above which the neuron-level ILP is warm-started from the layer-level one
+WINDOW = 3  # provisional integer bits of the first (range-finding) pass
+
+
+@dataclass
+class RefinedResult:
+    program: FixedProgram
+    certificate: Certificate
+    dot_bits: list[list[int]]
+    bias_bits: list[list[int]]
+    objective: float
+    claimed_error: float
+    solver_status: str
+    solver_time_s: float
+    lp_text: str
+    exact_check_ok: bool
+    notes: list[str] = field(default_factory=list)
+    rounds: int = 0
+    weight_bits: list[list[int]] = field(default_factory=list)
+    hw_cost: int = 0
+
+
+# ------------------------------------------------------------------------------------------------
+# program construction
+# ------------------------------------------------------------------------------------------------
+
+
+def _int_bits(v: Interval, frac: np.ndarray) -> np.ndarray:
+    """Smallest I with the half-open AP_TRN no-overflow condition, and width I + F >= 1."""
+    return np.maximum(_needed_int_bits(v), 1 - np.asarray(frac, dtype=np.int64))
+
+
+def _round_weights(layer: DenseLayer, frac_rows: np.ndarray) -> np.ndarray:
+    """Raw integers of the exact real weights rounded to nearest at per-row frac (object ints)."""
+    f = np.broadcast_to(frac_rows[:, None], layer.weight.shape)
+    if layer.weight_exact is not None:
+        return quantize_fractions(layer.weight_exact, f, "RND")
+    return _round_floats(layer.weight, f)
+
+
+def _round_bias(layer: DenseLayer, frac: np.ndarray) -> np.ndarray:
+    if layer.bias_exact is not None:
+        return quantize_fractions(layer.bias_exact, frac, "RND")
+    return _round_floats(layer.bias, frac)
+
+
+def _round_floats(v: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """floor(v·2^f + 1/2) exactly (floats are exact dyadics; |v·2^f| < 2^52 uses numpy)."""
+    scaled = np.ldexp(np.asarray(v, dtype=np.float64), np.asarray(frac, dtype=np.int64))
+    if np.all(np.abs(scaled) < 2.0**51):
+        return np.floor(scaled + 0.5).astype(np.int64).astype(object)
+    from ..ir import to_fractions
+
+    return quantize_fractions(to_fractions(v), frac, "RND")
+
+
+def build_program(
+    name: str,
+    layers: list[DenseLayer],
+    f: list[np.ndarray],
+    fw: list[np.ndarray],
+    setting: Setting,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    params: list[ExactParams],
+    ranges: list[LayerRanges],
+) -> tuple[FixedProgram, FormsRun]:
+    """FixedProgram for per-neuron F (products/psums at F + g) and per-row Fw, minimal integer bits."""
+    in_frac = setting.init_len
+    box = Interval(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
+    in_i = int(np.max(_int_bits(box, np.full(box.lo.shape, in_frac))))
+    input_t = FixedFormat(in_i + in_frac, in_i)
+    lps: list[LayerProgram] = []
+    for li, layer in enumerate(layers):
+        fj = np.asarray(f[li], dtype=np.int64)
+        fwj = np.asarray(fw[li], dtype=np.int64)
+        g = guard_bits(layer.n_in)
+        shape2 = layer.weight.shape
+        facc = np.broadcast_to((fj + g)[:, None], shape2)
+        wide = lambda fr: FormatArray.from_frac(fr, np.full(np.shape(fr), WIDE_INT))  # noqa: E731
+        lps.append(
+            LayerProgram(
+                name=layer.name,
+                activation=layer.activation,
+                weight_raw=_round_weights(layer, fwj),
+                weight_t=wide(np.broadcast_to(fwj[:, None], shape2)),
+                product_t=wide(facc),
+                psum_t=wide(facc),
+                dot_t=wide(fj),
+                bias_raw=_round_bias(layer, fj),
+                bias_t=wide(fj),
+                bsum_t=wide(fj),
+                out_t=wide(fj),
+            )
+        )
+    program = FixedProgram(name, input_t, lps, "TRN", "WRAP", {"mode": "refined"})
+    on_grid = setting.no_init_error
+    run = forms_analysis(program, layers, lower, upper, on_grid, params, ranges)
+    for lp, st in zip(program.layers, run.stage_ranges, strict=True):
+        wv = np.array([float(v) for v in lp.weight_raw.reshape(-1)]).reshape(lp.weight_raw.shape)
+        wv = np.ldexp(wv, -lp.weight_t.frac)
+        lp.weight_t = FormatArray.from_frac(lp.weight_t.frac, _int_bits(Interval(wv, wv), lp.weight_t.frac))
+        bv = np.ldexp(np.array([float(v) for v in lp.bias_raw]), -lp.bias_t.frac)
+        lp.bias_t = FormatArray.from_frac(lp.bias_t.frac, _int_bits(Interval(bv, bv), lp.bias_t.frac))
+        lp.product_t = FormatArray.from_frac(lp.product_t.frac, _int_bits(st["product"], lp.product_t.frac))
+        ps = st["psum"]
+        need = np.maximum(
+            _needed_int_bits(st["final_s"]), _needed_int_bits(Interval(ps.lo[:, -1], ps.hi[:, -1]))
+        )
+        psi = np.maximum(need, 1 - lp.psum_t.frac[:, 0])
+        lp.psum_t = FormatArray.from_frac(lp.psum_t.frac, np.broadcast_to(psi[:, None], lp.psum_t.frac.shape))
+        lp.dot_t = FormatArray.from_frac(lp.dot_t.frac, _int_bits(st["dot"], lp.dot_t.frac))
+        lp.bsum_t = FormatArray.from_frac(lp.bsum_t.frac, _int_bits(st["bsum"], lp.bsum_t.frac))
+        lp.out_t = FormatArray.from_frac(lp.out_t.frac, _int_bits(st["out"], lp.out_t.frac))
+    return program, run
+
+
+# ------------------------------------------------------------------------------------------------
+# caps
+# ------------------------------------------------------------------------------------------------
+
+
+def initial_caps(
+    layers: list[DenseLayer], ranges: list[LayerRanges], eps: float, setting: Setting
+) -> list[np.ndarray]:
+    """E_j = ε / s_j, s_j = max_o |∂e_o/∂δ_z,j| with decisions from the real ranges (clipped)."""
+    from .model import cap_decisions
+
+    zero = [np.zeros(layer.n_out) for layer in layers]
+    dec = cap_decisions(ranges, layers, zero)
+    layout, _, cas = structure_forms(layers, dec)
+    co = np.abs(cas[-1])
+    e_max = max(eps, 2.0**-setting.min_len)
+    caps = []
+    for li in range(len(layers)):
+        s = co[:, layout.z_cols(li)].max(axis=0)
+        caps.append(np.minimum(eps / np.maximum(s, 1e-30), e_max))
+    return caps
+
+
+# ------------------------------------------------------------------------------------------------
+# main entry
+# ------------------------------------------------------------------------------------------------
+
+
+def assign_refined(
+    layers: list[DenseLayer],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    eps: float,
+    setting: str = "A",
+    granularity: str = "neuron",
+    time_limit: float = 60.0,
+    name: str = "net",
+    max_rounds: int = 5,
+    refine_caps: bool = True,
+    mip_rel_gap: float = 1e-2,
+) -> RefinedResult:
+    """Refined-mode assignment certified by :func:`certify_forms` (module docstring)."""
+    if not np.isfinite(eps) or eps <= 0:
+        raise UserError(f"the error target must be a positive number, got {eps}")
+    if setting not in SETTINGS:
+        raise UserError(f"unknown setting '{setting}' (choose from {', '.join(SETTINGS)})")
+    st = SETTINGS[setting]
+    t_start = time.perf_counter()
+    lower = np.asarray(lower, dtype=np.float64)
+    upper = np.asarray(upper, dtype=np.float64)
+    params = [ExactParams.of(layer) for layer in layers]
+    ranges = symbolic_ranges(layers, lower, upper, params)
+    caps = initial_caps(layers, ranges, eps, st)
+    notes: list[str] = [
+        f"setting {setting}: minLen={st.min_len} maxLen={st.max_len} initLen={st.init_len} "
+        f"noInitError={st.no_init_error}; granularity={granularity}",
+        "products and partial sums at F_j + ceil(log2 n_in) guard bits; dot, bias, bias sum, "
+        "activation at F_j; weights per row at Fw_j (round to nearest); AP_TRN, AP_WRAP",
+    ]
+    target = eps
+    best: RefinedResult | None = None
+    solver_time = 0.0
+    rounds = 0
+    relaxed_caps = False
+    refined = False
+    while rounds < max_rounds:
+        left = time_limit - (time.perf_counter() - t_start)
+        if left <= 0:
+            notes.append("time limit reached")
+            break
+        rounds += 1
+        start = None
+        if granularity == "neuron" and sum(layer.n_out for layer in layers) > LARGE:
+            # warm start: layer-granularity solution, then neurons within ±WINDOW of it
+            m_l = build_model(layers, params, ranges, lower, upper, st, target, caps, "layer")
+            s_l = solve_model(m_l, 0.4 * left, mip_rel_gap)
+            solver_time += s_l.time_s
+            if s_l.f is not None:
+                start = (s_l.f, s_l.fw)
+            left = time_limit - (time.perf_counter() - t_start)
+        model = build_model(layers, params, ranges, lower, upper, st, target, caps, granularity)
+        sol = solve_model(model, left, mip_rel_gap, start, WINDOW if start is not None else None)
+        solver_time += sol.time_s
+        if sol.f is None:
+            if sol.status == "infeasible" and not relaxed_caps and best is None:
+                notes.append(f"round {rounds}: infeasible with caps; caps relaxed x16")
+                caps = [c * 16.0 for c in caps]
+                relaxed_caps = True
+                continue
+            notes.append(f"round {rounds}: solver status {sol.status}, no solution")
+            break
+        ok_rows, bad_rows = exact_row_check(model, sol.f, sol.fw)
+        f_l, fw_l = _split(sol.f, layers), _split(sol.fw, layers)
+        program, _ = build_program(name, layers, f_l, fw_l, st, lower, upper, params, ranges)
+        cert = certify_forms(program, layers, lower, upper, st.no_init_error)
+        hw = program_cost(program).hw
+        notes.append(
+            f"round {rounds}: target {target:.6g}, solver {sol.status} ({sol.time_s:.2f}s), "
+            f"exact row check {'ok' if ok_rows else 'FAILED ' + ','.join(bad_rows[:3])}, "
+            f"certified {cert.bound:.6g}, hw {hw}"
+        )
+        good = cert.ok and cert.bound <= eps
+        if good and (best is None or hw < best.hw_cost):
+            best = RefinedResult(
+                program, cert, [list(map(int, v)) for v in f_l], [list(map(int, v)) for v in f_l],
+                float(sol.objective), cert.bound, sol.status, solver_time,
+                lp_text(model, f"target {target!r}, setting {setting}"), ok_rows, notes, rounds,
+                [list(map(int, v)) for v in fw_l], hw,
+            )  # fmt: skip
+        if good:
+            if refine_caps and not refined:
+                refined = True
+                run = forms_analysis(program, layers, lower, upper, st.no_init_error, params, ranges)
+                caps = [np.maximum(2.0 * e.mag(), 2.0**-st.max_len) for e in run.z_err]
+                continue
+            break
+        if refined:
+            break  # the refinement round did not certify; keep the earlier result
+        shrink = eps / cert.bound if cert.ok and cert.bound > 0 else 0.5
+        target = target * min(0.95, shrink * 0.98)
+    if best is None:
+        smallest = smallest_certifiable(name, layers, lower, upper, st, params, ranges)
+        raise InfeasibleError(
+            f"{name}: refined mode found no certified assignment for eps={eps:g} in setting {setting}; "
+            f"the smallest error this analysis certifies at maxLen={st.max_len} is {smallest:.6g}",
+            smallest_error=smallest,
+        )
+    best.rounds = rounds
+    best.solver_time_s = solver_time
+    best.notes = notes
+    return best
+
+
+def _split(v: np.ndarray, layers: list[DenseLayer]) -> list[np.ndarray]:
+    out, pos = [], 0
+    for layer in layers:
+        out.append(np.asarray(v[pos : pos + layer.n_out], dtype=np.int64))
+        pos += layer.n_out
+    return out
+
+
+def smallest_certifiable(
+    name: str,
+    layers: list[DenseLayer],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    st: Setting,
+    params: list[ExactParams] | None = None,
+    ranges: list[LayerRanges] | None = None,
+) -> float:
+    """certify_forms bound of the program with every F and Fw at maxLen."""
+    ps = params if params is not None else [ExactParams.of(layer) for layer in layers]
+    rg = ranges if ranges is not None else symbolic_ranges(layers, lower, upper, ps)
+    f = [np.full(layer.n_out, st.max_len) for layer in layers]
+    program, _ = build_program(name, layers, f, f, st, lower, upper, ps, rg)
+    return certify_forms(program, layers, lower, upper, st.no_init_error).bound
+
+
+__all__ = ["RefinedResult", "assign_refined", "build_program", "smallest_certifiable"]

@@ -1,0 +1,175 @@
+"""Symbolic (DeepPoly/CROWN-style) ranges of a dense ReLU/linear chain, sound under float rounding.
+
+For layer l the pre-activation z_l = W_l a_{l-1} + b_l is bounded above and below by linear
+expressions Λ·a_k + c that are back-substituted layer by layer down to the input box, replacing
+a_k by linear relaxations of the activation on the (already computed) range [lo_k, hi_k] of z_k:
+
+    ReLU, stably active: a = z;  stably inactive: a = 0;
+    unstable (lo < 0 < hi):  λ z <= a <= α (z - lo),  α >= hi / (hi - lo) (chord, rounded up),
+                             λ = 1 if hi > -lo else 0   (the usual area heuristic).
+
+Coefficient matrices are float64; every rounding is pushed into the constant c instead of being
+carried as a radius matrix: if a float product fl(Λ M) replaces the exact Λ M_exact, then for v
+in a known range |(Λ M_exact - fl(Λ M)) v| <= (γ_n |Λ||M| + |Λ| R) mag(v), which is added to
+(upper) or subtracted from (lower) c. R is the radius of the exact real weights around their
+float64 values (:class:`~aster_ext.ranges.ExactParams`); mag(v) comes from the ranges of earlier
+layers. The result is intersected with the interval ranges, so it is never wider than them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..ir import DenseLayer
+from ..ranges import ExactParams, LayerRanges, apply_activation, interval_ranges
+from ..rigorous import MU, Interval, down, gamma, scaled_sum_bound, up
+
+
+@dataclass
+class Relaxation:
+    """a >= lo_slope·z and a <= up_slope·z + up_icpt elementwise (valid on the layer's z range)."""
+
+    up_slope: np.ndarray
+    up_icpt: np.ndarray
+    lo_slope: np.ndarray
+    exact: np.ndarray  # bool: slope products are exact (slopes 0/1)
+
+
+def relu_relaxation(pre: Interval) -> Relaxation:
+    """Linear ReLU relaxation on [lo, hi] (module docstring), with outward-rounded chord."""
+    lo, hi = pre.lo, pre.hi
+    active = lo >= 0
+    inactive = hi <= 0
+    unstable = ~active & ~inactive
+    width = np.where(unstable, down(hi - lo), 1.0)
+    # a <= chord (z - lo) needs chord >= hi/(hi-lo) (< 1 exactly, so min with 1 keeps it valid)
+    chord = np.where(unstable, np.minimum(up(hi / width), 1.0), 0.0)
+    up_slope = np.where(active, 1.0, np.where(unstable, chord, 0.0))
+    up_icpt = np.where(unstable, up(chord * -lo), 0.0)
+    lo_slope = np.where(active | (unstable & (hi > -lo)), 1.0, 0.0)
+    return Relaxation(up_slope, up_icpt, lo_slope, ~unstable)
+
+
+def identity_relaxation(n: int) -> Relaxation:
+    one = np.ones(n)
+    return Relaxation(one, np.zeros(n), one, np.ones(n, dtype=bool))
+
+
+def relaxation_of(fn: str, pre: Interval) -> Relaxation:
+    if fn == "relu":
+        return relu_relaxation(pre)
+    if fn == "identity":
+        return identity_relaxation(pre.lo.size)
+    raise UnsupportedError(f"symbolic ranges: activation '{fn}' is not supported yet")
+
+
+def _mag(v: Interval) -> np.ndarray:
+    return v.mag()
+
+
+def _affine_back(
+    lam: np.ndarray, c: np.ndarray, p: ExactParams, mag_in: np.ndarray, upper: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Substitute z = W a + b into Λ z + c: returns fl(Λ W) and the rigorously shifted constant."""
+    n = p.weight.shape[0]
+    aw = np.abs(p.weight)
+    al = np.abs(lam)
+    new = lam @ p.weight
+    cb = lam @ p.bias
+    # rounding of Λ W (applied to a with |a| <= mag_in) and of Λ b; plus exact-parameter radii
+    slack = gamma(n) * scaled_sum_bound(al, scaled_sum_bound(aw, mag_in))
+    slack = up(slack + gamma(n) * scaled_sum_bound(al, np.abs(p.bias)))
+    if p.weight_rad is not None:
+        slack = up(slack + scaled_sum_bound(al, scaled_sum_bound(p.weight_rad, mag_in)))
+    if p.bias_rad is not None:
+        slack = up(slack + scaled_sum_bound(al, p.bias_rad))
+    slack = up(slack * (1.0 + 4 * MU) + 1e-300)
+    if upper:
+        return new, up(up(c + cb) + slack)
+    return new, down(down(c + cb) - slack)
+
+
+def _relax_back(
+    lam: np.ndarray, c: np.ndarray, rx: Relaxation, mag_z: np.ndarray, upper: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Replace a_k in Λ a_k + c by its relaxation in z_k (upper or lower bound expression)."""
+    pos = np.maximum(lam, 0.0)
+    neg = np.minimum(lam, 0.0)
+    if upper:
+        new = pos * rx.up_slope + neg * rx.lo_slope
+        ic = pos @ rx.up_icpt
+    else:
+        new = pos * rx.lo_slope + neg * rx.up_slope
+        ic = neg @ rx.up_icpt
+    m = rx.up_icpt.size
+    # elementwise slope products: |error| <= μ|fl| per entry (exact where the slope is 0/1)
+    err_el = np.where(rx.exact[None, :], 0.0, up(2 * MU * np.abs(new)))
+    slack = scaled_sum_bound(err_el, mag_z) + gamma(m) * scaled_sum_bound(np.abs(lam), rx.up_icpt)
+    slack = up(slack * (1.0 + 4 * MU) + 1e-300)
+    if upper:
+        return new, up(up(c + ic) + slack)
+    return new, down(down(c + ic) - slack)
+
+
+def _box_bound(lam: np.ndarray, c: np.ndarray, x: Interval, upper: bool) -> np.ndarray:
+    """max (upper) or min (lower) of Λ x + c over the box, rounded outward."""
+    m, r = x.mid_rad()
+    n = m.size
+    val = lam @ m
+    al = np.abs(lam)
+    spread = up(scaled_sum_bound(al, r) + gamma(n) * scaled_sum_bound(al, np.abs(m)))
+    spread = up(spread * (1.0 + 4 * MU) + 1e-300)
+    if upper:
+        return up(up(val + spread) + c)
+    return down(down(val - spread) + c)
+
+
+def symbolic_ranges(
+    layers: list[DenseLayer],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    params: list[ExactParams] | None = None,
+) -> list[LayerRanges]:
+    """Per-neuron pre/post-activation ranges by back-substitution, intersected with intervals."""
+    ps = params if params is not None else [ExactParams.of(layer) for layer in layers]
+    base = interval_ranges(layers, lower, upper, ps)
+    x = Interval(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
+    out: list[LayerRanges] = []
+    relax: list[Relaxation] = []
+    for li, layer in enumerate(layers):
+        pre = base[li].pre
+        if li > 0:
+            hi = _backsub(li, ps, out, relax, x, upper=True)
+            lo = _backsub(li, ps, out, relax, x, upper=False)
+            pre = Interval(np.maximum(pre.lo, lo), np.minimum(pre.hi, hi))
+            # guard against an empty intersection from an (impossible) inconsistency
+            bad = pre.lo > pre.hi
+            if np.any(bad):
+                pre = Interval(np.where(bad, base[li].pre.lo, pre.lo), np.where(bad, base[li].pre.hi, pre.hi))
+        post = apply_activation(layer.activation, pre)
+        out.append(LayerRanges(pre, post))
+        relax.append(relaxation_of(layer.activation, pre))
+    return out
+
+
+def _backsub(
+    li: int,
+    ps: list[ExactParams],
+    ranges: list[LayerRanges],
+    relax: list[Relaxation],
+    x: Interval,
+    upper: bool,
+) -> np.ndarray:
+    n = ps[li].weight.shape[0]
+    lam = np.eye(n)
+    c = np.zeros(n)
+    for k in range(li, -1, -1):
+        mag_in = _mag(ranges[k - 1].post) if k > 0 else _mag(x)
+        lam, c = _affine_back(lam, c, ps[k], mag_in, upper)  # now over a_{k-1}
+        if k == 0:
+            break
+        lam, c = _relax_back(lam, c, relax[k - 1], _mag(ranges[k - 1].pre), upper)  # over z_{k-1}
+    return _box_bound(lam, c, x, upper)

@@ -53,10 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--input-upper", type=_floats, help="input upper bounds")
     q.add_argument(
         "--mode",
-        default="aster-sound",
-        choices=["aster", "aster-sound"],
-        help="aster: Aster's published analysis (not sound); aster-sound: same ILP, unsound points repaired "
-        "(default)",
+        default="refined",
+        choices=["refined", "aster", "aster-sound"],
+        help="refined (default): symbolic per-neuron error analysis and per-neuron formats; aster: Aster's "
+        "published analysis (not sound); aster-sound: Aster's ILP with its unsound points repaired",
+    )
+    q.add_argument(
+        "--granularity",
+        default="neuron",
+        choices=["neuron", "layer"],
+        help="refined mode: one format per neuron/weight row (default) or one per layer",
     )
     q.add_argument(
         "--setting",
@@ -106,6 +112,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         error=args.error,
         mode=args.mode,
         setting=args.setting,
+        granularity=args.granularity,
         spec_path=args.spec,
         input_lower=args.input_lower,
         input_upper=args.input_upper,

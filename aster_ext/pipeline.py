@@ -22,25 +22,28 @@ import numpy as np
 from .aster.settings import SETTINGS
 from .aster.solve import AsterResult, assign_aster
 from .certify import Certificate, certify_program
-from .codegen.hls import generate_hls
+from .codegen.hls import generate_hls, layer_layouts
 from .cost import program_cost
 from .errors import InfeasibleError, UserError
 from .frontend import load_model
 from .ir import DenseLayer, Network, dense_chain
 from .program import FixedProgram
 from .program_io import save_program
+from .refined.solve import RefinedResult, assign_refined
 from .report import write_reports
 from .spec import Spec, check_spec_matches, spec_from_bounds
 
-MODES = ("aster", "aster-sound")
+MODES = ("refined", "aster", "aster-sound")
+GRANULARITIES = ("neuron", "layer")
 MAX_CERTIFY_ROUNDS = 6
 
 
 @dataclass
 class QuantizeOptions:
     error: float
-    mode: str = "aster-sound"
+    mode: str = "refined"
     setting: str = "A"
+    granularity: str = "neuron"
     spec_path: Path | None = None
     input_lower: list[float] | None = None
     input_upper: list[float] | None = None
@@ -54,7 +57,7 @@ class QuantizeResult:
     spec: Spec
     program: FixedProgram
     certificate: Certificate
-    assignment: AsterResult
+    assignment: AsterResult | RefinedResult
     report: dict[str, Any]
     out_dir: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -94,17 +97,42 @@ def analyse(
     spec: Spec,
     opts: QuantizeOptions,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[DenseLayer], FixedProgram, Certificate, AsterResult, dict[str, Any], dict[str, float]]:
+) -> tuple[
+    list[DenseLayer], FixedProgram, Certificate, AsterResult | RefinedResult, dict[str, Any], dict[str, float]
+]:
     """Assign formats and certify them; aster-sound tightens the ILP target until certified."""
     _check_error_target(opts.error)
     if opts.mode not in MODES:
         raise UserError(f"unknown mode '{opts.mode}' (choose from {', '.join(MODES)})")
     if opts.setting not in SETTINGS:
         raise UserError(f"unknown setting '{opts.setting}' (choose from {', '.join(SETTINGS)})")
+    if opts.granularity not in GRANULARITIES:
+        raise UserError(f"unknown granularity '{opts.granularity}' (choose from {', '.join(GRANULARITIES)})")
     setting = SETTINGS[opts.setting]
     timings: dict[str, float] = {}
     layers = dense_chain(net, frozenset({"relu", "identity"}))
     lo, hi = spec.input_lower, spec.input_upper
+    if opts.mode == "refined":
+        t = time.perf_counter()
+        refined = assign_refined(
+            layers,
+            lo,
+            hi,
+            opts.error,
+            opts.setting,
+            opts.granularity,
+            opts.time_limit,
+            cpp_identifier(net.name),
+        )
+        refined.program.name = cpp_identifier(net.name)
+        timings["assign_and_certify_s"] = time.perf_counter() - t
+        cert = refined.certificate
+        if not cert.ok or cert.bound > opts.error:
+            raise RuntimeError(
+                f"{net.name}: refined result not certified ({cert.bound:g}): a bug, please report"
+            )
+        info = {"rounds": [{"rounds": refined.rounds, "certified": cert.bound}]}
+        return layers, refined.program, cert, refined, info, timings
     target = opts.error
     rounds: list[dict[str, Any]] = []
     for rnd in range(MAX_CERTIFY_ROUNDS):
@@ -203,8 +231,11 @@ def build_report(
     setting = SETTINGS[opts.setting]
     sound = opts.mode != "aster"
     cost = program_cost(program).to_json()
-    cost["aster_objective"] = assignment.objective
-    cost["daisy_area_aster_types"] = int(assignment.daisy_area_cost)
+    if isinstance(assignment, AsterResult):
+        cost["aster_objective"] = assignment.objective
+        cost["daisy_area_aster_types"] = int(assignment.daisy_area_cost)
+    else:
+        cost["ilp_objective"] = assignment.objective
     if sound:
         certified, per_output = cert.bound, [float(v) for v in cert.output_bound]
     else:
@@ -230,6 +261,7 @@ def build_report(
         "reference": net.reference,
         "mode": opts.mode,
         "setting": opts.setting,
+        "granularity": opts.granularity if opts.mode == "refined" else "layer",
         "setting_params": setting.to_json(),
         "target_error": opts.error,
         "certified_error": certified,
@@ -243,8 +275,8 @@ def build_report(
         "input_lower": [float(v) for v in spec.input_lower],
         "input_upper": [float(v) for v in spec.input_upper],
         "frac_bits": {
-            "dot": list(map(int, assignment.dot_bits)),
-            "bias": list(map(int, assignment.bias_bits)),
+            "dot": _bits_json(assignment.dot_bits),
+            "bias": _bits_json(assignment.bias_bits),
         },
         "input_format": program.input_t.cpp(),
         "output_format": program.output_t.cpp(),
@@ -258,9 +290,14 @@ def build_report(
         },
         "certify_rounds": info["rounds"],
         "timings": timings,
-        "codegen": {"layout": "per-column typed loops (one statement block per input column)"},
+        "codegen": {"layouts": layer_layouts(program)},
         "notes": list(assignment.notes),
     }
+
+
+def _bits_json(bits: list[Any]) -> list[Any]:
+    """Per layer: an int (one choice per layer) or a list of per-neuron ints."""
+    return [list(map(int, b)) if isinstance(b, list | tuple | np.ndarray) else int(b) for b in bits]
 
 
 def _fmt_summary(fa: Any) -> dict[str, Any]:

@@ -12,6 +12,14 @@ def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     (out_dir / "report.md").write_text(render_markdown(report))
 
 
+def bits_text(bits: int | list[int]) -> str:
+    """One layer's fractional bits: the int, or 'min-max' over its neurons."""
+    if isinstance(bits, list):
+        lo, hi = min(bits), max(bits)
+        return str(lo) if lo == hi else f"{lo}-{hi}"
+    return str(bits)
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     """Human-readable summary: the certificate, formats per layer, cost, solver, timings."""
     sound = "sound certificate" if r["sound"] else "Aster's own claim (NOT a sound bound, DESIGN §7)"
@@ -40,7 +48,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     for i, (d, b) in enumerate(zip(r["frac_bits"]["dot"], r["frac_bits"]["bias"], strict=True)):
-        lines.append(f"| {i + 1} | {d} | {b} |")
+        lines.append(f"| {i + 1} | {bits_text(d)} | {bits_text(b)} |")
     lines += [
         "",
         "## Formats per layer",
@@ -63,7 +71,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- hw (operand bits over multipliers and adders): {c['hw']}",
         f"- bilinear multiplier cost Σ W_w·W_x: {c['mult_bilinear']}",
         f"- weight + bias bits: {c['weight_bits']}",
-        f"- Aster ILP objective: {c.get('aster_objective')}",
+        f"- ILP objective: {c.get('aster_objective', c.get('ilp_objective'))}",
         "",
         "## Solver and timings",
         "",
@@ -72,6 +80,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- Certify rounds: {len(r['certify_rounds'])}",
     ]
     lines += [f"- {k}: {v:.3f} s" for k, v in r["timings"].items()]
+    lines += ["", "## Code layout", ""] + [
+        f"- layer {i + 1}: {t}" for i, t in enumerate(r["codegen"]["layouts"])
+    ]
     if r.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
     return "\n".join(lines) + "\n"

@@ -68,44 +68,67 @@ class FixedFormat:
         return Fraction(int(raw)) * self.lsb
 
 
+def _is_object(raw: np.ndarray) -> bool:
+    return np.asarray(raw).dtype == object
+
+
+def _shift_amounts(shift: np.ndarray | int, obj: bool) -> np.ndarray | int:
+    """Shift amounts as Python ints (scalar or object array) for object data, else int64."""
+    s = np.asarray(shift)
+    if s.ndim == 0:
+        return int(s)
+    return s.astype(object) if obj else s.astype(np.int64)
+
+
 def shift_round(raw: np.ndarray, shift: np.ndarray | int, quant: str) -> np.ndarray:
     """Quantise raw values by dropping ``shift`` fractional bits (shift <= 0 multiplies exactly).
 
-    TRN: floor(r / 2^s); RND: floor(r / 2^s + 1/2). Elementwise, ``shift`` broadcasts.
+    TRN: floor(r / 2^s); RND: floor(r / 2^s + 1/2) = floor((2r + 2^s) / 2^(s+1)). Elementwise,
+    ``shift`` broadcasts. int64 data needs headroom: |r| < 2^60 and |r·2^-s| < 2^60.
     """
-    shift_arr = np.broadcast_to(np.asarray(shift), np.broadcast(raw, np.asarray(shift)).shape)
-    raw_b = np.broadcast_to(raw, shift_arr.shape)
-    pos = np.maximum(shift_arr, 0)
-    neg = np.maximum(-shift_arr, 0)
+    raw = np.asarray(raw)
+    obj = raw.dtype == object
+    sh = np.asarray(shift, dtype=np.int64)
+    pos_np = np.maximum(sh, 0)
+    neg_np = np.maximum(-sh, 0)
+    if not obj:
+        # int64 shifts >= 64 are undefined; for |r| < 2^60 any shift >= 61 gives the same result
+        pos_np = np.minimum(pos_np, 61)
+    pos = _shift_amounts(pos_np, obj)
+    neg = _shift_amounts(neg_np, obj)
     if quant == "RND":
-        half = np.where(pos > 0, _pow2(pos - 1, raw_b.dtype), 0)
-        down = (raw_b + half) >> pos
+        down = ((raw << 1) + (1 << pos)) >> (pos + 1)
+    elif quant == "TRN":
+        down = raw >> pos
     else:
-        down = raw_b >> pos
-    return down << neg if np.any(neg) else down
-
-
-def _pow2(exp: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype == object:
-        one = np.ones(exp.shape, dtype=object)
-        return one << np.maximum(exp, 0).astype(object)
-    return np.left_shift(np.int64(1), np.maximum(exp, 0).astype(np.int64))
+        raise ValueError(f"unknown quantisation mode {quant!r}")
+    return down << neg if np.any(neg_np) else np.asarray(down)
 
 
 def wrap_or_saturate(raw: np.ndarray, width: np.ndarray | int, overflow: str) -> np.ndarray:
-    """Bring raw integers into the signed ``width``-bit range: two's-complement wrap or clamp."""
-    w = np.asarray(width)
-    if raw.dtype == object:
-        w_obj = np.broadcast_to(w, np.broadcast(raw, w).shape).astype(object)
-        one = np.ones(w_obj.shape, dtype=object)
-        half = one << (w_obj - 1)
-        full = one << w_obj
+    """Bring raw integers into the signed ``width``-bit range: two's-complement wrap or clamp.
+
+    WRAP: ((r + 2^(W-1)) mod 2^W) - 2^(W-1); SAT: clamp to [-2^(W-1), 2^(W-1) - 1]. For int64
+    data (|r| < 2^62 assumed) widths above 62 leave the value unchanged, as they must.
+    """
+    raw = np.asarray(raw)
+    obj = raw.dtype == object
+    w = np.asarray(width, dtype=np.int64)
+    if overflow not in OVERFLOW_MODES:
+        raise ValueError(f"unknown overflow mode {overflow!r}")
+    if obj:
+        w_o = _shift_amounts(w, True)
+        half = (np.ones(np.shape(w), dtype=object) << (w_o - 1)) if w.ndim else 1 << (int(w) - 1)
     else:
-        half = np.left_shift(np.int64(1), (w - 1).astype(np.int64))
-        full = np.left_shift(np.int64(1), w.astype(np.int64))
+        w_c = np.minimum(w, 62)
+        half = np.left_shift(np.int64(1), w_c - 1)
     if overflow == "SAT":
-        return np.minimum(np.maximum(raw, -half), half - 1)
-    return ((raw + half) % full) - half
+        out = np.minimum(np.maximum(raw, -half), half - 1)
+    else:
+        out = ((raw + half) & (2 * half - 1)) - half
+    if not obj and np.any(w > 62):
+        out = np.where(w > 62, raw, out)
+    return out
 
 
 def convert(
@@ -121,17 +144,55 @@ def convert(
     return wrap_or_saturate(shifted, width, overflow)
 
 
+def convert_checked(
+    raw: np.ndarray,
+    src_frac: np.ndarray | int,
+    width: np.ndarray | int,
+    frac: np.ndarray | int,
+    quant: str = "TRN",
+    overflow: str = "WRAP",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`convert` plus a boolean mask of the elements that overflowed (wrapped or saturated).
+
+    An element overflows iff its quantised value lies outside [-2^(I-1), 2^(I-1) - 2^-F]; this is
+    the half-open condition of DESIGN §3 on the value before quantisation.
+    """
+    shifted = shift_round(raw, np.asarray(src_frac) - np.asarray(frac), quant)
+    out = wrap_or_saturate(shifted, width, overflow)
+    return out, np.asarray(out != shifted, dtype=bool)
+
+
 def quantize_reals(values: np.ndarray, frac: int, width: int, quant: str, overflow: str) -> np.ndarray:
-    """ap_fixed assignment from doubles: exact floor/round of each double (object ints out)."""
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    out = np.empty(flat.shape, dtype=object)
-    scale = Fraction(2) ** frac
-    for i, v in enumerate(flat):
-        s = Fraction(float(v)) * scale
+    """ap_fixed assignment from doubles: exact floor/round of each double (object ints out).
+
+    Raw = floor(x·2^F) (TRN) or floor(x·2^F + 1/2) (RND), then wrap/saturate to ``width`` bits.
+    NaN and infinities are rejected (ap_fixed has no defined result for them).
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("cannot assign NaN or infinity to a fixed-point type")
+    flat = arr.reshape(-1)
+    with np.errstate(over="ignore"):
+        scaled = np.ldexp(flat, frac)
+    # fast exact path: x·2^F is exact unless it overflows or turns subnormal, floor is exact,
+    # and y - floor(y) is exact, so the RND carry (fraction >= 1/2) is decided exactly
+    ok = np.all(np.abs(scaled) < 2.0**60) and np.all((flat == 0) | (np.abs(scaled) >= 2.0**-1000))
+    if ok:
+        fl = np.floor(scaled)
         if quant == "RND":
-            s += Fraction(1, 2)
-        out[i] = s.numerator // s.denominator
-    return wrap_or_saturate(out, width, overflow).reshape(np.shape(values))
+            fl = fl + ((scaled - fl) >= 0.5)
+        elif quant != "TRN":
+            raise ValueError(f"unknown quantisation mode {quant!r}")
+        out = fl.astype(np.int64).astype(object)
+    else:
+        out = np.empty(flat.shape, dtype=object)
+        scale = Fraction(2) ** frac
+        for i, v in enumerate(flat):
+            s = Fraction(float(v)) * scale
+            if quant == "RND":
+                s += Fraction(1, 2)
+            out[i] = s.numerator // s.denominator
+    return wrap_or_saturate(out, width, overflow).reshape(arr.shape)
 
 
 def quantize_fractions(values: np.ndarray, frac: np.ndarray | int, quant: str = "RND") -> np.ndarray:
@@ -157,6 +218,7 @@ def int_bits_for(lo: float | Fraction, hi: float | Fraction) -> int:
     while not (-(Fraction(2) ** (i - 1)) <= Fraction(lo) and Fraction(hi) < Fraction(2) ** (i - 1)):
         i += 1
     # allow I <= 0 for small ranges
-    while i > -64 and m > 0 and -(Fraction(2) ** (i - 2)) <= Fraction(lo) and Fraction(hi) < Fraction(2) ** (i - 2):
+    lo_f, hi_f = Fraction(lo), Fraction(hi)
+    while i > -64 and m > 0 and -(Fraction(2) ** (i - 2)) <= lo_f and hi_f < Fraction(2) ** (i - 2):
         i -= 1
     return i

@@ -1,0 +1,222 @@
+"""Generated HLS C++ compiled with g++ against ap_types agrees bit for bit with the simulator.
+
+Random programs (fixed seeds) cover TRN/RND x WRAP/SAT, every layout (one loop, grouped,
+fully unrolled), formats that overflow, > 64-bit constants and intermediates. They are compiled
+into one binary (one translation unit per program, in parallel, plus one harness unit).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aster_ext.codegen import (
+    compile_harness,
+    generate_harness,
+    generate_hls,
+    generate_multi_harness,
+    layer_layouts,
+    run_harness,
+)
+from aster_ext.codegen.hls import c_identifier, neuron_groups
+from aster_ext.fixedpoint import FixedFormat
+from aster_ext.program import FormatArray
+from aster_ext.simulate import choose_dtype, intermediate_bits, simulate_raw
+from tests.cpp_support import require_toolchain
+from tests.programs import aster_like_program, random_inputs, random_program, reference_outputs
+
+
+def _degenerate_rnd_program():
+    """AP_RND products whose whole value lies below half an lsb (ap_fixed C-sim would assert)."""
+    rng = np.random.default_rng(99)
+    p = random_program(
+        rng,
+        [2, 2],
+        quant="RND",
+        overflow="SAT",
+        layout="uniform",
+        width=(3, 3),
+        int_bits=(0, 0),
+        name="degenerate_rnd",
+    )
+    lp = p.layers[0]
+    p.input_t = FixedFormat(3, -7, "RND", "SAT")  # F = 10
+    lp.weight_t = FormatArray.uniform((2, 2), 2, -8)  # F = 10
+    lp.weight_raw = np.array([[1, -2], [-1, 1]], dtype=object)
+    lp.product_t = FormatArray(np.array([[4, 6], [4, 6]]), np.array([[4, -14], [4, -14]]))  # F = 0, 20
+    return p
+
+
+def _programs() -> list:
+    rng = np.random.default_rng(20240611)
+    spec = [
+        # name, sizes, quant, overflow, layout, width, acc_width, pool
+        ("col_trn_wrap", [4, 5, 3], "TRN", "WRAP", "column", (1, 16), (1, 24), 4),
+        ("col_rnd_sat", [5, 4, 2], "RND", "SAT", "column", (1, 16), (1, 24), 4),
+        ("elem_trn_sat", [3, 3, 2], "TRN", "SAT", "element", (1, 12), (1, 20), 3),
+        ("mixed_rnd_wrap", [4, 6, 3, 2], "RND", "WRAP", "mixed", (1, 14), (1, 22), 3),
+        ("wide_trn_wrap", [3, 3, 2], "TRN", "WRAP", "column", (40, 75), (70, 130), 2),
+        ("wide_rnd_sat", [2, 3, 2], "RND", "SAT", "row", (40, 80), (70, 100), 2),
+        ("row_rnd_wrap", [5, 4, 3], "RND", "WRAP", "row", (1, 10), (1, 16), 3),
+        ("uni_trn_sat", [6, 8, 5, 3], "TRN", "SAT", "uniform", (4, 16), (8, 30), None),
+        ("single", [1, 1], "TRN", "WRAP", "uniform", (1, 8), (1, 8), None),
+    ]
+    progs = []
+    for name, sizes, q, o, layout, width, acc, pool in spec:
+        progs.append(
+            random_program(
+                rng,
+                sizes,
+                quant=q,
+                overflow=o,
+                layout=layout,
+                width=width,
+                acc_width=acc,
+                int_bits=(-4, 9),
+                name=name,
+                pool=pool,
+            )
+        )
+    progs.append(_degenerate_rnd_program())
+    progs.append(aster_like_program(rng, [4, 6, 3], name="aster_like"))  # simulated on the int128 path
+    return progs
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Generate every program, compile them into one dispatching harness binary."""
+    require_toolchain()
+    tmp = tmp_path_factory.mktemp("codegen")
+    progs = _programs()
+    sources = [generate_hls(p, tmp / "hls")["source"] for p in progs]
+    main = generate_multi_harness(progs, tmp / "harness")
+    # -O0 keeps the batch fast; test_single_program_harness_as_used_by_verify compiles at -O1
+    binary = compile_harness([*sources, main], tmp / "harness" / "bin", include_dirs=[tmp / "hls"], opt="-O0")
+    return {"programs": progs, "binary": binary, "dir": tmp / "hls"}
+
+
+def test_random_programs_cover_the_intended_cases(built: dict) -> None:
+    progs = {p.name: p for p in built["programs"]}
+    assert choose_dtype(progs["aster_like"]) == "int128"
+    assert choose_dtype(progs["wide_trn_wrap"]) == "object" and intermediate_bits(progs["wide_rnd_sat"]) > 100
+    assert any(w > 64 for p in progs.values() for lp in p.layers for w in lp.weight_t.width.reshape(-1))
+    layouts = {p.name: layer_layouts(p) for p in progs.values()}
+    assert layouts["col_trn_wrap"][0] == "loop" and layouts["elem_trn_sat"][0] == "unrolled"
+    assert layouts["mixed_rnd_wrap"][0].startswith("grouped")
+
+
+@pytest.mark.parametrize("index", range(11))
+def test_cpp_matches_simulator_bit_for_bit(built: dict, index: int) -> None:
+    p = built["programs"][index]
+    rng = np.random.default_rng(index)
+    x = random_inputs(rng, p, 60)
+    y_sim = simulate_raw(p, x)
+    y_cpp = run_harness(built["binary"], x, args=[c_identifier(p.name)])
+    mism = [
+        (i, list(x[i]), list(y_sim[i]), list(y_cpp[i]))
+        for i in range(len(x))
+        if list(y_sim[i]) != list(y_cpp[i])
+    ]
+    assert not mism, f"{p.name}: {len(mism)} of {len(x)} samples differ, first: {mism[0]}"
+    # the overflow paths are exercised (most random programs wrap or saturate somewhere)
+    if p.name not in ("single", "degenerate_rnd", "aster_like"):
+        assert simulate_raw(p, x, trace=True).first_overflow() is not None
+
+
+def test_simulator_equals_scalar_reference_on_the_compiled_programs(built: dict) -> None:
+    for i, p in enumerate(built["programs"]):
+        x = random_inputs(np.random.default_rng(i), p, 4)
+        assert simulate_raw(p, x).tolist() == reference_outputs(p, x).tolist(), p.name
+
+
+def test_header_declares_the_interface(built: dict) -> None:
+    p = built["programs"][0]
+    h = (built["dir"] / f"{p.name}.h").read_text()
+    assert f"#define N_IN {p.n_in}" in h and f"#define N_OUT {p.n_out}" in h
+    assert f"typedef {p.input_t.cpp()} in_t;" in h and f"typedef {p.output_t.cpp()} out_t;" in h
+    assert f"void {p.name}(const in_t x[N_IN], out_t y[N_OUT]);" in h
+
+
+def test_constants_are_raw_integers_never_decimals(built: dict) -> None:
+    for p in built["programs"]:
+        src = (built["dir"] / f"{p.name}.cpp").read_text()
+        code = "\n".join(ln.split("//")[0] for ln in src.splitlines())
+        assert not re.search(r"\d\.\d|\d[eE][-+]?\d(?![0-9a-fA-F]*ULL)", code), p.name
+        assert "double" not in code and "float" not in code
+    wide = (built["dir"] / "wide_trn_wrap.cpp").read_text()
+    assert "unsigned long long" in wide and "ULL" in wide  # > 64-bit constants as 64-bit limbs
+
+
+def test_single_program_harness_as_used_by_verify(tmp_path: Path) -> None:
+    """generate_harness's main.cpp in its own folder, linked with the emitted .cpp elsewhere."""
+    require_toolchain()
+    rng = np.random.default_rng(5)
+    p = random_program(
+        rng,
+        [3, 4, 2],
+        quant="RND",
+        overflow="WRAP",
+        layout="mixed",
+        width=(20, 70),
+        acc_width=(30, 90),
+        name="net-1",
+        pool=2,
+    )
+    assert choose_dtype(p) == "object"
+    files = generate_hls(p, tmp_path / "out")
+    assert files["source"].name == "net_1.cpp" and files["header"].name == "net_1.h"
+    harness = generate_harness(p, tmp_path / "h")
+    binary = compile_harness(
+        [files["source"], harness], tmp_path / "h" / "bin", include_dirs=[tmp_path / "out"]
+    )
+    x = random_inputs(rng, p, 30)
+    assert run_harness(binary, x).tolist() == simulate_raw(p, x).tolist()
+    with pytest.raises(RuntimeError, match="expected 3 raw integers"):
+        run_harness(binary, np.array([[1, 2]], dtype=object))
+
+
+def test_neuron_groups_follow_format_signatures() -> None:
+    rng = np.random.default_rng(3)
+    p = random_program(rng, [3, 6], layout="mixed", width=(2, 9))
+    lp = p.layers[0]
+    groups = neuron_groups(lp)
+    assert sorted(int(j) for g in groups for j in g) == list(range(6))
+    for g in groups:
+        for fmt in (lp.weight_t, lp.product_t, lp.psum_t):
+            assert (fmt.width[g] == fmt.width[g[0]]).all() and (fmt.int_bits[g] == fmt.int_bits[g[0]]).all()
+    uniform = random_program(rng, [3, 6], layout="column")
+    assert len(neuron_groups(uniform.layers[0])) == 1
+
+
+def test_c_identifier() -> None:
+    assert c_identifier("net-1") == "net_1"
+    assert c_identifier("1net") == "net_1net"
+    assert c_identifier("int") == "net_int"
+    assert c_identifier("ok_name") == "ok_name"
+
+
+def test_missing_toolchain_gives_clear_user_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from aster_ext.codegen import compile as comp
+    from aster_ext.errors import UserError
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match="pip install hls4ml"):
+        comp.find_ap_types()
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    with pytest.raises(UserError, match="not found"):
+        comp.find_cxx()
+
+
+def test_compile_errors_are_reported(tmp_path: Path) -> None:
+    from aster_ext.codegen.compile import CompileError
+
+    require_toolchain()
+    bad = tmp_path / "bad.cpp"
+    bad.write_text("int main() { return undefined_symbol; }\n")
+    with pytest.raises(CompileError, match="undefined_symbol"):
+        compile_harness([bad], tmp_path / "bad")

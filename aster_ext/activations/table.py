@@ -1,0 +1,312 @@
+"""Lookup-table implementation of a smooth activation, with a rigorous implementation error.
+
+Bit-level semantics (what :meth:`TableImpl.apply` and the emitted C++ both compute): the input
+is a raw integer t at ``in_frac`` fractional bits (value t·2^-in_frac);
+
+    index  = clamp((t >> shift) - base, 0, size - 1)      (>> is the arithmetic shift: floor)
+    output = entries[index]                              (raw integer at ``out_frac`` bits)
+
+Cell k holds the inputs t with (t >> shift) = base + k, i.e. the 2^shift consecutive grid
+points [(base+k)·2^shift, (base+k+1)·2^shift - 1]. :func:`build_table` covers the grid points
+of a finite-precision input range [lo, hi] with at most 2^index_bits cells.
+
+Entries. Default rule ``"centre"``: the entry is the raw value nearest to the centre of the
+rigorous enclosure of σ over the cell's grid points — the minimax choice, so each cell's error
+is about half the variation of σ over the cell. Rule ``"midpoint"``: nearest raw value of σ at
+the cell's middle grid value. Either way the bound below is computed from the actual entries.
+
+Error bound. For every grid point t in [lo, hi]:  |entry(t)·2^-out_frac - σ(t·2^-in_frac)|
+<= error_bound, where per cell  max_t |T - σ(t)| <= max(T - σ_lo, σ_hi - T)  with [σ_lo, σ_hi]
+the rigorous enclosure of σ over the cell's grid points (arb values at the cell's end points
+and at the grid neighbours of every verified critical point — σ is monotone in between);
+``error_lo``/``error_hi`` bound the signed error entry - σ. Inputs outside [lo, hi] are clamped
+to the first/last cell: their error is bounded by :meth:`TableImpl.clamped_error` over any
+finite range; otherwise the certifier must guarantee that the finite-precision input stays
+inside [lo, hi].
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+from flint import arb
+
+from ..errors import InfeasibleError
+from . import _cpp
+from ._arb import down, dyadic, up, working_precision
+from .base import Activation, Hull
+
+
+@dataclass
+class TableImpl:
+    """σ~(t) = entries[clamp((t >> shift) - base, 0, size - 1)] (see module docstring)."""
+
+    act: Activation
+    in_frac: int
+    out_frac: int
+    shift: int
+    base: int
+    entries: np.ndarray  # object array of Python ints (raw at out_frac)
+    lo: float  # covered finite-precision input range (real values)
+    hi: float
+    error_bound: float  # sup over grid points in [lo, hi] of |entry - σ|
+    error_lo: float  # inf of entry - σ over the same points
+    error_hi: float  # sup of entry - σ
+    index_bits: int
+    build_seconds: float = field(default=0.0, compare=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.entries.shape[0])
+
+    @property
+    def entry_width(self) -> int:
+        """Signed width (bits) holding every entry."""
+        return _cpp.signed_width([int(v) for v in self.entries])
+
+    @property
+    def grid_range(self) -> tuple[int, int]:
+        """Raw input grid points covered by the build range: ceil(lo·2^F) .. floor(hi·2^F)."""
+        return _grid_range(self.lo, self.hi, self.in_frac)
+
+    def apply(self, t_raw: np.ndarray) -> np.ndarray:
+        """Bit-exact table lookup on raw inputs (object or int64 ints); same dtype out when possible."""
+        t = np.asarray(t_raw)
+        obj = t.dtype == object
+        if not obj and t.dtype.kind not in "iu":
+            raise TypeError("TableImpl.apply needs integer raw values (int64 or object)")
+        k = (t >> self.shift) - self.base
+        if obj:
+            idx = np.array([min(max(int(v), 0), self.size - 1) for v in k.reshape(-1)], dtype=np.int64)
+            idx = idx.reshape(t.shape)
+        else:
+            idx = np.clip(k.astype(np.int64), 0, self.size - 1)
+        out = self.entries[idx]
+        if obj or self.entry_width > 63:
+            return out.astype(object)
+        return out.astype(np.int64)
+
+    def clamped_error(self, lo: float, hi: float) -> tuple[float, float]:
+        """Signed error enclosure (entry - σ) over every grid point in [lo, hi] (any finite range,
+        inputs outside the table clamp to the first/last entry)."""
+        t_lo, t_hi = _grid_range(lo, hi, self.in_frac)
+        e_lo, e_hi, _ = _error_over(self, t_lo, t_hi)
+        return e_lo, e_hi
+
+    def cpp(self, name: str, in_type: str, out_type: str) -> str:
+        """C++ function ``out_type name(in_type t)`` with the same bit-level semantics as apply.
+
+        in_type must have ``in_frac`` fractional bits (static_assert). The raw entry is turned
+        into ap_fixed<We, We - out_frac> by bit assignment and returned by ordinary ap_fixed
+        assignment to out_type, which is exact when out_type has ``out_frac`` fractional bits and
+        holds every entry (the caller's contract; otherwise ap_fixed quantises/overflows).
+        """
+        nm = _cpp.identifier(name)
+        we = self.entry_width
+        lines = [
+            f"// {self.act.describe()} lookup table: {self.size} entries, input frac {self.in_frac}, "
+            f"output frac {self.out_frac},",
+            f"// index = clamp((raw >> {self.shift}) - ({self.base}), 0, {self.size - 1}); "
+            f"|table - {self.act.name}| <= {self.error_bound:.6g} on [{self.lo:.17g}, {self.hi:.17g}]",
+            f"inline {out_type} {nm}({in_type} t) {{",
+            "#pragma HLS INLINE",
+            f"  typedef {in_type} {nm}_in_t;",
+            f"  static_assert({nm}_in_t::width - {nm}_in_t::iwidth == {self.in_frac}, "
+            f'"{nm}: the input type must have {self.in_frac} fractional bits");',
+            *_cpp.rom_lines(f"{nm}_rom", [int(v) for v in self.entries], we),
+            f"  ap_int<{nm}_in_t::width> raw;",
+            "  raw.range() = t.range();",
+            f"  const ap_int<{nm}_in_t::width + 1> k = raw >> {self.shift};",
+            "  int idx;",
+            f"  if (k < ({_cpp.const_expr(self.base)})) idx = 0;",
+            f"  else if (k > ({_cpp.const_expr(self.base + self.size - 1)})) idx = {self.size - 1};",
+            f"  else idx = (int)(k - ({_cpp.const_expr(self.base)})).to_int64();",
+            f"  ap_fixed<{we}, {we - self.out_frac}> v;",
+            *_cpp.assign_raw_lines("v", f"{nm}_rom", "idx", we),
+            "  return v;",
+            "}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _grid_range(lo: float, hi: float, frac: int) -> tuple[int, int]:
+    lo_q, hi_q = Fraction(lo) * (Fraction(2) ** frac), Fraction(hi) * (Fraction(2) ** frac)
+    return math.ceil(lo_q), math.floor(hi_q)
+
+
+def _mid_fraction(x: arb) -> Fraction:
+    man, exp = x.mid().man_exp()
+    man, exp = int(man), int(exp)
+    return Fraction(man * (1 << exp)) if exp >= 0 else Fraction(man, 1 << -exp)
+
+
+def _round_raw(value: Fraction, frac: int) -> int:
+    """floor(value·2^frac + 1/2) (round to nearest, ties up)."""
+    s = value * (Fraction(2) ** frac) + Fraction(1, 2)
+    return s.numerator // s.denominator
+
+
+def _cell_image(act: Activation, a: int, b: int, frac: int) -> tuple[arb, arb]:
+    """Exact points enclosing {σ(t·2^-frac) : t = a..b} (grid points only).
+
+    σ is monotone between critical points, so over the grid its extremes are at a, b and at the
+    grid points next to each critical point c: floor(c1·2^frac) .. ceil(c2·2^frac) for an
+    enclosure [c1, c2] of c (clipped to [a, b]). Falls back to the ball image of the whole
+    interval if that would take more than a few evaluations.
+    """
+    pts = {a, b}
+    for c1, c2 in act.structure.critical:
+        g1 = max(a, math.floor(Fraction(c1) * 2**frac))
+        g2 = min(b, math.ceil(Fraction(c2) * 2**frac))
+        if g1 > g2:
+            continue
+        if g2 - g1 > 4:
+            return act.image_ball(dyadic(a, frac), dyadic(b, frac))
+        pts.update(range(g1, g2 + 1))
+    hull = Hull()
+    for t in pts:
+        hull.add(*act.f_parts(dyadic(t, frac)))
+    assert hull.lo is not None and hull.hi is not None
+    return hull.lo, hull.hi
+
+
+def _error_over(tab: TableImpl, t_lo: int, t_hi: int) -> tuple[float, float, float]:
+    """(inf, sup of entry - σ, sup |entry - σ|) over the grid points t_lo..t_hi (rigorous)."""
+    if t_lo > t_hi:
+        return 0.0, 0.0, 0.0
+    s, base, size = tab.shift, tab.base, tab.size
+    segments: list[tuple[int, int, int]] = []
+    first, last = base << s, ((base + size) << s) - 1
+    if t_lo < first:
+        segments.append((t_lo, min(t_hi, first - 1), 0))
+    if t_hi > last:
+        segments.append((max(t_lo, last + 1), t_hi, size - 1))
+    k0 = max(0, (max(t_lo, first) >> s) - base)
+    k1 = min(size - 1, (min(t_hi, last) >> s) - base)
+    for k in range(k0, k1 + 1):
+        a = max(t_lo, (base + k) << s)
+        b = min(t_hi, ((base + k + 1) << s) - 1)
+        if a <= b:
+            segments.append((a, b, k))
+    with working_precision():
+        images = [_cell_image(tab.act, a, b, tab.in_frac) for a, b, _ in segments]
+    return _errors(tab, images, [k for _, _, k in segments])
+
+
+def _errors(tab: TableImpl, images: list[tuple[arb, arb]], cells: list[int]) -> tuple[float, float, float]:
+    """(inf, sup of entry - σ, sup |entry - σ|) from the images [σ_lo, σ_hi] of the given cells."""
+    e_lo, e_hi = math.inf, -math.inf
+    with working_precision():
+        for (y_lo, y_hi), k in zip(images, cells, strict=True):
+            entry = dyadic(int(tab.entries[k]), tab.out_frac)
+            e_lo = min(e_lo, down(entry - y_hi))
+            e_hi = max(e_hi, up(entry - y_lo))
+    return e_lo, e_hi, max(-e_lo, e_hi, 0.0)
+
+
+def build_table(
+    act: Activation,
+    lo: float,
+    hi: float,
+    in_frac: int,
+    out_frac: int,
+    index_bits: int,
+    rule: str = "centre",
+) -> TableImpl:
+    """Table of at most 2^index_bits cells over the input grid points of [lo, hi] (module docstring)."""
+    start = time.perf_counter()
+    if rule not in ("centre", "midpoint"):
+        raise ValueError(f"unknown table entry rule {rule!r} (centre | midpoint)")
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"table range must be finite with lo <= hi, got [{lo}, {hi}]")
+    if index_bits < 0:
+        raise ValueError("index_bits must be >= 0")
+    t_lo, t_hi = _grid_range(lo, hi, in_frac)
+    if t_lo > t_hi:
+        raise ValueError(f"[{lo}, {hi}] contains no point of the 2^-{in_frac} input grid")
+    shift = 0
+    max_shift = max(abs(t_lo), abs(t_hi)).bit_length() + 1  # then t >> shift is -1 or 0
+    while (t_hi >> shift) - (t_lo >> shift) >= (1 << index_bits):
+        shift += 1
+        if shift > max_shift:
+            raise ValueError(
+                f"a single table cell cannot cover [{lo}, {hi}] (the grid range crosses a cell "
+                "boundary at every shift); use index_bits >= 1"
+            )
+    base = t_lo >> shift
+    size = (t_hi >> shift) - base + 1
+    entries = np.empty(size, dtype=object)
+    images: list[tuple[arb, arb]] = []
+    with working_precision():
+        for k in range(size):
+            a = max(t_lo, (base + k) << shift)
+            b = min(t_hi, ((base + k + 1) << shift) - 1)
+            images.append(_cell_image(act, a, b, in_frac))
+            if rule == "centre":
+                y_lo, y_hi = images[-1]
+                centre = (_mid_fraction(y_lo) + _mid_fraction(y_hi)) / 2
+            else:
+                m = a + b  # middle grid value (a + b)/2 at in_frac bits = m at in_frac + 1 bits
+                centre = _mid_fraction(act.f_arb(dyadic(m, in_frac + 1)))
+            entries[k] = _round_raw(centre, out_frac)
+    tab = TableImpl(
+        act=act,
+        in_frac=in_frac,
+        out_frac=out_frac,
+        shift=shift,
+        base=base,
+        entries=entries,
+        lo=float(lo),
+        hi=float(hi),
+        error_bound=math.inf,
+        error_lo=-math.inf,
+        error_hi=math.inf,
+        index_bits=index_bits,
+    )
+    tab.error_lo, tab.error_hi, tab.error_bound = _errors(tab, images, list(range(size)))
+    tab.build_seconds = time.perf_counter() - start
+    return tab
+
+
+def choose_index_bits(
+    act: Activation,
+    lo: float,
+    hi: float,
+    in_frac: int,
+    out_frac: int,
+    target_error: float,
+    max_bits: int = 14,
+    rule: str = "centre",
+) -> int:
+    """Smallest index_bits in 0..max_bits whose table has error_bound <= target_error.
+
+    Rule: try index_bits = 0, 1, 2, ... and stop at the first table meeting the target; a table
+    with shift 0 already has one cell per grid point, so larger tables cannot improve it. Raises
+    :class:`InfeasibleError` naming the smallest error achieved (then a larger out_frac, or a
+    larger max_bits, is needed).
+    """
+    best = math.inf
+    best_bits = 0
+    for bits in range(max_bits + 1):
+        try:
+            tab = build_table(act, lo, hi, in_frac, out_frac, bits, rule)
+        except ValueError:
+            if bits == 0:
+                continue
+            raise
+        if tab.error_bound <= target_error:
+            return bits
+        if tab.error_bound < best:
+            best, best_bits = tab.error_bound, bits
+        if tab.shift == 0:
+            break
+    raise InfeasibleError(
+        f"{act.describe()} table on [{lo:.6g}, {hi:.6g}] (input frac {in_frac}, output frac {out_frac}): "
+        f"target error {target_error:.6g} not reachable with at most 2^{max_bits} entries; smallest "
+        f"achievable is {best:.6g} (index_bits={best_bits}); raise out_frac or max_bits",
+        smallest_error=best,
+    )

@@ -286,3 +286,88 @@ def test_infeasible_names_smallest_eps(shared_dir: Path) -> None:
         assign_refined(layers, lo, hi, 1e-15, "A", time_limit=10)
     assert info.value.smallest_error is not None and info.value.smallest_error > 1e-15
     assert "smallest error" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------
+# bias-offset folding, ablation switches, solver cap (attacks on the new pieces)
+# ------------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), fold=st.booleans(), stable=st.booleans())
+def test_folded_bias_and_forced_unstable_sound(seed: int, fold: bool, stable: bool) -> None:
+    """Programs with folded bias constants (and all-unstable ReLU relaxation): the certificate
+    holds on attacked inputs and the float analysis is never below its exact replay."""
+    from aster_ext.ranges import ExactParams
+    from aster_ext.refined.model import bias_offset
+
+    rng = np.random.default_rng(seed)
+    n_layers = int(rng.integers(2, 4))
+    widths = list(rng.integers(1, 7, n_layers + 1))
+    layers = random_net(rng, n_layers, widths)
+    lo = rng.uniform(-1, 0, widths[0])
+    hi = lo + rng.uniform(0.01, 2, widths[0])
+    f = [rng.integers(3, 10, layer.n_out) for layer in layers]
+    fw = [rng.integers(3, 10, layer.n_out) for layer in layers]
+    ps = [ExactParams.of(layer) for layer in layers]
+    sym = symbolic_ranges(layers, lo, hi, ps)
+    program, _ = build_program("t", layers, f, fw, SETTINGS["A"], lo, hi, ps, sym, fold, stable)
+    if fold:  # the constants really hold round_F(b + ½κ2^-F)
+        for lp, layer, fj in zip(program.layers, layers, f, strict=True):
+            off = np.array([Fraction(float(v)) for v in bias_offset(layer.n_in, fj)], dtype=object)
+            want = quantize_fractions(layer.exact_bias() + off, fj, "RND")
+            assert list(lp.bias_raw) == list(want)
+    cert = certify_forms(program, layers, lo, hi, False, None, stable)
+    assert cert.ok
+    xs = attack_points(rng, program, layers, lo, hi, n_random=50, n_search=24)
+    obs = observed_errors(program, layers, xs, False)
+    assert np.all(obs.max(axis=0) <= cert.output_bound)
+    run = forms_analysis(program, layers, lo, hi, False, ps, None, stable)
+    assert check_run(program, layers, lo, hi, False, run) == []
+
+
+def test_bias_folding_centres_the_rounding(shared_dir: Path) -> None:
+    """With folding Δb_j - ½κu_j lies within ½u_j of 0 (so the rounding mean -½κu_j is cancelled),
+    and the ILP buys no more bits than without it."""
+    from aster_ext.refined.model import kappa
+
+    layers, lo, hi = load_bench(shared_dir, "ACC5NN")
+    costs = {}
+    for fold in (True, False):
+        res = assign_refined(layers, lo, hi, 1e-3, "A", time_limit=30, fold_bias=fold)
+        assert res.certificate.ok and res.claimed_error <= 1e-3
+        costs[fold] = res.hw_cost
+        if fold:
+            for lp, layer in zip(res.program.layers, layers, strict=True):
+                f = lp.bias_t.frac
+                k = Fraction(kappa(layer.n_in))
+                for j, b in enumerate(layer.exact_bias()):
+                    u = Fraction(1, 2 ** int(f[j]))
+                    db = Fraction(int(lp.bias_raw[j])) * u - b
+                    assert abs(db - k * u / 2) <= u / 2
+    assert costs[True] <= costs[False]
+
+
+@pytest.mark.parametrize(
+    "kw", [{"symbolic": False}, {"relu_stability": False}, {"exact_dw": False}, {"fold_bias": False}]
+)
+def test_ablation_switches_certified(shared_dir: Path, kw: dict) -> None:
+    layers, lo, hi = load_bench(shared_dir, "InvPendulumNN")
+    res = assign_refined(layers, lo, hi, 1e-3, "A", time_limit=30, **kw)
+    assert res.certificate.ok and res.claimed_error <= 1e-3
+    ci = certify_program(res.program, layers, lo, hi, False)
+    assert res.claimed_error <= ci.bound
+    rng = np.random.default_rng(1)
+    xs = attack_points(rng, res.program, layers, lo, hi, n_random=40, n_search=16)
+    assert observed_errors(res.program, layers, xs, False).max() <= res.claimed_error
+
+
+def test_solver_cap_bounds_time(shared_dir: Path) -> None:
+    """A tiny per-solve cap still yields a certified result (the uniform warm start)."""
+    import time
+
+    layers, lo, hi = load_bench(shared_dir, "DoublePendulumRobustNN")
+    t = time.perf_counter()
+    res = assign_refined(layers, lo, hi, 1e-3, "B", time_limit=30, solve_cap_s=0.5)
+    assert time.perf_counter() - t < 20
+    assert res.certificate.ok and res.claimed_error <= 1e-3

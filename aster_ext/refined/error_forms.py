@@ -153,8 +153,12 @@ def forms_analysis(
     input_on_grid: bool = False,
     params: list[ExactParams] | None = None,
     ranges: list[LayerRanges] | None = None,
+    relu_stability: bool = True,
 ) -> FormsRun:
-    """Forward affine-form error analysis of ``program`` (module docstring) with overflow checks."""
+    """Forward affine-form error analysis of ``program`` (module docstring) with overflow checks.
+
+    ``ranges`` default to :func:`symbolic_ranges` (any sound ranges may be passed, e.g. interval
+    ones); ``relu_stability=False`` treats every ReLU as unstable (sound, for the ablation)."""
     for layer in layers:
         if layer.activation not in ("relu", "identity"):
             raise UnsupportedError(
@@ -206,8 +210,10 @@ def forms_analysis(
         cz[:, zc] += np.eye(n_out)
         e_z = form_interval(cz, sz, ctr, rad)
         z_fix = lr.pre.add(e_z)
-        if lp.activation == "relu":
+        if lp.activation == "relu" and relu_stability:
             dec = relu_decisions(lr.pre, e_z)
+        elif lp.activation == "relu":
+            dec = np.full(n_out, UNSTABLE)
         else:
             dec = np.full(n_out, ACTIVE)
         d = slope_of(dec)
@@ -308,15 +314,18 @@ def certify_forms(
     lower: np.ndarray,
     upper: np.ndarray,
     input_on_grid: bool = False,
+    ranges: list[LayerRanges] | None = None,
+    relu_stability: bool = True,
 ) -> Certificate:
     """Sound per-output error bound of ``program``: min(affine-form bound, interval bound).
 
     ``errors`` holds the form enclosures of every layer output; ``ranges`` the symbolic ranges.
     Overflow checks use symbolic ranges ⊕ the forms' error ranges (sound on their own, so the
     interval bound, which presumes no overflow, may be used beside the form bound).
+    ``ranges``/``relu_stability`` as in :func:`forms_analysis` (the ablation's switches).
     """
     params = [ExactParams.of(layer) for layer in layers]
-    run = forms_analysis(program, layers, lower, upper, input_on_grid, params)
+    run = forms_analysis(program, layers, lower, upper, input_on_grid, params, ranges, relu_stability)
     interval_cert = certify_program(program, layers, lower, upper, input_on_grid)
     bound = np.minimum(run.output_bound, interval_cert.output_bound)
     return Certificate(run.a_err, run.ranges, bound, run.overflows, input_on_grid)

@@ -18,6 +18,17 @@ neuron continuous ctr_j, rad_j (centre/radius of its z column, in units U = 2^-m
 
 (const = the input-quantisation columns). Objective ``hw``: Σ multipliers (W_w + W_x) + Σ adders
 operand widths, linear in F, Fw for integer bits taken from ranges ⊕ caps (constants dropped).
+
+Bias-offset folding (DESIGN §4, default on): the roundings of neuron j have mean -½κ_l u_j, so the
+emitted bias constant is round_{F_j}(b_j + ½κ_l u_j) instead of round_{F_j}(b_j). Then
+Δb_j = round_{F_j}(b_j + ½κ_l u_j) - b_j is still known exactly per candidate and the centre of the
+z column, -½κ_l u_j + Δb_j, lies in [-½u_j, ½u_j] instead of around -½κ_l u_j: a systematic
+one-sided offset no longer accumulates through the layers, at no hardware cost (same bias type).
+The certifier needs no change: it evaluates Δb = b~ - b of whatever constant the program holds.
+
+Ablation switches (defaults = the full refined analysis): ``exact_dw=False`` replaces the exact
+ΔW(Fw) of every candidate by the worst case |ΔW_jk| <= 2^-(Fw+1) (centre 0, radius
+2^-(Fw+1)·Σ_k mag(x~_k)); ``relu_stability=False`` treats every ReLU neuron as unstable.
 """
 
 from __future__ import annotations
@@ -62,12 +73,14 @@ def kappa(n_in: int) -> float:
 
 
 def cap_decisions(
-    ranges: list[LayerRanges], layers: list[DenseLayer], caps: list[np.ndarray]
+    ranges: list[LayerRanges], layers: list[DenseLayer], caps: list[np.ndarray], relu_stability: bool = True
 ) -> list[np.ndarray]:
-    """ReLU decisions from the real range ⊕ [-E_j, E_j]."""
+    """ReLU decisions from the real range ⊕ [-E_j, E_j] (all UNSTABLE without ``relu_stability``)."""
     out = []
     for lr, layer, e in zip(ranges, layers, caps, strict=True):
-        if layer.activation == "relu":
+        if layer.activation == "relu" and not relu_stability:
+            dec = np.full(layer.n_out, UNSTABLE)
+        elif layer.activation == "relu":
             dec = np.where(lr.pre.hi + e <= 0, INACTIVE, np.where(lr.pre.lo - e >= 0, ACTIVE, UNSTABLE))
         else:
             dec = np.full(layer.n_out, ACTIVE)
@@ -93,11 +106,22 @@ def structure_forms(
     return layout, czs, cas
 
 
-def quantization_deltas(values: np.ndarray, fracs: np.ndarray) -> np.ndarray:
-    """round_nearest(v·2^f)·2^-f - v for every candidate f: shape values.shape + (len(fracs),)."""
+def quantization_deltas(
+    values: np.ndarray, fracs: np.ndarray, offset: np.ndarray | None = None
+) -> np.ndarray:
+    """round_nearest((v + o_f)·2^f)·2^-f - v for every candidate f: shape values.shape + (len(fracs),).
+
+    ``offset`` (one value o_f per candidate, default 0) is the folded rounding mean (module docstring).
+    """
     v = np.asarray(values, dtype=np.float64)[..., None]
     scale = np.exp2(fracs.astype(np.float64))
-    return np.floor(v * scale + 0.5) / scale - v
+    off = 0.0 if offset is None else np.asarray(offset, dtype=np.float64)
+    return np.floor((v + off) * scale + 0.5) / scale - v
+
+
+def bias_offset(n_in: int, frac: np.ndarray | int) -> np.ndarray:
+    """The folded mean rounding offset ½κ(n_in)·2^-F (an exact dyadic; module docstring)."""
+    return 0.5 * kappa(n_in) * np.exp2(-np.asarray(frac, dtype=np.float64))
 
 
 @dataclass
@@ -154,12 +178,15 @@ def build_model(
     target: float,
     caps: list[np.ndarray],
     granularity: str = "neuron",
+    fold_bias: bool = True,
+    exact_dw: bool = True,
+    relu_stability: bool = True,
 ) -> RefinedModel:
     """Assemble the refined ILP (module docstring)."""
     fracs = np.arange(setting.min_len, setting.max_len + 1)
     nf = fracs.size
     unit = 2.0**-setting.max_len
-    decisions = cap_decisions(ranges, layers, caps)
+    decisions = cap_decisions(ranges, layers, caps, relu_stability)
     layout, czs, cas = structure_forms(layers, decisions)
     sizes = layout.sizes
     n = int(sum(sizes))
@@ -187,23 +214,26 @@ def build_model(
     for li, (layer, p, lr) in enumerate(zip(layers, params, ranges, strict=True)):
         sl = slice(offs[li], offs[li + 1])
         k = kappa(layer.n_in)
-        db = quantization_deltas(p.bias, fracs)  # [n_out, nf]
+        db = quantization_deltas(p.bias, fracs, bias_offset(layer.n_in, fracs) if fold_bias else None)
         ctr_f[sl] = (-0.5 * k * u)[None, :] + db
         rad_f[sl] = np.broadcast_to(0.5 * k * u, (layer.n_out, nf))
         if p.bias_rad is not None:
             rad_f[sl] += p.bias_rad[:, None]
         xm = 0.5 * (x_real.lo + x_err_lo) + 0.5 * (x_real.hi + x_err_hi)
         xr = 0.5 * ((x_real.hi + x_err_hi) - (x_real.lo + x_err_lo))
-        dw = quantization_deltas(p.weight, fracs)  # [n_out, n_in, nf]
-        ctr_w[sl] = np.einsum("jkf,k->jf", dw, xm)
-        rad_w[sl] = np.einsum("jkf,k->jf", np.abs(dw), xr)
+        if exact_dw:
+            dw = quantization_deltas(p.weight, fracs)  # [n_out, n_in, nf]
+            ctr_w[sl] = np.einsum("jkf,k->jf", dw, xm)
+            rad_w[sl] = np.einsum("jkf,k->jf", np.abs(dw), xr)
+        else:  # worst case |ΔW| <= 2^-(Fw+1) for every weight
+            rad_w[sl] = np.sum(np.abs(xm) + xr) * 0.5 * u[None, :]
         if p.weight_rad is not None:
             rad_w[sl] += (p.weight_rad @ np.maximum(np.abs(xm) + xr, 0.0))[:, None]
         cap = caps[li]
         if layer.activation == "relu":
             x_real = lr.post
-            x_err_lo = -np.where(lr.pre.hi + cap <= 0, 0.0, cap)
-            x_err_hi = np.where(lr.pre.hi + cap <= 0, 0.0, cap)
+            x_err_lo = -np.where((lr.pre.hi + cap <= 0) & relu_stability, 0.0, cap)
+            x_err_hi = np.where((lr.pre.hi + cap <= 0) & relu_stability, 0.0, cap)
         else:
             x_real = lr.post
             x_err_lo, x_err_hi = -cap, cap
@@ -421,6 +451,49 @@ def solve_model(
     fw = model.fracs[wsel][model.group_w]
     return SolveOutcome(status, f, fw, float(info.objective_function_value), time.perf_counter() - t0,
                         float(info.mip_gap))  # fmt: skip
+
+
+def uniform_start(model: RefinedModel, slack: float = 1e-9) -> tuple[np.ndarray, np.ndarray] | None:
+    """Smallest uniform F = Fw (all neurons) whose ILP point satisfies every row, or None.
+
+    The point sets ctr/rad by their definition rows and m_j, layer by layer, to the value of the
+    form of j (the max of its two cap rows with m_j = 0); it is feasible iff every m_j <= E_j/U and
+    the output rows hold. Rows are evaluated in float with a relative ``slack`` (the point only
+    seeds HiGHS; every solution is re-checked exactly and certified anyway).
+    """
+    nf = model.fracs.size
+    nb, nw = model.n_gf * nf, model.n_gw * nf
+    n = model.n_neurons
+    a = model.a
+    c_m = nb + nw + 2 * n
+    names = np.array([nm.rsplit("_", 1)[0] for nm in model.row_names])
+    offs = np.concatenate([[0], np.cumsum(model.layout.sizes)]).astype(int)
+    cap_rows = [
+        (np.nonzero(names == f"capup_{li}")[0], np.nonzero(names == f"capdn_{li}")[0])
+        for li in range(len(model.layout.sizes))
+    ]
+    out_rows = np.nonzero(np.char.startswith(names, "err"))[0]
+    a_cap = [(a[up_], a[dn_]) for up_, dn_ in cap_rows]
+    a_out = a[out_rows]
+    m_hi = model.col_hi[c_m:]
+    for i in range(nf):
+        x = np.zeros(model.n_cols)
+        x[np.arange(model.n_gf) * nf + i] = 1.0
+        x[nb + np.arange(model.n_gw) * nf + i] = 1.0
+        x[nb + nw : nb + nw + n] = (model.ctr_f[:, i] + model.ctr_w[:, i]) / model.unit
+        x[nb + nw + n : c_m] = (model.rad_f[:, i] + model.rad_w[:, i]) / model.unit
+        ok = True
+        for li, ((up_, dn_), (a_up, a_dn)) in enumerate(zip(cap_rows, a_cap, strict=True)):
+            m = np.maximum(np.maximum(a_up @ x - model.row_hi[up_], a_dn @ x - model.row_hi[dn_]), 0.0)
+            m *= 1.0 + slack
+            if np.any(m > m_hi[offs[li] : offs[li + 1]]):
+                ok = False
+                break
+            x[c_m + offs[li] : c_m + offs[li + 1]] = m
+        if ok and np.all(a_out @ x <= model.row_hi[out_rows] - slack * np.abs(model.row_hi[out_rows])):
+            f = np.full(n, model.fracs[i])
+            return f, f.copy()
+    return None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,23 +23,27 @@ from ..errors import InfeasibleError, UserError
 from ..fixedpoint import FixedFormat, quantize_fractions
 from ..ir import DenseLayer
 from ..program import FixedProgram, FormatArray, LayerProgram
-from ..ranges import ExactParams, LayerRanges
+from ..ranges import ExactParams, LayerRanges, interval_ranges
 from ..rigorous import Interval
 from .error_forms import FormsRun, certify_forms, forms_analysis
 from .model import (
     SETTINGS,
     Setting,
+    SolveOutcome,
+    bias_offset,
     build_model,
     exact_row_check,
     guard_bits,
     lp_text,
     solve_model,
     structure_forms,
+    uniform_start,
 )
 from .symbolic_ranges import symbolic_ranges
 
 WIDE_INT = 40
 LARGE = 30  # neurons above which the neuron-level ILP is warm-started from the layer-level one
+SOLVE_CAP_S = 8.0  # seconds per HiGHS run (incumbent used; the certificate does not rely on optimality)
 WINDOW = 3  # provisional integer bits of the first (range-finding) pass
 
 
@@ -79,10 +83,16 @@ def _round_weights(layer: DenseLayer, frac_rows: np.ndarray) -> np.ndarray:
     return _round_floats(layer.weight, f)
 
 
-def _round_bias(layer: DenseLayer, frac: np.ndarray) -> np.ndarray:
-    if layer.bias_exact is not None:
-        return quantize_fractions(layer.bias_exact, frac, "RND")
-    return _round_floats(layer.bias, frac)
+def _round_bias(layer: DenseLayer, frac: np.ndarray, fold_bias: bool = True) -> np.ndarray:
+    """Raw bias constants round_F(b + ½κ·2^-F) (folded rounding mean, see :mod:`.model`) or round_F(b)."""
+    if not fold_bias:
+        if layer.bias_exact is not None:
+            return quantize_fractions(layer.bias_exact, frac, "RND")
+        return _round_floats(layer.bias, frac)
+    from ..ir import to_fractions
+
+    off = to_fractions(bias_offset(layer.n_in, frac))  # exact dyadics
+    return quantize_fractions(layer.exact_bias() + off, frac, "RND")
 
 
 def _round_floats(v: np.ndarray, frac: np.ndarray) -> np.ndarray:
@@ -105,8 +115,12 @@ def build_program(
     upper: np.ndarray,
     params: list[ExactParams],
     ranges: list[LayerRanges],
+    fold_bias: bool = True,
+    relu_stability: bool = True,
 ) -> tuple[FixedProgram, FormsRun]:
-    """FixedProgram for per-neuron F (products/psums at F + g) and per-row Fw, minimal integer bits."""
+    """FixedProgram for per-neuron F (products/psums at F + g) and per-row Fw, minimal integer bits.
+
+    With ``fold_bias`` the bias constants hold the folded rounding mean (:mod:`.model`)."""
     in_frac = setting.init_len
     box = Interval(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
     in_i = int(np.max(_int_bits(box, np.full(box.lo.shape, in_frac))))
@@ -128,7 +142,7 @@ def build_program(
                 product_t=wide(facc),
                 psum_t=wide(facc),
                 dot_t=wide(fj),
-                bias_raw=_round_bias(layer, fj),
+                bias_raw=_round_bias(layer, fj, fold_bias),
                 bias_t=wide(fj),
                 bsum_t=wide(fj),
                 out_t=wide(fj),
@@ -136,7 +150,7 @@ def build_program(
         )
     program = FixedProgram(name, input_t, lps, "TRN", "WRAP", {"mode": "refined"})
     on_grid = setting.no_init_error
-    run = forms_analysis(program, layers, lower, upper, on_grid, params, ranges)
+    run = forms_analysis(program, layers, lower, upper, on_grid, params, ranges, relu_stability)
     for lp, st in zip(program.layers, run.stage_ranges, strict=True):
         wv = np.array([float(v) for v in lp.weight_raw.reshape(-1)]).reshape(lp.weight_raw.shape)
         wv = np.ldexp(wv, -lp.weight_t.frac)
@@ -196,8 +210,22 @@ def assign_refined(
     max_rounds: int = 5,
     refine_caps: bool = True,
     mip_rel_gap: float = 1e-2,
+    *,
+    symbolic: bool = True,
+    relu_stability: bool = True,
+    exact_dw: bool = True,
+    fold_bias: bool = True,
+    solve_cap_s: float = SOLVE_CAP_S,
 ) -> RefinedResult:
-    """Refined-mode assignment certified by :func:`certify_forms` (module docstring)."""
+    """Refined-mode assignment certified by :func:`certify_forms` (module docstring).
+
+    Keyword switches (defaults = the full refined analysis; the others exist for the ablation of
+    ``scripts/compare_modes.py``): ``symbolic`` (symbolic ranges, else interval ranges, in the ILP
+    and the certificate), ``relu_stability`` (else every ReLU is treated as unstable), ``exact_dw``
+    (else the ILP bounds |ΔW| by 2^-(Fw+1)), ``fold_bias`` (fold the mean truncation offset into
+    the bias constants). ``solve_cap_s`` caps each HiGHS run (the best incumbent is used; every
+    result is certified independently of the solver's optimality gap).
+    """
     if not np.isfinite(eps) or eps <= 0:
         raise UserError(f"the error target must be a positive number, got {eps}")
     if setting not in SETTINGS:
@@ -207,13 +235,18 @@ def assign_refined(
     lower = np.asarray(lower, dtype=np.float64)
     upper = np.asarray(upper, dtype=np.float64)
     params = [ExactParams.of(layer) for layer in layers]
-    ranges = symbolic_ranges(layers, lower, upper, params)
+    range_fn = symbolic_ranges if symbolic else interval_ranges
+    ranges = range_fn(layers, lower, upper, params)
+    cert_ranges = None if symbolic else ranges
+    opts = {"fold_bias": fold_bias, "exact_dw": exact_dw, "relu_stability": relu_stability}
     caps = initial_caps(layers, ranges, eps, st)
     notes: list[str] = [
         f"setting {setting}: minLen={st.min_len} maxLen={st.max_len} initLen={st.init_len} "
         f"noInitError={st.no_init_error}; granularity={granularity}",
         "products and partial sums at F_j + ceil(log2 n_in) guard bits; dot, bias, bias sum, "
         "activation at F_j; weights per row at Fw_j (round to nearest); AP_TRN, AP_WRAP",
+        f"analysis: ranges={'symbolic' if symbolic else 'interval'}, relu_stability={relu_stability}, "
+        f"exact_dw={exact_dw}, bias offset folded={fold_bias}",
     ]
     target = eps
     best: RefinedResult | None = None
@@ -227,18 +260,23 @@ def assign_refined(
             notes.append("time limit reached")
             break
         rounds += 1
-        start = None
-        if granularity == "neuron" and sum(layer.n_out for layer in layers) > LARGE:
+        model = build_model(layers, params, ranges, lower, upper, st, target, caps, granularity, **opts)
+        start = uniform_start(model)
+        window = None
+        if start is not None and granularity == "neuron" and sum(layer.n_out for layer in layers) > LARGE:
             # warm start: layer-granularity solution, then neurons within ±WINDOW of it
-            m_l = build_model(layers, params, ranges, lower, upper, st, target, caps, "layer")
-            s_l = solve_model(m_l, 0.4 * left, mip_rel_gap)
+            m_l = build_model(layers, params, ranges, lower, upper, st, target, caps, "layer", **opts)
+            s_l = solve_model(m_l, min(0.4 * left, 0.4 * solve_cap_s), mip_rel_gap, start)
             solver_time += s_l.time_s
             if s_l.f is not None:
                 start = (s_l.f, s_l.fw)
+            window = WINDOW
             left = time_limit - (time.perf_counter() - t_start)
-        model = build_model(layers, params, ranges, lower, upper, st, target, caps, granularity)
-        sol = solve_model(model, left, mip_rel_gap, start, WINDOW if start is not None else None)
+        sol = solve_model(model, min(left, solve_cap_s), mip_rel_gap, start, window)
         solver_time += sol.time_s
+        if sol.f is None and start is not None:
+            notes.append(f"round {rounds}: solver {sol.status} without incumbent; using the warm start")
+            sol = SolveOutcome(f"{sol.status}+start", start[0], start[1], None, sol.time_s)
         if sol.f is None:
             if sol.status == "infeasible" and not relaxed_caps and best is None:
                 notes.append(f"round {rounds}: infeasible with caps; caps relaxed x16")
@@ -249,8 +287,10 @@ def assign_refined(
             break
         ok_rows, bad_rows = exact_row_check(model, sol.f, sol.fw)
         f_l, fw_l = _split(sol.f, layers), _split(sol.fw, layers)
-        program, _ = build_program(name, layers, f_l, fw_l, st, lower, upper, params, ranges)
-        cert = certify_forms(program, layers, lower, upper, st.no_init_error)
+        program, _ = build_program(
+            name, layers, f_l, fw_l, st, lower, upper, params, ranges, fold_bias, relu_stability
+        )
+        cert = certify_forms(program, layers, lower, upper, st.no_init_error, cert_ranges, relu_stability)
         hw = program_cost(program).hw
         notes.append(
             f"round {rounds}: target {target:.6g}, solver {sol.status} ({sol.time_s:.2f}s), "
@@ -258,17 +298,20 @@ def assign_refined(
             f"certified {cert.bound:.6g}, hw {hw}"
         )
         good = cert.ok and cert.bound <= eps
+        objective = float(sol.objective) if sol.objective is not None else float("nan")
         if good and (best is None or hw < best.hw_cost):
             best = RefinedResult(
                 program, cert, [list(map(int, v)) for v in f_l], [list(map(int, v)) for v in f_l],
-                float(sol.objective), cert.bound, sol.status, solver_time,
+                objective, cert.bound, sol.status, solver_time,
                 lp_text(model, f"target {target!r}, setting {setting}"), ok_rows, notes, rounds,
                 [list(map(int, v)) for v in fw_l], hw,
             )  # fmt: skip
         if good:
             if refine_caps and not refined:
                 refined = True
-                run = forms_analysis(program, layers, lower, upper, st.no_init_error, params, ranges)
+                run = forms_analysis(
+                    program, layers, lower, upper, st.no_init_error, params, ranges, relu_stability
+                )
                 caps = [np.maximum(2.0 * e.mag(), 2.0**-st.max_len) for e in run.z_err]
                 continue
             break
@@ -277,7 +320,7 @@ def assign_refined(
         shrink = eps / cert.bound if cert.ok and cert.bound > 0 else 0.5
         target = target * min(0.95, shrink * 0.98)
     if best is None:
-        smallest = smallest_certifiable(name, layers, lower, upper, st, params, ranges)
+        smallest = smallest_certifiable(name, layers, lower, upper, st, params, ranges, **opts)
         raise InfeasibleError(
             f"{name}: refined mode found no certified assignment for eps={eps:g} in setting {setting}; "
             f"the smallest error this analysis certifies at maxLen={st.max_len} is {smallest:.6g}",
@@ -305,13 +348,18 @@ def smallest_certifiable(
     st: Setting,
     params: list[ExactParams] | None = None,
     ranges: list[LayerRanges] | None = None,
+    fold_bias: bool = True,
+    exact_dw: bool = True,
+    relu_stability: bool = True,
 ) -> float:
-    """certify_forms bound of the program with every F and Fw at maxLen."""
+    """certify_forms bound of the program with every F and Fw at maxLen (``exact_dw`` is unused:
+    the certificate always takes the exact ΔW)."""
+    del exact_dw
     ps = params if params is not None else [ExactParams.of(layer) for layer in layers]
     rg = ranges if ranges is not None else symbolic_ranges(layers, lower, upper, ps)
     f = [np.full(layer.n_out, st.max_len) for layer in layers]
-    program, _ = build_program(name, layers, f, f, st, lower, upper, ps, rg)
-    return certify_forms(program, layers, lower, upper, st.no_init_error).bound
+    program, _ = build_program(name, layers, f, f, st, lower, upper, ps, rg, fold_bias, relu_stability)
+    return certify_forms(program, layers, lower, upper, st.no_init_error, rg, relu_stability).bound
 
 
 __all__ = ["RefinedResult", "assign_refined", "build_program", "smallest_certifiable"]

@@ -73,7 +73,7 @@ def cpp_matches_simulator(
 ) -> tuple[bool, int]:
     """Compile the emitted C++ with a harness and compare raw outputs with the simulator."""
     from .codegen.compile import compile_harness, run_harness
-    from .codegen.hls import generate_harness
+    from .codegen.hls import c_identifier, generate_harness
 
     rng = np.random.default_rng(seed + 1)
     x = lo + (hi - lo) * rng.random((n, lo.size))
@@ -84,7 +84,7 @@ def cpp_matches_simulator(
     with tempfile.TemporaryDirectory(prefix="aster-ext-cpp-") as tmp:
         tmp_path = Path(tmp)
         harness = generate_harness(program, tmp_path)
-        cpp = out_dir / f"{program.name}.cpp"
+        cpp = out_dir / f"{c_identifier(program.name)}.cpp"
         binary = compile_harness([cpp, harness], tmp_path / "harness", include_dirs=[out_dir])
         y_cpp = run_harness(binary, x_raw)
     same = bool(np.array_equal(np.asarray(y_cpp, dtype=object), np.asarray(y_sim, dtype=object)))

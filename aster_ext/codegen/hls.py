@@ -53,8 +53,8 @@ _LIMB_MASK = (1 << _LIMB) - 1
 _WRAP_VALUES = 12  # values per line in ROM initialisers
 
 _HELPERS = """\
-// FX_HELPER: out-of-line for g++ (compile time stays linear in the number of statements; every
-// helper is instantiated once per type combination), inlined for HLS synthesis.
+// FX_HELPER: out-of-line for g++ (compile time stays linear in the number of statements: every
+// helper is instantiated once per type combination, and no function grows huge), inlined for HLS.
 #ifdef __SYNTHESIS__
 #define FX_HELPER inline
 #else
@@ -231,24 +231,35 @@ def _rom_read(name: str, width: int, index: str) -> str:
 
 @dataclass
 class _LayerCode:
-    roms: list[str]
-    decls: list[str]  # declarations in the top function (group arrays / scalars)
-    body: list[str]
-    outputs: list[str]  # C expression of each output neuron, for the next layer
+    roms: list[str]  # constant ROMs (namespace scope)
+    struct: list[str]  # the struct holding this layer's outputs (empty for the last layer)
+    functions: list[str]  # one function per neuron group
+    calls: list[str]  # statements of the top function
+    outputs: list[str]  # C expression of each output neuron inside the next layer's functions
 
 
-def _emit_layer(
-    li: int, lp: LayerProgram, inputs: list[str], types: _Types, last: bool, ind: str = "  "
-) -> _LayerCode:
+def _emit_layer(li: int, lp: LayerProgram, inputs: list[str], types: _Types, last: bool) -> _LayerCode:
+    """Code of one layer: a struct for its outputs and one function per neuron group.
+
+    ``inputs[k]`` is the expression of input element k inside a group function (``x[k]`` or a
+    member of the previous layer's output struct ``in``).
+    """
     roms: list[str] = []
-    decls: list[str] = []
-    body: list[str] = []
+    members: list[str] = []
+    functions: list[str] = []
+    calls: list[str] = []
     outputs: list[str] = [""] * lp.n_out
     groups = neuron_groups(lp)
-    body.append(
-        f"{ind}// ---- layer {li} '{_comment(lp.name)}': dense {lp.n_in} -> {lp.n_out}, {lp.activation}; "
+    in_param = "const in_t x[N_IN]" if li == 0 else f"const L{li - 1}_out_t &in"
+    in_arg = "x" if li == 0 else f"l{li - 1}"
+    out_param = "out_t y[N_OUT]" if last else f"L{li}_out_t &out"
+    out_arg = "y" if last else f"l{li}"
+    calls.append(
+        f"  // layer {li} '{_comment(lp.name)}': dense {lp.n_in} -> {lp.n_out}, {lp.activation}; "
         f"{len(groups)} neuron group(s)"
     )
+    if not last:
+        calls += [f"  L{li}_out_t {out_arg};", f"#pragma HLS DISAGGREGATE variable={out_arg}"]
     for gi, neurons in enumerate(groups):
         r = int(neurons[0])
         n_g = int(neurons.size)
@@ -271,15 +282,14 @@ def _emit_layer(
                 roms += [f"static const int {pre}_idx[{n_g}] = {{" + ", ".join(map(str, neurons)) + "};"]
                 dest = f"y[{pre}_idx[j]]"
         elif loop:
-            arr = f"L{li}_a{gi}"
-            decls += [f"{ot} {arr}[{n_g}];", f"#pragma HLS ARRAY_PARTITION variable={arr} complete"]
-            dest = f"{arr}[j]"
+            members.append(f"  {ot} g{gi}[{n_g}];")
+            dest = f"out.g{gi}[j]"
             for pos, j in enumerate(neurons):
-                outputs[int(j)] = f"{arr}[{pos}]"
+                outputs[int(j)] = f"in.g{gi}[{pos}]"
         else:
-            dest = f"L{li}_n{r}"
-            decls.append(f"{ot} {dest};")
-            outputs[r] = dest
+            members.append(f"  {ot} n{r};")
+            dest = f"out.n{r}"
+            outputs[r] = f"in.n{r}"
         # constants and the neuron body
         if loop:
             for k in range(lp.n_in):
@@ -303,16 +313,21 @@ def _emit_layer(
         relu = "true" if lp.activation == "relu" else "false"
         lines.append(f"const {ot} a = fx_finish<{dt}, {tt}, {ot}, {relu}>(s{lp.n_in - 1}, {bexpr});")
         lines.append(f"{dest} = a;")
-        head = f"{ind}// group {gi}: {n_g} neuron(s)" + (f" starting at {r}" if loop else f", neuron {r}")
-        body.append(head)
+        what = f"{n_g} neurons starting at {r} (one loop)" if loop else f"neuron {r} (straight-line)"
+        functions += [
+            f"// layer {li}, group {gi}: {what}",
+            f"FX_HELPER void {pre}({in_param}, {out_param}) {{",
+            "#pragma HLS INLINE",
+        ]
         if loop:
-            body.append(f"{ind}{pre}_loop: for (int j = 0; j < {n_g}; j++) {{")
-            body.append("#pragma HLS PIPELINE II=1")
+            functions += [f"  {pre}_loop: for (int j = 0; j < {n_g}; j++) {{", "#pragma HLS PIPELINE II=1"]
+            functions += [f"    {ln}" for ln in lines] + ["  }"]
         else:
-            body.append(f"{ind}{{")
-        body += [f"{ind}  {ln}" for ln in lines]
-        body.append(f"{ind}}}")
-    return _LayerCode(roms, decls, body, outputs)
+            functions += [f"  {ln}" for ln in lines]
+        functions += ["}", ""]
+        calls.append(f"  {pre}({in_arg}, {out_arg});")
+    struct = [] if last else [f"struct L{li}_out_t {{", *members, "};", ""]
+    return _LayerCode(roms, struct, functions, calls, outputs)
 
 
 def _header_text(program: FixedProgram, ident: str) -> str:
@@ -342,14 +357,16 @@ def _header_text(program: FixedProgram, ident: str) -> str:
 def _source_text(program: FixedProgram, ident: str) -> str:
     types = _Types(program.quant, program.overflow)
     roms: list[str] = []
-    decls: list[str] = []
-    body: list[str] = []
+    structs: list[str] = []
+    functions: list[str] = []
+    calls: list[str] = []
     inputs = [f"x[{k}]" for k in range(program.n_in)]
     for li, lp in enumerate(program.layers):
         code = _emit_layer(li, lp, inputs, types, last=li == len(program.layers) - 1)
         roms += [f"// layer {li} '{_comment(lp.name)}' constants (raw integers)"] + code.roms
-        decls += code.decls
-        body += code.body
+        structs += code.struct
+        functions += code.functions
+        calls += code.calls
         inputs = code.outputs
     layouts = ", ".join(layer_layouts(program))
     out = [
@@ -364,15 +381,17 @@ def _source_text(program: FixedProgram, ident: str) -> str:
         _HELPERS,
         *types.typedefs(),
         "",
+        "// outputs of each hidden layer (one array per neuron group, one scalar per lone neuron)",
+        *structs,
         *roms,
         "",
+        *functions,
         "}  // namespace",
         "",
         f"void {ident}(const in_t x[N_IN], out_t y[N_OUT]) {{",
         "#pragma HLS ARRAY_PARTITION variable=x complete",
         "#pragma HLS ARRAY_PARTITION variable=y complete",
-        *[("  " + d if not d.startswith("#") else d) for d in decls],
-        *body,
+        *calls,
         "}",
         "",
     ]

@@ -19,7 +19,7 @@ from aster_ext.aster import (
     daisy_area_cost,
     get_setting,
 )
-from aster_ext.aster._dsl_fallback import Benchmark, load_benchmark
+from aster_ext.aster.benchmark import Benchmark, load_benchmark
 from aster_ext.errors import InfeasibleError
 
 BENCH = Path("/work/shared/benchmarks/aster")

@@ -405,8 +405,10 @@ class Solution:
     message: str = ""
 
 
-def _new_highs(highspy):
+def new_highs():
     """A HiGHS instance; the plain binding class avoids the Python wrapper's banner on stdout."""
+    import highspy
+
     core = getattr(highspy, "_core", None)
     cls = getattr(core, "_Highs", None) if core is not None else None
     return cls() if cls is not None else highspy.Highs()
@@ -474,7 +476,7 @@ def solve(
              "B": highspy.HighsVarType.kInteger}  # fmt: skip
     lp.integrality_ = [kinds[model.vars[n].kind] for n in names]
     lp.sense_ = highspy.ObjSense.kMinimize if model.minimize else highspy.ObjSense.kMaximize
-    h = _new_highs(highspy)
+    h = new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))

@@ -388,6 +388,8 @@ def solve_model(
     """
     import highspy
 
+    from ..ilp import new_highs
+
     t0 = time.perf_counter()
     nf = model.fracs.size
     nb, nw = model.n_gf * nf, model.n_gw * nf
@@ -422,7 +424,7 @@ def solve_model(
     lp.integrality_ = [
         highspy.HighsVarType.kInteger if b else highspy.HighsVarType.kContinuous for b in model.integer
     ]
-    h = highspy.Highs()
+    h = new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(max(time_limit, 0.5)))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))

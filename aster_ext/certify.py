@@ -146,11 +146,7 @@ def certify_program(
     input_on_grid: bool = False,
 ) -> Certificate:
     """Sound per-output error bound of ``program`` against the real ``layers`` on the box."""
-    for layer in layers:
-        if layer.activation not in ("relu", "identity"):
-            raise UnsupportedError(
-                f"certify: layer '{layer.name}' activation '{layer.activation}' is not supported yet"
-            )
+    check_activations(program, layers, "certify")
     params = [ExactParams.of(layer) for layer in layers]
     ranges = interval_ranges(layers, lower, upper, params)
     quant = program.quant
@@ -168,7 +164,7 @@ def certify_program(
     states: list[np.ndarray] = []
     for li, (lp, lr, p) in enumerate(zip(program.layers, ranges, params, strict=True)):
         x_fmt = program.input_formats(li)
-        err, state = _layer_error(lp, p, x_real, err, x_fmt, lr, quant, chk)
+        err, state = _layer_error(lp, p, x_real, err, x_fmt, lr, quant, chk, layers[li])
         errors.append(err)
         states.append(state)
         x_real = lr.post
@@ -185,6 +181,7 @@ def _layer_error(
     lr: LayerRanges,
     quant: str,
     chk: _Checker,
+    layer: DenseLayer | None = None,
 ) -> tuple[Interval, np.ndarray]:
     """Error enclosure of one layer's outputs (module docstring formula) + overflow checks;
     also the ReLU state of each neuron (0 stably inactive, 1 stably active, 2 unstable)."""
@@ -252,11 +249,83 @@ def _layer_error(
         act_err = Interval(lo, hi)
         state = np.where(inactive, 0, np.where(active, 1, 2))
         chk.check(lp.name, "out", z_fix.relu(), lp.out_t)
+    elif lp.act_impl is not None:
+        act = layer.act if layer is not None else lp.act_impl.act
+        slope = act_slope(act, lr.pre, z_fix)
+        impl_err = act_impl_error(lp, z_fix)
+        rho_o = rounding_interval(np.full(n_out, int(lp.act_impl.out_frac)), lp.out_t.frac, quant)
+        chk.check(lp.name, "out", act_out_range(act, z_fix, impl_err), lp.out_t)
+        return interval_mul(slope, e).add(impl_err).add(rho_o), np.ones(n_out, dtype=np.int64)
     else:
         act_err = e
         state = np.ones(n_out, dtype=np.int64)
         chk.check(lp.name, "out", z_fix, lp.out_t)
     return act_err.add(rho_a), state
+
+
+# ---------------------------------------------------------------------------------------------
+# smooth / piecewise activations with an implementation (DESIGN §4)
+#
+#   a~ - a = [σ~(z~) - σ(z~)] + [σ(z~) - σ(z)] + ρ_o,   σ(z~) - σ(z) = s·(z~ - z),
+#
+# s in the slope set of σ over the hull of the real range and real range ⊕ error (mean-value
+# theorem; kinks contribute both one-sided slopes), σ~(z~) - σ(z~) in the implementation's
+# rigorous error enclosure over the grid points of the finite-precision range (a table's
+# clamped_error when that range leaves the table), ρ_o the rounding of Q(σ~ -> out_t).
+
+
+def check_activations(program: FixedProgram, layers: list[DenseLayer], who: str) -> None:
+    """Every non-ReLU/identity layer needs an act_impl implementing that same activation."""
+    for lp, layer in zip(program.layers, layers, strict=True):
+        if layer.activation in ("relu", "identity") and lp.act_impl is None:
+            if lp.activation != layer.activation:
+                raise UnsupportedError(f"{who}: layer '{layer.name}': program activation differs")
+            continue
+        if lp.act_impl is None:
+            raise UnsupportedError(
+                f"{who}: layer '{layer.name}' activation '{layer.activation}' needs an implementation "
+                "(act_impl) in the program"
+            )
+        if lp.act_impl.act != layer.act:
+            raise UnsupportedError(
+                f"{who}: layer '{layer.name}': the program implements {lp.act_impl.act.describe()}, "
+                f"the network has {layer.act.describe()}"
+            )
+
+
+def interval_mul(a: Interval, b: Interval) -> Interval:
+    """Enclosure of {x·y : x in a, y in b} (endpoint products, each rounded outward)."""
+    p = [a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi]
+    return Interval(down(np.minimum.reduce(p)), up(np.maximum.reduce(p)))
+
+
+def act_slope(act: Any, pre: Interval, z_fix: Interval) -> Interval:
+    """Slope set of σ over the hull of the real range ``pre`` and the finite-precision range."""
+    lo, hi = act.slope(np.minimum(pre.lo, z_fix.lo), np.maximum(pre.hi, z_fix.hi))
+    return Interval(lo, hi)
+
+
+def act_impl_error(lp: LayerProgram, z_fix: Interval) -> Interval:
+    """Per neuron, signed enclosure of σ~(t) - σ(t) over the grid points t of ``z_fix`` (the
+    value before the final assignment to out_t, i.e. at act_impl.out_frac)."""
+    impl = lp.act_impl
+    n = lp.n_out
+    lo, hi = np.empty(n), np.empty(n)
+    if hasattr(impl, "entries"):  # TableImpl
+        inside = (z_fix.lo >= impl.lo) & (z_fix.hi <= impl.hi)
+        lo[:], hi[:] = impl.error_lo, impl.error_hi
+        for j in np.nonzero(~inside)[0]:
+            lo[j], hi[j] = impl.clamped_error(float(z_fix.lo[j]), float(z_fix.hi[j]))
+    else:  # PiecewiseImpl: exact rational extremes over the real interval
+        for j in range(n):
+            lo[j], hi[j] = impl.error_interval(float(z_fix.lo[j]), float(z_fix.hi[j]))
+    return Interval(lo, hi)
+
+
+def act_out_range(act: Any, z_fix: Interval, impl_err: Interval) -> Interval:
+    """Range of σ~(z~) (before Q to out_t): σ(z_fix) ⊕ implementation error."""
+    y_lo, y_hi = act.image(z_fix.lo, z_fix.hi)
+    return Interval(y_lo, y_hi).add(impl_err)
 
 
 def _row_sum(v: Interval) -> Interval:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 import networkx as nx
@@ -165,7 +166,13 @@ class DenseLayer:
     activation: str  # "relu" | "identity" (linear) | other ACTIVATIONS
     weight_exact: np.ndarray | None = None
     bias_exact: np.ndarray | None = None
-    alpha: float | None = None  # leaky_relu / elu parameter
+    alpha: float | None = None  # leaky_relu / elu / hard_sigmoid parameter
+    beta: float | None = None  # hard_sigmoid parameter
+
+    @property
+    def act(self):  # -> aster_ext.activations.Activation
+        """The rigorous activation object of this layer (cached per (name, alpha, beta))."""
+        return activation_object(self.activation, self.alpha, self.beta)
 
     @property
     def n_in(self) -> int:
@@ -183,14 +190,36 @@ class DenseLayer:
         return self.bias_exact if self.bias_exact is not None else to_fractions(self.bias)
 
 
+@lru_cache(maxsize=256)
+def activation_object(name: str, alpha: float | None = None, beta: float | None = None):  # -> Activation
+    """:func:`aster_ext.activations.get_activation`, cached (its shape analysis is computed once)."""
+    from .activations import get_activation
+
+    return get_activation(name, alpha, beta)
+
+
+def trailing_softmax(net: Network) -> bool:
+    """True when the network's single output is a softmax whose only successors are outputs.
+
+    The dense-chain view then stops at the logits before it (DESIGN §6): softmax is monotone,
+    so the predicted class follows from the logits, and the certified bound is on the logits."""
+    if len(net.output_names) != 1:
+        return False
+    ops = [o for o in net.ops() if o.kind not in ("output",)]
+    return bool(ops) and ops[-1].kind == "softmax"
+
+
 def dense_chain(net: Network, allowed_activations: frozenset[str] | None = None) -> list[DenseLayer]:
     """View ``net`` as a chain input -> affine -> [act] -> affine -> ... (DESIGN §7 networks).
 
-    Flatten/reshape/identity nodes are skipped; anything else raises UnsupportedError naming the node.
+    Flatten/reshape/identity nodes are skipped; a softmax that is the network's last operation
+    (:func:`trailing_softmax`) ends the chain at its logits; anything else raises
+    UnsupportedError naming the node.
     """
     layers: list[DenseLayer] = []
     if len(net.output_names) != 1:
         raise UnsupportedError(f"{net.name}: the dense-chain analyses need a single output")
+    stop_softmax = trailing_softmax(net)
     for o in net.ops():
         if o.kind in ("input", "flatten", "reshape", "output"):
             continue
@@ -219,7 +248,10 @@ def dense_chain(net: Network, allowed_activations: frozenset[str] | None = None)
                 )
             layers[-1].activation = fn
             layers[-1].alpha = o.attrs.get("alpha")
+            layers[-1].beta = o.attrs.get("beta")
             continue
+        if o.kind == "softmax" and stop_softmax:
+            break
         if o.kind == "softmax":
             raise UnsupportedError(f"{net.name}: {o.describe()}: softmax is not analysed by this mode")
         raise UnsupportedError(

@@ -26,7 +26,7 @@ from .codegen.hls import generate_hls, layer_layouts
 from .cost import program_cost
 from .errors import InfeasibleError, UserError
 from .frontend import load_model
-from .ir import DenseLayer, Network, dense_chain
+from .ir import DenseLayer, Network, dense_chain, trailing_softmax
 from .program import FixedProgram
 from .program_io import save_program
 from .refined.solve import RefinedResult, assign_refined
@@ -87,6 +87,14 @@ def resolve_spec(net: Network, model_spec: Spec | None, opts: QuantizeOptions) -
     return spec
 
 
+def allowed_activations(mode: str) -> frozenset[str]:
+    """Activations a mode analyses: every IR activation in refined mode (DESIGN §4); ReLU and
+    linear only in the Aster modes (the published analysis has no other activation)."""
+    from .ir import ACTIVATIONS
+
+    return frozenset(ACTIVATIONS) if mode == "refined" else frozenset({"relu", "identity"})
+
+
 def _check_error_target(eps: float) -> None:
     if not np.isfinite(eps) or eps <= 0:
         raise UserError(f"the error target must be a positive number, got {eps}")
@@ -110,7 +118,7 @@ def analyse(
         raise UserError(f"unknown granularity '{opts.granularity}' (choose from {', '.join(GRANULARITIES)})")
     setting = SETTINGS[opts.setting]
     timings: dict[str, float] = {}
-    layers = dense_chain(net, frozenset({"relu", "identity"}))
+    layers = dense_chain(net, allowed_activations(opts.mode))
     lo, hi = spec.input_lower, spec.input_upper
     if opts.mode == "refined":
         t = time.perf_counter()
@@ -291,8 +299,48 @@ def build_report(
         "certify_rounds": info["rounds"],
         "timings": timings,
         "codegen": {"layouts": layer_layouts(program)},
-        "notes": list(assignment.notes),
+        "notes": list(assignment.notes) + _extra_notes(net, program),
+        "logits_before_softmax": trailing_softmax(net),
+        "activation_impls": _impl_summary(program),
     }
+
+
+def _extra_notes(net: Network, program: FixedProgram) -> list[str]:
+    notes = []
+    if trailing_softmax(net):
+        notes.append(
+            "the network ends in a softmax: the certified bound is on the logits before the trailing "
+            "softmax (softmax is monotone, the predicted class follows from the logits)"
+        )
+    for s in _impl_summary(program):
+        notes.append(
+            f"layer {s['layer']}: {s['activation']} implemented as a {s['kind']} "
+            f"(input frac {s['in_frac']}, output frac {s['out_frac']}"
+            + (f", {s['entries']} entries" if "entries" in s else "")
+            + (
+                f"), rigorous implementation error <= {s['error_bound']:.3g} on its range"
+                if "error_bound" in s
+                else "), error bounded per neuron over its range in the certificate"
+            )
+        )
+    return notes
+
+
+def _impl_summary(program: FixedProgram) -> list[dict[str, Any]]:
+    out = []
+    for lp in program.layers:
+        impl = lp.act_impl
+        if impl is None:
+            continue
+        d: dict[str, Any] = {"layer": lp.name, "activation": impl.act.describe(),
+                             "in_frac": int(impl.in_frac), "out_frac": int(impl.out_frac)}  # fmt: skip
+        if hasattr(impl, "entries"):
+            d.update(kind="table", entries=int(impl.size), error_bound=float(impl.error_bound),
+                     range=[float(impl.lo), float(impl.hi)])  # fmt: skip
+        else:
+            d.update(kind="piecewise", const_frac=int(impl.const_frac), exact=bool(impl.exact))
+        out.append(d)
+    return out
 
 
 def _bits_json(bits: list[Any]) -> list[Any]:

@@ -12,6 +12,20 @@ with the program's quantisation and overflow modes; x has one raw value per inpu
     t[j]    = Q( d[j] + b[j]              -> bsum_t[j] )
     a[j]    = Q( act(t[j])                -> out_t[j] )         act = relu (max(t,0)) or identity
 
+Other activations (sigmoid, tanh, softplus, elu, leaky_relu, silu, gelu, hard_sigmoid, hard_tanh)
+carry an implementation ``act_impl`` (a :class:`~aster_ext.activations.TableImpl` lookup table
+or a :class:`~aster_ext.activations.PiecewiseImpl` quantised clamp(s·t + c)), ONE per layer,
+shared by all its neurons (one ROM per layer keeps the C++ small; the table covers the hull of
+the layer's finite-precision pre-activation ranges). It works on raw integers: with
+F_in = act_impl.in_frac >= every bsum_t[j].frac and F_o = act_impl.out_frac,
+
+    r[j]    = t[j]·2^(F_in - F_t[j])                                  (exact: the raw at F_in)
+    a[j]    = Q( act_impl.apply(r[j])·2^-F_o   -> out_t[j] )
+
+i.e. the C++ assigns t[j] to a type with F_in fractional bits (exact), calls the generated
+implementation function, and assigns its result (F_o fractional bits, exact) to out_t[j].
+``activation`` then names the activation (for messages, the report and the certifier).
+
 Inputs: x = Q(x_real -> input_t) (the caller's double -> in_t assignment). Formats are stored as
 integer arrays (``width``, ``int_bits``) of the shapes given above; a layer's ``out`` formats
 are the next layer's input element formats. The network output type ``output_t`` is one type
@@ -76,7 +90,7 @@ class LayerProgram:
     """Types and raw constants of one dense layer (see module docstring for the semantics)."""
 
     name: str
-    activation: str  # "relu" | "identity"
+    activation: str  # "relu" | "identity" | any activation with an act_impl (module docstring)
     weight_raw: np.ndarray  # [n_out, n_in] object ints, value = raw * 2^-weight_t.frac
     weight_t: FormatArray  # [n_out, n_in]
     product_t: FormatArray  # [n_out, n_in]
@@ -86,6 +100,7 @@ class LayerProgram:
     bias_t: FormatArray  # [n_out]
     bsum_t: FormatArray  # [n_out]
     out_t: FormatArray  # [n_out]
+    act_impl: Any | None = None  # TableImpl | PiecewiseImpl (module docstring); None for relu/identity
 
     @property
     def n_out(self) -> int:

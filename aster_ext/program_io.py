@@ -23,6 +23,73 @@ def _ints_from_json(v: Any) -> np.ndarray:
     return np.vectorize(int, otypes=[object])(arr) if arr.size else arr
 
 
+def _int_or_none(v: Any) -> str | None:
+    return None if v is None else str(int(v))
+
+
+def act_impl_to_json(impl: Any) -> dict[str, Any] | None:
+    """JSON of a TableImpl / PiecewiseImpl: every raw integer as a decimal string, floats as JSON
+    floats (exact round trip), the activation by name and parameters."""
+    from .activations import PiecewiseImpl, TableImpl
+
+    if impl is None:
+        return None
+    head = {"activation": impl.act.name, "params": dict(impl.act.params)}
+    head.update({"in_frac": int(impl.in_frac), "out_frac": int(impl.out_frac)})
+    if isinstance(impl, TableImpl):
+        return {
+            "kind": "table",
+            **head,
+            "shift": int(impl.shift),
+            "base": str(int(impl.base)),
+            "entries": [str(int(v)) for v in impl.entries],
+            "lo": float(impl.lo),
+            "hi": float(impl.hi),
+            "error_bound": float(impl.error_bound),
+            "error_lo": float(impl.error_lo),
+            "error_hi": float(impl.error_hi),
+            "index_bits": int(impl.index_bits),
+        }
+    if isinstance(impl, PiecewiseImpl):
+        return {
+            "kind": "piecewise",
+            **head,
+            "const_frac": int(impl.const_frac),
+            "s_neg": str(int(impl.s_neg)),
+            "s_pos": str(int(impl.s_pos)),
+            "offset": str(int(impl.offset)),
+            "clamp_lo": _int_or_none(impl.clamp_lo),
+            "clamp_hi": _int_or_none(impl.clamp_hi),
+            "rounding": impl.rounding,
+        }
+    raise TypeError(f"unknown activation implementation {type(impl).__name__}")
+
+
+def act_impl_from_json(d: dict[str, Any] | None) -> Any:
+    from .activations import PiecewiseImpl, TableImpl, get_activation
+
+    if d is None:
+        return None
+    act = get_activation(d["activation"], **{k: float(v) for k, v in d.get("params", {}).items()})
+    if d["kind"] == "table":
+        entries = np.empty(len(d["entries"]), dtype=object)
+        entries[:] = [int(v) for v in d["entries"]]
+        return TableImpl(
+            act=act, in_frac=int(d["in_frac"]), out_frac=int(d["out_frac"]), shift=int(d["shift"]),
+            base=int(d["base"]), entries=entries, lo=float(d["lo"]), hi=float(d["hi"]),
+            error_bound=float(d["error_bound"]), error_lo=float(d["error_lo"]),
+            error_hi=float(d["error_hi"]), index_bits=int(d["index_bits"]),
+        )  # fmt: skip
+    if d["kind"] == "piecewise":
+        opt = lambda v: None if v is None else int(v)  # noqa: E731
+        return PiecewiseImpl(
+            act=act, in_frac=int(d["in_frac"]), out_frac=int(d["out_frac"]), const_frac=int(d["const_frac"]),
+            s_neg=int(d["s_neg"]), s_pos=int(d["s_pos"]), offset=int(d["offset"]),
+            clamp_lo=opt(d["clamp_lo"]), clamp_hi=opt(d["clamp_hi"]), rounding=d["rounding"],
+        )  # fmt: skip
+    raise ValueError(f"unknown activation implementation kind {d['kind']!r}")
+
+
 def program_to_json(p: FixedProgram) -> dict[str, Any]:
     layers = []
     for lp in p.layers:
@@ -31,6 +98,8 @@ def program_to_json(p: FixedProgram) -> dict[str, Any]:
         d["bias_raw"] = _ints_to_json(lp.bias_raw)
         for f in _FORMAT_FIELDS:
             d[f] = getattr(lp, f).to_json()
+        if lp.act_impl is not None:
+            d["act_impl"] = act_impl_to_json(lp.act_impl)
         layers.append(d)
     t = p.input_t
     return {
@@ -54,6 +123,7 @@ def program_from_json(d: dict[str, Any]) -> FixedProgram:
                 weight_raw=_ints_from_json(ld["weight_raw"]),
                 bias_raw=_ints_from_json(ld["bias_raw"]),
                 **fmts,
+                act_impl=act_impl_from_json(ld.get("act_impl")),
             )
         )
     t = d["input_t"]

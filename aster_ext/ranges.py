@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UnsupportedError
-from .ir import DenseLayer
+from .ir import DenseLayer, activation_object
 from .rigorous import Interval, fractions_to_float_enclosure, matvec
 
 
@@ -44,13 +44,22 @@ class LayerRanges:
     post: Interval
 
 
-def apply_activation(fn: str, z: Interval) -> Interval:
-    """Interval image of a monotone piecewise-linear activation (relu, identity)."""
+def apply_activation(fn: str, z: Interval, layer: DenseLayer | None = None) -> Interval:
+    """Interval image σ(z) of the activation ``fn``, elementwise and rigorous.
+
+    relu/identity exactly; any other activation of :mod:`aster_ext.activations` by
+    ``Activation.image`` (arb enclosures rounded outward; non-monotone SiLU/GELU included via
+    their verified critical points). ``layer`` supplies the parameters (alpha, beta)."""
     if fn == "relu":
         return z.relu()
     if fn == "identity":
         return z
-    raise UnsupportedError(f"interval ranges: activation '{fn}' is not supported yet")
+    try:
+        act = layer.act if layer is not None and layer.activation == fn else activation_object(fn)
+    except ValueError as exc:
+        raise UnsupportedError(f"interval ranges: activation '{fn}' is not supported ({exc})") from exc
+    lo, hi = act.image(z.lo, z.hi)
+    return Interval(lo, hi)
 
 
 def affine_interval(params: ExactParams, x: Interval) -> Interval:
@@ -71,7 +80,7 @@ def interval_ranges(
     out: list[LayerRanges] = []
     for layer, p in zip(layers, ps, strict=True):
         z = affine_interval(p, x)
-        a = apply_activation(layer.activation, z)
+        a = apply_activation(layer.activation, z, layer)
         out.append(LayerRanges(z, a))
         x = a
     return out

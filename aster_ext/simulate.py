@@ -170,10 +170,31 @@ def bit_budget(program: FixedProgram) -> BitBudget:
         add_bits, add_frac = _bits_add(dw, df, lp.bias_t.width, lp.bias_t.frac)
         rest = max(rest, int(_bits_conv(add_bits, add_frac, lp.bsum_t.width, lp.bsum_t.frac).max()))
         ow, of = lp.out_t.width, lp.out_t.frac
-        rest = max(rest, int(_bits_conv(lp.bsum_t.width, lp.bsum_t.frac, ow, of).max()))
+        if lp.act_impl is None:
+            rest = max(rest, int(_bits_conv(lp.bsum_t.width, lp.bsum_t.frac, ow, of).max()))
+        else:
+            in_bits, out_bits = act_impl_bits(lp)
+            rest = max(rest, in_bits + 2)
+            src_f = np.array(lp.act_impl.out_frac)
+            rest = max(rest, int(_bits_conv(np.array(out_bits), src_f, ow, of).max()))
         xw, xf = ow, of
     rest = max(rest, int(program.output_t.width) + 2)
     return BitBudget(prod_best, rest, operands, cols)
+
+
+def act_impl_bits(lp: LayerProgram) -> tuple[int, int]:
+    """(signed bits of the raw act_impl inputs t·2^(F_in - F_t), signed bits of its raw outputs).
+
+    Outputs: a table's entry width; a piecewise impl is clamp(s·t + c) with one break at 0, so
+    its extremes over the input type's raw range are at the two ends and at 0."""
+    impl = lp.act_impl
+    t_w, t_f = lp.bsum_t.width, lp.bsum_t.frac
+    in_bits = int((t_w + (int(impl.in_frac) - t_f)).max())
+    if hasattr(impl, "entries"):
+        return in_bits, int(impl.entry_width)
+    top = 1 << (in_bits - 1)
+    vals = impl.apply(np.array([-top, -1, 0, 1, top - 1], dtype=object))
+    return in_bits, max(int(v).bit_length() + 1 for v in vals)
 
 
 def intermediate_bits(program: FixedProgram) -> int:
@@ -210,8 +231,10 @@ def validate_program(program: FixedProgram) -> None:
     for lp in program.layers:
         if lp.n_in != n_prev:
             raise ValueError(f"layer {lp.name}: expects {lp.n_in} inputs, previous layer gives {n_prev}")
-        if lp.activation not in ("relu", "identity"):
-            raise ValueError(f"layer {lp.name}: unsupported activation {lp.activation!r}")
+        if lp.act_impl is None and lp.activation not in ("relu", "identity"):
+            raise ValueError(f"layer {lp.name}: activation {lp.activation!r} needs an act_impl")
+        if lp.act_impl is not None and int(lp.act_impl.in_frac) < int(lp.bsum_t.frac.max()):
+            raise ValueError(f"layer {lp.name}: act_impl.in_frac is below a bias-sum frac")
         for nm in ("product_t", "psum_t"):
             if getattr(lp, nm).shape != (lp.n_out, lp.n_in):
                 raise ValueError(f"layer {lp.name}: {nm} shape {getattr(lp, nm).shape}")
@@ -402,7 +425,12 @@ def _simulate_layer(
     t_frac = _uniform(lp.bsum_t.frac)
     t, ovf = convert_checked(acc, c_frac, _uniform(lp.bsum_t.width), t_frac, quant, overflow)
     st["bsum"].add(ovf)
-    if lp.activation == "relu":
+    if lp.act_impl is not None:  # raw at act_impl.in_frac (exact left shift), table/piecewise
+        r = t << _shift(np.subtract(int(lp.act_impl.in_frac), t_frac), obj)
+        t_act = lp.act_impl.apply(r)
+        t_act = t_act.astype(object) if obj else np.asarray(t_act, dtype=np.int64)
+        t_frac = int(lp.act_impl.out_frac)
+    elif lp.activation == "relu":
         t_act = np.where(t > 0, t, 0)
         if obj:
             t_act = t_act.astype(object)

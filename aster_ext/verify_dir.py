@@ -41,7 +41,9 @@ def verify_directory(
     if samples < 1:
         raise UserError("--samples must be at least 1")
     net, _ = load_model(model_path)
-    layers = dense_chain(net, frozenset({"relu", "identity"}))
+    from .pipeline import allowed_activations
+
+    layers = dense_chain(net, allowed_activations(report.get("mode", "refined")))
     lo = np.array(report["input_lower"], dtype=np.float64)
     hi = np.array(report["input_upper"], dtype=np.float64)
     budget = VerifyBudget(samples=samples, search_iters=search_iters, seed=seed)

@@ -116,6 +116,14 @@ FX_HELPER O fx_finish(const S &s, const B &b) {
   if (RELU && !(t > 0)) return O(0);
   return fx_q<O>(t);
 }
+
+// t = Q(Q(s -> D) + b -> T)  (bias sum of a layer whose activation is an implementation function)
+template <class D, class T, class S, class B>
+FX_HELPER T fx_bsum(const S &s, const B &b) {
+#pragma HLS INLINE
+  const D d = fx_q<D>(s);
+  return fx_q<T>(d + b);
+}
 """
 
 
@@ -310,8 +318,12 @@ def _emit_layer(li: int, lp: LayerProgram, inputs: list[str], types: _Types, las
                 lines.append(f"const {st} s0 = fx_mul<{pt}, {st}>({wexpr[0]}, {inputs[0]});")
             else:
                 lines.append(f"const {st} s{k} = fx_mac<{pt}, {st}>(s{k - 1}, {wexpr[k]}, {inputs[k]});")
-        relu = "true" if lp.activation == "relu" else "false"
-        lines.append(f"const {ot} a = fx_finish<{dt}, {tt}, {ot}, {relu}>(s{lp.n_in - 1}, {bexpr});")
+        if lp.act_impl is not None:  # exact t -> act input type, impl function, Q(-> out_t)
+            lines.append(f"const {tt} t = fx_bsum<{dt}, {tt}>(s{lp.n_in - 1}, {bexpr});")
+            lines.append(f"const {ot} a = fx_q<{ot}>(L{li}_act(L{li}_act_in_t(t)));")
+        else:
+            relu = "true" if lp.activation == "relu" else "false"
+            lines.append(f"const {ot} a = fx_finish<{dt}, {tt}, {ot}, {relu}>(s{lp.n_in - 1}, {bexpr});")
         lines.append(f"{dest} = a;")
         what = f"{n_g} neurons starting at {r} (one loop)" if loop else f"neuron {r} (straight-line)"
         functions += [
@@ -327,7 +339,33 @@ def _emit_layer(li: int, lp: LayerProgram, inputs: list[str], types: _Types, las
         functions += ["}", ""]
         calls.append(f"  {pre}({in_arg}, {out_arg});")
     struct = [] if last else [f"struct L{li}_out_t {{", *members, "};", ""]
+    if lp.act_impl is not None:
+        roms += _act_impl_code(li, lp)
     return _LayerCode(roms, struct, functions, calls, outputs)
+
+
+def _act_impl_code(li: int, lp: LayerProgram) -> list[str]:
+    """The layer's activation implementation (one function shared by all neurons, program.py).
+
+    Input type: F_in = act_impl.in_frac fractional bits and the widest bias-sum integer bits, so
+    every bias sum converts exactly; output type: F_o = act_impl.out_frac fractional bits, wide
+    enough for every raw output (:func:`~aster_ext.simulate.act_impl_bits`), so the function's
+    result is exact and only the final assignment to out_t quantises (as in the simulator)."""
+    from ..simulate import act_impl_bits
+
+    impl = lp.act_impl
+    f_in, f_out = int(impl.in_frac), int(impl.out_frac)
+    i_in = int((lp.bsum_t.int_bits + np.maximum(lp.bsum_t.frac - f_in, 0)).max())
+    i_in = max(i_in, 1 - f_in)
+    _, out_bits = act_impl_bits(lp)
+    w_out = max(out_bits, 1)
+    in_t, out_t = f"L{li}_act_in_t", f"L{li}_act_out_t"
+    return [
+        f"// layer {li} activation: {_comment(impl.act.describe())} ({type(impl).__name__})",
+        f"typedef ap_fixed<{i_in + f_in}, {i_in}> {in_t};",
+        f"typedef ap_fixed<{w_out}, {w_out - f_out}> {out_t};",
+        impl.cpp(f"L{li}_act", in_t, out_t),
+    ]
 
 
 def _header_text(program: FixedProgram, ident: str) -> str:

@@ -15,7 +15,13 @@ error and W the exact real weights,
 so linear layers map forms exactly (C_z = W C_a + I, cancellations survive). ReLU with the
 hull of real and finite-precision pre-activation: stably inactive -> 0, stably active -> e,
 otherwise (unstable) e_a = ½ e_z + r with a fresh remainder |r| <= ½ max|e_z| (the output error
-lies between min(0, e) and max(0, e)). The float64 coefficient products are made rigorous by
+lies between min(0, e) and max(0, e)). Any other activation σ with its implementation σ~
+(``act_impl``): e_a = s_c e_z + r + δ with s_c the midpoint of the slope set [s_lo, s_hi] of σ
+over the hull of the real and finite-precision pre-activation ranges, a fresh remainder
+|r| <= s_rad max|e_z| (s_rad = max(s_hi - s_c, s_c - s_lo) rounded up; r = (s - s_c) e_z for the
+mean-value slope s) and δ = σ~(z~) - σ(z~) (+ the final rounding to out_t) in the
+implementation's rigorous error interval; remainder and δ together are the a column, and the
+float products s_c·C add 2μ|fl(s_c C)| mag to the slack. The float64 coefficient products are made rigorous by
 the per-neuron slack s: s_z = |W| s_a + γ_n |W| (|C| mag) + R (|C| mag + s_a), R the radius of
 the exact weights, mag_c = |ctr_c| + rad_c.
 
@@ -27,7 +33,9 @@ returns the per-output bound min(form bound, interval bound of ``certify_program
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +47,11 @@ from ..certify import (
     _needed_int_bits,
     _raw_to_float,
     _row_sum,
+    act_impl_error,
+    act_out_range,
+    act_slope,
     certify_program,
+    check_activations,
     rounding_interval,
 )
 from ..errors import UnsupportedError
@@ -154,16 +166,18 @@ def forms_analysis(
     params: list[ExactParams] | None = None,
     ranges: list[LayerRanges] | None = None,
     relu_stability: bool = True,
+    impl_factory: Callable[[int, Any, Interval], None] | None = None,
 ) -> FormsRun:
     """Forward affine-form error analysis of ``program`` (module docstring) with overflow checks.
 
     ``ranges`` default to :func:`symbolic_ranges` (any sound ranges may be passed, e.g. interval
-    ones); ``relu_stability=False`` treats every ReLU as unstable (sound, for the ablation)."""
-    for layer in layers:
-        if layer.activation not in ("relu", "identity"):
-            raise UnsupportedError(
-                f"refined certify: layer '{layer.name}' activation '{layer.activation}' is not supported"
-            )
+    ones); ``relu_stability=False`` treats every ReLU as unstable (sound, for the ablation).
+    ``impl_factory(li, layer_program, z_fix)``, called for a non-ReLU/identity layer that has no
+    ``act_impl`` yet once the range z_fix of its finite-precision pre-activation is known, must
+    set ``act_impl`` (and the layer's ``out_t``) — this is how :mod:`.solve` builds the tables
+    on the finite-precision ranges of the program being analysed."""
+    if impl_factory is None:
+        check_activations(program, layers, "refined certify")
     ps = params if params is not None else [ExactParams.of(layer) for layer in layers]
     sym = ranges if ranges is not None else symbolic_ranges(layers, lower, upper, ps)
     quant = program.quant
@@ -210,7 +224,16 @@ def forms_analysis(
         cz[:, zc] += np.eye(n_out)
         e_z = form_interval(cz, sz, ctr, rad)
         z_fix = lr.pre.add(e_z)
-        if lp.activation == "relu" and relu_stability:
+        act_info = None
+        if layers[li].activation not in ("relu", "identity"):
+            if lp.act_impl is None:
+                if impl_factory is None:
+                    raise UnsupportedError(f"refined certify: layer '{lp.name}' has no act_impl")
+                impl_factory(li, lp, z_fix)
+            act_info = _act_step(layers[li].act, lp, lr.pre, z_fix, e_z, cz, sz, mag_cols, quant)
+        if act_info is not None:
+            dec = np.full(n_out, ACTIVE)
+        elif lp.activation == "relu" and relu_stability:
             dec = relu_decisions(lr.pre, e_z)
         elif lp.activation == "relu":
             dec = np.full(n_out, UNSTABLE)
@@ -218,12 +241,16 @@ def forms_analysis(
             dec = np.full(n_out, ACTIVE)
         d = slope_of(dec)
         ac = layout.a_cols(li)
-        a_m, a_r = rho_a.mid_rad()
-        rem = np.where(dec == UNSTABLE, up(0.5 * e_z.mag()), 0.0)
-        ctr[ac] = a_m
-        rad[ac] = up(a_r + rem)
-        ca = d[:, None] * cz
-        sa = d * sz
+        if act_info is not None:
+            ca, sa, a_m, a_r = act_info
+            ctr[ac], rad[ac] = a_m, a_r
+        else:
+            a_m, a_r = rho_a.mid_rad()
+            rem = np.where(dec == UNSTABLE, up(0.5 * e_z.mag()), 0.0)
+            ctr[ac] = a_m
+            rad[ac] = up(a_r + rem)
+            ca = d[:, None] * cz
+            sa = d * sz
         ca[:, ac] += np.eye(n_out)
         e_a = form_interval(ca, sa, ctr, rad)
         run.decisions.append(dec)
@@ -233,13 +260,43 @@ def forms_analysis(
         run.sa.append(sa)
         run.z_err.append(e_z)
         run.a_err.append(e_a)
+        out_pre = None
+        if act_info is not None:
+            out_pre = act_out_range(layers[li].act, z_fix, act_impl_error(lp, z_fix))
         stages = _check_layer(
-            chk, lp, x_fix, x_fmt, w_t, w_rad, b_t, b_rad, z_fix, rho_p, rho_s, s_src, rho_d, rho_b
+            chk, lp, x_fix, x_fmt, w_t, w_rad, b_t, b_rad, z_fix, rho_p, rho_s, s_src, rho_d, rho_b, out_pre
         )
         run.stage_ranges.append(stages)
         x_real = lr.post
     run.overflows = chk.issues
     return run
+
+
+def _act_step(
+    act: Any,
+    lp: Any,
+    pre: Interval,
+    z_fix: Interval,
+    e_z: Interval,
+    cz: np.ndarray,
+    sz: np.ndarray,
+    mag_cols: np.ndarray,
+    quant: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Form map of an implemented activation (module docstring): (C_a without the a columns,
+    slack s_a, centre and radius of the layer's a columns)."""
+    sl = act_slope(act, pre, z_fix)
+    s_c = 0.5 * sl.lo + 0.5 * sl.hi
+    s_rad = np.maximum(up(sl.hi - s_c), up(s_c - sl.lo))
+    delta = act_impl_error(lp, z_fix)
+    rho_o = rounding_interval(np.full(lp.n_out, int(lp.act_impl.out_frac)), lp.out_t.frac, quant)
+    a_m, a_r = delta.add(rho_o).mid_rad()
+    a_r = up(a_r + up(s_rad * e_z.mag()))
+    ca = s_c[:, None] * cz
+    # |fl(s_c C) - s_c C| <= 2μ |fl(s_c C)| per entry (+ underflow), applied to mag of the columns
+    prod_err = up(2 * MU * scaled_sum_bound(np.abs(ca), mag_cols) + cz.shape[1] * 2.0**-1074)
+    sa = up(up(np.abs(s_c) * sz * (1.0 + 4 * MU)) + prod_err)
+    return ca, sa, a_m, a_r
 
 
 def _check_layer(
@@ -257,6 +314,7 @@ def _check_layer(
     s_src: np.ndarray,
     rho_d: Interval,
     rho_b: Interval,
+    out_pre: Interval | None = None,
 ) -> dict[str, Interval]:
     """Overflow checks of one layer; dot, bias sum, last partial sum from the tight z~ range.
 
@@ -296,7 +354,8 @@ def _check_layer(
     chk.check(lp.name, "dot", final_s, lp.dot_t)
     bsum_pre = intersect(final_s.add(rho_d).add(bias_val), interval_sub(z_fix, rho_b))
     chk.check(lp.name, "bsum", bsum_pre, lp.bsum_t)
-    out_pre = z_fix.relu() if lp.activation == "relu" else z_fix
+    if out_pre is None:
+        out_pre = z_fix.relu() if lp.activation == "relu" else z_fix
     chk.check(lp.name, "out", out_pre, lp.out_t)
     return {
         "product": prod,

@@ -142,7 +142,15 @@ def replay(
     input_on_grid: bool,
     run: FormsRun,
 ) -> ExactReplay:
-    """Exact bound of the affine-form analysis with the float run's decisions (module docstring)."""
+    """Exact bound of the affine-form analysis with the float run's decisions (module docstring).
+
+    ReLU/identity networks only (the replay has no exact slope sets or implementation errors for
+    other activations; those are covered by the soundness attacks of tests/test_activation_networks.py)."""
+    for layer in layers:
+        if layer.activation not in ("relu", "identity"):
+            from ..errors import UnsupportedError
+
+            raise UnsupportedError(f"exact replay: activation '{layer.activation}' is not replayed")
     problems: list[str] = []
     pre_lo, pre_hi = exact_ranges(layers, lower, upper, run)
     for li in range(len(layers)):

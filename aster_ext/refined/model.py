@@ -26,6 +26,17 @@ z column, -½κ_l u_j + Δb_j, lies in [-½u_j, ½u_j] instead of around -½κ_l
 one-sided offset no longer accumulates through the layers, at no hardware cost (same bias type).
 The certifier needs no change: it evaluates Δb = b~ - b of whatever constant the program holds.
 
+Other activations (sigmoid, tanh, ..., DESIGN §4): with the caps fixed, neuron j's slope set
+[s_lo, s_hi] over real range ⊕ [-E_j, E_j] gives the centre slope s_c (the form map, like the 0/½/1
+of ReLU) and the remainder coefficient s_rad (like ReLU's ½: remainder radius s_rad·m_j). The
+implementation error of layer l (table / quantised piecewise) is a *fixed* source chosen by rule
+before solving: δ_l = β·target / (n_act · max_o Σ_{j in l} |C_o,a_j|), β = ACT_BUDGET = 1/4, i.e. the
+implementations of the n_act activation layers together use at most a quarter of the output
+error budget; it enters every row as a constant of radius δ_l on the layer's a columns (so the
+cap rows of later layers include it). :mod:`.solve` then builds each layer's implementation with
+error <= δ_l (table size by ``choose_index_bits``, output frac by the rounding share); the
+certificate uses the implementation's actual rigorous error, so a broken promise is caught.
+
 Ablation switches (defaults = the full refined analysis): ``exact_dw=False`` replaces the exact
 ΔW(Fw) of every candidate by the worst case |ΔW_jk| <= 2^-(Fw+1) (centre 0, radius
 2^-(Fw+1)·Σ_k mag(x~_k)); ``relu_stability=False`` treats every ReLU neuron as unstable.
@@ -45,6 +56,8 @@ from ..ir import DenseLayer
 from ..ranges import ExactParams, LayerRanges
 from ..rigorous import Interval
 from .error_forms import ACTIVE, INACTIVE, UNSTABLE, FormLayout, slope_of
+
+ACT_BUDGET = 0.25  # share of the output error budget given to activation implementations
 
 
 @dataclass(frozen=True)
@@ -88,10 +101,53 @@ def cap_decisions(
     return out
 
 
+@dataclass
+class SlopeInfo:
+    """Per layer: ReLU decisions, centre slopes of the form map, remainder coefficients, and the
+    largest slope magnitude (for the range of the next layer's inputs)."""
+
+    decisions: list[np.ndarray]
+    centre: list[np.ndarray]
+    rem: list[np.ndarray]
+    smax: list[np.ndarray]
+
+
+def cap_slopes(
+    ranges: list[LayerRanges], layers: list[DenseLayer], caps: list[np.ndarray], relu_stability: bool = True
+) -> SlopeInfo:
+    """Decisions (ReLU) and slope centres/remainders (other activations) from range ⊕ [-E_j, E_j]."""
+    dec = cap_decisions(ranges, layers, caps, relu_stability)
+    centre, rem, smax = [], [], []
+    for lr, layer, e, d in zip(ranges, layers, caps, dec, strict=True):
+        if layer.activation in ("relu", "identity"):
+            centre.append(slope_of(d))
+            rem.append(np.where(d == UNSTABLE, 0.5, 0.0))
+            smax.append(np.where(d == INACTIVE, 0.0, 1.0))
+            continue
+        s_lo, s_hi = layer.act.slope(lr.pre.lo - e, lr.pre.hi + e)
+        c = 0.5 * s_lo + 0.5 * s_hi
+        centre.append(c)
+        rem.append(np.maximum(s_hi - c, c - s_lo))
+        smax.append(np.maximum(np.abs(s_lo), np.abs(s_hi)))
+    return SlopeInfo(dec, centre, rem, smax)
+
+
+def act_budget(layers: list[DenseLayer], co: np.ndarray, layout: FormLayout, target: float) -> list[float]:
+    """δ_l of every layer (module docstring; 0 for relu/identity)."""
+    act_layers = [li for li, layer in enumerate(layers) if layer.activation not in ("relu", "identity")]
+    out = [0.0] * len(layers)
+    for li in act_layers:
+        s = float(np.abs(co[:, layout.a_cols(li)]).sum(axis=1).max())
+        out[li] = ACT_BUDGET * target / (len(act_layers) * max(s, 1e-30))
+    return out
+
+
 def structure_forms(
-    layers: list[DenseLayer], decisions: list[np.ndarray]
+    layers: list[DenseLayer], decisions: list[np.ndarray], slopes: list[np.ndarray] | None = None
 ) -> tuple[FormLayout, list[np.ndarray], list[np.ndarray]]:
-    """Float coefficient matrices C_z, C_a of every layer (ILP side; certify re-does it rigorously)."""
+    """Float coefficient matrices C_z, C_a of every layer (ILP side; certify re-does it rigorously).
+
+    ``slopes`` (per layer centre slopes, :class:`SlopeInfo`) default to the ReLU slopes of ``decisions``."""
     layout = FormLayout.of(layers[0].n_in, [layer.n_out for layer in layers])
     ca = np.zeros((layout.n_in, layout.ncols))
     ca[:, : layout.n_in] = np.eye(layout.n_in)
@@ -99,7 +155,7 @@ def structure_forms(
     for li, (layer, dec) in enumerate(zip(layers, decisions, strict=True)):
         cz = layer.weight @ ca
         cz[:, layout.z_cols(li)] += np.eye(layer.n_out)
-        ca = slope_of(dec)[:, None] * cz
+        ca = (slope_of(dec) if slopes is None else slopes[li])[:, None] * cz
         ca[:, layout.a_cols(li)] += np.eye(layer.n_out)
         czs.append(cz)
         cas.append(ca)
@@ -162,6 +218,8 @@ class RefinedModel:
     co: np.ndarray | None = None
     const_ctr: np.ndarray | None = None
     const_rad: np.ndarray | None = None
+    rem: np.ndarray | None = None  # per neuron remainder coefficient of m_j (½ unstable ReLU, s_rad)
+    act_delta: list[float] = field(default_factory=list)  # per layer implementation error budget δ_l
 
     @property
     def n_cols(self) -> int:
@@ -186,8 +244,10 @@ def build_model(
     fracs = np.arange(setting.min_len, setting.max_len + 1)
     nf = fracs.size
     unit = 2.0**-setting.max_len
-    decisions = cap_decisions(ranges, layers, caps, relu_stability)
-    layout, czs, cas = structure_forms(layers, decisions)
+    slopes = cap_slopes(ranges, layers, caps, relu_stability)
+    decisions = slopes.decisions
+    layout, czs, cas = structure_forms(layers, decisions, slopes.centre)
+    act_delta = act_budget(layers, cas[-1], layout, target)
     sizes = layout.sizes
     n = int(sum(sizes))
     offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -230,7 +290,11 @@ def build_model(
         if p.weight_rad is not None:
             rad_w[sl] += (p.weight_rad @ np.maximum(np.abs(xm) + xr, 0.0))[:, None]
         cap = caps[li]
-        if layer.activation == "relu":
+        if layer.activation not in ("relu", "identity"):
+            x_real = lr.post
+            x_err_hi = slopes.smax[li] * cap + act_delta[li]
+            x_err_lo = -x_err_hi
+        elif layer.activation == "relu":
             x_real = lr.post
             x_err_lo = -np.where((lr.pre.hi + cap <= 0) & relu_stability, 0.0, cap)
             x_err_hi = np.where((lr.pre.hi + cap <= 0) & relu_stability, 0.0, cap)
@@ -241,6 +305,8 @@ def build_model(
     const_rad = np.zeros(layout.ncols)
     const_ctr[: layout.n_in] = -0.5 * in_err / unit
     const_rad[: layout.n_in] = 0.5 * in_err / unit
+    for li, d in enumerate(act_delta):
+        const_rad[layout.a_cols(li)] = d / unit
 
     # ---- columns ----
     nb, nw = n_gf * nf, n_gw * nf
@@ -256,8 +322,7 @@ def build_model(
     integer[: nb + nw] = True
 
     # z column j -> ctr var, rad var; a column j -> m var (coefficient ½ if unstable, else 0)
-    dec_all = np.concatenate(decisions)
-    half_unstable = np.where(dec_all == UNSTABLE, 0.5, 0.0)
+    half_unstable = np.concatenate(slopes.rem)  # remainder coefficient of m_j (½ for unstable ReLU)
     z_idx = np.concatenate([np.arange(layout.z_off[li], layout.z_off[li] + s) for li, s in enumerate(sizes)])
     a_idx = np.concatenate([np.arange(layout.a_off[li], layout.a_off[li] + s) for li, s in enumerate(sizes)])
 
@@ -345,6 +410,7 @@ def build_model(
         setting, layout, decisions, caps, target, fracs, n, group_f, group_w, n_gf, n_gw,
         ctr_f, rad_f, ctr_w, rad_w, unit, a, np.concatenate(lo_l), np.concatenate(hi_l),
         col_lo, col_hi, cost, integer, names, col_names, cap_rows, None, czs, co, const_ctr, const_rad,
+        half_unstable, act_delta,
     )  # fmt: skip
 
 
@@ -540,6 +606,7 @@ def exact_row_check(model: RefinedModel, f: np.ndarray, fw: np.ndarray) -> tuple
     ]
     lay = model.layout
     dec = np.concatenate(model.decisions)
+    rem = model.rem if model.rem is not None else np.where(dec == UNSTABLE, 0.5, 0.0)
     z_idx = np.concatenate([np.arange(lay.z_off[i], lay.z_off[i] + s) for i, s in enumerate(lay.sizes)])
     a_idx = np.concatenate([np.arange(lay.a_off[i], lay.a_off[i] + s) for i, s in enumerate(lay.sizes)])
     m: list[Fraction] = [Fraction(0)] * model.n_neurons
@@ -551,9 +618,12 @@ def exact_row_check(model: RefinedModel, f: np.ndarray, fw: np.ndarray) -> tuple
         used = np.nonzero(c[z_idx[:upto]])[0]
         tot = sign * exact_dot(c[z_idx[used]], [ctr[i] for i in used])
         tot += exact_dot(np.abs(c[z_idx[used]]), [rad[i] for i in used])
-        un = [i for i in range(upto) if dec[i] == UNSTABLE and c[a_idx[i]] != 0.0]
-        tot += exact_dot(np.abs(c[a_idx[un]]) * 0.5, [m[i] for i in un]) if un else 0
-        nz = np.nonzero(c[: lay.n_in])[0]
+        un = [i for i in range(upto) if rem[i] != 0.0 and c[a_idx[i]] != 0.0]
+        if un:  # |C|·rem rounded up to a float first (exact_dot is exact on the float coefficients)
+            prod = np.abs(c[a_idx[un]]) * rem[un]
+            coef = np.where(rem[un] == 0.5, prod, np.nextafter(prod, np.inf))
+            tot += exact_dot(coef, [m[i] for i in un])
+        nz = np.nonzero((c != 0.0) & ((np.array(cc) != 0) | (np.array(cr) != 0)))[0]
         if nz.size:
             tot += sign * exact_dot(c[nz], [cc[i] for i in nz]) + exact_dot(
                 np.abs(c[nz]), [cr[i] for i in nz]

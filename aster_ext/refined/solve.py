@@ -8,15 +8,28 @@ refinement round sets E_j = 2·(certified max|e_z,j|) (more neurons become stabl
 and keeps the result if it is certified and cheaper. Integer bits of every type are the
 smallest that the certifier's own value ranges allow (derived from a first analysis pass with
 wide formats: error forms do not depend on integer bits).
+
+Activations other than ReLU/identity get one implementation per layer (``LayerProgram.act_impl``),
+built during that first pass by :func:`make_impl_factory` once the layer's finite-precision
+pre-activation range z~ is known: it covers the hull of z~ over the layer (widened by 1/32),
+reads the bias sums at F_in = max_j F_j, and meets the ILP's error budget δ_l (:mod:`.model`) by
+the documented rule: smooth activations — a lookup table with output frac F_o = ceil(log2(2/δ_l))
+(entry rounding <= δ_l/4) and the smallest index_bits (<= MAX_INDEX_BITS) whose rigorous table
+error is <= δ_l; piecewise-linear ones (leaky ReLU, hard sigmoid, hard tanh) — quantised
+clamp(s·t + c) with F_o = max(F_in, ceil(log2(2/δ_l))) and the smallest const_frac meeting δ_l.
+If δ_l is out of reach the best implementation is used and the certificate (which always uses the
+implementation's actual error) decides. The layer's out_t then has frac F_o for all neurons.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..activations import build_piecewise, build_table, choose_const_frac
 from ..certify import Certificate, _needed_int_bits
 from ..cost import program_cost
 from ..errors import InfeasibleError, UserError
@@ -45,6 +58,8 @@ WIDE_INT = 40
 LARGE = 30  # neurons above which the neuron-level ILP is warm-started from the layer-level one
 SOLVE_CAP_S = 8.0  # seconds per HiGHS run (incumbent used; the certificate does not rely on optimality)
 WINDOW = 3  # provisional integer bits of the first (range-finding) pass
+MAX_INDEX_BITS = 16  # largest activation table: 2^16 entries (one per layer)
+MAX_ACT_FRAC = 40  # largest output frac of an activation implementation
 
 
 @dataclass
@@ -105,6 +120,55 @@ def _round_floats(v: np.ndarray, frac: np.ndarray) -> np.ndarray:
     return quantize_fractions(to_fractions(v), frac, "RND")
 
 
+def _act_out_frac(delta: float) -> int:
+    """Smallest F_o with 2^-(F_o+1) <= δ/4 (the entry / output rounding share), clipped."""
+    if not np.isfinite(delta) or delta <= 0:
+        return MAX_ACT_FRAC
+    return int(min(max(math.ceil(math.log2(2.0 / delta)), 0), MAX_ACT_FRAC))
+
+
+def make_impl_factory(layers: list[DenseLayer], act_delta: list[float]):
+    """The ``impl_factory`` of :func:`~.error_forms.forms_analysis` (module docstring rule)."""
+
+    def factory(li: int, lp: LayerProgram, z_fix: Interval) -> None:
+        act = layers[li].act
+        delta = act_delta[li] if li < len(act_delta) else 0.0
+        f_in = int(lp.bsum_t.frac.max())
+        lo, hi = float(np.min(z_fix.lo)), float(np.max(z_fix.hi))
+        pad = (hi - lo) / 32 + 2.0**-f_in
+        lo, hi = lo - pad, hi + pad
+        f_out = _act_out_frac(delta)
+        if act.kind == "table":
+            lp.act_impl = _best_table(act, lo, hi, f_in, f_out, delta)
+        else:
+            f_out = max(f_out, f_in)
+            try:
+                cf = choose_const_frac(act, lo, hi, f_in, f_out, delta)
+            except InfeasibleError:
+                cf = 48
+            lp.act_impl = build_piecewise(act, f_in, f_out, cf)
+        n = lp.n_out
+        lp.out_t = FormatArray.from_frac(np.full(n, lp.act_impl.out_frac), np.full(n, WIDE_INT))
+
+    return factory
+
+
+def _best_table(act, lo: float, hi: float, f_in: int, f_out: int, delta: float):
+    """Smallest table meeting δ: index_bits from an estimate (cells of width ~ δ/max|σ'|) upwards."""
+    s_lo, s_hi = act.slope(lo, hi)
+    smax = max(abs(float(s_lo)), abs(float(s_hi)), 1e-12)
+    est = math.log2(max((hi - lo) * smax / max(delta, 1e-300), 1.0))
+    bits = int(min(max(math.floor(est) - 1, 0), MAX_INDEX_BITS))
+    best = None
+    while True:
+        tab = build_table(act, lo, hi, f_in, f_out, bits)
+        if best is None or tab.error_bound < best.error_bound:
+            best = tab
+        if tab.error_bound <= delta or tab.shift == 0 or bits >= MAX_INDEX_BITS:
+            return best
+        bits += 1
+
+
 def build_program(
     name: str,
     layers: list[DenseLayer],
@@ -117,10 +181,12 @@ def build_program(
     ranges: list[LayerRanges],
     fold_bias: bool = True,
     relu_stability: bool = True,
+    act_delta: list[float] | None = None,
 ) -> tuple[FixedProgram, FormsRun]:
     """FixedProgram for per-neuron F (products/psums at F + g) and per-row Fw, minimal integer bits.
 
-    With ``fold_bias`` the bias constants hold the folded rounding mean (:mod:`.model`)."""
+    With ``fold_bias`` the bias constants hold the folded rounding mean (:mod:`.model`);
+    ``act_delta`` (per layer) is the implementation error budget of non-ReLU activations."""
     in_frac = setting.init_len
     box = Interval(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
     in_i = int(np.max(_int_bits(box, np.full(box.lo.shape, in_frac))))
@@ -150,7 +216,9 @@ def build_program(
         )
     program = FixedProgram(name, input_t, lps, "TRN", "WRAP", {"mode": "refined"})
     on_grid = setting.no_init_error
-    run = forms_analysis(program, layers, lower, upper, on_grid, params, ranges, relu_stability)
+    delta = act_delta if act_delta is not None else [2.0**-setting.max_len] * len(layers)
+    factory = make_impl_factory(layers, delta)
+    run = forms_analysis(program, layers, lower, upper, on_grid, params, ranges, relu_stability, factory)
     for lp, st in zip(program.layers, run.stage_ranges, strict=True):
         wv = np.array([float(v) for v in lp.weight_raw.reshape(-1)]).reshape(lp.weight_raw.shape)
         wv = np.ldexp(wv, -lp.weight_t.frac)
@@ -179,11 +247,11 @@ def initial_caps(
     layers: list[DenseLayer], ranges: list[LayerRanges], eps: float, setting: Setting
 ) -> list[np.ndarray]:
     """E_j = ε / s_j, s_j = max_o |∂e_o/∂δ_z,j| with decisions from the real ranges (clipped)."""
-    from .model import cap_decisions
+    from .model import cap_slopes
 
     zero = [np.zeros(layer.n_out) for layer in layers]
-    dec = cap_decisions(ranges, layers, zero)
-    layout, _, cas = structure_forms(layers, dec)
+    sl = cap_slopes(ranges, layers, zero)
+    layout, _, cas = structure_forms(layers, sl.decisions, sl.centre)
     co = np.abs(cas[-1])
     e_max = max(eps, 2.0**-setting.min_len)
     caps = []
@@ -288,7 +356,18 @@ def assign_refined(
         ok_rows, bad_rows = exact_row_check(model, sol.f, sol.fw)
         f_l, fw_l = _split(sol.f, layers), _split(sol.fw, layers)
         program, _ = build_program(
-            name, layers, f_l, fw_l, st, lower, upper, params, ranges, fold_bias, relu_stability
+            name,
+            layers,
+            f_l,
+            fw_l,
+            st,
+            lower,
+            upper,
+            params,
+            ranges,
+            fold_bias,
+            relu_stability,
+            model.act_delta,
         )
         cert = certify_forms(program, layers, lower, upper, st.no_init_error, cert_ranges, relu_stability)
         hw = program_cost(program).hw

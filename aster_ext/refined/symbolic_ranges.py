@@ -7,6 +7,12 @@ a_k by linear relaxations of the activation on the (already computed) range [lo_
     ReLU, stably active: a = z;  stably inactive: a = 0;
     unstable (lo < 0 < hi):  λ z <= a <= α (z - lo),  α >= hi / (hi - lo) (chord, rounded up),
                              λ = 1 if hi > -lo else 0   (the usual area heuristic).
+    Any other activation σ (sigmoid, tanh, SiLU, ...): the lines of ``Activation.relax`` on
+    [lo, hi],  al z + bl <= σ(z) <= au z + bu, whose float coefficients are sound as *exact
+    real* lines (tangent/chord/CROWN choice by curvature, offsets computed rigorously in arb).
+    Evaluating them in float adds the per-entry product rounding 2μ|fl(Λ·a)| (times mag(z))
+    and the rounding of the intercept dot products (γ_{m+1}|Λ|(|bu| + |bl|)), both pushed
+    into the constant like every other rounding below.
 
 Coefficient matrices are float64; every rounding is pushed into the constant c instead of being
 carried as a radius matrix: if a float product fl(Λ M) replaces the exact Λ M_exact, then for v
@@ -23,19 +29,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..ir import DenseLayer
+from ..ir import DenseLayer, activation_object
 from ..ranges import ExactParams, LayerRanges, apply_activation, interval_ranges
 from ..rigorous import MU, Interval, down, gamma, scaled_sum_bound, up
 
 
 @dataclass
 class Relaxation:
-    """a >= lo_slope·z and a <= up_slope·z + up_icpt elementwise (valid on the layer's z range)."""
+    """lo_slope·z + lo_icpt <= a <= up_slope·z + up_icpt elementwise (valid on the layer's z range)."""
 
     up_slope: np.ndarray
     up_icpt: np.ndarray
     lo_slope: np.ndarray
     exact: np.ndarray  # bool: slope products are exact (slopes 0/1)
+    lo_icpt: np.ndarray | None = None  # None = 0 (ReLU, identity)
 
 
 def relu_relaxation(pre: Interval) -> Relaxation:
@@ -58,12 +65,18 @@ def identity_relaxation(n: int) -> Relaxation:
     return Relaxation(one, np.zeros(n), one, np.ones(n, dtype=bool))
 
 
-def relaxation_of(fn: str, pre: Interval) -> Relaxation:
+def relaxation_of(fn: str, pre: Interval, layer: DenseLayer | None = None) -> Relaxation:
+    """Sound linear relaxation of the activation ``fn`` on the real range ``pre`` (module docstring)."""
     if fn == "relu":
         return relu_relaxation(pre)
     if fn == "identity":
         return identity_relaxation(pre.lo.size)
-    raise UnsupportedError(f"symbolic ranges: activation '{fn}' is not supported yet")
+    try:
+        act = layer.act if layer is not None and layer.activation == fn else activation_object(fn)
+    except ValueError as exc:
+        raise UnsupportedError(f"symbolic ranges: activation '{fn}' is not supported ({exc})") from exc
+    al, bl, au, bu = act.relax(pre.lo, pre.hi)
+    return Relaxation(au, bu, al, np.zeros(al.shape, dtype=bool), bl)
 
 
 def _mag(v: Interval) -> np.ndarray:
@@ -98,16 +111,19 @@ def _relax_back(
     """Replace a_k in Λ a_k + c by its relaxation in z_k (upper or lower bound expression)."""
     pos = np.maximum(lam, 0.0)
     neg = np.minimum(lam, 0.0)
+    lo_icpt = rx.lo_icpt if rx.lo_icpt is not None else np.zeros_like(rx.up_icpt)
     if upper:
         new = pos * rx.up_slope + neg * rx.lo_slope
-        ic = pos @ rx.up_icpt
+        ic = pos @ rx.up_icpt + neg @ lo_icpt
     else:
         new = pos * rx.lo_slope + neg * rx.up_slope
-        ic = neg @ rx.up_icpt
+        ic = pos @ lo_icpt + neg @ rx.up_icpt
     m = rx.up_icpt.size
-    # elementwise slope products: |error| <= μ|fl| per entry (exact where the slope is 0/1)
+    # elementwise slope products: |error| <= 2μ|fl| per entry (exact where the slope is 0/1);
+    # the two intercept dot products and their sum: γ_{m+1} |Λ| (|bu| + |bl|)
     err_el = np.where(rx.exact[None, :], 0.0, up(2 * MU * np.abs(new)))
-    slack = scaled_sum_bound(err_el, mag_z) + gamma(m) * scaled_sum_bound(np.abs(lam), rx.up_icpt)
+    icpt_mag = up(np.abs(rx.up_icpt) + np.abs(lo_icpt))
+    slack = scaled_sum_bound(err_el, mag_z) + gamma(m + 1) * scaled_sum_bound(np.abs(lam), icpt_mag)
     slack = up(slack * (1.0 + 4 * MU) + 1e-300)
     if upper:
         return new, up(up(c + ic) + slack)
@@ -149,9 +165,9 @@ def symbolic_ranges(
             bad = pre.lo > pre.hi
             if np.any(bad):
                 pre = Interval(np.where(bad, base[li].pre.lo, pre.lo), np.where(bad, base[li].pre.hi, pre.hi))
-        post = apply_activation(layer.activation, pre)
+        post = apply_activation(layer.activation, pre, layer)
         out.append(LayerRanges(pre, post))
-        relax.append(relaxation_of(layer.activation, pre))
+        relax.append(relaxation_of(layer.activation, pre, layer))
     return out
 
 

@@ -30,7 +30,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- Input box: lower {r['input_lower']}, upper {r['input_upper']}",
         f"- Target error: {r['target_error']:g}",
         f"- Certified error: {r['certified_error']:.6g} ({sound})",
-        f"- Independent sound bound of the emitted program: {r['independent_bound']:.6g}",
+        f"- Independent interval certificate of the emitted program: {r['independent_bound']:.6g}",
     ]
     if r["input_on_grid"]:
         lines.append(

@@ -58,6 +58,9 @@ class TableImpl:
     error_hi: float  # sup of entry - σ
     index_bits: int
     build_seconds: float = field(default=0.0, compare=False)
+    # per cell k: signed error enclosure (entry_k - σ) over the build grid points of cell k
+    # (filled by build_table, else lazily by :meth:`cell_errors`); lets clamped_error skip arb
+    cell_err: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -89,6 +92,20 @@ class TableImpl:
         if obj or self.entry_width > 63:
             return out.astype(object)
         return out.astype(np.int64)
+
+    def cell_errors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell (lo, hi) of entry - σ over the cell's build grid points (computed once)."""
+        if self.cell_err is None:
+            b_lo, b_hi = self.grid_range
+            segs = self._build_segments(b_lo, b_hi)
+            with working_precision():
+                images = [_cell_image(self.act, a, b, self.in_frac) for a, b in segs]
+            self.cell_err = _cell_errors(self, images, list(range(self.size)))
+        return self.cell_err
+
+    def _build_segments(self, b_lo: int, b_hi: int) -> list[tuple[int, int]]:
+        s, base = self.shift, self.base
+        return [(max(b_lo, (base + k) << s), min(b_hi, ((base + k + 1) << s) - 1)) for k in range(self.size)]
 
     def clamped_error(self, lo: float, hi: float) -> tuple[float, float]:
         """Signed error enclosure (entry - σ) over every grid point in [lo, hi] (any finite range,
@@ -144,6 +161,25 @@ def _mid_fraction(x: arb) -> Fraction:
     return Fraction(man * (1 << exp)) if exp >= 0 else Fraction(man, 1 << -exp)
 
 
+def _mid_dyadic(x: arb) -> tuple[int, int]:
+    """The midpoint of the ball x as exact integers (m, e): mid = m·2^e."""
+    man, exp = x.mid().man_exp()
+    return int(man), int(exp)
+
+
+def _round_centre_raw(y_lo: arb, y_hi: arb, frac: int) -> int:
+    """floor(c·2^frac + 1/2) for c = (mid(y_lo) + mid(y_hi))/2, exactly, in integer arithmetic
+    (equal to ``_round_raw((_mid_fraction(y_lo) + _mid_fraction(y_hi)) / 2, frac)``)."""
+    m1, e1 = _mid_dyadic(y_lo)
+    m2, e2 = _mid_dyadic(y_hi)
+    e = min(e1, e2)
+    n = (m1 << (e1 - e)) + (m2 << (e2 - e))  # c = n·2^(e-1)
+    k = e - 1 + frac  # c·2^frac = n·2^k
+    if k >= 0:
+        return n << k
+    return (n + (1 << (-k - 1))) >> (-k)
+
+
 def _round_raw(value: Fraction, frac: int) -> int:
     """floor(value·2^frac + 1/2) (round to nearest, ties up)."""
     s = value * (Fraction(2) ** frac) + Fraction(1, 2)
@@ -175,7 +211,14 @@ def _cell_image(act: Activation, a: int, b: int, frac: int) -> tuple[arb, arb]:
 
 
 def _error_over(tab: TableImpl, t_lo: int, t_hi: int) -> tuple[float, float, float]:
-    """(inf, sup of entry - σ, sup |entry - σ|) over the grid points t_lo..t_hi (rigorous)."""
+    """(inf, sup of entry - σ, sup |entry - σ|) over the grid points t_lo..t_hi (rigorous).
+
+    Cells whose query segment equals their build segment (every cell the query covers whole,
+    except the first and last cell of the table, whose build segments are clipped to the build
+    range) take the cached per-cell errors of :meth:`TableImpl.cell_errors` — the same numbers
+    the arb evaluation would give; the others (at most four cells and the two clamped ends) are
+    evaluated with arb.
+    """
     if t_lo > t_hi:
         return 0.0, 0.0, 0.0
     s, base, size = tab.shift, tab.base, tab.size
@@ -187,24 +230,49 @@ def _error_over(tab: TableImpl, t_lo: int, t_hi: int) -> tuple[float, float, flo
         segments.append((max(t_lo, last + 1), t_hi, size - 1))
     k0 = max(0, (max(t_lo, first) >> s) - base)
     k1 = min(size - 1, (min(t_hi, last) >> s) - base)
-    for k in range(k0, k1 + 1):
-        a = max(t_lo, (base + k) << s)
-        b = min(t_hi, ((base + k + 1) << s) - 1)
-        if a <= b:
-            segments.append((a, b, k))
+    e_lo, e_hi = math.inf, -math.inf
+    if k0 <= k1:
+        # interior cells 1..size-2 fully inside [t_lo, t_hi]: build segment == query segment
+        c0 = max(k0 + (1 if t_lo > (base + k0) << s else 0), 1)
+        c1 = min(k1 - (1 if t_hi < ((base + k1 + 1) << s) - 1 else 0), size - 2)
+        if c0 <= c1:
+            cl, ch = tab.cell_errors()
+            e_lo, e_hi = float(np.min(cl[c0 : c1 + 1])), float(np.max(ch[c0 : c1 + 1]))
+            ks = [k for k in range(k0, min(k1, c0 - 1) + 1)] + [k for k in range(max(k0, c1 + 1), k1 + 1)]
+        else:
+            ks = list(range(k0, k1 + 1))
+        for k in ks:
+            a = max(t_lo, (base + k) << s)
+            b = min(t_hi, ((base + k + 1) << s) - 1)
+            if a <= b:
+                segments.append((a, b, k))
     with working_precision():
         images = [_cell_image(tab.act, a, b, tab.in_frac) for a, b, _ in segments]
-    return _errors(tab, images, [k for _, _, k in segments])
+    lo_, hi_, _ = _errors(tab, images, [k for _, _, k in segments])
+    e_lo, e_hi = min(e_lo, lo_), max(e_hi, hi_)
+    if not segments and math.isinf(e_lo):
+        return 0.0, 0.0, 0.0
+    return e_lo, e_hi, max(-e_lo, e_hi, 0.0)
+
+
+def _cell_errors(
+    tab: TableImpl, images: list[tuple[arb, arb]], cells: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per given cell: (down(entry - σ_hi), up(entry - σ_lo)) from its image [σ_lo, σ_hi]."""
+    lo, hi = np.empty(len(cells)), np.empty(len(cells))
+    with working_precision():
+        for i, ((y_lo, y_hi), k) in enumerate(zip(images, cells, strict=True)):
+            entry = dyadic(int(tab.entries[k]), tab.out_frac)
+            lo[i], hi[i] = down(entry - y_hi), up(entry - y_lo)
+    return lo, hi
 
 
 def _errors(tab: TableImpl, images: list[tuple[arb, arb]], cells: list[int]) -> tuple[float, float, float]:
     """(inf, sup of entry - σ, sup |entry - σ|) from the images [σ_lo, σ_hi] of the given cells."""
-    e_lo, e_hi = math.inf, -math.inf
-    with working_precision():
-        for (y_lo, y_hi), k in zip(images, cells, strict=True):
-            entry = dyadic(int(tab.entries[k]), tab.out_frac)
-            e_lo = min(e_lo, down(entry - y_hi))
-            e_hi = max(e_hi, up(entry - y_lo))
+    if not cells:
+        return math.inf, -math.inf, 0.0
+    lo, hi = _cell_errors(tab, images, cells)
+    e_lo, e_hi = float(lo.min()), float(hi.max())
     return e_lo, e_hi, max(-e_lo, e_hi, 0.0)
 
 
@@ -248,11 +316,10 @@ def build_table(
             images.append(_cell_image(act, a, b, in_frac))
             if rule == "centre":
                 y_lo, y_hi = images[-1]
-                centre = (_mid_fraction(y_lo) + _mid_fraction(y_hi)) / 2
+                entries[k] = _round_centre_raw(y_lo, y_hi, out_frac)
             else:
                 m = a + b  # middle grid value (a + b)/2 at in_frac bits = m at in_frac + 1 bits
-                centre = _mid_fraction(act.f_arb(dyadic(m, in_frac + 1)))
-            entries[k] = _round_raw(centre, out_frac)
+                entries[k] = _round_raw(_mid_fraction(act.f_arb(dyadic(m, in_frac + 1))), out_frac)
     tab = TableImpl(
         act=act,
         in_frac=in_frac,
@@ -267,7 +334,9 @@ def build_table(
         error_hi=math.inf,
         index_bits=index_bits,
     )
-    tab.error_lo, tab.error_hi, tab.error_bound = _errors(tab, images, list(range(size)))
+    tab.cell_err = _cell_errors(tab, images, list(range(size)))
+    tab.error_lo, tab.error_hi = float(tab.cell_err[0].min()), float(tab.cell_err[1].max())
+    tab.error_bound = max(-tab.error_lo, tab.error_hi, 0.0)
     tab.build_seconds = time.perf_counter() - start
     return tab
 

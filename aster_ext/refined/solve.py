@@ -9,6 +9,12 @@ and keeps the result if it is certified and cheaper. Integer bits of every type 
 smallest that the certifier's own value ranges allow (derived from a first analysis pass with
 wide formats: error forms do not depend on integer bits).
 
+All-maxLen shortcut: when no uniform F (or only F >= maxLen - 1) satisfies the ILP rows, the
+program with every F, Fw at maxLen (:func:`max_len_program`) is certified first. If its bound
+exceeds ε, the result is infeasible at once (no HiGHS run: on the 6x200 sigmoid MNIST net HiGHS
+spends 30 s on such a model); if it is <= ε that program is returned (solver status "not run").
+When no ILP round certifies, the same program is the fallback before InfeasibleError is raised.
+
 Activations other than ReLU/identity get one implementation per layer (``LayerProgram.act_impl``),
 built during that first pass by :func:`make_impl_factory` once the layer's finite-precision
 pre-activation range z~ is known: it covers the hull of z~ over the layer (widened by 1/32),
@@ -322,6 +328,7 @@ def assign_refined(
     rounds = 0
     relaxed_caps = False
     refined = False
+    smallest: float | None = None
     while rounds < max_rounds:
         left = time_limit - (time.perf_counter() - t_start)
         if left <= 0:
@@ -330,6 +337,31 @@ def assign_refined(
         rounds += 1
         model = build_model(layers, params, ranges, lower, upper, st, target, caps, granularity, **opts)
         start = uniform_start(model)
+        near_max = start is not None and int(np.min(start[0])) >= st.max_len - 1
+        if (start is None or near_max) and best is None and smallest is None:
+            # no uniform F meets the rows: before a (possibly long) HiGHS run on a likely infeasible
+            # model, compare ε with the bound of the all-maxLen program (cheap, and what the error
+            # message reports anyway); give up at once when even that bound exceeds ε
+            fb_program, fb_cert = max_len_program(name, layers, lower, upper, st, params, ranges, **opts)
+            smallest = fb_cert.bound
+            if smallest > eps and not near_max:
+                notes.append(f"round {rounds}: the all-maxLen program certifies only {smallest:.6g} > ε")
+                break
+            if fb_cert.ok and smallest <= eps:
+                # ε is within reach of the all-maxLen program only: take it (certified) rather than a
+                # HiGHS run on a model that no uniform point satisfies (minutes on large networks)
+                notes.append(
+                    f"round {rounds}: no uniform F < maxLen - 1 satisfies the ILP rows; the all-maxLen "
+                    f"program certifies {smallest:.6g} <= ε and is used (HiGHS not run)"
+                )
+                ml = [np.full(layer.n_out, st.max_len, dtype=np.int64) for layer in layers]
+                best = RefinedResult(
+                    fb_program, fb_cert, [list(map(int, v)) for v in ml], [list(map(int, v)) for v in ml],
+                    float("nan"), fb_cert.bound, "not run (all-maxLen fallback)", solver_time,
+                    lp_text(model, f"target {target!r}, setting {setting}; NOT SOLVED: all-maxLen fallback"),
+                    False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw,
+                )  # fmt: skip
+                break
         window = None
         if start is not None and granularity == "neuron" and sum(layer.n_out for layer in layers) > LARGE:
             # warm start: layer-granularity solution, then neurons within ±WINDOW of it
@@ -398,8 +430,19 @@ def assign_refined(
             break  # the refinement round did not certify; keep the earlier result
         shrink = eps / cert.bound if cert.ok and cert.bound > 0 else 0.5
         target = target * min(0.95, shrink * 0.98)
+    if best is None and smallest is None:
+        fb_program, fb_cert = max_len_program(name, layers, lower, upper, st, params, ranges, **opts)
+        smallest = fb_cert.bound
+        if fb_cert.ok and smallest <= eps:
+            notes.append(f"no ILP round certified; the all-maxLen program certifies {smallest:.6g} <= ε")
+            ml = [np.full(layer.n_out, st.max_len, dtype=np.int64) for layer in layers]
+            best = RefinedResult(
+                fb_program, fb_cert, [list(map(int, v)) for v in ml], [list(map(int, v)) for v in ml],
+                float("nan"), fb_cert.bound, "all-maxLen fallback", solver_time,
+                lp_text(model, f"target {target!r}, setting {setting}; all-maxLen fallback"),
+                False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw,
+            )  # fmt: skip
     if best is None:
-        smallest = smallest_certifiable(name, layers, lower, upper, st, params, ranges, **opts)
         raise InfeasibleError(
             f"{name}: refined mode found no certified assignment for eps={eps:g} in setting {setting}; "
             f"the smallest error this analysis certifies at maxLen={st.max_len} is {smallest:.6g}",
@@ -433,12 +476,31 @@ def smallest_certifiable(
 ) -> float:
     """certify_forms bound of the program with every F and Fw at maxLen (``exact_dw`` is unused:
     the certificate always takes the exact ΔW)."""
+    return max_len_program(
+        name, layers, lower, upper, st, params, ranges, fold_bias, exact_dw, relu_stability
+    )[1].bound
+
+
+def max_len_program(
+    name: str,
+    layers: list[DenseLayer],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    st: Setting,
+    params: list[ExactParams] | None = None,
+    ranges: list[LayerRanges] | None = None,
+    fold_bias: bool = True,
+    exact_dw: bool = True,
+    relu_stability: bool = True,
+) -> tuple[FixedProgram, Certificate]:
+    """The program with every F and Fw at maxLen (activation budget 2^-maxLen) and its
+    certificate (``exact_dw`` is unused: the certificate always takes the exact ΔW)."""
     del exact_dw
     ps = params if params is not None else [ExactParams.of(layer) for layer in layers]
     rg = ranges if ranges is not None else symbolic_ranges(layers, lower, upper, ps)
     f = [np.full(layer.n_out, st.max_len) for layer in layers]
     program, _ = build_program(name, layers, f, f, st, lower, upper, ps, rg, fold_bias, relu_stability)
-    return certify_forms(program, layers, lower, upper, st.no_init_error, rg, relu_stability).bound
+    return program, certify_forms(program, layers, lower, upper, st.no_init_error, rg, relu_stability)
 
 
-__all__ = ["RefinedResult", "assign_refined", "build_program", "smallest_certifiable"]
+__all__ = ["RefinedResult", "assign_refined", "build_program", "max_len_program", "smallest_certifiable"]

@@ -39,12 +39,12 @@ RESULTS = ROOT / "results"
 MODES = ("aster", "aster-sound", "refined")
 SETTINGS = ("A", "B", "C", "D")
 EPSILONS = (1e-3, 1e-5)
-VERIFY = {
-    "samples": 200,
-    "search_starts": 4,
-    "search_iters": 6,
-    "search_batch": 32,
-    "exact_candidates": 2,
+VERIFY = {  # the same budget as scripts/reproduce_aster.py
+    "samples": 400,
+    "search_starts": 16,
+    "search_iters": 15,
+    "search_batch": 64,
+    "exact_candidates": 4,
     "seed": 0,
 }
 TIME_LIMIT = 60.0

@@ -209,16 +209,3 @@ def quantize_fractions(values: np.ndarray, frac: np.ndarray | int, quant: str = 
             s += Fraction(1, 2)
         out[idx] = s.numerator // s.denominator
     return out
-
-
-def int_bits_for(lo: float | Fraction, hi: float | Fraction) -> int:
-    """Smallest I (sign included) with -2^(I-1) <= lo and hi < 2^(I-1) (half-open, DESIGN §3)."""
-    m = max(-Fraction(lo), Fraction(hi), Fraction(0))
-    i = 1
-    while not (-(Fraction(2) ** (i - 1)) <= Fraction(lo) and Fraction(hi) < Fraction(2) ** (i - 1)):
-        i += 1
-    # allow I <= 0 for small ranges
-    lo_f, hi_f = Fraction(lo), Fraction(hi)
-    while i > -64 and m > 0 and -(Fraction(2) ** (i - 2)) <= lo_f and hi_f < Fraction(2) ** (i - 2):
-        i -= 1
-    return i

@@ -22,11 +22,9 @@ to ``ap_fixed`` does), ``aster-sound`` rounds to nearest, clamping at the top of
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import numpy as np
 
-from ..fixedpoint import FixedFormat
+from ..fixedpoint import FixedFormat, quantize_fractions
 from ..ir import DenseLayer
 from ..program import FixedProgram, FormatArray, LayerProgram
 from .ranges import LayerRanges
@@ -36,18 +34,12 @@ from .settings import AsterSetting
 def quantize_constants(values: np.ndarray, frac: np.ndarray, int_bits: int, rounding: str) -> np.ndarray:
     """Raw integers of exact constants at ``frac`` fractional bits: "TRN" floor, "RND" nearest
     (half up) clamped to the largest raw value of a signed (frac + int_bits)-bit format."""
-    vals = np.asarray(values, dtype=object)
-    f = np.broadcast_to(np.asarray(frac), vals.shape)
-    out = np.empty(vals.shape, dtype=object)
-    for idx in np.ndindex(vals.shape):
-        fr = int(f[idx])
-        s = Fraction(vals[idx]) * (Fraction(2) ** fr)
-        if rounding == "RND":
-            s += Fraction(1, 2)
-        k = s.numerator // s.denominator
-        top = (1 << (fr + int_bits - 1)) - 1
-        bottom = -(1 << (fr + int_bits - 1))
-        out[idx] = min(max(k, bottom), top)
+    raw = quantize_fractions(values, frac, rounding)
+    f = np.broadcast_to(np.asarray(frac), raw.shape)
+    out = np.empty(raw.shape, dtype=object)
+    for idx in np.ndindex(raw.shape):
+        half = 1 << (int(f[idx]) + int_bits - 1)
+        out[idx] = min(max(raw[idx], -half), half - 1)
     return out
 
 

@@ -254,8 +254,13 @@ def _layer_error(
         slope = act_slope(act, lr.pre, z_fix)
         impl_err = act_impl_error(lp, z_fix)
         rho_o = rounding_interval(np.full(n_out, int(lp.act_impl.out_frac)), lp.out_t.frac, quant)
-        chk.check(lp.name, "out", act_out_range(act, z_fix, impl_err), lp.out_t)
-        return interval_mul(slope, e).add(impl_err).add(rho_o), np.ones(n_out, dtype=np.int64)
+        out_pre = act_out_range(act, z_fix, impl_err)
+        chk.check(lp.name, "out", out_pre, lp.out_t)
+        err = interval_mul(slope, e).add(impl_err).add(rho_o)
+        cap = act_error_cap(act, lr.pre, out_pre.add(rho_o))
+        # both enclose a~ - a: their intersection does too
+        capped = Interval(np.maximum(err.lo, cap.lo), np.minimum(err.hi, cap.hi))
+        return capped, np.ones(n_out, dtype=np.int64)
     else:
         act_err = e
         state = np.ones(n_out, dtype=np.int64)
@@ -326,6 +331,16 @@ def act_out_range(act: Any, z_fix: Interval, impl_err: Interval) -> Interval:
     """Range of σ~(z~) (before Q to out_t): σ(z_fix) ⊕ implementation error."""
     y_lo, y_hi = act.image(z_fix.lo, z_fix.hi)
     return Interval(y_lo, y_hi).add(impl_err)
+
+
+def act_error_cap(act: Any, pre: Interval, out_fix: Interval) -> Interval:
+    """Enclosure of a~ - a from ranges alone: a~ = Q(σ~(z~)) lies in ``out_fix`` (σ(z_fix) ⊕
+    implementation error ⊕ final rounding) and a = σ(z) in σ(pre), so a~ - a lies in
+    [lo(out_fix) - hi(σ(pre)), hi(out_fix) - lo(σ(pre))]. Sound for every activation; useful
+    where σ is flat or bounded over the ranges (e.g. saturated sigmoid/tanh neurons), where it can
+    be far below slope·error."""
+    y_lo, y_hi = act.image(pre.lo, pre.hi)
+    return Interval(down(out_fix.lo - y_hi), up(out_fix.hi - y_lo))
 
 
 def _row_sum(v: Interval) -> Interval:

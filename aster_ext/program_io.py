@@ -49,6 +49,7 @@ def act_impl_to_json(impl: Any) -> dict[str, Any] | None:
             "error_lo": float(impl.error_lo),
             "error_hi": float(impl.error_hi),
             "index_bits": int(impl.index_bits),
+            "interp": bool(impl.interp),
         }
     if isinstance(impl, PiecewiseImpl):
         return {
@@ -79,6 +80,7 @@ def act_impl_from_json(d: dict[str, Any] | None) -> Any:
             base=int(d["base"]), entries=entries, lo=float(d["lo"]), hi=float(d["hi"]),
             error_bound=float(d["error_bound"]), error_lo=float(d["error_lo"]),
             error_hi=float(d["error_hi"]), index_bits=int(d["index_bits"]),
+            interp=bool(d.get("interp", False)),
         )  # fmt: skip
     if d["kind"] == "piecewise":
         opt = lambda v: None if v is None else int(v)  # noqa: E731

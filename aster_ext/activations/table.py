@@ -23,6 +23,23 @@ and at the grid neighbours of every verified critical point — σ is monotone i
 to the first/last cell: their error is bounded by :meth:`TableImpl.clamped_error` over any
 finite range; otherwise the certifier must guarantee that the finite-precision input stays
 inside [lo, hi].
+
+Linear interpolation (``interp=True``, built by ``build_table(..., interp=True)``): the entries
+are the size + 1 node values y_k = round_nearest(σ(x_k)·2^out_frac) at the cell ends
+x_k = (base + k)·2^shift·2^-in_frac, and
+
+    k = clamp((t >> shift) - base, 0, size - 1),  r = clamp(t - ((base + k) << shift), 0, 2^shift)
+    output = y_k + ((y_{k+1} - y_k)·r >> shift)          (>> floor; exact integer arithmetic)
+
+so inputs below the first node give y_0, inputs at or beyond the last node y_size. Per cell the
+signed error over the closed cell [x_k, x_{k+1}] is enclosed by
+
+    output - σ = [(1-λ)ε_k + λε_{k+1}] + [P1σ - σ] + [floor error in (-2^-out_frac, 0]],
+
+ε_i = y_i·2^-out_frac - σ(x_i) (arb), λ = r/2^shift, and P1σ(x) - σ(x) = λ(1-λ)h(s2 - s1) with
+s1, s2 mean-value slopes of σ on [x_k, x] and [x, x_{k+1}] (h = x_{k+1} - x_k): with σ' in
+[d_lo, d_hi] over the cell this is in ±(h/4)(d_hi - d_lo), and in [0, ·] (convex cell: s2 >= s1)
+or [·, 0] (concave cell) when the cell lies inside one piece of known curvature. No σ'' needed.
 """
 
 from __future__ import annotations
@@ -57,6 +74,7 @@ class TableImpl:
     error_lo: float  # inf of entry - σ over the same points
     error_hi: float  # sup of entry - σ
     index_bits: int
+    interp: bool = False  # linear interpolation between size + 1 node values (module docstring)
     build_seconds: float = field(default=0.0, compare=False)
     # per cell k: signed error enclosure (entry_k - σ) over the build grid points of cell k
     # (filled by build_table, else lazily by :meth:`cell_errors`); lets clamped_error skip arb
@@ -64,7 +82,8 @@ class TableImpl:
 
     @property
     def size(self) -> int:
-        return int(self.entries.shape[0])
+        """Number of cells (an interpolating table holds size + 1 node values)."""
+        return int(self.entries.shape[0]) - (1 if self.interp else 0)
 
     @property
     def entry_width(self) -> int:
@@ -82,6 +101,8 @@ class TableImpl:
         obj = t.dtype == object
         if not obj and t.dtype.kind not in "iu":
             raise TypeError("TableImpl.apply needs integer raw values (int64 or object)")
+        if self.interp:
+            return self._apply_interp(t, obj)
         k = (t >> self.shift) - self.base
         if obj:
             idx = np.array([min(max(int(v), 0), self.size - 1) for v in k.reshape(-1)], dtype=np.int64)
@@ -93,8 +114,39 @@ class TableImpl:
             return out.astype(object)
         return out.astype(np.int64)
 
+    def _apply_interp(self, t: np.ndarray, obj: bool) -> np.ndarray:
+        """Interpolating lookup (module docstring), exact in Python ints or int64 when it fits."""
+        s, base, size = self.shift, self.base, self.size
+        e = self.entries
+        big = obj or self.entry_width + s + 3 > 63
+        if not big and t.size:
+            big = int(t.max()) >= 1 << 61 or int(t.min()) < -(1 << 61) or abs(base) >= 1 << (61 - s)
+        if not big:
+            t64 = t.astype(np.int64)
+            k = np.clip((t64 >> s) - base, 0, size - 1)
+            r = np.clip(t64 - ((base + k) << s), 0, 1 << s)
+            e64 = e.astype(np.int64)
+            y0, y1 = e64[k], e64[k + 1]
+            return (y0 + (((y1 - y0) * r) >> s)).astype(np.int64)
+        flat = []
+        for v in t.reshape(-1):
+            v = int(v)
+            k = min(max((v >> s) - base, 0), size - 1)
+            r = min(max(v - ((base + k) << s), 0), 1 << s)
+            y0, y1 = int(e[k]), int(e[k + 1])
+            flat.append(y0 + (((y1 - y0) * r) >> s))
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        out = out.reshape(t.shape)
+        if obj or self.entry_width > 63:
+            return out
+        return out.astype(np.int64)
+
     def cell_errors(self) -> tuple[np.ndarray, np.ndarray]:
         """Per cell (lo, hi) of entry - σ over the cell's build grid points (computed once)."""
+        if self.cell_err is None and self.interp:
+            self.cell_err = _interp_cell_errors(self.act, self.entries, self.shift, self.base,
+                                                self.in_frac, self.out_frac)  # fmt: skip
         if self.cell_err is None:
             b_lo, b_hi = self.grid_range
             segs = self._build_segments(b_lo, b_hi)
@@ -124,6 +176,8 @@ class TableImpl:
         """
         nm = _cpp.identifier(name)
         we = self.entry_width
+        if self.interp:
+            return self._cpp_interp(nm, in_type, out_type, we)
         lines = [
             f"// {self.act.describe()} lookup table: {self.size} entries, input frac {self.in_frac}, "
             f"output frac {self.out_frac},",
@@ -144,6 +198,47 @@ class TableImpl:
             f"  else idx = (int)(k - ({_cpp.const_expr(self.base)})).to_int64();",
             f"  ap_fixed<{we}, {we - self.out_frac}> v;",
             *_cpp.assign_raw_lines("v", f"{nm}_rom", "idx", we),
+            "  return v;",
+            "}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _cpp_interp(self, nm: str, in_type: str, out_type: str, we: int) -> str:
+        """C++ of the interpolating table (same bit-level semantics as :meth:`_apply_interp`)."""
+        s, base, size = self.shift, self.base, self.size
+        lines = [
+            f"// {self.act.describe()} interpolating table: {size} cells ({size + 1} nodes), input frac "
+            f"{self.in_frac}, output frac {self.out_frac},",
+            f"// k = clamp((raw >> {s}) - ({base}), 0, {size - 1}), r = clamp(raw - ((base + k) << {s}), 0, "
+            f"2^{s}), y = e[k] + ((e[k+1] - e[k]) * r >> {s});",
+            f"// |table - {self.act.name}| <= {self.error_bound:.6g} on [{self.lo:.17g}, {self.hi:.17g}]",
+            f"inline {out_type} {nm}({in_type} t) {{",
+            "#pragma HLS INLINE",
+            f"  typedef {in_type} {nm}_in_t;",
+            f"  static_assert({nm}_in_t::width - {nm}_in_t::iwidth == {self.in_frac}, "
+            f'"{nm}: the input type must have {self.in_frac} fractional bits");',
+            *_cpp.rom_lines(f"{nm}_rom", [int(v) for v in self.entries], we),
+            f"  ap_int<{nm}_in_t::width> raw;",
+            "  raw.range() = t.range();",
+            f"  const ap_int<{nm}_in_t::width + 1> k = raw >> {s};",
+            "  int idx;",
+            f"  ap_int<{s + 2}> r;",
+            f"  if (k < ({_cpp.const_expr(base)})) {{ idx = 0; r = 0; }}",
+            f"  else if (k > ({_cpp.const_expr(base + size - 1)})) {{ idx = {size - 1}; r = {1 << s}LL; }}",
+            f"  else {{ idx = (int)(k - ({_cpp.const_expr(base)})).to_int64(); "
+            + (f"r = 0; r.range({s - 1}, 0) = raw.range({s - 1}, 0); }}" if s > 0 else "r = 0; }"),
+            f"  ap_fixed<{we}, {we - self.out_frac}> v0, v1;",
+            *_cpp.assign_raw_lines("v0", f"{nm}_rom", "idx", we),
+            *_cpp.assign_raw_lines("v1", f"{nm}_rom", "idx + 1", we),
+            f"  ap_int<{we}> e0, e1;",
+            "  e0.range() = v0.range();",
+            "  e1.range() = v1.range();",
+            f"  const ap_int<{we + 1}> d = ap_int<{we + 1}>(e1) - ap_int<{we + 1}>(e0);",
+            f"  const ap_int<{we + s + 3}> p = ap_int<{we + s + 3}>(d) * ap_int<{we + s + 3}>(r);",
+            f"  const ap_int<{we + s + 3}> q = p >> {s};",
+            f"  const ap_int<{we}> y = ap_int<{we}>(ap_int<{we + s + 3}>(e0) + q);",
+            f"  ap_fixed<{we}, {we - self.out_frac}> v;",
+            "  v.range() = y.range();",
             "  return v;",
             "}",
         ]
@@ -221,6 +316,8 @@ def _error_over(tab: TableImpl, t_lo: int, t_hi: int) -> tuple[float, float, flo
     """
     if t_lo > t_hi:
         return 0.0, 0.0, 0.0
+    if tab.interp:
+        return _error_over_interp(tab, t_lo, t_hi)
     s, base, size = tab.shift, tab.base, tab.size
     segments: list[tuple[int, int, int]] = []
     first, last = base << s, ((base + size) << s) - 1
@@ -255,6 +352,119 @@ def _error_over(tab: TableImpl, t_lo: int, t_hi: int) -> tuple[float, float, flo
     return e_lo, e_hi, max(-e_lo, e_hi, 0.0)
 
 
+def _error_over_interp(tab: TableImpl, t_lo: int, t_hi: int) -> tuple[float, float, float]:
+    """:func:`_error_over` of an interpolating table: the cached per-cell enclosures (each over the
+    whole closed cell) of every cell the query meets, and arb images of the clamped parts (inputs
+    below the first node output y_0, inputs at or beyond the last node y_size)."""
+    s, base, size = tab.shift, tab.base, tab.size
+    first, last = base << s, (base + size) << s  # first node, last node (raw grid points)
+    e_lo, e_hi = math.inf, -math.inf
+    a, b = max(t_lo, first), min(t_hi, last - 1)
+    if a <= b:
+        cl, ch = tab.cell_errors()
+        k0, k1 = (a >> s) - base, (b >> s) - base
+        e_lo, e_hi = float(np.min(cl[k0 : k1 + 1])), float(np.max(ch[k0 : k1 + 1]))
+    clamped = []
+    if t_lo < first:
+        clamped.append((t_lo, min(t_hi, first - 1), 0))
+    if t_hi >= last:
+        clamped.append((max(t_lo, last), t_hi, size))
+    with working_precision():
+        for ca, cb, i in clamped:
+            y_lo, y_hi = _cell_image(tab.act, ca, cb, tab.in_frac)
+            entry = dyadic(int(tab.entries[i]), tab.out_frac)
+            e_lo, e_hi = min(e_lo, down(entry - y_hi)), max(e_hi, up(entry - y_lo))
+    return e_lo, e_hi, max(-e_lo, e_hi, 0.0)
+
+
+def _gap_curvature(act: Activation, a: arb, b: arb) -> int | None:
+    """Curvature sign of σ on [a, b] when [a, b] lies in one gap between breaks (closed), else None."""
+    st = act.structure
+    for i, cv in enumerate(st.curvature):
+        left_ok = i == 0 or a >= arb(st.breaks[i - 1][1])
+        right_ok = i == len(st.breaks) or b <= arb(st.breaks[i][0])
+        if left_ok and right_ok:
+            return cv
+    return None
+
+
+def _interp_cell_errors(
+    act: Activation, entries: np.ndarray, shift: int, base: int, in_frac: int, out_frac: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell k: rigorous (lo, hi) of output - σ over the closed cell [x_k, x_{k+1}] of an
+    interpolating table (module docstring)."""
+    n = int(entries.shape[0]) - 1
+    lo, hi = np.empty(n), np.empty(n)
+    with working_precision():
+        xs = [dyadic(base + i, in_frac - shift) for i in range(n + 1)]
+        eps = [dyadic(int(entries[i]), out_frac) - act.f_arb(xs[i]) for i in range(n + 1)]
+        # σ' at every node (hull of the one-sided slopes at a kink)
+        dnode = []
+        for x in xs:
+            hl = Hull()
+            hl.add(*act.df_parts(x))
+            dnode.append((hl.lo, hl.hi))
+        h4 = dyadic(1, in_frac - shift + 2)  # h/4
+        ulp = dyadic(1, out_frac)
+        breaks = [(arb(c1), arb(c2)) for c1, c2 in act.structure.breaks]
+        for k in range(n):
+            a, b = xs[k], xs[k + 1]
+            # σ' is monotone between breaks: its range over [a, b] is the hull of the node values
+            # unless a break enclosure meets the open cell
+            if any(not (c2 <= a or c1 >= b) for c1, c2 in breaks):
+                d_lo, d_hi = act.slope_ball(a, b)
+            else:
+                d_lo = dnode[k][0] if dnode[k][0] < dnode[k + 1][0] else dnode[k + 1][0]
+                d_hi = dnode[k][1] if dnode[k][1] > dnode[k + 1][1] else dnode[k + 1][1]
+            spread = h4 * (d_hi - d_lo)
+            cv = _gap_curvature(act, a, b)
+            i_lo = arb(0) if cv is not None and cv > 0 else -spread
+            i_hi = arb(0) if cv is not None and cv < 0 else spread
+            e0, e1 = eps[k], eps[k + 1]
+            if shift == 0:  # the cell is the node x_k alone (r = 0): output = y_k exactly
+                lo[k], hi[k] = down(e0), up(e0)
+                continue
+            el = e0.lower() if e0.lower() < e1.lower() else e1.lower()
+            eh = e0.upper() if e0.upper() > e1.upper() else e1.upper()
+            lo[k] = down(el + i_lo - ulp)
+            hi[k] = up(eh + i_hi)
+    return lo, hi
+
+
+def trim_flat(act: Activation, lo: float, hi: float, tol: float) -> tuple[float, float]:
+    """A sub-range [lo', hi'] of [lo, hi] outside which σ varies by at most ``tol`` (rigorous float
+    images of [lo, lo'] and [hi', hi]; lo' and hi' themselves found by float bisection).
+
+    A table over [lo', hi'] then clamps inputs in [lo, lo') / (hi', hi] to its end entries, whose
+    error there is bounded rigorously by :meth:`TableImpl.clamped_error` (this trim only aims at
+    keeping that error near ``tol``; it is not relied upon)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi or not tol > 0:
+        return lo, hi
+
+    def flat(a: float, b: float) -> bool:
+        y_lo, y_hi = act.image(a, b)
+        return float(y_hi) - float(y_lo) <= tol
+
+    def search(good: float, bad: float, side_lo: bool) -> float:
+        # largest extent from the end that stays flat: [lo, x] (side_lo) or [x, hi]
+        for _ in range(60):
+            m = 0.5 * (good + bad)
+            if m in (good, bad):
+                break
+            if flat(lo, m) if side_lo else flat(m, hi):
+                good = m
+            else:
+                bad = m
+        return good
+
+    new_lo = lo if not flat(lo, lo) else search(lo, hi, True)
+    new_hi = hi if not flat(hi, hi) else search(hi, new_lo, False)
+    if new_hi <= new_lo:  # σ flat over the whole range: keep a small table around the middle
+        m = 0.5 * (lo + hi)
+        return m, m
+    return new_lo, new_hi
+
+
 def _cell_errors(
     tab: TableImpl, images: list[tuple[arb, arb]], cells: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -284,8 +494,10 @@ def build_table(
     out_frac: int,
     index_bits: int,
     rule: str = "centre",
+    interp: bool = False,
 ) -> TableImpl:
-    """Table of at most 2^index_bits cells over the input grid points of [lo, hi] (module docstring)."""
+    """Table of at most 2^index_bits cells over the input grid points of [lo, hi] (module docstring);
+    ``interp``: linear interpolation between the size + 1 node values (``rule`` is then unused)."""
     start = time.perf_counter()
     if rule not in ("centre", "midpoint"):
         raise ValueError(f"unknown table entry rule {rule!r} (centre | midpoint)")
@@ -307,6 +519,8 @@ def build_table(
             )
     base = t_lo >> shift
     size = (t_hi >> shift) - base + 1
+    if interp:
+        return _build_interp(act, lo, hi, in_frac, out_frac, index_bits, shift, base, size, start)
     entries = np.empty(size, dtype=object)
     images: list[tuple[arb, arb]] = []
     with working_precision():
@@ -341,6 +555,28 @@ def build_table(
     return tab
 
 
+def _build_interp(
+    act: Activation, lo: float, hi: float, in_frac: int, out_frac: int, index_bits: int, shift: int,
+    base: int, size: int, start: float,
+) -> TableImpl:  # fmt: skip
+    """The interpolating table: node values round_nearest(σ(x_k)) for k = 0..size."""
+    entries = np.empty(size + 1, dtype=object)
+    with working_precision():
+        for k in range(size + 1):
+            y = act.f_arb(dyadic(base + k, in_frac - shift))
+            entries[k] = _round_centre_raw(y, y, out_frac)
+    tab = TableImpl(
+        act=act, in_frac=in_frac, out_frac=out_frac, shift=shift, base=base, entries=entries,
+        lo=float(lo), hi=float(hi), error_bound=math.inf, error_lo=-math.inf, error_hi=math.inf,
+        index_bits=index_bits, interp=True,
+    )  # fmt: skip
+    tab.cell_err = _interp_cell_errors(act, entries, shift, base, in_frac, out_frac)
+    tab.error_lo, tab.error_hi = float(tab.cell_err[0].min()), float(tab.cell_err[1].max())
+    tab.error_bound = max(-tab.error_lo, tab.error_hi, 0.0)
+    tab.build_seconds = time.perf_counter() - start
+    return tab
+
+
 def choose_index_bits(
     act: Activation,
     lo: float,
@@ -350,6 +586,7 @@ def choose_index_bits(
     target_error: float,
     max_bits: int = 14,
     rule: str = "centre",
+    interp: bool = False,
 ) -> int:
     """Smallest index_bits in 0..max_bits whose table has error_bound <= target_error.
 
@@ -362,7 +599,7 @@ def choose_index_bits(
     best_bits = 0
     for bits in range(max_bits + 1):
         try:
-            tab = build_table(act, lo, hi, in_frac, out_frac, bits, rule)
+            tab = build_table(act, lo, hi, in_frac, out_frac, bits, rule, interp)
         except ValueError:
             if bits == 0:
                 continue

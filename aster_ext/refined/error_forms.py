@@ -47,6 +47,7 @@ from ..certify import (
     _needed_int_bits,
     _raw_to_float,
     _row_sum,
+    act_error_cap,
     act_impl_error,
     act_out_range,
     act_slope,
@@ -253,6 +254,10 @@ def forms_analysis(
             sa = d * sz
         ca[:, ac] += np.eye(n_out)
         e_a = form_interval(ca, sa, ctr, rad)
+        out_pre = None
+        if act_info is not None:
+            out_pre = act_out_range(layers[li].act, z_fix, act_impl_error(lp, z_fix))
+            e_a = _cap_act_forms(layers[li].act, lp, lr.pre, out_pre, e_a, ca, sa, ctr, rad, ac, quant)
         run.decisions.append(dec)
         run.cz.append(cz)
         run.sz.append(sz)
@@ -260,9 +265,6 @@ def forms_analysis(
         run.sa.append(sa)
         run.z_err.append(e_z)
         run.a_err.append(e_a)
-        out_pre = None
-        if act_info is not None:
-            out_pre = act_out_range(layers[li].act, z_fix, act_impl_error(lp, z_fix))
         stages = _check_layer(
             chk, lp, x_fix, x_fmt, w_t, w_rad, b_t, b_rad, z_fix, rho_p, rho_s, s_src, rho_d, rho_b, out_pre
         )
@@ -297,6 +299,43 @@ def _act_step(
     prod_err = up(2 * MU * scaled_sum_bound(np.abs(ca), mag_cols) + cz.shape[1] * 2.0**-1074)
     sa = up(up(np.abs(s_c) * sz * (1.0 + 4 * MU)) + prod_err)
     return ca, sa, a_m, a_r
+
+
+def _cap_act_forms(
+    act: Any,
+    lp: Any,
+    pre: Interval,
+    out_pre: Interval,
+    e_a: Interval,
+    ca: np.ndarray,
+    sa: np.ndarray,
+    ctr: np.ndarray,
+    rad: np.ndarray,
+    ac: slice,
+    quant: str,
+) -> Interval:
+    """Per-neuron cap of an implemented activation's output error (in place on ca, sa, ctr, rad).
+
+    a~_j - a_j lies in the range cap [lo(a~ range) - hi(σ(pre)), hi(a~ range) - lo(σ(pre))]
+    (:func:`~aster_ext.certify.act_error_cap`, a~ range = σ(z~ range) ⊕ implementation error ⊕
+    final rounding). Where that cap's magnitude is below the form's bound, row j is replaced by its
+    own a column alone, with the cap as centre ± radius: a fresh source that appears in no other
+    form so far (sound: the correlation with earlier sources is dropped, the cap is kept).
+    Returns the new enclosures of the layer's output errors."""
+    rho_o = rounding_interval(np.full(lp.n_out, int(lp.act_impl.out_frac)), lp.out_t.frac, quant)
+    cap = act_error_cap(act, pre, out_pre.add(rho_o))
+    use = np.nonzero(cap.mag() < e_a.mag())[0]
+    if use.size == 0:
+        return e_a
+    cols = np.arange(ac.start, ac.stop)[use]
+    ca[use, :] = 0.0
+    ca[use, cols] = 1.0
+    sa[use] = 0.0
+    c_m, c_r = Interval(cap.lo[use], cap.hi[use]).mid_rad()
+    ctr[cols], rad[cols] = c_m, c_r
+    lo, hi = e_a.lo.copy(), e_a.hi.copy()
+    lo[use], hi[use] = cap.lo[use], cap.hi[use]
+    return Interval(lo, hi)
 
 
 def _check_layer(

@@ -19,9 +19,13 @@ Activations other than ReLU/identity get one implementation per layer (``LayerPr
 built during that first pass by :func:`make_impl_factory` once the layer's finite-precision
 pre-activation range z~ is known: it covers the hull of z~ over the layer (widened by 1/32),
 reads the bias sums at F_in = max_j F_j, and meets the ILP's error budget δ_l (:mod:`.model`) by
-the documented rule: smooth activations — a lookup table with output frac F_o = ceil(log2(2/δ_l))
-(entry rounding <= δ_l/4) and the smallest index_bits (<= MAX_INDEX_BITS) whose rigorous table
-error is <= δ_l; piecewise-linear ones (leaky ReLU, hard sigmoid, hard tanh) — quantised
+the documented rule: smooth activations — a linearly interpolating lookup table
+(``build_table(..., interp=True)``) with output frac F_o = ceil(log2(2/δ_l)) + 1 (node rounding
+<= δ_l/8, interpolation floor < δ_l/4), covering only the part of the range where σ is not flat
+to within δ_l/8 (:func:`~aster_ext.activations.table.trim_flat`; inputs outside clamp to the end
+nodes, their error is bounded rigorously by ``clamped_error``), and the smallest index_bits
+(<= MAX_INDEX_BITS) whose rigorous error over the whole range is <= δ_l; piecewise-linear ones
+(leaky ReLU, hard sigmoid, hard tanh) — quantised
 clamp(s·t + c) with F_o = max(F_in, ceil(log2(2/δ_l))) and the smallest const_frac meeting δ_l.
 If δ_l is out of reach the best implementation is used and the certificate (which always uses the
 implementation's actual error) decides. The layer's out_t then has frac F_o for all neurons.
@@ -36,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..activations import build_piecewise, build_table, choose_const_frac
+from ..activations.table import trim_flat
 from ..certify import Certificate, _needed_int_bits
 from ..cost import program_cost
 from ..errors import InfeasibleError, UserError
@@ -160,17 +165,30 @@ def make_impl_factory(layers: list[DenseLayer], act_delta: list[float]):
 
 
 def _best_table(act, lo: float, hi: float, f_in: int, f_out: int, delta: float):
-    """Smallest table meeting δ: index_bits from an estimate (cells of width ~ δ/max|σ'|) upwards."""
-    s_lo, s_hi = act.slope(lo, hi)
-    smax = max(abs(float(s_lo)), abs(float(s_hi)), 1e-12)
-    est = math.log2(max((hi - lo) * smax / max(delta, 1e-300), 1.0))
-    bits = int(min(max(math.floor(est) - 1, 0), MAX_INDEX_BITS))
-    best = None
+    """Smallest interpolating table meeting δ over [lo, hi] (module docstring).
+
+    The table covers only [lo', hi'] = :func:`trim_flat` (σ varies by <= δ/8 outside it); inputs
+    outside clamp to the end nodes. Its error over the whole of [lo, hi] (``clamped_error``,
+    rigorous) is what is compared with δ. index_bits start from an estimate (interpolation error
+    ~ (h/4)·(spread of σ' over a cell)) and grow until δ is met, the cells are single grid points,
+    or MAX_INDEX_BITS is reached; the best table seen is returned."""
+    f_out = min(f_out + 1, MAX_ACT_FRAC)  # node rounding <= δ/8, interpolation floor < δ/4
+    t_lo, t_hi = trim_flat(act, lo, hi, 0.125 * delta)
+    grid = 2.0**-f_in
+    t_lo, t_hi = max(lo, t_lo - grid), min(hi, t_hi + grid)
+    s_lo, s_hi = act.slope(t_lo, t_hi)
+    width = max(t_hi - t_lo, grid)
+    curv = max(float(s_hi) - float(s_lo), 1e-12) / width  # rough σ'' scale (heuristic start only)
+    est = math.log2(max(width * math.sqrt(curv / max(4.0 * delta, 1e-300)), 1.0))
+    bits = int(min(max(math.floor(est) - 1, 1), MAX_INDEX_BITS))  # >= 1: one cell may not cover
+    best, best_err = None, math.inf
     while True:
-        tab = build_table(act, lo, hi, f_in, f_out, bits)
-        if best is None or tab.error_bound < best.error_bound:
-            best = tab
-        if tab.error_bound <= delta or tab.shift == 0 or bits >= MAX_INDEX_BITS:
+        tab = build_table(act, t_lo, t_hi, f_in, f_out, bits, interp=True)
+        e_lo, e_hi = tab.clamped_error(lo, hi)
+        err = max(-e_lo, e_hi)
+        if best is None or err < best_err:
+            best, best_err = tab, err
+        if err <= delta or tab.shift == 0 or bits >= MAX_INDEX_BITS:
             return best
         bits += 1
 

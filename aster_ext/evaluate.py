@@ -184,6 +184,12 @@ def _gelu(x: np.ndarray, attrs: dict) -> np.ndarray:
     return 0.5 * x * (1.0 + special.erf(x / np.sqrt(2.0)))
 
 
+def _gelu_tanh(x: np.ndarray, attrs: dict) -> np.ndarray:
+    """x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))) (ONNX Gelu approximate='tanh')."""
+    with np.errstate(over="ignore"):
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x * x * x)))
+
+
 ACTIVATION_FUNCTIONS: dict[str, Callable[[np.ndarray, dict], np.ndarray]] = {
     "relu": lambda x, a: np.maximum(x, 0.0),
     "leaky_relu": _leaky_relu,
@@ -193,6 +199,7 @@ ACTIVATION_FUNCTIONS: dict[str, Callable[[np.ndarray, dict], np.ndarray]] = {
     "elu": _elu,
     "silu": lambda x, a: x * special.expit(x),
     "gelu": _gelu,
+    "gelu_tanh": _gelu_tanh,
     "hard_sigmoid": _hard_sigmoid,
     "hard_tanh": lambda x, a: np.clip(x, -1.0, 1.0),
     "identity": lambda x, a: x,

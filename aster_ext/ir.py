@@ -46,6 +46,7 @@ ACTIVATIONS = frozenset(
         "elu",
         "silu",
         "gelu",
+        "gelu_tanh",
         "hard_sigmoid",
         "hard_tanh",
         "identity",

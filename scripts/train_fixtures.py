@@ -5,10 +5,10 @@ f(x, y) = sin(x)·cos(y) on [-1.5, 1.5]^2 by full-batch Adam (mean squared error
 activation σ each. Export: ONNX with float32 initializers, Gemm nodes and the activation as
 the standard ONNX pattern — Sigmoid, Tanh, Softplus, Elu, LeakyRelu(alpha=0.1), HardSigmoid
 (alpha=0.2, beta=0.5), Clip(-1, 1) for hard_tanh, x * Sigmoid(x) for SiLU (opset 17), and the
-opset-20 ``Gelu`` node for GELU (the importer reads Gelu, not the Erf pattern). Beside each
-model, NAME.spec.json gives the input box and error targets (format of the benchmark specs).
+opset-20 ``Gelu`` node for GELU (approximate='tanh' for gelu_tanh). Beside each model,
+NAME.spec.json gives the input box and error targets (format of the benchmark specs).
 
-    python scripts/train_fixtures.py [--out tests/fixtures] [--steps 3000]
+    python scripts/train_fixtures.py [--out tests/fixtures] [--steps 3000] [--only gelu_tanh ...]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ ACTS: dict[str, dict[str, float]] = {
     "leaky_relu": {"alpha": 0.1},
     "hard_sigmoid": {"alpha": 0.2, "beta": 0.5},
     "hard_tanh": {},
+    "gelu_tanh": {},  # last: the seeds of the others (1000 + position) stay as they were
 }
 
 
@@ -97,8 +98,10 @@ def _act_nodes(act_name: str, params: dict[str, float], inp: str, out: str, tag:
         "leaky_relu": "LeakyRelu",
         "hard_sigmoid": "HardSigmoid",
         "gelu": "Gelu",
+        "gelu_tanh": "Gelu",
     }[act_name]
-    return [helper.make_node(op, [inp], [out], name=f"{tag}_{act_name}", **params)], []
+    attrs = {"approximate": "tanh"} if act_name == "gelu_tanh" else {}
+    return [helper.make_node(op, [inp], [out], name=f"{tag}_{act_name}", **params, **attrs)], []
 
 
 def export(name: str, act_name: str, params: dict[str, float], theta: list[np.ndarray], path: Path) -> None:
@@ -123,7 +126,7 @@ def export(name: str, act_name: str, params: dict[str, float], theta: list[np.nd
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
         inits,
     )
-    opset = 20 if act_name == "gelu" else 17
+    opset = 20 if act_name in ("gelu", "gelu_tanh") else 17
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="aster_ext"
     )
@@ -136,9 +139,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "tests" / "fixtures")
     ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--only", nargs="+", choices=sorted(ACTS), help="train only these activations")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (act_name, params) in enumerate(ACTS.items()):
+        if args.only and act_name not in args.only:
+            continue
         name = f"mlp_{act_name}"
         theta = train(act_name, params, args.steps, seed=1000 + i)
         export(name, act_name, params, theta, args.out / f"{name}.onnx")

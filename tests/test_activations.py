@@ -43,6 +43,7 @@ ACTS: list[Activation] = [
     get_activation("leaky_relu", alpha=0.1),
     get_activation("silu"),
     get_activation("gelu"),
+    get_activation("gelu_tanh"),
     get_activation("hard_sigmoid"),
     get_activation("hard_sigmoid", alpha=F32_02, beta=0.5),
     get_activation("hard_tanh"),
@@ -79,6 +80,9 @@ def ref(act: Activation, x) -> mpmath.mpf:
         return x / (1 + mpmath.exp(-x))
     if name == "gelu":
         return x * mpmath.ncdf(x)
+    if name == "gelu_tanh":  # x/2 (1 + tanh u) = x / (1 + e^(-2u)): no cancellation for x << 0
+        u = mpmath.sqrt(2 / mpmath.pi) * (x + mpmath.mpf(44715) / 10**6 * x**3)
+        return x / (1 + mpmath.exp(-2 * u))
     if name == "hard_sigmoid":
         return min(max(mpmath.mpf(p["alpha"]) * x + mpmath.mpf(p["beta"]), 0), 1)
     if name == "hard_tanh":
@@ -169,10 +173,12 @@ def test_slope_contains_secants(act: Activation, iv, f) -> None:
 def test_slope_extrema(act: Activation) -> None:
     """Interior maxima of σ' are included; kinks give both one-sided slopes."""
     smin, smax = act.slope(np.array([-4.0]), np.array([4.0]))
-    expected_max = {"sigmoid": 0.25, "tanh": 1.0, "silu": 1.0998393, "gelu": 1.1289, "elu": 1.0}
+    expected_max = {
+        "sigmoid": 0.25, "tanh": 1.0, "silu": 1.0998393, "gelu": 1.1289, "gelu_tanh": 1.12899, "elu": 1.0
+    }  # fmt: skip
     if act.name in expected_max:
         assert smax[0] >= expected_max[act.name]
-    if act.name in ("silu", "gelu"):
+    if act.name in ("silu", "gelu", "gelu_tanh"):
         assert smin[0] < -0.09
     if act.name in ("relu", "leaky_relu", "hard_tanh", "elu"):
         s0 = act.slope(np.array([0.0]), np.array([0.0]))
@@ -247,7 +253,7 @@ def test_table_error_bound_on_every_grid_point(act: Activation, iv, in_frac, out
 
 
 def test_table_midpoint_rule_and_minima() -> None:
-    for name in ("silu", "gelu"):
+    for name in ("silu", "gelu", "gelu_tanh"):
         act = get_activation(name)
         tab = build_table(act, -3.0, 1.0, 8, 12, 5, rule="midpoint")
         t_lo, t_hi = tab.grid_range
@@ -389,6 +395,7 @@ FIXTURE_ACTS = {
     "tanh": "tanh",
     "silu": "silu",
     "gelu": "gelu",
+    "gelu_tanh": "gelu_tanh",
     "softplus": "softplus",
     "elu": "elu",
     "leaky_relu": "leaky_relu",

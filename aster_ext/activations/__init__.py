@@ -9,6 +9,7 @@ from __future__ import annotations
 from .base import Activation, Structure
 from .elu import Elu
 from .gelu import Gelu
+from .gelu_tanh import GeluTanh
 from .hard import HardSigmoid, HardTanh
 from .piecewise import PiecewiseImpl, build_piecewise, choose_const_frac
 from .relu import Identity, LeakyRelu, Relu
@@ -20,7 +21,20 @@ from .tanh import Tanh
 
 ACTIVATION_CLASSES: dict[str, type[Activation]] = {
     cls.name: cls
-    for cls in (Sigmoid, Tanh, Softplus, Elu, LeakyRelu, Silu, Gelu, HardSigmoid, HardTanh, Relu, Identity)
+    for cls in (
+        Sigmoid,
+        Tanh,
+        Softplus,
+        Elu,
+        LeakyRelu,
+        Silu,
+        Gelu,
+        GeluTanh,
+        HardSigmoid,
+        HardTanh,
+        Relu,
+        Identity,
+    )
 }
 
 _PARAMS = {"elu": ("alpha",), "leaky_relu": ("alpha",), "hard_sigmoid": ("alpha", "beta")}
@@ -51,6 +65,7 @@ __all__ = [
     "Activation",
     "Elu",
     "Gelu",
+    "GeluTanh",
     "HardSigmoid",
     "HardTanh",
     "Identity",

@@ -15,6 +15,9 @@ Conventions.
   ``flatten``/``reshape`` nodes are emitted only where a consumer needs another layout.
 - A Conv whose output is 1x1 (fully connected layers exported as Conv, e.g. by MATLAB) becomes
   an ``affine`` node acting on the C-order flattening (C, H, W) of its input.
+- GELU: opset-20 ``Gelu`` (approximate 'none' -> ``gelu``, 'tanh' -> ``gelu_tanh``); the decomposed
+  tanh/Erf forms exporters write below opset 20 are first fused into ``Gelu`` nodes
+  (:mod:`.onnx_patterns`, constants matched to 1e-6 relative, said in the reference).
 - BatchNormalization needs 1/sqrt(var + eps); that is exact when var + eps is a rational square
   and otherwise rounded to a rational within 2^-INV_SQRT_BITS relative (said in the reference).
 """
@@ -34,6 +37,7 @@ from onnx import numpy_helper
 
 from ..errors import UnsupportedError, UserError
 from ..ir import Network, Op, build_network, to_fractions
+from .onnx_patterns import fuse_gelu_patterns
 
 INV_SQRT_BITS = 128
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -172,10 +176,12 @@ class _Value:
 class _Importer:
     def __init__(self, model: onnx.ModelProto, name: str, file_name: str):
         self.model = model
-        self.graph = model.graph
         self.name = name
         self.file = file_name
         self.opset = self._opset()
+        # decomposed GELU (tanh or erf form) -> one Gelu node (see onnx_patterns)
+        self.model, fused_notes = fuse_gelu_patterns(model, self.opset)
+        self.graph = self.model.graph
         self.ops: list[Op] = []
         self.op_by_name: dict[str, Op] = {}
         self.consts: dict[str, np.ndarray] = {}
@@ -187,7 +193,7 @@ class _Importer:
         self.uses = self._count_uses()
         self.graph_outputs = [o.name for o in self.graph.output]
         self.batch = 1
-        self.notes: set[str] = set()
+        self.notes: set[str] = set(fused_notes)
         self.float_types: set[str] = set()
 
     # ---- driver ------------------------------------------------------------------------
@@ -782,7 +788,10 @@ class _Importer:
                 self._activation(node, ctx, "silu", {}, pos=pos)
                 self._drop_if_dead(self.values[sig].node)
                 return
-        raise UnsupportedError(f"{ctx.where}: multiplication of two data tensors is not supported")
+        raise UnsupportedError(
+            f"{ctx.where}: multiplication of two data tensors is not supported (recognised products: "
+            "x * Sigmoid(x) as SiLU and the tanh or Erf GELU decompositions with their standard constants)"
+        )
 
     def _drop_if_dead(self, name: str) -> None:
         if self.refs.get(name, 0) == 0 and name not in self.used and self.op_by_name[name].kind == "act":
@@ -927,10 +936,14 @@ class _Importer:
         self._activation(node, ctx, "hard_sigmoid", attrs)
 
     def _op_Gelu(self, node, ctx) -> None:
+        """Gelu (opset 20): approximate='none' -> gelu (erf form), 'tanh' -> gelu_tanh."""
         approx = ctx.attrs.get("approximate", "none")
-        if approx != "none":
-            raise UnsupportedError(f"{ctx.where}: Gelu approximate='{approx}' is not supported (only 'none')")
-        self._activation(node, ctx, "gelu", {})
+        fn = {"none": "gelu", "tanh": "gelu_tanh"}.get(approx)
+        if fn is None:
+            raise UnsupportedError(
+                f"{ctx.where}: Gelu approximate='{approx}' is not supported (only 'none' and 'tanh')"
+            )
+        self._activation(node, ctx, fn, {})
 
     def _op_PRelu(self, node, ctx) -> None:
         slope = np.unique(self._const(node, 1, ctx.where, "slope").reshape(-1))

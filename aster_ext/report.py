@@ -71,6 +71,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"- hw (operand bits over multipliers and adders): {c['hw']}",
         f"- bilinear multiplier cost Σ W_w·W_x: {c['mult_bilinear']}",
         f"- weight + bias bits: {c['weight_bits']}",
+        f"- activation table bits (one ROM per layer): {c.get('table_bits', 0)}",
         f"- ILP objective: {c.get('aster_objective', c.get('ilp_objective'))}",
         "",
         "## Solver and timings",

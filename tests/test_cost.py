@@ -1,0 +1,65 @@
+"""Hardware cost from the emitted types: an element-by-element recount, and activation implementations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from aster_ext.activations import build_piecewise, build_table, get_activation
+from aster_ext.cost import program_cost
+from tests.programs import random_program
+
+
+def _recount_hw(p) -> tuple[int, int, int]:
+    """hw, multipliers, adders of the dense part by explicit loops (independent of cost.py)."""
+    hw = mults = adds = 0
+    for li, lp in enumerate(p.layers):
+        x_w = p.input_formats(li).width
+        for j in range(lp.n_out):
+            for k in range(lp.n_in):
+                hw += int(lp.weight_t.width[j, k]) + int(x_w[k])
+                mults += 1
+                if k >= 1:
+                    hw += max(int(lp.psum_t.width[j, k - 1]), int(lp.product_t.width[j, k]))
+                    adds += 1
+            hw += max(int(lp.dot_t.width[j]), int(lp.bias_t.width[j]))
+            adds += 1
+    return hw, mults, adds
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dense_cost_matches_recount(seed: int) -> None:
+    p = random_program(np.random.default_rng(seed), [3, 4, 2], layout="mixed")
+    c = program_cost(p)
+    assert (c.hw, c.multipliers, c.adders) == _recount_hw(p)
+    assert c.table_bits == 0
+
+
+def test_activation_implementations_are_costed() -> None:
+    p = random_program(np.random.default_rng(7), [3, 4, 2], layout="column")
+    base = program_cost(p)
+    lp = p.layers[0]
+    n = lp.n_out
+    sig = get_activation("sigmoid")
+    plain = build_table(sig, -4.0, 4.0, 6, 10, 5)
+    interp = build_table(sig, -4.0, 4.0, 6, 10, 5, interp=True)
+    layers = list(p.layers)
+
+    layers[0] = dataclasses.replace(lp, act_impl=plain)
+    c = program_cost(dataclasses.replace(p, layers=layers))
+    assert c.table_bits == plain.entries.shape[0] * plain.entry_width > 0
+    assert (c.hw, c.multipliers, c.adders) == (base.hw, base.multipliers, base.adders)
+
+    layers[0] = dataclasses.replace(lp, act_impl=interp)
+    c = program_cost(dataclasses.replace(p, layers=layers))
+    dw = interp.entry_width + 1
+    assert c.table_bits == (interp.size + 1) * interp.entry_width and interp.size <= 2**5
+    assert c.multipliers == base.multipliers + n and c.adders == base.adders + n
+    assert c.hw == base.hw + n * (dw + interp.shift) + n * dw
+
+    pw = build_piecewise(get_activation("leaky_relu", alpha=0.1), 6, 10)
+    layers[0] = dataclasses.replace(lp, act_impl=pw)
+    c = program_cost(dataclasses.replace(p, layers=layers))
+    assert c.multipliers == base.multipliers + n and c.hw > base.hw

@@ -13,7 +13,13 @@ certified bound of output 0, |Σ_c C_c ctr_c| + Σ_c |C_c| rad_c + slack, split 
 - ``act_other``: the a-column radii of every other layer (out rounding, activation implementations),
 
 each as a share of the bound; the number of unstable ReLU neurons; max observed error and the
-tightness ratio bound / observed under the verify budget of ``compare_modes.py``; and, for inputs of
+tightness ratio bound / observed under the verify budget of ``compare_modes.py``; ``local_max``: the
+largest *pattern-fixed* bound over 20000 random inputs x — the forms' column centres and radii
+carried through the exact Jacobian of the real network at x (its ReLU pattern; remainders of
+unstable neurons dropped), i.e. what an analysis exact in the activation pattern but still
+treating the roundings as independent would have to certify at x — which factors the tightness
+into ``loose`` = bound / local_max (the analysis' relaxations) times ``align`` = local_max /
+observed (worst-case alignment of independent roundings that no searched input reaches); and, for inputs of
 dimension <= 6, the bound of the *same program* re-certified on 2^d and 3^d sub-boxes (max over
 the boxes) — what input splitting would buy the analysis.
 
@@ -45,7 +51,7 @@ SETTINGS = ("A", "C")
 SHARES = ("input", "centre", "dW", "rounding", "relu_rem", "act_other")
 FIELDS = [
     "benchmark", "setting", "status", "bound", "observed", "tightness", "unstable", "neurons",
-    *SHARES, "split2", "split3",
+    *SHARES, "local_max", "loose", "align", "split2", "split3",
 ]  # fmt: skip
 
 
@@ -60,6 +66,35 @@ def split_bound(program: Any, layers: Any, lo: np.ndarray, hi: np.ndarray, k: in
         bhi = np.array([edges[d][i + 1] for d, i in enumerate(idx)])
         worst = max(worst, float(certify_forms(program, layers, blo, bhi, on_grid).bound))
     return worst
+
+
+def local_bound(run: Any, layers: Any, lo: np.ndarray, hi: np.ndarray, n: int = 20000) -> float:
+    """max over n random inputs of the pattern-fixed bound of output 0 (module docstring)."""
+    from aster_ext.refined.error_forms import UNSTABLE
+
+    lay, ctr, rad = run.layout, run.ctr, run.rad
+    x = lo + (hi - lo) * np.random.default_rng(0).random((n, lo.size))
+    weights = [np.asarray(layer.weight, dtype=np.float64) for layer in layers]
+    masks, a = [], x
+    for layer, w in zip(layers, weights, strict=True):
+        z = a @ w.T + np.asarray(layer.bias, dtype=np.float64)
+        m = z > 0 if layer.activation == "relu" else np.ones(z.shape, dtype=bool)
+        masks.append(m)
+        a = np.where(m, z, 0.0)
+    g = np.zeros((n, weights[-1].shape[0]))
+    g[:, 0] = 1.0
+    radius = np.zeros(n)
+    centre = np.zeros(n)
+    for li in range(len(layers) - 1, -1, -1):
+        gz = g * masks[li]
+        zc, ac = lay.z_cols(li), lay.a_cols(li)
+        ra = np.where(run.decisions[li] == UNSTABLE, 0.0, rad[ac])
+        radius += np.abs(g) @ ra + np.abs(gz) @ rad[zc]
+        centre += g @ ctr[ac] + gz @ ctr[zc]
+        g = gz @ weights[li]
+    radius += np.abs(g) @ rad[: lay.n_in]
+    centre += g @ ctr[: lay.n_in]
+    return float(np.max(radius + np.abs(centre)))
 
 
 def breakdown(name: str, setting: str) -> dict[str, Any]:
@@ -113,6 +148,10 @@ def breakdown(name: str, setting: str) -> dict[str, Any]:
     vr = verify_program(prog, layers, lo, hi, np.asarray(cert.output_bound), on_grid, VerifyBudget(**VERIFY))
     row.update(status="ok", bound=float(cert.output_bound[0]), observed=vr.max_observed_per_output[0])
     row["tightness"] = row["bound"] / row["observed"] if row["observed"] > 0 else math.inf
+    if all(layer.activation in ("relu", "identity") for layer in layers):
+        row["local_max"] = local_bound(run, layers, lo, hi)
+        row["loose"] = row["bound"] / row["local_max"]
+        row["align"] = row["local_max"] / row["observed"] if row["observed"] > 0 else math.inf
     if lo.size <= 6:
         row["split2"] = split_bound(prog, layers, lo, hi, 2, on_grid)
         if 3**lo.size <= 243:
@@ -151,15 +190,18 @@ def summarise(rows: list[dict[str, Any]]) -> str:
         out += [
             f"Feasible: {len(ok)}; tightness geo-mean {gm:.2f}.",
             "",
-            "| group | runs | tightness geo-mean | mean share relu_rem | mean share rounding "
-            "| mean share dW |",
-            "|---|---|---|---|---|---|",
+            "| group | runs | tightness geo-mean | loose geo-mean | align geo-mean | mean share relu_rem "
+            "| mean share rounding | mean share dW |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for label, grp in (("tightness > 20", hi_t), ("tightness <= 20", lo_t)):
+        for label, grp in (("all", ok), ("tightness > 20", hi_t), ("tightness <= 20", lo_t)):
             if grp:
                 g = math.exp(statistics.mean(math.log(r["tightness"]) for r in grp))
+                lg = math.exp(statistics.mean(math.log(r["loose"]) for r in grp))
+                ag = math.exp(statistics.mean(math.log(r["align"]) for r in grp))
                 out.append(
-                    f"| {label} | {len(grp)} | {g:.2f} | {statistics.mean(r['relu_rem'] for r in grp):.2f} | "
+                    f"| {label} | {len(grp)} | {g:.2f} | {lg:.2f} | {ag:.2f} | "
+                    f"{statistics.mean(r['relu_rem'] for r in grp):.2f} | "
                     f"{statistics.mean(r['rounding'] for r in grp):.2f} | "
                     f"{statistics.mean(r['dW'] for r in grp):.2f} |"
                 )

@@ -112,18 +112,22 @@ def exact_ranges(
         pre_lo.append(lo)
         pre_hi.append(hi)
         if layer.activation == "relu":
-            flo = relu_relaxation(run.ranges[li].pre).lo_slope  # replay λ (float run's choice)
+            # replay the float run's relaxation: its stability decision, its λ, and the chord
+            # through its (float, enclosing) endpoints, taken exactly
+            f_pre = run.ranges[li].pre
+            lam_f = relu_relaxation(f_pre).lo_slope
+            f_lo, f_hi = _fr(f_pre.lo), _fr(f_pre.hi)
             us = np.empty(layer.n_out, dtype=object)
             ui = np.empty(layer.n_out, dtype=object)
             ls = np.empty(layer.n_out, dtype=object)
             for j in range(layer.n_out):
-                if lo[j] >= 0:
+                if f_lo[j] >= 0:
                     us[j], ui[j], ls[j] = Fraction(1), ZERO, Fraction(1)
-                elif hi[j] <= 0:
+                elif f_hi[j] <= 0:
                     us[j], ui[j], ls[j] = ZERO, ZERO, ZERO
                 else:
-                    s = hi[j] / (hi[j] - lo[j])
-                    us[j], ui[j], ls[j] = s, -s * lo[j], Fraction(int(flo[j]))
+                    s = f_hi[j] / (f_hi[j] - f_lo[j])
+                    us[j], ui[j], ls[j] = s, -s * f_lo[j], Fraction(int(lam_f[j]))
             rel.append((us, ui, ls))
             post_lo = np.array([max(v, ZERO) for v in lo], dtype=object)
             post_hi = np.array([max(v, ZERO) for v in hi], dtype=object)

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import DenseLayer, activation_object
-from ..ranges import ExactParams, LayerRanges, apply_activation, interval_ranges
+from ..ranges import ExactParams, LayerRanges, affine_interval, apply_activation, interval_ranges
 from ..rigorous import MU, Interval, down, gamma, scaled_sum_bound, up
 
 
@@ -149,14 +149,18 @@ def symbolic_ranges(
     upper: np.ndarray,
     params: list[ExactParams] | None = None,
 ) -> list[LayerRanges]:
-    """Per-neuron pre/post-activation ranges by back-substitution, intersected with intervals."""
+    """Per-neuron pre/post-activation ranges by back-substitution, intersected with the interval
+    step W·[post range of the previous layer] + b (the previous layer's *tightened* range)."""
     ps = params if params is not None else [ExactParams.of(layer) for layer in layers]
-    base = interval_ranges(layers, lower, upper, ps)
+    plain = interval_ranges(layers, lower, upper, ps)
     x = Interval(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
     out: list[LayerRanges] = []
     relax: list[Relaxation] = []
     for li, layer in enumerate(layers):
-        pre = base[li].pre
+        step = affine_interval(ps[li], out[-1].post if out else x)
+        # ∩ the plain interval range: never wider than it, even by a rounding difference
+        base = Interval(np.maximum(step.lo, plain[li].pre.lo), np.minimum(step.hi, plain[li].pre.hi))
+        pre = base
         if li > 0:
             hi = _backsub(li, ps, out, relax, x, upper=True)
             lo = _backsub(li, ps, out, relax, x, upper=False)
@@ -164,7 +168,7 @@ def symbolic_ranges(
             # guard against an empty intersection from an (impossible) inconsistency
             bad = pre.lo > pre.hi
             if np.any(bad):
-                pre = Interval(np.where(bad, base[li].pre.lo, pre.lo), np.where(bad, base[li].pre.hi, pre.hi))
+                pre = Interval(np.where(bad, base.lo, pre.lo), np.where(bad, base.hi, pre.hi))
         post = apply_activation(layer.activation, pre, layer)
         out.append(LayerRanges(pre, post))
         relax.append(relaxation_of(layer.activation, pre, layer))

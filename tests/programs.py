@@ -8,6 +8,7 @@ from typing import Literal
 import numpy as np
 
 from aster_ext.fixedpoint import FixedFormat
+from aster_ext.ir import DenseLayer
 from aster_ext.program import FixedProgram, FormatArray, LayerProgram
 
 Layout = Literal["uniform", "column", "row", "element", "mixed"]
@@ -240,3 +241,27 @@ def aster_like_program(
         )
         x_int = np.full(n_out, acc_i)
     return FixedProgram(name, input_t, layers)
+
+
+ACT_PARAMS: dict[str, dict[str, float]] = {"leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 0.7}}
+
+
+def random_dense_net(
+    rng: np.random.Generator, act: str, widths: list[int], relu_share: float = 0.0
+) -> list[DenseLayer]:
+    """A dense chain with float32-representable weights: hidden layers use ``act`` (each is ReLU
+    instead with probability ``relu_share``), the last layer is linear."""
+    layers = []
+    n_layers = len(widths) - 1
+    for li in range(n_layers):
+        w = rng.normal(0, 1.5 / np.sqrt(widths[li]), (widths[li + 1], widths[li])).astype(np.float32)
+        b = rng.normal(0, 0.5, widths[li + 1]).astype(np.float32)
+        if li == n_layers - 1:
+            fn = "identity"
+        elif relu_share > 0:
+            fn = act if rng.random() < 1.0 - relu_share else "relu"
+        else:
+            fn = act
+        p = ACT_PARAMS.get(fn, {}) if fn == act else {}
+        layers.append(DenseLayer(f"l{li}", w.astype(np.float64), b.astype(np.float64), fn, **p))
+    return layers

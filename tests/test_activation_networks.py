@@ -20,13 +20,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aster_ext.certify import certify_program
 from aster_ext.cli import main
-from aster_ext.ir import DenseLayer
 from aster_ext.program_io import program_from_json, program_to_json
 from aster_ext.ranges import ExactParams, interval_ranges
 from aster_ext.refined import build_program, certify_forms, symbolic_ranges
 from aster_ext.refined.model import SETTINGS
 from aster_ext.simulate import simulate, simulate_raw
 from aster_ext.verify import REF_MARGIN, real_forward_exact, real_forward_float
+from tests.programs import random_dense_net
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -35,19 +35,8 @@ ACTS = [
     "sigmoid", "tanh", "softplus", "elu", "leaky_relu", "silu", "gelu", "gelu_tanh", "hard_sigmoid",
     "hard_tanh",
 ]  # fmt: skip
-PARAMS: dict[str, dict[str, float]] = {"leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 0.7}}
 
 
-def random_act_net(rng: np.random.Generator, act: str, widths: list[int]) -> list[DenseLayer]:
-    layers = []
-    n_layers = len(widths) - 1
-    for li in range(n_layers):
-        w = rng.normal(0, 1.5 / np.sqrt(widths[li]), (widths[li + 1], widths[li])).astype(np.float32)
-        b = rng.normal(0, 0.5, widths[li + 1]).astype(np.float32)
-        fn = "identity" if li == n_layers - 1 else (act if rng.random() < 0.8 else "relu")
-        p = PARAMS.get(fn, {}) if fn == act else {}
-        layers.append(DenseLayer(f"l{li}", w.astype(np.float64), b.astype(np.float64), fn, **p))
-    return layers
 
 
 def exact_errors(program, layers, xs: np.ndarray) -> np.ndarray:
@@ -92,7 +81,7 @@ def test_ranges_sound_with_activations(seed: int, act: str) -> None:
     """Interval and symbolic ranges contain every sampled real value; symbolic is never wider."""
     rng = np.random.default_rng(seed)
     widths = list(rng.integers(1, 6, int(rng.integers(3, 5))))
-    layers = random_act_net(rng, act, widths)
+    layers = random_dense_net(rng, act, widths, relu_share=0.2)
     lo = rng.uniform(-2, 0, widths[0])
     hi = lo + rng.uniform(0, 3, widths[0])
     ps = [ExactParams.of(layer) for layer in layers]
@@ -122,7 +111,7 @@ def test_built_activation_programs_sound(seed: int, act: str) -> None:
     on attacked inputs, observed (exact reference) <= certified (forms and interval certifiers)."""
     rng = np.random.default_rng(seed)
     widths = list(rng.integers(1, 6, int(rng.integers(3, 5))))
-    layers = random_act_net(rng, act, widths)
+    layers = random_dense_net(rng, act, widths, relu_share=0.2)
     lo = rng.uniform(-1.5, 0, widths[0])
     hi = lo + rng.uniform(0.01, 2.5, widths[0])
     f = [rng.integers(4, 13, layer.n_out) for layer in layers]

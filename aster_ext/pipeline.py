@@ -341,7 +341,7 @@ def _impl_summary(program: FixedProgram) -> list[dict[str, Any]]:
                              "in_frac": int(impl.in_frac), "out_frac": int(impl.out_frac)}  # fmt: skip
         if hasattr(impl, "entries"):
             d.update(kind="table", entries=int(impl.size), error_bound=float(impl.error_bound),
-                     range=[float(impl.lo), float(impl.hi)])  # fmt: skip
+                     range=[float(impl.lo), float(impl.hi)], interpolating=bool(impl.interp))  # fmt: skip
         else:
             d.update(kind="piecewise", const_frac=int(impl.const_frac), exact=bool(impl.exact))
         out.append(d)

@@ -4,11 +4,8 @@ the emitted C++ (g++ + Xilinx ap_types) bit for bit against ``apply``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import shutil
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,6 +25,8 @@ from aster_ext.activations import (
     get_activation,
 )
 from aster_ext.errors import InfeasibleError
+
+from .cpp_support import assert_impls_cpp_bit_exact
 
 mpmath.mp.prec = 160
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -320,19 +319,6 @@ def test_piecewise_exactness_and_const_frac() -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _toolchain() -> tuple[str, Path]:
-    cxx = shutil.which("g++")
-    if cxx is None:
-        pytest.fail("g++ is required for the activation C++ bit-exactness test (install g++)")
-    spec = importlib.util.find_spec("hls4ml")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.fail("the Xilinx ap_types headers are required: pip install hls4ml")
-    ap = Path(list(spec.submodule_search_locations)[0]) / "templates" / "vivado" / "ap_types"
-    if not (ap / "ap_fixed.h").is_file():
-        pytest.fail(f"ap_types headers missing at {ap}")
-    return cxx, ap
-
-
 def _impls():
     """(name, impl, in_width, out_width, raw range) for every activation, incl. wide constants."""
     out = []
@@ -349,41 +335,8 @@ def _impls():
 
 
 def test_cpp_matches_apply_bit_for_bit(tmp_path: Path) -> None:
-    cxx, ap = _toolchain()
-    impls = _impls()
-    src = ["#include <ap_fixed.h>", "#include <cstdio>", ""]
-    main = ["int main() {"]
-    expected: list[int] = []
-    for name, impl in impls:
-        in_w = 12 if impl.in_frac == 7 else 10
-        r_lo, r_hi = -(1 << (in_w - 1)), (1 << (in_w - 1)) - 1
-        ts = np.arange(r_lo, r_hi + 1, dtype=np.int64).astype(object)
-        vals = [int(v) for v in impl.apply(ts)]
-        out_w = max(2, max(abs(v) for v in vals).bit_length() + 2)
-        in_t = f"ap_fixed<{in_w}, {in_w - impl.in_frac}>"
-        out_t = f"ap_fixed<{out_w}, {out_w - impl.out_frac}>"
-        src.append(impl.cpp(name, in_t, out_t))
-        main += [
-            f"  for (long long r = {r_lo}; r <= {r_hi}; ++r) {{",
-            f"    {in_t} t; t.range() = ap_int<{in_w}>(r);",
-            f"    ap_int<{out_w}> o; o.range() = {name}(t).range();",
-            '    std::printf("%s\\n", o.to_string(10).c_str());',
-            "  }",
-        ]
-        expected += vals
-    main += ["  return 0;", "}"]
-    cpp = tmp_path / "acts.cpp"
-    cpp.write_text("\n".join(src + main) + "\n")
-    exe = tmp_path / "acts"
-    proc = subprocess.run(
-        [cxx, "-std=c++14", "-O1", f"-I{ap}", str(cpp), "-o", str(exe)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[:4000]
-    run = subprocess.run([str(exe)], capture_output=True, text=True, check=True)
-    got = [int(line) for line in run.stdout.split()]
-    assert len(got) == len(expected)
-    bad = [i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
-    assert not bad, f"{len(bad)} mismatches, first at {bad[0]}: C++ {got[bad[0]]} vs apply {expected[bad[0]]}"
+    impls = [(name, impl, 12 if impl.in_frac == 7 else 10) for name, impl in _impls()]
+    assert_impls_cpp_bit_exact(impls, tmp_path, "acts")
 
 
 # --------------------------------------------------------------------------------------

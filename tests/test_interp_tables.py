@@ -10,7 +10,6 @@ for the emitted C++, and the exact-rational network reference for whole programs
 from __future__ import annotations
 
 import math
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from hypothesis import strategies as st
 from aster_ext.activations import build_table, get_activation
 from aster_ext.activations.table import trim_flat
 from aster_ext.certify import act_error_cap, certify_program
-from aster_ext.codegen.compile import find_cxx
 from aster_ext.ir import DenseLayer
 from aster_ext.program_io import act_impl_from_json, act_impl_to_json
 from aster_ext.ranges import ExactParams
@@ -34,7 +32,7 @@ from aster_ext.rigorous import Interval
 from aster_ext.simulate import simulate
 from aster_ext.verify import REF_MARGIN
 
-from .cpp_support import require_toolchain
+from .cpp_support import assert_impls_cpp_bit_exact
 from .test_activation_networks import attack, exact_errors
 from .test_activations import SMOOTH
 from .test_activations import ref as ref160
@@ -173,8 +171,6 @@ def test_interp_json_round_trip() -> None:
 
 
 def test_interp_cpp_matches_apply_bit_for_bit(tmp_path: Path) -> None:
-    ap = require_toolchain()
-    cxx = find_cxx()
     sig, tanh = get_activation("sigmoid"), get_activation("tanh")
     impls = [
         ("i_sig", build_table(sig, -5.0, 4.0, 7, 12, 5, interp=True)),
@@ -183,39 +179,7 @@ def test_interp_cpp_matches_apply_bit_for_bit(tmp_path: Path) -> None:
         ("i_silu", build_table(get_activation("silu"), -3.0, 1.5, 7, 16, 3, interp=True)),
         ("i_big", build_table(sig, -6.0, 6.0, 7, 40, 2, interp=True)),  # large shift and products
     ]
-    in_w = 12
-    src = ["#include <ap_fixed.h>", "#include <cstdio>", ""]
-    main = ["int main() {"]
-    expected: list[int] = []
-    r_lo, r_hi = -(1 << (in_w - 1)), (1 << (in_w - 1)) - 1
-    ts = np.arange(r_lo, r_hi + 1, dtype=np.int64).astype(object)
-    for name, impl in impls:
-        vals = [int(v) for v in impl.apply(ts)]
-        out_w = max(2, max(abs(v) for v in vals).bit_length() + 2)
-        in_t = f"ap_fixed<{in_w}, {in_w - impl.in_frac}>"
-        out_t = f"ap_fixed<{out_w}, {out_w - impl.out_frac}>"
-        src.append(impl.cpp(name, in_t, out_t))
-        main += [
-            f"  for (long long r = {r_lo}; r <= {r_hi}; ++r) {{",
-            f"    {in_t} t; t.range() = ap_int<{in_w}>(r);",
-            f"    ap_int<{out_w}> o; o.range() = {name}(t).range();",
-            '    std::printf("%s\\n", o.to_string(10).c_str());',
-            "  }",
-        ]
-        expected += vals
-    main += ["  return 0;", "}"]
-    cpp = tmp_path / "interp.cpp"
-    cpp.write_text("\n".join(src + main) + "\n")
-    exe = tmp_path / "interp"
-    proc = subprocess.run(
-        [cxx, "-std=c++14", "-O1", f"-I{ap}", str(cpp), "-o", str(exe)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr[:4000]
-    run = subprocess.run([str(exe)], capture_output=True, text=True, check=True)
-    got = [int(line) for line in run.stdout.split()]
-    assert len(got) == len(expected)
-    bad = [i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
-    assert not bad, f"{len(bad)} mismatches, first at {bad[0]}: C++ {got[bad[0]]} vs apply {expected[bad[0]]}"
+    assert_impls_cpp_bit_exact([(name, impl, 12) for name, impl in impls], tmp_path, "interp")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -104,6 +104,28 @@ def test_ranges_sound_with_activations(seed: int, act: str) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def certified_random_program(rng, layers, lo, hi, frac: tuple[int, int], delta_exp: tuple[int, int]):
+    """A refined-shape program with random per-neuron F, Fw in [frac) and implementation budgets
+    2^-[delta_exp), certified by both certifiers (the forms one must see no overflow).
+
+    Returns (program, params, symbolic ranges, forms certificate, interval certificate)."""
+    f = [rng.integers(*frac, layer.n_out) for layer in layers]
+    fw = [rng.integers(*frac, layer.n_out) for layer in layers]
+    delta = [float(2.0 ** -rng.integers(*delta_exp)) for _ in layers]
+    ps = [ExactParams.of(layer) for layer in layers]
+    rg = symbolic_ranges(layers, lo, hi, ps)
+    program, _ = build_program("t", layers, f, fw, SETTINGS["A"], lo, hi, ps, rg, act_delta=delta)
+    cert = certify_forms(program, layers, lo, hi)
+    assert cert.ok, [o.message() for o in cert.overflows]
+    return program, ps, rg, cert, certify_program(program, layers, lo, hi)
+
+
+def assert_within_bounds(obs: np.ndarray, *certs) -> None:
+    """Observed errors (exact reference) never exceed any certificate's per-output bound."""
+    for c in certs:
+        assert np.all(obs.max(axis=0) <= c.output_bound + REF_MARGIN), (obs.max(axis=0), c.output_bound)
+
+
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), act=st.sampled_from(ACTS))
 def test_built_activation_programs_sound(seed: int, act: str) -> None:
@@ -114,23 +136,13 @@ def test_built_activation_programs_sound(seed: int, act: str) -> None:
     layers = random_dense_net(rng, act, widths, relu_share=0.2)
     lo = rng.uniform(-1.5, 0, widths[0])
     hi = lo + rng.uniform(0.01, 2.5, widths[0])
-    f = [rng.integers(4, 13, layer.n_out) for layer in layers]
-    fw = [rng.integers(4, 13, layer.n_out) for layer in layers]
-    delta = [float(2.0 ** -rng.integers(4, 10)) for _ in layers]
-    ps = [ExactParams.of(layer) for layer in layers]
-    rg = symbolic_ranges(layers, lo, hi, ps)
-    program, _ = build_program("t", layers, f, fw, SETTINGS["A"], lo, hi, ps, rg, act_delta=delta)
-    cert = certify_forms(program, layers, lo, hi)
-    assert cert.ok, [o.message() for o in cert.overflows]
-    ci = certify_program(program, layers, lo, hi)
+    program, _ps, _rg, cert, ci = certified_random_program(rng, layers, lo, hi, (4, 13), (4, 10))
     xs = attack(rng, program, layers, lo, hi)
     _, trace = simulate(program, xs, trace=True)
     for lt in trace.layers:
         for stage, count in lt.overflow_count.items():
             assert stage == "psum" or not np.any(count), (lt.name, stage)
-    obs = exact_errors(program, layers, xs)
-    assert np.all(obs.max(axis=0) <= cert.output_bound + REF_MARGIN), (obs.max(axis=0), cert.output_bound)
-    assert np.all(obs.max(axis=0) <= ci.output_bound + REF_MARGIN), (obs.max(axis=0), ci.output_bound)
+    assert_within_bounds(exact_errors(program, layers, xs), cert, ci)
     # the program (with its implementations) survives the JSON round trip bit for bit
     p2 = program_from_json(json.loads(json.dumps(program_to_json(program))))
     x_raw, y1 = simulate(program, xs[:8])

@@ -21,19 +21,18 @@ from hypothesis import strategies as st
 
 from aster_ext.activations import build_table, get_activation
 from aster_ext.activations.table import trim_flat
-from aster_ext.certify import act_error_cap, certify_program
+from aster_ext.certify import act_error_cap
 from aster_ext.ir import DenseLayer
 from aster_ext.program_io import act_impl_from_json, act_impl_to_json
 from aster_ext.ranges import ExactParams
-from aster_ext.refined import build_program, certify_forms, symbolic_ranges
+from aster_ext.refined import build_program, symbolic_ranges
 from aster_ext.refined.error_forms import forms_analysis
 from aster_ext.refined.model import SETTINGS
 from aster_ext.rigorous import Interval
 from aster_ext.simulate import simulate
-from aster_ext.verify import REF_MARGIN
 
 from .cpp_support import assert_impls_cpp_bit_exact
-from .test_activation_networks import attack, exact_errors
+from .test_activation_networks import assert_within_bounds, attack, certified_random_program, exact_errors
 from .test_activations import SMOOTH
 from .test_activations import ref as ref160
 
@@ -225,19 +224,9 @@ def test_capped_forms_sound_on_saturated_deep_nets(seed: int, act: str) -> None:
             layer.__init__(layer.name, layer.weight, layer.bias, "tanh")
     lo = rng.uniform(-1.5, 0, 3)
     hi = lo + rng.uniform(0.05, 2.0, 3)
-    f = [rng.integers(3, 9, layer.n_out) for layer in layers]
-    fw = [rng.integers(3, 9, layer.n_out) for layer in layers]
-    delta = [float(2.0 ** -rng.integers(2, 6)) for _ in layers]
-    ps = [ExactParams.of(layer) for layer in layers]
-    rg = symbolic_ranges(layers, lo, hi, ps)
-    program, _ = build_program("t", layers, f, fw, SETTINGS["A"], lo, hi, ps, rg, act_delta=delta)
-    cert = certify_forms(program, layers, lo, hi)
-    assert cert.ok, [o.message() for o in cert.overflows]
-    ci = certify_program(program, layers, lo, hi)
+    program, ps, rg, cert, ci = certified_random_program(rng, layers, lo, hi, (3, 9), (2, 6))
     xs = attack(rng, program, layers, lo, hi, n_random=60, n_search=32)
-    obs = exact_errors(program, layers, xs)
-    assert np.all(obs.max(axis=0) <= cert.output_bound + REF_MARGIN), (obs.max(axis=0), cert.output_bound)
-    assert np.all(obs.max(axis=0) <= ci.output_bound + REF_MARGIN), (obs.max(axis=0), ci.output_bound)
+    assert_within_bounds(exact_errors(program, layers, xs), cert, ci)
     # every hidden layer's error enclosure holds on the attacked inputs (float reference of the
     # real hidden values: its own error, ~1e-15, is far below the 1e-9 tolerance)
     run = forms_analysis(program, layers, lo, hi, False, ps, rg)

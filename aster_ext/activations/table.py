@@ -183,16 +183,7 @@ class TableImpl:
             f"output frac {self.out_frac},",
             f"// index = clamp((raw >> {self.shift}) - ({self.base}), 0, {self.size - 1}); "
             f"|table - {self.act.name}| <= {self.error_bound:.6g} on [{self.lo:.17g}, {self.hi:.17g}]",
-            f"inline {out_type} {nm}({in_type} t) {{",
-            "#pragma HLS INLINE",
-            f"  typedef {in_type} {nm}_in_t;",
-            f"  static_assert({nm}_in_t::width - {nm}_in_t::iwidth == {self.in_frac}, "
-            f'"{nm}: the input type must have {self.in_frac} fractional bits");',
-            *_cpp.rom_lines(f"{nm}_rom", [int(v) for v in self.entries], we),
-            f"  ap_int<{nm}_in_t::width> raw;",
-            "  raw.range() = t.range();",
-            f"  const ap_int<{nm}_in_t::width + 1> k = raw >> {self.shift};",
-            "  int idx;",
+            *self._cpp_head(nm, in_type, out_type, we),
             f"  if (k < ({_cpp.const_expr(self.base)})) idx = 0;",
             f"  else if (k > ({_cpp.const_expr(self.base + self.size - 1)})) idx = {self.size - 1};",
             f"  else idx = (int)(k - ({_cpp.const_expr(self.base)})).to_int64();",
@@ -203,6 +194,22 @@ class TableImpl:
         ]
         return "\n".join(lines) + "\n"
 
+    def _cpp_head(self, nm: str, in_type: str, out_type: str, we: int) -> list[str]:
+        """Shared start of both table functions: signature, input-frac check, ROM, raw input and
+        k = raw >> shift (declared with one spare bit), and the index variable."""
+        return [
+            f"inline {out_type} {nm}({in_type} t) {{",
+            "#pragma HLS INLINE",
+            f"  typedef {in_type} {nm}_in_t;",
+            f"  static_assert({nm}_in_t::width - {nm}_in_t::iwidth == {self.in_frac}, "
+            f'"{nm}: the input type must have {self.in_frac} fractional bits");',
+            *_cpp.rom_lines(f"{nm}_rom", [int(v) for v in self.entries], we),
+            f"  ap_int<{nm}_in_t::width> raw;",
+            "  raw.range() = t.range();",
+            f"  const ap_int<{nm}_in_t::width + 1> k = raw >> {self.shift};",
+            "  int idx;",
+        ]
+
     def _cpp_interp(self, nm: str, in_type: str, out_type: str, we: int) -> str:
         """C++ of the interpolating table (same bit-level semantics as :meth:`_apply_interp`)."""
         s, base, size = self.shift, self.base, self.size
@@ -212,16 +219,7 @@ class TableImpl:
             f"// k = clamp((raw >> {s}) - ({base}), 0, {size - 1}), r = clamp(raw - ((base + k) << {s}), 0, "
             f"2^{s}), y = e[k] + ((e[k+1] - e[k]) * r >> {s});",
             f"// |table - {self.act.name}| <= {self.error_bound:.6g} on [{self.lo:.17g}, {self.hi:.17g}]",
-            f"inline {out_type} {nm}({in_type} t) {{",
-            "#pragma HLS INLINE",
-            f"  typedef {in_type} {nm}_in_t;",
-            f"  static_assert({nm}_in_t::width - {nm}_in_t::iwidth == {self.in_frac}, "
-            f'"{nm}: the input type must have {self.in_frac} fractional bits");',
-            *_cpp.rom_lines(f"{nm}_rom", [int(v) for v in self.entries], we),
-            f"  ap_int<{nm}_in_t::width> raw;",
-            "  raw.range() = t.range();",
-            f"  const ap_int<{nm}_in_t::width + 1> k = raw >> {s};",
-            "  int idx;",
+            *self._cpp_head(nm, in_type, out_type, we),
             f"  ap_int<{s + 2}> r;",
             f"  if (k < ({_cpp.const_expr(base)})) {{ idx = 0; r = 0; }}",
             f"  else if (k > ({_cpp.const_expr(base + size - 1)})) {{ idx = {size - 1}; r = {1 << s}LL; }}",

@@ -9,7 +9,8 @@ node handled by its operator class (:mod:`aster_ext.ops`).
   reached along several paths, e.g. both branches of a residual add, receives the *sum* of the
   coefficient matrices of all its consumers before its own step). Each nonlinear op is replaced
   by its linear relaxation on its operand's range; the bounds are concretised over the input
-  box and intersected with the interval step, so they are never wider than the intervals.
+  box and intersected with the interval step and the plain interval ranges, so they are never
+  wider than the intervals.
   Only rows that matter are back-substituted: for operands of ReLUs only the unstable neurons.
 - :func:`backsubstitute` — the backward walk for any query Λ on any node, stopping at any set
   of nodes (linear bounds w.r.t. an intermediate node); :func:`concretize` bounds the result
@@ -129,9 +130,10 @@ def symbolic_ranges(
 ) -> tuple[AnalysisContext, SymbolicStats]:
     """Ranges of every node up to ``target`` by back-substitution (module docstring); the
     context also holds the relaxations used, for margin queries and exact replay."""
-    ctx = AnalysisContext(net)
-    stats = SymbolicStats()
     tgt = target or logits_node(net)
+    plain = interval_ranges(net, lower, upper, tgt)
+    ctx = AnalysisContext(net, _maps=plain._maps)
+    stats = SymbolicStats()
     order = _ancestors_order(net, tgt)
     consumers = {n: [net.op(s) for s in net.graph.successors(n)] for n in order}
     for name in order:
@@ -143,7 +145,9 @@ def symbolic_ranges(
         ins = [ctx.ranges[i] for i in op.inputs]
         if cls.nonlinear:
             ctx.relaxations[name] = cls.relaxation(op, ins)
-        iv = cls.interval(op, ins, ctx)
+        step = cls.interval(op, ins, ctx)
+        # ∩ the plain interval range: never wider than it, even by a rounding difference
+        iv = Interval(np.maximum(step.lo, plain.ranges[name].lo), np.minimum(step.hi, plain.ranges[name].hi))
         rows = _rows_to_tighten(net, op, iv, consumers[name])
         if rows.size:
             lo, hi = _bounds_of_rows(ctx, name, rows, budget, stats)

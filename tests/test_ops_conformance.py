@@ -387,8 +387,11 @@ def test_not_yet_implemented_places_say_so() -> None:
 
 def tiny_relu_net():
     rng, inits = np.random.default_rng(9), {}
+    inits["bs"], inits["bt"] = np.array([0.7, 1.3], np.float32), np.array([0.1, -0.2], np.float32)
+    inits["bm"], inits["bv"] = np.array([0.05, -0.1], np.float32), np.array([0.9, 1.7], np.float32)
     nodes = [
-        _conv("c1", "x", "h", rng, 2, 1, (2, 2), inits, pads=[1, 1, 0, 0]),
+        _conv("c1", "x", "h0", rng, 2, 1, (2, 2), inits, pads=[1, 1, 0, 0]),
+        helper.make_node("BatchNormalization", ["h0", "bs", "bt", "bm", "bv"], ["h"]),  # exact rationals
         helper.make_node("Relu", ["h"], ["a"]),
         helper.make_node("MaxPool", ["a"], ["m"], kernel_shape=[2, 2], strides=[1, 1]),
         helper.make_node("AveragePool", ["a"], ["v"], kernel_shape=[3, 3], strides=[1, 1]),
@@ -403,6 +406,7 @@ def tiny_relu_net():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_exact_rational_cross_check(seed: int) -> None:
     net = tiny_relu_net()
+    assert "kernel_exact" in net.ops()[1].attrs  # the folded BatchNorm is not a double: radii are exercised
     lower, upper = box_around(np.random.default_rng(seed), 9, 0.4)
     target = ops.logits_node(net)
     iv = ops.interval_ranges(net, lower, upper)
@@ -460,11 +464,13 @@ def conv_pool_graphs(draw):
         helper.make_node(act, ["h"], ["a"]),
     ]  # fmt: skip
     last = "a"
+    out = [(sizes[a] + pads[a] + pads[a + d] - dil[a] * (k[a] - 1) - 1) // stride[a] + 1 for a in range(d)]
     if pool in ("MaxPool", "AveragePool"):
-        attrs = {"kernel_shape": [2] * d, "strides": [1] * d}
+        attrs = {"kernel_shape": [min(2, o) for o in out], "strides": [1] * d}
         if pool == "AveragePool":
             attrs["count_include_pad"] = draw(st.integers(0, 1))
-            attrs["pads"] = [draw(st.integers(0, 1)) for _ in range(2 * d)]
+            ks = attrs["kernel_shape"]
+            attrs["pads"] = [min(draw(st.integers(0, 1)), ks[a % d] - 1) for a in range(2 * d)]
         nodes.append(helper.make_node(pool, ["a"], ["p"], **attrs))
         last = "p"
     elif pool != "none":
@@ -525,3 +531,70 @@ def test_benchmark_cnn_margins_sound(shared_dir: Path, name: str) -> None:
     lower, upper = np.array(region["lower"]), np.array(region["upper"])
     _, _, label = check_ranges_and_margins(net, lower, upper, n_samples=15)
     assert label == region["label"]
+
+
+# --------------------------------------------------------------------------------------
+# importer: the new kinds and rewrites
+# --------------------------------------------------------------------------------------
+
+
+def kinds_of(net) -> list[str]:
+    return [o.kind for o in net.ops()]
+
+
+def test_zero_pad_is_folded_into_conv_and_avgpool() -> None:
+    rng, inits = np.random.default_rng(10), {}
+    inits["pads"] = np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64)
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"]),
+        _conv("c1", "p", "h", rng, 2, 2, (3, 3), inits),
+        helper.make_node("Relu", ["h"], ["a"]),
+        helper.make_node("Pad", ["a", "pads"], ["p2"]),
+        helper.make_node("AveragePool", ["p2"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    model = make_model(nodes, [2, 5, 5], inits)
+    net = import_model(model, name="padfold")
+    assert kinds_of(net) == ["input", "conv2d", "act", "avgpool"]
+    conv = net.ops()[1]
+    assert conv.attrs["padding"] == (1, 2, 2, 1)
+    assert net.ops()[3].attrs["count_include_pad"] is True
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 50))
+    y = ops.evaluate(net, x)[net.output_names[0]].reshape(4, -1)
+    assert np.max(np.abs(y - ort_run(model, (2, 5, 5), x))) <= 2e-5 * max(1.0, np.max(np.abs(y)))
+
+
+def test_pad_read_twice_or_nonzero_stays_a_node() -> None:
+    rng, inits = np.random.default_rng(11), {}
+    inits["pads"] = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"]),
+        _conv("c1", "p", "h", rng, 2, 2, (3, 3), inits),
+        helper.make_node("MaxPool", ["p"], ["m"], kernel_shape=[3, 3], strides=[1, 1]),
+        helper.make_node("Add", ["h", "m"], ["y"]),
+    ]
+    model = make_model(nodes, [2, 4, 4], inits)
+    net = import_model(model, name="padkeep")
+    assert kinds_of(net).count("pad") == 1
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 32))
+    y = ops.evaluate(net, x)[net.output_names[0]].reshape(4, -1)
+    assert np.max(np.abs(y - ort_run(model, (2, 4, 4), x))) <= 2e-5 * max(1.0, np.max(np.abs(y)))
+
+
+def test_benchmark_structure(shared_dir: Path) -> None:
+    """cifar10_small keeps its two transposes; Convnet_avgpool's zero Pad disappears."""
+    small = load_onnx(shared_dir / "benchmarks" / "cnn" / "cifar10_small.onnx")
+    assert kinds_of(small).count("transpose") == 2
+    avg = load_onnx(shared_dir / "benchmarks" / "cnn" / "Convnet_avgpool.onnx")
+    assert kinds_of(avg) == ["input", "conv2d", "act", "avgpool", "flatten", "affine"]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_evaluate_module_agrees_with_op_classes(case: str) -> None:
+    """aster_ext.evaluate (used by the rest of the tool) and the op interpreter give one reference."""
+    from aster_ext.evaluate import evaluate_float64
+
+    _, shape, net = imported(case)
+    x = np.random.default_rng(5).uniform(-1, 1, (5, int(np.prod(shape))))
+    a = evaluate_float64(net, x)
+    b = ops.evaluate(net, x)[net.output_names[0]].reshape(5, -1)
+    assert np.max(np.abs(a - b)) <= 1e-12 * max(1.0, np.max(np.abs(a)))

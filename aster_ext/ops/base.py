@@ -22,7 +22,7 @@ NotImplementedError naming the op kind.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -65,8 +65,31 @@ class AnalysisContext:
         return self._maps[op.name]
 
 
+class OpTransfer(Protocol):
+    """The interface every operator class offers (for type checking stage code against it).
+
+    The last four methods are the places of the later stages and are NOT implemented yet: they
+    raise NotImplementedError naming the op kind."""
+
+    kinds: ClassVar[tuple[str, ...]]
+    linear: ClassVar[bool]
+    nonlinear: ClassVar[bool]
+
+    def evaluate(self, op: Op, args: list[np.ndarray]) -> np.ndarray: ...
+    def interval(self, op: Op, ranges: list[Interval], ctx: AnalysisContext) -> Interval: ...
+    def relaxation(self, op: Op, ranges: list[Interval]) -> Any: ...
+    def backward(self, op: Op, lam: np.ndarray, upper: bool, ctx: AnalysisContext) -> Backward: ...
+    def backward_exact(self, op: Op, lam: np.ndarray, upper: bool, ctx: AnalysisContext) -> Backward: ...
+    def linear_map(self, op: Op, in_shapes: list[tuple[int, ...]]) -> LinearMap: ...
+    def error_form_step(self, op: Op, *args: Any, **kwargs: Any) -> Any: ...
+    def rounding_points(self, op: Op, *args: Any, **kwargs: Any) -> Any: ...
+    def simulate(self, op: Op, *args: Any, **kwargs: Any) -> Any: ...
+    def cpp(self, op: Op, *args: Any, **kwargs: Any) -> Any: ...
+
+
 class OpKind:
-    """Base of the operator classes (see module docstring). ``kinds``: IR kinds it handles."""
+    """Base of the operator classes (see module docstring), implementing :class:`OpTransfer`.
+    ``kinds``: the IR kinds it handles."""
 
     kinds: ClassVar[tuple[str, ...]] = ()
     linear: ClassVar[bool] = False  # affine in its operands (has a linear_map)
@@ -151,7 +174,7 @@ def register(cls: type[OpKind]) -> type[OpKind]:
     return cls
 
 
-def op_class(kind: str) -> OpKind:
+def op_class(kind: str) -> OpTransfer:
     """The operator class of an IR node kind."""
     try:
         return _REGISTRY[kind]

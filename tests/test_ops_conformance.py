@@ -324,6 +324,20 @@ def test_cases_cover_every_registered_kind() -> None:
     assert not missing, f"no conformance case for op kinds {sorted(missing)}"
 
 
+@pytest.mark.parametrize("kind", sorted(ops.registered_kinds() - {"argmax", "output", "input"}))
+def test_each_registered_kind(kind: str) -> None:
+    """Per op kind: the first case holding it evaluates like onnxruntime and its ranges are sound."""
+    case = next((c for c in sorted(CASES) if kind in {o.kind for o in imported(c)[2].ops()}), None)
+    assert case is not None, f"no conformance case for op kind '{kind}'"
+    model, shape, net = imported(case)
+    x = np.random.default_rng(4).uniform(-1, 1, (3, int(np.prod(shape))))
+    y = ops.evaluate(net, x)[net.output_names[0]].reshape(3, -1)
+    assert np.max(np.abs(y - ort_run(model, shape, x))) <= 2e-5 * max(1.0, np.max(np.abs(y)))
+    if kind not in EVAL_ONLY:
+        lower, upper = box_around(np.random.default_rng(4), int(np.prod(shape)), 0.1)
+        check_ranges_and_margins(net, lower, upper, n_samples=10, seed=4)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_eval_matches_onnxruntime(case: str) -> None:
     model, shape, net = imported(case)

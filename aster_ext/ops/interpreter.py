@@ -282,6 +282,8 @@ class MarginBounds:
 
 def margin_matrix(n: int, label: int) -> np.ndarray:
     """Rows e_label - e_k for every k != label (in order of k)."""
+    if n < 2 or not 0 <= label < n:
+        raise UserError(f"margins need at least two outputs and a label in [0, {n}); got label {label}")
     ks = [k for k in range(n) if k != label]
     lam = np.zeros((len(ks), n))
     lam[:, label] = 1.0

@@ -8,10 +8,11 @@ over the graph (aster_ext.ops), "robust" = the symbolic bound is > 0 (every poin
 keeps the label), wall time of each analysis, and the peak traced heap (tracemalloc: numpy and
 scipy buffers included) of the symbolic one. cifar10_small's properties are targeted (unsafe iff
 the target class is the maximum); its table also gives the bound on y_label - y_target.
-Also samples the box (random + corners) and reports the smallest sampled margin as an
-upper reference. Timing is of one process while other jobs may share the machine.
+Upper references (not bounds): the smallest margin on random points and corners of the box, and
+the smallest found by a signed-gradient attack (aster_ext.ops.attack, 2 restarts).
+Timing is of one process while other jobs may share the machine.
 Writes results/cnn_margins.csv and results/cnn_margins.md.
-Usage: python scripts/cnn_margins.py [--only NAME ...] [--samples N]
+Usage: python scripts/cnn_margins.py [--only NAME ...] [--samples N] [--attack-steps N]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ NETS = [
 ]  # fmt: skip
 FIELDS = [
     "network", "region", "label", "radius", "interval_margin", "symbolic_margin", "robust",
-    "target", "symbolic_target_margin", "sampled_min_margin", "interval_s", "symbolic_s",
+    "target", "symbolic_target_margin", "sampled_min_margin", "attack_min_margin", "interval_s", "symbolic_s",
     "symbolic_peak_mib", "backsub_rows",
 ]  # fmt: skip
 
@@ -52,9 +53,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", help="network names (stems)")
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--attack-steps", type=int, default=30)
     args = ap.parse_args()
     from aster_ext import ops
     from aster_ext.frontend.onnx_import import load_onnx
+    from aster_ext.ops.attack import pgd_min_margin
     from aster_ext.ops.interpreter import interval_margins
 
     rows = []
@@ -87,6 +90,7 @@ def main() -> int:
             ])  # fmt: skip
             y = ops.evaluate(net, xs, upto=target_node)[target_node].reshape(xs.shape[0], -1)
             sampled = np.delete(y[:, [label]] - y, label, axis=1).min()
+            attack = pgd_min_margin(net, lower, upper, label, steps=args.attack_steps)
             sym_min = float(np.min(np.delete(m_sym, label)))
             target = reg.get("target")
             row = {
@@ -100,6 +104,7 @@ def main() -> int:
                 "target": "" if target is None else int(target),
                 "symbolic_target_margin": "" if target is None else f"{float(m_sym[int(target)]):.5g}",
                 "sampled_min_margin": f"{float(sampled):.5g}",
+                "attack_min_margin": f"{attack:.5g}",
                 "interval_s": round(t1 - t0, 3),
                 "symbolic_s": round(t3 - t2, 2),
                 "symbolic_peak_mib": round(peak / 2**20, 1),
@@ -123,7 +128,9 @@ def write_md(rows: list[dict], path: Path) -> None:
         "Written by `scripts/cnn_margins.py`. Margin = float-sound lower bound of min over k != label of",
         "y_label - y_k over the region's input box (the real network, exact float32 weights);",
         "robust = symbolic margin > 0. `sampled_min_margin` is the smallest margin found on random points",
-        "and random corners of the box (an upper reference, not a bound). cifar_base_kw: only the one",
+        "and random corners of the box, `attack_min_margin` the smallest found by a signed-gradient attack",
+        "(`aster_ext.ops.attack`, exact local gradients, 2 restarts): upper references, not bounds;",
+        "a negative one is a real counterexample (up to float64 evaluation). cifar_base_kw: only the one",
         "example region of its spec (the oval21 vnnlib files are not in shared/). cifar10_small's",
         "properties are targeted (target = (label + 1) mod 10): `symbolic_target_margin` bounds",
         "y_label - y_target. Times are wall-clock seconds of one process on a shared 2-core machine",

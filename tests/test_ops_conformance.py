@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aster_ext import ops
 from aster_ext.frontend.onnx_import import import_model, load_onnx
+from aster_ext.ops.attack import margin_gradients, pgd_min_margin
 from aster_ext.ops.exact_check import exact_backsubstitute, exact_interval_ranges
 from aster_ext.ops.interpreter import interval_margins, margin_matrix
 
@@ -558,8 +559,29 @@ def test_benchmark_cnn_eval_matches_onnxruntime(shared_dir: Path, name: str) -> 
 def test_benchmark_cnn_margins_sound(shared_dir: Path, name: str) -> None:
     _, net, _, region = benchmark(shared_dir, name)
     lower, upper = np.array(region["lower"]), np.array(region["upper"])
-    _, _, label = check_ranges_and_margins(net, lower, upper, n_samples=15)
+    _, sym, label = check_ranges_and_margins(net, lower, upper, n_samples=15)
     assert label == region["label"]
+    bound = np.min(np.delete(ops.symbolic_margins(sym, label), label))
+    attacked = pgd_min_margin(net, lower, upper, label, steps=8, restarts=1)
+    assert bound <= attacked + 1e-12 * (1.0 + abs(attacked))
+
+
+def test_margin_gradients_are_exact_local_slopes() -> None:
+    _, shape, net = imported("residual_bn_pad")
+    n = int(np.prod(shape))
+    x = np.random.default_rng(6).uniform(-1, 1, n)
+    target = ops.logits_node(net)
+    y = ops.evaluate(net, x[None], upto=target)[target].reshape(-1)
+    label = int(np.argmax(y))
+    g = margin_gradients(net, x, label)
+    d = np.random.default_rng(7).standard_normal(n) * 1e-7
+
+    def margins(z):
+        v = ops.evaluate(net, z[None], upto=target)[target].reshape(-1)
+        return np.delete(v[label] - v, label)
+
+    assert np.allclose(margins(x + d) - margins(x), g @ d, rtol=1e-6, atol=1e-12)
+    assert pgd_min_margin(net, x - 0.05, x + 0.05, label, steps=5) <= np.min(margins(x))
 
 
 # --------------------------------------------------------------------------------------

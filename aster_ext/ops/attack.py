@@ -23,10 +23,11 @@ def _check_piecewise_linear(net: Network) -> None:
             raise UnsupportedError(f"margin attack: {op.describe()} is not piecewise linear")
 
 
-def margin_gradients(net: Network, x: np.ndarray, label: int) -> np.ndarray:
-    """Rows: gradient of y_label - y_k (k != label, in order) with respect to the flat input at x."""
+def margin_gradients(net: Network, x: np.ndarray, label: int, maps: dict | None = None) -> np.ndarray:
+    """Rows: gradient of y_label - y_k (k != label, in order) with respect to the flat input at x.
+    ``maps``: linear-map cache shared between calls on one network."""
     _check_piecewise_linear(net)
-    ctx, _ = symbolic_ranges(net, x, x)
+    ctx, _ = symbolic_ranges(net, x, x, maps=maps)
     node = logits_node(net)
     lam = margin_matrix(int(np.prod(net.op(node).shape)), label)
     coeffs, _ = backsubstitute(ctx, node, lam, upper=False)
@@ -48,6 +49,7 @@ def pgd_min_margin(
     node = logits_node(net)
     ks = None
     best = np.inf
+    maps: dict = {}
     width = upper - lower
     for r in range(restarts):
         x = 0.5 * (lower + upper) if r == 0 else lower + rng.random(lower.size) * width
@@ -58,7 +60,7 @@ def pgd_min_margin(
             best = min(best, float(margins.min()))
             ks = [k for k in range(y.size) if k != label]
             worst = int(np.argmin(margins[ks]))
-            grad = margin_gradients(net, x, label)[worst]
+            grad = margin_gradients(net, x, label, maps)[worst]
             step = 0.5 * width * (1.0 - t / steps) + 1e-12
             x = np.clip(x - step * np.sign(grad), lower, upper)
         y = evaluate(net, x[None], upto=node)[node].reshape(-1)

@@ -47,7 +47,10 @@ class ConvOp(LinearOpKind):
         rows, cols, widx = rows[valid], cols[valid], widx[valid]
         flat_k = kernel.reshape(-1)
         exact_k = op.attrs.get("kernel_exact")
-        exact = None if exact_k is None else np.asarray(exact_k, dtype=object).reshape(-1)[widx]
+        exact = rad = None
+        if exact_k is not None:  # enclosures per kernel entry, then gathered per matrix entry
+            exact = np.asarray(exact_k, dtype=object).reshape(-1)[widx]
+            rad = float_enclosure(np.asarray(exact_k, dtype=object), kernel).reshape(-1)[widx]
         part = MapPart(
             n_out=int(np.prod(op.shape)),
             n_in=int(np.prod(in_shape)),
@@ -55,12 +58,13 @@ class ConvOp(LinearOpKind):
             cols=cols.astype(np.int64),
             values=flat_k[widx],
             exact=exact,
-            rad=float_enclosure(exact, flat_k[widx]),
+            rad=rad,
         )
         bias = op.attrs.get("bias")
         b = np.zeros(c_out) if bias is None else np.asarray(bias, dtype=np.float64)
         b_exact = op.attrs.get("bias_exact")
-        rep = n_pos
-        full_b = np.repeat(b, rep)
-        full_exact = None if b_exact is None else np.repeat(np.asarray(b_exact, dtype=object), rep)
-        return LinearMap((part,), full_b, full_exact, float_enclosure(full_exact, full_b))
+        full_b = np.repeat(b, n_pos)
+        if b_exact is None:
+            return LinearMap((part,), full_b)
+        b_rad = np.repeat(float_enclosure(np.asarray(b_exact, dtype=object), b), n_pos)
+        return LinearMap((part,), full_b, np.repeat(np.asarray(b_exact, dtype=object), n_pos), b_rad)

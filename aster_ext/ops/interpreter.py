@@ -97,10 +97,11 @@ def _ancestors_order(net: Network, target: str) -> list[str]:
 
 
 def interval_ranges(
-    net: Network, lower: np.ndarray, upper: np.ndarray, target: str | None = None
+    net: Network, lower: np.ndarray, upper: np.ndarray, target: str | None = None, maps: dict | None = None
 ) -> AnalysisContext:
-    """Interval box of every node up to ``target`` (default: the logits node)."""
-    ctx = AnalysisContext(net)
+    """Interval box of every node up to ``target`` (default: the logits node). ``maps``: a cache of
+    the ops' linear maps to share between analyses of one network."""
+    ctx = AnalysisContext(net, _maps=maps if maps is not None else {})
     tgt = target or logits_node(net)
     for name in _ancestors_order(net, tgt):
         op = net.op(name)
@@ -127,11 +128,12 @@ def symbolic_ranges(
     upper: np.ndarray,
     target: str | None = None,
     budget: int = DEFAULT_BUDGET,
+    maps: dict | None = None,
 ) -> tuple[AnalysisContext, SymbolicStats]:
     """Ranges of every node up to ``target`` by back-substitution (module docstring); the
     context also holds the relaxations used, for margin queries and exact replay."""
     tgt = target or logits_node(net)
-    plain = interval_ranges(net, lower, upper, tgt)
+    plain = interval_ranges(net, lower, upper, tgt, maps)
     ctx = AnalysisContext(net, _maps=plain._maps)
     stats = SymbolicStats()
     order = _ancestors_order(net, tgt)

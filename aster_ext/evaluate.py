@@ -33,7 +33,10 @@ def evaluate_all(net: Network, x: np.ndarray) -> dict[str, np.ndarray]:
             values[op.name] = batch
             continue
         args = [values[i] for i in op.inputs]
-        out = _KERNELS[op.kind](op, args)
+        kernel = _KERNELS.get(op.kind)
+        if kernel is None or (op.kind in ("maxpool", "avgpool") and len(op.shape) != 3):
+            kernel = _op_class_kernel  # conv1d, pad, transpose, concat, 1-D pooling
+        out = kernel(op, args)
         values[op.name] = out.reshape((out.shape[0], *op.shape))
     return values
 
@@ -219,6 +222,13 @@ _KERNELS: dict[str, Callable[[Op, list[np.ndarray]], np.ndarray]] = {
     "argmax": _argmax,
     "output": _identity,
 }
+
+
+def _op_class_kernel(op: Op, args: list[np.ndarray]) -> np.ndarray:
+    """Evaluation by the node kind's operator class (:mod:`aster_ext.ops`)."""
+    from .ops import op_class
+
+    return op_class(op.kind).evaluate(op, args)
 
 
 def _pair(v) -> tuple[int, int]:

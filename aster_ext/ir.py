@@ -24,12 +24,16 @@ NODE_KINDS = frozenset(
         "input",
         "affine",  # dense: y = W x + b, W [n_out, n_in]
         "conv2d",  # kernel [C_out, C_in/group, kh, kw], bias [C_out], stride, padding, dilation, group
+        "conv1d",  # kernel [C_out, C_in/group, k], bias, stride (s,), padding (begin, end), dilation, group
         "add",  # residual: y = a + b
         "act",  # activation: attrs["fn"] in ACTIVATIONS (+ "alpha" where it has one)
-        "maxpool",
-        "avgpool",
+        "maxpool",  # kernel, stride, padding (begins..., ends...), dilation; 1-D or 2-D; global = whole map
+        "avgpool",  # as maxpool + count_include_pad
+        "pad",  # constant padding: padding (begins..., ends...) over the batch-free axes, value
         "flatten",
         "reshape",
+        "transpose",  # perm over the batch-free axes
+        "concat",  # axis (batch-free), two or more operands
         "softmax",
         "argmax",
         "output",

@@ -45,9 +45,9 @@ MIN_OPSET = 7
 MAX_DIAGONAL_AFFINE = 4096  # largest n for which a pending s*x+t may become a dense n x n affine node
 
 SUPPORTED_OPS = (
-    "Add AveragePool BatchNormalization Clip Constant Conv Div Dropout Elu Flatten Gemm GlobalAveragePool "
-    "GlobalMaxPool Gelu HardSigmoid Identity LeakyRelu MatMul MaxPool Mul PRelu Relu Reshape Shape Sigmoid "
-    "Softmax Softplus Squeeze Sub Tanh Unsqueeze ArgMax"
+    "Add AveragePool BatchNormalization Clip Concat Constant Conv Div Dropout Elu Flatten Gemm "
+    "GlobalAveragePool GlobalMaxPool Gelu HardSigmoid Identity LeakyRelu MatMul MaxPool Mul Pad PRelu Relu "
+    "Reshape Shape Sigmoid Softmax Softplus Squeeze Sub Tanh Transpose Unsqueeze ArgMax"
 ).split()
 
 
@@ -649,9 +649,14 @@ class _Importer:
         self._emit_affine(node, ctx, v, weight, _Param(np.zeros(bmat.shape[1])), out_shape)
 
     def _op_Conv(self, node, ctx) -> None:
-        """2-D convolution; a conv with 1x1 output is lowered to an affine node."""
+        """2-D convolution (a conv with 1x1 output is lowered to an affine node) or 1-D convolution;
+        a preceding zero Pad that nothing else reads is folded into the conv's pads."""
         v = self._data(node)
         kernel = self._const(node, 1, ctx.where, "kernel")
+        if kernel.ndim == 3 and len(v.shape) == 2:
+            self._conv1d(node, ctx, v, kernel)
+            return
+        v, extra = self._fold_pad(v)
         if kernel.ndim != 4 or len(v.shape) != 3:
             raise UnsupportedError(
                 f"{ctx.where}: only 2-D convolutions are supported (kernel {kernel.shape})"
@@ -666,6 +671,10 @@ class _Importer:
         stride = _ints(ctx.attrs.get("strides", (1, 1)), 2)
         dil = _ints(ctx.attrs.get("dilations", (1, 1)), 2)
         pads = _pads(ctx.attrs, (h, w), (kh, kw), stride, dil, ctx.where)
+        if extra is not None:
+            if ctx.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID"):
+                raise UnsupportedError(f"{ctx.where}: Pad followed by a Conv with auto_pad SAME")
+            pads = tuple(a + b for a, b in zip(pads, extra, strict=True))
         ho, wo = _out_size((h, w), (kh, kw), stride, dil, pads, ceil=False)
         if ho < 1 or wo < 1:
             raise UserError(f"{ctx.where}: kernel larger than the padded input")
@@ -678,8 +687,60 @@ class _Importer:
             return
         self._emit_conv(node, ctx, v, kern, bias, group, stride, dil, pads, (c_out, ho, wo))
 
+    def _conv1d(self, node, ctx, v: _Value, kernel: np.ndarray) -> None:
+        """1-D convolution of a (C, L) tensor: IR ``conv1d`` (zero Pad folded as in 2-D)."""
+        v, extra = self._fold_pad(v)
+        c_in, length = v.shape
+        c_out, cg, k = kernel.shape
+        group = int(ctx.attrs.get("group", 1))
+        if cg * group != c_in or c_out % group:
+            raise UserError(
+                f"{ctx.where}: kernel {kernel.shape} with group {group} does not fit input {v.shape}"
+            )
+        stride = _ints(ctx.attrs.get("strides", (1,)), 1)
+        dil = _ints(ctx.attrs.get("dilations", (1,)), 1)
+        pads = _pads(ctx.attrs, (length,), (k,), stride, dil, ctx.where)
+        if extra is not None:
+            if ctx.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID"):
+                raise UnsupportedError(f"{ctx.where}: Pad followed by a Conv with auto_pad SAME")
+            pads = tuple(a + b for a, b in zip(pads, extra, strict=True))
+        (lo,) = _out_size((length,), (k,), stride, dil, pads, ceil=False)
+        if lo < 1:
+            raise UserError(f"{ctx.where}: kernel larger than the padded input")
+        bias_c = self._opt_const(node, 2, ctx.where, "bias")
+        bias = _Param(np.zeros(c_out) if bias_c is None else bias_c.reshape(-1).astype(np.float64))
+        kern = _Param(np.ascontiguousarray(kernel, dtype=np.float64))
+        self._emit_conv(node, ctx, v, kern, bias, group, stride, dil, pads, (c_out, lo), kind="conv1d")
+
+    def _fold_pad(self, v: _Value) -> tuple[_Value, tuple[int, ...] | None]:
+        """If v is an IR ``pad`` node of zeros on the spatial axes only, read by nothing else,
+        drop it and return its operand plus its (begins..., ends...) spatial pads."""
+        op = self.op_by_name.get(v.node)
+        if (
+            op is None
+            or op.kind != "pad"
+            or v.pending
+            or v.ir_shape != v.shape
+            or float(op.attrs["value"]) != 0.0
+            or self.refs.get(v.node, 0) != 0
+            or v.node in self.used
+        ):
+            return v, None
+        pads = op.attrs["padding"]
+        r = len(op.shape)
+        if pads[0] != 0 or pads[r] != 0:  # channel axis padded
+            return v, None
+        src = op.inputs[0]
+        self.ops.remove(self.op_by_name.pop(v.node))
+        for key in [k for k, val in self.values.items() if val.node == v.node]:
+            del self.values[key]
+        in_shape = self.op_by_name[src].shape
+        spatial = tuple(pads[1:r]) + tuple(pads[r + 1 :])
+        self.notes.add("Pad folded into the following Conv/AveragePool")
+        return _Value(src, in_shape, in_shape), spatial
+
     def _emit_conv(
-        self, node, ctx, v, kern: _Param, bias: _Param, group, stride, dil, pads, out_shape
+        self, node, ctx, v, kern: _Param, bias: _Param, group, stride, dil, pads, out_shape, kind="conv2d"
     ) -> None:
         src = ctx.src
         if v.pending:
@@ -694,7 +755,7 @@ class _Importer:
         attrs: dict[str, Any] = {"stride": stride, "padding": pads, "dilation": dil, "group": group}
         _store_into(attrs, "kernel", kern)
         _store_into(attrs, "bias", bias)
-        name = self._emit("conv2d", ctx.label, (data,), out_shape, attrs, src)
+        name = self._emit(kind, ctx.label, (data,), out_shape, attrs, src)
         self._set_value(node.output[0], _Value(name, out_shape, out_shape))
 
     def _pre_fold_conv(self, v: _Value, kern: _Param, bias: _Param, group, pads, where):
@@ -710,12 +771,13 @@ class _Importer:
         b_fr = bias.fractions()
         c_out, cg = k_fr.shape[:2]
         og = c_out // group
+        spatial = tuple(range(2, k_fr.ndim))
         # input channel of kernel[o, c] is (o // og) * cg + c
         chan = (np.arange(c_out)[:, None] // og) * cg + np.arange(cg)[None, :]
         if t is not None:
-            b_fr = b_fr + (k_fr.sum(axis=(2, 3)) * t[chan]).sum(axis=1)
+            b_fr = b_fr + (k_fr.sum(axis=spatial) * t[chan]).sum(axis=1)
         if s is not None:
-            k_fr = k_fr * s[chan][:, :, None, None]
+            k_fr = k_fr * s[chan].reshape(c_out, cg, *((1,) * len(spatial)))
         return _Param.of_fractions(k_fr, where), _Param.of_fractions(b_fr, where)
 
     # ---- elementwise with constants ----------------------------------------------------
@@ -1000,33 +1062,123 @@ class _Importer:
         name = self._emit("argmax", ctx.label, (data,), shape, attrs, ctx.src)
         self._set_value(node.output[0], _Value(name, shape, shape))
 
+    # ---- padding, transposition, concatenation -----------------------------------------
+
+    def _op_Pad(self, node, ctx) -> None:
+        """Constant Pad: no-op when all pads are 0; else an IR ``pad`` node (a later Conv or
+        AveragePool folds a zero Pad that nothing else reads)."""
+        mode = ctx.attrs.get("mode", "constant")
+        if mode != "constant":
+            raise UnsupportedError(f"{ctx.where}: Pad mode '{mode}' is not supported (only 'constant')")
+        v = self._data(node)
+        full = self._full(v.shape)
+        if self.opset < 11:
+            pads = [int(p) for p in ctx.attrs.get("pads", ())]
+            value = float(ctx.attrs.get("value", 0.0))
+        else:
+            pads = [int(p) for p in self._const(node, 1, ctx.where, "pads").reshape(-1)]
+            c = self._opt_const(node, 2, ctx.where, "constant_value")
+            value = 0.0 if c is None or c.size == 0 else float(c.reshape(-1)[0])
+            axes_c = self._opt_const(node, 3, ctx.where, "axes")
+            if axes_c is not None:
+                axes = [int(a) + len(full) if int(a) < 0 else int(a) for a in axes_c.reshape(-1)]
+                dense = [0] * (2 * len(full))
+                for k, a in enumerate(axes):
+                    dense[a], dense[a + len(full)] = pads[k], pads[k + len(axes)]
+                pads = dense
+        r = len(full)
+        if len(pads) != 2 * r:
+            raise UserError(f"{ctx.where}: pads {pads} do not match rank {r}")
+        if any(p < 0 for p in pads):
+            raise UnsupportedError(f"{ctx.where}: negative pads (cropping) are not supported")
+        if self.batch and (pads[0] or pads[r]):
+            raise UnsupportedError(f"{ctx.where}: padding the batch axis is not supported")
+        if not any(pads):
+            self._alias(node, v, v.shape)
+            return
+        b = self.batch
+        pads_ir = tuple(pads[b:r]) + tuple(pads[r + b :])
+        v = self._materialise(v, ctx.src)
+        data = self._ir_node_with_shape(v, v.shape, ctx.src)
+        rank = len(v.shape)
+        shape = tuple(d + pads_ir[k] + pads_ir[k + rank] for k, d in enumerate(v.shape))
+        attrs = {"padding": pads_ir, "value": float(np.float32(value))}
+        name = self._emit("pad", ctx.label, (data,), shape, attrs, ctx.src)
+        self._set_value(node.output[0], _Value(name, shape, shape))
+
+    def _op_Transpose(self, node, ctx) -> None:
+        """Transpose (the batch axis must stay first): IR ``transpose`` with the batch-free perm;
+        a pending elementwise s*x+t is transposed along."""
+        v = self._data(node)
+        full = self._full(v.shape)
+        perm = [int(p) for p in ctx.attrs.get("perm", list(range(len(full)))[::-1])]
+        if sorted(perm) != list(range(len(full))):
+            raise UserError(f"{ctx.where}: perm {perm} is not a permutation of rank {len(full)}")
+        if self.batch:
+            if perm[0] != 0:
+                raise UnsupportedError(f"{ctx.where}: Transpose would move the batch axis (perm {perm})")
+            perm = [p - 1 for p in perm[1:]]
+        shape = tuple(v.shape[p] for p in perm)
+        data = self._ir_node_with_shape(v, v.shape, ctx.src)
+        name = self._emit("transpose", ctx.label, (data,), shape, {"perm": tuple(perm)}, ctx.src)
+        scale = None if v.scale is None else v.scale.transpose(perm)
+        shift = None if v.shift is None else v.shift.transpose(perm)
+        self._set_value(node.output[0], _Value(name, shape, shape, scale, shift, list(v.pending_from)))
+
+    def _op_Concat(self, node, ctx) -> None:
+        """Concat of data tensors along a non-batch axis: IR ``concat``."""
+        if any(t in self.consts for t in node.input if t):
+            raise UnsupportedError(f"{ctx.where}: Concat with a constant operand is not supported")
+        vals = [self._materialise(self.values[t], ctx.src) for t in node.input if t]
+        rank = len(vals[0].shape)
+        axis = self._axis(int(ctx.attrs["axis"]), rank, ctx.where)
+        for val in vals:
+            if len(val.shape) != rank or any(
+                d != e for k, (d, e) in enumerate(zip(val.shape, vals[0].shape, strict=True)) if k != axis
+            ):
+                raise UserError(f"{ctx.where}: operand shapes {[x.shape for x in vals]} do not concatenate")
+        datas = tuple(self._ir_node_with_shape(val, val.shape, ctx.src) for val in vals)
+        shape = list(vals[0].shape)
+        shape[axis] = sum(val.shape[axis] for val in vals)
+        name = self._emit("concat", ctx.label, datas, tuple(shape), {"axis": axis}, ctx.src)
+        self._set_value(node.output[0], _Value(name, tuple(shape), tuple(shape)))
+
     # ---- pooling -----------------------------------------------------------------------
 
     def _pool(self, node, ctx, kind: str, global_pool: bool) -> None:
         if len(node.output) > 1 and node.output[1] and self.uses.get(node.output[1], 0):
             raise UnsupportedError(f"{ctx.where}: the pooling indices output is not supported")
         v = self._materialise(self._data(node), ctx.src)
-        if len(v.shape) != 3:
-            raise UnsupportedError(f"{ctx.where}: only 2-D pooling is supported (input {v.shape})")
-        c, h, w = v.shape
+        if len(v.shape) not in (2, 3):
+            raise UnsupportedError(f"{ctx.where}: only 1-D and 2-D pooling are supported (input {v.shape})")
+        c, sizes = v.shape[0], tuple(v.shape[1:])
+        d = len(sizes)
+        ones = (1,) * d
         if global_pool:
-            kernel, stride, dil, pads = (h, w), (1, 1), (1, 1), (0, 0, 0, 0)
+            kernel, stride, dil, pads = sizes, ones, ones, (0,) * (2 * d)
         else:
-            kernel = _ints(ctx.attrs["kernel_shape"], 2)
-            stride = _ints(ctx.attrs.get("strides", (1, 1)), 2)
-            dil = _ints(ctx.attrs.get("dilations", (1, 1)), 2)
-            pads = _pads(ctx.attrs, (h, w), kernel, stride, dil, ctx.where)
-        out = _out_size((h, w), kernel, stride, dil, pads, ceil=False)
-        if (
-            int(ctx.attrs.get("ceil_mode", 0))
-            and _out_size((h, w), kernel, stride, dil, pads, ceil=True) != out
-        ):
+            kernel = _ints(ctx.attrs["kernel_shape"], d)
+            stride = _ints(ctx.attrs.get("strides", ones), d)
+            dil = _ints(ctx.attrs.get("dilations", ones), d)
+            pads = _pads(ctx.attrs, sizes, kernel, stride, dil, ctx.where)
+        count_pad = bool(int(ctx.attrs.get("count_include_pad", 0)))
+        if kind == "avgpool" and not any(pads) and not global_pool:
+            # zero Pad + AveragePool without pads of its own = AveragePool counting the pad
+            folded, extra = self._fold_pad(v)
+            if extra is not None:
+                v, pads, count_pad = folded, extra, True
+                sizes = tuple(v.shape[1:])
+        out = _out_size(sizes, kernel, stride, dil, pads, ceil=False)
+        ceil = _out_size(sizes, kernel, stride, dil, pads, ceil=True)
+        if int(ctx.attrs.get("ceil_mode", 0)) and ceil != out:
             raise UnsupportedError(f"{ctx.where}: ceil_mode=1 changing the output size is not supported")
+        if min(out) < 1:
+            raise UserError(f"{ctx.where}: pooling window larger than the padded input")
         attrs: dict[str, Any] = {"kernel": kernel, "stride": stride, "padding": pads, "dilation": dil}
         if kind == "avgpool":
-            if dil != (1, 1):
+            if dil != ones:
                 raise UnsupportedError(f"{ctx.where}: dilated AveragePool is not supported")
-            attrs["count_include_pad"] = bool(int(ctx.attrs.get("count_include_pad", 0)))
+            attrs["count_include_pad"] = count_pad
         data = self._ir_node_with_shape(v, v.shape, ctx.src)
         shape = (c, *out)
         name = self._emit(kind, ctx.label, (data,), shape, attrs, ctx.src)
@@ -1080,21 +1232,22 @@ def _ints(v, n: int) -> tuple[int, ...]:
     t = tuple(int(a) for a in v)
     if len(t) != n:
         raise UnsupportedError(
-            f"expected {n} spatial values, got {list(t)} (only 2-D conv/pool is supported)"
+            f"expected {n} spatial values, got {list(t)} (only 1-D and 2-D conv/pool are supported)"
         )
     return t
 
 
-def _pads(attrs, hw, kernel, stride, dil, where) -> tuple[int, int, int, int]:
-    """Explicit ONNX pads (top, left, bottom, right), resolving auto_pad."""
+def _pads(attrs, hw, kernel, stride, dil, where) -> tuple[int, ...]:
+    """Explicit ONNX pads (begins..., ends...; 2-D: top, left, bottom, right), resolving auto_pad."""
     auto = attrs.get("auto_pad", "NOTSET")
+    d = len(hw)
     if auto in ("NOTSET", ""):
-        p = tuple(int(a) for a in attrs.get("pads", (0, 0, 0, 0)))
-        if len(p) != 4:
-            raise UnsupportedError(f"{where}: pads {list(p)} (only 2-D is supported)")
-        return p  # type: ignore[return-value]
+        p = tuple(int(a) for a in attrs.get("pads", (0,) * (2 * d)))
+        if len(p) != 2 * d:
+            raise UnsupportedError(f"{where}: pads {list(p)} do not match {d} spatial axes")
+        return p
     if auto == "VALID":
-        return (0, 0, 0, 0)
+        return (0,) * (2 * d)
     if auto not in ("SAME_UPPER", "SAME_LOWER"):
         raise UnsupportedError(f"{where}: auto_pad={auto} is not supported")
     begin, end = [], []
@@ -1104,17 +1257,18 @@ def _pads(attrs, hw, kernel, stride, dil, where) -> tuple[int, int, int, int]:
         small, big = total // 2, total - total // 2
         begin.append(small if auto == "SAME_UPPER" else big)
         end.append(big if auto == "SAME_UPPER" else small)
-    return (begin[0], begin[1], end[0], end[1])
+    return (*begin, *end)
 
 
-def _out_size(hw, kernel, stride, dil, pads, ceil: bool) -> tuple[int, int]:
+def _out_size(hw, kernel, stride, dil, pads, ceil: bool) -> tuple[int, ...]:
     """floor/ceil((size + pad_begin + pad_end - d (k - 1) - 1) / s) + 1 per spatial axis."""
     out = []
-    for axis in range(2):
-        span = hw[axis] + pads[axis] + pads[axis + 2] - dil[axis] * (kernel[axis] - 1) - 1
+    d = len(hw)
+    for axis in range(d):
+        span = hw[axis] + pads[axis] + pads[axis + d] - dil[axis] * (kernel[axis] - 1) - 1
         q = -(-span // stride[axis]) if ceil else span // stride[axis]
         out.append(q + 1)
-    return out[0], out[1]
+    return tuple(out)
 
 
 def _conv_as_dense(kern: _Param, in_shape, group: int, pads, dil) -> _Param:

@@ -84,11 +84,13 @@ def _check_interp(act, lo: float, hi: float, in_frac: int, out_frac: int, bits: 
     assert worst <= tab.error_bound
     # not absurdly loose: on fine cells (h/4)·Δσ' is about twice the h²/8·max|σ''| interpolation
     # error (coarse cells over an inflection point, or next to ELU's kink, are sound but looser;
-    # with fewer than 16 grid points per cell the grid misses the worst interpolation point)
+    # with fewer than 16 grid points per cell the grid misses the worst interpolation point;
+    # in sigmoid's tail σ'' grows about e-fold across a half-wide cell, so (h/4)·Δσ' reaches ~3x
+    # the grid's worst error: measured 3.6x at sigmoid [-5.91, -3.39], in_frac 5, out_frac 13)
     fine = 2.0 ** (tab.shift - in_frac) <= 0.5 and tab.shift >= 4
     full_cells = (t_hi - t_lo) >> tab.shift >= 4  # boundary cells touched by a few points are looser
     if act.name in ("sigmoid", "tanh") and fine and full_cells:
-        assert tab.error_bound <= 3 * worst + 2.0 ** -(out_frac - 1) + 1e-12
+        assert tab.error_bound <= 4 * worst + 2.0 ** -(out_frac - 1) + 1e-12
     # sub-range queries (clamped_error also serves ranges inside the table)
     rng = np.random.default_rng(abs(t_lo * 7919 + t_hi))
     for _ in range(5):

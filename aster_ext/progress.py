@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TextIO
 
 PREFIX = "[aster-ext]"
@@ -22,7 +23,7 @@ LONG_S = 1.0  # line mode: a phase gets its "done" line only when it took at lea
 
 
 class PhaseHandle:
-    """What a running phase can do: advance its counter and change its description."""
+    """What a running phase can do: advance its counter and show what it is doing now."""
 
     def __init__(self, advance: Callable[[int, str | None], None] | None = None) -> None:
         self._advance = advance
@@ -31,8 +32,31 @@ class PhaseHandle:
         if self._advance is not None:
             self._advance(n, note)
 
+    def note(self, text: str) -> None:
+        """Show ``text`` as the phase's current step (e.g. 'layer 3/4')."""
+        if self._advance is not None:
+            self._advance(0, text)
+
 
 _SILENT = PhaseHandle()
+_CURRENT: ContextVar[PhaseHandle | None] = ContextVar("aster_ext_phase", default=None)
+
+
+def note(text: str) -> None:
+    """Show ``text`` as the current step of the running phase (analysis code calls this per layer;
+    a no-op when no phase is running, e.g. with --quiet or from the Python API)."""
+    handle = _CURRENT.get()
+    if handle is not None:
+        handle.note(text)
+
+
+@contextmanager
+def _current(handle: PhaseHandle) -> Iterator[PhaseHandle]:
+    token = _CURRENT.set(handle)
+    try:
+        yield handle
+    finally:
+        _CURRENT.reset(token)
 
 
 class ProgressReporter:
@@ -61,7 +85,17 @@ class ProgressReporter:
         if self._console is None:
             limit = f" (limit {limit_s:g} s)" if limit_s is not None else ""
             print(f"{PREFIX} {name}{limit} ...", file=self.stream, flush=True)
-            yield PhaseHandle()
+            last = [time.perf_counter()]
+
+            def step(n: int, text: str | None) -> None:
+                # line mode: a step is printed only after LONG_S without output (long phases only)
+                now = time.perf_counter()
+                if text and now - last[0] >= LONG_S:
+                    print(f"{PREFIX} {name}: {text} ({now - t0:.0f} s)", file=self.stream, flush=True)
+                    last[0] = now
+
+            with _current(PhaseHandle(step)) as handle:
+                yield handle
             took = time.perf_counter() - t0
             if took >= LONG_S:
                 print(f"{PREFIX} {name}: done in {took:.1f} s", file=self.stream, flush=True)
@@ -85,9 +119,13 @@ class ProgressReporter:
             task = bar.add_task(name, total=total)
 
             def advance(n: int, note: str | None) -> None:
-                bar.update(task, advance=n, description=f"{name}: {note}" if note else name)
+                if note:
+                    bar.update(task, advance=n, description=f"{name}: {note}")
+                else:
+                    bar.update(task, advance=n)
 
-            yield PhaseHandle(advance)
+            with _current(PhaseHandle(advance)) as handle:
+                yield handle
             bar.update(task, description=f"{name}: done")
 
 
@@ -106,6 +144,7 @@ def phase(
         return
     t0 = time.perf_counter()
     progress(f"{name} ...")
-    yield _SILENT
+    with _current(_SILENT):
+        yield _SILENT
     if time.perf_counter() - t0 >= LONG_S:
         progress(f"{name}: done in {time.perf_counter() - t0:.1f} s")

@@ -218,6 +218,10 @@ def test_progress_lines_and_quiet(tmp_path: Path, capsys: pytest.CaptureFixture[
     lines = buf.getvalue().splitlines()
     assert lines == ["[aster-ext] quick ...", "[aster-ext] slow one (limit 10 s) ...", lines[2]]
     assert lines[2].startswith("[aster-ext] slow one: done in")
+    # analysis code reports its layer through the running phase
+    buf = io.StringIO()
+    quantize(EXAMPLE, QuantizeOptions(error=1e-3, mode="aster-sound"), None, ProgressReporter(buf))
+    assert "interval certificate: interval certificate, layer 3/3" in buf.getvalue()
     monkeypatch.undo()
     # live mode (rich) runs on any stream; its rendering is not tested
     live = io.StringIO()

@@ -48,6 +48,7 @@ def verify_directory(
     report = load_report(out_dir)
     check_output_file(out_dir, "verify.json")
     program = load_program(out_dir / "program.json")
+    check_report_fields(report, program, out_dir)
     model_path = Path(report["model_path"])
     if not model_path.is_file():
         raise UserError(f"{out_dir}: the model {model_path} named in report.json is gone")
@@ -78,6 +79,33 @@ def verify_directory(
         res.bit_exact_cpp, res.cpp_samples = cpp_matches_simulator(program, out_dir, lo, hi, seed, progress)
     record_output_file(out_dir, "verify.json", json.dumps(res.to_json(), indent=1))
     return res
+
+
+def check_report_fields(report: dict, program: FixedProgram, out_dir: Path) -> None:
+    """UserError (one line) unless report.json has every field verify reads, well typed and sized."""
+    where = f"{out_dir}/report.json"
+    if not isinstance(report, dict):
+        raise UserError(f"{where}: not an aster_ext report (a JSON object is expected)")
+    for key in ("model_path", "model_sha256", "reference"):
+        if not isinstance(report.get(key), str):
+            raise UserError(f"{where}: '{key}' is missing or not a string")
+    if not isinstance(report.get("input_on_grid"), bool):
+        raise UserError(f"{where}: 'input_on_grid' is missing or not true/false")
+    for key, n in (("input_lower", program.n_in), ("input_upper", program.n_in),
+                   ("certified_error_per_output", program.n_out)):  # fmt: skip
+        v = report.get(key)
+        ok = isinstance(v, list) and len(v) == n and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x) for x in v
+        )
+        if not ok:
+            raise UserError(f"{where}: '{key}' must be a list of {n} finite numbers")
+    top = report.get("certified_error")
+    if isinstance(top, bool) or not isinstance(top, int | float) or not np.isfinite(top) or top < 0:
+        raise UserError(f"{where}: 'certified_error' must be a finite number >= 0")
+    if any(x < 0 for x in report["certified_error_per_output"]):
+        raise UserError(f"{where}: 'certified_error_per_output' has a negative value")
+    if np.any(np.array(report["input_lower"]) > np.array(report["input_upper"])):
+        raise UserError(f"{where}: 'input_lower' exceeds 'input_upper'")
 
 
 def report_problems(report: dict) -> list[str]:

@@ -221,3 +221,46 @@ def test_subprocess_bad_options_print_no_traceback(done_dir: Path, tmp_path: Pat
         assert "Traceback" not in proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("aster-ext: error:"), (args, lines)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"certified_error": None},
+        {"certified_error": "small"},
+        {"certified_error": float("nan")},
+        {"certified_error": -1.0},
+        {"certified_error_per_output": [1e-3]},
+        {"certified_error_per_output": [1e-3, float("inf")]},
+        {"input_on_grid": None},
+        {"input_lower": [0, 0]},
+        {"model_path": 3},
+    ],
+)
+def test_corrupted_report_is_one_line_exit_2(
+    change: dict, done_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(done_dir, out)
+    (out / "verify.json").unlink(missing_ok=True)
+    r = json.loads((out / "report.json").read_text())
+    r.update(change)
+    (out / "report.json").write_text(json.dumps(r))
+    assert _run(["verify", out, "--samples", "20", "--search-iters", "1", "--no-cpp", "--quiet"]) == 2
+    assert "report.json" in _check_one_line(capsys)
+
+
+@pytest.mark.parametrize("text", ["", "{", "[]", '{"layers": 3}'])
+def test_corrupted_program_json_is_one_line_exit_2(
+    text: str, done_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(done_dir, out)
+    (out / "verify.json").unlink(missing_ok=True)
+    (out / "program.json").write_text(text)
+    assert _run(["verify", out, "--samples", "20", "--search-iters", "1", "--no-cpp", "--quiet"]) == 2
+    _check_one_line(capsys)

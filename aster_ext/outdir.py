@@ -46,8 +46,11 @@ def _umask() -> int:
     return old
 
 
-def read_marker(out_dir: Path) -> dict[str, str] | None:
-    """{file name: sha256} of the files an earlier run wrote into ``out_dir``, or None."""
+def read_marker(out_dir: Path) -> dict[str, str | list[str]] | None:
+    """{file name: sha256} of the files an earlier run wrote into ``out_dir``, or None.
+
+    While ``--force`` moves new files in, a name maps to [old sha256, new sha256] (either content
+    is the tool's), so an interrupted replacement can be finished by running again."""
     path = Path(out_dir) / MARKER
     if not path.is_file() or path.is_symlink():
         return None
@@ -58,16 +61,28 @@ def read_marker(out_dir: Path) -> dict[str, str] | None:
     files = data.get("files") if isinstance(data, dict) else None
     if data.get("tool") != MARKER_TOOL or not isinstance(files, dict):
         return None
-    if not all(isinstance(k, str) and isinstance(v, str) and _plain_name(k) for k, v in files.items()):
-        return None
+    for k, v in files.items():
+        digests = v if isinstance(v, list) else [v]
+        if not (
+            isinstance(k, str) and _plain_name(k) and digests and all(isinstance(d, str) for d in digests)
+        ):
+            return None
     return dict(files)
+
+
+def is_tools_file(path: Path, listed: dict[str, str | list[str]] | None) -> bool:
+    """``path`` is a plain file the marker lists with its current content."""
+    if listed is None or path.name not in listed or path.is_symlink() or not path.is_file():
+        return False
+    accepted = listed[path.name]
+    return _sha256(path) in (accepted if isinstance(accepted, list) else [accepted])
 
 
 def _plain_name(name: str) -> bool:
     return bool(name) and name not in (".", "..", MARKER) and "/" not in name and "\\" not in name
 
 
-def write_marker(out_dir: Path, files: dict[str, str]) -> None:
+def write_marker(out_dir: Path, files: dict[str, str | list[str]]) -> None:
     """Write the marker atomically (temporary file in ``out_dir``, then ``os.replace``)."""
     text = json.dumps({"tool": MARKER_TOOL, "version": 1, "files": dict(sorted(files.items()))}, indent=1)
     fd, tmp = tempfile.mkstemp(prefix=".aster_ext-marker-", dir=out_dir)
@@ -147,9 +162,9 @@ class OutputPlan:
                     f"--out {shown}: holds an earlier aster_ext output; pass --force to replace its files "
                     "(other files are kept)"
                 )
-            for name, digest in listed.items():
+            for name in listed:
                 p = t / name
-                if p.is_symlink() or (p.exists() and (not p.is_file() or _sha256(p) != digest)):
+                if p.is_symlink() or (p.exists() and not is_tools_file(p, listed)):
                     raise UserError(
                         f"--out {shown}: {name} changed since aster_ext wrote it; move it away or choose "
                         "another folder"
@@ -205,10 +220,19 @@ class OutputPlan:
                 raise UserError(
                     f"--out {self.shown}: {n} exists and was not written by aster_ext; not replaced"
                 )
+        # while files move, both the old and the new content count as the tool's (read_marker)
+        both: dict[str, str | list[str]] = {}
+        for n in set(old) | set(digests):
+            before = old.get(n, [])
+            both[n] = [*(before if isinstance(before, list) else [before])] + (
+                [digests[n]] if n in digests else []
+            )
+        if old:
+            write_marker(t, both)
         for n in digests:
             os.replace(tmp / n, t / n)
         for n in old:
-            if n not in digests and (t / n).is_file() and _sha256(t / n) == old[n]:
+            if n not in digests and is_tools_file(t / n, old):
                 (t / n).unlink()
         os.replace(tmp / MARKER, t / MARKER)
 
@@ -221,9 +245,7 @@ def record_output_file(out_dir: Path, name: str, text: str) -> None:
     out_dir = Path(out_dir)
     listed = read_marker(out_dir)
     path = out_dir / name
-    if path.is_symlink() or (
-        path.exists() and (listed is None or name not in listed or _sha256(path) != listed[name])
-    ):
+    if path.is_symlink() or (path.exists() and not is_tools_file(path, listed)):
         raise UserError(f"{path} exists and was not written by aster_ext; not overwritten (move it away)")
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=out_dir)
     try:
@@ -244,7 +266,5 @@ def check_output_file(out_dir: Path, name: str) -> None:
     out_dir = Path(out_dir)
     path = out_dir / name
     listed = read_marker(out_dir)
-    if path.is_symlink() or (
-        path.exists() and (listed is None or name not in listed or _sha256(path) != listed[name])
-    ):
+    if path.is_symlink() or (path.exists() and not is_tools_file(path, listed)):
         raise UserError(f"{path} exists and was not written by aster_ext; not overwritten (move it away)")

@@ -305,3 +305,32 @@ def test_random_out_choices_never_change_a_preexisting_file(out: str, force: boo
     finally:
         os.chdir(cwd)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_interrupted_force_replacement_can_be_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while --force moves files in: a mix of old and new files, all still the tool's;
+    running again with --force completes it, and a user's file in the folder is untouched."""
+    import aster_ext.outdir as outdir
+
+    out = tmp_path / "out"
+    assert _run(["quantize", EXAMPLE, *FAST, "--out", out]) == 0
+    (out / "mine.txt").write_text("keep")
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def flaky(src, dst):  # noqa: ANN001
+        calls["n"] += 1
+        if calls["n"] == 3:  # 1: the transition marker, 2: first file, 3: second file
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(outdir.os, "replace", flaky)
+    assert _run(["quantize", EXAMPLE, *FAST, "--setting", "B", "--out", out, "--force"]) == 130
+    monkeypatch.undo()
+    _no_temp_left(tmp_path)
+    assert _run(["quantize", EXAMPLE, *FAST, "--setting", "B", "--out", out, "--force"]) == 0
+    assert json.loads((out / "report.json").read_text())["setting"] == "B"
+    assert (out / "mine.txt").read_text() == "keep"
+    assert all(isinstance(v, str) for v in (read_marker(out) or {}).values())

@@ -243,10 +243,9 @@ def record_output_file(out_dir: Path, name: str, text: str) -> None:
     Refused (UserError) when ``name`` exists and the marker does not list it with its current
     content: that file is not the tool's to overwrite."""
     out_dir = Path(out_dir)
+    check_output_file(out_dir, name)
     listed = read_marker(out_dir)
     path = out_dir / name
-    if path.is_symlink() or (path.exists() and not is_tools_file(path, listed)):
-        raise UserError(f"{path} exists and was not written by aster_ext; not overwritten (move it away)")
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=out_dir)
     try:
         with os.fdopen(fd, "w") as fh:
@@ -263,8 +262,9 @@ def record_output_file(out_dir: Path, name: str, text: str) -> None:
 
 def check_output_file(out_dir: Path, name: str) -> None:
     """Raise UserError now (before long work) if :func:`record_output_file` would refuse ``name``."""
-    out_dir = Path(out_dir)
-    path = out_dir / name
-    listed = read_marker(out_dir)
-    if path.is_symlink() or (path.exists() and not is_tools_file(path, listed)):
-        raise UserError(f"{path} exists and was not written by aster_ext; not overwritten (move it away)")
+    path = Path(out_dir) / name
+    if path.is_symlink() or (path.exists() and not is_tools_file(path, read_marker(Path(out_dir)))):
+        raise UserError(
+            f"{path} exists and is not recorded as written by aster_ext (in {MARKER}); "
+            "not overwritten: move it away"
+        )

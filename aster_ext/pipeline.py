@@ -28,7 +28,7 @@ from .frontend import load_model
 from .ir import DenseLayer, Network, dense_chain, trailing_softmax
 from .program import FixedProgram
 from .program_io import save_program
-from .refined.solve import RefinedResult, assign_refined
+from .refined.solve import SOLVE_CAP_S, RefinedResult, assign_refined
 from .report import write_reports
 from .spec import Spec, check_spec_matches, spec_from_bounds
 
@@ -373,6 +373,7 @@ def build_report(
             "time_s": assignment.solver_time_s,
             "exact_check_ok": assignment.exact_check_ok,
             "time_limit_s": opts.time_limit,
+            "run_cap_s": SOLVE_CAP_S if opts.mode == "refined" else None,
             "time_limit_hit": time_limit_hit(assignment),
             "max_width_fallback": bool(getattr(assignment, "max_width_fallback", False)),
         },

@@ -46,9 +46,11 @@ def solver_flags(r: dict[str, Any]) -> list[str]:
             "(no ILP solution was used)"
         )
     if s.get("time_limit_hit"):
+        cap = s.get("run_cap_s")
         flags.append(
-            f"the ILP stopped at its time limit ({s.get('time_limit_s', 0):g} s): formats not proven "
-            "cheapest, raise --time-limit for a cheaper result"
+            f"the ILP stopped at a time limit (--time-limit {s.get('time_limit_s', 0):g} s"
+            + (f"; refined mode also stops each HiGHS run at {cap:g} s" if cap else "")
+            + "): formats not proven cheapest"
         )
     return flags
 

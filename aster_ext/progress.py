@@ -115,7 +115,7 @@ class ProgressReporter:
         columns.append(TimeElapsedColumn())
         if limit_s is not None:
             columns.append(TextColumn(f"of {limit_s:g} s limit"))
-        with Progress(*columns, console=self._console, transient=False) as bar:
+        with Progress(*columns, console=self._console, transient=True) as bar:
             task = bar.add_task(name, total=total)
 
             def advance(n: int, note: str | None) -> None:
@@ -126,7 +126,9 @@ class ProgressReporter:
 
             with _current(PhaseHandle(advance)) as handle:
                 yield handle
-            bar.update(task, description=f"{name}: done")
+        took = time.perf_counter() - t0
+        if took >= LONG_S:  # the live line disappears; long phases leave one line behind
+            self._console.print(f"{PREFIX} {name}: done in {took:.1f} s", markup=False)
 
 
 @contextmanager

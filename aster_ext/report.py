@@ -61,6 +61,8 @@ def summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
         kind = "certified " + r.get("certificate_condition", "")
     else:
         kind = "claimed by Aster, not sound"
+        if r["input_on_grid"]:
+            kind += f"; {r['certificate_condition']}"
     text = f"{r['network']}: error <= {r['certified_error']:.4g} ({kind.strip()})"
     text += f", target {r['target_error']:g}"
     text += "".join(f"; {f}" for f in solver_flags(r))

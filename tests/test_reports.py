@@ -202,6 +202,9 @@ def test_infeasible_target_names_what_works(tmp_path: Path, capsys: pytest.Captu
 def test_summary_line_from_report(tmp_path: Path) -> None:
     res = quantize(EXAMPLE, QuantizeOptions(error=1e-3, mode="aster"), None)
     assert "claimed by Aster, not sound" in summary_line(res.report)
+    assert "in_t grid" not in summary_line(res.report)
+    res_c = quantize(EXAMPLE, QuantizeOptions(error=1e-3, mode="aster", setting="C"), None)
+    assert "claimed by Aster, not sound; for inputs on the in_t grid" in summary_line(res_c.report)
     r = dict(res.report, sound=True, solver=dict(res.report["solver"], time_limit_hit=True))
     assert "time limit" in summary_line(r) and "fallback" not in summary_line(r)
 

@@ -25,6 +25,7 @@ import numpy as np
 from .errors import UnsupportedError
 from .ir import DenseLayer
 from .program import FixedProgram, FormatArray, LayerProgram
+from .progress import note
 from .ranges import ExactParams, LayerRanges, interval_ranges
 from .rigorous import ETA, Interval, down, gamma, matvec, up
 
@@ -163,6 +164,7 @@ def certify_program(
     errors: list[Interval] = []
     states: list[np.ndarray] = []
     for li, (lp, lr, p) in enumerate(zip(program.layers, ranges, params, strict=True)):
+        note(f"interval certificate, layer {li + 1}/{len(program.layers)}")
         x_fmt = program.input_formats(li)
         err, state = _layer_error(lp, p, x_real, err, x_fmt, lr, quant, chk, layers[li])
         errors.append(err)

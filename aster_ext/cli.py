@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -27,8 +28,47 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected a list of numbers, got {text!r}") from exc
 
 
+MAX_SAMPLES = 10_000_000
+MAX_SEARCH_ITERS = 100_000
+MAX_SEED = 2**63 - 1
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors ('aster-ext: error: ...', exit 2) instead of usage + error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"aster-ext: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive_float(what: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number > 0, got {text!r}")
+        return v
+
+    return parse
+
+
+def _int_in(what: str, lo: int, hi: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a whole number, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be between {lo} and {hi}, got {text!r}")
+        return v
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="aster-ext",
         description="Certified fixed-point quantisation of neural networks: picks ap_fixed formats whose "
         "roundoff error provably stays below --error for every input in the box, emits HLS C++ and a report.",
@@ -44,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("model", type=Path, help="network: .onnx or Aster .scala DSL")
     q.add_argument(
-        "--error", type=float, required=True, metavar="EPS", help="absolute error bound on outputs"
+        "--error",
+        type=_positive_float("--error"),
+        required=True,
+        metavar="EPS",
+        help="absolute error bound on outputs (a number > 0)",
     )
     q.add_argument(
         "--spec", type=Path, help="input box as a .spec.json (default: the model's own / NAME.spec.json)"
@@ -71,9 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="Aster's (minLen, maxLen, initLen, noInitError): A=(5,32,20,no) B=(10,32,32,no) "
         "C=(5,32,10,yes) D=(10,32,17,yes); default A",
     )
-    q.add_argument("--out", type=Path, default=None, help="output directory (default: out/<network>)")
     q.add_argument(
-        "--time-limit", type=float, default=60.0, help="ILP solver time limit in seconds (default 60)"
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="output folder (default: out/<network>); must be new or empty, or an earlier aster_ext "
+        "output with --force; never the current, home or model folder",
+    )
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the files of an earlier aster_ext output in DIR (other files are kept)",
+    )
+    q.add_argument(
+        "--time-limit",
+        type=_positive_float("--time-limit"),
+        default=60.0,
+        metavar="SECONDS",
+        help="ILP solver time limit in seconds, > 0 (default 60); when it is hit the summary says so",
     )
     q.add_argument("--quiet", action="store_true", help="no progress messages")
 
@@ -86,23 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("dir", type=Path, help="output directory of 'aster-ext quantize'")
     v.add_argument(
-        "--samples", type=int, default=2000, help="random samples before the search (default 2000)"
+        "--samples",
+        type=_int_in("--samples", 1, MAX_SAMPLES),
+        default=2000,
+        help=f"random samples before the search, 1..{MAX_SAMPLES} (default 2000)",
     )
-    v.add_argument("--search-iters", type=int, default=60, help="adversarial search iterations (default 60)")
-    v.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    v.add_argument(
+        "--search-iters",
+        type=_int_in("--search-iters", 0, MAX_SEARCH_ITERS),
+        default=60,
+        help=f"adversarial search rounds, 0..{MAX_SEARCH_ITERS} (default 60)",
+    )
+    v.add_argument(
+        "--seed", type=_int_in("--seed", 0, MAX_SEED), default=0, help="random seed, >= 0 (default 0)"
+    )
     v.add_argument("--no-cpp", action="store_true", help="skip compiling the C++ (bit_exact_cpp = null)")
     v.add_argument("--quiet", action="store_true", help="no progress messages")
     return p
 
 
 def _progress(quiet: bool):
+    """The progress callback: None with --quiet, else live on a terminal, short lines otherwise."""
     if quiet:
         return None
+    from .progress import ProgressReporter
 
-    def emit(msg: str) -> None:
-        print(f"[aster-ext] {msg}", file=sys.stderr, flush=True)
-
-    return emit
+    return ProgressReporter()
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
@@ -118,14 +186,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         input_upper=args.input_upper,
         time_limit=args.time_limit,
     )
-    out = args.out if args.out is not None else Path("out") / args.model.stem
-    res = quantize(args.model, opts, out, _progress(args.quiet))
-    r = res.report
-    kind = "certified" if r["sound"] else "claimed by Aster (not sound)"
-    print(
-        f"{r['network']}: error <= {r['certified_error']:.4g} ({kind}), target {r['target_error']:g}; "
-        f"Daisy area {r['cost']['daisy_area']}, hw {r['cost']['hw']}; wrote {res.out_dir}"
-    )
+    from .report import summary_line
+
+    out = args.out if args.out is not None else str(Path("out") / args.model.stem)
+    if out.strip() == "":
+        raise UserError("--out is empty: name a new folder for the outputs")
+    res = quantize(args.model, opts, out, _progress(args.quiet), force=args.force)
+    print(summary_line(res.report, res.out_dir))
     return 0
 
 
@@ -135,16 +202,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     res = verify_directory(
         args.dir, args.samples, args.search_iters, args.seed, not args.no_cpp, _progress(args.quiet)
     )
-    status = "OK" if res.violations == 0 and res.bit_exact_cpp is not False else "FAILED"
-    print(
-        f"verify {status}: {res.samples} inputs, max observed error {res.max_observed_error:.4g}, certified "
-        f"{res.certified_error:.4g} (ratio {res.ratio:.3g}), violations {res.violations}, "
-        f"C++ bit-exact {res.bit_exact_cpp}"
-    )
-    return 0 if status == "OK" else 1
+    print(res.summary_line())
+    return 0 if res.passed else 1
 
 
-_VALUE_OPTIONS = ("--input-lower", "--input-upper", "--error")
+_VALUE_OPTIONS = (
+    "--input-lower",
+    "--input-upper",
+    "--error",
+    "--time-limit",
+    "--samples",
+    "--search-iters",
+    "--seed",
+)
 
 
 def _join_negative_values(argv: list[str]) -> list[str]:
@@ -163,7 +233,12 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    try:
+        args = parser.parse_args(_join_negative_values(list(sys.argv[1:] if argv is None else argv)))
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            raise  # --help
+        return 2  # the one-line error is already printed (OneLineParser.error)
     try:
         if args.command == "quantize":
             return cmd_quantize(args)
@@ -174,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, json.JSONDecodeError) as exc:
         print(f"aster-ext: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("aster-ext: interrupted; the temporary output folder was removed, nothing else changed",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from .frontend import load_model
 from .ir import DenseLayer, Network, dense_chain, trailing_softmax
 from .program import FixedProgram
 from .program_io import save_program
-from .refined.solve import RefinedResult, assign_refined
+from .refined.solve import SOLVE_CAP_S, RefinedResult, assign_refined
 from .report import write_reports
 from .spec import Spec, check_spec_matches, spec_from_bounds
 
@@ -109,7 +108,9 @@ def analyse(
     list[DenseLayer], FixedProgram, Certificate, AsterResult | RefinedResult, dict[str, Any], dict[str, float]
 ]:
     """Assign formats and certify them; aster-sound tightens the ILP target until certified."""
-    _check_error_target(opts.error)
+    from .progress import phase
+
+    check_options(opts)
     if opts.mode not in MODES:
         raise UserError(f"unknown mode '{opts.mode}' (choose from {', '.join(MODES)})")
     if opts.setting not in SETTINGS:
@@ -122,16 +123,17 @@ def analyse(
     lo, hi = spec.input_lower, spec.input_upper
     if opts.mode == "refined":
         t = time.perf_counter()
-        refined = assign_refined(
-            layers,
-            lo,
-            hi,
-            opts.error,
-            opts.setting,
-            opts.granularity,
-            opts.time_limit,
-            cpp_identifier(net.name),
-        )
+        with phase(progress, "refined analysis: ranges, ILP (HiGHS), certificate", limit_s=opts.time_limit):
+            refined = assign_refined(
+                layers,
+                lo,
+                hi,
+                opts.error,
+                opts.setting,
+                opts.granularity,
+                opts.time_limit,
+                cpp_identifier(net.name),
+            )
         refined.program.name = cpp_identifier(net.name)
         timings["assign_and_certify_s"] = time.perf_counter() - t
         cert = refined.certificate
@@ -139,7 +141,8 @@ def analyse(
             raise RuntimeError(
                 f"{net.name}: refined result not certified ({cert.bound:g}): a bug, please report"
             )
-        interval = certify_program(refined.program, layers, lo, hi, input_on_grid=setting.no_init_error)
+        with phase(progress, "independent interval certificate"):
+            interval = certify_program(refined.program, layers, lo, hi, input_on_grid=setting.no_init_error)
         info = {
             "rounds": [{"rounds": refined.rounds, "certified": cert.bound}],
             "interval_certificate": interval,
@@ -149,11 +152,13 @@ def analyse(
     rounds: list[dict[str, Any]] = []
     for rnd in range(MAX_CERTIFY_ROUNDS):
         t = time.perf_counter()
-        result = assign_aster(layers, lo, hi, target, opts.setting, opts.mode, time_limit=opts.time_limit)
+        with phase(progress, f"round {rnd + 1}: {opts.mode} ranges and ILP (HiGHS)", limit_s=opts.time_limit):
+            result = assign_aster(layers, lo, hi, target, opts.setting, opts.mode, time_limit=opts.time_limit)
         result.program.name = cpp_identifier(net.name)
         timings["assign_s"] = timings.get("assign_s", 0.0) + time.perf_counter() - t
         t = time.perf_counter()
-        cert = certify_program(result.program, layers, lo, hi, input_on_grid=setting.no_init_error)
+        with phase(progress, f"round {rnd + 1}: interval certificate"):
+            cert = certify_program(result.program, layers, lo, hi, input_on_grid=setting.no_init_error)
         timings["certify_s"] = timings.get("certify_s", 0.0) + time.perf_counter() - t
         rounds.append({"ilp_target": target, "certified": cert.bound, "overflows": len(cert.overflows)})
         if progress:
@@ -179,30 +184,44 @@ def analyse(
 def quantize(
     model_path: Path,
     opts: QuantizeOptions,
-    out_dir: Path | None,
+    out_dir: Path | str | None,
     progress: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> QuantizeResult:
-    """Run the whole job; with ``out_dir`` write report.json/.md, <net>.cpp/.h, model.lp there."""
+    """Run the whole job; with ``out_dir`` write report.json/.md, <net>.cpp/.h, model.lp there.
+
+    ``out_dir`` is validated before the analysis and written by :class:`~.outdir.OutputPlan`
+    (never deletes or overwrites a file the tool did not write; ``force`` replaces an earlier
+    aster_ext output's own files)."""
+    from .outdir import OutputPlan
+    from .progress import phase
+
     t0 = time.perf_counter()
     model_path = Path(model_path)
-    _check_error_target(opts.error)
+    check_options(opts)
+    plan = None
+    if out_dir is not None:
+        protected = [model_path] + ([Path(opts.spec_path)] if opts.spec_path is not None else [])
+        plan = OutputPlan.prepare(out_dir, protected, force)
     t = time.perf_counter()
-    net, model_spec = load_model(model_path)
-    spec = resolve_spec(net, model_spec, opts)
+    with phase(progress, "load model"):
+        net, model_spec = load_model(model_path)
+        spec = resolve_spec(net, model_spec, opts)
     load_s = time.perf_counter() - t
     if progress:
         progress(f"loaded {net.name} ({net.reference}); {net.n_inputs} inputs, {net.n_outputs} outputs")
-    layers, program, cert, assignment, info, timings = analyse(net, spec, opts, progress)
+    try:
+        layers, program, cert, assignment, info, timings = analyse(net, spec, opts, progress)
+    except InfeasibleError as exc:
+        raise InfeasibleError(
+            str(exc) + infeasible_hint(exc, net, spec, opts), exc.smallest_error, exc.node
+        ) from None
     timings = {"load_s": load_s, **timings}
-    setting = SETTINGS[opts.setting]
     report = build_report(net, spec, opts, model_path, program, cert, assignment, info, timings)
     result = QuantizeResult(net, layers, spec, program, cert, assignment, report, None, timings)
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        parent = out_dir.resolve().parent
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
-        try:
+    if plan is not None:
+
+        def write(tmp: Path) -> None:
             t = time.perf_counter()
             generate_hls(program, tmp)
             (tmp / "model.lp").write_text(assignment.lp_text)
@@ -211,17 +230,67 @@ def quantize(
             timings["total_s"] = time.perf_counter() - t0
             report["timings"] = timings
             write_reports(report, tmp)
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            tmp.rename(out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        result.out_dir = out_dir
+
+        with phase(progress, "write C++ and reports"):
+            plan.commit(write)
+        result.out_dir = Path(out_dir)
     else:
         timings["total_s"] = time.perf_counter() - t0
-    del setting
     return result
+
+
+HINT_MAX_NEURONS = 200  # infeasible refined runs: other settings are tried only on networks this small
+
+
+def _ceil_2_digits(x: float) -> float:
+    """The smallest number with 2 significant decimal digits that is >= x (x > 0, finite)."""
+    step = 10.0 ** (math.floor(math.log10(x)) - 1)
+    return math.ceil(x / step * (1 + 1e-12)) * step
+
+
+def infeasible_hint(exc: InfeasibleError, net: Network, spec: Spec, opts: QuantizeOptions) -> str:
+    """What does work, when the tool knows it: the smallest certifiable ε of this setting, and for
+    small refined-mode networks the other settings whose smallest certifiable ε is <= the target."""
+    hints: list[str] = []
+    smallest = exc.smallest_error
+    if smallest is not None and math.isfinite(smallest) and smallest > 0:
+        verb = "works" if opts.mode == "refined" else "is the smallest to try"
+        hints.append(f"--error {_ceil_2_digits(smallest):.2g} {verb} in setting {opts.setting}")
+    if opts.mode != "refined" and "input quantisation" in str(exc):
+        hints.append("settings B (initLen 32) or C/D (inputs on the in_t grid) avoid that input error")
+    elif opts.mode == "refined" and exc.node is None:
+        try:
+            layers = dense_chain(net, allowed_activations(opts.mode))
+        except UserError:
+            layers = []
+        if layers and sum(layer.n_out for layer in layers) <= HINT_MAX_NEURONS:
+            from .refined.model import SETTINGS as REFINED_SETTINGS
+            from .refined.solve import smallest_certifiable
+
+            for name, other in REFINED_SETTINGS.items():
+                if name == opts.setting:
+                    continue
+                e = smallest_certifiable(net.name, layers, spec.input_lower, spec.input_upper, other)
+                if e <= opts.error:
+                    hints.append(
+                        f"setting {name} certifies down to {e:.3g}"
+                        + (" (inputs on its in_t grid only)" if other.no_init_error else "")
+                    )
+    return f" (what works: {'; '.join(hints)})" if hints else ""
+
+
+def check_options(opts: QuantizeOptions) -> None:
+    """Numeric options a user can get wrong: one-line UserError each."""
+    _check_error_target(opts.error)
+    tl = opts.time_limit
+    if isinstance(tl, bool) or not isinstance(tl, int | float) or not math.isfinite(tl) or tl <= 0:
+        raise UserError(f"--time-limit must be a positive number of seconds, got {tl}")
+
+
+def time_limit_hit(assignment: AsterResult | RefinedResult) -> bool:
+    """The ILP stopped at a time limit (its incumbent, or the maximum-width fallback, was used)."""
+    status = str(assignment.solver_status)
+    return "time_limit" in status or any("time limit reached" in n for n in assignment.notes)
 
 
 def _sha256(path: Path) -> str:
@@ -280,8 +349,11 @@ def build_report(
         "certified_error": certified,
         "certified_error_per_output": per_output,
         "sound": sound,
+        "certificate_condition": certificate_condition(setting.no_init_error, program.input_t.cpp()),
         "independent_bound": independent.bound,
         "independent_bound_per_output": [float(v) for v in independent.output_bound],
+        "independent_overflow_count": len(independent.overflows),
+        "independent_overflows": [o.message() for o in independent.overflows[:5]],
         "claimed_error": float(assignment.claimed_error),
         "overflows": [o.message() for o in cert.overflows],
         "input_on_grid": setting.no_init_error,
@@ -300,6 +372,10 @@ def build_report(
             "status": assignment.solver_status,
             "time_s": assignment.solver_time_s,
             "exact_check_ok": assignment.exact_check_ok,
+            "time_limit_s": opts.time_limit,
+            "run_cap_s": SOLVE_CAP_S if opts.mode == "refined" else None,
+            "time_limit_hit": time_limit_hit(assignment),
+            "max_width_fallback": bool(getattr(assignment, "max_width_fallback", False)),
         },
         "certify_rounds": info["rounds"],
         "timings": timings,
@@ -308,6 +384,13 @@ def build_report(
         "logits_before_softmax": trailing_softmax(net),
         "activation_impls": _impl_summary(program),
     }
+
+
+def certificate_condition(input_on_grid: bool, input_format: str) -> str:
+    """Which inputs the certified bound covers, in words (report, summary line, README)."""
+    if input_on_grid:
+        return f"for inputs on the in_t grid: {input_format} only (noInitError; off-grid inputs not covered)"
+    return "for every input in the box"
 
 
 def _extra_notes(net: Network, program: FixedProgram) -> list[str]:

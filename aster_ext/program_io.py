@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
 from .fixedpoint import FixedFormat
 from .program import FixedProgram, FormatArray, LayerProgram
 
@@ -144,4 +145,8 @@ def save_program(p: FixedProgram, path: Path) -> None:
 
 
 def load_program(path: Path) -> FixedProgram:
-    return program_from_json(json.loads(path.read_text()))
+    """Read program.json; a malformed file is a one-line UserError."""
+    try:
+        return program_from_json(json.loads(Path(path).read_text()))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise UserError(f"{path}: not a valid aster_ext program.json ({type(exc).__name__}: {exc})") from None

@@ -29,6 +29,7 @@ import numpy as np
 
 from .ir import DenseLayer
 from .program import FixedProgram
+from .progress import phase
 from .simulate import simulate, simulate_raw
 
 
@@ -59,10 +60,38 @@ class VerifyResult:
     time_s: float = 0.0
     reference: str = ""
     input_on_grid: bool = False
+    off_grid_max_error: float | None = None  # settings C/D: worst error of inputs NOT on the in_t grid
+    off_grid_samples: int = 0
+    report_problems: list[str] = field(default_factory=list)  # report.json claims that do not add up
 
     @property
     def ratio(self) -> float:
+        """The ratio, everywhere: certified / max observed (>= 1 when the certificate holds)."""
         return self.certified_error / self.max_observed_error if self.max_observed_error > 0 else float("inf")
+
+    @property
+    def passed(self) -> bool:
+        """No violating input, a consistent report, and the C++ (when compiled) bit-exact."""
+        return self.violations == 0 and not self.report_problems and self.bit_exact_cpp is not False
+
+    def summary_line(self) -> str:
+        """The one line ``aster-ext verify`` prints."""
+        text = (
+            f"verify {'OK' if self.passed else 'FAILED'}: {self.samples} inputs"
+            + (" (on the in_t grid)" if self.input_on_grid else "")
+            + f", max observed error {self.max_observed_error:.4g}, certified {self.certified_error:.4g}"
+            f" (ratio certified/observed {self.ratio:.3g}), violating inputs {self.violations}, "
+            f"C++ bit-exact {self.bit_exact_cpp}"
+        )
+        if self.off_grid_max_error is not None:
+            cert = self.certified_error
+            times = self.off_grid_max_error / cert if cert > 0 else float("inf")
+            text += (
+                f"; off-grid inputs (not covered by the certificate): max error {self.off_grid_max_error:.4g}"
+                f" = {times:.3g}x certified"
+            )
+        text += "".join(f"; REPORT INCONSISTENT: {p}" for p in self.report_problems)
+        return text
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,9 +106,14 @@ class VerifyResult:
             "bit_exact_cpp": self.bit_exact_cpp,
             "cpp_samples": self.cpp_samples,
             "ratio": self.ratio,
+            "ratio_definition": "certified_error / max_observed_error",
             "time_s": self.time_s,
             "reference": self.reference,
             "input_on_grid": self.input_on_grid,
+            "off_grid_max_error": self.off_grid_max_error,
+            "off_grid_samples": self.off_grid_samples,
+            "report_problems": self.report_problems,
+            "passed": self.passed,
         }
 
 
@@ -224,12 +258,14 @@ def verify_program(
             np.full((1, lo.size), 0.5),
         ]
     )
-    pts = to_pts(base)
-    err = ev.errors(pts)
+    with phase(progress, f"verify: {len(base)} random and corner samples"):
+        pts = to_pts(base)
+        err = ev.errors(pts)
     score = np.max(np.abs(err) / scale[None, :], axis=1)
     count = len(pts)
     if progress:
-        progress(f"verify: {count} random/corner samples, worst ratio {score.max():.3g} of the bound")
+        worst = 1.0 / score.max() if score.max() > 0 else float("inf")
+        progress(f"verify: {count} random/corner samples, ratio certified/observed so far {worst:.3g}")
 
     # adversarial local search in the unit cube coordinates u (x = lo + u (hi - lo))
     order = np.argsort(-score)[: b.search_starts]
@@ -238,32 +274,34 @@ def verify_program(
     best_u = [base[np.argmax(np.abs(err[:, o]) / scale[o])].copy() for o in range(err.shape[1])]
     best_e = [float(np.max(np.abs(err[:, o]))) for o in range(err.shape[1])]
     steps = np.geomspace(0.25, 2.0**-40, b.search_iters)
-    for it in range(b.search_iters):
-        step = steps[it]
-        cand = np.repeat(starts_u, b.search_batch // max(1, len(starts_u)) + 1, axis=0)
-        cand = cand[: max(b.search_batch, len(starts_u))]
-        mode = rng.random(len(cand))
-        delta = rng.normal(size=cand.shape) * step
-        coord = rng.integers(0, lo.size, len(cand))
-        delta = np.where((mode < 0.5)[:, None], 0.0, delta)
-        delta[np.arange(len(cand)), coord] += rng.choice([-1.0, 1.0], len(cand)) * step
-        cand = np.clip(cand + delta, 0.0, 1.0)
-        cpts = to_pts(cand)
-        cerr = ev.errors(cpts)
-        count += len(cand)
-        cs = np.max(np.abs(cerr) / scale[None, :], axis=1)
-        for o in range(cerr.shape[1]):
-            k = int(np.argmax(np.abs(cerr[:, o])))
-            if abs(cerr[k, o]) > best_e[o]:
-                best_e[o] = float(abs(cerr[k, o]))
-                best_u[o] = cand[k].copy()
-        # each start keeps its best candidate if it improved
-        per = len(cand) // len(starts_u)
-        for s in range(len(starts_u)):
-            block = slice(s * per, (s + 1) * per) if per > 0 else slice(s, s + 1)
-            if cs[block].size and cs[block].max() > starts_s[s]:
-                j = block.start + int(np.argmax(cs[block]))
-                starts_u[s], starts_s[s] = cand[j], cs[j]
+    with phase(progress, "verify: adversarial search rounds", total=b.search_iters) as handle:
+        for it in range(b.search_iters):
+            handle.advance()
+            step = steps[it]
+            cand = np.repeat(starts_u, b.search_batch // max(1, len(starts_u)) + 1, axis=0)
+            cand = cand[: max(b.search_batch, len(starts_u))]
+            mode = rng.random(len(cand))
+            delta = rng.normal(size=cand.shape) * step
+            coord = rng.integers(0, lo.size, len(cand))
+            delta = np.where((mode < 0.5)[:, None], 0.0, delta)
+            delta[np.arange(len(cand)), coord] += rng.choice([-1.0, 1.0], len(cand)) * step
+            cand = np.clip(cand + delta, 0.0, 1.0)
+            cpts = to_pts(cand)
+            cerr = ev.errors(cpts)
+            count += len(cand)
+            cs = np.max(np.abs(cerr) / scale[None, :], axis=1)
+            for o in range(cerr.shape[1]):
+                k = int(np.argmax(np.abs(cerr[:, o])))
+                if abs(cerr[k, o]) > best_e[o]:
+                    best_e[o] = float(abs(cerr[k, o]))
+                    best_u[o] = cand[k].copy()
+            # each start keeps its best candidate if it improved
+            per = len(cand) // len(starts_u)
+            for s in range(len(starts_u)):
+                block = slice(s * per, (s + 1) * per) if per > 0 else slice(s, s + 1)
+                if cs[block].size and cs[block].max() > starts_s[s]:
+                    j = block.start + int(np.argmax(cs[block]))
+                    starts_u[s], starts_s[s] = cand[j], cs[j]
     if progress:
         progress(f"verify: adversarial search done ({count} evaluations)")
 
@@ -273,18 +311,22 @@ def verify_program(
     violations: list[list[float]] = []
     worst_in: list[float] = []
     worst_val = -1.0
-    for u in candidates:
-        pt = to_pts(u[None, :])[0]
-        ex = ev.exact_errors(pt)
-        mags = np.array([float(abs(v)) for v in ex])
-        max_per_out = np.maximum(max_per_out, mags)
-        smooth = any(lay.activation not in ("relu", "identity") for lay in layers)
-        margin = Fraction(REF_MARGIN) if smooth else 0
-        if any(abs(v) > Fraction(float(bound[o])) + margin for o, v in enumerate(ex)):
-            violations.append([float(v) for v in ev.inputs_as_float(pt[None, :])[0]])
-        if mags.max() > worst_val:
-            worst_val = float(mags.max())
-            worst_in = [float(v) for v in ev.inputs_as_float(pt[None, :])[0]]
+    with phase(progress, "verify: exact re-check of the worst inputs", total=len(candidates)) as handle:
+        for u in candidates:
+            handle.advance()
+            pt = to_pts(u[None, :])[0]
+            ex = ev.exact_errors(pt)
+            mags = np.array([float(abs(v)) for v in ex])
+            max_per_out = np.maximum(max_per_out, mags)
+            smooth = any(lay.activation not in ("relu", "identity") for lay in layers)
+            margin = Fraction(REF_MARGIN) if smooth else 0
+            x_float = [float(v) for v in ev.inputs_as_float(pt[None, :])[0]]
+            exceeds = any(abs(v) > Fraction(float(bound[o])) + margin for o, v in enumerate(ex))
+            if exceeds and x_float not in violations:
+                violations.append(x_float)  # one entry per violating input (several outputs may exceed)
+            if mags.max() > worst_val:
+                worst_val = float(mags.max())
+                worst_in = x_float
     return VerifyResult(
         samples=count,
         max_observed_error=float(max_per_out.max()),

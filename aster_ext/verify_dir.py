@@ -27,19 +27,33 @@ def verify_directory(
     check_cpp: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyResult:
-    """Verify the implementation in ``out_dir`` against the network its report names."""
+    """Verify the implementation in ``out_dir`` against the network its report names.
+
+    The bound checked for output o is min(certified_error_per_output[o], certified_error): a
+    top-level claim lower than the per-output values is tested as claimed, and reported as an
+    inconsistency. With noInitError (settings C, D) the certificate covers only inputs on the in_t
+    grid; the error of off-grid inputs (quantised by the implementation) is measured as well and
+    reported, not counted as a violation."""
+    from .outdir import check_output_file, record_output_file
     from .pipeline import load_report
+    from .progress import phase
 
     out_dir = Path(out_dir)
+    if samples < 1:
+        raise UserError("--samples must be at least 1")
+    if search_iters < 0:
+        raise UserError("--search-iters must be >= 0")
+    if seed < 0:
+        raise UserError("--seed must be >= 0")
     report = load_report(out_dir)
+    check_output_file(out_dir, "verify.json")
     program = load_program(out_dir / "program.json")
+    check_report_fields(report, program, out_dir)
     model_path = Path(report["model_path"])
     if not model_path.is_file():
         raise UserError(f"{out_dir}: the model {model_path} named in report.json is gone")
     if hashlib.sha256(model_path.read_bytes()).hexdigest() != report["model_sha256"]:
         raise UserError(f"{out_dir}: {model_path} changed since it was quantised (sha256 differs)")
-    if samples < 1:
-        raise UserError("--samples must be at least 1")
     net, _ = load_model(model_path)
     from .pipeline import allowed_activations
 
@@ -47,21 +61,65 @@ def verify_directory(
     lo = np.array(report["input_lower"], dtype=np.float64)
     hi = np.array(report["input_upper"], dtype=np.float64)
     budget = VerifyBudget(samples=samples, search_iters=search_iters, seed=seed)
+    per_output = np.array(report["certified_error_per_output"], dtype=np.float64)
+    top = float(report["certified_error"])
+    problems = report_problems(report)
+    bound = np.minimum(per_output, top)
+    on_grid = bool(report["input_on_grid"])
     res = verify_program(
-        program,
-        layers,
-        lo,
-        hi,
-        np.array(report["certified_error_per_output"], dtype=np.float64),
-        bool(report["input_on_grid"]),
-        budget,
-        reference=report["reference"],
-        progress=progress,
+        program, layers, lo, hi, bound, on_grid, budget, reference=report["reference"], progress=progress
     )
+    res.report_problems = problems
+    if on_grid:
+        off_budget = VerifyBudget(samples=min(samples, 1000), search_iters=min(search_iters, 20), seed=seed)
+        with phase(progress, "verify: inputs off the in_t grid (not covered by the certificate)"):
+            off = verify_program(program, layers, lo, hi, bound, False, off_budget, reference=net.name)
+        res.off_grid_max_error, res.off_grid_samples = off.max_observed_error, off.samples
     if check_cpp:
         res.bit_exact_cpp, res.cpp_samples = cpp_matches_simulator(program, out_dir, lo, hi, seed, progress)
-    (out_dir / "verify.json").write_text(json.dumps(res.to_json(), indent=1))
+    record_output_file(out_dir, "verify.json", json.dumps(res.to_json(), indent=1))
     return res
+
+
+def check_report_fields(report: dict, program: FixedProgram, out_dir: Path) -> None:
+    """UserError (one line) unless report.json has every field verify reads, well typed and sized."""
+    where = f"{out_dir}/report.json"
+    if not isinstance(report, dict):
+        raise UserError(f"{where}: not an aster_ext report (a JSON object is expected)")
+    for key in ("model_path", "model_sha256", "reference"):
+        if not isinstance(report.get(key), str):
+            raise UserError(f"{where}: '{key}' is missing or not a string")
+    if not isinstance(report.get("input_on_grid"), bool):
+        raise UserError(f"{where}: 'input_on_grid' is missing or not true/false")
+    for key, n in (("input_lower", program.n_in), ("input_upper", program.n_in),
+                   ("certified_error_per_output", program.n_out)):  # fmt: skip
+        v = report.get(key)
+        ok = isinstance(v, list) and len(v) == n and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x) for x in v
+        )
+        if not ok:
+            raise UserError(f"{where}: '{key}' must be a list of {n} finite numbers")
+    top = report.get("certified_error")
+    if isinstance(top, bool) or not isinstance(top, int | float) or not np.isfinite(top) or top < 0:
+        raise UserError(f"{where}: 'certified_error' must be a finite number >= 0")
+    if any(x < 0 for x in report["certified_error_per_output"]):
+        raise UserError(f"{where}: 'certified_error_per_output' has a negative value")
+    if np.any(np.array(report["input_lower"]) > np.array(report["input_upper"])):
+        raise UserError(f"{where}: 'input_lower' exceeds 'input_upper'")
+
+
+def report_problems(report: dict) -> list[str]:
+    """Claims of report.json that do not add up (a hand-edited or corrupted report)."""
+    per = [float(v) for v in report["certified_error_per_output"]]
+    top = float(report["certified_error"])
+    problems = []
+    if not per:
+        problems.append("certified_error_per_output is empty")
+    elif top != max(per):
+        problems.append(
+            f"certified_error {top:.6g} is not the largest per-output certified error {max(per):.6g}"
+        )
+    return problems
 
 
 def cpp_matches_simulator(
@@ -83,12 +141,16 @@ def cpp_matches_simulator(
     # also inputs far outside the box, to exercise wrap-around paths bit for bit
     x_raw = np.vstack([x_raw, simulate(program, x * 3.0)[0]])
     y_sim = simulate_raw(program, x_raw)
+    from .progress import phase
+
     with tempfile.TemporaryDirectory(prefix="aster-ext-cpp-") as tmp:
         tmp_path = Path(tmp)
         harness = generate_harness(program, tmp_path)
         cpp = out_dir / f"{c_identifier(program.name)}.cpp"
-        binary = compile_harness([cpp, harness], tmp_path / "harness", include_dirs=[out_dir])
-        y_cpp = run_harness(binary, x_raw)
+        with phase(progress, "verify: compiling the generated C++ with g++ (ap_types)"):
+            binary = compile_harness([cpp, harness], tmp_path / "harness", include_dirs=[out_dir])
+        with phase(progress, f"verify: running the C++ on {len(x_raw)} inputs"):
+            y_cpp = run_harness(binary, x_raw)
     same = bool(np.array_equal(np.asarray(y_cpp, dtype=object), np.asarray(y_sim, dtype=object)))
     if progress:
         progress(f"verify: C++ vs simulator on {len(x_raw)} inputs: {'bit-exact' if same else 'MISMATCH'}")

@@ -44,6 +44,7 @@ class AsterResult:
     rounds: int = 1
     notes: list[str] = field(default_factory=list)
     model: AsterModel | None = None
+    max_width_fallback: bool = False  # no ILP solution in time: every fractional bit at maxLen
 
 
 def assign_aster(
@@ -65,6 +66,8 @@ def assign_aster(
         raise UserError(f"unknown Aster mode {mode!r} (choose {' or '.join(MODES)})")
     s = get_setting(setting)
     eps_f = target_fraction(eps)
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise UserError(f"the time limit must be a positive number of seconds, got {time_limit}")
     if not layers:
         raise UserError("the network has no layer")
     ranges = aster_ranges(layers, lower, upper, saturate=(mode == "aster"))
@@ -144,6 +147,7 @@ def assign_aster(
         rounds=sol.rounds,
         notes=notes,
         model=am,
+        max_width_fallback=(status == "time_limit_fallback"),
     )
 
 

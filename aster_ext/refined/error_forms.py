@@ -58,6 +58,7 @@ from ..certify import (
 from ..errors import UnsupportedError
 from ..ir import DenseLayer
 from ..program import FixedProgram
+from ..progress import note
 from ..ranges import ExactParams, LayerRanges
 from ..rigorous import MU, Interval, down, gamma, matvec, scaled_sum_bound, up
 from .symbolic_ranges import symbolic_ranges
@@ -197,6 +198,7 @@ def forms_analysis(
     sa = np.zeros(n0)
     run = FormsRun(layout, sym, [], ctr, rad)
     for li, (lp, p, lr) in enumerate(zip(program.layers, ps, sym, strict=True)):
+        note(f"error forms, layer {li + 1}/{len(program.layers)}")
         x_fmt = program.input_formats(li)
         e_x = form_interval(ca, sa, ctr, rad)
         x_fix = x_real.add(e_x)

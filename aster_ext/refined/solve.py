@@ -89,6 +89,7 @@ class RefinedResult:
     rounds: int = 0
     weight_bits: list[list[int]] = field(default_factory=list)
     hw_cost: int = 0
+    max_width_fallback: bool = False  # the all-maxLen program was used (no ILP solution certified)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,6 +323,8 @@ def assign_refined(
         raise UserError(f"the error target must be a positive number, got {eps}")
     if setting not in SETTINGS:
         raise UserError(f"unknown setting '{setting}' (choose from {', '.join(SETTINGS)})")
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise UserError(f"the time limit must be a positive number of seconds, got {time_limit}")
     st = SETTINGS[setting]
     t_start = time.perf_counter()
     lower = np.asarray(lower, dtype=np.float64)
@@ -347,6 +350,7 @@ def assign_refined(
     relaxed_caps = False
     refined = False
     smallest: float | None = None
+    model = None
     while rounds < max_rounds:
         left = time_limit - (time.perf_counter() - t_start)
         if left <= 0:
@@ -378,6 +382,7 @@ def assign_refined(
                     float("nan"), fb_cert.bound, "not run (all-maxLen fallback)", solver_time,
                     lp_text(model, f"target {target!r}, setting {setting}; NOT SOLVED: all-maxLen fallback"),
                     False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw,
+                    max_width_fallback=True,
                 )  # fmt: skip
                 break
         window = None
@@ -454,16 +459,23 @@ def assign_refined(
         if fb_cert.ok and smallest <= eps:
             notes.append(f"no ILP round certified; the all-maxLen program certifies {smallest:.6g} <= ε")
             ml = [np.full(layer.n_out, st.max_len, dtype=np.int64) for layer in layers]
+            if model is None:  # the time limit ran out before the first round built the ILP
+                model = build_model(
+                    layers, params, ranges, lower, upper, st, target, caps, granularity, **opts
+                )
             best = RefinedResult(
                 fb_program, fb_cert, [list(map(int, v)) for v in ml], [list(map(int, v)) for v in ml],
                 float("nan"), fb_cert.bound, "all-maxLen fallback", solver_time,
                 lp_text(model, f"target {target!r}, setting {setting}; all-maxLen fallback"),
                 False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw,
+                max_width_fallback=True,
             )  # fmt: skip
     if best is None:
+        timed_out = "time limit reached" in notes
         raise InfeasibleError(
-            f"{name}: refined mode found no certified assignment for eps={eps:g} in setting {setting}; "
-            f"the smallest error this analysis certifies at maxLen={st.max_len} is {smallest:.6g}",
+            f"{name}: refined mode found no certified assignment for eps={eps:g} in setting {setting}"
+            + (f" within the time limit of {time_limit:g} s" if timed_out else "")
+            + f"; the smallest error this analysis certifies at maxLen={st.max_len} is {smallest:.6g}",
             smallest_error=smallest,
         )
     best.rounds = rounds

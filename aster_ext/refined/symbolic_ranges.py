@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import DenseLayer, activation_object
+from ..progress import note
 from ..ranges import ExactParams, LayerRanges, affine_interval, apply_activation, interval_ranges
 from ..rigorous import MU, Interval, down, gamma, scaled_sum_bound, up
 
@@ -157,6 +158,7 @@ def symbolic_ranges(
     out: list[LayerRanges] = []
     relax: list[Relaxation] = []
     for li, layer in enumerate(layers):
+        note(f"symbolic ranges, layer {li + 1}/{len(layers)}")
         step = affine_interval(ps[li], out[-1].post if out else x)
         # ∩ the plain interval range: never wider than it, even by a rounding difference
         base = Interval(np.maximum(step.lo, plain[li].pre.lo), np.minimum(step.hi, plain[li].pre.hi))

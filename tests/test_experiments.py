@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from aster_ext.experiments.grid import Cell
 from aster_ext.experiments.store import ResultStore, row_key
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = ("model", "eps", "setting", "mode", "granularity")
+KEY = ("model", "eps", "setting", "mode", "granularity", "variant")
 
 
 def _copy_models(shared_dir: Path, dest: Path, names: tuple[str, ...]) -> list[Path]:
@@ -111,7 +112,8 @@ def test_grid_refuses_missing_models_and_name_clashes(tmp_path: Path, shared_dir
 
 def _row(model: str, eps: float, message: str = "") -> dict[str, Any]:
     return {"model": model, "eps": eps, "setting": "A", "mode": "aster", "granularity": "layer",
-            "status": "ok", "certified": 1e-3 / 3, "hw": 12, "message": message}  # fmt: skip
+            "variant": "full", "status": "ok", "certified": 1e-3 / 3, "hw": 12,
+            "message": message}  # fmt: skip
 
 
 def test_store_round_trips_rows_exactly(tmp_path: Path) -> None:
@@ -138,7 +140,7 @@ def test_store_cuts_a_torn_last_line(tmp_path: Path) -> None:
     store = ResultStore(tmp_path, ROW_FIELDS)
     store.append(_row("N", 1e-3))
     with (tmp_path / "results.csv").open("a") as fh:
-        fh.write("N,1e-05,A,aster,layer,o")  # a row cut short
+        fh.write("N,1e-05,A,aster,layer,full,o")  # a row cut short
     store = ResultStore(tmp_path, ROW_FIELDS)
     assert store.finished() == {row_key(_row("N", 1e-3))}
     store.append(_row("M", 1e-3))
@@ -177,6 +179,33 @@ def test_sweep_writes_one_row_per_cell_and_rerun_skips(tmp_path: Path, shared_di
     again = run_sweep(grid, out, workers=2, progress=False)
     assert (again.skipped, again.written) == (6, 0)
     assert len(_csv_lines(out)) == 6
+
+
+def test_variant_cells_switch_the_analysis_and_stay_sound(tmp_path: Path, shared_dir: Path) -> None:
+    (model,) = _copy_models(shared_dir, tmp_path, ("TestNN",))
+    body = SMALL_BODY.replace('settings = ["A", "C"]', 'settings = ["A"]').replace(
+        '"aster", "aster-sound", "refined"', '"aster", "refined"'
+    )
+    grid_path = _write_grid(tmp_path / "g.toml", [str(model)], body.replace(
+        "[verify]", 'variants = ["full", "interval-ranges", "layer-granularity"]\n[verify]'
+    ))
+    grid = load_grid(grid_path)
+    assert sorted((c.mode, c.variant) for c in grid.cells()) == [
+        ("aster", "full"),
+        ("refined", "full"),
+        ("refined", "interval-ranges"),
+        ("refined", "layer-granularity"),
+    ]
+    run_sweep(grid, tmp_path / "out", workers=2, progress=False)
+    stored = ResultStore(tmp_path / "out", ROW_FIELDS).rows()
+    rows = {r["variant"]: r for r in stored if r["mode"] == "refined"}
+    full, layer = rows["full"], rows["layer-granularity"]
+    for r in rows.values():
+        assert r["status"] == "ok" and r["violations"] == 0 and r["max_observed"] <= r["certified"] <= 1e-3
+    # one format per layer: every layer's per-neuron bits are equal, and it cannot be cheaper
+    assert all(len(set(b)) == 1 for b in json.loads(layer["frac_bits"])["dot"])
+    assert any(len(set(b)) > 1 for b in json.loads(full["frac_bits"])["dot"])
+    assert layer["hw"] >= full["hw"]
 
 
 def test_cell_over_its_time_limit_is_a_timeout_row(tmp_path: Path, shared_dir: Path) -> None:

@@ -20,10 +20,10 @@ import numpy as np
 from .grid import Cell
 
 ROW_FIELDS = [
-    "model", "eps", "setting", "mode", "granularity", "status", "certified", "claimed", "independent_bound",
-    "smallest_eps", "daisy_area", "hw", "mult_bilinear", "aster_objective", "frac_bits", "max_observed",
-    "tightness", "violations", "n_layers", "n_neurons", "n_params", "solver_s", "time_s", "verify_s",
-    "model_path", "message",
+    "model", "eps", "setting", "mode", "granularity", "variant", "status", "certified", "claimed",
+    "independent_bound", "smallest_eps", "daisy_area", "hw", "mult_bilinear", "aster_objective", "frac_bits",
+    "max_observed", "tightness", "violations", "n_layers", "n_neurons", "n_params", "solver_s", "time_s",
+    "verify_s", "model_path", "message",
 ]  # fmt: skip
 #: columns that depend on the machine's speed, not on the computation
 TIME_FIELDS = ("solver_s", "time_s", "verify_s")
@@ -48,21 +48,31 @@ def network_size(model_path: str) -> dict[str, int]:
     }
 
 
+def cell_identity(cell: Cell) -> dict[str, Any]:
+    """The columns that name a cell."""
+    return {
+        "model": cell.model, "eps": cell.eps, "setting": cell.setting, "mode": cell.mode,
+        "granularity": cell.granularity, "variant": cell.variant, "model_path": cell.model_path,
+    }  # fmt: skip
+
+
 def run_cell(cell: Cell) -> dict[str, Any]:
     """Quantize + verify one cell; every failure becomes a row (status error/infeasible), never a raise."""
-    from ..errors import InfeasibleError, UserError
-    from ..pipeline import QuantizeOptions, quantize
-    from ..verify import VerifyBudget, verify_program
-
-    row: dict[str, Any] = {
-        "model": cell.model, "eps": cell.eps, "setting": cell.setting, "mode": cell.mode,
-        "granularity": cell.granularity, "model_path": cell.model_path,
-    }  # fmt: skip
+    row = cell_identity(cell)
     try:
         row.update(network_size(cell.model_path))
     except Exception as exc:  # reported in the row, never hidden
         row.update(status="error", time_s=0.0, message=_one_line(f"{type(exc).__name__}: {exc}"))
         return row
+    if cell.variant != "full":
+        return _run_variant(cell, row)
+    return _run_quantize(cell, row)
+
+
+def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
+    """The main job exactly as ``aster-ext quantize`` runs it (into a temporary directory)."""
+    from ..errors import InfeasibleError, UserError
+    from ..pipeline import QuantizeOptions, quantize
     opts = QuantizeOptions(
         error=cell.eps,
         mode=cell.mode,
@@ -103,18 +113,21 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         solver_s=float(r["solver"]["time_s"]),
         message=_one_line("; ".join(r.get("notes", []))),
     )
-    budget = VerifyBudget(**dict(cell.verify))
+    per_output = np.asarray(r["certified_error_per_output"], dtype=np.float64)
+    return _verify(cell, row, res.program, res.layers, res.spec, per_output, bool(r["input_on_grid"]))
+
+
+def _verify(cell: Cell, row: dict[str, Any], program: Any, layers: Any, spec: Any, per_output: np.ndarray,
+            input_on_grid: bool) -> dict[str, Any]:  # fmt: skip
+    """Search for inputs whose error exceeds ``per_output`` with the grid's verify budget."""
+    from ..verify import VerifyBudget, verify_program
+
     t1 = time.perf_counter()
     try:
         vr = verify_program(
-            res.program,
-            res.layers,
-            res.spec.input_lower,
-            res.spec.input_upper,
-            np.asarray(r["certified_error_per_output"], dtype=np.float64),
-            bool(r["input_on_grid"]),
-            budget,
-        )
+            program, layers, spec.input_lower, spec.input_upper, per_output, input_on_grid,
+            VerifyBudget(**dict(cell.verify)),
+        )  # fmt: skip
     except Exception as exc:
         message = _one_line(f"verify: {type(exc).__name__}: {exc}")
         row.update(verify_s=time.perf_counter() - t1, message=message)
@@ -126,3 +139,62 @@ def run_cell(cell: Cell) -> dict[str, Any]:
         verify_s=time.perf_counter() - t1,
     )
     return row
+
+
+def _run_variant(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
+    """Refined mode with the analysis switches of ``VARIANTS[cell.variant]`` (``assign_refined``
+    directly: ``quantize`` always runs the full analysis), then cost and verify as for any cell."""
+    from ..aster.settings import SETTINGS
+    from ..cost import program_cost
+    from ..errors import InfeasibleError
+    from ..frontend import load_model
+    from ..ir import dense_chain
+    from ..pipeline import allowed_activations, cpp_identifier
+    from ..refined import assign_refined
+    from .grid import VARIANTS
+
+    if cell.mode != "refined":
+        raise ValueError(f"variant {cell.variant} is a refined-mode analysis switch")
+    switches = dict(VARIANTS[cell.variant])
+    granularity = str(switches.pop("granularity", cell.granularity))
+    net, spec = load_model(cell.model_path)
+    layers = dense_chain(net, allowed_activations("refined"))
+    t0 = time.perf_counter()
+    try:
+        res = assign_refined(
+            layers, spec.input_lower, spec.input_upper, cell.eps, cell.setting, granularity,
+            cell.ilp_time_limit, cpp_identifier(net.name), **switches,
+        )  # fmt: skip
+    except InfeasibleError as exc:
+        row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
+        if exc.smallest_error is not None:
+            row["smallest_eps"] = float(exc.smallest_error)
+        return row
+    except Exception as exc:
+        row.update(
+            status="error", time_s=time.perf_counter() - t0, message=_one_line(f"{type(exc).__name__}: {exc}")
+        )
+        return row
+    row["time_s"] = time.perf_counter() - t0
+    cost = program_cost(res.program)
+    cert = res.certificate
+    row.update(
+        status="ok",
+        certified=float(cert.bound),
+        claimed=float(res.claimed_error),
+        daisy_area=int(cost.daisy_area),
+        hw=int(cost.hw),
+        mult_bilinear=int(cost.mult_bilinear),
+        frac_bits=_bits_json(res.dot_bits, res.bias_bits),
+        solver_s=float(res.solver_time_s),
+    )
+    per_output = np.asarray(cert.output_bound, dtype=np.float64)
+    return _verify(cell, row, res.program, layers, spec, per_output, SETTINGS[cell.setting].no_init_error)
+
+
+def _bits_json(dot: list[Any], bias: list[Any]) -> str:
+    return json.dumps({"dot": _bits(dot), "bias": _bits(bias)}, separators=(",", ":"))
+
+
+def _bits(bits: list[Any]) -> list[Any]:
+    return [list(map(int, b)) if isinstance(b, list | tuple | np.ndarray) else int(b) for b in bits]

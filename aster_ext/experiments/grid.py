@@ -7,6 +7,7 @@ A grid file is TOML (read with ``tomllib``)::
     settings = ["A", "B", "C", "D"]
     modes = ["aster", "aster-sound", "refined"]
     granularities = ["neuron"]          # optional (refined mode only; other modes are per layer)
+    variants = ["full"]                 # optional (refined mode only): analysis switches, see VARIANTS
     cell_time_limit = 300               # optional: wall-clock seconds per cell, then status=timeout
     ilp_time_limit = 60                 # optional: HiGHS time limit inside a cell
     [verify]                            # optional: the verify budget of every cell
@@ -14,7 +15,7 @@ A grid file is TOML (read with ``tomllib``)::
     search_iters = 15
 
 Every model's input box comes from the model itself (.scala) or ``NAME.spec.json`` beside it
-(.onnx). A cell is identified by (model name, ε, setting, mode, granularity); two models with
+(.onnx). A cell is identified by (model name, ε, setting, mode, granularity, variant); two models with
 the same name in one grid are refused, since their rows could not be told apart.
 """
 
@@ -39,8 +40,19 @@ DEFAULT_VERIFY = {
     "exact_candidates": 4,
     "seed": 0,
 }
+#: refined-mode analysis variants: keyword switches of ``assign_refined`` (each switches one refinement
+#: off, for the ablation) plus an optional granularity override; "full" is the analysis ``quantize`` runs
+VARIANTS: dict[str, dict[str, object]] = {
+    "full": {},
+    "interval-ranges": {"symbolic": False},
+    "no-relu-stability": {"relu_stability": False},
+    "layer-granularity": {"granularity": "layer"},
+    "worst-case-dW": {"exact_dw": False},
+    "no-bias-folding": {"fold_bias": False},
+}
 GRID_KEYS = {
-    "models", "eps", "settings", "modes", "granularities", "cell_time_limit", "ilp_time_limit", "verify",
+    "models", "eps", "settings", "modes", "granularities", "variants", "cell_time_limit", "ilp_time_limit",
+    "verify",
 }  # fmt: skip
 
 
@@ -56,15 +68,18 @@ class Cell:
     granularity: str
     ilp_time_limit: float
     verify: tuple[tuple[str, int], ...]
+    variant: str = "full"
 
     @property
-    def key(self) -> tuple[str, str, str, str, str]:
-        return cell_key(self.model, self.eps, self.setting, self.mode, self.granularity)
+    def key(self) -> tuple[str, ...]:
+        return cell_key(self.model, self.eps, self.setting, self.mode, self.granularity, self.variant)
 
 
-def cell_key(model: str, eps: float | str, setting: str, mode: str, granularity: str) -> tuple[str, ...]:
+def cell_key(
+    model: str, eps: float | str, setting: str, mode: str, granularity: str, variant: str
+) -> tuple[str, ...]:
     """The identity of a cell as strings (ε through ``repr(float)``, so CSV round trips match)."""
-    return (str(model), repr(float(eps)), str(setting), str(mode), str(granularity))
+    return (str(model), repr(float(eps)), str(setting), str(mode), str(granularity), str(variant))
 
 
 @dataclass
@@ -74,23 +89,26 @@ class Grid:
     settings: list[str]
     modes: list[str]
     granularities: list[str] = field(default_factory=lambda: ["neuron"])
+    variants: list[str] = field(default_factory=lambda: ["full"])
     cell_time_limit: float = 300.0
     ilp_time_limit: float = 60.0
     verify: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_VERIFY))
 
     def cells(self) -> list[Cell]:
-        """All cells; the granularity axis applies to refined mode only (Aster modes: 'layer')."""
+        """All cells; the granularity and variant axes apply to refined mode only (Aster modes: 'layer',
+        'full')."""
         verify = tuple(sorted(self.verify.items()))
         out: list[Cell] = []
         for m in self.models:
             for e in self.eps:
                 for s in self.settings:
                     for mode in self.modes:
-                        grans = self.granularities if mode == "refined" else ["layer"]
-                        for g in grans:
-                            out.append(
-                                Cell(m.stem, str(m), float(e), s, mode, g, self.ilp_time_limit, verify)
-                            )
+                        refined = mode == "refined"
+                        for g in self.granularities if refined else ["layer"]:
+                            for v in self.variants if refined else ["full"]:
+                                out.append(
+                                    Cell(m.stem, str(m), float(e), s, mode, g, self.ilp_time_limit, verify, v)
+                                )
         return out
 
     def fingerprint(self) -> dict[str, Any]:
@@ -155,6 +173,7 @@ def grid_from_dict(data: dict[str, Any], base: Path) -> Grid:
         settings=_list(data, "settings", tuple(SETTINGS)),
         modes=_list(data, "modes", MODES),
         granularities=_list(data, "granularities", GRANULARITIES) if "granularities" in data else ["neuron"],
+        variants=_list(data, "variants", tuple(VARIANTS)) if "variants" in data else ["full"],
         cell_time_limit=float(data.get("cell_time_limit", 300.0)),
         ilp_time_limit=float(data.get("ilp_time_limit", 60.0)),
         verify=verify,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .cell import ROW_FIELDS, run_cell
+from .cell import ROW_FIELDS, cell_identity, run_cell
 from .grid import Cell, Grid
 from .store import ResultStore
 
@@ -75,7 +75,7 @@ def run_cell_limited(cell: Cell, time_limit: float, cell_fn: CellFn = run_cell) 
             except EOFError:
                 row = None
         else:
-            row = _identity(cell)
+            row = cell_identity(cell)
             row.update(
                 status="timeout",
                 time_s=time.perf_counter() - t0,
@@ -88,17 +88,12 @@ def run_cell_limited(cell: Cell, time_limit: float, cell_fn: CellFn = run_cell) 
         recv_end.close()
         watch_w.close()
     if row is None:
-        row = _identity(cell)
+        row = cell_identity(cell)
         message = f"crashed (exit code {proc.exitcode})"
         row.update(status=CRASHED, time_s=time.perf_counter() - t0, message=message)
     return row
 
 
-def _identity(cell: Cell) -> dict[str, Any]:
-    return {
-        "model": cell.model, "eps": cell.eps, "setting": cell.setting, "mode": cell.mode,
-        "granularity": cell.granularity, "model_path": cell.model_path,
-    }  # fmt: skip
 
 
 @dataclass

@@ -110,4 +110,4 @@ class ResultStore:
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
-    return cell_key(row["model"], row["eps"], row["setting"], row["mode"], row["granularity"])
+    return cell_key(row["model"], row["eps"], row["setting"], row["mode"], row["granularity"], row["variant"])

@@ -116,6 +116,19 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         "(default: $RAY_ADDRESS if set, else a local process pool)",
     )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("experiments", help="'experiments reproduce' rebuilds the tables of results/")
+    esub = e.add_subparsers(dest="experiment", required=True)
+    from .experiments.reproduce import add_arguments
+
+    add_arguments(
+        esub.add_parser(
+            "reproduce",
+            help="rerun the sweeps and rewrite results/ tables, figures and MANIFEST.json",
+            description="Rerun the benchmark sweeps behind results/modes.md and "
+            "results/aster_reproduction.md (--quick: four small benchmarks) and rewrite the tables, "
+            "results/figures/ and results/MANIFEST.json.",
+        )
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -208,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_quantize(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "experiments":
+            from .experiments.reproduce import run
+
+            return run(args)
         return cmd_verify(args)
     except UserError as exc:
         print(f"aster-ext: error: {exc}", file=sys.stderr)

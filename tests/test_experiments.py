@@ -186,9 +186,11 @@ def test_variant_cells_switch_the_analysis_and_stay_sound(tmp_path: Path, shared
     body = SMALL_BODY.replace('settings = ["A", "C"]', 'settings = ["A"]').replace(
         '"aster", "aster-sound", "refined"', '"aster", "refined"'
     )
-    grid_path = _write_grid(tmp_path / "g.toml", [str(model)], body.replace(
-        "[verify]", 'variants = ["full", "interval-ranges", "layer-granularity"]\n[verify]'
-    ))
+    grid_path = _write_grid(
+        tmp_path / "g.toml",
+        [str(model)],
+        body.replace("[verify]", 'variants = ["full", "interval-ranges", "layer-granularity"]\n[verify]'),
+    )
     grid = load_grid(grid_path)
     assert sorted((c.mode, c.variant) for c in grid.cells()) == [
         ("aster", "full"),
@@ -260,7 +262,7 @@ def _group_alive(pgid: int) -> bool:
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_lost_or_duplicated_rows(tmp_path: Path, shared_dir: Path) -> None:
     models = _copy_models(shared_dir, tmp_path, ("SmallNN", "TestNN", "InvPendulumNN"))
-    body = SMALL_BODY.replace('eps = [1e-3]', 'eps = [1e-3, 1e-4]').replace(
+    body = SMALL_BODY.replace("eps = [1e-3]", "eps = [1e-3, 1e-4]").replace(
         'settings = ["A", "C"]', 'settings = ["A", "B", "C", "D"]'
     )
     grid_path = _write_grid(tmp_path / "g.toml", [str(m) for m in models], body)

@@ -73,6 +73,7 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     """The main job exactly as ``aster-ext quantize`` runs it (into a temporary directory)."""
     from ..errors import InfeasibleError, UserError
     from ..pipeline import QuantizeOptions, quantize
+
     opts = QuantizeOptions(
         error=cell.eps,
         mode=cell.mode,

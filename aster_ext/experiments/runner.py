@@ -94,8 +94,6 @@ def run_cell_limited(cell: Cell, time_limit: float, cell_fn: CellFn = run_cell) 
     return row
 
 
-
-
 @dataclass
 class SweepSummary:
     total: int  # cells in the grid
@@ -243,9 +241,7 @@ class _Progress:
 
     def advance(self, row: dict[str, Any]) -> None:
         if self.bar is not None:
-            self.bar.update(
-                self.task, advance=1, description=f"{row['model']} {row['mode']} {row['status']}"
-            )
+            self.bar.update(self.task, advance=1, description=f"{row['model']} {row['mode']} {row['status']}")
 
     def note(self, text: str) -> None:
         if self.bar is not None:

@@ -312,3 +312,57 @@ def test_ray_gives_the_same_rows_as_the_local_pool(tmp_path: Path, shared_dir: P
         return {row_key(r): {k: v for k, v in r.items() if k not in TIME_FIELDS} for r in rows}
 
     assert table(tmp_path / "local") == table(tmp_path / "ray")
+
+
+# -- tables, figures, manifest --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reproduce_writes_tables_figures_and_manifest(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_ext.experiments import reproduce as rep
+    from aster_ext.experiments.grid import Grid
+
+    model = shared_dir / "benchmarks" / "aster" / "SmallNN.scala"
+    tiny = {
+        "modes": Grid(models=[model], eps=[1e-3, 1e-5], settings=["A"], modes=list(rep.MODES),
+                      verify={"samples": 64, "search_starts": 4, "search_iters": 2, "search_batch": 16,
+                              "exact_candidates": 2, "seed": 0}),
+        "ablation": Grid(models=[model], eps=[1e-3], settings=["A"], modes=["refined"],
+                         variants=["no-relu-stability"],
+                         verify={"samples": 64, "search_starts": 4, "search_iters": 2, "search_batch": 16,
+                                 "exact_candidates": 2, "seed": 0}),
+    }  # fmt: skip
+    monkeypatch.setattr(rep, "grids", lambda quick: tiny)
+    results = tmp_path / "results"
+    manifest = rep.reproduce(results, tmp_path / "work", True, 2, None, progress=False)
+    on_disk = json.loads((results / "MANIFEST.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest))
+    assert on_disk["packages"]["HiGHS"] and on_disk["packages"]["numpy"] and on_disk["cpu"]["cores"]
+    assert len(on_disk["commit"]) == 40 and on_disk["seeds"]["verify"] == 0
+    assert {"modes.md", "aster_reproduction.md", "figures"} <= set(on_disk["tables"])
+    assert all(t["wall_s"] >= 0 for t in on_disk["tables"].values())
+    modes = list(csv.DictReader((results / "modes.csv").open()))
+    assert len(modes) == 2 * 3 and {r["mode"] for r in modes} == {"aster", "aster-sound", "refined"}
+    ablation = list(csv.DictReader((results / "ablation.csv").open()))
+    assert [r["variant"] for r in ablation] == ["full", "no-relu-stability"]
+    repro = list(csv.DictReader((results / "aster_reproduction.csv").open()))
+    assert len(repro) == 2 * 2 and all(r["source"] == "SmallNN.scala" for r in repro)
+    # the original tool's objective joins the eps = 1e-3 rows only
+    assert all(bool(r["ref_objective"]) == (float(r["eps"]) == 1e-3) for r in repro)
+    md = (results / "modes.md").read_text()
+    for name in ("pareto_hw", "frac_bits_layer", "frac_bits_neuron", "certified_vs_observed", "time_vs_size"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 1000
+        assert (results / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+        assert f"](figures/{name}.png)" in md
+
+
+def test_compare_csv_reports_differences_but_not_times(tmp_path: Path) -> None:
+    from aster_ext.experiments.compare import compare_csv
+
+    (tmp_path / "a.csv").write_text("benchmark,eps,hw,time_s\nN,0.001,5,1.0\nM,1e-05,7,2.0\nO,0.1,1,1\n")
+    (tmp_path / "b.csv").write_text("benchmark,eps,hw,time_s\nN,1e-3,5,9.0\nM,0.00001,8,2.0\nP,0.1,1,1\n")
+    diff = compare_csv(tmp_path / "a.csv", tmp_path / "b.csv", ["benchmark", "eps"])
+    assert diff.matched == 2 and diff.only_new == [("O", "0.1")] and diff.only_old == [("P", "0.1")]
+    assert dict(diff.differing) == {"hw": 1} and diff.examples["hw"][0][1:] == ("7", "8")

@@ -177,4 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m aster_ext.experiments", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     add_arguments(sub.add_parser("reproduce", help="rebuild the sweep tables of results/"))
-    return run(ap.parse_args(argv))
+    c = sub.add_parser("compare", help="compare two versions of a results CSV, ignoring time columns")
+    c.add_argument("new", type=Path)
+    c.add_argument("old", type=Path)
+    c.add_argument("--key", nargs="+", required=True, help="columns that identify a row")
+    args = ap.parse_args(argv)
+    if args.command == "compare":
+        from .compare import compare_csv
+
+        diff = compare_csv(args.new, args.old, args.key)
+        print("\n".join(diff.lines()))
+        return 0 if not (diff.differing or diff.only_new or diff.only_old) else 1
+    return run(args)

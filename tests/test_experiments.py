@@ -147,6 +147,16 @@ def test_store_cuts_a_torn_last_line(tmp_path: Path) -> None:
     assert [r["model"] for r in _csv_lines(tmp_path)] == ["N", "M"]
 
 
+def test_store_of_an_older_version_gains_the_new_columns(tmp_path: Path) -> None:
+    old_fields = ROW_FIELDS[:-1]
+    ResultStore(tmp_path, old_fields).append(_row("N", 1e-3, message="a, b"))
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    store.append({**_row("M", 1e-3), ROW_FIELDS[-1]: 7})
+    rows = {r["model"]: r for r in store.rows()}
+    assert rows["N"]["message"] == "a, b" and rows["N"][ROW_FIELDS[-1]] is None
+    assert rows["M"][ROW_FIELDS[-1]] == 7
+
+
 def test_store_refuses_a_different_verify_budget(tmp_path: Path) -> None:
     store = ResultStore(tmp_path, ROW_FIELDS)
     store.check_fingerprint({"verify": {"samples": 10}})
@@ -333,6 +343,9 @@ def test_reproduce_writes_tables_figures_and_manifest(
                          variants=["no-relu-stability"],
                          verify={"samples": 64, "search_starts": 4, "search_iters": 2, "search_batch": 16,
                                  "exact_candidates": 2, "seed": 0}),
+        "violations": Grid(models=[model], eps=[1e-3], settings=["A", "C"], modes=["aster"],
+                           verify={"samples": 100, "search_starts": 4, "search_iters": 3, "search_batch": 16,
+                                   "exact_candidates": 2, "seed": 0}),
     }  # fmt: skip
     monkeypatch.setattr(rep, "grids", lambda quick: tiny)
     results = tmp_path / "results"
@@ -341,7 +354,7 @@ def test_reproduce_writes_tables_figures_and_manifest(
     assert on_disk == json.loads(json.dumps(manifest))
     assert on_disk["packages"]["HiGHS"] and on_disk["packages"]["numpy"] and on_disk["cpu"]["cores"]
     assert len(on_disk["commit"]) == 40 and on_disk["seeds"]["verify"] == 0
-    assert {"modes.md", "aster_reproduction.md", "figures"} <= set(on_disk["tables"])
+    assert {"modes.md", "aster_reproduction.md", "aster_violations.md", "figures"} <= set(on_disk["tables"])
     assert all(t["wall_s"] >= 0 for t in on_disk["tables"].values())
     modes = list(csv.DictReader((results / "modes.csv").open()))
     assert len(modes) == 2 * 3 and {r["mode"] for r in modes} == {"aster", "aster-sound", "refined"}
@@ -351,6 +364,11 @@ def test_reproduce_writes_tables_figures_and_manifest(
     assert len(repro) == 2 * 2 and all(r["source"] == "SmallNN.scala" for r in repro)
     # the original tool's objective joins the eps = 1e-3 rows only
     assert all(bool(r["ref_objective"]) == (float(r["eps"]) == 1e-3) for r in repro)
+    violations = list(csv.DictReader((results / "aster_violations.csv").open()))
+    assert [r["setting"] for r in violations] == ["A", "C"] and all(r["status"] == "ok" for r in violations)
+    for r in violations:  # the sound certificate of Aster's program is never exceeded
+        assert float(r["observed_over_independent"]) <= 1 and int(r["samples"]) >= 100
+    assert (work := tmp_path / "work" / "violations" / "results.csv").exists() and work.stat().st_size
     md = (results / "modes.md").read_text()
     for name in ("pareto_hw", "frac_bits_layer", "frac_bits_neuron", "certified_vs_observed", "time_vs_size"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000

@@ -23,7 +23,7 @@ ROW_FIELDS = [
     "model", "eps", "setting", "mode", "granularity", "variant", "status", "certified", "claimed",
     "independent_bound", "smallest_eps", "daisy_area", "hw", "mult_bilinear", "aster_objective", "frac_bits",
     "max_observed", "tightness", "violations", "n_layers", "n_neurons", "n_params", "solver_s", "time_s",
-    "verify_s", "model_path", "message",
+    "verify_s", "model_path", "message", "verify_samples",
 ]  # fmt: skip
 #: columns that depend on the machine's speed, not on the computation
 TIME_FIELDS = ("solver_s", "time_s", "verify_s")
@@ -137,6 +137,7 @@ def _verify(cell: Cell, row: dict[str, Any], program: Any, layers: Any, spec: An
         max_observed=float(vr.max_observed_error),
         tightness=float(vr.ratio),
         violations=int(vr.violations),
+        verify_samples=int(vr.samples),
         verify_s=time.perf_counter() - t1,
     )
     return row

@@ -1,10 +1,12 @@
 """``aster-ext experiments reproduce [--quick]``: rebuild the sweep tables of ``results/`` in one command.
 
-One sweep store feeds every table: Aster's benchmarks × ε {1e-3, 1e-5} × settings A–D × modes
-{aster, aster-sound, refined} (the full analysis), plus the refined-mode ablation variants at
-ε = 1e-3, setting A. From its rows: ``modes.md/.csv`` + ``ablation.csv``, ``aster_reproduction.md/.csv``,
-the figures, and ``MANIFEST.json``. ``--quick`` runs the same on four small benchmarks (for CI;
-written to ``out/reproduce-quick/results`` unless ``--results`` says otherwise).
+One sweep store (``WORK/``) feeds two tables: Aster's benchmarks × ε {1e-3, 1e-5} × settings A–D
+× modes {aster, aster-sound, refined} (the full analysis), plus the refined-mode ablation variants
+at ε = 1e-3, setting A. From its rows: ``modes.md/.csv`` + ``ablation.csv``,
+``aster_reproduction.md/.csv`` and the figures. A second store (``WORK/violations``) holds
+``aster`` mode at ε = 1e-3 under a stronger verify budget (3000 samples, 80 search rounds):
+``aster_violations.md/.csv``. Then ``MANIFEST.json``. ``--quick`` runs the same on four small
+benchmarks (for CI; written to ``out/reproduce-quick/results`` unless ``--results`` says otherwise).
 
 Tables of ``results/`` that this command does not rebuild yet are listed in the manifest under
 ``not_rebuilt`` with the script that still writes them.
@@ -26,16 +28,16 @@ from .grid import DEFAULT_VERIFY, VARIANTS, Grid
 from .manifest import build_manifest, git_commit
 from .runner import run_sweep
 from .store import ResultStore
-from .tables import read_reference, write_modes, write_reproduction
+from .tables import read_reference, write_modes, write_reproduction, write_violations
 
 EPSILONS = [1e-3, 1e-5]
 SETTINGS = ["A", "B", "C", "D"]
 MODES = ["aster", "aster-sound", "refined"]
 ILP_TIME_LIMIT = 60.0
 CELL_TIME_LIMIT = 600.0
+VIOLATIONS_VERIFY = {**DEFAULT_VERIFY, "samples": 3000, "search_iters": 80}
 NOT_REBUILT = {
     "aster_lp_match.md": "scripts/compare_aster_lp.py",
-    "aster_violations.md": "scripts/aster_violations.py",
     "refined_timing.md": "scripts/time_refined.py",
     "cpp_check.md": "scripts/check_cpp.py",
     "tightness_breakdown.md": "scripts/tightness_breakdown.py",
@@ -46,7 +48,8 @@ NOT_REBUILT = {
 
 
 def grids(quick: bool) -> dict[str, Grid]:
-    """The main comparison grid and the ablation grid (refined variants at ε = 1e-3, setting A)."""
+    """The main comparison grid and the ablation grid (refined variants at ε = 1e-3, setting A), one
+    store; the stronger-verify grid of ``aster`` mode, its own store (``violations``)."""
     models = aster_model_paths(QUICK if quick else None)
     common = {
         "cell_time_limit": CELL_TIME_LIMIT,
@@ -63,6 +66,13 @@ def grids(quick: bool) -> dict[str, Grid]:
             variants=[v for v in VARIANTS if v != "full"],
             **common,
         ),
+        "violations": Grid(
+            models=models,
+            eps=[1e-3],
+            settings=SETTINGS,
+            modes=["aster"],
+            **{**common, "verify": dict(VIOLATIONS_VERIFY)},
+        ),
     }
 
 
@@ -75,7 +85,7 @@ def reproduce(
     walls: dict[str, float] = {}
     cells: dict[str, int] = {}
     for name, grid in grids(quick).items():
-        summary = run_sweep(grid, work, workers, ray_address, progress=progress)
+        summary = run_sweep(grid, _store_dir(work, name), workers, ray_address, progress=progress)
         if summary.crashed:
             names = ", ".join(f"{c.model}/{c.eps:g}/{c.setting}/{c.mode}" for c in summary.crashed[:5])
             raise RuntimeError(
@@ -103,6 +113,10 @@ def reproduce(
     t = time.perf_counter()
     files += write_reproduction(rows, read_reference(aster_reference_csv()), results, DEFAULT_VERIFY)
     repro_s = time.perf_counter() - t
+    t = time.perf_counter()
+    violation_rows = ResultStore(_store_dir(work, "violations"), ROW_FIELDS).rows()
+    files += write_violations(violation_rows, results, VIOLATIONS_VERIFY, 1e-3)
+    viol_s = time.perf_counter() - t
     tables = {
         "modes.md": {
             "files": ["modes.md", "modes.csv", "ablation.csv"],
@@ -113,6 +127,11 @@ def reproduce(
             "files": ["aster_reproduction.md", "aster_reproduction.csv"],
             "sweeps": ["modes"],
             "wall_s": walls["modes"] + repro_s,
+        },
+        "aster_violations.md": {
+            "files": ["aster_violations.md", "aster_violations.csv"],
+            "sweeps": ["violations"],
+            "wall_s": walls["violations"] + viol_s,
         },
         "figures": {
             "files": sorted(str(p.relative_to(results)) for p in (results / "figures").iterdir()),
@@ -126,16 +145,21 @@ def reproduce(
         "quick": quick,
         "workers": workers,
         "backend": f"ray ({ray_address})" if ray_address else "local process pool",
-        "sweep_store": str(work / "results.csv"),
+        "sweep_stores": {k: str(_store_dir(work, k) / "results.csv") for k in walls},
         "sweeps": {
             k: {"cells": cells[k], "wall_s": walls[k], "grid": g.to_json()} for k, g in grids(quick).items()
         },
-        "seeds": {"verify": DEFAULT_VERIFY["seed"], "cpp_harness": None},
+        "seeds": {"verify": DEFAULT_VERIFY["seed"], "violations_verify": VIOLATIONS_VERIFY["seed"]},
         "not_rebuilt": NOT_REBUILT,
     }
     manifest = build_manifest(tables, extra)
     (results / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def _store_dir(work: Path, sweep: str) -> Path:
+    """The store of a sweep: modes and ablation share WORK/, the stronger verify has WORK/violations."""
+    return work / "violations" if sweep == "violations" else work
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

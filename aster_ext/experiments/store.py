@@ -59,8 +59,19 @@ class ResultStore:
             self._write(_line(self.fields))
         else:
             header = self.path.open(newline="").readline().rstrip("\n").split(",")
-            if header != self.fields:
+            if header != self.fields and header == self.fields[: len(header)]:
+                self._add_columns(len(self.fields) - len(header))
+            elif header != self.fields:
                 raise UserError(f"{self.path}: written with other columns ({header[:6]}...); use a new --out")
+
+    def _add_columns(self, n: int) -> None:
+        """A store of an older version (fewer trailing columns): append ``n`` empty columns to every row
+        (rewritten to a temporary file, then renamed over the store)."""
+        lines = self.path.read_text().splitlines()
+        text = "\n".join([",".join(self.fields)] + [line + "," * n for line in lines[1:]]) + "\n"
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
 
     def _repair_tail(self) -> None:
         if not self.path.exists():

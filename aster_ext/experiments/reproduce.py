@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     work = args.resume or Path("out") / f"reproduce{'-quick' if args.quick else ''}-{stamp}"
     results = args.results or (Path("out") / "reproduce-quick" / "results" if args.quick else Path("results"))
     t0 = time.perf_counter()
-    m = reproduce(results, work, args.quick, args.workers, args.ray, not args.quiet)
+    address = args.ray or os.environ.get("RAY_ADDRESS") or None
+    m = reproduce(results, work, args.quick, args.workers, address, not args.quiet)
     print(
         f"reproduce: {len(m['tables'])} tables/figure sets in {results} from {work / 'results.csv'} "
         f"in {(time.perf_counter() - t0) / 60:.1f} min; manifest {results / 'MANIFEST.json'}"

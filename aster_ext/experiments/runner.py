@@ -44,12 +44,14 @@ def _child(cell: Cell, conn: Any, watch: Any, cell_fn: CellFn) -> None:
         os._exit(3)
 
     threading.Thread(target=watchdog, daemon=True).start()
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     conn.send(cell_fn(cell))
     conn.close()
 
 
 def _context() -> multiprocessing.context.BaseContext:
+    # one BLAS thread per cell (set before the fork server starts, which imports numpy): the cells
+    # already run in parallel, and a fixed thread count keeps floating-point sums reproducible
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["aster_ext.experiments.cell", "aster_ext.pipeline", "aster_ext.verify"])
     return ctx

@@ -136,6 +136,14 @@ def test_store_refuses_multiline_values_and_other_columns(tmp_path: Path) -> Non
         ResultStore(tmp_path, ROW_FIELDS[:-1])
 
 
+def test_store_never_touches_a_foreign_results_file(tmp_path: Path) -> None:
+    foreign = "model,score\nmine,1"  # no trailing newline: must not be "repaired"
+    (tmp_path / "results.csv").write_text(foreign)
+    with pytest.raises(UserError, match="other columns"):
+        ResultStore(tmp_path, ROW_FIELDS)
+    assert (tmp_path / "results.csv").read_text() == foreign
+
+
 def test_store_cuts_a_torn_last_line(tmp_path: Path) -> None:
     store = ResultStore(tmp_path, ROW_FIELDS)
     store.append(_row("N", 1e-3))

@@ -54,15 +54,17 @@ class ResultStore:
         self.path = self.dir / RESULTS_NAME
         self.fields = list(fields)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._repair_tail()
+        if self.path.exists() and self.path.stat().st_size > 0:
+            # someone else's file is refused before anything touches it
+            header = self.path.open(newline="").readline().rstrip("\n").split(",")
+            older = "message" in header and header == self.fields[: len(header)]
+            if header != self.fields and not older:
+                raise UserError(f"{self.path}: written with other columns ({header[:6]}...); use a new --out")
+            self._repair_tail()
+            if older and header != self.fields:
+                self._add_columns(len(self.fields) - len(header))
         if not self.path.exists() or self.path.stat().st_size == 0:
             self._write(_line(self.fields))
-        else:
-            header = self.path.open(newline="").readline().rstrip("\n").split(",")
-            if header != self.fields and header == self.fields[: len(header)]:
-                self._add_columns(len(self.fields) - len(header))
-            elif header != self.fields:
-                raise UserError(f"{self.path}: written with other columns ({header[:6]}...); use a new --out")
 
     def _add_columns(self, n: int) -> None:
         """A store of an older version (fewer trailing columns): append ``n`` empty columns to every row

@@ -161,7 +161,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--no-cpp", action="store_true", help="skip compiling the C++ (bit_exact_cpp = null)")
     v.add_argument("--quiet", action="store_true", help="no progress messages")
+    add_sweep_parser(sub)
     return p
+
+
+def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
+    """``aster-ext sweep GRID.toml --out DIR``: every cell of a grid, one row each in DIR/results.csv."""
+    s = sub.add_parser(
+        "sweep",
+        help="run a grid of quantize + verify cells into DIR/results.csv (local pool or Ray)",
+        description="Run every cell (model x eps x setting x mode) of a TOML grid that DIR/results.csv does "
+        "not hold yet; each cell appends one complete row. Rerunning skips finished cells; a killed sweep "
+        "resumes where it stopped. With --ray (or RAY_ADDRESS set) the cells run as Ray tasks.",
+    )
+    s.add_argument("grid", type=Path, help="grid file (TOML): models, eps, settings, modes, ...")
+    s.add_argument("--out", type=Path, required=True, help="results directory (results.csv)")
+    s.add_argument("--workers", type=int, default=2, help="parallel cells (default 2)")
+    s.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run the cells on Ray: a cluster address, or 'auto' to start a local Ray instance "
+        "(default: $RAY_ADDRESS if set, else a local process pool)",
+    )
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("experiments", help="'experiments reproduce' rebuilds the tables of results/")
+    esub = e.add_subparsers(dest="experiment", required=True)
+    from .experiments.reproduce import add_arguments
+
+    add_arguments(
+        esub.add_parser(
+            "reproduce",
+            help="rerun the sweeps and rewrite results/ tables, figures and MANIFEST.json",
+            description="Rerun the benchmark sweeps behind results/modes.md and "
+            "results/aster_reproduction.md (--quick: four small benchmarks) and rewrite the tables, "
+            "results/figures/ and results/MANIFEST.json.",
+        )
+    )
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import os
+
+    from .experiments import load_grid, run_sweep
+
+    grid = load_grid(args.grid)
+    address = args.ray or os.environ.get("RAY_ADDRESS") or None
+    summary = run_sweep(grid, args.out, args.workers, address, progress=not args.quiet)
+    print(
+        f"sweep ({summary.backend}): {summary.total} cells, {summary.skipped} already done, "
+        f"{summary.written} rows written in {summary.wall_s:.0f} s to {args.out / 'results.csv'}"
+        + (f"; {len(summary.crashed)} crashed twice (no row; rerun to retry)" if summary.crashed else "")
+    )
+    return 1 if summary.crashed else 0
 
 
 def _progress(quiet: bool):
@@ -242,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "quantize":
             return cmd_quantize(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
+        if args.command == "experiments":
+            from .experiments.reproduce import run
+
+            return run(args)
         return cmd_verify(args)
     except UserError as exc:
         print(f"aster-ext: error: {exc}", file=sys.stderr)

@@ -1,0 +1,202 @@
+"""One sweep cell in-process: ``pipeline.quantize`` into a temporary directory, then ``verify_program``.
+
+The row holds the cell's identity, its outcome (``status``: ok | infeasible | error; the runner adds
+timeout), the bound (certified for sound modes, Aster's own claim for ``aster``), costs of the
+emitted types, the verify result (max observed error, tightness = bound / observed, violations),
+the fractional bits per layer / neuron (JSON) and timings. Floats are kept at full precision so
+tables computed from the store equal tables computed in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .grid import Cell
+
+ROW_FIELDS = [
+    "model", "eps", "setting", "mode", "granularity", "variant", "status", "certified", "claimed",
+    "independent_bound", "smallest_eps", "daisy_area", "hw", "mult_bilinear", "aster_objective", "frac_bits",
+    "max_observed", "tightness", "violations", "n_layers", "n_neurons", "n_params", "solver_s", "time_s",
+    "verify_s", "model_path", "message", "verify_samples",
+]  # fmt: skip
+#: columns that depend on the machine's speed, not on the computation
+TIME_FIELDS = ("solver_s", "time_s", "verify_s")
+MESSAGE_CHARS = 200
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:MESSAGE_CHARS]
+
+
+def network_size(model_path: str) -> dict[str, int]:
+    """Layers, neurons (outputs of all dense layers) and parameters (weights + biases)."""
+    from ..frontend import load_model
+    from ..ir import ACTIVATIONS, dense_chain
+
+    net, _ = load_model(model_path)
+    layers = dense_chain(net, frozenset(ACTIVATIONS))
+    return {
+        "n_layers": len(layers),
+        "n_neurons": int(sum(lay.weight.shape[0] for lay in layers)),
+        "n_params": int(sum(lay.weight.size + lay.bias.size for lay in layers)),
+    }
+
+
+def cell_identity(cell: Cell) -> dict[str, Any]:
+    """The columns that name a cell."""
+    return {
+        "model": cell.model, "eps": cell.eps, "setting": cell.setting, "mode": cell.mode,
+        "granularity": cell.granularity, "variant": cell.variant, "model_path": cell.model_path,
+    }  # fmt: skip
+
+
+def run_cell(cell: Cell) -> dict[str, Any]:
+    """Quantize + verify one cell; every failure becomes a row (status error/infeasible), never a raise."""
+    row = cell_identity(cell)
+    try:
+        row.update(network_size(cell.model_path))
+    except Exception as exc:  # reported in the row, never hidden
+        row.update(status="error", time_s=0.0, message=_one_line(f"{type(exc).__name__}: {exc}"))
+        return row
+    if cell.variant != "full":
+        return _run_variant(cell, row)
+    return _run_quantize(cell, row)
+
+
+def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
+    """The main job exactly as ``aster-ext quantize`` runs it (into a temporary directory)."""
+    from ..errors import InfeasibleError, UserError
+    from ..pipeline import QuantizeOptions, quantize
+
+    opts = QuantizeOptions(
+        error=cell.eps,
+        mode=cell.mode,
+        setting=cell.setting,
+        granularity=cell.granularity,
+        time_limit=cell.ilp_time_limit,
+    )
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="aster-ext-cell-") as tmp:
+            res = quantize(Path(cell.model_path), opts, Path(tmp) / "out")
+    except InfeasibleError as exc:
+        row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
+        if exc.smallest_error is not None:
+            row["smallest_eps"] = float(exc.smallest_error)
+        return row
+    except UserError as exc:
+        row.update(status="error", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
+        return row
+    except Exception as exc:
+        row.update(
+            status="error", time_s=time.perf_counter() - t0, message=_one_line(f"{type(exc).__name__}: {exc}")
+        )
+        return row
+    row["time_s"] = time.perf_counter() - t0
+    r = res.report
+    cost = r["cost"]
+    row.update(
+        status="ok",
+        certified=float(r["certified_error"]),
+        claimed=float(r["claimed_error"]),
+        independent_bound=float(r["independent_bound"]),
+        daisy_area=int(cost["daisy_area"]),
+        hw=int(cost["hw"]),
+        mult_bilinear=int(cost["mult_bilinear"]),
+        aster_objective=cost.get("aster_objective", ""),
+        frac_bits=json.dumps(r["frac_bits"], separators=(",", ":")),
+        solver_s=float(r["solver"]["time_s"]),
+        message=_one_line("; ".join(r.get("notes", []))),
+    )
+    per_output = np.asarray(r["certified_error_per_output"], dtype=np.float64)
+    return _verify(cell, row, res.program, res.layers, res.spec, per_output, bool(r["input_on_grid"]))
+
+
+def _verify(cell: Cell, row: dict[str, Any], program: Any, layers: Any, spec: Any, per_output: np.ndarray,
+            input_on_grid: bool) -> dict[str, Any]:  # fmt: skip
+    """Search for inputs whose error exceeds ``per_output`` with the grid's verify budget."""
+    from ..verify import VerifyBudget, verify_program
+
+    t1 = time.perf_counter()
+    try:
+        vr = verify_program(
+            program, layers, spec.input_lower, spec.input_upper, per_output, input_on_grid,
+            VerifyBudget(**dict(cell.verify)),
+        )  # fmt: skip
+    except Exception as exc:
+        message = _one_line(f"verify: {type(exc).__name__}: {exc}")
+        row.update(verify_s=time.perf_counter() - t1, message=message)
+        return row
+    row.update(
+        max_observed=float(vr.max_observed_error),
+        tightness=float(vr.ratio),
+        violations=int(vr.violations),
+        verify_samples=int(vr.samples),
+        verify_s=time.perf_counter() - t1,
+    )
+    return row
+
+
+def _run_variant(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
+    """Refined mode with the analysis switches of ``VARIANTS[cell.variant]`` (``assign_refined``
+    directly: ``quantize`` always runs the full analysis), then cost and verify as for any cell."""
+    from ..aster.settings import SETTINGS
+    from ..cost import program_cost
+    from ..errors import InfeasibleError
+    from ..frontend import load_model
+    from ..ir import dense_chain
+    from ..pipeline import allowed_activations, cpp_identifier
+    from ..refined import assign_refined
+    from .grid import VARIANTS
+
+    if cell.mode != "refined":
+        raise ValueError(f"variant {cell.variant} is a refined-mode analysis switch")
+    switches = dict(VARIANTS[cell.variant])
+    granularity = str(switches.pop("granularity", cell.granularity))
+    net, spec = load_model(cell.model_path)
+    layers = dense_chain(net, allowed_activations("refined"))
+    t0 = time.perf_counter()
+    try:
+        res = assign_refined(
+            layers, spec.input_lower, spec.input_upper, cell.eps, cell.setting, granularity,
+            cell.ilp_time_limit, cpp_identifier(net.name), **switches,
+        )  # fmt: skip
+    except InfeasibleError as exc:
+        row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
+        if exc.smallest_error is not None:
+            row["smallest_eps"] = float(exc.smallest_error)
+        return row
+    except Exception as exc:
+        row.update(
+            status="error", time_s=time.perf_counter() - t0, message=_one_line(f"{type(exc).__name__}: {exc}")
+        )
+        return row
+    row["time_s"] = time.perf_counter() - t0
+    cost = program_cost(res.program)
+    cert = res.certificate
+    row.update(
+        status="ok",
+        certified=float(cert.bound),
+        claimed=float(res.claimed_error),
+        daisy_area=int(cost.daisy_area),
+        hw=int(cost.hw),
+        mult_bilinear=int(cost.mult_bilinear),
+        frac_bits=_bits_json(res.dot_bits, res.bias_bits),
+        solver_s=float(res.solver_time_s),
+    )
+    per_output = np.asarray(cert.output_bound, dtype=np.float64)
+    return _verify(cell, row, res.program, layers, spec, per_output, SETTINGS[cell.setting].no_init_error)
+
+
+def _bits_json(dot: list[Any], bias: list[Any]) -> str:
+    return json.dumps({"dot": _bits(dot), "bias": _bits(bias)}, separators=(",", ":"))
+
+
+def _bits(bits: list[Any]) -> list[Any]:
+    return [list(map(int, b)) if isinstance(b, list | tuple | np.ndarray) else int(b) for b in bits]

@@ -1,0 +1,88 @@
+"""``results/MANIFEST.json``: what produced the tables (commit, versions, CPU, date, seeds, wall times)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "aster_ext",
+    "numpy",
+    "scipy",
+    "highspy",
+    "onnx",
+    "onnxruntime",
+    "python-flint",
+    "mpmath",
+    "networkx",
+    "jpype1",
+    "rich",
+    "matplotlib",
+    "ray",
+)
+
+
+def git_commit(repo: Path) -> dict[str, Any]:
+    """HEAD of the checkout holding the package, and whether its tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "-uno"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    try:
+        from highspy import _core
+
+        out["HiGHS"] = f"{_core.HIGHS_VERSION_MAJOR}.{_core.HIGHS_VERSION_MINOR}.{_core.HIGHS_VERSION_PATCH}"
+    except Exception:  # the version query is informational only
+        out["HiGHS"] = None
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def cpu() -> dict[str, Any]:
+    model = platform.processor() or None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "model": model,
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "system": platform.system(),
+    }
+
+
+def build_manifest(tables: dict[str, dict[str, Any]], extra: dict[str, Any]) -> dict[str, Any]:
+    """``tables``: per table, its files, wall time and the sweep that fed it; ``extra``: run options."""
+    return {
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **git_commit(Path(__file__).resolve().parents[2]),
+        "packages": package_versions(),
+        "cpu": cpu(),
+        **extra,  # may override commit/dirty with the state at the start of the run
+        "tables": tables,
+    }

@@ -1,0 +1,394 @@
+"""Sweep runner: grid files, the append-only store, timeouts, crash retries, kill + resume, Ray = local."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aster_ext.errors import UserError
+from aster_ext.experiments import load_grid, run_sweep
+from aster_ext.experiments.cell import ROW_FIELDS, TIME_FIELDS, run_cell
+from aster_ext.experiments.grid import Cell
+from aster_ext.experiments.store import ResultStore, row_key
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = ("model", "eps", "setting", "mode", "granularity", "variant")
+
+
+def _copy_models(shared_dir: Path, dest: Path, names: tuple[str, ...]) -> list[Path]:
+    out = []
+    for n in names:
+        p = dest / f"{n}.scala"
+        shutil.copy(shared_dir / "benchmarks" / "aster" / f"{n}.scala", p)
+        out.append(p)
+    return out
+
+
+def _write_grid(path: Path, models: list[str], body: str) -> Path:
+    path.write_text("models = [" + ", ".join(f'"{m}"' for m in models) + "]\n" + body)
+    return path
+
+
+SMALL_BODY = """eps = [1e-3]
+settings = ["A", "C"]
+modes = ["aster", "aster-sound", "refined"]
+cell_time_limit = 120
+[verify]
+samples = 64
+search_iters = 2
+"""
+
+
+def _csv_lines(out: Path) -> list[dict[str, str]]:
+    with (out / "results.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# -- grid files ------------------------------------------------------------------------------------
+
+
+def test_grid_globs_relative_paths_and_cells(tmp_path: Path, shared_dir: Path) -> None:
+    _copy_models(shared_dir, tmp_path, ("SmallNN", "TestNN"))
+    grid = load_grid(
+        _write_grid(
+            tmp_path / "g.toml",
+            ["*.scala"],
+            'eps = [1e-3, 1e-4]\nsettings = ["A"]\nmodes = ["aster", "refined"]\n'
+            'granularities = ["neuron", "layer"]\n',
+        )
+    )
+    assert [m.name for m in grid.models] == ["SmallNN.scala", "TestNN.scala"]
+    cells = grid.cells()
+    # aster: one (layer) cell per (model, eps); refined: one per granularity
+    assert len(cells) == 2 * 2 * (1 + 2)
+    assert len({c.key for c in cells}) == len(cells)
+    assert {c.granularity for c in cells if c.mode == "aster"} == {"layer"}
+    assert grid.verify["samples"] == 400 and grid.cell_time_limit == 300
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('eps = [1e-3]\nsettings = ["A"]\nmodes = ["fast"]\n', "unknown modes"),
+        ('eps = [1e-3]\nsettings = ["Z"]\nmodes = ["aster"]\n', "unknown settings"),
+        ('eps = [-1]\nsettings = ["A"]\nmodes = ["aster"]\n', "positive number"),
+        ('eps = []\nsettings = ["A"]\nmodes = ["aster"]\n', "non-empty list"),
+        ('eps = [1e-3]\nsettings = ["A"]\nmodes = ["aster"]\nepsilon = 2\n', "unknown keys"),
+        ('eps = [1e-3]\nsettings = ["A"]\nmodes = ["aster"]\n[verify]\nsample = 3\n', "[verify] takes"),
+        ("eps = [1e-3\n", "not valid TOML"),
+    ],
+)
+def test_bad_grids_are_clear_errors(tmp_path: Path, shared_dir: Path, body: str, message: str) -> None:
+    (model,) = _copy_models(shared_dir, tmp_path, ("SmallNN",))
+    with pytest.raises(UserError, match=message.replace("[", r"\[")):
+        load_grid(_write_grid(tmp_path / "g.toml", [str(model)], body))
+
+
+def test_grid_refuses_missing_models_and_name_clashes(tmp_path: Path, shared_dir: Path) -> None:
+    body = 'eps = [1e-3]\nsettings = ["A"]\nmodes = ["aster"]\n'
+    with pytest.raises(UserError, match="not found"):
+        load_grid(_write_grid(tmp_path / "g.toml", ["nothere.scala"], body))
+    with pytest.raises(UserError, match="no model matches"):
+        load_grid(_write_grid(tmp_path / "g.toml", ["none*.scala"], body))
+    (tmp_path / "b").mkdir()
+    _copy_models(shared_dir, tmp_path, ("SmallNN",))
+    _copy_models(shared_dir, tmp_path / "b", ("SmallNN",))
+    with pytest.raises(UserError, match="two models named 'SmallNN'"):
+        load_grid(_write_grid(tmp_path / "g.toml", ["SmallNN.scala", "b/SmallNN.scala"], body))
+
+
+# -- the store ------------------------------------------------------------------------------------
+
+
+def _row(model: str, eps: float, message: str = "") -> dict[str, Any]:
+    return {"model": model, "eps": eps, "setting": "A", "mode": "aster", "granularity": "layer",
+            "variant": "full", "status": "ok", "certified": 1e-3 / 3, "hw": 12,
+            "message": message}  # fmt: skip
+
+
+def test_store_round_trips_rows_exactly(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    store.append(_row("N", 1e-3, message='quoted "text", with commas'))
+    store.append(_row("N", 1e-5))
+    rows = ResultStore(tmp_path, ROW_FIELDS).rows()
+    assert [r["certified"] for r in rows] == [1e-3 / 3, 1e-3 / 3]  # full float precision
+    assert rows[0]["message"] == 'quoted "text", with commas' and rows[0]["hw"] == 12
+    expected = {row_key(_row("N", 1e-3)), row_key(_row("N", 1e-5))}
+    assert ResultStore(tmp_path, ROW_FIELDS).finished() == expected
+
+
+def test_store_refuses_multiline_values_and_other_columns(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    with pytest.raises(ValueError, match="one line"):
+        store.append(_row("N", 1e-3, message="two\nlines"))
+    assert len(_csv_lines(tmp_path)) == 0
+    with pytest.raises(UserError, match="other columns"):
+        ResultStore(tmp_path, ROW_FIELDS[:-1])
+
+
+def test_store_never_touches_a_foreign_results_file(tmp_path: Path) -> None:
+    foreign = "model,score\nmine,1"  # no trailing newline: must not be "repaired"
+    (tmp_path / "results.csv").write_text(foreign)
+    with pytest.raises(UserError, match="other columns"):
+        ResultStore(tmp_path, ROW_FIELDS)
+    assert (tmp_path / "results.csv").read_text() == foreign
+
+
+def test_store_cuts_a_torn_last_line(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    store.append(_row("N", 1e-3))
+    with (tmp_path / "results.csv").open("a") as fh:
+        fh.write("N,1e-05,A,aster,layer,full,o")  # a row cut short
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    assert store.finished() == {row_key(_row("N", 1e-3))}
+    store.append(_row("M", 1e-3))
+    assert [r["model"] for r in _csv_lines(tmp_path)] == ["N", "M"]
+
+
+def test_store_of_an_older_version_gains_the_new_columns(tmp_path: Path) -> None:
+    old_fields = ROW_FIELDS[:-1]
+    ResultStore(tmp_path, old_fields).append(_row("N", 1e-3, message="a, b"))
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    store.append({**_row("M", 1e-3), ROW_FIELDS[-1]: 7})
+    rows = {r["model"]: r for r in store.rows()}
+    assert rows["N"]["message"] == "a, b" and rows["N"][ROW_FIELDS[-1]] is None
+    assert rows["M"][ROW_FIELDS[-1]] == 7
+
+
+def test_store_refuses_a_different_verify_budget(tmp_path: Path) -> None:
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    store.check_fingerprint({"verify": {"samples": 10}})
+    store.check_fingerprint({"verify": {"samples": 10}})
+    with pytest.raises(UserError, match="another --out"):
+        store.check_fingerprint({"verify": {"samples": 11}})
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def test_sweep_writes_one_row_per_cell_and_rerun_skips(tmp_path: Path, shared_dir: Path) -> None:
+    (model,) = _copy_models(shared_dir, tmp_path, ("SmallNN",))
+    grid = load_grid(_write_grid(tmp_path / "g.toml", [str(model)], SMALL_BODY))
+    out = tmp_path / "out"
+    first = run_sweep(grid, out, workers=2, progress=False)
+    assert (first.total, first.skipped, first.written, first.crashed) == (6, 0, 6, [])
+    rows = ResultStore(out, ROW_FIELDS).rows()
+    assert {r["mode"] for r in rows} == {"aster", "aster-sound", "refined"}
+    for r in rows:
+        assert r["status"] == "ok" and r["n_params"] == 9 and r["max_observed"] > 0
+        if r["mode"] != "aster":  # sound modes: the verify search never exceeds the certificate
+            assert r["violations"] == 0 and r["max_observed"] <= r["certified"] <= 1e-3
+    # the same cell in-process gives the same row (the child process changes nothing)
+    cell = next(c for c in grid.cells() if c.mode == "refined" and c.setting == "A")
+    direct = run_cell(cell)
+    stored = next(r for r in rows if row_key(r) == cell.key)
+    for f in ("certified", "hw", "daisy_area", "frac_bits", "max_observed", "violations"):
+        assert stored[f] == direct[f], f
+    again = run_sweep(grid, out, workers=2, progress=False)
+    assert (again.skipped, again.written) == (6, 0)
+    assert len(_csv_lines(out)) == 6
+
+
+def test_variant_cells_switch_the_analysis_and_stay_sound(tmp_path: Path, shared_dir: Path) -> None:
+    (model,) = _copy_models(shared_dir, tmp_path, ("TestNN",))
+    body = SMALL_BODY.replace('settings = ["A", "C"]', 'settings = ["A"]').replace(
+        '"aster", "aster-sound", "refined"', '"aster", "refined"'
+    )
+    grid_path = _write_grid(
+        tmp_path / "g.toml",
+        [str(model)],
+        body.replace("[verify]", 'variants = ["full", "interval-ranges", "layer-granularity"]\n[verify]'),
+    )
+    grid = load_grid(grid_path)
+    assert sorted((c.mode, c.variant) for c in grid.cells()) == [
+        ("aster", "full"),
+        ("refined", "full"),
+        ("refined", "interval-ranges"),
+        ("refined", "layer-granularity"),
+    ]
+    run_sweep(grid, tmp_path / "out", workers=2, progress=False)
+    stored = ResultStore(tmp_path / "out", ROW_FIELDS).rows()
+    rows = {r["variant"]: r for r in stored if r["mode"] == "refined"}
+    full, layer = rows["full"], rows["layer-granularity"]
+    for r in rows.values():
+        assert r["status"] == "ok" and r["violations"] == 0 and r["max_observed"] <= r["certified"] <= 1e-3
+    # one format per layer: every layer's per-neuron bits are equal, and it cannot be cheaper
+    assert all(len(set(b)) == 1 for b in json.loads(layer["frac_bits"])["dot"])
+    assert any(len(set(b)) > 1 for b in json.loads(full["frac_bits"])["dot"])
+    assert layer["hw"] >= full["hw"]
+
+
+def test_cell_over_its_time_limit_is_a_timeout_row(tmp_path: Path, shared_dir: Path) -> None:
+    (model,) = _copy_models(shared_dir, tmp_path, ("AC6",))
+    body = 'eps = [1e-3]\nsettings = ["B"]\nmodes = ["refined"]\ncell_time_limit = 0.3\n'
+    grid = load_grid(_write_grid(tmp_path / "g.toml", [str(model)], body))
+    t0 = time.perf_counter()
+    summary = run_sweep(grid, tmp_path / "out", workers=1, progress=False)
+    assert time.perf_counter() - t0 < 30  # killed, not waited for
+    (row,) = ResultStore(tmp_path / "out", ROW_FIELDS).rows()
+    assert summary.written == 1 and row["status"] == "timeout" and row["certified"] is None
+    assert "0.3 s" in row["message"]
+
+
+def crash_first_attempt(cell: Cell) -> dict[str, Any]:
+    """A stand-in cell body (runs in the child): dies hard once per model, then runs normally."""
+    marker = Path(cell.model_path + f".{cell.mode}.crashed")
+    if not marker.exists():
+        marker.write_text("")
+        os._exit(9)
+    return run_cell(cell)
+
+
+def crash_always(cell: Cell) -> dict[str, Any]:
+    """A stand-in cell body that always dies without a row (like an out-of-memory kill)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")
+
+
+def test_crashed_cells_are_retried_and_never_stored(tmp_path: Path, shared_dir: Path) -> None:
+    (model,) = _copy_models(shared_dir, tmp_path, ("SmallNN",))
+    body = SMALL_BODY.replace('settings = ["A", "C"]', 'settings = ["A"]')
+    grid = load_grid(_write_grid(tmp_path / "g.toml", [str(model)], body))
+    out = tmp_path / "out"
+    hard = run_sweep(grid, out, workers=2, progress=False, cell_fn=crash_always)
+    assert (hard.written, len(hard.crashed)) == (0, 3)
+    assert _csv_lines(out) == []  # nothing half-written, nothing recorded
+    retried = run_sweep(grid, out, workers=2, progress=False, cell_fn=crash_first_attempt)
+    assert (retried.written, retried.crashed) == (3, [])
+    assert len(list(tmp_path.glob("*.crashed"))) == 3  # each cell did crash once first
+    assert {r["status"] for r in ResultStore(out, ROW_FIELDS).rows()} == {"ok"}
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_lost_or_duplicated_rows(tmp_path: Path, shared_dir: Path) -> None:
+    models = _copy_models(shared_dir, tmp_path, ("SmallNN", "TestNN", "InvPendulumNN"))
+    body = SMALL_BODY.replace("eps = [1e-3]", "eps = [1e-3, 1e-4]").replace(
+        'settings = ["A", "C"]', 'settings = ["A", "B", "C", "D"]'
+    )
+    grid_path = _write_grid(tmp_path / "g.toml", [str(m) for m in models], body)
+    total = len(load_grid(grid_path).cells())
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "aster_ext.cli", "sweep", str(grid_path), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if (out / "results.csv").exists() and len(_csv_lines(out)) >= 5:
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # the driver only: its cell processes must notice and exit
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _group_alive(proc.pid), "cell processes outlived the killed sweep"
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    partial = _csv_lines(out)
+    assert 5 <= len(partial) < total
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(partial)} already done, {total - len(partial)} rows written" in rerun.stdout
+    lines = _csv_lines(out)
+    keys = [tuple(r[k] for k in KEY) for r in lines]
+    assert len(keys) == len(set(keys)) == total
+    assert lines[: len(partial)] == partial  # earlier rows untouched
+    assert {r["status"] for r in lines} <= {"ok", "infeasible"}
+
+
+@pytest.mark.slow
+def test_ray_gives_the_same_rows_as_the_local_pool(tmp_path: Path, shared_dir: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'aster_ext[experiments]')")
+    (model,) = _copy_models(shared_dir, tmp_path, ("SmallNN",))
+    grid = load_grid(_write_grid(tmp_path / "g.toml", [str(model)], SMALL_BODY))
+    local = run_sweep(grid, tmp_path / "local", workers=2, progress=False)
+    ray = run_sweep(grid, tmp_path / "ray", workers=2, ray_address="auto", progress=False)
+    assert local.written == ray.written == 6 and ray.backend == "ray"
+
+    def table(out: Path) -> dict[tuple[str, ...], dict[str, Any]]:
+        rows = ResultStore(out, ROW_FIELDS).rows()
+        return {row_key(r): {k: v for k, v in r.items() if k not in TIME_FIELDS} for r in rows}
+
+    assert table(tmp_path / "local") == table(tmp_path / "ray")
+
+
+# -- tables, figures, manifest --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reproduce_writes_tables_figures_and_manifest(
+    tmp_path: Path, shared_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_ext.experiments import reproduce as rep
+    from aster_ext.experiments.grid import Grid
+
+    model = shared_dir / "benchmarks" / "aster" / "SmallNN.scala"
+    tiny = {
+        "modes": Grid(models=[model], eps=[1e-3, 1e-5], settings=["A"], modes=list(rep.MODES),
+                      verify={"samples": 64, "search_starts": 4, "search_iters": 2, "search_batch": 16,
+                              "exact_candidates": 2, "seed": 0}),
+        "ablation": Grid(models=[model], eps=[1e-3], settings=["A"], modes=["refined"],
+                         variants=["no-relu-stability"],
+                         verify={"samples": 64, "search_starts": 4, "search_iters": 2, "search_batch": 16,
+                                 "exact_candidates": 2, "seed": 0}),
+        "violations": Grid(models=[model], eps=[1e-3], settings=["A", "C"], modes=["aster"],
+                           verify={"samples": 100, "search_starts": 4, "search_iters": 3, "search_batch": 16,
+                                   "exact_candidates": 2, "seed": 0}),
+    }  # fmt: skip
+    monkeypatch.setattr(rep, "grids", lambda quick: tiny)
+    results = tmp_path / "results"
+    manifest = rep.reproduce(results, tmp_path / "work", True, 2, None, progress=False)
+    on_disk = json.loads((results / "MANIFEST.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest))
+    assert on_disk["packages"]["HiGHS"] and on_disk["packages"]["numpy"] and on_disk["cpu"]["cores"]
+    assert len(on_disk["commit"]) == 40 and on_disk["seeds"]["verify"] == 0
+    assert {"modes.md", "aster_reproduction.md", "aster_violations.md", "figures"} <= set(on_disk["tables"])
+    assert all(t["wall_s"] >= 0 for t in on_disk["tables"].values())
+    modes = list(csv.DictReader((results / "modes.csv").open()))
+    assert len(modes) == 2 * 3 and {r["mode"] for r in modes} == {"aster", "aster-sound", "refined"}
+    ablation = list(csv.DictReader((results / "ablation.csv").open()))
+    assert [r["variant"] for r in ablation] == ["full", "no-relu-stability"]
+    repro = list(csv.DictReader((results / "aster_reproduction.csv").open()))
+    assert len(repro) == 2 * 2 and all(r["source"] == "SmallNN.scala" for r in repro)
+    # the original tool's objective joins the eps = 1e-3 rows only
+    assert all(bool(r["ref_objective"]) == (float(r["eps"]) == 1e-3) for r in repro)
+    violations = list(csv.DictReader((results / "aster_violations.csv").open()))
+    assert [r["setting"] for r in violations] == ["A", "C"] and all(r["status"] == "ok" for r in violations)
+    for r in violations:  # the sound certificate of Aster's program is never exceeded
+        assert float(r["observed_over_independent"]) <= 1 and int(r["samples"]) >= 100
+    assert (work := tmp_path / "work" / "violations" / "results.csv").exists() and work.stat().st_size
+    md = (results / "modes.md").read_text()
+    for name in ("pareto_hw", "frac_bits_layer", "frac_bits_neuron", "certified_vs_observed", "time_vs_size"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 1000
+        assert (results / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+        assert f"](figures/{name}.png)" in md
+
+
+def test_compare_csv_reports_differences_but_not_times(tmp_path: Path) -> None:
+    from aster_ext.experiments.compare import compare_csv
+
+    (tmp_path / "a.csv").write_text("benchmark,eps,hw,time_s\nN,0.001,5,1.0\nM,1e-05,7,2.0\nO,0.1,1,1\n")
+    (tmp_path / "b.csv").write_text("benchmark,eps,hw,time_s\nN,1e-3,5,9.0\nM,0.00001,8,2.0\nP,0.1,1,1\n")
+    diff = compare_csv(tmp_path / "a.csv", tmp_path / "b.csv", ["benchmark", "eps"])
+    assert diff.matched == 2 and diff.only_new == [("O", "0.1")] and diff.only_old == [("P", "0.1")]
+    assert dict(diff.differing) == {"hw": 1} and diff.examples["hw"][0][1:] == ("7", "8")

@@ -27,6 +27,7 @@ wheel's ``templates/vivado/nnet_utils``:
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -51,9 +52,14 @@ class DenseStage:
     weight_raw: np.ndarray = field(init=False)  # [n_out, n_in] object ints at weight_t.frac
     bias_raw: np.ndarray = field(init=False)  # [n_out] object ints at bias_t.frac
 
+    weight_q: np.ndarray = field(init=False)  # float64 values of weight_raw (exact: <= 53-bit integers)
+    nnz: np.ndarray = field(init=False)  # nonzero quantised weights per row
+
     def __post_init__(self) -> None:
         self.weight_raw = quantize_parameter(self.weight, self.weight_t)
         self.bias_raw = quantize_parameter(self.bias, self.bias_t)
+        self.weight_q = np.ldexp(self.weight_raw.astype(np.float64), -self.weight_t.frac)
+        self.nnz = np.count_nonzero(self.weight_q, axis=1).astype(np.float64)
 
     @property
     def n_in(self) -> int:
@@ -89,15 +95,30 @@ def decimal_round_trip(values: np.ndarray, frac: int) -> np.ndarray:
     """double(format(v, '.{max(0,frac)}f')) for every value: what hls4ml's weight text holds."""
     digits = max(0, int(frac))
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    return np.array([float(f"{v:.{digits}f}") for v in flat.tolist()], dtype=np.float64).reshape(np.shape(values))
+    return np.array([float(f"{v:.{digits}f}") for v in flat.tolist()], dtype=np.float64).reshape(
+        np.shape(values)
+    )
+
+
+_PARAM_CACHE: dict[tuple[bytes, tuple[int, ...], HlsType], np.ndarray] = {}
 
 
 def quantize_parameter(values: np.ndarray, t: HlsType) -> np.ndarray:
-    """Raw integers of a weight/bias array as the hls4ml project holds them."""
-    return from_doubles(decimal_round_trip(values, t.frac), t)
+    """Raw integers of a weight/bias array as the hls4ml project holds them (memoised: the type
+    search quantises the same arrays many times)."""
+    arr = np.ascontiguousarray(values, dtype=np.float64)
+    key = (hashlib.sha1(arr.tobytes()).digest(), arr.shape, t)
+    hit = _PARAM_CACHE.get(key)
+    if hit is None:
+        if len(_PARAM_CACHE) > 4096:
+            _PARAM_CACHE.clear()
+        hit = _PARAM_CACHE[key] = from_doubles(decimal_round_trip(arr, t.frac), t)
+    return hit.copy()
 
 
-def auto_dense_type(input_t: HlsType, weight_t: HlsType, bias_t: HlsType, n_in: int, bias_nonzero: bool = True) -> HlsType:
+def auto_dense_type(
+    input_t: HlsType, weight_t: HlsType, bias_t: HlsType, n_in: int, bias_nonzero: bool = True
+) -> HlsType:
     """The type hls4ml's infer_precision gives an 'auto' Dense accum/result (module docstring).
 
     hls4ml applies the bias rule unless ``infer_no_bias`` is set (it is False by default), so
@@ -108,7 +129,10 @@ def auto_dense_type(input_t: HlsType, weight_t: HlsType, bias_t: HlsType, n_in: 
     signed = weight_t.signed or input_t.signed
     frac = width - integers
     if bias_nonzero:
-        integers = max(integers + (bias_t.signed and not signed), bias_t.int_bits + (signed and not bias_t.signed)) + 1
+        integers = (
+            max(integers + (bias_t.signed and not signed), bias_t.int_bits + (signed and not bias_t.signed))
+            + 1
+        )
         width = integers + max(frac, bias_t.frac)
         signed = signed or bias_t.signed
     return HlsType(width, integers, signed, "TRN", "WRAP")

@@ -55,7 +55,9 @@ def clean_onnx(onnx_path: str | Path) -> Any:
         return cleanup_model(m)
 
 
-def base_config(model: Any, default_precision: str = "fixed<16,6>", granularity: str = "name") -> dict[str, Any]:
+def base_config(
+    model: Any, default_precision: str = "fixed<16,6>", granularity: str = "name"
+) -> dict[str, Any]:
     hls4ml = require_hls4ml()
     with contextlib.redirect_stdout(io.StringIO()):
         return hls4ml.utils.config_from_onnx_model(
@@ -74,11 +76,15 @@ def node_names(model: Any) -> tuple[list[str], list[str | None]]:
         elif n.op_type in ("Relu", "Tanh", "Sigmoid") and mats:
             acts[-1] = n.name
         elif n.op_type not in ("Add",):
-            raise UnsupportedError(f"hls4ml backend: ONNX node {n.name} ({n.op_type}) is not supported for dense networks")
+            raise UnsupportedError(
+                f"hls4ml backend: ONNX node {n.name} ({n.op_type}) is not supported for dense networks"
+            )
     return mats, acts
 
 
-def convert(model: Any, config: dict[str, Any], out_dir: Path, io_type: str, strategy: str, reuse: int) -> Any:
+def convert(
+    model: Any, config: dict[str, Any], out_dir: Path, io_type: str, strategy: str, reuse: int
+) -> Any:
     """hls4ml.converters.convert_from_onnx_model with the given config (quietly)."""
     hls4ml = require_hls4ml()
     cfg = copy.deepcopy(config)
@@ -144,5 +150,7 @@ def read_program(hls_model: Any) -> Hls4mlProgram:
                 )
             )
         else:
-            raise UnsupportedError(f"hls4ml backend: layer {layer.name} ({cls}) is not modelled for dense networks")
+            raise UnsupportedError(
+                f"hls4ml backend: layer {layer.name} ({cls}) is not modelled for dense networks"
+            )
     return Hls4mlProgram(input_t, stages)

@@ -68,11 +68,27 @@ def table_floats(fn: str, size: int) -> np.ndarray:
     return out
 
 
-def table_raw(fn: str, size: int, table_t: HlsType) -> np.ndarray:
-    """Raw integer entries of the table as the C simulation holds them."""
+@lru_cache(maxsize=256)
+def _table_raw(fn: str, size: int, table_t: HlsType) -> np.ndarray:
     return from_doubles(table_floats(fn, size), table_t)
 
 
+def table_raw(fn: str, size: int, table_t: HlsType) -> np.ndarray:
+    """Raw integer entries of the table as the C simulation holds them."""
+    return _table_raw(fn, size, table_t).copy()
+
+
+@lru_cache(maxsize=256)
+def table_values(fn: str, size: int, table_t: HlsType) -> np.ndarray:
+    """The entries as float64 (exact: table types are narrower than 53 bits in practice; wider
+    entries are rounded by numpy, which the callers' outward rounding does not cover, so they
+    are refused)."""
+    if table_t.width > 53:
+        raise ValueError(f"table type {table_t.to_string()} wider than 53 bits is not supported")
+    return as_values(_table_raw(fn, size, table_t), table_t.frac)
+
+
+@lru_cache(maxsize=256)
 def table_overflows(fn: str, size: int, table_t: HlsType) -> bool:
     """True when some entry does not fit table_t (it would wrap or saturate)."""
     sat = HlsType(table_t.width + 4, table_t.int_bits + 4, table_t.signed, table_t.quant, "SAT")
@@ -134,6 +150,13 @@ def _grid(fn: str, size: int) -> _Grid:
     return _Grid(a, b, f_a_lo, f_b_hi)
 
 
+@lru_cache(maxsize=256)
+def _err_full(fn: str, size: int, table_t: HlsType) -> np.ndarray:
+    g = _grid(fn, size)
+    t = table_values(fn, size, table_t)
+    return np.maximum(np.nextafter(t - g.f_a_lo, np.inf), np.nextafter(g.f_b_hi - t, np.inf))
+
+
 def _f_bounds(fn: str, x: np.ndarray, lower: bool) -> np.ndarray:
     with working_precision():
         vals = [_f_arb(fn, arb(float(v))) for v in np.ravel(x)]
@@ -143,10 +166,10 @@ def _f_bounds(fn: str, x: np.ndarray, lower: bool) -> np.ndarray:
 def table_error(fn: str, size: int, table_t: HlsType, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Per neuron: an upper bound of |table[index(x)] - f(x)| over every x in [lo, hi]."""
     g = _grid(fn, size)
-    t = as_values(table_raw(fn, size, table_t), table_t.frac)
+    t = table_values(fn, size, table_t)
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
-    err_full = np.maximum(np.nextafter(t - g.f_a_lo, np.inf), np.nextafter(g.f_b_hi - t, np.inf))
+    err_full = _err_full(fn, size, table_t)
     # one cell of slack on each side: the float index of an end point may sit on a cell boundary
     i_lo = np.maximum(_index_of_value(lo, fn, size) - 1, 0)
     i_hi = np.minimum(_index_of_value(hi, fn, size) + 1, size - 1)

@@ -13,15 +13,17 @@ fits in 62 bits (the caller checks :func:`fits_int64`), object arrays of Python 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
 from ..errors import UnsupportedError
 
-_TYPE_RE = re.compile(r"^\s*(u?)fixed<\s*(\d+)\s*,\s*(-?\d+)\s*(?:,\s*(\w+)\s*)?(?:,\s*(\w+)\s*)?(?:,\s*(\d+)\s*)?>\s*$")
+_TYPE_RE = re.compile(
+    r"^\s*(u?)fixed<\s*(\d+)\s*,\s*(-?\d+)\s*(?:,\s*(\w+)\s*)?(?:,\s*(\w+)\s*)?(?:,\s*(\d+)\s*)?>\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class HlsType:
             raise ValueError(f"fixed-point width must be >= 1, got {self.width}")
         if self.quant not in ("TRN", "RND") or self.overflow not in ("WRAP", "SAT"):
             raise UnsupportedError(
-                f"hls4ml type {self}: only the rounding modes TRN/RND and overflow modes WRAP/SAT are modelled"
+                f"hls4ml type {self}: only the rounding modes TRN/RND and overflow modes "
+                "WRAP/SAT are modelled"
             )
 
     @property
@@ -56,11 +59,14 @@ class HlsType:
 
     @property
     def min_value(self) -> float:
-        return float(Fraction(self.raw_min) * Fraction(2) ** -self.frac)
+        return math.ldexp(self.raw_min, -self.frac)  # exact: a power of two
 
     @property
     def max_value(self) -> float:
-        return float(Fraction(self.raw_max) * Fraction(2) ** -self.frac)
+        """Largest value, rounded down to a double when the width exceeds 53 bits (so that
+        ``contains`` stays conservative)."""
+        v = math.ldexp(self.raw_max, -self.frac)
+        return v if self.width <= 53 else math.nextafter(v, -math.inf)
 
     @property
     def ulp(self) -> float:
@@ -105,7 +111,9 @@ class HlsType:
         rnd = str(getattr(prec, "rounding_mode", "TRN")).upper()
         sat = str(getattr(prec, "saturation_mode", "WRAP")).upper()
         rnd = "RND" if rnd.endswith("RND") else ("TRN" if rnd.endswith("TRN") or rnd in ("NONE", "") else rnd)
-        sat = "SAT" if sat.endswith("SAT") else ("WRAP" if sat.endswith("WRAP") or sat in ("NONE", "") else sat)
+        sat = (
+            "SAT" if sat.endswith("SAT") else ("WRAP" if sat.endswith("WRAP") or sat in ("NONE", "") else sat)
+        )
         if int(getattr(prec, "saturation_bits", 0) or 0) != 0:
             raise UnsupportedError(f"hls4ml precision {prec}: saturation bits are not modelled")
         return HlsType(width, integer, signed, rnd, sat)

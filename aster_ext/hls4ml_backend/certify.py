@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..ir import DenseLayer
-from ..ranges import LayerRanges
+from ..ranges import ExactParams, LayerRanges
 from ..rigorous import Interval, matvec, scaled_sum_bound
 from .program import ActStage, DenseStage, Hls4mlProgram, auto_dense_type
 from .tables import TABLE_FUNCS, table_error, table_overflows, table_raw
@@ -84,7 +84,15 @@ def _up(x: np.ndarray) -> np.ndarray:
 class _Walker:
     """Error/range state between stages: bound e, type cur_t and real range [x_lo, x_hi] of the input."""
 
-    def __init__(self, ranges: list[LayerRanges], lower: np.ndarray, upper: np.ndarray, input_t: HlsType):
+    def __init__(
+        self,
+        layers: list[DenseLayer],
+        ranges: list[LayerRanges],
+        lower: np.ndarray,
+        upper: np.ndarray,
+        input_t: HlsType,
+    ):
+        self.params = [ExactParams.of(layer) for layer in layers]  # the real W, b (with radii)
         self.ranges = ranges
         self.over: list[str] = []
         self.stage_bounds: list[np.ndarray] = []
@@ -97,12 +105,12 @@ class _Walker:
                 f"exceed input_t {input_t.to_string()}"
             )
 
-    def accum_bound(self, st: DenseStage) -> np.ndarray:
-        return _accum_bound(st, self.cur_t, self.x_lo, self.x_hi, self.e)
+    def accum_bound(self, li: int, st: DenseStage) -> np.ndarray:
+        return _accum_bound(st, self.params[li], self.cur_t, self.x_lo, self.x_hi, self.e)
 
     def dense(self, li: int, st: DenseStage) -> None:
         self.e, self.cur_t = _dense_bound(
-            st, self.cur_t, self.x_lo, self.x_hi, self.e, self.ranges[li].pre, self.over
+            st, self.params[li], self.cur_t, self.x_lo, self.x_hi, self.e, self.ranges[li].pre, self.over
         )
         self.stage_bounds.append(self.e)
         self.li = li
@@ -129,7 +137,7 @@ def walk(
     program: Hls4mlProgram,
 ) -> Certificate:
     """Certify ``program`` (stage list matching ``layers``) on the input box [lower, upper]."""
-    w = _Walker(ranges, lower, upper, program.input_t)
+    w = _Walker(layers, ranges, lower, upper, program.input_t)
     stages = program.stages
     k = 0
     for li, layer in enumerate(layers):
@@ -151,24 +159,28 @@ def walk(
 
 
 def _accum_bound(
-    st: DenseStage, in_t: HlsType, x_lo: np.ndarray, x_hi: np.ndarray, e: np.ndarray
+    st: DenseStage, p: ExactParams, in_t: HlsType, x_lo: np.ndarray, x_hi: np.ndarray, e: np.ndarray
 ) -> np.ndarray:
     """Bound of |z~ - z| on the accumulator (module docstring), before the result cast."""
     acc_t = st.accum_t
     w_q, nnz = st.weight_q, st.nnz
     b_acc = as_values(requantize(st.bias_raw, st.bias_t.frac, acc_t), acc_t.frac)
-    bias_err = _up(np.abs(b_acc - st.bias))
+    bias_err = _up(np.abs(b_acc - p.bias) + (p.bias_rad if p.bias_rad is not None else 0.0))
     prod_frac = in_t.frac + st.weight_t.frac
     q_acc = 0.0 if acc_t.frac >= prod_frac else acc_t.quant_error()
     prop = scaled_sum_bound(np.abs(w_q), e)
-    dw = w_q - st.weight  # float subtraction: |error| <= half an ulp, covered by the radius below
-    dx = matvec(dw, np.abs(dw) * 2.0**-52 + 1e-300, Interval(x_lo, x_hi))
+    # W~ - W: the float subtraction errs by <= half an ulp, and the real W lies within weight_rad
+    # of its float centre; both go into the radius of the rigorous interval product
+    dw = w_q - p.weight
+    rad = np.abs(dw) * 2.0**-52 + 1e-300 + (p.weight_rad if p.weight_rad is not None else 0.0)
+    dx = matvec(dw, rad, Interval(x_lo, x_hi))
     wq_err = np.maximum(np.abs(dx.lo), np.abs(dx.hi))
     return _up(bias_err + nnz * q_acc + prop + wq_err)
 
 
 def _dense_bound(
     st: DenseStage,
+    p: ExactParams,
     in_t: HlsType,
     x_lo: np.ndarray,
     x_hi: np.ndarray,
@@ -181,11 +193,11 @@ def _dense_bound(
     for what, raw, t in (("weight", st.weight_raw, st.weight_t), ("bias", st.bias_raw, st.bias_t)):
         # a parameter that wrapped or saturated is far from its real value; a rounded one is within
         # an ulp plus the decimal printing error
-        real, q = (st.weight, w_q) if what == "weight" else (st.bias, as_values(raw, t.frac))
+        real, q = (p.weight, w_q) if what == "weight" else (p.bias, as_values(raw, t.frac))
         if np.any(np.abs(q - real) > 2 * t.ulp * (1 + 1e-9)):
             over.append(f"{st.name}: a {what} does not fit {t.to_string()}")
     b_acc = as_values(requantize(st.bias_raw, st.bias_t.frac, acc_t), acc_t.frac)
-    e_acc = _accum_bound(st, in_t, x_lo, x_hi, e)
+    e_acc = _accum_bound(st, p, in_t, x_lo, x_hi, e)
     a_lo, a_hi = pre.lo - e_acc, pre.hi + e_acc
     if acc_t.overflow == "WRAP":
         if not acc_t.contains(a_lo, a_hi):
@@ -279,7 +291,7 @@ def build_program(
     e0 = 2.0**-input_frac if quant == "TRN" else 2.0 ** -(input_frac + 1)
     lo0, hi0 = np.asarray(lower, float), np.asarray(upper, float)
     input_t = _fit(input_frac, quant, "WRAP", float(np.min(lo0 - e0)), float(np.max(hi0 + e0)))
-    wk = _Walker(ranges, lower, upper, input_t)
+    wk = _Walker(layers, ranges, lower, upper, input_t)
     stages: list[DenseStage | ActStage] = []
     for li, (layer, fr) in enumerate(zip(layers, fracs, strict=True)):
         uw, ub = 2.0**-fr.weight, 2.0**-fr.bias
@@ -303,7 +315,7 @@ def build_program(
             HlsType(fr.accum + 80, 80, True, quant, "WRAP"),
             res_t,
         )
-        e_acc = wk.accum_bound(st)
+        e_acc = wk.accum_bound(li, st)
         pre = ranges[li].pre
         st.accum_t = _fit(
             fr.accum, quant, "WRAP", float(np.min(pre.lo - e_acc)), float(np.max(pre.hi + e_acc))

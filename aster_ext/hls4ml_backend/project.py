@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedError, UserError
+from ..ir import DenseLayer
 from .program import ActStage, DenseStage, Hls4mlProgram
 from .types import HlsType
 
@@ -37,6 +38,46 @@ def require_hls4ml() -> Any:
     import hls4ml
 
     return hls4ml
+
+
+_ONNX_ACT = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+
+
+def write_dense_onnx(layers: list[DenseLayer], path: Path) -> Path:
+    """The network as a plain Gemm -> activation chain (input [1, n_in]), for hls4ml's ONNX front end.
+
+    The model's own graph may wrap the dense chain in operations hls4ml would turn into extra
+    layers (an all-zero ``Sub``, ``Flatten`` of a 4-d input, fully connected layers written as
+    ``Conv``, a trailing ``Softmax``); the analysis works on the dense chain (``ir.dense_chain``),
+    so hls4ml gets exactly that chain. Parameters are written as float32 when every value is a
+    float32 number (the usual case: nothing changes), else as float64."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    exact32 = all(
+        np.array_equal(a.astype(np.float32).astype(np.float64), a) for l in layers for a in (l.weight, l.bias)
+    )
+    dt, et = (np.float32, TensorProto.FLOAT) if exact32 else (np.float64, TensorProto.DOUBLE)
+    nodes, inits, cur = [], [], "x"
+    for i, layer in enumerate(layers):
+        inits += [
+            numpy_helper.from_array(layer.weight.astype(dt), f"W{i}"),
+            numpy_helper.from_array(layer.bias.astype(dt), f"B{i}"),
+        ]
+        nodes.append(helper.make_node("Gemm", [cur, f"W{i}", f"B{i}"], [f"z{i}"], transB=1))
+        cur = f"z{i}"
+        if layer.activation != "identity":
+            nodes.append(helper.make_node(_ONNX_ACT[layer.activation], [cur], [f"a{i}"]))
+            cur = f"a{i}"
+    graph = helper.make_graph(
+        nodes,
+        "dense_chain",
+        [helper.make_tensor_value_info("x", et, [1, layers[0].n_in])],
+        [helper.make_tensor_value_info(cur, et, [1, layers[-1].n_out])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
 
 
 def clean_onnx(onnx_path: str | Path) -> Any:

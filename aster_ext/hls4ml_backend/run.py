@@ -208,7 +208,7 @@ def quantize_hls4ml(
     out_dir.mkdir(parents=True)
     try:
         t = time.perf_counter()
-        cleaned = P.clean_onnx(model_path)
+        cleaned = P.clean_onnx(P.write_dense_onnx(layers, out_dir / "dense_chain.onnx"))
         cfg = hls4ml_config(cleaned, program, opts)
         hls_model = P.convert(
             cleaned, cfg, out_dir / "hls4ml_prj", opts.io_type, opts.strategy, opts.reuse_factor

@@ -75,6 +75,7 @@ def flips(kind: str | None, y: np.ndarray, ref: np.ndarray) -> int | str:
 
 
 def run_one(name: str, path: Path, eps0: float, samples: int) -> dict[str, object]:
+    from aster_ext.errors import UserError
     from aster_ext.hls4ml_backend import project as P
     from aster_ext.hls4ml_backend.run import Hls4mlOptions, quantize_hls4ml
     from aster_ext.hls4ml_backend.search import program_cost
@@ -95,7 +96,10 @@ def run_one(name: str, path: Path, eps0: float, samples: int) -> dict[str, objec
     kind = CLASSIFIERS.get(name)
     row["samples"] = len(x)
     t = time.perf_counter()
-    quantize(path, QuantizeOptions(error=eps0), None)
+    try:
+        quantize(path, QuantizeOptions(error=eps0), None)
+    except UserError as exc:  # the time to find out is still the time a user waits
+        row["note"] = f"--backend hls: {str(exc)[:60]}"
     row["hls_backend_s"] = round(time.perf_counter() - t, 2)
     cleaned = P.clean_onnx(P.write_dense_onnx(layers, work / "dense_chain.onnx"))
 

@@ -11,13 +11,16 @@ accum_t, the activation result type and the table type (integer bits follow from
 ranges, :func:`.certify.build_program`), and the table sizes (2^6..2^16). Start from the
 smallest uniform F that certifies ε with 2^16-entry tables; halve each table while that bound
 stays <= ε/2 (sizes are then fixed); then repeatedly apply the single-variable decrement with
-the best cost saving per unit of bound increase among those that still certify ε, until none
+the best cost saving per unit of bound increase among those that still certify ε (a lazy greedy:
+stale gains in a priority queue, only the top candidate re-certified), until none
 does. Every candidate is certified in
 full, so the result is certified whatever the heuristic does.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -134,26 +137,38 @@ def choose_types(
             lo = mid
     f_in, fracs = hi, uniform(hi)
     prog, cert, cost = run(f_in, fracs)
-    while evals < max_evaluations:
-        best = None
-        for li, name in _variables(fracs):
-            cur = f_in if li < 0 else getattr(fracs[li], name)
-            if cur - 1 < F_MIN:
-                continue
-            if li < 0:
-                cand_in, cand = cur - 1, fracs
-            else:
-                cand_in, cand = f_in, list(fracs)
-                cand[li] = replace(fracs[li], **{name: cur - 1})
-            p2, c2, cost2 = run(cand_in, cand)
-            if not good(c2) or cost2 > cost:
-                continue
-            gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
-            key = (gain, cost - cost2)
-            if best is None or key > best[0]:
-                best = (key, cand_in, cand, p2, c2, cost2)
-        if best is None:
-            break
-        _, f_in, fracs, prog, cert, cost = best
+
+    def decrement(var: tuple[int, str]) -> tuple[int, list[LayerFracs]] | None:
+        li, name = var
+        cur = f_in if li < 0 else getattr(fracs[li], name)
+        if cur - 1 < F_MIN:
+            return None
+        if li < 0:
+            return cur - 1, fracs
+        cand = list(fracs)
+        cand[li] = replace(fracs[li], **{name: cur - 1})
+        return f_in, cand
+
+    # lazy greedy: a priority queue of (stale) gains; the top candidate is re-evaluated and taken
+    # when its fresh gain still beats every other stale estimate (gains shrink as slack is used)
+    heap: list[tuple[float, int, tuple[int, str]]] = [
+        (-math.inf, k, v) for k, v in enumerate(_variables(fracs))
+    ]
+    heapq.heapify(heap)
+    while heap and evals < max_evaluations:
+        _, k, var = heapq.heappop(heap)
+        step = decrement(var)
+        if step is None:
+            continue
+        p2, c2, cost2 = run(*step)
+        if not good(c2) or cost2 > cost:
+            continue  # no slack left for this variable
+        gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
+        if heap and gain < -heap[0][0]:
+            heapq.heappush(heap, (-gain, k, var))
+            continue
+        f_in, fracs = step
+        prog, cert, cost = p2, c2, cost2
+        heapq.heappush(heap, (-gain, k, var))
     prog, cert = build_program(layers, ranges, lower, upper, f_in, fracs, table_size, quant, recheck=True)
     return SearchResult(prog, cert, f_in, fracs, cost, evals)

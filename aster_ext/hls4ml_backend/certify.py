@@ -10,7 +10,8 @@ parameters (:mod:`.program`). Then, exactly,
 so |z~_j - z_j| <= |A(b~_j) - b_j| + nnz_j·q_acc + Σ_i |w~_ji| e_i + max_{x in box} |(W~ - W)_j x|,
 where q_acc is accum_t's quantisation error (0 when accum_t keeps all F_x + F_w bits) and
 nnz_j counts the nonzero quantised weights of row j. The cast to result_t adds its quantisation
-error when it drops bits. ReLU is 1-Lipschitz and its result cast adds its quantisation error.
+error when it drops bits. ReLU is 1-Lipschitz and its result cast adds its quantisation error; a neuron with
+z_hi + e <= 0 outputs exactly 0 in both networks (error 0).
 tanh/sigmoid: |T[idx(x~)] - f(x)| <= L·e + τ, τ the rigorous table error over the reachable x~
 (:func:`.tables.table_error`), L = 1 (tanh), 1/4 (sigmoid); then the result cast.
 
@@ -108,9 +109,17 @@ class _Walker:
     def accum_bound(self, li: int, st: DenseStage) -> np.ndarray:
         return _accum_bound(st, self.params[li], self.cur_t, self.x_lo, self.x_hi, self.e)
 
-    def dense(self, li: int, st: DenseStage) -> None:
+    def dense(self, li: int, st: DenseStage, e_acc: np.ndarray | None = None) -> None:
         self.e, self.cur_t = _dense_bound(
-            st, self.params[li], self.cur_t, self.x_lo, self.x_hi, self.e, self.ranges[li].pre, self.over
+            st,
+            self.params[li],
+            self.cur_t,
+            self.x_lo,
+            self.x_hi,
+            self.e,
+            self.ranges[li].pre,
+            self.over,
+            e_acc,
         )
         self.stage_bounds.append(self.e)
         self.li = li
@@ -187,6 +196,7 @@ def _dense_bound(
     e: np.ndarray,
     pre: Interval,
     over: list[str],
+    e_acc: np.ndarray | None = None,
 ) -> tuple[np.ndarray, HlsType]:
     acc_t = st.accum_t
     w_q, nnz = st.weight_q, st.nnz
@@ -197,7 +207,8 @@ def _dense_bound(
         if np.any(np.abs(q - real) > 2 * t.ulp * (1 + 1e-9)):
             over.append(f"{st.name}: a {what} does not fit {t.to_string()}")
     b_acc = as_values(requantize(st.bias_raw, st.bias_t.frac, acc_t), acc_t.frac)
-    e_acc = _accum_bound(st, p, in_t, x_lo, x_hi, e)
+    if e_acc is None:
+        e_acc = _accum_bound(st, p, in_t, x_lo, x_hi, e)
     a_lo, a_hi = pre.lo - e_acc, pre.hi + e_acc
     if acc_t.overflow == "WRAP":
         if not acc_t.contains(a_lo, a_hi):
@@ -225,9 +236,10 @@ def _act_bound(
     res_t = act.result_t
     lo, hi = z_lo - e, z_hi + e
     if act.kind == "relu":
-        out = e
+        # a neuron whose real and implemented pre-activations are both <= 0 outputs 0 in both
+        out = np.where(z_hi + e <= 0, 0.0, e)
         if res_t.frac < in_t.frac:
-            out = _up(e + res_t.quant_error())
+            out = np.where(z_hi + e <= 0, 0.0, _up(e + res_t.quant_error()))
         top = np.maximum(hi, 0) + (res_t.quant_error() if res_t.quant == "RND" else 0)
         if not res_t.contains(0.0, top):
             over.append(f"{act.name}: ReLU result range exceeds {res_t.to_string()}")
@@ -321,7 +333,9 @@ def build_program(
             fr.accum, quant, "WRAP", float(np.min(pre.lo - e_acc)), float(np.max(pre.hi + e_acc))
         )
         stages.append(st)
-        wk.dense(li, st)
+        # same fractional bits and quantisation as the provisional accumulator and WRAP (modular)
+        # sums: the accumulator bound is unchanged (the final walk below recomputes it anyway)
+        wk.dense(li, st, e_acc if not recheck else None)
         if layer.activation == "relu":
             top = float(np.max(np.maximum(pre.hi + wk.e, 0.0)))
             assert fr.act_result is not None

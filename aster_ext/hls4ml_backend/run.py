@@ -235,7 +235,8 @@ def quantize_hls4ml(
                 f"our simulator disagrees with hls4ml's C simulation on {mismatch} of {len(xs)} inputs "
                 f"(io_type={opts.io_type}, strategy={opts.strategy}): this configuration is not modelled"
             )
-        _write_config(out_dir, cfg)
+        # IOType/Backend are convert_from_onnx_model arguments; hls4ml ignores them inside hls_config
+        _write_config(out_dir, {**cfg, "IOType": opts.io_type, "Backend": "Vivado"})
         report = _report(net, spec, opts, model_path, built, cert_built, timings, hls_model)
         report["smoke_bit_exact_samples"] = len(xs)
         (out_dir / "report.json").write_text(json.dumps(report, indent=1))

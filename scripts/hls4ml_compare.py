@@ -159,11 +159,22 @@ def ours0_ranges(res):
     return symbolic_ranges(res.layers, res.spec.input_lower, res.spec.input_upper)
 
 
+def _geo(vals: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
+
+
 def write_md(rows: list[dict[str, str]]) -> None:
     ok = [r for r in rows if r.get("ratio_vs_auto") not in (None, "")]
     ratios = [float(r["ratio_vs_auto"]) for r in ok]
     tr = [float(r["time_ratio"]) for r in ok]
-    geo = math.exp(sum(math.log(v) for v in ratios) / len(ratios)) if ratios else float("nan")
+    geo = _geo(ratios)
+    # stricter reading: ours at min(ε0, auto's error), i.e. never less accurate than ε0 either
+    strict = [
+        (float(r["ours_eps0_cost"]) if float(r["auto_err"]) >= float(r["eps0"]) else float(r["ours_cost"]))
+        / float(r["auto_cost"])
+        for r in ok
+    ]
+    sane = [v for v, r in zip(ratios, ok, strict=True) if float(r["auto_err"]) <= 1]
     viol = sum(int(r["ours_violations"]) for r in ok)
     exact = all(r["ours_bit_exact"] == "True" for r in ok)
     lines = [
@@ -182,7 +193,10 @@ def write_md(rows: list[dict[str, str]]) -> None:
         f"| certificate violations by hls4ml's compiled model | {viol} | 0 |",
         f"| our simulator bit-exact with hls_model.predict | {'yes, every run' if exact else 'NO'} "
         "| every run |",
-        f"| cost ours / auto (geo-mean) | {geo:.3f} | <= 0.6 |",
+        f"| cost ours / auto (geo-mean), ours at ε = auto's observed error | {geo:.3f} | <= 0.6 |",
+        f"| same, leaving out networks where auto overflows (error > 1) | {_geo(sane):.3f} "
+        f"({len(sane)} nets) | |",
+        f"| cost ours / auto (geo-mean), ours at ε = min(ε0, auto's error) | {_geo(strict):.3f} | |",
         f"| time ours / `--backend hls` (median, max) | {np.median(tr) if tr else float('nan'):.2f}, "
         f"{max(tr) if tr else float('nan'):.2f} | <= 2 |",
         "",

@@ -9,7 +9,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def dense_onnx(path: Path, sizes: list[int], acts: list[str | None], seed: int = 0, scale: float = 1.0) -> Path:
+def dense_onnx(
+    path: Path, sizes: list[int], acts: list[str | None], seed: int = 0, scale: float = 1.0
+) -> Path:
     """A Gemm chain with the given layer sizes and activations (ONNX op names or None), float32."""
     rng = np.random.default_rng(seed)
     nodes, inits, cur = [], [], "x"

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -133,6 +134,22 @@ class _Walker:
     def next_layer(self) -> None:
         post = self.ranges[self.li].post
         self.x_lo, self.x_hi = post.lo, post.hi
+
+    def snapshot(self) -> dict[str, Any]:
+        """The walker's state (arrays are never modified in place, so sharing them is safe)."""
+        return {
+            "e": self.e,
+            "cur_t": self.cur_t,
+            "x_lo": self.x_lo,
+            "x_hi": self.x_hi,
+            "over": list(self.over),
+            "stage_bounds": list(self.stage_bounds),
+            "li": getattr(self, "li", None),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.e, self.cur_t, self.x_lo, self.x_hi = state["e"], state["cur_t"], state["x_lo"], state["x_hi"]
+        self.over, self.stage_bounds, self.li = list(state["over"]), list(state["stage_bounds"]), state["li"]
 
     def certificate(self) -> Certificate:
         return Certificate(self.e, list(self.over), list(self.stage_bounds))
@@ -280,6 +297,9 @@ class LayerFracs:
     table: int | None = None  # tanh/sigmoid table type
     table_log2: int | None = None  # log2 of the tanh/sigmoid table size
 
+    def key(self) -> tuple[int | None, ...]:
+        return (self.weight, self.bias, self.accum, self.act_result, self.table, self.table_log2)
+
 
 def build_program(
     layers: list[DenseLayer],
@@ -291,21 +311,38 @@ def build_program(
     default_table_size: int = 1024,
     quant: str = "TRN",
     recheck: bool = True,
+    cache: dict[tuple[Any, ...], tuple[list[DenseStage | ActStage], dict[str, Any]]] | None = None,
 ) -> tuple[Hls4mlProgram, Certificate]:
     """Build the program whose integer bits fit the certified reachable ranges, and certify it.
 
-        Integer bits are chosen stage by stage from the bounds the walker has certified so far, and
-        the finished program is certified again from scratch by :func:`walk` (that certificate is
-        the one returned; ``recheck=False`` returns the builder's own walk, the same computation,
-    for the search's many candidates). The Dense result type is hls4ml's 'auto' rule
-    (:func:`auto_dense_type`),
-        the one hls4ml assigns when the Add is fused."""
+    Integer bits are chosen stage by stage from the bounds the walker has certified so far, and
+    the finished program is certified again from scratch by :func:`walk` (that certificate is
+    the one returned; ``recheck=False`` returns the builder's own walk, the same computation, for
+    the search's many candidates, and may resume from ``cache``: the stages and walker state
+    after each layer, keyed by the choices up to that layer). The Dense result type is hls4ml's
+    'auto' rule (:func:`auto_dense_type`), the one hls4ml assigns when the Add is fused."""
     e0 = 2.0**-input_frac if quant == "TRN" else 2.0 ** -(input_frac + 1)
     lo0, hi0 = np.asarray(lower, float), np.asarray(upper, float)
     input_t = _fit(input_frac, quant, "WRAP", float(np.min(lo0 - e0)), float(np.max(hi0 + e0)))
     wk = _Walker(layers, ranges, lower, upper, input_t)
     stages: list[DenseStage | ActStage] = []
-    for li, (layer, fr) in enumerate(zip(layers, fracs, strict=True)):
+    use_cache = cache is not None and not recheck
+
+    def key(k: int) -> tuple[Any, ...]:
+        return (input_frac, default_table_size, quant, tuple(f.key() for f in fracs[:k]))
+
+    start = 0
+    if use_cache:
+        assert cache is not None
+        for k in range(len(layers), 0, -1):
+            hit = cache.get(key(k))
+            if hit is not None:
+                stages = list(hit[0])
+                wk.restore(hit[1])
+                start = k
+                break
+    for li in range(start, len(layers)):
+        layer, fr = layers[li], fracs[li]
         uw, ub = 2.0**-fr.weight, 2.0**-fr.bias
         w_t = _fit(
             fr.weight, quant, "WRAP", float(np.min(layer.weight)) - uw, float(np.max(layer.weight)) + uw
@@ -358,5 +395,10 @@ def build_program(
                 f"hls4ml backend: activation {layer.activation} of {layer.name} is not supported"
             )
         wk.next_layer()
+        if use_cache:
+            assert cache is not None
+            if len(cache) > 4000:
+                cache.clear()
+            cache[key(li + 1)] = (list(stages), wk.snapshot())
     prog = Hls4mlProgram(input_t, stages)
     return prog, (walk(layers, ranges, lower, upper, prog) if recheck else wk.certificate())

@@ -56,9 +56,8 @@ class DenseStage:
     nnz: np.ndarray = field(init=False)  # nonzero quantised weights per row
 
     def __post_init__(self) -> None:
-        self.weight_raw = quantize_parameter(self.weight, self.weight_t)
-        self.bias_raw = quantize_parameter(self.bias, self.bias_t)
-        self.weight_q = np.ldexp(self.weight_raw.astype(np.float64), -self.weight_t.frac)
+        self.weight_raw, self.weight_q = _quantized(self.weight, self.weight_t)
+        self.bias_raw, _ = _quantized(self.bias, self.bias_t)
         self.nnz = np.count_nonzero(self.weight_q, axis=1).astype(np.float64)
 
     @property
@@ -100,20 +99,29 @@ def decimal_round_trip(values: np.ndarray, frac: int) -> np.ndarray:
     )
 
 
-_PARAM_CACHE: dict[tuple[bytes, tuple[int, ...], HlsType], np.ndarray] = {}
+_PARAM_CACHE: dict[tuple[bytes, tuple[int, ...], HlsType], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def quantize_parameter(values: np.ndarray, t: HlsType) -> np.ndarray:
-    """Raw integers of a weight/bias array as the hls4ml project holds them (memoised: the type
-    search quantises the same arrays many times)."""
+    """Raw integers of a weight/bias array as the hls4ml project holds them."""
+    return _quantized(values, t)[0].copy()
+
+
+def _quantized(values: np.ndarray, t: HlsType) -> tuple[np.ndarray, np.ndarray]:
+    """(raw integers, their float64 values), memoised and read-only: the type search quantises
+    the same arrays many times. The float values are exact while the type is <= 53 bits wide."""
     arr = np.ascontiguousarray(values, dtype=np.float64)
     key = (hashlib.sha1(arr.tobytes()).digest(), arr.shape, t)
     hit = _PARAM_CACHE.get(key)
     if hit is None:
         if len(_PARAM_CACHE) > 4096:
             _PARAM_CACHE.clear()
-        hit = _PARAM_CACHE[key] = from_doubles(decimal_round_trip(arr, t.frac), t)
-    return hit.copy()
+        raw = from_doubles(decimal_round_trip(arr, t.frac), t)
+        vals = np.ldexp(raw.astype(np.float64), -t.frac)
+        raw.flags.writeable = False
+        vals.flags.writeable = False
+        hit = _PARAM_CACHE[key] = (raw, vals)
+    return hit
 
 
 def auto_dense_type(

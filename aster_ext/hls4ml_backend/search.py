@@ -92,12 +92,13 @@ def choose_types(
     max_evaluations: int = 4000,
 ) -> SearchResult:
     evals = 0
+    cache: dict = {}  # walker states after each layer (certify.build_program)
 
     def run(f_in: int, fracs: list[LayerFracs]) -> tuple[Hls4mlProgram, Certificate, int]:
         nonlocal evals
         evals += 1
         prog, cert = build_program(
-            layers, ranges, lower, upper, f_in, fracs, table_size, quant, recheck=False
+            layers, ranges, lower, upper, f_in, fracs, table_size, quant, recheck=False, cache=cache
         )
         return prog, cert, program_cost(prog)["cost"]
 

@@ -155,7 +155,8 @@ def run_one(name: str, path: Path, eps0: float, samples: int) -> dict[str, objec
 
 
 def time_one(path: Path, eps0: float) -> dict[str, float]:
-    """Our type choice (ranges + search + certificate; build=False) vs the `--backend hls` analysis."""
+    """Our time to a certified config (load + ranges + search + certificate; no hls4ml build) vs
+    the `--backend hls` run (load + analysis, no files written)."""
     from aster_ext.errors import UserError
     from aster_ext.hls4ml_backend.run import Hls4mlOptions, quantize_hls4ml
     from aster_ext.pipeline import QuantizeOptions, quantize
@@ -166,8 +167,9 @@ def time_one(path: Path, eps0: float) -> dict[str, float]:
         quantize(path, QuantizeOptions(error=eps0), None)
     except UserError:
         pass
+    ours_s = ours.timings["load_s"] + ours.timings["certify_s"]  # everything but the hls4ml build
     return {
-        "ours_certify_s": round(ours.timings["certify_s"], 2),
+        "ours_certify_s": round(ours_s, 2),
         "hls_backend_s": round(time.perf_counter() - t, 2),
     }
 

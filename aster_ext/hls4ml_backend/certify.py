@@ -226,23 +226,35 @@ def _dense_bound(
     b_acc = as_values(requantize(st.bias_raw, st.bias_t.frac, acc_t), acc_t.frac)
     if e_acc is None:
         e_acc = _accum_bound(st, p, in_t, x_lo, x_hi, e)
-    a_lo, a_hi = pre.lo - e_acc, pre.hi + e_acc
+    # two enclosures of the implemented sum, intersected: the real range widened by the error
+    # bound, and |A(b~)| + Σ|w~||x~| + nnz·ulp from the implemented inputs' magnitudes (the
+    # latter also bounds every partial sum, as a SAT accumulator needs; x~ lies in in_t's range)
+    # x~ is a value of in_t, whatever the error bound says
+    xt_lo = np.maximum(x_lo - e, in_t.min_value)
+    xt_hi = np.minimum(x_hi + e, in_t.max_value)
+    x_mag = np.maximum(np.abs(xt_lo), np.abs(xt_hi))
+    psum = scaled_sum_bound(np.abs(w_q), x_mag) + nnz * acc_t.ulp
+    s_lo = np.nextafter(b_acc - psum, -np.inf)
+    s_hi = np.nextafter(b_acc + psum, np.inf)
+    a_lo = np.maximum(pre.lo - e_acc, s_lo)
+    a_hi = np.minimum(pre.hi + e_acc, s_hi)
     if acc_t.overflow == "WRAP":
         if not acc_t.contains(a_lo, a_hi):
             over.append(
                 f"{st.name}: accumulator range [{a_lo.min():.4g}, {a_hi.max():.4g}] "
                 f"exceeds {acc_t.to_string()}"
             )
-    else:
-        x_mag = np.maximum(np.abs(x_lo - e), np.abs(x_hi + e))
-        psum = np.abs(b_acc) + scaled_sum_bound(np.abs(w_q), x_mag) + nnz * acc_t.ulp
-        if np.any(psum > acc_t.max_value) or np.any(-psum < acc_t.min_value):
-            over.append(f"{st.name}: a partial sum may saturate {acc_t.to_string()}")
+    elif not acc_t.contains(
+        np.nextafter(-np.abs(b_acc) - psum, -np.inf), np.nextafter(np.abs(b_acc) + psum, np.inf)
+    ):
+        over.append(f"{st.name}: a partial sum may saturate {acc_t.to_string()}")
     res_t = st.result_t
     e_res = e_acc
+    q_res = 0.0
     if res_t.frac < acc_t.frac:
-        e_res = _up(e_acc + res_t.quant_error())
-    if not res_t.contains(pre.lo - e_res, pre.hi + e_res):
+        q_res = res_t.quant_error()
+        e_res = _up(e_acc + q_res)
+    if not res_t.contains(a_lo - q_res, a_hi + q_res):
         over.append(f"{st.name}: result range exceeds {res_t.to_string()}")
     return e_res, res_t
 

@@ -134,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="ILP solver time limit in seconds, > 0 (default 60); when it is hit the summary says so",
     )
+    q.add_argument(
+        "--backend",
+        default="hls",
+        choices=["hls", "hls4ml"],
+        help="hls (default): our own HLS C++; hls4ml: an hls4ml config + project whose arithmetic "
+        "is certified",
+    )
+    q.add_argument(
+        "--io-type", default="io_parallel", choices=["io_parallel", "io_stream"], help="hls4ml io type"
+    )
+    q.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"], help="hls4ml strategy")
+    q.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (default 1)")
     q.add_argument("--quiet", action="store_true", help="no progress messages")
 
     v = sub.add_parser(
@@ -226,6 +238,10 @@ def _progress(quiet: bool):
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    if args.backend == "hls4ml":
+        from .hls4ml_backend.run import cmd_quantize_hls4ml
+
+        return cmd_quantize_hls4ml(args, _progress(args.quiet))
     from .pipeline import QuantizeOptions, quantize
 
     opts = QuantizeOptions(
@@ -249,6 +265,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .hls4ml_backend.run import cmd_verify_hls4ml, is_hls4ml_dir
+
+    if is_hls4ml_dir(args.dir):
+        return cmd_verify_hls4ml(args, _progress(args.quiet))
     from .verify_dir import verify_directory
 
     res = verify_directory(

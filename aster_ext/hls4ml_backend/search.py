@@ -1,0 +1,175 @@
+"""Per-layer type choice for hls4ml under a certified error target, and the cost of a program.
+
+Cost (one function for every configuration compared): per Dense layer, each of its
+n_in·n_out multipliers costs W_x + W_w bits (its operand widths) and each of its n_in·n_out
+accumulator additions costs W_acc bits; activations add nothing (ReLU is a comparison, tables
+are ROM). This is the ``hw`` cost of :mod:`aster_ext.cost` specialised to hls4ml's dense
+template, where every addition is in ``accum_t``.
+
+Search: the variables are the fractional bits of input_t and, per layer, of weight_t, bias_t,
+accum_t, the activation result type and the table type (integer bits follow from the certified
+ranges, :func:`.certify.build_program`), and the table sizes (2^6..2^16). Start from the
+smallest uniform F that certifies ε with 2^16-entry tables; halve each table while that bound
+stays <= ε/2 (sizes are then fixed); then repeatedly apply the single-variable decrement with
+the best cost saving per unit of bound increase among those that still certify ε (a lazy greedy:
+stale gains in a priority queue, only the top candidate re-certified), until none
+does. Every candidate is certified in
+full, so the result is certified whatever the heuristic does.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import InfeasibleError
+from ..ir import DenseLayer
+from ..ranges import LayerRanges
+from .certify import Certificate, LayerFracs, build_program
+from .program import DenseStage, Hls4mlProgram
+from .types import HlsType
+
+F_MIN, F_MAX = -4, 48
+TABLE_LOG2_MIN, TABLE_LOG2_MAX = 6, 16
+
+
+def program_cost(program: Hls4mlProgram) -> dict[str, int]:
+    """Multiplier and adder bits of the program's Dense layers (module docstring)."""
+    mult = add = 0
+    cur: HlsType = program.input_t
+    for st in program.stages:
+        if isinstance(st, DenseStage):
+            n = st.n_in * st.n_out
+            mult += n * (cur.width + st.weight_t.width)
+            add += n * st.accum_t.width
+        cur = st.result_t
+    return {"cost": mult + add, "multiplier_bits": mult, "adder_bits": add}
+
+
+@dataclass
+class SearchResult:
+    program: Hls4mlProgram
+    certificate: Certificate
+    input_frac: int
+    fracs: list[LayerFracs]
+    cost: int
+    evaluations: int
+
+
+def _uniform(layers: list[DenseLayer], f: int) -> list[LayerFracs]:
+    out = []
+    for layer in layers:
+        has_act = layer.activation != "identity"
+        has_tab = layer.activation in ("tanh", "sigmoid")
+        out.append(
+            LayerFracs(
+                f, f, f, f if has_act else None, f if has_tab else None, TABLE_LOG2_MAX if has_tab else None
+            )
+        )
+    return out
+
+
+def _variables(fracs: list[LayerFracs]) -> list[tuple[int, str]]:
+    vs: list[tuple[int, str]] = [(-1, "input")]
+    for li, fr in enumerate(fracs):
+        for name in ("weight", "bias", "accum", "act_result", "table"):
+            if getattr(fr, name) is not None:
+                vs.append((li, name))
+    return vs
+
+
+def choose_types(
+    layers: list[DenseLayer],
+    ranges: list[LayerRanges],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    eps: float,
+    table_size: int = 1024,
+    quant: str = "TRN",
+    max_evaluations: int = 4000,
+) -> SearchResult:
+    evals = 0
+    cache: dict = {}  # walker states after each layer (certify.build_program)
+
+    def run(f_in: int, fracs: list[LayerFracs]) -> tuple[Hls4mlProgram, Certificate, int]:
+        nonlocal evals
+        evals += 1
+        prog, cert = build_program(
+            layers, ranges, lower, upper, f_in, fracs, table_size, quant, recheck=False, cache=cache
+        )
+        return prog, cert, program_cost(prog)["cost"]
+
+    def good(cert: Certificate) -> bool:
+        return cert.ok and cert.max_bound <= eps
+
+    # table sizes first (they are not in the cost): at the widest uniform F, where the tables
+    # dominate the bound, halve each table while the bound stays within half of ε; then fixed
+    fracs = _uniform(layers, F_MAX)
+    _, cert, _ = run(F_MAX, fracs)
+    if not good(cert):
+        why = "; ".join(cert.overflow[:2]) if cert.overflow else f"bound {cert.max_bound:.3g} at {F_MAX} bits"
+        raise InfeasibleError(
+            f"hls4ml backend: ε = {eps:g} cannot be certified with up to {F_MAX} fractional bits ({why})"
+        )
+    for li, fr in enumerate(fracs):
+        while fr.table_log2 is not None and fr.table_log2 > TABLE_LOG2_MIN:
+            cand = list(fracs)
+            cand[li] = replace(fr, table_log2=fr.table_log2 - 1)
+            _, c, _ = run(F_MAX, cand)
+            if not (c.ok and c.max_bound <= eps / 2):
+                break
+            fracs, fr = cand, cand[li]
+    sizes = [fr.table_log2 for fr in fracs]
+
+    def uniform(f: int) -> list[LayerFracs]:
+        return [replace(fr, table_log2=s) for fr, s in zip(_uniform(layers, f), sizes, strict=True)]
+
+    # smallest uniform F that certifies eps
+    lo, hi = 0, F_MAX
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        _, c, _ = run(mid, uniform(mid))
+        if good(c):
+            hi = mid
+        else:
+            lo = mid
+    f_in, fracs = hi, uniform(hi)
+    prog, cert, cost = run(f_in, fracs)
+
+    def decrement(var: tuple[int, str]) -> tuple[int, list[LayerFracs]] | None:
+        li, name = var
+        cur = f_in if li < 0 else getattr(fracs[li], name)
+        if cur - 1 < F_MIN:
+            return None
+        if li < 0:
+            return cur - 1, fracs
+        cand = list(fracs)
+        cand[li] = replace(fracs[li], **{name: cur - 1})
+        return f_in, cand
+
+    # lazy greedy: a priority queue of (stale) gains; the top candidate is re-evaluated and taken
+    # when its fresh gain still beats every other stale estimate (gains shrink as slack is used)
+    heap: list[tuple[float, int, tuple[int, str]]] = [
+        (-math.inf, k, v) for k, v in enumerate(_variables(fracs))
+    ]
+    heapq.heapify(heap)
+    while heap and evals < max_evaluations:
+        _, k, var = heapq.heappop(heap)
+        step = decrement(var)
+        if step is None:
+            continue
+        p2, c2, cost2 = run(*step)
+        if not good(c2) or cost2 > cost:
+            continue  # no slack left for this variable
+        gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
+        if heap and gain < -heap[0][0]:
+            heapq.heappush(heap, (-gain, k, var))
+            continue
+        f_in, fracs = step
+        prog, cert, cost = p2, c2, cost2
+        heapq.heappush(heap, (-gain, k, var))
+    prog, cert = build_program(layers, ranges, lower, upper, f_in, fracs, table_size, quant, recheck=True)
+    return SearchResult(prog, cert, f_in, fracs, cost, evals)

@@ -89,6 +89,7 @@ class RefinedResult:
     rounds: int = 0
     weight_bits: list[list[int]] = field(default_factory=list)
     hw_cost: int = 0
+    max_width_fallback: bool = False  # True iff the all-maxLen program was returned
 
 
 # ------------------------------------------------------------------------------------------------
@@ -377,7 +378,7 @@ def assign_refined(
                     fb_program, fb_cert, [list(map(int, v)) for v in ml], [list(map(int, v)) for v in ml],
                     float("nan"), fb_cert.bound, "not run (all-maxLen fallback)", solver_time,
                     lp_text(model, f"target {target!r}, setting {setting}; NOT SOLVED: all-maxLen fallback"),
-                    False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw,
+                    False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw, True,
                 )  # fmt: skip
                 break
         window = None
@@ -387,14 +388,14 @@ def assign_refined(
             s_l = solve_model(m_l, min(0.4 * left, 0.4 * solve_cap_s), mip_rel_gap, start)
             solver_time += s_l.time_s
             if s_l.f is not None:
-                start = (s_l.f, s_l.fw)
+                start = (s_l.f, s_l.fw, s_l.act_choice)
             window = WINDOW
             left = time_limit - (time.perf_counter() - t_start)
         sol = solve_model(model, min(left, solve_cap_s), mip_rel_gap, start, window)
         solver_time += sol.time_s
         if sol.f is None and start is not None:
             notes.append(f"round {rounds}: solver {sol.status} without incumbent; using the warm start")
-            sol = SolveOutcome(f"{sol.status}+start", start[0], start[1], None, sol.time_s)
+            sol = SolveOutcome(f"{sol.status}+start", start[0], start[1], None, sol.time_s, None, start[2])
         if sol.f is None:
             if sol.status == "infeasible" and not relaxed_caps and best is None:
                 notes.append(f"round {rounds}: infeasible with caps; caps relaxed x16")
@@ -403,7 +404,7 @@ def assign_refined(
                 continue
             notes.append(f"round {rounds}: solver status {sol.status}, no solution")
             break
-        ok_rows, bad_rows = exact_row_check(model, sol.f, sol.fw)
+        ok_rows, bad_rows = exact_row_check(model, sol.f, sol.fw, sol.act_choice)
         f_l, fw_l = _split(sol.f, layers), _split(sol.fw, layers)
         program, _ = build_program(
             name,
@@ -417,7 +418,7 @@ def assign_refined(
             ranges,
             fold_bias,
             relu_stability,
-            model.act_delta,
+            model.act_delta(sol.act_choice),
         )
         cert = certify_forms(program, layers, lower, upper, st.no_init_error, cert_ranges, relu_stability)
         hw = program_cost(program).hw
@@ -458,7 +459,7 @@ def assign_refined(
                 fb_program, fb_cert, [list(map(int, v)) for v in ml], [list(map(int, v)) for v in ml],
                 float("nan"), fb_cert.bound, "all-maxLen fallback", solver_time,
                 lp_text(model, f"target {target!r}, setting {setting}; all-maxLen fallback"),
-                False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw,
+                False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw, True,
             )  # fmt: skip
     if best is None:
         raise InfeasibleError(

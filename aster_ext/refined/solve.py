@@ -14,11 +14,15 @@ program with every F, Fw at maxLen (:func:`max_len_program`) is certified first.
 exceeds ε, the result is infeasible at once (no HiGHS run: on the 6x200 sigmoid MNIST net HiGHS
 spends 30 s on such a model); if it is <= ε that program is returned (solver status "not run").
 When no ILP round certifies, the same program is the fallback before InfeasibleError is raised.
+Either way ``RefinedResult.max_width_fallback`` is set (and a note says so). Since the activation
+budgets δ_l are ILP choices (:mod:`.model`) the uniform start tries δ_l = 2^-F with F, so at
+F = maxLen - 1 it is (up to one bit) the all-maxLen program: the shortcut fires only when the rows
+admit nothing cheaper.
 
 Activations other than ReLU/identity get one implementation per layer (``LayerProgram.act_impl``),
 built during that first pass by :func:`make_impl_factory` once the layer's finite-precision
 pre-activation range z~ is known: it covers the hull of z~ over the layer (widened by 1/32),
-reads the bias sums at F_in = max_j F_j, and meets the ILP's error budget δ_l (:mod:`.model`) by
+reads the bias sums at F_in = max_j F_j, and meets the error budget δ_l chosen by the ILP (:mod:`.model`) by
 the documented rule: smooth activations — a linearly interpolating lookup table
 (``build_table(..., interp=True)``) with output frac F_o = ceil(log2(2/δ_l)) + 1 (node rounding
 <= δ_l/8, interpolation floor < δ_l/4), covering only the part of the range where σ is not flat

@@ -104,6 +104,62 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     return row
 
 
+EXT = ROOT.parent / "shared" / "benchmarks" / "external"
+MNIST = [  # (network, box radius in pixel levels (0 = the spec's full box), value of one level, ε)
+    ("tansig_200_50_onnx", 0, 1.0, 1e-2),
+    ("tansig_200_50_onnx", 2, 1.0, 1e-3),
+    ("ffnnSIGMOID__Point_6x200", 2, 1.0 / 255, 10.0),
+]
+MNIST_FIELDS = ["network", "box", "eps", "maxlen_bound", "fallback", "certified", "hw", "table_bits",
+                "time_s", "violations", "status", "code"]  # fmt: skip
+
+
+def run_mnist(job: tuple[str, float, float, float, str]) -> dict:
+    """One external MNIST network on the full box or sample 0 ± r levels, setting A (same checks)."""
+    import aster_ext
+    from aster_ext.cost import program_cost
+    from aster_ext.errors import UserError
+    from aster_ext.frontend import load_model
+    from aster_ext.ir import dense_chain
+    from aster_ext.pipeline import allowed_activations
+    from aster_ext.refined.model import SETTINGS
+    from aster_ext.refined.solve import assign_refined, max_len_program
+    from aster_ext.spec import load_spec
+    from aster_ext.verify import VerifyBudget, verify_program
+
+    name, r, level, eps, label = job
+    net, _ = load_model(EXT / f"{name}.onnx")
+    layers = dense_chain(net, allowed_activations("refined"))
+    spec = load_spec(EXT / f"{name}.spec.json")
+    lo = np.asarray(spec.input_lower, dtype=np.float64)
+    hi = np.asarray(spec.input_upper, dtype=np.float64)
+    if r > 0:
+        x = np.asarray(spec.samples, dtype=np.float64)[0]
+        lo, hi = np.maximum(lo, x - r * level), np.minimum(hi, x + r * level)
+    st = SETTINGS["A"]
+    row: dict = {"network": name, "box": "full" if r == 0 else f"sample0±{r:g}lv", "eps": eps,
+                 "code": f"{label}:{Path(aster_ext.__file__).parent.parent.name}"}  # fmt: skip
+    _, c0 = max_len_program(name, layers, lo, hi, st)
+    row["maxlen_bound"] = f"{c0.bound:.3g}"
+    t0 = time.perf_counter()
+    try:
+        res = assign_refined(layers, lo, hi, eps, "A", name="net")
+    except UserError as exc:
+        row.update(status=f"infeasible: {str(exc)[:50]}", time_s=round(time.perf_counter() - t0, 1))
+        return row
+    cost = program_cost(res.program)
+    fb = bool(getattr(res, "max_width_fallback", False)) or "all-maxLen" in res.solver_status
+    row.update(time_s=round(time.perf_counter() - t0, 1), fallback=int(fb),
+               certified=f"{res.certificate.bound:.3g}", hw=cost.hw, table_bits=cost.table_bits,
+               status=res.solver_status)  # fmt: skip
+    if label == "after":
+        budget = VerifyBudget(samples=200, search_starts=2, search_iters=10, search_batch=16)
+        bound = res.certificate.output_bound
+        ver = verify_program(res.program, layers, lo, hi, bound, st.no_init_error, budget)
+        row["violations"] = ver.violations
+    return row
+
+
 def _read(path: Path) -> list[dict]:
     if not path.exists():
         return []
@@ -178,6 +234,20 @@ def write_md(out: Path, wall_s: float | None) -> None:
                                        r.get("violations", ""), r.get("cpp_bit_exact", "")]  # fmt: skip
         vals += [b.get("fallback", ""), b.get("hw", ""), b.get("table_bits", ""), b.get("time_s", "")]
         lines.append("| " + " | ".join(str(v) for v in vals) + " |")
+    m_after = _read(out / "nonlinear_depth_mnist_after.csv")
+    m_before = {
+        (r["network"], r["box"], r["eps"]): r for r in _read(out / "nonlinear_depth_mnist_before.csv")
+    }
+    if m_after:
+        head = ["network", "box", "eps", "maxlen_bound", "fallback", "certified", "hw", "table_bits",
+                "time_s", "violations", "before fallback", "before hw", "before table_bits"]  # fmt: skip
+        lines += ["", "## External MNIST networks (setting A)", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+        for r in m_after:
+            b = m_before.get((r["network"], r["box"], r["eps"]), {})
+            vals = [r.get(c, "") for c in head[:10]]
+            vals += [b.get("fallback", ""), b.get("hw", ""), b.get("table_bits", "")]
+            lines.append("| " + " | ".join(str(v) for v in vals) + " |")
     (out / "nonlinear_depth.md").write_text("\n".join(lines) + "\n")
 
 
@@ -193,8 +263,22 @@ def main() -> int:
     ap.add_argument("--cpp-every", type=int, default=8, help="compile the C++ of every k-th run (0: none)")
     ap.add_argument("--md-only", action="store_true", help="only rewrite the .md from the CSVs")
     ap.add_argument("--resume", action="store_true", help="keep the CSV's rows and run only missing points")
+    ap.add_argument("--mnist", action="store_true", help="run the external MNIST networks (MNIST list)")
     args = ap.parse_args()
     out = ROOT / "results"
+    if args.mnist:
+        path = out / f"nonlinear_depth_mnist_{args.label}.csv"
+        rows = []
+        with ProcessPoolExecutor(max_workers=min(args.workers, 2)) as pool:
+            for row in pool.map(run_mnist, [(*m, args.label) for m in MNIST]):
+                rows.append(row)
+                print(row, flush=True)
+                with open(path, "w", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=MNIST_FIELDS)
+                    w.writeheader()
+                    w.writerows(rows)
+        write_md(out, None)
+        return 0
     if args.md_only:
         write_md(out, None)
         return 0

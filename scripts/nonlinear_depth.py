@@ -217,6 +217,23 @@ def write_md(out: Path, wall_s: float | None) -> None:
                 f"median {np.median(ratios_hw):.2f}, max {max(ratios_hw):.2f}; table ROM ratio median "
                 f"{np.median(ratios_rom):.2f}, max {max(ratios_rom):.2f}"
             )
+            mults = []
+            for w in sorted({k[2] for k in by if k[1] == 3}):
+                n_in, n_out = (4, 3) if w <= 32 else (8, 4)
+                m2, m3 = n_in * w + w * w + w * n_out, n_in * w + 2 * w * w + w * n_out
+                mults.append(f"width {w}: {m3 / m2:.2f}")
+            lines.append("  (multiplier count ratio depth 3 / depth 2, the hw ratio at equal precision: "
+                         + ", ".join(mults) + ")")  # fmt: skip
+        pairs = [(r, before[_key(r)]) for r in ok if _key(r) in before and before[_key(r)].get("hw")]
+        if pairs:
+            hw_r = [int(r["hw"]) / int(b["hw"]) for r, b in pairs]
+            rom_r = [int(r["table_bits"]) / max(int(b["table_bits"]), 1) for r, b in pairs]
+            fb_b = sum(int(b["fallback"]) for _, b in pairs)
+            lines.append(
+                f"- after / before on {len(pairs)} runs of both (before fell back to all-maxLen in {fb_b}): "
+                f"hw ratio median {np.median(hw_r):.2f} (min {min(hw_r):.2f}, max {max(hw_r):.2f}); "
+                f"table ROM ratio median {np.median(rom_r):.3g} (min {min(rom_r):.3g}, max {max(rom_r):.3g})"
+            )
         t64 = [float(r["time_s"]) for r in ok if int(r["width"]) == 64 and int(r["depth"]) == 2]
         if t64:
             lines.append(

@@ -281,13 +281,15 @@ def main() -> int:
     ap.add_argument("--md-only", action="store_true", help="only rewrite the .md from the CSVs")
     ap.add_argument("--resume", action="store_true", help="keep the CSV's rows and run only missing points")
     ap.add_argument("--mnist", action="store_true", help="run the external MNIST networks (MNIST list)")
+    ap.add_argument("--mnist-nets", nargs="*", help="only these networks of the MNIST list")
     args = ap.parse_args()
     out = ROOT / "results"
     if args.mnist:
         path = out / f"nonlinear_depth_mnist_{args.label}.csv"
         rows = []
         with ProcessPoolExecutor(max_workers=min(args.workers, 2)) as pool:
-            for row in pool.map(run_mnist, [(*m, args.label) for m in MNIST]):
+            todo = [(*m, args.label) for m in MNIST if not args.mnist_nets or m[0] in args.mnist_nets]
+            for row in pool.map(run_mnist, todo):
                 rows.append(row)
                 print(row, flush=True)
                 with open(path, "w", newline="") as fh:

@@ -265,3 +265,18 @@ def random_dense_net(
         p = ACT_PARAMS.get(fn, {}) if fn == act else {}
         layers.append(DenseLayer(f"l{li}", w.astype(np.float64), b.astype(np.float64), fn, **p))
     return layers
+
+
+def normal_dense_net(
+    rng: np.random.Generator, act: str, widths: list[int], bias_std: float = 0.1
+) -> list[DenseLayer]:
+    """A dense chain with weights N(0, 1)/sqrt(fan-in) and biases N(0, ``bias_std``) (float32
+    values): hidden layers use ``act``, the last layer is linear."""
+    layers = []
+    for li in range(len(widths) - 1):
+        w = (rng.normal(0, 1, (widths[li + 1], widths[li])) / np.sqrt(widths[li])).astype(np.float32)
+        b = rng.normal(0, bias_std, widths[li + 1]).astype(np.float32)
+        fn = "identity" if li == len(widths) - 2 else act
+        p = ACT_PARAMS.get(fn, {})
+        layers.append(DenseLayer(f"l{li}", w.astype(np.float64), b.astype(np.float64), fn, **p))
+    return layers

@@ -29,13 +29,22 @@ The certifier needs no change: it evaluates Δb = b~ - b of whatever constant th
 Other activations (sigmoid, tanh, ..., DESIGN §4): with the caps fixed, neuron j's slope set
 [s_lo, s_hi] over real range ⊕ [-E_j, E_j] gives the centre slope s_c (the form map, like the 0/½/1
 of ReLU) and the remainder coefficient s_rad (like ReLU's ½: remainder radius s_rad·m_j). The
-implementation error of layer l (table / quantised piecewise) is a *fixed* source chosen by rule
-before solving: δ_l = β·target / (n_act · max_o Σ_{j in l} |C_o,a_j|), β = ACT_BUDGET = 1/4, i.e. the
-implementations of the n_act activation layers together use at most a quarter of the output
-error budget; it enters every row as a constant of radius δ_l on the layer's a columns (so the
-cap rows of later layers include it). :mod:`.solve` then builds each layer's implementation with
-error <= δ_l (table size by ``choose_index_bits``, output frac by the rounding share); the
-certificate uses the implementation's actual rigorous error, so a broken promise is caught.
+implementation error of layer l (table / quantised piecewise) is an ILP choice: one-hot binaries
+d[l,k] pick the budget δ_l = 2^-k, k in [k_lo,l, maxLen] with 2^-k_lo,l the largest δ the output
+rows alone admit (target / max_o Σ_{j in l} |C_o,a_j|). δ_l is the radius of the layer's a columns
+(centre 0), so it enters every later cap row and every output row linearly — directly
+(Σ_{j in l} |C_row,a_j|·δ_l) and through the m_k of later neurons, whose slope remainders s_rad·m_k
+amplify it exactly as they amplify the rounding errors. (The earlier rule fixed δ_l before solving
+from the centre-slope sensitivity Σ|C_o,a_j| alone; through three or more layers the remainder
+chain made the δ terms alone exceed the caps at every F, so no F < maxLen satisfied the rows.)
+Cost of candidate k: 2·n_l·k (per neuron an interpolating table adds a multiplier and an adder
+on entries of ~k + 2 fraction bits, :mod:`aster_ext.cost`) plus ROM_WEIGHT x the estimated table
+ROM bits (:func:`table_rom_estimate`: entries ~ trimmed width / h with h the power-of-two cell
+width whose interpolation error h²/8·max|σ''| is <= δ/4, times k + 4 bits per entry), so that a
+smaller δ — which shrinks F elsewhere — is paid for by the table it needs. :mod:`.solve` then builds each
+layer's implementation with error <= δ_l (table size by the smallest index_bits meeting δ_l,
+output frac by the rounding share); the certificate uses the implementation's actual rigorous
+error, so a broken promise is caught.
 
 Ablation switches (defaults = the full refined analysis): ``exact_dw=False`` replaces the exact
 ΔW(Fw) of every candidate by the worst case |ΔW_jk| <= 2^-(Fw+1) (centre 0, radius
@@ -56,8 +65,6 @@ from ..ir import DenseLayer
 from ..ranges import ExactParams, LayerRanges
 from ..rigorous import Interval
 from .error_forms import ACTIVE, INACTIVE, UNSTABLE, FormLayout, slope_of
-
-ACT_BUDGET = 0.25  # share of the output error budget given to activation implementations
 
 
 @dataclass(frozen=True)
@@ -132,13 +139,46 @@ def cap_slopes(
     return SlopeInfo(dec, centre, rem, smax)
 
 
-def act_budget(layers: list[DenseLayer], co: np.ndarray, layout: FormLayout, target: float) -> list[float]:
-    """δ_l of every layer (module docstring; 0 for relu/identity)."""
-    act_layers = [li for li, layer in enumerate(layers) if layer.activation not in ("relu", "identity")]
-    out = [0.0] * len(layers)
-    for li in act_layers:
+ROM_WEIGHT = 1.0 / 4  # hw units per estimated table ROM bit in the objective (module docstring)
+
+
+def table_rom_estimate(act, lo: float, hi: float, ks: np.ndarray) -> np.ndarray:
+    """Estimated ROM bits of the interpolating table of ``act`` over [lo, hi] meeting δ = 2^-k,
+    per candidate k (module docstring; a float heuristic for the objective only — the tables are
+    built and their errors bounded rigorously in :mod:`.solve`)."""
+    z = np.linspace(lo, hi, 4097)
+    y = act.eval_float(z)
+    dz = z[1] - z[0] if hi > lo else 1.0
+    d2 = np.abs(np.diff(y, 2)) / dz**2
+    out = np.empty(ks.size)
+    for i, k in enumerate(ks):
+        tol = 2.0 ** -float(k) / 8
+        live = np.nonzero((np.abs(y - y[0]) > tol) & (np.abs(y - y[-1]) > tol))[0]
+        if live.size < 3:
+            out[i] = 2.0 * (k + 4)
+            continue
+        a, b = int(live[0]), int(live[-1])
+        c2 = max(float(d2[max(a - 1, 0) : b].max()), 1e-12)
+        h = 2.0 ** math.floor(math.log2(math.sqrt(8.0 * 2.0 ** -float(k) / 4 / c2)))
+        out[i] = (math.ceil((z[b] - z[a]) / h) + 2) * (k + 4)
+    return out
+
+
+def act_candidates(
+    layers: list[DenseLayer], co: np.ndarray, layout: FormLayout, target: float, setting: Setting
+) -> list[np.ndarray]:
+    """Candidate exponents k (δ_l = 2^-k) of every activation layer (empty for relu/identity):
+    k_lo = the smallest k with 2^-k <= target / max_o Σ_{j in l} |C_o,a_j| (module docstring), up
+    to maxLen (at least the single candidate maxLen)."""
+    out: list[np.ndarray] = []
+    for li, layer in enumerate(layers):
+        if layer.activation in ("relu", "identity"):
+            out.append(np.zeros(0, dtype=np.int64))
+            continue
         s = float(np.abs(co[:, layout.a_cols(li)]).sum(axis=1).max())
-        out[li] = ACT_BUDGET * target / (len(act_layers) * max(s, 1e-30))
+        k_lo = math.ceil(math.log2(max(s, 1e-30) / target)) if target > 0 else setting.max_len
+        k_lo = min(max(k_lo, 1), setting.max_len)
+        out.append(np.arange(k_lo, setting.max_len + 1, dtype=np.int64))
     return out
 
 
@@ -219,7 +259,24 @@ class RefinedModel:
     const_ctr: np.ndarray | None = None
     const_rad: np.ndarray | None = None
     rem: np.ndarray | None = None  # per neuron remainder coefficient of m_j (½ unstable ReLU, s_rad)
-    act_delta: list[float] = field(default_factory=list)  # per layer implementation error budget δ_l
+    act_k: list[np.ndarray] = field(default_factory=list)  # per layer candidate k of δ_l = 2^-k
+    d_off: int = 0  # first d column (activation budget binaries, layer by layer, after the m block)
+
+    def act_delta(self, choice: list[int] | None) -> list[float]:
+        """δ_l per layer for candidate indices ``choice`` (one per activation layer, in layer
+        order; None = the smallest candidate δ = 2^-maxLen); 0 for relu/identity layers."""
+        out, t = [], 0
+        for ks in self.act_k:
+            if ks.size == 0:
+                out.append(0.0)
+                continue
+            out.append(2.0 ** -int(ks[-1] if choice is None else ks[choice[t]]))
+            t += 1
+        return out
+
+    def uniform_choice(self, frac: int) -> list[int]:
+        """Candidate index per activation layer for δ_l = 2^-frac clipped to the candidates."""
+        return [int(np.clip(np.searchsorted(ks, frac), 0, ks.size - 1)) for ks in self.act_k if ks.size]
 
     @property
     def n_cols(self) -> int:
@@ -247,7 +304,8 @@ def build_model(
     slopes = cap_slopes(ranges, layers, caps, relu_stability)
     decisions = slopes.decisions
     layout, czs, cas = structure_forms(layers, decisions, slopes.centre)
-    act_delta = act_budget(layers, cas[-1], layout, target)
+    act_k = act_candidates(layers, cas[-1], layout, target, setting)
+    act_delta = [2.0 ** -float(ks[0]) if ks.size else 0.0 for ks in act_k]  # largest candidate δ
     sizes = layout.sizes
     n = int(sum(sizes))
     offs = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
@@ -305,13 +363,15 @@ def build_model(
     const_rad = np.zeros(layout.ncols)
     const_ctr[: layout.n_in] = -0.5 * in_err / unit
     const_rad[: layout.n_in] = 0.5 * in_err / unit
-    for li, d in enumerate(act_delta):
-        const_rad[layout.a_cols(li)] = d / unit
+    act_layers = [li for li, ks in enumerate(act_k) if ks.size]
+    d_vals = [np.exp2(-act_k[li].astype(np.float64)) / unit for li in act_layers]  # δ candidates in U
+    nd = int(sum(v.size for v in d_vals))
 
     # ---- columns ----
     nb, nw = n_gf * nf, n_gw * nf
     c_ctr, c_rad, c_m = nb + nw, nb + nw + n, nb + nw + 2 * n  # column blocks: b, w, ctr, rad, m
-    ncol = nb + nw + 3 * n
+    d_off = nb + nw + 3 * n  # column blocks: ..., m, then d (activation budget binaries)
+    ncol = d_off + nd
     col_lo = np.zeros(ncol)
     col_hi = np.ones(ncol)
     col_lo[c_ctr : c_ctr + n] = -np.inf
@@ -320,6 +380,7 @@ def build_model(
     col_hi[c_m : c_m + n] = cap_all / unit
     integer = np.zeros(ncol, dtype=bool)
     integer[: nb + nw] = True
+    integer[d_off:] = True
 
     # z column j -> ctr var, rad var; a column j -> m var (coefficient ½ if unstable, else 0)
     half_unstable = np.concatenate(slopes.rem)  # remainder coefficient of m_j (½ for unstable ReLU)
@@ -345,6 +406,13 @@ def build_model(
         if m_diag is not None:
             mm[np.arange(r), m_diag] -= 1.0
         blocks.append(sp.csr_matrix(mm))
+        if nd:  # δ_l as the radius of layer l's a columns: Σ_{j in l} |C_a_j| · δ_l
+            blocks.append(
+                sp.csr_matrix(
+                    np.hstack([np.abs(c[:, layout.a_cols(li)]).sum(axis=1)[:, None] * v[None, :]
+                               for li, v in zip(act_layers, d_vals, strict=True)])
+                )
+            )  # fmt: skip
         const = sign * (c @ const_ctr) + np.abs(c) @ const_rad
         return sp.hstack(blocks, format="csr"), const
 
@@ -357,6 +425,14 @@ def build_model(
     lo_l += [np.ones(n_gf), np.ones(n_gw)]
     hi_l += [np.ones(n_gf), np.ones(n_gw)]
     names += [f"onehotF_{g}" for g in range(n_gf)] + [f"onehotW_{g}" for g in range(n_gw)]
+    pos = d_off
+    for li, v in zip(act_layers, d_vals, strict=True):
+        rows.append(sp.csr_matrix((np.ones(v.size), (np.zeros(v.size, dtype=int), pos + np.arange(v.size))),
+                                  shape=(1, ncol)))  # fmt: skip
+        lo_l.append(np.ones(1))
+        hi_l.append(np.ones(1))
+        names.append(f"onehotD_{li}")
+        pos += v.size
     # definition rows: ctr_j - Σ ctr_f b - Σ ctr_w w = 0 ; rad_j likewise
     jj = np.repeat(np.arange(n), nf)
     bcols = (group_f[:, None] * nf + np.arange(nf)[None, :]).reshape(-1)
@@ -399,18 +475,28 @@ def build_model(
     cw_g = np.bincount(group_w, weights=cw_, minlength=n_gw)
     cost[:nb] = (cf_g[:, None] * fracs[None, :]).reshape(-1)
     cost[nb : nb + nw] = (cw_g[:, None] * fracs[None, :]).reshape(-1)
+    if nd:
+        rom = []
+        for li in act_layers:
+            pre = ranges[li].pre
+            z_lo, z_hi = float(np.min(pre.lo - caps[li])), float(np.max(pre.hi + caps[li]))
+            rom.append(table_rom_estimate(layers[li].act, z_lo, z_hi, act_k[li]))
+        cost[d_off:] = np.concatenate(
+            [2.0 * sizes[li] * act_k[li] + ROM_WEIGHT * r for li, r in zip(act_layers, rom, strict=True)]
+        )
     col_names = (
         [f"F_{g}_{f}" for g in range(n_gf) for f in fracs]
         + [f"Fw_{g}_{f}" for g in range(n_gw) for f in fracs]
         + [f"ctr_{j}" for j in range(n)]
         + [f"rad_{j}" for j in range(n)]
         + [f"m_{j}" for j in range(n)]
+        + [f"D_{li}_{k}" for li in act_layers for k in act_k[li]]
     )
     return RefinedModel(
         setting, layout, decisions, caps, target, fracs, n, group_f, group_w, n_gf, n_gw,
         ctr_f, rad_f, ctr_w, rad_w, unit, a, np.concatenate(lo_l), np.concatenate(hi_l),
         col_lo, col_hi, cost, integer, names, col_names, cap_rows, None, czs, co, const_ctr, const_rad,
-        half_unstable, act_delta,
+        half_unstable, act_k, d_off,
     )  # fmt: skip
 
 
@@ -438,6 +524,17 @@ class SolveOutcome:
     objective: float | None
     time_s: float
     mip_gap: float | None = None
+    act_choice: list[int] | None = None  # candidate index of δ_l per activation layer
+
+
+def _d_segments(model: RefinedModel) -> list[tuple[int, int]]:
+    """(first column, number of candidates) of every activation layer's d binaries."""
+    out, pos = [], model.d_off
+    for ks in model.act_k:
+        if ks.size:
+            out.append((pos, int(ks.size)))
+            pos += int(ks.size)
+    return out
 
 
 def solve_model(
@@ -449,8 +546,9 @@ def solve_model(
 ) -> SolveOutcome:
     """Solve with HiGHS; decode the one-hot binaries into per-neuron F and Fw.
 
-    ``start`` (per-neuron F, Fw) is passed as an incumbent; with ``window`` the candidates of each
-    group are restricted to start ± window (binaries outside fixed to 0).
+    ``start`` (per-neuron F, Fw, optionally the δ candidate index per activation layer) is passed
+    as an incumbent; with ``window`` the F/Fw candidates of each group are restricted to
+    start ± window (binaries outside fixed to 0).
     """
     import highspy
 
@@ -469,6 +567,10 @@ def solve_model(
         x0 = np.zeros(model.n_cols)
         x0[np.arange(model.n_gf) * nf + f0] = 1.0
         x0[nb + np.arange(model.n_gw) * nf + w0] = 1.0
+        d0 = start[2] if len(start) > 2 and start[2] is not None else None
+        d0 = model.uniform_choice(int(np.max(start[0]))) if d0 is None else d0
+        for (pos, _), i in zip(_d_segments(model), d0, strict=True):
+            x0[pos + i] = 1.0
         if window is not None:
             k = np.arange(nf)[None, :]
             col_hi[:nb] = (np.abs(k - f0[:, None]) <= window).reshape(-1)
@@ -498,8 +600,8 @@ def solve_model(
     h.setOptionValue("small_matrix_value", 1e-12)
     h.passModel(lp)
     if x0 is not None:
-        idx = np.arange(nb + nw, dtype=np.int32)
-        h.setSolution(int(idx.size), idx, x0[: nb + nw].astype(np.float64))
+        idx = np.concatenate([np.arange(nb + nw), np.arange(model.d_off, model.n_cols)]).astype(np.int32)
+        h.setSolution(int(idx.size), idx, x0[idx].astype(np.float64))
     h.run()
     ms = h.modelStatusToString(h.getModelStatus()).lower()
     info = h.getInfo()
@@ -517,12 +619,16 @@ def solve_model(
     wsel = x[model.n_gf * nf : (model.n_gf + model.n_gw) * nf].reshape(model.n_gw, nf).argmax(axis=1)
     f = model.fracs[bsel][model.group_f]
     fw = model.fracs[wsel][model.group_w]
+    dsel = [int(np.argmax(x[pos : pos + k])) for pos, k in _d_segments(model)]
     return SolveOutcome(status, f, fw, float(info.objective_function_value), time.perf_counter() - t0,
-                        float(info.mip_gap))  # fmt: skip
+                        float(info.mip_gap), dsel)  # fmt: skip
 
 
-def uniform_start(model: RefinedModel, slack: float = 1e-9) -> tuple[np.ndarray, np.ndarray] | None:
-    """Smallest uniform F = Fw (all neurons) whose ILP point satisfies every row, or None.
+def uniform_start(
+    model: RefinedModel, slack: float = 1e-9
+) -> tuple[np.ndarray, np.ndarray, list[int]] | None:
+    """Smallest uniform F = Fw (all neurons), with δ_l = 2^-F clipped to each activation layer's
+    candidates (:meth:`RefinedModel.uniform_choice`), whose ILP point satisfies every row, or None.
 
     The point sets ctr/rad by their definition rows and m_j, layer by layer, to the value of the
     form of j (the max of its two cap rows with m_j = 0); it is feasible iff every m_j <= E_j/U and
@@ -543,13 +649,17 @@ def uniform_start(model: RefinedModel, slack: float = 1e-9) -> tuple[np.ndarray,
     out_rows = np.nonzero(np.char.startswith(names, "err"))[0]
     a_cap = [(a[up_], a[dn_]) for up_, dn_ in cap_rows]
     a_out = a[out_rows]
-    m_hi = model.col_hi[c_m:]
+    m_hi = model.col_hi[c_m : c_m + n]
     for i in range(nf):
         x = np.zeros(model.n_cols)
         x[np.arange(model.n_gf) * nf + i] = 1.0
         x[nb + np.arange(model.n_gw) * nf + i] = 1.0
         x[nb + nw : nb + nw + n] = (model.ctr_f[:, i] + model.ctr_w[:, i]) / model.unit
         x[nb + nw + n : c_m] = (model.rad_f[:, i] + model.rad_w[:, i]) / model.unit
+        x[model.d_off :] = 0.0
+        dsel = model.uniform_choice(int(model.fracs[i]))
+        for (pos, _), di in zip(_d_segments(model), dsel, strict=True):
+            x[pos + di] = 1.0
         ok = True
         for li, ((up_, dn_), (a_up, a_dn)) in enumerate(zip(cap_rows, a_cap, strict=True)):
             m = np.maximum(np.maximum(a_up @ x - model.row_hi[up_], a_dn @ x - model.row_hi[dn_]), 0.0)
@@ -560,7 +670,7 @@ def uniform_start(model: RefinedModel, slack: float = 1e-9) -> tuple[np.ndarray,
             x[c_m + offs[li] : c_m + offs[li + 1]] = m
         if ok and np.all(a_out @ x <= model.row_hi[out_rows] - slack * np.abs(model.row_hi[out_rows])):
             f = np.full(n, model.fracs[i])
-            return f, f.copy()
+            return f, f.copy(), dsel
     return None
 
 
@@ -590,9 +700,12 @@ def exact_dot(coefs: np.ndarray, vals: list[Fraction]) -> Fraction:
     return Fraction(tot) * Fraction(2) ** ce / den
 
 
-def exact_row_check(model: RefinedModel, f: np.ndarray, fw: np.ndarray) -> tuple[bool, list[str]]:
-    """Recompute ctr/rad of every z column from the chosen binaries and check cap and error rows
-    in exact rational arithmetic (m_j set to the exact max of its two cap rows)."""
+def exact_row_check(
+    model: RefinedModel, f: np.ndarray, fw: np.ndarray, act_choice: list[int] | None = None
+) -> tuple[bool, list[str]]:
+    """Recompute ctr/rad of every z column from the chosen binaries (and the radius δ_l of every
+    activation layer's a columns from ``act_choice``, default δ_l = 2^-maxLen) and check cap and
+    error rows in exact rational arithmetic (m_j set to the exact max of its two cap rows)."""
     idx_f = np.searchsorted(model.fracs, f)
     idx_w = np.searchsorted(model.fracs, fw)
     rows = np.arange(model.n_neurons)
@@ -613,6 +726,10 @@ def exact_row_check(model: RefinedModel, f: np.ndarray, fw: np.ndarray) -> tuple
     bad: list[str] = []
     cc = [Fraction(float(v)) for v in model.const_ctr]
     cr = [Fraction(float(v)) for v in model.const_rad]
+    for li, d in enumerate(model.act_delta(act_choice)):
+        if d > 0:
+            for c in range(lay.a_off[li], lay.a_off[li] + lay.sizes[li]):
+                cr[c] = Fraction(d) / Fraction(model.unit)
 
     def row_value(c: np.ndarray, sign: int, upto: int) -> Fraction:
         used = np.nonzero(c[z_idx[:upto]])[0]

@@ -14,11 +14,15 @@ program with every F, Fw at maxLen (:func:`max_len_program`) is certified first.
 exceeds ε, the result is infeasible at once (no HiGHS run: on the 6x200 sigmoid MNIST net HiGHS
 spends 30 s on such a model); if it is <= ε that program is returned (solver status "not run").
 When no ILP round certifies, the same program is the fallback before InfeasibleError is raised.
+Either way ``RefinedResult.max_width_fallback`` is set (and a note says so). Since the activation
+budgets δ_l are ILP choices (:mod:`.model`) the uniform start tries δ_l = 2^-F with F, so at
+F = maxLen - 1 it is (up to one bit) the all-maxLen program: the shortcut fires only when the rows
+admit nothing cheaper.
 
 Activations other than ReLU/identity get one implementation per layer (``LayerProgram.act_impl``),
 built during that first pass by :func:`make_impl_factory` once the layer's finite-precision
 pre-activation range z~ is known: it covers the hull of z~ over the layer (widened by 1/32),
-reads the bias sums at F_in = max_j F_j, and meets the ILP's error budget δ_l (:mod:`.model`) by
+reads the bias sums at F_in = max_j F_j, and meets the error budget δ_l chosen by the ILP (:mod:`.model`) by
 the documented rule: smooth activations — a linearly interpolating lookup table
 (``build_table(..., interp=True)``) with output frac F_o = ceil(log2(2/δ_l)) + 1 (node rounding
 <= δ_l/8, interpolation floor < δ_l/4), covering only the part of the range where σ is not flat
@@ -392,14 +396,14 @@ def assign_refined(
             s_l = solve_model(m_l, min(0.4 * left, 0.4 * solve_cap_s), mip_rel_gap, start)
             solver_time += s_l.time_s
             if s_l.f is not None:
-                start = (s_l.f, s_l.fw)
+                start = (s_l.f, s_l.fw, s_l.act_choice)
             window = WINDOW
             left = time_limit - (time.perf_counter() - t_start)
         sol = solve_model(model, min(left, solve_cap_s), mip_rel_gap, start, window)
         solver_time += sol.time_s
         if sol.f is None and start is not None:
             notes.append(f"round {rounds}: solver {sol.status} without incumbent; using the warm start")
-            sol = SolveOutcome(f"{sol.status}+start", start[0], start[1], None, sol.time_s)
+            sol = SolveOutcome(f"{sol.status}+start", start[0], start[1], None, sol.time_s, None, start[2])
         if sol.f is None:
             if sol.status == "infeasible" and not relaxed_caps and best is None:
                 notes.append(f"round {rounds}: infeasible with caps; caps relaxed x16")
@@ -408,7 +412,7 @@ def assign_refined(
                 continue
             notes.append(f"round {rounds}: solver status {sol.status}, no solution")
             break
-        ok_rows, bad_rows = exact_row_check(model, sol.f, sol.fw)
+        ok_rows, bad_rows = exact_row_check(model, sol.f, sol.fw, sol.act_choice)
         f_l, fw_l = _split(sol.f, layers), _split(sol.fw, layers)
         program, _ = build_program(
             name,
@@ -422,7 +426,7 @@ def assign_refined(
             ranges,
             fold_bias,
             relu_stability,
-            model.act_delta,
+            model.act_delta(sol.act_choice),
         )
         cert = certify_forms(program, layers, lower, upper, st.no_init_error, cert_ranges, relu_stability)
         hw = program_cost(program).hw

@@ -1,0 +1,334 @@
+"""Refined mode on random smooth-activation networks of growing depth: fallback, cost, table ROM.
+
+Networks as in ``tests/programs.py`` / issue 13: weights N(0,1)/sqrt(fan-in), biases N(0, 0.1)
+(float32-representable), input box [-1, 1]^n, hidden layers of one activation, linear output.
+n_in = 4, n_out = 3 for widths <= 32, n_in = 8, n_out = 4 for width 64. The network depends on
+(activation, depth, width) only (same seed for every ε and setting).
+
+Per run: the certified bound of the all-maxLen program (``max_len_program``), then
+``assign_refined`` — whether it fell back to the all-maxLen program, its certified bound, hw cost,
+table ROM bits (``program_cost``), wall time — then the simulator check (``verify_program``,
+small budget: random + corners + local search, exact re-evaluation of the worst) for violations,
+and for every ``--cpp-every``-th run the generated C++ compiled and compared bit for bit with the
+simulator (``cpp_matches_simulator``).
+
+``--label before`` runs the same grid with whatever ``aster_ext`` is importable (e.g. a copy of
+main's code on PYTHONPATH) and writes ``results/nonlinear_depth_before.csv``; the default label
+``after`` writes ``results/nonlinear_depth.csv``; the .md compares the two when both exist.
+Usage: python scripts/nonlinear_depth.py [--acts tanh ...] [--depths 2 3] [--widths 32]
+       [--eps 1e-2] [--settings A C] [--workers 2] [--label after|before] [--cpp-every 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTS = ["tanh", "sigmoid", "softplus", "elu", "silu", "gelu"]
+ALPHA = {"elu": 1.0}
+FIELDS = [
+    "act", "depth", "width", "eps", "setting", "maxlen_bound", "fallback", "certified", "hw",
+    "table_bits", "time_s", "violations", "max_observed", "cpp_bit_exact", "status", "code",
+]  # fmt: skip
+
+
+def make_net(act: str, depth: int, width: int) -> list:
+    """The random network of (act, depth, width) (module docstring)."""
+    from aster_ext.ir import DenseLayer
+
+    rng = np.random.default_rng(zlib.crc32(f"{act}-{depth}-{width}".encode()))
+    n_in, n_out = (4, 3) if width <= 32 else (8, 4)
+    widths = [n_in] + [width] * depth + [n_out]
+    layers = []
+    for li in range(len(widths) - 1):
+        w = (rng.normal(0, 1, (widths[li + 1], widths[li])) / np.sqrt(widths[li])).astype(np.float32)
+        b = rng.normal(0, 0.1, widths[li + 1]).astype(np.float32)
+        fn = "identity" if li == len(widths) - 2 else act
+        layers.append(
+            DenseLayer(f"l{li}", w.astype(np.float64), b.astype(np.float64), fn,
+                       alpha=ALPHA.get(fn))
+        )  # fmt: skip
+    return layers
+
+
+def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
+    """One grid point (module docstring)."""
+    import aster_ext
+    from aster_ext.codegen.hls import generate_hls
+    from aster_ext.cost import program_cost
+    from aster_ext.errors import UserError
+    from aster_ext.refined.model import SETTINGS
+    from aster_ext.refined.solve import assign_refined, max_len_program
+    from aster_ext.verify import VerifyBudget, verify_program
+    from aster_ext.verify_dir import cpp_matches_simulator
+
+    act, depth, width, eps, setting, with_cpp, label = job
+    layers = make_net(act, depth, width)
+    n = layers[0].n_in
+    lo, hi = -np.ones(n), np.ones(n)
+    st = SETTINGS[setting]
+    row: dict = {"act": act, "depth": depth, "width": width, "eps": eps, "setting": setting,
+                 "code": f"{label}:{Path(aster_ext.__file__).parent.parent.name}"}  # fmt: skip
+    _, c0 = max_len_program("net", layers, lo, hi, st)
+    row["maxlen_bound"] = f"{c0.bound:.3g}"
+    t0 = time.perf_counter()
+    try:
+        res = assign_refined(layers, lo, hi, eps, setting, name="net")
+    except UserError as exc:
+        row.update(status=f"infeasible: {str(exc)[:50]}", time_s=round(time.perf_counter() - t0, 1))
+        return row
+    row["time_s"] = round(time.perf_counter() - t0, 1)
+    fb = bool(getattr(res, "max_width_fallback", False)) or "all-maxLen" in res.solver_status
+    cost = program_cost(res.program)
+    row.update(fallback=int(fb), certified=f"{res.certificate.bound:.3g}", hw=cost.hw,
+               table_bits=cost.table_bits, status=res.solver_status)  # fmt: skip
+    if label == "before":  # the before run records cost only (its programs were verified on main)
+        return row
+    budget = VerifyBudget(samples=300, search_starts=4, search_iters=15, search_batch=32)
+    ver = verify_program(res.program, layers, lo, hi, res.certificate.output_bound, st.no_init_error, budget)
+    row.update(violations=ver.violations, max_observed=f"{ver.max_observed_error:.3g}")
+    if with_cpp:
+        with tempfile.TemporaryDirectory() as tmp:
+            generate_hls(res.program, Path(tmp))
+            same, _ = cpp_matches_simulator(res.program, Path(tmp), lo, hi, 0, n=50)
+        row["cpp_bit_exact"] = int(same)
+    return row
+
+
+EXT = ROOT.parent / "shared" / "benchmarks" / "external"
+MNIST = [  # (network, box radius in pixel levels (0 = the spec's full box), value of one level, ε)
+    ("tansig_200_50_onnx", 0, 1.0, 1e-2),
+    ("tansig_200_50_onnx", 2, 1.0, 1e-3),
+    ("ffnnSIGMOID__Point_6x200", 2, 1.0 / 255, 10.0),
+]
+MNIST_FIELDS = ["network", "box", "eps", "maxlen_bound", "fallback", "certified", "hw", "table_bits",
+                "time_s", "violations", "status", "code"]  # fmt: skip
+
+
+def run_mnist(job: tuple[str, float, float, float, str]) -> dict:
+    """One external MNIST network on the full box or sample 0 ± r levels, setting A (same checks)."""
+    import aster_ext
+    from aster_ext.cost import program_cost
+    from aster_ext.errors import UserError
+    from aster_ext.frontend import load_model
+    from aster_ext.ir import dense_chain
+    from aster_ext.pipeline import allowed_activations
+    from aster_ext.refined.model import SETTINGS
+    from aster_ext.refined.solve import assign_refined, max_len_program
+    from aster_ext.spec import load_spec
+    from aster_ext.verify import VerifyBudget, verify_program
+
+    name, r, level, eps, label = job
+    net, _ = load_model(EXT / f"{name}.onnx")
+    layers = dense_chain(net, allowed_activations("refined"))
+    spec = load_spec(EXT / f"{name}.spec.json")
+    lo = np.asarray(spec.input_lower, dtype=np.float64)
+    hi = np.asarray(spec.input_upper, dtype=np.float64)
+    if r > 0:
+        x = np.asarray(spec.samples, dtype=np.float64)[0]
+        lo, hi = np.maximum(lo, x - r * level), np.minimum(hi, x + r * level)
+    st = SETTINGS["A"]
+    row: dict = {"network": name, "box": "full" if r == 0 else f"sample0±{r:g}lv", "eps": eps,
+                 "code": f"{label}:{Path(aster_ext.__file__).parent.parent.name}"}  # fmt: skip
+    _, c0 = max_len_program(name, layers, lo, hi, st)
+    row["maxlen_bound"] = f"{c0.bound:.3g}"
+    t0 = time.perf_counter()
+    try:
+        res = assign_refined(layers, lo, hi, eps, "A", name="net")
+    except UserError as exc:
+        row.update(status=f"infeasible: {str(exc)[:50]}", time_s=round(time.perf_counter() - t0, 1))
+        return row
+    cost = program_cost(res.program)
+    fb = bool(getattr(res, "max_width_fallback", False)) or "all-maxLen" in res.solver_status
+    row.update(time_s=round(time.perf_counter() - t0, 1), fallback=int(fb),
+               certified=f"{res.certificate.bound:.3g}", hw=cost.hw, table_bits=cost.table_bits,
+               status=res.solver_status)  # fmt: skip
+    if label == "after":
+        budget = VerifyBudget(samples=200, search_starts=2, search_iters=10, search_batch=16)
+        bound = res.certificate.output_bound
+        ver = verify_program(res.program, layers, lo, hi, bound, st.no_init_error, budget)
+        row["violations"] = ver.violations
+    return row
+
+
+def _read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _key(r: dict) -> tuple:
+    return (r["act"], int(r["depth"]), int(r["width"]), float(r["eps"]), r["setting"])
+
+
+def write_md(out: Path, wall_s: float | None) -> None:
+    """results/nonlinear_depth.md from the after (and before, when present) CSVs."""
+    after = _read(out / "nonlinear_depth.csv")
+    before = {_key(r): r for r in _read(out / "nonlinear_depth_before.csv")}
+    lines = [
+        "# Refined mode on deeper smooth-activation networks (issue 13)",
+        "",
+        "Written by `scripts/nonlinear_depth.py` (module docstring: networks, checks). `fallback` = 1 when",
+        "the all-maxLen program was returned; `maxlen_bound` = certified bound of that program;",
+        "`table_bits` = activation-table ROM bits; `violations` from the simulator check (exact",
+        "re-evaluation); `cpp` = generated C++ bit-exact vs the simulator (blank: not compiled).",
+        "`before` columns: the same grid on main's code before this change (blank: not run).",
+        "Timings were taken on a shared 2-core machine with other jobs running (noisy).",
+        "",
+    ]
+    if wall_s is not None:
+        lines += [f"Wall time of the after run: {wall_s:.0f} s.", ""]
+    ok = [r for r in after if r.get("hw")]
+    if ok:
+        viol = sum(int(r["violations"] or 0) for r in ok)
+        fb_bad = [r for r in ok if int(r["fallback"]) and float(r["maxlen_bound"]) <= float(r["eps"]) / 4]
+        cpp = [r for r in ok if r.get("cpp_bit_exact") not in (None, "")]
+        lines += [
+            "## Summary against the targets",
+            "",
+            f"- runs: {len(after)}, certified: {len(ok)}, violations: {viol}, "
+            f"C++ bit-exact: {sum(int(r['cpp_bit_exact']) for r in cpp)}/{len(cpp)}",
+            f"- all-maxLen fallbacks where maxlen_bound <= ε/4: {len(fb_bad)} "
+            f"(fallbacks in total: {sum(int(r['fallback']) for r in ok)})",
+        ]
+        by = {_key(r): r for r in ok}
+        ratios_hw, ratios_rom = [], []
+        for k, r in by.items():
+            if k[1] != 3:
+                continue
+            r2 = by.get((k[0], 2, k[2], k[3], k[4]))
+            if r2 is None:
+                continue
+            ratios_hw.append(int(r["hw"]) / int(r2["hw"]))
+            ratios_rom.append(int(r["table_bits"]) / max(int(r2["table_bits"]), 1))
+        if ratios_hw:
+            lines.append(
+                f"- depth 3 / depth 2 (same act, width, ε, setting; {len(ratios_hw)} pairs): hw ratio "
+                f"median {np.median(ratios_hw):.2f}, max {max(ratios_hw):.2f}; table ROM ratio median "
+                f"{np.median(ratios_rom):.2f}, max {max(ratios_rom):.2f}"
+            )
+            mults = []
+            for w in sorted({k[2] for k in by if k[1] == 3}):
+                n_in, n_out = (4, 3) if w <= 32 else (8, 4)
+                m2, m3 = n_in * w + w * w + w * n_out, n_in * w + 2 * w * w + w * n_out
+                mults.append(f"width {w}: {m3 / m2:.2f}")
+            lines.append("  (multiplier count ratio depth 3 / depth 2, the hw ratio at equal precision: "
+                         + ", ".join(mults) + ")")  # fmt: skip
+        pairs = [(r, before[_key(r)]) for r in ok if _key(r) in before and before[_key(r)].get("hw")]
+        if pairs:
+            hw_r = [int(r["hw"]) / int(b["hw"]) for r, b in pairs]
+            rom_r = [int(r["table_bits"]) / max(int(b["table_bits"]), 1) for r, b in pairs]
+            fb_b = sum(int(b["fallback"]) for _, b in pairs)
+            lines.append(
+                f"- after / before on {len(pairs)} runs of both (before fell back to all-maxLen in {fb_b}): "
+                f"hw ratio median {np.median(hw_r):.2f} (min {min(hw_r):.2f}, max {max(hw_r):.2f}); "
+                f"table ROM ratio median {np.median(rom_r):.3g} (min {min(rom_r):.3g}, max {max(rom_r):.3g})"
+            )
+        t64 = [float(r["time_s"]) for r in ok if int(r["width"]) == 64 and int(r["depth"]) == 2]
+        if t64:
+            lines.append(
+                f"- time of the width-64 depth-2 nets: max {max(t64):.1f} s, median {np.median(t64):.1f} s"
+            )
+        lines.append("")
+    cols = ["act", "depth", "width", "eps", "setting", "maxlen_bound"]
+    head = cols + ["fallback", "certified", "hw", "table_bits", "time_s", "violations", "cpp"]
+    head += ["before fallback", "before hw", "before table_bits", "before time_s"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in after:
+        b = before.get(_key(r), {})
+        vals = [r[c] for c in cols] + [r.get("fallback", ""), r.get("certified", "") or r.get("status", ""),
+                                       r.get("hw", ""), r.get("table_bits", ""), r.get("time_s", ""),
+                                       r.get("violations", ""), r.get("cpp_bit_exact", "")]  # fmt: skip
+        vals += [b.get("fallback", ""), b.get("hw", ""), b.get("table_bits", ""), b.get("time_s", "")]
+        lines.append("| " + " | ".join(str(v) for v in vals) + " |")
+    m_after = _read(out / "nonlinear_depth_mnist_after.csv")
+    m_before = {
+        (r["network"], r["box"], r["eps"]): r for r in _read(out / "nonlinear_depth_mnist_before.csv")
+    }
+    if m_after:
+        head = ["network", "box", "eps", "maxlen_bound", "fallback", "certified", "hw", "table_bits",
+                "time_s", "violations", "before fallback", "before hw", "before table_bits"]  # fmt: skip
+        lines += ["", "## External MNIST networks (setting A)", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+        for r in m_after:
+            b = m_before.get((r["network"], r["box"], r["eps"]), {})
+            vals = [r.get(c, "") for c in head[:10]]
+            vals += [b.get("fallback", ""), b.get("hw", ""), b.get("table_bits", "")]
+            lines.append("| " + " | ".join(str(v) for v in vals) + " |")
+    (out / "nonlinear_depth.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--acts", nargs="*", default=ACTS)
+    ap.add_argument("--depths", nargs="*", type=int, default=[2, 3, 4, 5])
+    ap.add_argument("--widths", nargs="*", type=int, default=[16, 32, 64])
+    ap.add_argument("--eps", nargs="*", type=float, default=[1e-2, 1e-3])
+    ap.add_argument("--settings", nargs="*", default=["A", "C"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--label", default="after", choices=["after", "before"])
+    ap.add_argument("--cpp-every", type=int, default=8, help="compile the C++ of every k-th run (0: none)")
+    ap.add_argument("--md-only", action="store_true", help="only rewrite the .md from the CSVs")
+    ap.add_argument("--resume", action="store_true", help="keep the CSV's rows and run only missing points")
+    ap.add_argument("--mnist", action="store_true", help="run the external MNIST networks (MNIST list)")
+    ap.add_argument("--mnist-nets", nargs="*", help="only these networks of the MNIST list")
+    args = ap.parse_args()
+    out = ROOT / "results"
+    if args.mnist:
+        path = out / f"nonlinear_depth_mnist_{args.label}.csv"
+        rows = []
+        with ProcessPoolExecutor(max_workers=min(args.workers, 2)) as pool:
+            todo = [(*m, args.label) for m in MNIST if not args.mnist_nets or m[0] in args.mnist_nets]
+            for row in pool.map(run_mnist, todo):
+                rows.append(row)
+                print(row, flush=True)
+                with open(path, "w", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=MNIST_FIELDS)
+                    w.writeheader()
+                    w.writerows(rows)
+        write_md(out, None)
+        return 0
+    if args.md_only:
+        write_md(out, None)
+        return 0
+    jobs = []
+    for act in args.acts:
+        for depth in args.depths:
+            for width in args.widths:
+                for eps in args.eps:
+                    for setting in args.settings:
+                        k = len(jobs)
+                        cpp = args.label == "after" and args.cpp_every > 0 and k % args.cpp_every == 0
+                        jobs.append((act, depth, width, eps, setting, cpp, args.label))
+    name = "nonlinear_depth.csv" if args.label == "after" else "nonlinear_depth_before.csv"
+    rows = _read(out / name) if args.resume else []
+    done = {_key(r) for r in rows}
+    jobs = [j for j in jobs if (j[0], j[1], j[2], j[3], j[4]) not in done]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=min(args.workers, 2)) as pool:
+        for row in pool.map(run_one, jobs):
+            rows.append(row)
+            print(row, flush=True)
+            with open(out / name, "w", newline="") as fh:  # rewritten as rows arrive (partial runs usable)
+                w = csv.DictWriter(fh, fieldnames=FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+    wall = time.perf_counter() - t0
+    print(f"wall time {wall:.0f} s", flush=True)
+    if args.label == "after":
+        write_md(out, wall)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

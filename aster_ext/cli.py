@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--time-limit", type=float, default=60.0, help="ILP solver time limit in seconds (default 60)"
     )
+    q.add_argument(
+        "--reuse-factor", type=int, default=1, help="HLS reuse factor of the emitted C++ (default 1)"
+    )
     q.add_argument("--quiet", action="store_true", help="no progress messages")
 
     v = sub.add_parser(
@@ -117,6 +120,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         input_lower=args.input_lower,
         input_upper=args.input_upper,
         time_limit=args.time_limit,
+        reuse_factor=args.reuse_factor,
     )
     out = args.out if args.out is not None else Path("out") / args.model.stem
     res = quantize(args.model, opts, out, _progress(args.quiet))

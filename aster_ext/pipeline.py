@@ -48,6 +48,7 @@ class QuantizeOptions:
     input_lower: list[float] | None = None
     input_upper: list[float] | None = None
     time_limit: float = 60.0
+    reuse_factor: int = 1  # HLS reuse factor of the emitted code; the reported cost counts that hardware
 
 
 @dataclass
@@ -186,6 +187,8 @@ def quantize(
     t0 = time.perf_counter()
     model_path = Path(model_path)
     _check_error_target(opts.error)
+    if opts.reuse_factor < 1:
+        raise UserError(f"--reuse-factor must be an integer >= 1, got {opts.reuse_factor}")
     t = time.perf_counter()
     net, model_spec = load_model(model_path)
     spec = resolve_spec(net, model_spec, opts)
@@ -204,7 +207,7 @@ def quantize(
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=parent))
         try:
             t = time.perf_counter()
-            generate_hls(program, tmp)
+            generate_hls(program, tmp, reuse_factor=opts.reuse_factor)
             (tmp / "model.lp").write_text(assignment.lp_text)
             save_program(program, tmp / "program.json")
             timings["codegen_s"] = time.perf_counter() - t
@@ -243,7 +246,7 @@ def build_report(
     setting = SETTINGS[opts.setting]
     sound = opts.mode != "aster"
     independent = info.get("interval_certificate", cert)  # the interval certifier's own bound
-    cost = program_cost(program).to_json()
+    cost = program_cost(program, opts.reuse_factor).to_json()
     if isinstance(assignment, AsterResult):
         cost["aster_objective"] = assignment.objective
         cost["daisy_area_aster_types"] = int(assignment.daisy_area_cost)
@@ -303,7 +306,7 @@ def build_report(
         },
         "certify_rounds": info["rounds"],
         "timings": timings,
-        "codegen": {"layouts": layer_layouts(program)},
+        "codegen": {"layouts": layer_layouts(program), "reuse_factor": opts.reuse_factor},
         "notes": list(assignment.notes) + _extra_notes(net, program),
         "logits_before_softmax": trailing_softmax(net),
         "activation_impls": _impl_summary(program),

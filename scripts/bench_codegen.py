@@ -45,6 +45,7 @@ FIELDS = [
     "generate_s",
     "cpp_bytes",
     "compile_s",
+    "compile_cpu_s",
     "compile_peak_mb",
     "status",
     "bit_exact",
@@ -98,19 +99,24 @@ def quantize_net(name: str, tmp: Path):
     return quantize(model, opts, None).program
 
 
-def timed_compile(cmd: list[str], timeout: float) -> tuple[str, float, float]:
-    """(status, wall s, peak RSS MB) of one compiler run under /usr/bin/time -v."""
+def timed_compile(cmd: list[str], timeout: float) -> tuple[str, float, float, float]:
+    """(status, wall s, CPU s = user + system, peak RSS MB) of one compiler run under /usr/bin/time -v."""
     t = time.perf_counter()
     try:
         proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return f"timeout > {timeout:.0f} s", time.perf_counter() - t, float("nan")
+        return f"timeout > {timeout:.0f} s", time.perf_counter() - t, float("nan"), float("nan")
     wall = time.perf_counter() - t
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    peak = int(m.group(1)) / 1024 if m else float("nan")
+
+    def field(name: str) -> float:
+        m = re.search(rf"{name}: ([0-9.]+)", proc.stderr)
+        return float(m.group(1)) if m else float("nan")
+
+    cpu = field(r"User time \(seconds\)") + field(r"System time \(seconds\)")
+    peak = field(r"Maximum resident set size \(kbytes\)") / 1024
     if proc.returncode != 0:
-        return f"compile failed: {proc.stderr.strip().splitlines()[0][:80]}", wall, peak
-    return "ok", wall, peak
+        return f"compile failed: {proc.stderr.strip().splitlines()[0][:80]}", wall, cpu, peak
+    return "ok", wall, cpu, peak
 
 
 def bench_one(name: str, label: str, args: argparse.Namespace) -> dict[str, object]:
@@ -130,8 +136,10 @@ def bench_one(name: str, label: str, args: argparse.Namespace) -> dict[str, obje
         row["cpp_bytes"] = files["source"].stat().st_size
         cmd = [find_cxx(), CXX_STD, args.opt, "-Wno-unknown-pragmas", f"-I{find_ap_types()}"]
         cmd += [f"-I{tmp / 'hls'}", "-c", str(files["source"]), "-o", str(tmp / "net.o")]
-        status, wall, peak = timed_compile(cmd, args.timeout)
-        row.update(status=status, compile_s=round(wall, 1), compile_peak_mb=round(peak))
+        status, wall, cpu, peak = timed_compile(cmd, args.timeout)
+        peak_mb = round(peak) if peak == peak else ""  # NaN when the compile timed out
+        row.update(status=status, compile_s=round(wall, 1), compile_cpu_s=round(cpu, 1))
+        row["compile_peak_mb"] = peak_mb
         print(f"{label} {name}: {row}", flush=True)
         if status != "ok":
             return row
@@ -168,10 +176,12 @@ def write_tables(rows: list[dict[str, object]], opt: str) -> None:
         "Written by `scripts/bench_codegen.py` (one row per label and network; `before` = the code "
         "generator of main before the loop emitter, run with `--code-root`). Compile: the network's "
         f"`.cpp` alone, `g++ -std=c++14 {opt} -c` against the hls4ml ap_types headers, under "
-        "`/usr/bin/time -v` (wall time, peak resident memory). bit_exact: the compiled C++ against "
+        "`/usr/bin/time -v` (wall time, CPU time = user + system, peak resident memory). "
+        "bit_exact: the compiled C++ against "
         "the simulator on random raw inputs over the whole input type; testbench: the emitted "
         "`<net>_tb.cpp` (simulator-produced expected outputs) compiled with g++ and run. Timings were "
-        "taken on a shared 2-core machine with other jobs running (noisy).",
+        "taken on a shared 2-core machine with other jobs running (load average up to ~17): wall times are "
+        "inflated and noisy; compile_cpu_s (the compiler's own CPU time) is the load-independent figure.",
         "",
         "| " + " | ".join(FIELDS) + " |",
         "|" + "---|" * len(FIELDS),

@@ -1,7 +1,7 @@
 """Code generation at scale: generation time, .cpp size, g++ compile time and peak memory, bit-exactness.
 
     python scripts/bench_codegen.py [--label after] [--code-root PATH] [--nets rand784 tansig]
-                                    [--opt -O1] [--timeout 1800] [--samples 20]
+                                    [--opt -O1] [--timeout 1800] [--samples 20] [--no-compile]
 
 Networks (both quantised by the pipeline, refined mode):
 - ``rand784``: a random 784-256-256-10 ReLU network (He-normal weights, seed 0, written as ONNX),
@@ -136,6 +136,10 @@ def bench_one(name: str, label: str, args: argparse.Namespace) -> dict[str, obje
         row["cpp_bytes"] = files["source"].stat().st_size
         cmd = [find_cxx(), CXX_STD, args.opt, "-Wno-unknown-pragmas", f"-I{find_ap_types()}"]
         cmd += [f"-I{tmp / 'hls'}", "-c", str(files["source"]), "-o", str(tmp / "net.o")]
+        if args.no_compile:
+            row["status"] = "not compiled (--no-compile)"
+            print(f"{label} {name}: {row}", flush=True)
+            return row
         status, wall, cpu, peak = timed_compile(cmd, args.timeout)
         peak_mb = round(peak) if peak == peak else ""  # NaN when the compile timed out
         row.update(status=status, compile_s=round(wall, 1), compile_cpu_s=round(cpu, 1))
@@ -199,6 +203,7 @@ def main() -> int:
     ap.add_argument("--opt", default="-O1")
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--samples", type=int, default=20)
+    ap.add_argument("--no-compile", action="store_true", help="only generation time and .cpp size")
     args = ap.parse_args()
     sys.path.insert(0, str(args.code_root.resolve()))
     mod = importlib.import_module("aster_ext")

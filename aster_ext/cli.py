@@ -145,7 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--io-type", default="io_parallel", choices=["io_parallel", "io_stream"], help="hls4ml io type"
     )
     q.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"], help="hls4ml strategy")
-    q.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (default 1)")
+    q.add_argument(
+        "--reuse-factor",
+        type=_int_in("--reuse-factor", 1, 1 << 20),
+        default=1,
+        help="reuse factor, >= 1 (default 1): the HLS pragmas of the emitted C++ (--backend hls) or "
+        "hls4ml's ReuseFactor (--backend hls4ml)",
+    )
     q.add_argument("--quiet", action="store_true", help="no progress messages")
 
     v = sub.add_parser(
@@ -253,6 +259,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         input_lower=args.input_lower,
         input_upper=args.input_upper,
         time_limit=args.time_limit,
+        reuse_factor=args.reuse_factor,
     )
     from .report import summary_line
 

@@ -15,6 +15,17 @@ Activation implementations add per neuron: an interpolating table one multiplier
 a quantised piecewise-linear activation one multiplier (input width times the slope constant's
 width). They enter ``hw``, ``daisy_area``, ``mult_bilinear`` and the counts like every other
 operation; plain tables and ReLU/identity add no arithmetic.
+
+Which hardware (:mod:`aster_ext.codegen.layout`, the layout the code generator emits): every
+operation instance the emitted code instantiates, with the widths of the types it declares. With
+reuse factor R (``program_cost(p, reuse_factor=R)``, the ``reuse_factor`` of ``generate_hls``):
+a ``rolled`` group of n_g neurons (per-row types) has n_g·U multipliers and n_g·min(U, n_in - 1)
+partial-sum adders, U = ceil(n_in / R), plus one bias adder (and ReLU / activation
+implementation) per neuron; a ``loop`` group has ceil(n_g / R) copies of one neuron's datapath
+(one multiplier and adder per input column, with that column's types); a ``scalar`` group one.
+R = 1 (fully parallel) counts one multiplier per weight. The x operand of every multiplier is
+the layer's input *container* (the union of the previous layer's output formats, one C++ array
+type), since that is the type the multiplication reads.
 """
 
 from __future__ import annotations
@@ -58,35 +69,52 @@ def act_impl_ops(impl: object, in_width: np.ndarray) -> tuple[list[tuple[int, in
     return [], [], 0
 
 
-def program_cost(p: FixedProgram) -> Cost:
+def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
+    """Cost of the hardware the emitted code instantiates with reuse factor R (module docstring)."""
+    from .codegen.layout import check_reuse_factor, container, dense_groups, lanes
+
+    rf = check_reuse_factor(reuse_factor)
     daisy = hw = bil = wbits = mults = adds = tbits = 0
     for li, lp in enumerate(p.layers):
-        x_w = p.input_formats(li).width[None, :]
-        w_w = lp.weight_t.width
-        prod = w_w * x_w
-        bil += int(prod.sum())
-        hw += int((w_w + x_w).sum())
-        mults += prod.size
-        # additions: psum[k] = psum[k-1] + product[k] for k >= 1, then dot + bias
-        ps = lp.psum_t.width
-        add_w = np.maximum(np.maximum(ps[:, :-1], lp.product_t.width[:, 1:]), ps[:, 1:])
-        bias_add = np.maximum(np.maximum(lp.dot_t.width, lp.bias_t.width), lp.bsum_t.width)
-        daisy_add = int(add_w.sum()) + int(bias_add.sum())
-        hw += int(np.maximum(ps[:, :-1], lp.product_t.width[:, 1:]).sum())
-        hw += int(np.maximum(lp.dot_t.width, lp.bias_t.width).sum())
-        adds += add_w.size + bias_add.size
-        relu = int(lp.out_t.width.sum()) if lp.activation == "relu" else 0
-        daisy += int(prod.sum()) + daisy_add + relu
-        wbits += int(w_w.sum()) + int(lp.bias_t.width.sum())
+        x_w = container(p, li)[0]
+        n_in = lp.n_in
+        wbits += int(lp.weight_t.width.sum()) + int(lp.bias_t.width.sum())
         if lp.act_impl is not None:
-            act_mults, act_adds, bits = act_impl_ops(lp.act_impl, lp.bsum_t.width)
-            tbits += bits
-            mults += len(act_mults)
-            adds += len(act_adds)
-            for a, b in act_mults:
-                hw += a + b
-                bil += a * b
-                daisy += a * b
-            hw += sum(act_adds)
-            daisy += sum(act_adds)
+            tbits += act_impl_ops(lp.act_impl, lp.bsum_t.width[:1])[2]
+        for g in dense_groups(lp):
+            r = g.first
+            w_w = lp.weight_t.width[r]
+            ps, pr = lp.psum_t.width[r], lp.product_t.width[r]
+            if g.kind == "rolled":  # n_g neurons, each U multipliers / min(U, n_in - 1) adders
+                copies, u = g.size, lanes(n_in, rf)
+                cols, add_cols = np.zeros(u, dtype=np.int64), np.zeros(min(u, n_in - 1), dtype=np.int64)
+            else:  # ceil(n_g / R) copies of one neuron's datapath, one op per input column
+                copies = lanes(g.size, rf)
+                cols, add_cols = np.arange(n_in), np.arange(1, n_in)
+            prod = w_w[cols] * x_w
+            n_bil = int(prod.sum())
+            n_hw = int((w_w[cols] + x_w).sum())
+            # additions: psum[k] = psum[k-1] + product[k] for k >= 1, then dot + bias
+            add_in = np.maximum(ps[add_cols - 1], pr[add_cols])  # rolled: uniform, any index
+            add_w = np.maximum(add_in, ps[add_cols])
+            bias_in = max(int(lp.dot_t.width[r]), int(lp.bias_t.width[r]))
+            bias_add = max(bias_in, int(lp.bsum_t.width[r]))
+            n_hw += int(add_in.sum()) + bias_in
+            n_daisy = n_bil + int(add_w.sum()) + bias_add
+            n_daisy += int(lp.out_t.width[r]) if lp.activation == "relu" else 0
+            hw += copies * n_hw
+            bil += copies * n_bil
+            daisy += copies * n_daisy
+            mults += copies * cols.size
+            adds += copies * (add_cols.size + 1)
+            if lp.act_impl is not None:
+                act_mults, act_adds, _ = act_impl_ops(lp.act_impl, np.full(copies, lp.bsum_t.width[r]))
+                mults += len(act_mults)
+                adds += len(act_adds)
+                for a, b in act_mults:
+                    hw += a + b
+                    bil += a * b
+                    daisy += a * b
+                hw += sum(act_adds)
+                daisy += sum(act_adds)
     return Cost(daisy, hw, bil, wbits, mults, adds, tbits)

@@ -47,6 +47,7 @@ class QuantizeOptions:
     input_lower: list[float] | None = None
     input_upper: list[float] | None = None
     time_limit: float = 60.0
+    reuse_factor: int = 1  # HLS reuse factor of the emitted code; the reported cost counts that hardware
 
 
 @dataclass
@@ -223,7 +224,7 @@ def quantize(
 
         def write(tmp: Path) -> None:
             t = time.perf_counter()
-            generate_hls(program, tmp)
+            generate_hls(program, tmp, reuse_factor=opts.reuse_factor)
             (tmp / "model.lp").write_text(assignment.lp_text)
             save_program(program, tmp / "program.json")
             timings["codegen_s"] = time.perf_counter() - t
@@ -285,6 +286,8 @@ def check_options(opts: QuantizeOptions) -> None:
     tl = opts.time_limit
     if isinstance(tl, bool) or not isinstance(tl, int | float) or not math.isfinite(tl) or tl <= 0:
         raise UserError(f"--time-limit must be a positive number of seconds, got {tl}")
+    if isinstance(opts.reuse_factor, bool) or not isinstance(opts.reuse_factor, int) or opts.reuse_factor < 1:
+        raise UserError(f"--reuse-factor must be an integer >= 1, got {opts.reuse_factor}")
 
 
 def time_limit_hit(assignment: AsterResult | RefinedResult) -> bool:
@@ -312,7 +315,7 @@ def build_report(
     setting = SETTINGS[opts.setting]
     sound = opts.mode != "aster"
     independent = info.get("interval_certificate", cert)  # the interval certifier's own bound
-    cost = program_cost(program).to_json()
+    cost = program_cost(program, opts.reuse_factor).to_json()
     if isinstance(assignment, AsterResult):
         cost["aster_objective"] = assignment.objective
         cost["daisy_area_aster_types"] = int(assignment.daisy_area_cost)
@@ -379,7 +382,7 @@ def build_report(
         },
         "certify_rounds": info["rounds"],
         "timings": timings,
-        "codegen": {"layouts": layer_layouts(program)},
+        "codegen": {"layouts": layer_layouts(program), "reuse_factor": opts.reuse_factor},
         "notes": list(assignment.notes) + _extra_notes(net, program),
         "logits_before_softmax": trailing_softmax(net),
         "activation_impls": _impl_summary(program),

@@ -4,7 +4,10 @@ for bit with the Python simulator, for each mode.
 Per benchmark and mode it takes the first feasible of (setting, ε) in TRIES, quantises, writes the
 C++ and runs VERIFY_CPP_INPUTS random inputs in the box plus as many far outside it (exercising
 wrap-around) through both. Writes results/cpp_check.csv and .md.
-Usage: python scripts/check_cpp.py [--only NAME ...] [--modes refined aster aster-sound]
+The tables are rewritten after every finished program (marked partial until all are done);
+``--resume`` keeps the finished rows of results/cpp_check.csv and runs only the others (only to
+continue an interrupted run of the same code).
+Usage: python scripts/check_cpp.py [--only NAME ...] [--modes refined aster aster-sound] [--resume]
 """
 
 from __future__ import annotations
@@ -63,15 +66,55 @@ def run_one(name: str, mode: str) -> dict[str, object]:
     return row
 
 
+def write_tables(rows: list[dict[str, object]], names: list[str], n_total: int, wall: float) -> None:
+    key = {n: i for i, n in enumerate(names)}
+    rows = sorted(rows, key=lambda r: (key.get(str(r["benchmark"]), len(key)), str(r["mode"])))
+    out = ROOT / "results"
+    with open(out / "cpp_check.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
+    ok = [r for r in rows if r["status"] == "ok"]
+    exact = sum(str(r.get("bit_exact")) == "True" for r in ok)
+    partial = "" if len(rows) == n_total else f" (PARTIAL: {len(rows)} of {n_total} programs finished)"
+    lines = [
+        "# Generated C++ vs. the bit-exact simulator (g++ against the Xilinx ap_types headers)",
+        "",
+        "Written by `scripts/check_cpp.py`: per benchmark and mode the first feasible (setting, ε) of "
+        f"{TRIES}; "
+        f"{VERIFY_CPP_INPUTS} random inputs in the box plus {VERIFY_CPP_INPUTS} scaled 3x outside it.",
+        "",
+        f"- programs compiled: {len(ok)} of {len(rows)}; bit-exact: {exact}; "
+        f"compile errors: {sum(r['status'] == 'compile-error' for r in rows)}; "
+        f"no feasible target: {sum(r['status'] == 'infeasible' for r in rows)}{partial}",
+        f"- wall time {wall:.0f} s (this run; shared machine)",
+        "",
+        "| " + " | ".join(FIELDS[:-1]) + " |",
+        "|" + "---|" * (len(FIELDS) - 1),
+    ]
+    for r in rows:
+        cells = [r.get(k, "") for k in FIELDS[:-1]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    (out / "cpp_check.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--modes", nargs="*", default=["refined", "aster", "aster-sound"])
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--resume", action="store_true", help="keep finished rows of results/cpp_check.csv")
     args = ap.parse_args()
     names = args.only or sorted(p.stem for p in (SHARED / "aster").glob("*.scala"))
-    jobs = [(n, m) for n in names for m in args.modes]
-    rows = []
+    jobs = [(n, m) for m in args.modes for n in names]
+    out = ROOT / "results"
+    rows: list[dict[str, object]] = []
+    if args.resume and (out / "cpp_check.csv").exists():
+        with open(out / "cpp_check.csv") as fh:
+            rows = [r for r in csv.DictReader(fh) if r["status"] in ("ok", "infeasible")]
+        done = {(r["benchmark"], r["mode"]) for r in rows}
+        jobs = [j for j in jobs if j not in done]
+    n_total = len(jobs) + len(rows)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futs = {pool.submit(run_one, *j): j for j in jobs}
@@ -89,33 +132,8 @@ def main() -> int:
             rows.append(row)
             elapsed = time.perf_counter() - t0
             print(f"[{elapsed:.0f}s] {j[0]} {j[1]}: {row['status']} {row.get('bit_exact', '')}", flush=True)
-    key = {n: i for i, n in enumerate(names)}
-    rows.sort(key=lambda r: (key[str(r["benchmark"])], str(r["mode"])))
-    out = ROOT / "results"
-    with open(out / "cpp_check.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
-    ok = [r for r in rows if r["status"] == "ok"]
-    lines = [
-        "# Generated C++ vs. the bit-exact simulator (g++ against the Xilinx ap_types headers)",
-        "",
-        "Written by `scripts/check_cpp.py`: per benchmark and mode the first feasible (setting, ε) of "
-        f"{TRIES}; "
-        f"{VERIFY_CPP_INPUTS} random inputs in the box plus {VERIFY_CPP_INPUTS} scaled 3x outside it.",
-        "",
-        f"- programs compiled: {len(ok)} of {len(rows)}; bit-exact: {sum(bool(r['bit_exact']) for r in ok)}; "
-        f"compile errors: {sum(r['status'] == 'compile-error' for r in rows)}; "
-        f"no feasible target: {sum(r['status'] == 'infeasible' for r in rows)}",
-        f"- wall time {time.perf_counter() - t0:.0f} s",
-        "",
-        "| " + " | ".join(FIELDS[:-1]) + " |",
-        "|" + "---|" * (len(FIELDS) - 1),
-    ]
-    for r in rows:
-        cells = [r.get(k, "") for k in FIELDS[:-1]]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    (out / "cpp_check.md").write_text("\n".join(lines) + "\n")
+            write_tables(rows, names, n_total, time.perf_counter() - t0)
+    write_tables(rows, names, n_total, time.perf_counter() - t0)
     print(f"wrote results/cpp_check.csv/.md in {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -8,6 +8,7 @@ into one binary (one translation unit per program, in parallel, plus one harness
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,105 @@ def test_compile_errors_are_reported(tmp_path: Path) -> None:
     bad.write_text("int main() { return undefined_symbol; }\n")
     with pytest.raises(CompileError, match="undefined_symbol"):
         compile_harness([bad], tmp_path / "bad")
+
+
+def _type_name(width: int, int_bits: int) -> str:
+    return f"fx{int(width)}_{'m' if int_bits < 0 else ''}{abs(int(int_bits))}"
+
+
+def test_rolled_layers_are_one_loop_per_group_with_the_declared_types(tmp_path: Path) -> None:
+    """Per-row formats: one MAC statement per neuron group (not per weight), typed as declared."""
+    rng = np.random.default_rng(11)
+    p = random_program(rng, [40, 30, 4], layout="row", width=(4, 12), acc_width=(8, 20), pool=3, name="rows")
+    src = generate_hls(p, tmp_path)["source"].read_text()
+    layouts = layer_layouts(p)
+    assert all(t.startswith("rolled") for t in layouts), layouts
+    n_groups = sum(len(neuron_groups(lp)) for lp in p.layers)
+    assert src.count("= fx_mac<") == n_groups <= sum(lp.n_out for lp in p.layers)  # not one per weight
+    for lp in p.layers:
+        for j in range(lp.n_out):
+            w = _type_name(lp.weight_t.width[j, 0], lp.weight_t.int_bits[j, 0])
+            pt = _type_name(lp.product_t.width[j, 0], lp.product_t.int_bits[j, 0])
+            st = _type_name(lp.psum_t.width[j, 0], lp.psum_t.int_bits[j, 0])
+            assert f"s = fx_mac<{pt}, {st}>(s, fx_raw<{w}>(" in src
+    assert "#pragma HLS INTERFACE mode=ap_ctrl_hs port=return" in src
+    assert (
+        "#pragma HLS INTERFACE mode=ap_vld port=x" in src
+        and "#pragma HLS INTERFACE mode=ap_vld port=y" in src
+    )
+
+
+def test_reuse_factor_sets_unroll_and_pipeline_pragmas(tmp_path: Path) -> None:
+    p = random_program(np.random.default_rng(12), [9, 6, 2], layout="row", name="rf")
+    full = generate_hls(p, tmp_path / "r1")["source"].read_text()
+    assert "UNROLL factor" not in full and "PIPELINE" not in full
+    src = generate_hls(p, tmp_path / "r3", reuse_factor=3)["source"].read_text()
+    assert "#pragma HLS UNROLL factor=3" in src and "#pragma HLS PIPELINE II=1" in src
+    assert "cyclic factor=3 dim=2" in src
+    with pytest.raises(ValueError, match="reuse factor"):
+        generate_hls(p, tmp_path / "bad", reuse_factor=0)
+
+
+def _tb_programs() -> list:
+    rng = np.random.default_rng(77)
+    return [
+        random_program(
+            rng,
+            [5, 4, 3],
+            quant="RND",
+            overflow="SAT",
+            layout="row",
+            width=(30, 80),
+            acc_width=(60, 110),
+            name="tb_wide_rows",
+            pool=2,
+        ),  # fmt: skip
+        random_program(
+            rng,
+            [6, 5, 2],
+            quant="TRN",
+            overflow="WRAP",
+            layout="mixed",
+            width=(2, 12),
+            acc_width=(4, 20),
+            name="tb_mixed",
+            pool=3,
+        ),  # fmt: skip
+        aster_like_program(rng, [4, 6, 3], name="tb_aster"),
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reuse_factor", [1, 3])
+def test_emitted_testbench_compiles_and_passes(tmp_path: Path, reuse_factor: int) -> None:
+    """<net>_tb.cpp holds the simulator's outputs; compiled with g++ it passes, and fails on a
+    corrupted expected value. The Tcl script runs csim and csynth on the emitted files."""
+    from aster_ext.codegen.hls import testbench_vectors
+
+    require_toolchain()
+    for p in _tb_programs():
+        out = tmp_path / f"{p.name}_{reuse_factor}"
+        files = generate_hls(p, out, reuse_factor=reuse_factor, tb_samples=6)
+        exe = compile_harness([files["source"], files["testbench"]], out / "tb", opt="-O0")
+        run = subprocess.run([str(exe)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        lines = run.stdout.strip().splitlines()
+        assert lines[-1] == f"PASS: 0 of {6 * p.n_out} outputs differ from the simulator"
+        x, y = testbench_vectors(p, 6)
+        assert (
+            [[int(t) for t in ln.split()] for ln in lines[:-1]] == simulate_raw(p, x).tolist() == y.tolist()
+        )
+        tcl = files["tcl"].read_text()
+        for cmd in (f"set_top {p.name}", f"add_files {p.name}.cpp", f"add_files -tb {p.name}_tb.cpp",
+                    "open_solution", "set_part", "create_clock", "csim_design", "csynth_design"):  # fmt: skip
+            assert cmd in tcl
+        if p.name != "tb_wide_rows" or reuse_factor != 1:
+            continue
+        tb = files["testbench"].read_text()
+        first = f'"{int(y[0, 0])}"'
+        start = tb.index("TB_Y[TB_N]")
+        bad = tb[:start] + tb[start:].replace(first, f'"{int(y[0, 0]) + 1}"', 1)
+        files["testbench"].write_text(bad)
+        exe = compile_harness([files["source"], files["testbench"]], out / "tb_bad", opt="-O0")
+        run = subprocess.run([str(exe)], capture_output=True, text=True)
+        assert run.returncode == 1 and run.stdout.strip().splitlines()[-1].startswith("FAIL: 1 of")

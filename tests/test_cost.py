@@ -16,7 +16,10 @@ def _recount_hw(p) -> tuple[int, int, int]:
     """hw, multipliers, adders of the dense part by explicit loops (independent of cost.py)."""
     hw = mults = adds = 0
     for li, lp in enumerate(p.layers):
-        x_w = p.input_formats(li).width
+        # the multiplier reads x from the layer's input array: one C++ type holding every
+        # previous output format exactly (max integer bits + max fractional bits)
+        fmts = p.input_formats(li)
+        x_w = np.full(lp.n_in, int(fmts.int_bits.max()) + int(fmts.frac.max()))
         for j in range(lp.n_out):
             for k in range(lp.n_in):
                 hw += int(lp.weight_t.width[j, k]) + int(x_w[k])
@@ -63,3 +66,50 @@ def test_activation_implementations_are_costed() -> None:
     layers[0] = dataclasses.replace(lp, act_impl=pw)
     c = program_cost(dataclasses.replace(p, layers=layers))
     assert c.multipliers == base.multipliers + n and c.hw > base.hw
+
+
+def _uniform_out_program(seed: int, layout: str):
+    """A random program whose layer outputs share one format per layer (container = own type)."""
+    p = random_program(np.random.default_rng(seed), [4, 5, 3], layout=layout)
+    for lp in p.layers:
+        lp.out_t = type(lp.out_t)(
+            np.full(lp.n_out, lp.out_t.width[0]), np.full(lp.n_out, lp.out_t.int_bits[0])
+        )
+    return p
+
+
+@pytest.mark.parametrize("layout", ["element", "row", "column"])
+def test_container_width_is_the_own_width_when_outputs_share_a_format(layout: str) -> None:
+    p = _uniform_out_program(2, layout)
+    hw = 0
+    for li, lp in enumerate(p.layers):
+        x_w = p.input_formats(li).width  # the per-element formats (all equal here)
+        hw += int((lp.weight_t.width + x_w[None, :]).sum())
+        hw += int(np.maximum(lp.psum_t.width[:, :-1], lp.product_t.width[:, 1:]).sum())
+        hw += int(np.maximum(lp.dot_t.width, lp.bias_t.width).sum())
+    assert program_cost(p).hw == hw
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reuse_factor_divides_the_instantiated_operators(seed: int) -> None:
+    from aster_ext.codegen.layout import dense_groups
+
+    p = random_program(np.random.default_rng(seed), [7, 6, 3], layout="row")  # every layer rolled
+    full = program_cost(p)
+    assert full.multipliers == sum(lp.n_in * lp.n_out for lp in p.layers)
+    prev = full
+    for rf in (2, 3, 7, 50):
+        c = program_cost(p, rf)
+        want = sum(g.size * -(-lp.n_in // rf) for lp in p.layers for g in dense_groups(lp))
+        assert all(g.kind == "rolled" for lp in p.layers for g in dense_groups(lp))
+        assert c.multipliers == want
+        assert c.adders == sum(
+            g.size * (min(-(-lp.n_in // rf), lp.n_in - 1) + 1) for lp in p.layers for g in dense_groups(lp)
+        )
+        assert c.hw <= prev.hw and c.weight_bits == full.weight_bits
+        prev = c
+    assert program_cost(p, 50).multipliers == sum(lp.n_out for lp in p.layers)  # one MAC per neuron
+    col = random_program(np.random.default_rng(seed), [7, 6, 3], layout="column")  # neuron loops
+    assert program_cost(col, 2).multipliers == sum(-(-lp.n_out // 2) * lp.n_in for lp in col.layers)
+    with pytest.raises(ValueError, match="reuse factor"):
+        program_cost(p, 0)

@@ -1,34 +1,51 @@
 """HLS C++ (Vivado/Vitis ``ap_fixed``) for a :class:`~aster_ext.program.FixedProgram` (DESIGN §3).
 
-The emitted code implements the program contract statement by statement: each product, partial
-sum, dot result, bias sum and activation is a declaration of its own ``ap_fixed`` type, so
-``ap_fixed`` assignment performs exactly the quantisation/overflow the simulator models.
+Output folder (:func:`generate_hls`): ``<net>.h`` (the fixed interface: ``N_IN``, ``N_OUT``,
+``in_t``, ``out_t``, ``void <net>(const in_t x[N_IN], out_t y[N_OUT])``), ``<net>.cpp``,
+``<net>_tb.cpp`` (a C simulation testbench holding raw inputs and the simulator's raw outputs; it
+prints the raw outputs and exits 1 on any difference) and ``<net>_hls.tcl`` (Vitis HLS:
+``csim_design``, ``csynth_design``), so ``vitis_hls -f <net>_hls.tcl`` runs as is.
 
-Layout. A C++ array has one element type while the program's formats vary per element, so each
-layer's output neurons are partitioned into *groups* of identical type signature (the whole row
-of weight/product/partial-sum formats plus the dot/bias/bias-sum/output formats):
+Semantics. Every product, partial sum, dot result, bias sum and activation is assigned to an
+``ap_fixed`` of exactly the program's format, so ``ap_fixed`` assignment performs the
+quantisation/overflow the simulator models; no value is ever cast to a type the program does not
+declare, except that layer inputs live in one *container* array per layer (the union of the
+previous layer's output formats), which is exact (:mod:`.layout`).
 
-- a group of several neurons is one loop ``for j`` over its neurons (``#pragma HLS PIPELINE``),
-  whose body holds one statement block per input column k, all elements of column k sharing
-  the types of column k; the weights of column k are one ROM array per (group, column);
-- a group of one neuron is emitted as straight-line scalar code with literal constants.
+Layout (:mod:`.layout`). A C++ array has one element type, so each layer's neurons are grouped by
+identical type signature and each group is one piece of code with its own types:
+``rolled`` groups (formats uniform along the inputs: per-neuron types, the refined mode) are a
+loop nest over neurons x inputs reading one constant weight array [n_g][n_in]; ``loop`` groups
+(formats varying along the inputs but shared by the neurons: Aster's per-column weight formats and
+per-position partial-sum integer bits, which one loop over k cannot express) are a neuron loop
+whose body has one statement per input column; ``scalar`` groups (a lone neuron with formats
+varying along k) are straight-line code. The code size is therefore linear in the number of
+groups (plus the constant arrays) for rolled layers, not in the number of weights.
 
-A layer whose formats are uniform along j (the Aster layout: per-column weight formats, per
-partial-sum-position integer bits) is a single loop ("loop"); a layer whose formats vary along j
-in every neuron becomes fully unrolled straight-line code ("unrolled"); anything between is
-"grouped". Per-neuron formats therefore cost hardware exactly as declared: every group has its
-own datapath.
+Parallelism. ``reuse_factor`` R (default 1 = fully parallel, the hardware the cost counts by
+default): the MAC loop of a rolled group is unrolled by U = ceil(n_in / R) and pipelined (II=1)
+when R > 1, with the weight array partitioned cyclically by U; the neuron loop of a ``loop``
+group is unrolled by ceil(n_g / R). Pragmas never change C semantics, so bit-exactness does not
+depend on them; :func:`~aster_ext.cost.program_cost` with the same R counts the instantiated
+operators. The top function gets INTERFACE pragmas (``ap_ctrl_hs`` block protocol, ``ap_vld``
+on x and y, reshaped into one wide port each, as hls4ml's io_parallel does).
+
+Layer kinds. :data:`LAYER_EMITTERS` maps a layer kind to the function that emits its
+``void L<i>(const X x[n_in], Y y[n_out])``; the top function only chains those calls through
+container buffers, so a new kind (e.g. conv2d computed per output channel with one MAC array
+reused over the pixels) is one emit function plus one registry entry.
 
 Constants are never written as decimals or doubles: each raw integer is stored in a plain C
-integer ROM (``long long`` for widths <= 64, 64-bit limbs ``unsigned long long[L]`` for wider
-formats) and turned into its ``ap_fixed`` by bit assignment, ``t.range(hi, lo) = limb``
-(helper ``fx_raw<T>(limbs...)``), which is exact for any width.
+integer array (the smallest of ``signed char``/``short``/``int``/``long long`` that holds the
+width; 64-bit limbs ``unsigned long long[L]`` for wider formats) and turned into its ``ap_fixed``
+by bit assignment, ``t.range(hi, lo) = limb`` (helper ``fx_raw<T>(limbs...)``), which is exact.
 """
 
 from __future__ import annotations
 
 import keyword
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +53,10 @@ import numpy as np
 
 from ..fixedpoint import FixedFormat
 from ..program import FixedProgram, LayerProgram
-from ..simulate import validate_program
+from ..simulate import simulate_raw, validate_program
+from .layout import Group, check_reuse_factor, container, dense_groups, lanes, layer_layouts, neuron_groups
+
+__all__ = ["LAYER_EMITTERS", "c_identifier", "generate_hls", "layer_layouts", "neuron_groups"]
 
 _CPP_KEYWORDS = frozenset(
     """alignas alignof and and_eq asm auto bitand bitor bool break case catch char char16_t char32_t
@@ -140,40 +160,6 @@ def _comment(text: str) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in str(text))
 
 
-def neuron_groups(lp: LayerProgram) -> list[np.ndarray]:
-    """Neurons of ``lp`` partitioned by identical type signature, in order of first occurrence."""
-    cols = [
-        lp.weight_t.width,
-        lp.weight_t.int_bits,
-        lp.product_t.width,
-        lp.product_t.int_bits,
-        lp.psum_t.width,
-        lp.psum_t.int_bits,
-    ]
-    vecs = [lp.dot_t, lp.bias_t, lp.bsum_t, lp.out_t]
-    sig = np.concatenate(
-        cols + [v.width[:, None] for v in vecs] + [v.int_bits[:, None] for v in vecs], axis=1
-    )
-    _, first, inverse = np.unique(sig, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    return [np.flatnonzero(inverse == g) for g in np.argsort(first)]
-
-
-def layer_layouts(program: FixedProgram) -> list[str]:
-    """Per layer: "loop" (one loop), "unrolled" (straight-line) or "grouped (g loops, s scalar)"."""
-    out = []
-    for lp in program.layers:
-        groups = neuron_groups(lp)
-        singles = sum(1 for g in groups if g.size == 1)
-        if len(groups) == 1 and lp.n_out > 1:
-            out.append("loop")
-        elif singles == len(groups):
-            out.append("unrolled")
-        else:
-            out.append(f"grouped ({len(groups) - singles} loops, {singles} scalar)")
-    return out
-
-
 class _Types:
     """One typedef per distinct (width, int_bits) with the program's modes."""
 
@@ -212,136 +198,226 @@ def _limbs(v: int, width: int) -> list[str]:
     return [f"0x{(u >> (_LIMB * i)) & _LIMB_MASK:x}ULL" for i in range(n)]
 
 
+def _storage(width: int) -> str:
+    """Smallest C integer type holding a signed ``width``-bit raw (width <= 64)."""
+    for bits, ctype in ((8, "signed char"), (16, "short"), (32, "int")):
+        if width <= bits:
+            return ctype
+    return "long long"
+
+
 def _rom(name: str, raws: np.ndarray, width: int) -> list[str]:
-    """A constant ROM of raw integers (C integers, never decimals of the fixed-point value)."""
-    n = len(raws)
+    """A constant array of raw integers (C integers, never decimals of the fixed-point value).
+
+    ``raws`` is 1-D [n] or 2-D [n, m] (one initialiser line per row); widths > 64 get a last
+    dimension of 64-bit limbs."""
+    raws = np.asarray(raws, dtype=object)
+    rows = raws.reshape(1, -1) if raws.ndim == 1 else raws
     if width <= _LIMB:
-        ctype = "int" if width <= 32 else "long long"
-        vals = [_ll(int(v)) if width > 32 else str(int(v)) for v in raws]
-        head = f"static const {ctype} {name}[{n}] = {{"
+        ctype = _storage(width)
+        fmt = _ll if width > 32 else str
+        vals = [[fmt(int(v)) for v in row] for row in rows]
+        suffix = ""
     else:
-        nl = -(-width // _LIMB)
-        vals = ["{" + ", ".join(_limbs(int(v), width)) + "}" for v in raws]
-        head = f"static const unsigned long long {name}[{n}][{nl}] = {{"
-    per = _WRAP_VALUES if width <= _LIMB else max(1, _WRAP_VALUES // (2 * (-(-width // _LIMB))))
-    lines = [head]
-    for i in range(0, n, per):
-        lines.append("    " + ", ".join(vals[i : i + per]) + ",")
+        ctype = "unsigned long long"
+        vals = [["{" + ", ".join(_limbs(int(v), width)) + "}" for v in row] for row in rows]
+        suffix = f"[{-(-width // _LIMB)}]"
+    dims = "".join(f"[{d}]" for d in raws.shape)
+    lines = [f"static const {ctype} {name}{dims}{suffix} = {{"]
+    per = _WRAP_VALUES * 4 if width <= _LIMB else max(1, _WRAP_VALUES // (2 * (-(-width // _LIMB))))
+    for row in vals:
+        body = [", ".join(row[i : i + per]) for i in range(0, len(row), per)]
+        if raws.ndim == 1:
+            lines += [f"    {b}," for b in body]
+        else:
+            lines.append("    {" + ",\n     ".join(body) + "},")
     lines.append("};")
     return lines
 
 
 def _rom_read(name: str, width: int, index: str) -> str:
     if width <= _LIMB:
-        return f"{name}[{index}]"
-    return ", ".join(f"{name}[{index}][{i}]" for i in range(-(-width // _LIMB)))
+        return f"{name}{index}"
+    return ", ".join(f"{name}{index}[{i}]" for i in range(-(-width // _LIMB)))
 
 
 @dataclass
 class _LayerCode:
-    roms: list[str]  # constant ROMs (namespace scope)
-    struct: list[str]  # the struct holding this layer's outputs (empty for the last layer)
-    functions: list[str]  # one function per neuron group
-    calls: list[str]  # statements of the top function
-    outputs: list[str]  # C expression of each output neuron inside the next layer's functions
+    """Namespace-scope code of one layer: constants/typedefs and functions (the last one is
+    ``void L<i>(const X x[n_in], Y y[n_out])``)."""
+
+    decls: list[str]
+    functions: list[str]
 
 
-def _emit_layer(li: int, lp: LayerProgram, inputs: list[str], types: _Types, last: bool) -> _LayerCode:
-    """Code of one layer: a struct for its outputs and one function per neuron group.
+@dataclass
+class _LayerContext:
+    li: int
+    lp: LayerProgram
+    types: _Types
+    x_type: str  # element type of the input array
+    y_type: str  # element type of the output array
+    reuse_factor: int
 
-    ``inputs[k]`` is the expression of input element k inside a group function (``x[k]`` or a
-    member of the previous layer's output struct ``in``).
-    """
-    roms: list[str] = []
-    members: list[str] = []
-    functions: list[str] = []
-    calls: list[str] = []
-    outputs: list[str] = [""] * lp.n_out
-    groups = neuron_groups(lp)
-    in_param = "const in_t x[N_IN]" if li == 0 else f"const L{li - 1}_out_t &in"
-    in_arg = "x" if li == 0 else f"l{li - 1}"
-    out_param = "out_t y[N_OUT]" if last else f"L{li}_out_t &out"
-    out_arg = "y" if last else f"l{li}"
-    calls.append(
-        f"  // layer {li} '{_comment(lp.name)}': dense {lp.n_in} -> {lp.n_out}, {lp.activation}; "
-        f"{len(groups)} neuron group(s)"
-    )
-    if not last:
-        calls += [f"  L{li}_out_t {out_arg};", f"#pragma HLS DISAGGREGATE variable={out_arg}"]
-    for gi, neurons in enumerate(groups):
-        r = int(neurons[0])
-        n_g = int(neurons.size)
-        loop = n_g > 1
-        pre = f"L{li}_g{gi}"
-        wt = [types(lp.weight_t.width[r, k], lp.weight_t.int_bits[r, k]) for k in range(lp.n_in)]
-        ww = [int(lp.weight_t.width[r, k]) for k in range(lp.n_in)]
-        bw = int(lp.bias_t.width[r])
-        bt = types(bw, lp.bias_t.int_bits[r])
-        dt = types(lp.dot_t.width[r], lp.dot_t.int_bits[r])
-        tt = types(lp.bsum_t.width[r], lp.bsum_t.int_bits[r])
-        ot = types(lp.out_t.width[r], lp.out_t.int_bits[r])
-        # where the results go
-        if last:
-            if not loop:
-                dest = f"y[{r}]"
-            elif np.array_equal(neurons, np.arange(r, r + n_g)):
-                dest = "y[j]" if r == 0 else f"y[{r} + j]"
-            else:
-                roms += [f"static const int {pre}_idx[{n_g}] = {{" + ", ".join(map(str, neurons)) + "};"]
-                dest = f"y[{pre}_idx[j]]"
-        elif loop:
-            members.append(f"  {ot} g{gi}[{n_g}];")
-            dest = f"out.g{gi}[j]"
-            for pos, j in enumerate(neurons):
-                outputs[int(j)] = f"in.g{gi}[{pos}]"
-        else:
-            members.append(f"  {ot} n{r};")
-            dest = f"out.n{r}"
-            outputs[r] = f"in.n{r}"
-        # constants and the neuron body
-        if loop:
-            for k in range(lp.n_in):
-                roms += _rom(f"{pre}_w{k}", lp.weight_raw[neurons, k], ww[k])
-            roms += _rom(f"{pre}_b", lp.bias_raw[neurons], bw)
-            wexpr = [f"fx_raw<{wt[k]}>({_rom_read(f'{pre}_w{k}', ww[k], 'j')})" for k in range(lp.n_in)]
-            bexpr = f"fx_raw<{bt}>({_rom_read(f'{pre}_b', bw, 'j')})"
-        else:
-            wexpr = [
-                f"fx_raw<{wt[k]}>({', '.join(_limbs(lp.weight_raw[r, k], ww[k]))})" for k in range(lp.n_in)
-            ]
-            bexpr = f"fx_raw<{bt}>({', '.join(_limbs(lp.bias_raw[r], bw))})"
-        lines: list[str] = []
-        for k in range(lp.n_in):
-            pt = types(lp.product_t.width[r, k], lp.product_t.int_bits[r, k])
-            st = types(lp.psum_t.width[r, k], lp.psum_t.int_bits[r, k])
-            if k == 0:
-                lines.append(f"const {st} s0 = fx_mul<{pt}, {st}>({wexpr[0]}, {inputs[0]});")
-            else:
-                lines.append(f"const {st} s{k} = fx_mac<{pt}, {st}>(s{k - 1}, {wexpr[k]}, {inputs[k]});")
-        if lp.act_impl is not None:  # exact t -> act input type, impl function, Q(-> out_t)
-            lines.append(f"const {tt} t = fx_bsum<{dt}, {tt}>(s{lp.n_in - 1}, {bexpr});")
-            lines.append(f"const {ot} a = fx_q<{ot}>(L{li}_act(L{li}_act_in_t(t)));")
-        else:
-            relu = "true" if lp.activation == "relu" else "false"
-            lines.append(f"const {ot} a = fx_finish<{dt}, {tt}, {ot}, {relu}>(s{lp.n_in - 1}, {bexpr});")
-        lines.append(f"{dest} = a;")
-        what = f"{n_g} neurons starting at {r} (one loop)" if loop else f"neuron {r} (straight-line)"
-        functions += [
-            f"// layer {li}, group {gi}: {what}",
-            f"FX_HELPER void {pre}({in_param}, {out_param}) {{",
-            "#pragma HLS INLINE",
+
+def _finish_lines(ctx: _LayerContext, r: int, s: str, bexpr: str) -> list[str]:
+    """Statements from the final partial sum ``s`` of neuron row ``r`` to ``a`` (its output)."""
+    lp, types, li = ctx.lp, ctx.types, ctx.li
+    dt = types(lp.dot_t.width[r], lp.dot_t.int_bits[r])
+    tt = types(lp.bsum_t.width[r], lp.bsum_t.int_bits[r])
+    ot = types(lp.out_t.width[r], lp.out_t.int_bits[r])
+    if lp.act_impl is not None:  # exact t -> act input type, impl function, Q(-> out_t)
+        return [
+            f"const {tt} t = fx_bsum<{dt}, {tt}>({s}, {bexpr});",
+            f"const {ot} a = fx_q<{ot}>(L{li}_act(L{li}_act_in_t(t)));",
         ]
-        if loop:
-            functions += [f"  {pre}_loop: for (int j = 0; j < {n_g}; j++) {{", "#pragma HLS PIPELINE II=1"]
-            functions += [f"    {ln}" for ln in lines] + ["  }"]
+    relu = "true" if lp.activation == "relu" else "false"
+    return [f"const {ot} a = fx_finish<{dt}, {tt}, {ot}, {relu}>({s}, {bexpr});"]
+
+
+def _dest(pre: str, neurons: np.ndarray, decls: list[str]) -> str:
+    """Output element of loop index j for a group (contiguous neurons need no index array)."""
+    r, n_g = int(neurons[0]), int(neurons.size)
+    if np.array_equal(neurons, np.arange(r, r + n_g)):
+        return "y[j]" if r == 0 else f"y[{r} + j]"
+    decls.append(f"static const int {pre}_idx[{n_g}] = {{" + ", ".join(map(str, neurons)) + "};")
+    return f"y[{pre}_idx[j]]"
+
+
+def _emit_rolled(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) -> list[str]:
+    """A group with per-row types: loop nest neurons x inputs over one weight array."""
+    lp, types, li = ctx.lp, ctx.types, ctx.li
+    r, n_g, n_in = group.first, group.size, lp.n_in
+    pre = f"L{li}_g{gi}"
+    ww, bw = int(lp.weight_t.width[r, 0]), int(lp.bias_t.width[r])
+    wt = types(ww, lp.weight_t.int_bits[r, 0])
+    bt = types(bw, lp.bias_t.int_bits[r])
+    pt = types(lp.product_t.width[r, 0], lp.product_t.int_bits[r, 0])
+    st = types(lp.psum_t.width[r, 0], lp.psum_t.int_bits[r, 0])
+    decls += _rom(f"{pre}_w", lp.weight_raw[group.neurons, :], ww)
+    decls += _rom(f"{pre}_b", lp.bias_raw[group.neurons], bw)
+    dest = _dest(pre, group.neurons, decls)
+    u = lanes(n_in, ctx.reuse_factor)
+    part = "complete dim=2" if u == n_in else f"cyclic factor={u} dim=2"
+    mac_pragmas = (
+        ["#pragma HLS UNROLL"]
+        if u == n_in
+        else [f"#pragma HLS UNROLL factor={u}", "#pragma HLS PIPELINE II=1"]
+    )
+    w_read = _rom_read(f"{pre}_w", ww, "[j][k]")
+    b_read = _rom_read(f"{pre}_b", bw, "[j]")
+    body = [
+        f"// layer {li}, group {gi}: {n_g} neuron(s) from {r}, one type per role (rolled: "
+        f"{n_g} x {u} multipliers, each reused {ctx.reuse_factor}x)",
+        f"FX_HELPER void {pre}(const {ctx.x_type} x[{n_in}], {ctx.y_type} y[{lp.n_out}]) {{",
+        "#pragma HLS INLINE",
+        f"#pragma HLS ARRAY_PARTITION variable={pre}_w complete dim=1",
+        f"#pragma HLS ARRAY_PARTITION variable={pre}_w {part}",
+        f"  {pre}_neurons: for (int j = 0; j < {n_g}; j++) {{",
+        "#pragma HLS UNROLL",
+        f"    {st} s = 0;",
+        f"    {pre}_mac: for (int k = 0; k < {n_in}; k++) {{",
+        *mac_pragmas,
+        f"      s = fx_mac<{pt}, {st}>(s, fx_raw<{wt}>({w_read}), x[k]);",
+        "    }",
+        *[f"    {ln}" for ln in _finish_lines(ctx, r, "s", f"fx_raw<{bt}>({b_read})")],
+        f"    {dest} = a;",
+        "  }",
+        "}",
+        "",
+    ]
+    return body
+
+
+def _emit_columns(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) -> list[str]:
+    """A group whose formats vary along the inputs: one statement per input column k."""
+    lp, types, li = ctx.lp, ctx.types, ctx.li
+    r, n_g = group.first, group.size
+    neurons = group.neurons
+    loop = group.kind == "loop"
+    pre = f"L{li}_g{gi}"
+    wt = [types(lp.weight_t.width[r, k], lp.weight_t.int_bits[r, k]) for k in range(lp.n_in)]
+    ww = [int(lp.weight_t.width[r, k]) for k in range(lp.n_in)]
+    bw = int(lp.bias_t.width[r])
+    bt = types(bw, lp.bias_t.int_bits[r])
+    if loop:
+        dest = _dest(pre, neurons, decls)
+        for k in range(lp.n_in):
+            decls += _rom(f"{pre}_w{k}", lp.weight_raw[neurons, k], ww[k])
+        decls += _rom(f"{pre}_b", lp.bias_raw[neurons], bw)
+        wexpr = [f"fx_raw<{wt[k]}>({_rom_read(f'{pre}_w{k}', ww[k], '[j]')})" for k in range(lp.n_in)]
+        bexpr = f"fx_raw<{bt}>({_rom_read(f'{pre}_b', bw, '[j]')})"
+    else:
+        dest = f"y[{r}]"
+        wexpr = [f"fx_raw<{wt[k]}>({', '.join(_limbs(lp.weight_raw[r, k], ww[k]))})" for k in range(lp.n_in)]
+        bexpr = f"fx_raw<{bt}>({', '.join(_limbs(lp.bias_raw[r], bw))})"
+    lines: list[str] = []
+    for k in range(lp.n_in):
+        pt = types(lp.product_t.width[r, k], lp.product_t.int_bits[r, k])
+        st = types(lp.psum_t.width[r, k], lp.psum_t.int_bits[r, k])
+        if k == 0:
+            lines.append(f"const {st} s0 = fx_mul<{pt}, {st}>({wexpr[0]}, x[0]);")
         else:
-            functions += [f"  {ln}" for ln in lines]
-        functions += ["}", ""]
-        calls.append(f"  {pre}({in_arg}, {out_arg});")
-    struct = [] if last else [f"struct L{li}_out_t {{", *members, "};", ""]
+            lines.append(f"const {st} s{k} = fx_mac<{pt}, {st}>(s{k - 1}, {wexpr[k]}, x[{k}]);")
+    lines += _finish_lines(ctx, r, f"s{lp.n_in - 1}", bexpr)
+    lines.append(f"{dest} = a;")
+    what = (
+        f"{n_g} neurons from {r} (neuron loop, one statement per input)"
+        if loop
+        else f"neuron {r} (straight-line)"
+    )
+    out = [
+        f"// layer {li}, group {gi}: {what}",
+        f"FX_HELPER void {pre}(const {ctx.x_type} x[{lp.n_in}], {ctx.y_type} y[{lp.n_out}]) {{",
+        "#pragma HLS INLINE",
+    ]
+    if loop:
+        v = lanes(n_g, ctx.reuse_factor)
+        pragmas = (
+            ["#pragma HLS UNROLL"]
+            if v == n_g
+            else [f"#pragma HLS UNROLL factor={v}", "#pragma HLS PIPELINE II=1"]
+        )
+        out += [f"  {pre}_neurons: for (int j = 0; j < {n_g}; j++) {{", *pragmas]
+        out += [f"    {ln}" for ln in lines] + ["  }"]
+    else:
+        out += [f"  {ln}" for ln in lines]
+    return out + ["}", ""]
+
+
+def _emit_dense(ctx: _LayerContext) -> _LayerCode:
+    """A dense layer: one function per neuron group (:mod:`.layout`) and ``L<i>`` calling them."""
+    lp, li = ctx.lp, ctx.li
+    decls: list[str] = [f"// layer {li} '{_comment(lp.name)}' constants (raw integers)"]
+    functions: list[str] = []
+    groups = dense_groups(lp)
+    calls = []
+    for gi, group in enumerate(groups):
+        emit = _emit_rolled if group.kind == "rolled" else _emit_columns
+        functions += emit(ctx, gi, group, decls)
+        calls.append(f"  L{li}_g{gi}(x, y);")
     if lp.act_impl is not None:
-        roms += _act_impl_code(li, lp)
-    return _LayerCode(roms, struct, functions, calls, outputs)
+        decls += _act_impl_code(li, lp)
+    kinds = ", ".join(f"{k} {sum(g.kind == k for g in groups)}" for k in ("rolled", "loop", "scalar"))
+    functions += [
+        f"// layer {li} '{_comment(lp.name)}': dense {lp.n_in} -> {lp.n_out}, {lp.activation}; "
+        f"groups: {kinds}",
+        f"void L{li}(const {ctx.x_type} x[{lp.n_in}], {ctx.y_type} y[{lp.n_out}]) {{",
+        "#pragma HLS INLINE",
+        *calls,
+        "}",
+        "",
+    ]
+    return _LayerCode(decls, functions)
+
+
+LAYER_EMITTERS: dict[str, Callable[[_LayerContext], _LayerCode]] = {"dense": _emit_dense}
+"""Layer kind -> emitter of ``void L<i>(const X x[n_in], Y y[n_out])`` (module docstring)."""
+
+
+def layer_kind(lp: LayerProgram) -> str:
+    """The kind of a layer program (every program layer is dense today)."""
+    return str(getattr(lp, "kind", "dense"))
 
 
 def _act_impl_code(li: int, lp: LayerProgram) -> list[str]:
@@ -392,24 +468,43 @@ def _header_text(program: FixedProgram, ident: str) -> str:
     )
 
 
-def _source_text(program: FixedProgram, ident: str) -> str:
+def _buffer_pragma(name: str, n: int, reuse_factor: int) -> str:
+    u = lanes(n, reuse_factor)
+    if u == n:
+        return f"#pragma HLS ARRAY_PARTITION variable={name} complete"
+    return f"#pragma HLS ARRAY_PARTITION variable={name} cyclic factor={u}"
+
+
+def _source_text(program: FixedProgram, ident: str, reuse_factor: int) -> str:
     types = _Types(program.quant, program.overflow)
-    roms: list[str] = []
-    structs: list[str] = []
+    decls: list[str] = []
     functions: list[str] = []
+    buffers: list[str] = []
     calls: list[str] = []
-    inputs = [f"x[{k}]" for k in range(program.n_in)]
+    n_layers = len(program.layers)
     for li, lp in enumerate(program.layers):
-        code = _emit_layer(li, lp, inputs, types, last=li == len(program.layers) - 1)
-        roms += [f"// layer {li} '{_comment(lp.name)}' constants (raw integers)"] + code.roms
-        structs += code.struct
+        x_type = "in_t" if li == 0 else f"L{li}_in_t"
+        y_type = "out_t" if li == n_layers - 1 else f"L{li + 1}_in_t"
+        if li < n_layers - 1:
+            w, i = container(program, li + 1)
+            fmt = FixedFormat(w, i, program.quant, program.overflow)
+            decls.append(f"typedef {fmt.cpp()} {y_type};  // holds every layer {li} output format exactly")
+        kind = layer_kind(lp)
+        if kind not in LAYER_EMITTERS:
+            raise NotImplementedError(f"code generation for layer kind {kind!r} is not implemented")
+        code = LAYER_EMITTERS[kind](_LayerContext(li, lp, types, x_type, y_type, reuse_factor))
+        decls += code.decls
         functions += code.functions
-        calls += code.calls
-        inputs = code.outputs
+        src = "x" if li == 0 else f"a{li}"
+        dst = "y" if li == n_layers - 1 else f"a{li + 1}"
+        if li < n_layers - 1:
+            buffers += [f"  {y_type} {dst}[{lp.n_out}];", _buffer_pragma(dst, lp.n_out, reuse_factor)]
+        calls.append(f"  L{li}({src}, {dst});")
     layouts = ", ".join(layer_layouts(program))
     out = [
         f"// {ident}.cpp -- fixed-point network '{_comment(program.name)}' (generated by aster_ext).",
-        f"// Modes: AP_{program.quant}, AP_{program.overflow}. Layer layouts: {layouts}.",
+        f"// Modes: AP_{program.quant}, AP_{program.overflow}. Layer layouts: {layouts}. "
+        f"Reuse factor {reuse_factor}.",
         "// Every assignment below quantises/overflows exactly as the program (and the simulator) says.",
         f'#include "{ident}.h"',
         '#include "ap_fixed.h"',
@@ -419,16 +514,18 @@ def _source_text(program: FixedProgram, ident: str) -> str:
         _HELPERS,
         *types.typedefs(),
         "",
-        "// outputs of each hidden layer (one array per neuron group, one scalar per lone neuron)",
-        *structs,
-        *roms,
+        *decls,
         "",
         *functions,
         "}  // namespace",
         "",
         f"void {ident}(const in_t x[N_IN], out_t y[N_OUT]) {{",
-        "#pragma HLS ARRAY_PARTITION variable=x complete",
-        "#pragma HLS ARRAY_PARTITION variable=y complete",
+        "#pragma HLS INTERFACE mode=ap_ctrl_hs port=return",
+        "#pragma HLS INTERFACE mode=ap_vld port=x",
+        "#pragma HLS INTERFACE mode=ap_vld port=y",
+        "#pragma HLS ARRAY_RESHAPE variable=x complete dim=0",
+        "#pragma HLS ARRAY_RESHAPE variable=y complete dim=0",
+        *buffers,
         *calls,
         "}",
         "",
@@ -436,20 +533,120 @@ def _source_text(program: FixedProgram, ident: str) -> str:
     return "\n".join(out)
 
 
-def generate_hls(program: FixedProgram, out_dir: Path) -> dict[str, Path]:
-    """Write ``<name>.h`` and ``<name>.cpp`` into ``out_dir``; returns {"header": .., "source": ..}.
+def testbench_vectors(program: FixedProgram, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random raw inputs over the whole ``in_t`` range (wrap-arounds included) and the
+    simulator's raw outputs for them."""
+    rng = np.random.default_rng(seed)
+    w = int(program.input_t.width)
+    nbytes = (w + 7) // 8 + 1
+    x = np.empty((n, program.n_in), dtype=object)
+    for idx in np.ndindex(x.shape):
+        x[idx] = int.from_bytes(rng.bytes(nbytes), "little") % (1 << w) - (1 << (w - 1))
+    return x, np.asarray(simulate_raw(program, x), dtype=object)
 
-    ``<name>`` is :func:`c_identifier` of ``program.name`` (also the top function's name).
+
+def _string_table(name: str, rows: np.ndarray, n_cols: str) -> list[str]:
+    out = [f"static const char *const {name}[TB_N][{n_cols}] = {{"]
+    for row in rows:
+        vals = [f'"{int(v)}"' for v in row]
+        body = [", ".join(vals[i : i + 16]) for i in range(0, len(vals), 16)]
+        out += ["    {" + ",\n     ".join(body) + "},"]
+    return out + ["};"]
+
+
+def _testbench_text(program: FixedProgram, ident: str, n: int, seed: int) -> str:
+    x, y = testbench_vectors(program, n, seed)
+    return "\n".join(
+        [
+            f"// {ident}_tb.cpp -- C simulation testbench for {ident} (generated by aster_ext).",
+            f"// {n} raw inputs drawn over the whole in_t range (seed {seed}) and the raw outputs the",
+            "// aster_ext simulator (the bit-exact reference) gives for them. Prints the raw outputs of",
+            "// each sample; returns 0 iff every output bit matches.",
+            f'#include "{ident}.h"',
+            "#include <cstdio>",
+            "",
+            f"#define TB_N {n}",
+            *_string_table("TB_X", x, "N_IN"),
+            *_string_table("TB_Y", y, "N_OUT"),
+            "",
+            "int main() {",
+            "  int bad = 0;",
+            "  for (int n = 0; n < TB_N; n++) {",
+            "    in_t x[N_IN];",
+            "    out_t y[N_OUT];",
+            "    for (int i = 0; i < N_IN; i++)",
+            "      x[i].range(in_t::width - 1, 0) = ap_int<in_t::width>(TB_X[n][i], 10);",
+            f"    {ident}(x, y);",
+            "    for (int j = 0; j < N_OUT; j++) {",
+            "      ap_int<out_t::width> got;",
+            "      got.range(out_t::width - 1, 0) = y[j].range(out_t::width - 1, 0);",
+            "      const ap_int<out_t::width> want(TB_Y[n][j], 10);",
+            '      std::printf("%s%s", j ? " " : "", got.to_string(10).c_str());',
+            "      if (got != want) bad++;",
+            "    }",
+            '    std::printf("\\n");',
+            "  }",
+            '  std::printf("%s: %d of %d outputs differ from the simulator\\n",',
+            '              bad ? "FAIL" : "PASS", bad, TB_N * N_OUT);',
+            "  return bad ? 1 : 0;",
+            "}",
+            "",
+        ]
+    )
+
+
+DEFAULT_PART = "xcu250-figd2104-2L-e"
+
+
+def _tcl_text(ident: str, part: str, clock_ns: float) -> str:
+    return "\n".join(
+        [
+            f"# Vitis HLS script for {ident} (generated by aster_ext): vitis_hls -f {ident}_hls.tcl",
+            f"open_project -reset {ident}_prj",
+            f"set_top {ident}",
+            f'add_files {ident}.cpp -cflags "-std=c++14"',
+            f'add_files -tb {ident}_tb.cpp -cflags "-std=c++14"',
+            "open_solution -reset solution1 -flow_target vivado",
+            f"set_part {{{part}}}",
+            f"create_clock -period {clock_ns:g} -name default",
+            "csim_design",
+            "csynth_design",
+            "exit",
+            "",
+        ]
+    )
+
+
+def generate_hls(
+    program: FixedProgram,
+    out_dir: Path,
+    reuse_factor: int = 1,
+    tb_samples: int = 8,
+    part: str = DEFAULT_PART,
+    clock_ns: float = 5.0,
+) -> dict[str, Path]:
+    """Write ``<name>.h``, ``<name>.cpp``, ``<name>_tb.cpp`` and ``<name>_hls.tcl`` into ``out_dir``.
+
+    Returns {"header", "source", "testbench", "tcl"} paths. ``<name>`` is :func:`c_identifier`
+    of ``program.name`` (also the top function's name). ``reuse_factor`` (>= 1): each multiplier
+    is reused that many times (module docstring). The testbench holds ``tb_samples`` vectors.
     """
     validate_program(program)
+    reuse_factor = check_reuse_factor(reuse_factor)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ident = c_identifier(program.name)
-    header = out_dir / f"{ident}.h"
-    source = out_dir / f"{ident}.cpp"
-    header.write_text(_header_text(program, ident))
-    source.write_text(_source_text(program, ident))
-    return {"header": header, "source": source}
+    paths = {
+        "header": out_dir / f"{ident}.h",
+        "source": out_dir / f"{ident}.cpp",
+        "testbench": out_dir / f"{ident}_tb.cpp",
+        "tcl": out_dir / f"{ident}_hls.tcl",
+    }
+    paths["header"].write_text(_header_text(program, ident))
+    paths["source"].write_text(_source_text(program, ident, reuse_factor))
+    paths["testbench"].write_text(_testbench_text(program, ident, tb_samples, 0))
+    paths["tcl"].write_text(_tcl_text(ident, part, clock_ns))
+    return paths
 
 
 # ---------------------------------------------------------------------------------------------

@@ -251,10 +251,15 @@ def build_program(
     for lp, st in zip(program.layers, run.stage_ranges, strict=True):
         wv = np.array([float(v) for v in lp.weight_raw.reshape(-1)]).reshape(lp.weight_raw.shape)
         wv = np.ldexp(wv, -lp.weight_t.frac)
-        lp.weight_t = FormatArray.from_frac(lp.weight_t.frac, _int_bits(Interval(wv, wv), lp.weight_t.frac))
+        # weights and products get one integer-bit count per row (the row maximum, never fewer
+        # than an element needs): a neuron is then one loop over its inputs with one weight and
+        # one product type (codegen), and the cost counts the types that loop declares
+        wi = _int_bits(Interval(wv, wv), lp.weight_t.frac).max(axis=1)
+        lp.weight_t = FormatArray.from_frac(lp.weight_t.frac, np.broadcast_to(wi[:, None], wv.shape))
         bv = np.ldexp(np.array([float(v) for v in lp.bias_raw]), -lp.bias_t.frac)
         lp.bias_t = FormatArray.from_frac(lp.bias_t.frac, _int_bits(Interval(bv, bv), lp.bias_t.frac))
-        lp.product_t = FormatArray.from_frac(lp.product_t.frac, _int_bits(st["product"], lp.product_t.frac))
+        pi = _int_bits(st["product"], lp.product_t.frac).max(axis=1)
+        lp.product_t = FormatArray.from_frac(lp.product_t.frac, np.broadcast_to(pi[:, None], wv.shape))
         ps = st["psum"]
         need = np.maximum(
             _needed_int_bits(st["final_s"]), _needed_int_bits(Interval(ps.lo[:, -1], ps.hi[:, -1]))

@@ -21,7 +21,7 @@ Transfer rules (⊕ = outward-rounded interval sum, ρ = rounding interval of th
 - add: e_a ⊕ e_b ⊕ ρ(max(F_a, F_b) -> F_out).
 - element moves: the errors move with the elements.
 Rounding interval from grid 2^-s to 2^-d (d < s): TRN [-(2^-d - 2^-s), 0];
-RND [-2^-(d+1), 2^-(d+1) - 2^-s]; none when d >= s.
+RND [-2^-(d+1) + 2^-s, 2^-(d+1)] (ties round up); none when d >= s.
 
 Margins (classifier, label l): the error of y_l - y_k is bounded on the difference itself. When
 the logits node is dense, (W_l - W_k) e_a ⊕ (ΔW_l - ΔW_k)(R_a ⊕ e_a) ⊕ (Δb_l - Δb_k) ⊕
@@ -71,8 +71,8 @@ def rounding_interval(
         lo = np.where(exact, 0.0, -up(ud - us))
         hi = np.zeros_like(lo)
     elif quant == "RND":
-        lo = np.where(exact, 0.0, -ud / 2)
-        hi = np.where(exact, 0.0, up(ud / 2 - us))
+        lo = np.where(exact, 0.0, -up(ud / 2 - us))  # floor(t + 1/2) - t > -1/2 on the grid
+        hi = np.where(exact, 0.0, ud / 2)  # ties round up: +1/2 is reached
     else:
         raise ValueError(f"unknown quantisation mode {quant!r}")
     return lo, hi

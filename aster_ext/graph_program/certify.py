@@ -71,13 +71,18 @@ def prepare(net: Network, region: Region) -> Region:
 
 @dataclass
 class RegionVerdict:
+    """``margin_lb``/``margin_err`` at the class ``worst_k`` of least slack (slack_k = margin_lb_k +
+    err_lo_k, the certified lower bound of the program's margin); ``margin_min`` = min_k margin_lb_k."""
+
     region: str
     label: int
-    margin_lb: float  # min_k margin lower bound
-    margin_err: float  # max_k downward error bound of the margin (-err_lo)
-    slack: float  # min_k (margin_lb_k + err_lo_k)
+    worst_k: int
+    margin_lb: float
+    margin_err: float  # -err_lo at worst_k: how far the program's margin may fall below the real one
+    slack: float
+    margin_min: float
     certified: bool
-    reason: str  # "" | "real network not provably robust" | "precision" | "overflow at ..."
+    reason: str  # "" | "real network not provably robust" | "overflow at ..." | "precision"
 
 
 def verdict(
@@ -87,19 +92,21 @@ def verdict(
     assert region.margin_lb is not None and analysis.margin_err is not None
     ks = np.array([k for k in range(region.margin_lb.size) if k != region.label])
     slack = down(region.margin_lb[ks] + analysis.margin_err.lo[ks])
-    mlb = float(region.margin_lb[ks].min())
-    merr = float(np.max(-analysis.margin_err.lo[ks]))
+    i = int(np.argmin(slack))
+    mmin = float(region.margin_lb[ks].min())
     ovf = overflow_violations(net, program, analysis) if program is not None else []
     ok = bool(np.all(slack > 0)) and not ovf
     if ok:
         reason = ""
-    elif mlb <= 0:
+    elif mmin <= 0:
         reason = "real network not provably robust"
     elif ovf:
         reason = "overflow at " + ", ".join(ovf[:3])
     else:
         reason = "precision"
-    return RegionVerdict(region.name, region.label, mlb, merr, float(slack.min()), ok, reason)
+    k = int(ks[i])
+    m_k, e_k = float(region.margin_lb[k]), float(-analysis.margin_err.lo[k])
+    return RegionVerdict(region.name, region.label, k, m_k, e_k, float(slack[i]), mmin, ok, reason)
 
 
 def overflow_violations(net: Network, prog: GraphProgram, analysis: ErrorAnalysis) -> list[str]:

@@ -232,3 +232,43 @@ def test_uniform_program_is_hls_like():
         for r, f in zip(tr.raw[name][0], prog.out_t(name).frac, strict=True)
     ]
     assert got == ref[name]
+
+
+def test_rnd_tie_reaches_upper_end_of_rounding_interval():
+    """A value exactly halfway between grid points rounds up by exactly 2^-(F+1) under AP_RND;
+    the rounding interval must contain it (regression: it once excluded that end)."""
+    from aster_ext.fixedpoint import convert
+
+    raw = np.array([3], dtype=np.int64)  # 3·2^-3 = 0.375 assigned to F = 2: tie between 0.25 and 0.5
+    out = int(convert(raw, 3, 16, 2, "RND", "WRAP")[0])
+    err = out * 2.0**-2 - 3 * 2.0**-3
+    lo, hi = rounding_interval(np.array([3.0]), np.array([2]), "RND")
+    assert err == 2.0**-3 and lo[0] <= err <= hi[0]
+
+
+@pytest.mark.slow
+def test_search_certifies_and_program_keeps_labels():
+    from aster_ext.graph_program.certify import certify_cnn
+
+    rng = np.random.default_rng(21)
+    net = random_cnn(rng, True, "avg")
+    lo, hi = _box(rng, net)
+    centre = (lo + hi) / 2
+    y = ops.evaluate(net, centre[None])[ops.logits_node(net)][0]
+    label = int(np.argmax(y))
+    regions = [
+        Region("tight", centre - 1e-3, centre + 1e-3, label),
+        Region("wrong", centre - 1e-3, centre + 1e-3, (label + 1) % 3),
+    ]
+    rep = certify_cnn(net, regions, max_frac=24)
+    v_tight, v_wrong = rep.search.verdicts
+    assert v_tight.certified and v_tight.reason == ""
+    assert not v_wrong.certified and v_wrong.reason == "real network not provably robust"
+    x = _points(rng, centre - 1e-3, centre + 1e-3, n_rand=100, n_corner=100)
+    tr = simulate_graph(rep.search.program, x)
+    assert sum(tr.overflows.values()) == 0
+    assert np.all(np.argmax(tr.value(rep.search.program, ops.logits_node(net)), axis=1) == label)
+    # greedy descent never ends above the global F it started from
+    assert rep.search.global_frac is not None
+    assert all(int(v.max()) <= rep.search.global_frac for v in rep.search.fracs.out.values())
+    assert rep.cost.mult_count > 0 and rep.cost.adder_bits > 0

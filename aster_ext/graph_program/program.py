@@ -318,6 +318,13 @@ def uniform_program(net: Network, width: int, int_bits: int, quant: str = "TRN")
         if op.kind == "avgpool":
             fc.const[op.name] = f
     out_ib = {n: np.full(v.size, int_bits) for n, v in fc.out.items()}
-    acc_ib = {n: np.full(v.size, 200) for n, v in fc.out.items()}
+    acc_ib = {}
+    for op in net.ops():  # exact accumulators: |w·x| < 2^(2I-2), n terms + bias never wrap
+        if op.kind in LINEAR_KINDS:
+            n_terms = int(np.prod(weight_array(op).shape[1:])) + 1
+            acc_ib[op.name] = np.full(n_channels(op), 2 * int_bits + int(n_terms).bit_length())
+        elif op.kind == "avgpool":
+            k = int(np.prod(op.attrs["kernel"]))
+            acc_ib[op.name] = np.full(n_channels(op), int_bits + k.bit_length())
     ww = {n: np.full(v.size, width) for n, v in fc.weight.items()}
     return build_program(net, fc, out_ib, int_bits, acc_ib, quant, "TRN", ww)

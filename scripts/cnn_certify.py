@@ -150,7 +150,9 @@ def main() -> int:
             "provable": sum(r.provable for r in regs),
             "certified": sum(v.certified for v in res.verdicts),
             "global_F": "" if res.global_frac is None else res.global_frac,
-            "formats": formats_summary(prog, res.fracs),
+            "formats": formats_summary(prog, res.fracs)
+            if res.global_frac is not None
+            else "no provable region: no search (program at F = max_frac = 32)",
             "mult_count": c.mult_count,
             "mult_operand_bits": c.mult_operand_bits,
             "mult_bilinear": c.mult_bilinear,

@@ -1,0 +1,348 @@
+"""Per-region certification of a fixed-point graph program and a greedy per-layer precision search.
+
+A region (input box + label l) is *certified* for a program iff the program cannot overflow on
+the box and, for every k != l,
+
+    margin_lb_k + err_lo_k > 0,
+
+with margin_lb_k a float-sound lower bound of the real y_l - y_k over the box
+(``ops.symbolic_margins``) and err_lo_k the lower end of the error interval of the program's
+y~_l - y~_k minus the real one (:mod:`.errors`). Then y~_l > y~_k on the whole box: the program
+keeps the label everywhere in it. A region whose real margin bound is not positive cannot be
+certified ("real network not provably robust"); otherwise failing is "precision".
+
+Search (:func:`search_formats`): knobs are the input's fractional bits and, per rounding node
+(conv, dense, avg-pool, residual add), one F for all its output channels and (conv/dense) one F
+for all its weights: per-layer uniform, NOT per channel (the per-channel ILP is not done).
+1. smallest global F (every knob equal) certifying all provable regions;
+2. greedy descent: knobs in topological order, each lowered by 1 while every provable region
+   stays certified (repeated passes until no knob moves, at most ``passes``).
+Integer bits then come from range ⊕ error over *all* regions (so the program never overflows on
+any of them), per output channel.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir import Network
+from ..ops import AnalysisContext, symbolic_margins, symbolic_ranges
+from ..rigorous import down
+from .errors import DeltaCache, ErrorAnalysis, analyze_errors, fits, int_bits_for
+from .program import (
+    LINEAR_KINDS,
+    ROUNDING_KINDS,
+    FracChoice,
+    GraphProgram,
+    build_program,
+    n_channels,
+    per_channel,
+)
+
+
+@dataclass
+class Region:
+    """An input box and the label the program must keep on it; ranges filled by :func:`prepare`."""
+
+    name: str
+    lower: np.ndarray
+    upper: np.ndarray
+    label: int
+    ranges: AnalysisContext | None = None
+    margin_lb: np.ndarray | None = None  # [n_classes], +inf at the label
+
+    @property
+    def provable(self) -> bool:
+        assert self.margin_lb is not None
+        return bool(np.min(np.delete(self.margin_lb, self.label)) > 0)
+
+
+def prepare(net: Network, region: Region) -> Region:
+    """Real ranges of every node (symbolic back-substitution) and the margin lower bounds."""
+    ctx, _ = symbolic_ranges(net, region.lower, region.upper)
+    region.ranges = ctx
+    region.margin_lb = symbolic_margins(ctx, region.label)
+    return region
+
+
+@dataclass
+class RegionVerdict:
+    """``margin_lb``/``margin_err`` at the class ``worst_k`` of least slack (slack_k = margin_lb_k +
+    err_lo_k, the certified lower bound of the program's margin); ``margin_min`` = min_k margin_lb_k."""
+
+    region: str
+    label: int
+    worst_k: int
+    margin_lb: float
+    margin_err: float  # -err_lo at worst_k: how far the program's margin may fall below the real one
+    slack: float
+    margin_min: float
+    certified: bool
+    reason: str  # "" | "real network not provably robust" | "overflow at ..." | "precision"
+
+
+def verdict(
+    net: Network, region: Region, analysis: ErrorAnalysis, program: GraphProgram | None = None
+) -> RegionVerdict:
+    """Certified or not (module docstring); with ``program``, its integer bits are checked too."""
+    assert region.margin_lb is not None and analysis.margin_err is not None
+    ks = np.array([k for k in range(region.margin_lb.size) if k != region.label])
+    slack = down(region.margin_lb[ks] + analysis.margin_err.lo[ks])
+    i = int(np.argmin(slack))
+    mmin = float(region.margin_lb[ks].min())
+    ovf = overflow_violations(net, program, analysis) if program is not None else []
+    ok = bool(np.all(slack > 0)) and not ovf
+    if ok:
+        reason = ""
+    elif mmin <= 0:
+        reason = "real network not provably robust"
+    elif ovf:
+        reason = "overflow at " + ", ".join(ovf[:3])
+    else:
+        reason = "precision"
+    k = int(ks[i])
+    m_k, e_k = float(region.margin_lb[k]), float(-analysis.margin_err.lo[k])
+    return RegionVerdict(region.name, region.label, k, m_k, e_k, float(slack[i]), mmin, ok, reason)
+
+
+def overflow_violations(net: Network, prog: GraphProgram, analysis: ErrorAnalysis) -> list[str]:
+    """Rounding points of ``prog`` whose value range (real ⊕ error) does not fit their format."""
+    bad: list[str] = []
+    q = prog.quant
+    for (name, stage), iv in analysis.value.items():
+        if stage == "input":
+            t = prog.input_t
+            ok = fits(iv.lo, iv.hi, t.int_bits, t.frac, q)
+        else:
+            nd = prog.nodes[name]
+            op = net.op(name)
+            if stage == "acc":
+                t = nd.acc_t
+                ib, fr = per_channel(op, t.int_bits), per_channel(op, t.frac)
+                ok = fits(iv.lo, iv.hi, ib, fr, "TRN")  # exact sums: no rounding offset
+            else:
+                ok = fits(iv.lo, iv.hi, nd.out_t.int_bits, nd.out_t.frac, q)
+        if not np.all(ok):
+            bad.append(f"{name}:{stage}")
+    return bad
+
+
+def _channel_max(op, values: np.ndarray) -> np.ndarray:
+    return np.asarray(values).reshape(n_channels(op), -1).max(axis=1)
+
+
+def program_for(net: Network, fracs: FracChoice, analyses: list[ErrorAnalysis], quant: str) -> GraphProgram:
+    """The program of ``fracs`` with the smallest per-channel integer bits that hold the value
+    ranges of every analysis (one per region)."""
+    from ..errors import UserError
+
+    def need(name: str, stage: str, frac: np.ndarray, mode: str) -> np.ndarray:
+        ibs = [
+            int_bits_for(a.value[(name, stage)].lo, a.value[(name, stage)].hi, frac, mode) for a in analyses
+        ]
+        return np.max(np.stack(ibs), axis=0)
+
+    n_in = int(np.prod(net.input_shape))
+    in_ib = int(need(net.input_name, "input", np.full(n_in, fracs.input), quant).max())
+    out_ib: dict[str, np.ndarray] = {}
+    acc_ib: dict[str, np.ndarray] = {}
+    frac_of_in: dict[str, int] = {}
+    # operand alignment fracs (F_x) follow from the chosen fracs: rebuild once without int bits
+    probe = build_program(
+        net, fracs, {n: np.full(v.size, 64) for n, v in fracs.out.items()}, 64,
+        {n: np.full(v.size, 64) for n, v in fracs.out.items()}, quant,
+    )  # fmt: skip
+    for op in net.ops():
+        if op.kind not in ROUNDING_KINDS:
+            continue
+        nd = probe.nodes[op.name]
+        fo = per_channel(op, fracs.out[op.name])
+        out_ib[op.name] = _channel_max(op, need(op.name, "out", fo, quant))
+        if op.kind in LINEAR_KINDS or op.kind == "avgpool":
+            fa = per_channel(op, nd.acc_t.frac)
+            acc_ib[op.name] = _channel_max(op, need(op.name, "acc", fa, "TRN"))
+            frac_of_in[op.name] = nd.x_frac
+    if not analyses:
+        raise UserError("no region to size the integer bits on")
+    return build_program(net, fracs, out_ib, in_ib, acc_ib, quant)
+
+
+@dataclass
+class SearchResult:
+    fracs: FracChoice
+    program: GraphProgram
+    verdicts: list[RegionVerdict]
+    global_frac: int | None
+    checks: int
+    seconds: float
+    log: list[str] = field(default_factory=list)
+
+
+def search_formats(
+    net: Network,
+    regions: list[Region],
+    quant: str = "TRN",
+    min_frac: int = 0,
+    max_frac: int = 32,
+    passes: int = 2,
+) -> SearchResult:
+    """Greedy per-layer fractional-bit search (module docstring) over prepared regions."""
+    t0 = time.perf_counter()
+    deltas = DeltaCache()
+    provable = [r for r in regions if r.provable]
+    checks = 0
+
+    def ok(fc: FracChoice) -> bool:
+        nonlocal checks
+        for r in provable:
+            checks += 1
+            a = analyze_errors(net, r.ranges, fc, quant, r.label, deltas)
+            if not verdict(net, r, a).certified:
+                return False
+        return True
+
+    log: list[str] = []
+    g_frac = None
+    fc = FracChoice.uniform(net, max_frac)
+    if provable:
+        for f in range(min_frac, max_frac + 1):
+            cand = FracChoice.uniform(net, f)
+            if ok(cand):
+                g_frac, fc = f, cand
+                break
+        log.append(f"global F = {g_frac}")
+        if g_frac is not None:
+            knobs = _knobs(net)
+            for _ in range(passes):
+                moved = False
+                for knob in knobs:
+                    while _get(fc, knob) > min_frac:
+                        cand = fc.copy()
+                        _set(cand, knob, _get(fc, knob) - 1)
+                        if not ok(cand):
+                            break
+                        fc, moved = cand, True
+                if not moved:
+                    break
+            log.append("final " + ", ".join(f"{k[0]}:{k[1]}={_get(fc, k)}" for k in knobs))
+    analyses = [analyze_errors(net, r.ranges, fc, quant, r.label, deltas) for r in regions]
+    prog = program_for(net, fc, analyses, quant)
+    verdicts = [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
+    return SearchResult(fc, prog, verdicts, g_frac, checks, time.perf_counter() - t0, log)
+
+
+def _knobs(net: Network) -> list[tuple[str, str]]:
+    knobs = [("input", "")]
+    for op in net.ops():
+        if op.kind in LINEAR_KINDS:
+            knobs.append(("weight", op.name))
+        if op.kind in ROUNDING_KINDS:
+            knobs.append(("out", op.name))
+        if op.kind == "avgpool":
+            knobs.append(("const", op.name))
+    return knobs
+
+
+def _get(fc: FracChoice, knob: tuple[str, str]) -> int:
+    kind, name = knob
+    if kind == "input":
+        return fc.input
+    if kind == "const":
+        return fc.const[name]
+    return int(getattr(fc, kind)[name].max())
+
+
+def _set(fc: FracChoice, knob: tuple[str, str], value: int) -> None:
+    kind, name = knob
+    if kind == "input":
+        fc.input = value
+    elif kind == "const":
+        fc.const[name] = value
+    else:
+        getattr(fc, kind)[name][:] = value
+
+
+@dataclass
+class ProgramCost:
+    """Hardware cost with ONE multiply-accumulate array per conv layer, reused over all output
+    pixels (a dense layer's array is its n_out x n_in weights): per multiplier, operand bits
+    W_w + W_x summed and the bilinear W_w·W_x summed; per adder, its accumulator width summed.
+    Avg-pool: K-1 adders per channel (window sum) plus one constant multiplier per channel unless
+    the divisor is a power of two (a shift). Residual add: one adder per channel."""
+
+    mult_count: int
+    mult_operand_bits: int
+    mult_bilinear: int
+    adder_count: int
+    adder_bits: int
+
+
+def program_cost(prog: GraphProgram) -> ProgramCost:
+    net = prog.net
+    mc = mob = mbl = ac = ab = 0
+    for op in net.ops():
+        if op.name not in prog.nodes:
+            continue
+        nd = prog.nodes[op.name]
+        if op.kind in LINEAR_KINDS:
+            x_t = prog.out_t(op.inputs[0])
+            wx = int(x_t.width.max())
+            per_out = int(np.prod(nd.weight_raw.shape[1:]))
+            ww = nd.weight_width.astype(np.int64)
+            mc += per_out * ww.size
+            mob += int(per_out * np.sum(ww + wx))
+            mbl += int(per_out * np.sum(ww * wx))
+            ac += per_out * ww.size
+            ab += int(per_out * np.sum(nd.acc_t.width))
+        elif op.kind == "avgpool":
+            k = int(np.prod(op.attrs["kernel"]))
+            c = n_channels(op)
+            ac += (k - 1) * c
+            ab += int((k - 1) * np.sum(nd.acc_t.width))
+            cvals = {int(v) for v in nd.const_raw}
+            if not all(v > 0 and (v & (v - 1)) == 0 for v in cvals):
+                cw = max(v.bit_length() + 1 for v in cvals)
+                mc += c
+                mob += int(np.sum(nd.acc_t.width + cw))
+                mbl += int(np.sum(nd.acc_t.width * cw))
+        elif op.kind == "add":
+            c = n_channels(op)
+            ac += c
+            ab += int(nd.out_t.width.reshape(c, -1).max(axis=1).sum())
+    return ProgramCost(mc, mob, mbl, ac, ab)
+
+
+@dataclass
+class CertifyReport:
+    search: SearchResult
+    regions: list[Region]
+    cost: ProgramCost
+    prepare_seconds: list[float]
+    peak_mib: float
+
+
+def certify_cnn(
+    net: Network,
+    regions: list[Region],
+    quant: str = "TRN",
+    min_frac: int = 0,
+    max_frac: int = 32,
+) -> CertifyReport:
+    """The API for the CLI: prepare every region (real ranges + margin bounds), search formats,
+    build the program, certify every region. Peak memory: tracemalloc over the whole call."""
+    tracemalloc.start()
+    try:
+        times = []
+        for r in regions:
+            t = time.perf_counter()
+            prepare(net, r)
+            times.append(time.perf_counter() - t)
+        res = search_formats(net, regions, quant, min_frac, max_frac)
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+    return CertifyReport(res, regions, program_cost(res.program), times, peak)

@@ -1,0 +1,274 @@
+"""Graph fixed-point programs: the vectorised simulator against an independent exact-rational
+reference (random conv/pool/add graphs, random formats including wrapping ones), int64 vs object
+paths, and the error analysis against simulated executions (it must never be exceeded)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aster_ext import ops
+from aster_ext.graph_program.certify import Region, prepare, program_for, verdict
+from aster_ext.graph_program.errors import analyze_errors, rounding_interval
+from aster_ext.graph_program.program import FracChoice, build_program, uniform_program
+from aster_ext.graph_program.simulate import simulate_graph, widest_intermediate_bits
+
+from .graph_program_support import exact_real, random_cnn, reference_run
+
+POOLS = ["none", "max", "avg"]
+
+
+def _random_fracs(rng: np.random.Generator, net, lo: int, hi: int) -> FracChoice:
+    fc = FracChoice.uniform(net, int(rng.integers(lo, hi + 1)))
+    fc.input = int(rng.integers(lo, hi + 1))
+    for d in (fc.out, fc.weight):
+        for name in d:
+            d[name] = rng.integers(lo, hi + 1, size=d[name].size).astype(np.int64)  # per channel
+    for name in fc.const:
+        fc.const[name] = int(rng.integers(0, hi + 2))
+    return fc
+
+
+def _random_program(rng, net, quant, small_ints: bool):
+    fc = _random_fracs(rng, net, 0, 8)
+    lo_i, hi_i = (1, 4) if small_ints else (8, 12)
+    out_ib = {n: rng.integers(lo_i, hi_i + 1, size=v.size) for n, v in fc.out.items()}
+    acc_ib = {n: rng.integers(lo_i, hi_i + 1, size=v.size) for n, v in fc.out.items()}
+    return build_program(net, fc, out_ib, int(rng.integers(lo_i, hi_i + 1)), acc_ib, quant)
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    pool=st.sampled_from(POOLS),
+    pool_pad=st.integers(0, 1),
+    residual=st.booleans(),
+    quant=st.sampled_from(["TRN", "RND"]),
+    small_ints=st.booleans(),
+)
+def test_simulator_matches_exact_reference(seed, pool, pool_pad, residual, quant, small_ints):
+    rng = np.random.default_rng(seed)
+    net = random_cnn(rng, residual, pool, pool_pad)
+    prog = _random_program(rng, net, quant, small_ints)
+    x = rng.uniform(-3, 3, size=(3, *net.input_shape))
+    x[0] = np.round(x[0] * 4) / 4  # grid points: ties of RND
+    tr = simulate_graph(prog, x)
+    tr_obj = simulate_graph(prog, x, dtype="object")
+    for b in range(x.shape[0]):
+        ref = reference_run(prog, x[b])
+        for name, vals in ref.items():
+            frac = prog.out_t(name).frac
+            got = [
+                Fraction(int(r)) * Fraction(2) ** -int(f) for r, f in zip(tr.raw[name][b], frac, strict=True)
+            ]
+            assert got == vals, name
+            assert np.array_equal(tr_obj.raw[name][b].astype(object), tr.raw[name][b].astype(object))
+    if small_ints:  # wrapping programs are part of the comparison; make sure some do wrap
+        assert tr.dtype in ("int64", "object")
+
+
+def test_small_formats_do_wrap_and_still_match():
+    """At least one random small-width program wraps, and the simulator still equals the reference."""
+    wrapped = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        net = random_cnn(rng, True, "avg")
+        prog = _random_program(rng, net, "TRN", True)
+        x = rng.uniform(-3, 3, size=(2, *net.input_shape))
+        tr = simulate_graph(prog, x)
+        wrapped += sum(tr.overflows.values())
+        ref = reference_run(prog, x[1])
+        name = net.output_names[0]
+        frac = prog.out_t(name).frac
+        got = [Fraction(int(r)) * Fraction(2) ** -int(f) for r, f in zip(tr.raw[name][1], frac, strict=True)]
+        assert got == ref[name]
+    assert wrapped > 0
+
+
+def test_object_path_for_wide_formats():
+    rng = np.random.default_rng(3)
+    net = random_cnn(rng, True, "max")
+    fc = FracChoice.uniform(net, 40)
+    ib = {n: np.full(v.size, 12) for n, v in fc.out.items()}
+    prog = build_program(net, fc, ib, 12, {n: np.full(v.size, 14) for n, v in fc.out.items()})
+    assert widest_intermediate_bits(prog) > 60
+    x = rng.uniform(-1, 1, size=(2, *net.input_shape))
+    tr = simulate_graph(prog, x)
+    assert tr.dtype == "object"
+    ref = reference_run(prog, x[0])
+    name = net.output_names[0]
+    got = [
+        Fraction(int(r)) * Fraction(2) ** -int(f)
+        for r, f in zip(tr.raw[name][0], prog.out_t(name).frac, strict=True)
+    ]
+    assert got == ref[name]
+    with pytest.raises(ValueError, match="int64"):
+        simulate_graph(prog, x, dtype="int64")
+
+
+def test_rounding_interval_values():
+    lo, hi = rounding_interval(np.array([8.0]), np.array([4]), "TRN")
+    assert lo[0] <= -(2.0**-4 - 2.0**-8) and hi[0] == 0.0
+    lo, hi = rounding_interval(np.array([8.0]), np.array([4]), "RND")
+    assert lo[0] <= -(2.0**-5) + 2.0**-8 and hi[0] >= 2.0**-5  # a tie rounds up by exactly 2^-5
+    lo, hi = rounding_interval(np.array([3.0]), np.array([4]), "TRN")
+    assert lo[0] == 0.0 and hi[0] == 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# error analysis: the bound must hold on every simulated execution
+
+
+def _box(rng, net):
+    centre = rng.uniform(-1, 1, size=net.input_shape)
+    rad = float(rng.choice([0.0, 0.01, 0.1, 0.5]))
+    return centre - rad, centre + rad
+
+
+def _points(rng, lo, hi, n_rand=40, n_corner=24):
+    pts = [lo, hi, (lo + hi) / 2]
+    pts += list(rng.uniform(lo, hi, size=(n_rand, *lo.shape)))
+    pts += list(np.where(rng.integers(0, 2, size=(n_corner, *lo.shape)) == 1, hi, lo))
+    return np.stack(pts)
+
+
+def _check_bounds(net, region, fc, quant, rng):
+    a = analyze_errors(net, region.ranges, fc, quant, region.label)
+    prog = program_for(net, fc, [a], quant)
+    x = _points(rng, region.lower, region.upper)
+    tr = simulate_graph(prog, x)
+    assert sum(tr.overflows.values()) == 0, {k: v for k, v in tr.overflows.items() if v}
+    real = ops.evaluate(net, x)
+    for name, iv in a.err.items():
+        if name == net.input_name:
+            continue
+        obs = tr.value(prog, name) - real[name].reshape(x.shape[0], -1)
+        tol = 1e-9 * (1 + np.abs(real[name].reshape(x.shape[0], -1)))  # float64 reference error
+        assert np.all(obs >= iv.lo[None, :] - tol), (name, float((iv.lo[None, :] - obs).max()))
+        assert np.all(obs <= iv.hi[None, :] + tol), (name, float((obs - iv.hi[None, :]).max()))
+    logits = ops.logits_node(net)
+    y, yr = tr.value(prog, logits), real[logits].reshape(x.shape[0], -1)
+    lab = region.label
+    dm = (y[:, [lab]] - y) - (yr[:, [lab]] - yr)
+    assert np.all(dm >= a.margin_err.lo[None, :] - 1e-9)
+    assert np.all(dm <= a.margin_err.hi[None, :] + 1e-9)
+    v = verdict(net, region, a, prog)
+    if v.certified:
+        assert np.all(np.argmax(y, axis=1) == lab)
+        assert np.all(np.delete(y, lab, axis=1) < y[:, [lab]])
+    return a
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    pool=st.sampled_from(POOLS),
+    pool_pad=st.integers(0, 1),
+    residual=st.booleans(),
+    quant=st.sampled_from(["TRN", "RND"]),
+)
+def test_error_bound_never_exceeded(seed, pool, pool_pad, residual, quant):
+    rng = np.random.default_rng(seed)
+    net = random_cnn(rng, residual, pool, pool_pad)
+    lo, hi = _box(rng, net)
+    label = int(np.argmax(ops.evaluate(net, ((lo + hi) / 2)[None])[ops.logits_node(net)][0]))
+    region = prepare(net, Region("r", lo, hi, label))
+    fc = _random_fracs(rng, net, 1, 10)
+    _check_bounds(net, region, fc, quant, rng)
+
+
+def test_margin_bound_tighter_than_per_logit_difference():
+    rng = np.random.default_rng(11)
+    net = random_cnn(rng, True, "max")
+    lo, hi = _box(rng, net)
+    region = prepare(net, Region("r", lo, hi, 0))
+    a = _check_bounds(net, region, FracChoice.uniform(net, 4), "TRN", rng)
+    e = a.err[ops.logits_node(net)]
+    per_logit = e.hi[1:] - e.lo[0]  # downward error bound from two per-logit bounds
+    assert np.all(-a.margin_err.lo[1:] <= per_logit + 1e-12)
+    assert np.any(-a.margin_err.lo[1:] < per_logit)
+
+
+def test_exact_cross_check_tiny():
+    """Exact rationals end to end: program values (reference semantics) minus the exact real
+    network lie in the float-computed error intervals, on random and corner points."""
+    rng = np.random.default_rng(5)
+    for pool, residual in (("max", True), ("avg", False)):
+        net = random_cnn(rng, residual, pool)
+        lo, hi = _box(rng, net)
+        region = prepare(net, Region("r", lo, hi, 1))
+        fc = _random_fracs(rng, net, 2, 6)
+        a = analyze_errors(net, region.ranges, fc, "RND", 1)
+        prog = program_for(net, fc, [a], "RND")
+        for x in _points(rng, lo, hi, n_rand=3, n_corner=3):
+            fixed = reference_run(prog, x)
+            real = exact_real(net, x)
+            for name, iv in a.err.items():
+                for j, (fv, rv) in enumerate(zip(fixed[name], real[name], strict=True)):
+                    assert Fraction(float(iv.lo[j])) <= fv - rv <= Fraction(float(iv.hi[j])), (name, j)
+
+
+def test_uniform_program_is_hls_like():
+    rng = np.random.default_rng(2)
+    net = random_cnn(rng, False, "avg")
+    prog = uniform_program(net, 16, 6)
+    assert set(map(int, prog.input_t.frac)) == {10}
+    for nd in prog.nodes.values():
+        assert set(map(int, nd.out_t.width)) == {16}
+        if nd.weight_width is not None:
+            assert set(map(int, nd.weight_width)) == {16}
+    x = rng.uniform(-1, 1, size=(2, *net.input_shape))
+    ref = reference_run(prog, x[0])
+    tr = simulate_graph(prog, x)
+    name = net.output_names[0]
+    got = [
+        Fraction(int(r)) * Fraction(2) ** -int(f)
+        for r, f in zip(tr.raw[name][0], prog.out_t(name).frac, strict=True)
+    ]
+    assert got == ref[name]
+
+
+def test_rnd_tie_reaches_upper_end_of_rounding_interval():
+    """A value exactly halfway between grid points rounds up by exactly 2^-(F+1) under AP_RND;
+    the rounding interval must contain it (regression: it once excluded that end)."""
+    from aster_ext.fixedpoint import convert
+
+    raw = np.array([3], dtype=np.int64)  # 3·2^-3 = 0.375 assigned to F = 2: tie between 0.25 and 0.5
+    out = int(convert(raw, 3, 16, 2, "RND", "WRAP")[0])
+    err = out * 2.0**-2 - 3 * 2.0**-3
+    lo, hi = rounding_interval(np.array([3.0]), np.array([2]), "RND")
+    assert err == 2.0**-3 and lo[0] <= err <= hi[0]
+
+
+@pytest.mark.slow
+def test_search_certifies_and_program_keeps_labels():
+    from aster_ext.graph_program.certify import certify_cnn
+
+    rng = np.random.default_rng(21)
+    net = random_cnn(rng, True, "avg")
+    lo, hi = _box(rng, net)
+    centre = (lo + hi) / 2
+    y = ops.evaluate(net, centre[None])[ops.logits_node(net)][0]
+    label = int(np.argmax(y))
+    regions = [
+        Region("tight", centre - 1e-3, centre + 1e-3, label),
+        Region("wrong", centre - 1e-3, centre + 1e-3, (label + 1) % 3),
+    ]
+    rep = certify_cnn(net, regions, max_frac=24)
+    v_tight, v_wrong = rep.search.verdicts
+    assert v_tight.certified and v_tight.reason == ""
+    assert not v_wrong.certified and v_wrong.reason == "real network not provably robust"
+    x = _points(rng, centre - 1e-3, centre + 1e-3, n_rand=100, n_corner=100)
+    tr = simulate_graph(rep.search.program, x)
+    assert sum(tr.overflows.values()) == 0
+    assert np.all(np.argmax(tr.value(rep.search.program, ops.logits_node(net)), axis=1) == label)
+    # greedy descent never ends above the global F it started from
+    assert rep.search.global_frac is not None
+    assert all(int(v.max()) <= rep.search.global_frac for v in rep.search.fracs.out.values())
+    assert rep.cost.mult_count > 0 and rep.cost.adder_bits > 0

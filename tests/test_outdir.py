@@ -213,7 +213,7 @@ def test_failure_or_ctrl_c_while_writing_leaves_nothing(
     """Nothing half-written: the temporary folder and any parent folders created for it go away."""
     _user_tree(tmp_path / "user")
 
-    def broken(program, folder):  # noqa: ANN001
+    def broken(program, folder, **options):  # noqa: ANN001, ANN003
         (Path(folder) / "partial.cpp").write_text("half")
         raise exc("simulated interruption")
 

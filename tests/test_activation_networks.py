@@ -126,6 +126,7 @@ def assert_within_bounds(obs: np.ndarray, *certs) -> None:
         assert np.all(obs.max(axis=0) <= c.output_bound + REF_MARGIN), (obs.max(axis=0), c.output_bound)
 
 
+@pytest.mark.slow
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), act=st.sampled_from(ACTS))
 def test_built_activation_programs_sound(seed: int, act: str) -> None:
@@ -154,6 +155,7 @@ def test_built_activation_programs_sound(seed: int, act: str) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act", ["sigmoid", "hard_tanh", "gelu", "gelu_tanh"])
 def test_quantize_verify_activation_fixture(act: str, tmp_path: Path) -> None:
     out = tmp_path / act

@@ -334,6 +334,7 @@ def _impls():
     return out
 
 
+@pytest.mark.slow
 def test_cpp_matches_apply_bit_for_bit(tmp_path: Path) -> None:
     impls = [(name, impl, 12 if impl.in_frac == 7 else 10) for name, impl in _impls()]
     assert_impls_cpp_bit_exact(impls, tmp_path, "acts")

@@ -20,6 +20,7 @@ def _run(args: list[str]) -> int:
     return main([str(a) for a in args])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["refined", "aster-sound"])
 def test_quantize_and_verify_example(mode: str, tmp_path: Path) -> None:
     out = tmp_path / "tiny"

@@ -99,6 +99,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"programs": progs, "binary": binary, "dir": tmp / "hls"}
 
 
+@pytest.mark.slow
 def test_random_programs_cover_the_intended_cases(built: dict) -> None:
     progs = {p.name: p for p in built["programs"]}
     assert choose_dtype(progs["aster_like"]) == "int128"
@@ -109,6 +110,7 @@ def test_random_programs_cover_the_intended_cases(built: dict) -> None:
     assert layouts["mixed_rnd_wrap"][0].startswith("grouped")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(11))
 def test_cpp_matches_simulator_bit_for_bit(built: dict, index: int) -> None:
     p = built["programs"][index]
@@ -127,12 +129,14 @@ def test_cpp_matches_simulator_bit_for_bit(built: dict, index: int) -> None:
         assert simulate_raw(p, x, trace=True).first_overflow() is not None
 
 
+@pytest.mark.slow
 def test_simulator_equals_scalar_reference_on_the_compiled_programs(built: dict) -> None:
     for i, p in enumerate(built["programs"]):
         x = random_inputs(np.random.default_rng(i), p, 4)
         assert simulate_raw(p, x).tolist() == reference_outputs(p, x).tolist(), p.name
 
 
+@pytest.mark.slow
 def test_header_declares_the_interface(built: dict) -> None:
     p = built["programs"][0]
     h = (built["dir"] / f"{p.name}.h").read_text()
@@ -141,6 +145,7 @@ def test_header_declares_the_interface(built: dict) -> None:
     assert f"void {p.name}(const in_t x[N_IN], out_t y[N_OUT]);" in h
 
 
+@pytest.mark.slow
 def test_constants_are_raw_integers_never_decimals(built: dict) -> None:
     for p in built["programs"]:
         src = (built["dir"] / f"{p.name}.cpp").read_text()
@@ -151,6 +156,7 @@ def test_constants_are_raw_integers_never_decimals(built: dict) -> None:
     assert "unsigned long long" in wide and "ULL" in wide  # > 64-bit constants as 64-bit limbs
 
 
+@pytest.mark.slow
 def test_single_program_harness_as_used_by_verify(tmp_path: Path) -> None:
     """generate_harness's main.cpp in its own folder, linked with the emitted .cpp elsewhere."""
     require_toolchain()

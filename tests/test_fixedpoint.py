@@ -170,6 +170,7 @@ def _check_conv(rows: list, dtype: type) -> None:
     assert not bad, f"{len(bad)} mismatches, e.g.\n" + "\n".join(bad[:10])
 
 
+@pytest.mark.slow
 def test_convert_matches_ap_fixed_object(ap_results: tuple[list, list]) -> None:
     _check_conv(ap_results[0], object)
 

@@ -481,6 +481,7 @@ def _decomposed_fixture(path: Path) -> None:
     onnx.save(out, str(path))
 
 
+@pytest.mark.slow
 def test_decomposed_fixture_quantizes_like_the_opset20_one(tmp_path: Path) -> None:
     """Same IR -> same certified bound; verify (exact reference, 0 violations) on the decomposed file."""
     dec = tmp_path / "mlp_gelu_tanh.onnx"

@@ -102,6 +102,7 @@ def _check_interp(act, lo: float, hi: float, in_frac: int, out_frac: int, bits: 
                 assert q_lo <= e <= q_hi, (act.describe(), int(t), a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act", SMOOTH, ids=[a.describe() for a in SMOOTH])
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
@@ -171,6 +172,7 @@ def test_interp_json_round_trip() -> None:
     assert np.array_equal(back.apply(ts), tab.apply(ts))
 
 
+@pytest.mark.slow
 def test_interp_cpp_matches_apply_bit_for_bit(tmp_path: Path) -> None:
     sig, tanh = get_activation("sigmoid"), get_activation("tanh")
     impls = [

@@ -351,3 +351,37 @@ def test_cli_refuses_non_onnx_for_hls4ml(tmp_path, capsys):
     assert rc == 2
     assert "ONNX" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_hls4ml_backend_keeps_the_output_folder_rules(tmp_path: Path, shared_dir: Path) -> None:
+    """--backend hls4ml refuses '.', the model's folder and a non-empty folder; nothing changes."""
+    import os
+    import shutil as sh
+
+    from aster_ext.cli import main
+
+    model = tmp_path / "m" / "SmallNN.onnx"
+    model.parent.mkdir()
+    for suffix in (".onnx", ".spec.json"):
+        sh.copy(shared_dir / "benchmarks" / "aster" / f"SmallNN{suffix}", model.parent / f"SmallNN{suffix}")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "keep.txt").write_text("mine")
+    earlier = tmp_path / "earlier"  # looks like an earlier hls4ml output, plus a file of the user's
+    earlier.mkdir()
+    (earlier / "report.json").write_text('{"backend": "hls4ml"}')
+    (earlier / "notes.txt").write_text("mine too")
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(q): q.read_bytes() for q in tmp_path.rglob("*") if q.is_file()}
+
+    before = snapshot()
+    cwd = os.getcwd()
+    os.chdir(user)
+    try:
+        for out in (".", str(model.parent), str(user), str(tmp_path), str(earlier)):
+            args = ["quantize", str(model), "--backend", "hls4ml", "--error", "1e-2", "--out", out, "--quiet"]
+            assert main(args) == 2, out
+    finally:
+        os.chdir(cwd)
+    assert snapshot() == before

@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import UserError
 from ..frontend import load_model
 from ..ir import DenseLayer, dense_chain
+from ..outdir import OutputPlan
 from ..refined.symbolic_ranges import symbolic_ranges
 from ..spec import Spec
 from . import project as P
@@ -197,15 +198,16 @@ def quantize_hls4ml(
         return result
     P.require_hls4ml()
     out_dir = Path(out_dir) if out_dir is not None else Path("out") / model_path.stem
-    if out_dir.exists() and any(out_dir.iterdir()) and not is_hls4ml_dir(out_dir):
-        raise UserError(
-            f"{out_dir} exists and is not an aster-ext hls4ml output directory; refusing to overwrite it"
-        )
-    # the compiled C simulation reads its weights from an absolute path baked in at compile time,
-    # so the project is generated in place (a failed run removes the directory it created)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    # the output-folder rules of every backend (never '.', home, the model's or spec's folder or a
+    # parent of them, never a non-empty folder of the user's); the compiled C simulation reads its
+    # weights from an absolute path baked in at compile time, so the project is generated in place:
+    # only a new or empty folder is accepted, and a failed run removes only what it created
+    protected = [model_path] + ([Path(opts.spec_path)] if opts.spec_path is not None else [])
+    OutputPlan.prepare(out_dir, protected)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"--out {out_dir}: not empty; the hls4ml backend needs a new or empty folder")
+    existed = out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         t = time.perf_counter()
         cleaned = P.clean_onnx(P.write_dense_onnx(layers, out_dir / "dense_chain.onnx"))
@@ -241,7 +243,14 @@ def quantize_hls4ml(
         report["smoke_bit_exact_samples"] = len(xs)
         (out_dir / "report.json").write_text(json.dumps(report, indent=1))
     except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if existed:  # it was empty: everything inside is this run's
+            for child in out_dir.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(out_dir, ignore_errors=True)
         raise
     result.program, result.certificate, result.config, result.report = built, cert_built, cfg, report
     result.hls_model, result.out_dir = hls_model, out_dir

@@ -12,6 +12,9 @@ small budget: random + corners + local search, exact re-evaluation of the worst)
 and for every ``--cpp-every``-th run the generated C++ compiled and compared bit for bit with the
 simulator (``cpp_matches_simulator``).
 
+``--label timing`` runs only ``assign_refined`` (no checks), one process at a time, and writes
+``results/nonlinear_depth_timing.csv``: the times the .md reports against the 30 s target (run it
+on an otherwise idle machine; the grid's own times are taken two runs at a time).
 ``--label before`` runs the same grid with whatever ``aster_ext`` is importable (e.g. a copy of
 main's code on PYTHONPATH) and writes ``results/nonlinear_depth_before.csv``; the default label
 ``after`` writes ``results/nonlinear_depth.csv``; the .md compares the two when both exist.
@@ -91,7 +94,7 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     cost = program_cost(res.program)
     row.update(fallback=int(fb), certified=f"{res.certificate.bound:.3g}", hw=cost.hw,
                table_bits=cost.table_bits, status=res.solver_status)  # fmt: skip
-    if label == "before":  # the before run records cost only (its programs were verified on main)
+    if label in ("before", "timing"):  # cost only (the before programs were verified on main)
         return row
     budget = VerifyBudget(samples=300, search_starts=4, search_iters=15, search_batch=32)
     ver = verify_program(res.program, layers, lo, hi, res.certificate.output_bound, st.no_init_error, budget)
@@ -237,7 +240,16 @@ def write_md(out: Path, wall_s: float | None) -> None:
         t64 = [float(r["time_s"]) for r in ok if int(r["width"]) == 64 and int(r["depth"]) == 2]
         if t64:
             lines.append(
-                f"- time of the width-64 depth-2 nets: max {max(t64):.1f} s, median {np.median(t64):.1f} s"
+                f"- time of the width-64 depth-2 nets in the grid (two runs at a time, shared machine): "
+                f"max {max(t64):.1f} s, median {np.median(t64):.1f} s"
+            )
+        timing = [r for r in _read(out / "nonlinear_depth_timing.csv") if r.get("time_s")]
+        if timing:
+            ts = [float(r["time_s"]) for r in timing]
+            nets = sorted({f"{r['act']} {r['depth']}x{r['width']}" for r in timing})
+            lines.append(
+                f"- time alone (`--label timing`, one run at a time, {len(ts)} runs of {', '.join(nets)}): "
+                f"max {max(ts):.1f} s, median {np.median(ts):.1f} s"
             )
         lines.append("")
     cols = ["act", "depth", "width", "eps", "setting", "maxlen_bound"]
@@ -276,7 +288,7 @@ def main() -> int:
     ap.add_argument("--eps", nargs="*", type=float, default=[1e-2, 1e-3])
     ap.add_argument("--settings", nargs="*", default=["A", "C"])
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--label", default="after", choices=["after", "before"])
+    ap.add_argument("--label", default="after", choices=["after", "before", "timing"])
     ap.add_argument("--cpp-every", type=int, default=8, help="compile the C++ of every k-th run (0: none)")
     ap.add_argument("--md-only", action="store_true", help="only rewrite the .md from the CSVs")
     ap.add_argument("--resume", action="store_true", help="keep the CSV's rows and run only missing points")
@@ -286,7 +298,8 @@ def main() -> int:
     out = ROOT / "results"
     if args.mnist:
         path = out / f"nonlinear_depth_mnist_{args.label}.csv"
-        rows = []
+        names = {m[0] for m in MNIST if not args.mnist_nets or m[0] in args.mnist_nets}
+        rows = [r for r in _read(path) if r["network"] not in names]  # keep the other networks' rows
         with ProcessPoolExecutor(max_workers=min(args.workers, 2)) as pool:
             todo = [(*m, args.label) for m in MNIST if not args.mnist_nets or m[0] in args.mnist_nets]
             for row in pool.map(run_mnist, todo):
@@ -310,7 +323,9 @@ def main() -> int:
                         k = len(jobs)
                         cpp = args.label == "after" and args.cpp_every > 0 and k % args.cpp_every == 0
                         jobs.append((act, depth, width, eps, setting, cpp, args.label))
-    name = "nonlinear_depth.csv" if args.label == "after" else "nonlinear_depth_before.csv"
+    name = "nonlinear_depth.csv" if args.label == "after" else f"nonlinear_depth_{args.label}.csv"
+    if args.label == "timing":
+        args.workers = 1
     rows = _read(out / name) if args.resume else []
     done = {_key(r) for r in rows}
     jobs = [j for j in jobs if (j[0], j[1], j[2], j[3], j[4]) not in done]
@@ -327,6 +342,8 @@ def main() -> int:
     print(f"wall time {wall:.0f} s", flush=True)
     if args.label == "after":
         write_md(out, wall)
+    elif args.label == "timing":
+        write_md(out, None)
     return 0
 
 

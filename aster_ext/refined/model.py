@@ -139,7 +139,10 @@ def cap_slopes(
     return SlopeInfo(dec, centre, rem, smax)
 
 
-ROM_WEIGHT = 1.0 / 4  # hw units per estimated table ROM bit in the objective (module docstring)
+# hw units per estimated table ROM bit in the objective (module docstring). 1: measured by
+# scripts/rom_weight_sweep.py (results/rom_weight.md) against 1/4 and 4 on random depth-2/3 nets:
+# 1/4 -> 1 cuts the table ROM by about a third at equal hw; 4 costs more hw than it saves in ROM.
+ROM_WEIGHT = 1.0
 
 
 def table_rom_estimate(act, lo: float, hi: float, ks: np.ndarray) -> np.ndarray:

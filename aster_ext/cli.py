@@ -86,9 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--error",
         type=_positive_float("--error"),
-        required=True,
+        default=None,
         metavar="EPS",
-        help="absolute error bound on outputs (a number > 0)",
+        help="absolute error bound on outputs (a number > 0); required except with --task classify, "
+        "where the regions' margins set the target and EPS, if given, also bounds every logit's error",
+    )
+    q.add_argument(
+        "--task",
+        default=None,
+        choices=["classify", "regress"],
+        help="classify: certify that the fixed-point argmax keeps each region's label (graph programs, "
+        "CNNs and dense nets); regress: --error on every output (dense chains). Default: classify when "
+        "--regions-data is given or the spec says \"task\": \"classification\" and lists regions",
+    )
+    q.add_argument(
+        "--regions-data",
+        type=Path,
+        default=None,
+        metavar="FILE.npz",
+        help="classify: one region per image of FILE.npz (arrays 'x' images, 'y' labels) instead of the "
+        "spec's regions; needs --radius",
+    )
+    q.add_argument(
+        "--radius",
+        type=float,
+        default=None,
+        metavar="R",
+        help="with --regions-data: each region is the box x - R .. x + R, clipped to the spec's input box; "
+        "R in the network's input units (e.g. 1/255 for one grey level of inputs scaled to [0, 1])",
     )
     q.add_argument(
         "--spec", type=Path, help="input box as a .spec.json (default: the model's own / NAME.spec.json)"
@@ -244,6 +269,18 @@ def _progress(quiet: bool):
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from .classify import decide_task
+
+    explicit = args.input_lower is not None or args.input_upper is not None
+    task = decide_task(args.task, args.model, args.spec, explicit, args.regions_data)
+    if task == "classify":
+        return cmd_quantize_classify(args)
+    if args.regions_data is not None or args.radius is not None:
+        raise UserError("--regions-data and --radius apply to --task classify")
+    if args.error is None:
+        raise UserError(
+            "--error EPS is required (unless --task classify, where the regions' margins set the target)"
+        )
     if args.backend == "hls4ml":
         from .hls4ml_backend.run import cmd_quantize_hls4ml
 
@@ -271,6 +308,31 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize_classify(args: argparse.Namespace) -> int:
+    """``quantize --task classify``: certified top-1 per region on the graph program path."""
+    from .classify import ClassifyOptions, quantize_classify
+    from .report import classify_summary_line
+
+    if args.backend != "hls":
+        raise UserError("--task classify: only the default backend (graph programs) is available")
+    for flag, value, default in (("--mode", args.mode, "refined"), ("--setting", args.setting, "A"),
+                                 ("--reuse-factor", args.reuse_factor, 1)):  # fmt: skip
+        if value != default:
+            raise UserError(f"{flag} applies to --task regress (dense chains), not to --task classify")
+    opts = ClassifyOptions(
+        spec_path=args.spec,
+        input_lower=args.input_lower,
+        input_upper=args.input_upper,
+        regions_data=args.regions_data,
+        radius=args.radius,
+        error=args.error,
+    )
+    out = args.out if args.out is not None else str(Path("out") / args.model.stem)
+    res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)
+    print(classify_summary_line(res.report, res.out_dir))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .hls4ml_backend.run import cmd_verify_hls4ml, is_hls4ml_dir
 
@@ -293,6 +355,7 @@ _VALUE_OPTIONS = (
     "--samples",
     "--search-iters",
     "--seed",
+    "--radius",
 )
 
 

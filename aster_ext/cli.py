@@ -31,6 +31,8 @@ def _floats(text: str) -> list[float]:
 MAX_SAMPLES = 10_000_000
 MAX_SEARCH_ITERS = 100_000
 MAX_SEED = 2**63 - 1
+DENSE_SAMPLES, DENSE_SEARCH_ITERS = 2000, 60
+CLASSIFY_SAMPLES, CLASSIFY_SEARCH_ITERS = 300, 20  # per region (aster_ext/classify_verify.py)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -190,14 +192,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--samples",
         type=_int_in("--samples", 1, MAX_SAMPLES),
-        default=2000,
-        help=f"random samples before the search, 1..{MAX_SAMPLES} (default 2000)",
+        default=None,
+        help=f"random samples before the search, 1..{MAX_SAMPLES} (default 2000; for a --task classify "
+        f"output: random + corner inputs per region, default {CLASSIFY_SAMPLES})",
     )
     v.add_argument(
         "--search-iters",
         type=_int_in("--search-iters", 0, MAX_SEARCH_ITERS),
-        default=60,
-        help=f"adversarial search rounds, 0..{MAX_SEARCH_ITERS} (default 60)",
+        default=None,
+        help=f"adversarial search rounds, 0..{MAX_SEARCH_ITERS} (default 60; for a --task classify output: "
+        f"gradient steps per start and region, default {CLASSIFY_SEARCH_ITERS})",
     )
     v.add_argument(
         "--seed", type=_int_in("--seed", 0, MAX_SEED), default=0, help="random seed, >= 0 (default 0)"
@@ -336,12 +340,22 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from .hls4ml_backend.run import cmd_verify_hls4ml, is_hls4ml_dir
 
+    classify_samples, classify_iters = args.samples, args.search_iters  # None: the classify defaults
+    args.samples = DENSE_SAMPLES if args.samples is None else args.samples
+    args.search_iters = DENSE_SEARCH_ITERS if args.search_iters is None else args.search_iters
     if is_hls4ml_dir(args.dir):
         return cmd_verify_hls4ml(args, _progress(args.quiet))
     from .verify_dir import verify_directory
 
     res = verify_directory(
-        args.dir, args.samples, args.search_iters, args.seed, not args.no_cpp, _progress(args.quiet)
+        args.dir,
+        args.samples,
+        args.search_iters,
+        args.seed,
+        not args.no_cpp,
+        _progress(args.quiet),
+        classify_samples,
+        classify_iters,
     )
     print(res.summary_line())
     return 0 if res.passed else 1

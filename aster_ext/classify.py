@@ -420,24 +420,24 @@ def region_entry(net: Network, r: Region, v: RegionVerdict, a: ErrorAnalysis) ->
     meb: list[float | None] = [None] * r.margin_lb.size
     for k in ks:
         mlb[k] = _finite_or_none(float(r.margin_lb[k]))
-        meb[k] = float(-a.margin_err.lo[k])
+        meb[k] = _finite_or_none(float(-a.margin_err.lo[k]))
     e = a.err[logits_node(net)]
     return {
         "name": r.name,
         "label": r.label,
-        "margin_lower_bound": v.margin_lb,
-        "margin_error_bound": v.margin_err,
+        "margin_lower_bound": _finite_or_none(v.margin_lb),
+        "margin_error_bound": _finite_or_none(v.margin_err),
         "certified": v.certified,
         "reason": v.reason or None,
         "provable": r.provable,
         "worst_class": v.worst_k,
-        "slack": v.slack,
-        "margin_min": v.margin_min,
+        "slack": _finite_or_none(v.slack),
+        "margin_min": _finite_or_none(v.margin_min),
         "margin_lower_bounds": mlb,
         "margin_error_bounds": meb,
-        "logit_error_lo": [float(x) for x in e.lo.reshape(-1)],
-        "logit_error_hi": [float(x) for x in e.hi.reshape(-1)],
-        "logit_error_bound": logit_error_bound(net, a),
+        "logit_error_lo": [_finite_or_none(float(x)) for x in e.lo.reshape(-1)],
+        "logit_error_hi": [_finite_or_none(float(x)) for x in e.hi.reshape(-1)],
+        "logit_error_bound": _finite_or_none(logit_error_bound(net, a)),
         "overflow_free": not v.reason.startswith("overflow"),
     }
 

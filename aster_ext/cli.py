@@ -307,7 +307,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     if out.strip() == "":
         raise UserError("--out is empty: name a new folder for the outputs")
-    res = quantize(args.model, opts, out, _progress(args.quiet), force=args.force)
+    from .errors import UnsupportedError
+
+    try:
+        res = quantize(args.model, opts, out, _progress(args.quiet), force=args.force)
+    except UnsupportedError as exc:
+        if "dense-chain analyses" not in str(exc):
+            raise
+        raise UnsupportedError(
+            f"{exc}; CNN classifiers: --task classify with regions (the spec's 'regions' or --regions-data)"
+        ) from None
     print(summary_line(res.report, res.out_dir))
     return 0
 

@@ -243,10 +243,13 @@ def render_classify_markdown(r: dict[str, Any]) -> str:
         "| certified | reason |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    def num(v: float | None, digits: int = 5) -> str:
+        return "inf/unbounded" if v is None else f"{v:.{digits}g}"
+
     for e in r["regions"]:
         lines.append(
-            f"| {e['name']} | {e['label']} | {e['worst_class']} | {e['margin_lower_bound']:.5g} | "
-            f"{e['margin_error_bound']:.5g} | {e['slack']:.5g} | {e['logit_error_bound']:.4g} | "
+            f"| {e['name']} | {e['label']} | {e['worst_class']} | {num(e['margin_lower_bound'])} | "
+            f"{num(e['margin_error_bound'])} | {num(e['slack'])} | {num(e['logit_error_bound'], 4)} | "
             f"{'yes' if e['certified'] else 'no'} | {e['reason'] or ''} |"
         )
     lines += [

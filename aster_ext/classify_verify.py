@@ -56,6 +56,7 @@ SIM_CHUNK = 256
 DEFAULT_SAMPLES = 300  # per region (the CLI's CLASSIFY_SAMPLES)
 DEFAULT_SEARCH_ITERS = 20  # PGD steps per start, per region (the CLI's CLASSIFY_SEARCH_ITERS)
 PGD_STARTS = 3
+BIT_EXACT_MIN = 200  # inputs per region compared bit for bit with a reference evaluator
 
 
 class SimulatorLogits:
@@ -110,6 +111,8 @@ class RegionCheck:
     min_program_margin: float = math.inf
     min_real_margin: float = math.inf
     violations: int = 0
+    bit_exact: bool | None = None  # logits_of vs the reference evaluator (None: not compared)
+    bit_exact_samples: int = 0
     overflows: int = 0  # wrapped assignments seen by the evaluator (when it counts them)
     overflow_free: bool = True  # the report's claim for this region
     kinds: dict[str, int] = field(default_factory=dict)
@@ -133,6 +136,8 @@ class RegionCheck:
             "min_program_margin": _json_float(self.min_program_margin),
             "min_real_margin": _json_float(self.min_real_margin),
             "violations": self.violations,
+            "bit_exact_cpp": self.bit_exact,
+            "bit_exact_samples": self.bit_exact_samples,
             "overflows": self.overflows,
             "violation_kinds": self.kinds,
             "violation_inputs": self.violation_inputs[:3],
@@ -539,8 +544,11 @@ def verify_regions(
     search_iters: int,
     seed: int,
     progress: Callable[[str], None] | None = None,
+    reference_logits_of: LogitsFn | None = None,
 ) -> list[RegionCheck]:
-    """Execution checks of every region (module docstring, 2)."""
+    """Execution checks of every region (module docstring, 2). With ``reference_logits_of``
+    (the simulator, when ``logits_of`` is compiled code), the random and corner inputs of each
+    region (at least BIT_EXACT_MIN of them) are also run through it and compared bit for bit."""
     from .progress import phase
 
     out = []
@@ -553,6 +561,13 @@ def verify_regions(
             rand, corners = sample_points(r.lower, r.upper, samples, rng)
             _, ra = check_points(net, logits_of, c, rc, rand, "random")
             _, rb = check_points(net, logits_of, c, rc, corners, "corners")
+            if reference_logits_of is not None:
+                xs = np.concatenate([rand, corners])
+                if xs.shape[0] < BIT_EXACT_MIN:
+                    extra = sample_points(r.lower, r.upper, BIT_EXACT_MIN - xs.shape[0], rng)
+                    xs = np.concatenate([xs, *extra])
+                same = np.array_equal(np.asarray(logits_of(xs)), np.asarray(reference_logits_of(xs)))
+                rc.bit_exact, rc.bit_exact_samples = same, xs.shape[0]
             if search_iters > 0:
                 pgd_search(net, logits_of, c, rc, r, search_iters, rng)
                 pool, ratio = np.concatenate([rand, corners]), np.concatenate([ra, rb])
@@ -597,8 +612,14 @@ def verify_classify_directory(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
     logits_of: LogitsFn | None = None,
+    compiled_logits_of: LogitsFn | None = None,
 ) -> ClassifyVerifyResult:
-    """Verify a classify output folder and write DIR/verify.json (module docstring)."""
+    """Verify a classify output folder and write DIR/verify.json (module docstring).
+
+    ``logits_of`` replaces the evaluator under test (default: the bit-exact simulator).
+    ``compiled_logits_of`` (e.g. the compiled C++ of the program) becomes the evaluator under
+    test and is compared bit for bit with the simulator on >= BIT_EXACT_MIN inputs per region:
+    ``bit_exact_cpp`` is then true/false instead of null."""
     from .frontend import load_model
     from .graph_program.io import load_graph_program
     from .outdir import check_output_file, record_output_file
@@ -628,8 +649,16 @@ def verify_classify_directory(
             net, prog, [Region(r.name, r.lower, r.upper, r.label) for r in regions], claims
         )
     recheck_s = time.perf_counter() - t
-    evaluator = logits_of if logits_of is not None else SimulatorLogits(prog)
-    checks = verify_regions(net, regions, claims, evaluator, samples, search_iters, seed, progress)
+    sim = SimulatorLogits(prog)
+    evaluator = logits_of if logits_of is not None else sim
+    reference = None
+    if compiled_logits_of is not None:
+        evaluator, reference = compiled_logits_of, sim
+    checks = verify_regions(net, regions, claims, evaluator, samples, search_iters, seed, progress, reference)
     res = ClassifyVerifyResult(checks, problems, time.perf_counter() - t0, seed, recheck_s=recheck_s)
+    if reference is not None:
+        res.bit_exact_cpp = all(c.bit_exact for c in checks)
+        res.cpp_samples = sum(c.bit_exact_samples for c in checks)
+        res.cpp_note = "compiled program compared bit for bit with the simulator"
     record_output_file(out_dir, "verify.json", json.dumps(res.to_json(), indent=1))
     return res

@@ -536,3 +536,27 @@ def test_convnet_maxpool_end_to_end(shared_dir: Path, tmp_path: Path, capsys) ->
     assert _run(["verify", out, "--samples", "100", "--search-iters", "5", "--quiet"]) == 0
     v = json.loads((out / "verify.json").read_text())
     assert v["violations"] == 0 and all(reg["label_agreement"] is not None for reg in v["regions"])
+
+
+def test_compiled_evaluator_hook(cnn_dir: Path, tmp_path: Path) -> None:
+    """The hook for compiled C++: its logits are tested against the certificate and compared bit
+    for bit with the simulator on >= 200 inputs per region (a one-ulp difference is caught)."""
+    from aster_ext.classify_verify import BIT_EXACT_MIN, verify_classify_directory
+
+    out = tmp_path / "out"
+    assert _run(["quantize", cnn_dir / "tiny_cnn.onnx", "--out", out, "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    prog = load_graph_program(out / "program.json", load_onnx(cnn_dir / "tiny_cnn.onnx"))
+    same = SimulatorLogits(prog)
+    res = verify_classify_directory(out, report, 20, 1, 0, None, compiled_logits_of=same)
+    assert res.passed and res.bit_exact_cpp is True and res.cpp_samples >= 4 * BIT_EXACT_MIN
+    assert json.loads((out / "verify.json").read_text())["bit_exact_cpp"] is True
+    frac = int(prog.out_t(ops.logits_node(prog.net)).frac.max())
+
+    def off_by_one_lsb(xs: np.ndarray) -> np.ndarray:
+        y = same(xs)
+        y[-1, 0] += 2.0**-frac
+        return y
+
+    res = verify_classify_directory(out, report, 20, 1, 0, None, compiled_logits_of=off_by_one_lsb)
+    assert res.bit_exact_cpp is False and not res.passed

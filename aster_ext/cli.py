@@ -18,6 +18,8 @@ EPILOG = """examples:
   aster-ext quantize SmallNN.scala --error 1e-3 --out out/SmallNN
   aster-ext quantize net.onnx --error 1e-3 --spec net.spec.json --mode aster --setting C --out out/net
   aster-ext verify out/SmallNN --samples 5000
+  aster-ext quantize cnn.onnx --spec cnn.spec.json --out out/cnn          (spec with "task": "classification")
+  aster-ext quantize cnn.onnx --regions-data test.npz --radius 0.0039 --out out/cnn_test
 """
 
 
@@ -82,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize",
         help="assign formats, certify, write C++ and a report",
         description="Assign fixed-point formats to every input, weight, product, partial sum, bias and "
-        "activation of MODEL so that |fixed(x) - real(x)| <= EPS on every output for all x in the input box.",
+        "activation of MODEL so that |fixed(x) - real(x)| <= EPS on every output for all x in the input box; "
+        "with --task classify (CNNs, classifiers), so that the fixed-point argmax keeps each region's label "
+        "for all x in the region.",
     )
     q.add_argument("model", type=Path, help="network: .onnx or Aster .scala DSL")
     q.add_argument(

@@ -18,6 +18,8 @@ EPILOG = """examples:
   aster-ext quantize SmallNN.scala --error 1e-3 --out out/SmallNN
   aster-ext quantize net.onnx --error 1e-3 --spec net.spec.json --mode aster --setting C --out out/net
   aster-ext verify out/SmallNN --samples 5000
+  aster-ext quantize cnn.onnx --spec cnn.spec.json --out out/cnn          (spec with "task": "classification")
+  aster-ext quantize cnn.onnx --regions-data test.npz --radius 0.0039 --out out/cnn_test
 """
 
 
@@ -31,6 +33,8 @@ def _floats(text: str) -> list[float]:
 MAX_SAMPLES = 10_000_000
 MAX_SEARCH_ITERS = 100_000
 MAX_SEED = 2**63 - 1
+DENSE_SAMPLES, DENSE_SEARCH_ITERS = 2000, 60
+CLASSIFY_SAMPLES, CLASSIFY_SEARCH_ITERS = 300, 20  # per region (aster_ext/classify_verify.py)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -80,15 +84,42 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize",
         help="assign formats, certify, write C++ and a report",
         description="Assign fixed-point formats to every input, weight, product, partial sum, bias and "
-        "activation of MODEL so that |fixed(x) - real(x)| <= EPS on every output for all x in the input box.",
+        "activation of MODEL so that |fixed(x) - real(x)| <= EPS on every output for all x in the input box; "
+        "with --task classify (CNNs, classifiers), so that the fixed-point argmax keeps each region's label "
+        "for all x in the region.",
     )
     q.add_argument("model", type=Path, help="network: .onnx or Aster .scala DSL")
     q.add_argument(
         "--error",
         type=_positive_float("--error"),
-        required=True,
+        default=None,
         metavar="EPS",
-        help="absolute error bound on outputs (a number > 0)",
+        help="absolute error bound on outputs (a number > 0); required except with --task classify, "
+        "where the regions' margins set the target and EPS, if given, also bounds every logit's error",
+    )
+    q.add_argument(
+        "--task",
+        default=None,
+        choices=["classify", "regress"],
+        help="classify: certify that the fixed-point argmax keeps each region's label (graph programs, "
+        "CNNs and dense nets); regress: --error on every output (dense chains). Default: classify when "
+        "--regions-data is given or the spec says \"task\": \"classification\" and lists regions",
+    )
+    q.add_argument(
+        "--regions-data",
+        type=Path,
+        default=None,
+        metavar="FILE.npz",
+        help="classify: one region per image of FILE.npz (arrays 'x' images, 'y' labels) instead of the "
+        "spec's regions; needs --radius",
+    )
+    q.add_argument(
+        "--radius",
+        type=float,
+        default=None,
+        metavar="R",
+        help="with --regions-data: each region is the box x - R .. x + R, clipped to the spec's input box; "
+        "R in the network's input units (e.g. 1/255 for one grey level of inputs scaled to [0, 1])",
     )
     q.add_argument(
         "--spec", type=Path, help="input box as a .spec.json (default: the model's own / NAME.spec.json)"
@@ -165,14 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument(
         "--samples",
         type=_int_in("--samples", 1, MAX_SAMPLES),
-        default=2000,
-        help=f"random samples before the search, 1..{MAX_SAMPLES} (default 2000)",
+        default=None,
+        help=f"random samples before the search, 1..{MAX_SAMPLES} (default 2000; for a --task classify "
+        f"output: random + corner inputs per region, default {CLASSIFY_SAMPLES})",
     )
     v.add_argument(
         "--search-iters",
         type=_int_in("--search-iters", 0, MAX_SEARCH_ITERS),
-        default=60,
-        help=f"adversarial search rounds, 0..{MAX_SEARCH_ITERS} (default 60)",
+        default=None,
+        help=f"adversarial search rounds, 0..{MAX_SEARCH_ITERS} (default 60; for a --task classify output: "
+        f"gradient steps per start and region, default {CLASSIFY_SEARCH_ITERS})",
     )
     v.add_argument(
         "--seed", type=_int_in("--seed", 0, MAX_SEED), default=0, help="random seed, >= 0 (default 0)"
@@ -244,6 +277,18 @@ def _progress(quiet: bool):
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from .classify import decide_task
+
+    explicit = args.input_lower is not None or args.input_upper is not None
+    task = decide_task(args.task, args.model, args.spec, explicit, args.regions_data)
+    if task == "classify":
+        return cmd_quantize_classify(args)
+    if args.regions_data is not None or args.radius is not None:
+        raise UserError("--regions-data and --radius apply to --task classify")
+    if args.error is None:
+        raise UserError(
+            "--error EPS is required (unless --task classify, where the regions' margins set the target)"
+        )
     if args.backend == "hls4ml":
         from .hls4ml_backend.run import cmd_quantize_hls4ml
 
@@ -266,20 +311,64 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     if out.strip() == "":
         raise UserError("--out is empty: name a new folder for the outputs")
-    res = quantize(args.model, opts, out, _progress(args.quiet), force=args.force)
+    from .errors import UnsupportedError
+
+    try:
+        res = quantize(args.model, opts, out, _progress(args.quiet), force=args.force)
+    except UnsupportedError as exc:
+        if "dense-chain analyses" not in str(exc):
+            raise
+        raise UnsupportedError(
+            f"{exc}; CNN classifiers: --task classify with regions (the spec's 'regions' or --regions-data)"
+        ) from None
     print(summary_line(res.report, res.out_dir))
+    return 0
+
+
+def cmd_quantize_classify(args: argparse.Namespace) -> int:
+    """``quantize --task classify``: certified top-1 per region on the graph program path."""
+    from .classify import ClassifyOptions, quantize_classify
+    from .report import classify_summary_line
+
+    if args.backend != "hls":
+        raise UserError("--task classify: only the default backend (graph programs) is available")
+    for flag, value, default in (("--mode", args.mode, "refined"), ("--setting", args.setting, "A"),
+                                 ("--reuse-factor", args.reuse_factor, 1)):  # fmt: skip
+        if value != default:
+            raise UserError(f"{flag} applies to --task regress (dense chains), not to --task classify")
+    opts = ClassifyOptions(
+        spec_path=args.spec,
+        input_lower=args.input_lower,
+        input_upper=args.input_upper,
+        regions_data=args.regions_data,
+        radius=args.radius,
+        error=args.error,
+    )
+    out = args.out if args.out is not None else str(Path("out") / args.model.stem)
+    res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)
+    print(classify_summary_line(res.report, res.out_dir))
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from .hls4ml_backend.run import cmd_verify_hls4ml, is_hls4ml_dir
 
+    classify_samples, classify_iters = args.samples, args.search_iters  # None: the classify defaults
+    args.samples = DENSE_SAMPLES if args.samples is None else args.samples
+    args.search_iters = DENSE_SEARCH_ITERS if args.search_iters is None else args.search_iters
     if is_hls4ml_dir(args.dir):
         return cmd_verify_hls4ml(args, _progress(args.quiet))
     from .verify_dir import verify_directory
 
     res = verify_directory(
-        args.dir, args.samples, args.search_iters, args.seed, not args.no_cpp, _progress(args.quiet)
+        args.dir,
+        args.samples,
+        args.search_iters,
+        args.seed,
+        not args.no_cpp,
+        _progress(args.quiet),
+        classify_samples,
+        classify_iters,
     )
     print(res.summary_line())
     return 0 if res.passed else 1
@@ -293,6 +382,7 @@ _VALUE_OPTIONS = (
     "--samples",
     "--search-iters",
     "--seed",
+    "--radius",
 )
 
 

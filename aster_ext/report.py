@@ -170,3 +170,120 @@ def render_markdown(r: dict[str, Any]) -> str:
     if r.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Classifier outputs (quantize --task classify, aster_ext/classify.py)
+# ------------------------------------------------------------------------------------------------
+
+
+def write_classify_reports(report: dict[str, Any], out_dir: Path) -> None:
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1))
+    (out_dir / "report.md").write_text(render_classify_markdown(report))
+
+
+def classify_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
+    """The one-line result of ``quantize --task classify``: certified regions out of all, why
+    the others are not, the tightest certified slack, the logit target when given, the cost."""
+    regs = r["regions"]
+    not_provable = sum(1 for e in regs if not e["provable"])
+    other = sum(1 for e in regs if e["provable"] and not e["certified"])
+    why = []
+    if not_provable:
+        why.append(f"{not_provable} not provable for the real network")
+    if other:
+        why.append(f"{other} not certified: precision/overflow")
+    text = f"{r['network']}: certified top-1 on {r['certified_regions']} of {r['n_regions']} regions"
+    text += f" ({'; '.join(why)})" if why else ""
+    cert = [e for e in regs if e["certified"]]
+    if cert:
+        e = min(cert, key=lambda e: e["slack"])
+        text += (
+            f"; tightest: {e['name']} margin >= {e['margin_lower_bound']:.4g}, "
+            f"margin error <= {e['margin_error_bound']:.4g}"
+        )
+    if r.get("target_error") is not None:
+        text += (
+            f"; logit error <= {r['certified_logit_error']:.4g} on every region "
+            f"(target {r['target_error']:g})"
+        )
+    c = r["cost"]
+    text += f"; {c['mult_count']} multipliers, {c['mult_operand_bits']} operand bits; no C++ (graph program)"
+    if out_dir is not None:
+        text += f"; wrote {out_dir}"
+    return text
+
+
+def render_classify_markdown(r: dict[str, Any]) -> str:
+    """Human-readable classify report: regions table, formats, cost, timings, notes."""
+    lines = [
+        f"# {r['network']}: fixed-point classifier, certified top-1 per region",
+        "",
+        f"- Real network (reference): {r['reference']}",
+        f"- Input box: {box_text(r['input_lower'], r['input_upper'])}",
+        f"- Regions: {r['n_regions']} from {r['regions_source']} (boxes in `{r['regions_file']}`)",
+        f"- Certified: **{r['certified_regions']} of {r['n_regions']}** "
+        f"(fraction {r['certified_fraction']:.3g}); provable for the real network: {r['provable_regions']}",
+        f"- Certificate: {r['certificate_condition']}",
+    ]
+    if r.get("target_error") is not None:
+        lines.append(
+            f"- Logit error target {r['target_error']:g}: certified <= {r['certified_logit_error']:.6g} "
+            "on every region"
+        )
+    lines += [
+        f"- Arithmetic: AP_{r['quant']}, AP_{r['overflow']}",
+        "",
+        "## Regions",
+        "",
+        "margin lower bound and margin error bound at the class of least slack (slack = lower bound - "
+        "error bound; > 0 certifies the region).",
+        "",
+        "| region | label | class | margin lower bound | margin error bound | slack | logit error bound "
+        "| certified | reason |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    def num(v: float | None, digits: int = 5) -> str:
+        return "inf/unbounded" if v is None else f"{v:.{digits}g}"
+
+    for e in r["regions"]:
+        lines.append(
+            f"| {e['name']} | {e['label']} | {e['worst_class']} | {num(e['margin_lower_bound'])} | "
+            f"{num(e['margin_error_bound'])} | {num(e['slack'])} | {num(e['logit_error_bound'], 4)} | "
+            f"{'yes' if e['certified'] else 'no'} | {e['reason'] or ''} |"
+        )
+    lines += [
+        "",
+        "## Formats (fractional bits F and widths W, min-max over channels/elements)",
+        "",
+        "| node | kind | out F | out W | weight F | weight W | accumulator W |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def rng(v: Any) -> str:
+        return "" if v is None else (str(v[0]) if v[0] == v[1] else f"{v[0]}-{v[1]}")
+
+    for f in r["formats"]:
+        lines.append(
+            f"| {f['node']} | {f['kind']} | {rng(f['frac'])} | {rng(f['width'])} | "
+            f"{rng(f.get('weight_frac'))} | {rng(f.get('weight_width'))} | {rng(f.get('acc_width'))} |"
+        )
+    c = r["cost"]
+    lines += [
+        "",
+        f"## Cost ({r['cost_model']})",
+        "",
+        f"- multipliers: {c['mult_count']}, operand bits Σ(W_w + W_x): {c['mult_operand_bits']}, "
+        f"bilinear Σ W_w·W_x: {c['mult_bilinear']}",
+        f"- adders: {c['adder_count']}, adder bits: {c['adder_bits']}",
+        "",
+        "## Search and timings",
+        "",
+        f"- {r['frac_search']['method']}; global F {r['frac_search']['global_frac']}, "
+        f"{r['frac_search']['checks']} region checks",
+        f"- peak memory of the certification (tracemalloc): {r['peak_mib']:.1f} MiB",
+    ]
+    lines += [f"- {k}: {v:.3f} s" for k, v in r["timings"].items()]
+    if r.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
+    return "\n".join(lines) + "\n"

@@ -26,6 +26,8 @@ def verify_directory(
     seed: int = 0,
     check_cpp: bool = True,
     progress: Callable[[str], None] | None = None,
+    classify_samples: int | None = None,
+    classify_search_iters: int | None = None,
 ) -> VerifyResult:
     """Verify the implementation in ``out_dir`` against the network its report names.
 
@@ -33,7 +35,10 @@ def verify_directory(
     top-level claim lower than the per-output values is tested as claimed, and reported as an
     inconsistency. With noInitError (settings C, D) the certificate covers only inputs on the in_t
     grid; the error of off-grid inputs (quantised by the implementation) is measured as well and
-    reported, not counted as a violation."""
+    reported, not counted as a violation. A classify output (report.json ``"task": "classify"``)
+    is verified by :func:`~.classify_verify.verify_classify_directory` with ``classify_samples``
+    random + corner inputs and ``classify_search_iters`` gradient steps per region (None: its
+    defaults)."""
     from .outdir import check_output_file, record_output_file
     from .pipeline import load_report
     from .progress import phase
@@ -46,6 +51,12 @@ def verify_directory(
     if seed < 0:
         raise UserError("--seed must be >= 0")
     report = load_report(out_dir)
+    if report.get("task") == "classify":
+        from .classify_verify import verify_classify_directory
+
+        return verify_classify_directory(  # type: ignore[return-value]
+            out_dir, report, classify_samples, classify_search_iters, seed, progress
+        )
     check_output_file(out_dir, "verify.json")
     program = load_program(out_dir / "program.json")
     check_report_fields(report, program, out_dir)

@@ -1,0 +1,546 @@
+"""``aster-ext quantize --task classify``: certified top-1 preservation of a classifier per region.
+
+A *region* is an input box B and a label l. The fixed-point graph program P (graph_program/) is
+certified on B iff P cannot overflow on B and, for every class k != l,
+
+    m_k + e_k > 0,    m_k <= min_{x in B} (y_l(x) - y_k(x))   (real network, float-sound
+                                                              symbolic back-substitution)
+                      e_k <= min_{x in B} [(y~_l - y~_k)(x) - (y_l - y_k)(x)]   (error forms of
+                                                              the margin difference itself)
+
+so y~_l(x) > y~_k(x) on all of B: the program's top-1 is l everywhere in the box. Regions come
+from the spec's ``regions`` list (``lower``/``upper``/``label``) or from a data file (``.npz``
+with images ``x`` and labels ``y``) and a radius R: B = [x - R, x + R] ∩ the spec's input box,
+R in input units. ``certify_cnn`` (graph_program/certify.py) picks the formats: per-layer
+fractional bits, per-channel integer bits from range ⊕ error over all regions.
+
+With ``--error EPS`` the program must also keep every logit within EPS of the real one on every
+region: all fractional bits of the margin-driven choice are raised together by the smallest d
+that gets the per-logit error bound <= EPS (or, with no provable region, the smallest uniform F).
+
+Outputs (through :class:`~.outdir.OutputPlan`): ``program.json`` (graph program,
+graph_program/io.py), ``regions.npz`` (the boxes: ``lower``, ``upper`` [R, n_in], ``label``
+[R]), ``report.json`` (with ``regions``), ``report.md``. No C++ yet for graph programs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InfeasibleError, UserError
+from .graph_program.certify import (
+    CertifyReport,
+    Region,
+    RegionVerdict,
+    certify_cnn,
+    program_cost,
+    program_for,
+    verdict,
+)
+from .graph_program.errors import DeltaCache, ErrorAnalysis, analyze_errors
+from .graph_program.program import LINEAR_KINDS, ROUNDING_KINDS, FracChoice, GraphProgram
+from .ir import Network
+from .spec import Spec
+
+TASKS = ("classify", "regress")
+QUANT = "TRN"
+MAX_FRAC = 32
+REGIONS_FILE = "regions.npz"
+CPP_NOTE = (
+    "no C++ is generated for graph programs (CNNs, classifiers) in this version; program.json "
+    "holds every type and constant, and verify checks the bit-exact simulator"
+)
+
+
+@dataclass
+class ClassifyOptions:
+    """What ``quantize --task classify`` reads besides the model."""
+
+    spec_path: Path | None = None
+    input_lower: list[float] | None = None
+    input_upper: list[float] | None = None
+    regions_data: Path | None = None
+    radius: float | None = None
+    error: float | None = None  # optional ε on the logits over every region
+
+
+@dataclass
+class ClassifyResult:
+    network: Network
+    spec: Spec
+    regions: list[Region]
+    program: GraphProgram
+    verdicts: list[RegionVerdict]
+    report: dict[str, Any]
+    out_dir: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Which task
+# --------------------------------------------------------------------------------------------
+
+
+def spec_says_classification(spec: Spec | None) -> bool:
+    """The spec declares a classifier and lists regions to certify."""
+    return spec is not None and spec.extra.get("task") == "classification" and bool(spec.extra.get("regions"))
+
+
+def decide_task(
+    task: str | None,
+    model_path: Path,
+    spec_path: Path | None,
+    explicit_bounds: bool,
+    regions_data: Path | None,
+) -> str:
+    """``--task`` if given; else classify when a data file of regions is given or when the spec in
+    use (``--spec``, or NAME.spec.json beside an .onnx model) says ``"task": "classification"``
+    and lists ``regions``; else regress (the dense ε path)."""
+    if task is not None:
+        if task not in TASKS:
+            raise UserError(f"unknown task '{task}' (choose from {', '.join(TASKS)})")
+        return task
+    if regions_data is not None:
+        return "classify"
+    if explicit_bounds:
+        return "regress"
+    from .frontend import spec_path_for
+    from .spec import load_spec
+
+    path = spec_path
+    if path is None and Path(model_path).suffix.lower() == ".onnx" and spec_path_for(model_path).is_file():
+        path = spec_path_for(model_path)
+    if path is None:
+        return "regress"
+    return "classify" if spec_says_classification(load_spec(path)) else "regress"
+
+
+# --------------------------------------------------------------------------------------------
+# Regions
+# --------------------------------------------------------------------------------------------
+
+
+def n_classes(net: Network) -> int:
+    from .ops import logits_node
+
+    return int(np.prod(net.op(logits_node(net)).shape))
+
+
+def _check_label(label: Any, n_cls: int, where: str) -> int:
+    if (
+        isinstance(label, bool)
+        or not isinstance(label, int | np.integer | float)
+        or float(label) != int(label)
+    ):
+        raise UserError(f"{where}: label {label!r} is not a whole number")
+    if not 0 <= int(label) < n_cls:
+        raise UserError(f"{where}: label {int(label)} outside the network's classes 0..{n_cls - 1}")
+    return int(label)
+
+
+def _check_box(lo: np.ndarray, hi: np.ndarray, n_in: int, where: str) -> None:
+    if lo.shape != (n_in,) or hi.shape != (n_in,):
+        raise UserError(f"{where}: box has {lo.size}/{hi.size} bounds, the network has {n_in} inputs")
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise UserError(f"{where}: box bounds must be finite")
+    if np.any(lo > hi):
+        raise UserError(f"{where}: lower bound above upper bound at input {int(np.argmax(lo > hi))}")
+
+
+def regions_from_spec(spec: Spec, net: Network) -> list[Region]:
+    """The spec's ``regions``: each ``{"lower": [...], "upper": [...], "label": l}`` (bounds
+    flattened like the spec's input box); named by ``name``, else its vnnlib file, else its index."""
+    from .spec import _float_vector
+
+    raw = spec.extra.get("regions")
+    if not isinstance(raw, list) or not raw:
+        raise UserError(
+            f"spec '{spec.name}': no 'regions' list to certify (give --regions-data FILE.npz --radius R)"
+        )
+    n_in, n_cls = net.n_inputs, n_classes(net)
+    regions = []
+    for i, r in enumerate(raw):
+        where = f"spec '{spec.name}' region {i}"
+        if not isinstance(r, dict) or not {"lower", "upper", "label"} <= set(r):
+            raise UserError(f"{where}: needs 'lower', 'upper' and 'label'")
+        lo = _float_vector(r["lower"], spec.name, f"region {i} lower")
+        hi = _float_vector(r["upper"], spec.name, f"region {i} upper")
+        _check_box(lo, hi, n_in, where)
+        name = r.get("name") or (Path(str(r["vnnlib"])).name if r.get("vnnlib") else f"region_{i}")
+        regions.append(Region(str(name), lo, hi, _check_label(r["label"], n_cls, where)))
+    return regions
+
+
+def regions_from_data(path: Path, radius: float, spec: Spec, net: Network) -> list[Region]:
+    """One region per image of ``path`` (.npz: ``x`` [N, *input shape] or [N, n_in], ``y`` [N]):
+    box [x - R, x + R] clipped to the spec's input box (R in input units)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--regions-data {p}: file not found")
+    if radius is None or not math.isfinite(radius) or radius < 0:
+        raise UserError("--regions-data needs --radius R (a finite number >= 0, in input units)")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            if "x" not in data or "y" not in data:
+                raise UserError(f"--regions-data {p}: needs arrays 'x' (images) and 'y' (labels)")
+            x, y = np.asarray(data["x"]), np.asarray(data["y"])
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--regions-data {p}: not a readable .npz file ({exc})") from None
+    n_in, n_cls = net.n_inputs, n_classes(net)
+    if x.ndim < 1 or x.shape[0] == 0 or x.size != x.shape[0] * n_in:
+        raise UserError(f"--regions-data {p}: x has shape {x.shape}, expected [N, {n_in} values each]")
+    if y.shape != (x.shape[0],):
+        raise UserError(f"--regions-data {p}: y has shape {y.shape}, expected [{x.shape[0]}]")
+    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
+        raise UserError(f"--regions-data {p}: x and y must be numeric arrays")
+    xs = x.reshape(x.shape[0], n_in).astype(np.float64)
+    if not np.all(np.isfinite(xs)):
+        raise UserError(f"--regions-data {p}: x contains NaN or infinite values")
+    lo_box, hi_box = spec.input_lower, spec.input_upper
+    regions = []
+    for i in range(xs.shape[0]):
+        where = f"--regions-data {p.name} image {i}"
+        lo = np.maximum(xs[i] - radius, lo_box)
+        hi = np.minimum(xs[i] + radius, hi_box)
+        if np.any(lo > hi):
+            j = int(np.argmax(lo > hi))
+            raise UserError(
+                f"{where}: input {j} = {xs[i, j]:g} lies farther than --radius from the input box"
+            )
+        regions.append(Region(f"{p.stem}[{i}]", lo, hi, _check_label(y[i].item(), n_cls, where)))
+    return regions
+
+
+# --------------------------------------------------------------------------------------------
+# The logit-error target (--error)
+# --------------------------------------------------------------------------------------------
+
+
+def shifted(fc: FracChoice, d: int) -> FracChoice:
+    """Every fractional bit of ``fc`` raised by d."""
+    out = fc.copy()
+    out.input += d
+    for table in (out.out, out.weight):
+        for k in table:
+            table[k] = table[k] + d
+    for k in out.const:
+        out.const[k] += d
+    return out
+
+
+def logit_error_bound(net: Network, a: ErrorAnalysis) -> float:
+    """max_j max(|lo_j|, |hi_j|) of the logits' error intervals."""
+    from .ops import logits_node
+
+    e = a.err[logits_node(net)]
+    return float(max(np.max(np.abs(e.lo)), np.max(np.abs(e.hi))))
+
+
+def _analyses(net: Network, regions: list[Region], fc: FracChoice, deltas: DeltaCache) -> list[ErrorAnalysis]:
+    return [analyze_errors(net, r.ranges, fc, QUANT, r.label, deltas) for r in regions]
+
+
+def meet_logit_target(
+    net: Network, regions: list[Region], base: FracChoice | None, eps: float, keep: list[bool]
+) -> tuple[FracChoice, int]:
+    """The first candidate whose logit error bound is <= eps on every region and which keeps the
+    regions of ``keep`` certified: ``base`` raised by d = 0, 1, ... (or, without ``base``, uniform
+    F = 0, 1, ...). Returns (fracs, d or F); InfeasibleError when none up to MAX_FRAC works."""
+    deltas = DeltaCache()
+    best = math.inf
+    for step in range(MAX_FRAC + 1):
+        fc = shifted(base, step) if base is not None else FracChoice.uniform(net, step)
+        analyses = _analyses(net, regions, fc, deltas)
+        worst = max(logit_error_bound(net, a) for a in analyses)
+        best = min(best, worst)
+        if worst <= eps and all(
+            verdict(net, r, a).certified for r, a, k in zip(regions, analyses, keep, strict=True) if k
+        ):
+            return fc, step
+    raise InfeasibleError(
+        f"{net.name}: no format choice up to {MAX_FRAC} extra fractional bits keeps every logit within "
+        f"--error {eps:g} on the regions (smallest logit error bound found {best:.3g})",
+        smallest_error=best,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------
+
+
+def no_provable_message(net: Network, regions: list[Region]) -> str:
+    """The exit-2 line: every region's margin lower bound (min over k != label)."""
+    shown = [f"{r.name}: {float(np.min(np.delete(r.margin_lb, r.label))):.4g}" for r in regions[:20]]
+    more = f", ... ({len(regions) - 20} more)" if len(regions) > 20 else ""
+    return (
+        f"{net.name}: no region is provable for the real network (margin lower bounds min_k "
+        f"y_label - y_k: {', '.join(shown)}{more}); nothing certified, nothing written "
+        "(give smaller regions, or --error EPS for an error target on the logits)"
+    )
+
+
+def fracs_of_program(prog: GraphProgram) -> FracChoice:
+    """The fractional bits ``prog`` was built from (inverse of ``build_program`` on fractions)."""
+    from .graph_program.program import n_channels
+
+    net = prog.net
+    fc = FracChoice(int(prog.input_t.frac.max()), {})
+    for op in net.ops():
+        if op.kind not in ROUNDING_KINDS:
+            continue
+        nd = prog.nodes[op.name]
+        fc.out[op.name] = nd.out_t.frac.reshape(n_channels(op), -1)[:, 0].astype(np.int64)
+        if op.kind in LINEAR_KINDS:
+            fc.weight[op.name] = np.asarray(nd.weight_frac, dtype=np.int64)
+        if op.kind == "avgpool":
+            fc.const[op.name] = int(nd.const_frac)
+    return fc
+
+
+def quantize_classify(
+    model_path: Path,
+    opts: ClassifyOptions,
+    out_dir: Path | str | None,
+    progress: Callable[[str], None] | None = None,
+    force: bool = False,
+) -> ClassifyResult:
+    """Load, build the regions, certify (``certify_cnn``), optionally meet ``--error``, write."""
+    from .frontend import load_model
+    from .graph_program.io import graph_program_to_json
+    from .outdir import OutputPlan
+    from .pipeline import resolve_spec
+    from .progress import phase
+
+    t0 = time.perf_counter()
+    model_path = Path(model_path)
+    if opts.error is not None and (not math.isfinite(opts.error) or opts.error <= 0):
+        raise UserError(f"the error target must be a positive number, got {opts.error}")
+    if opts.radius is not None and opts.regions_data is None:
+        raise UserError("--radius applies to --regions-data FILE.npz; give both")
+    plan = None
+    if out_dir is not None:
+        protected = [model_path] + [Path(p) for p in (opts.spec_path, opts.regions_data) if p is not None]
+        plan = OutputPlan.prepare(out_dir, protected, force)
+    timings: dict[str, float] = {}
+    with phase(progress, "load model and regions"):
+        net, model_spec = load_model(model_path)
+        spec = resolve_spec(net, model_spec, opts)  # type: ignore[arg-type]
+        if opts.regions_data is not None:
+            regions = regions_from_data(opts.regions_data, opts.radius, spec, net)  # type: ignore[arg-type]
+            source = f"{Path(opts.regions_data).name} with radius {opts.radius:g} (clipped to the input box)"
+        else:
+            regions = regions_from_spec(spec, net)
+            source = f"spec '{spec.name}' regions"
+        from .graph_program.program import _check_supported
+
+        _check_supported(net)
+    timings["load_s"] = time.perf_counter() - t0
+    if progress:
+        progress(
+            f"loaded {net.name}: {net.n_inputs} inputs, {n_classes(net)} classes, {len(regions)} regions"
+        )
+    t = time.perf_counter()
+    with phase(progress, f"certify {len(regions)} regions: real margins, error forms, format search"):
+        rep = certify_cnn(net, regions, QUANT, 0, MAX_FRAC)
+    timings["certify_s"] = time.perf_counter() - t
+    provable = [r.provable for r in regions]
+    if not any(provable) and opts.error is None:
+        raise InfeasibleError(no_provable_message(net, regions))
+    fc, prog = rep.search.fracs, rep.search.program
+    eps_step = None
+    if opts.error is not None:
+        t = time.perf_counter()
+        with phase(progress, f"meet the logit error target {opts.error:g} on every region"):
+            base = fc if rep.search.global_frac is not None else None
+            keep = [v.certified for v in rep.search.verdicts]
+            fc, eps_step = meet_logit_target(net, regions, base, opts.error, keep)
+        timings["error_target_s"] = time.perf_counter() - t
+    analyses = _analyses(net, regions, fc, DeltaCache())
+    if opts.error is not None:
+        prog = program_for(net, fc, analyses, QUANT)
+    verdicts = [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
+    report = build_classify_report(
+        net, spec, opts, model_path, source, regions, verdicts, analyses, prog, rep, eps_step, timings
+    )
+    result = ClassifyResult(net, spec, regions, prog, verdicts, report, None, timings)
+    if plan is not None:
+        import json
+
+        from .report import write_classify_reports
+
+        def write(tmp: Path) -> None:
+            (tmp / "program.json").write_text(json.dumps(graph_program_to_json(prog)))
+            buf = io.BytesIO()
+            np.savez(
+                buf,
+                lower=np.stack([r.lower for r in regions]),
+                upper=np.stack([r.upper for r in regions]),
+                label=np.array([r.label for r in regions], dtype=np.int64),
+            )
+            (tmp / REGIONS_FILE).write_bytes(buf.getvalue())
+            timings["total_s"] = time.perf_counter() - t0
+            report["timings"] = timings
+            write_classify_reports(report, tmp)
+
+        with phase(progress, "write program and reports"):
+            plan.commit(write)
+        result.out_dir = Path(out_dir)  # type: ignore[arg-type]
+    else:
+        timings["total_s"] = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# report.json
+# --------------------------------------------------------------------------------------------
+
+
+def _finite_or_none(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def region_entry(net: Network, r: Region, v: RegionVerdict, a: ErrorAnalysis) -> dict[str, Any]:
+    """report.json ``regions[i]``: the verdict at the class of least slack, per-class bounds
+    (``null`` at the label), the per-logit error intervals and whether the bounds hold (no overflow)."""
+    from .ops import logits_node
+
+    assert r.margin_lb is not None and a.margin_err is not None
+    ks = [k for k in range(r.margin_lb.size) if k != r.label]
+    mlb: list[float | None] = [None] * r.margin_lb.size
+    meb: list[float | None] = [None] * r.margin_lb.size
+    for k in ks:
+        mlb[k] = _finite_or_none(float(r.margin_lb[k]))
+        meb[k] = _finite_or_none(float(-a.margin_err.lo[k]))
+    e = a.err[logits_node(net)]
+    return {
+        "name": r.name,
+        "label": r.label,
+        "margin_lower_bound": _finite_or_none(v.margin_lb),
+        "margin_error_bound": _finite_or_none(v.margin_err),
+        "certified": v.certified,
+        "reason": v.reason or None,
+        "provable": r.provable,
+        "worst_class": v.worst_k,
+        "slack": _finite_or_none(v.slack),
+        "margin_min": _finite_or_none(v.margin_min),
+        "margin_lower_bounds": mlb,
+        "margin_error_bounds": meb,
+        "logit_error_lo": [_finite_or_none(float(x)) for x in e.lo.reshape(-1)],
+        "logit_error_hi": [_finite_or_none(float(x)) for x in e.hi.reshape(-1)],
+        "logit_error_bound": _finite_or_none(logit_error_bound(net, a)),
+        "overflow_free": not v.reason.startswith("overflow"),
+    }
+
+
+def formats_summary(prog: GraphProgram) -> list[dict[str, Any]]:
+    """Per rounding node: fractional bits and width range of outputs, weights, accumulators."""
+    out = [{"node": "input", "kind": "input", **_fa_summary(prog.input_t)}]
+    for op in prog.net.ops():
+        if op.kind not in ROUNDING_KINDS:
+            continue
+        nd = prog.nodes[op.name]
+        d: dict[str, Any] = {"node": op.name, "kind": op.kind, **_fa_summary(nd.out_t)}
+        if op.kind in LINEAR_KINDS:
+            d["weight_frac"] = _range(nd.weight_frac)
+            d["weight_width"] = _range(nd.weight_width)
+        if nd.acc_t is not None:
+            d["acc_width"] = _range(nd.acc_t.width)
+        if op.kind == "avgpool":
+            d["const_frac"] = int(nd.const_frac)
+        out.append(d)
+    return out
+
+
+def _range(a: np.ndarray) -> list[int]:
+    a = np.asarray(a, dtype=np.int64)
+    return [int(a.min()), int(a.max())]
+
+
+def _fa_summary(fa: Any) -> dict[str, Any]:
+    return {"frac": _range(fa.frac), "width": _range(fa.width), "int_bits": _range(fa.int_bits)}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build_classify_report(
+    net: Network,
+    spec: Spec,
+    opts: ClassifyOptions,
+    model_path: Path,
+    source: str,
+    regions: list[Region],
+    verdicts: list[RegionVerdict],
+    analyses: list[ErrorAnalysis],
+    prog: GraphProgram,
+    rep: CertifyReport,
+    eps_step: int | None,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The machine-readable classify report (report.json)."""
+    entries = [region_entry(net, r, v, a) for r, v, a in zip(regions, verdicts, analyses, strict=True)]
+    n_cert = sum(e["certified"] for e in entries)
+    n_prov = sum(e["provable"] for e in entries)
+    res = rep.search
+    notes = [CPP_NOTE]
+    if opts.error is not None:
+        notes.append(
+            f"--error {opts.error:g}: fractional bits raised by {eps_step} over the margin-driven choice"
+            if res.global_frac is not None
+            else f"--error {opts.error:g}: no provable region, uniform F = {eps_step} meets the logit target"
+        )
+    return {
+        "tool": "aster_ext",
+        "task": "classify",
+        "network": net.name,
+        "model_path": str(Path(model_path).resolve()),
+        "model_sha256": _sha256(model_path),
+        "reference": net.reference,
+        "spec": spec.name,
+        "quant": prog.quant,
+        "overflow": prog.overflow,
+        "input_lower": [float(v) for v in spec.input_lower],
+        "input_upper": [float(v) for v in spec.input_upper],
+        "regions_source": source,
+        "regions_file": REGIONS_FILE,
+        "n_classes": n_classes(net),
+        "regions": entries,
+        "n_regions": len(entries),
+        "provable_regions": n_prov,
+        "certified_regions": n_cert,
+        "certified_fraction": n_cert / len(entries),
+        "certificate_condition": (
+            "per certified region: for every input in its box the program's argmax is the label "
+            "(margin lower bound of the real network > certified error bound of the margin, no overflow)"
+        ),
+        "target_error": opts.error,
+        "certified_logit_error": max(e["logit_error_bound"] for e in entries)
+        if opts.error is not None
+        else None,
+        "formats": formats_summary(prog),
+        "frac_search": {
+            "method": "greedy per-layer fractional bits (graph_program/certify.py), per-channel integer bits",
+            "global_frac": res.global_frac,
+            "checks": res.checks,
+            "log": res.log,
+            "error_target_step": eps_step,
+        },
+        "cost": asdict(program_cost(prog)),
+        "cost_model": "one multiply-accumulate array per conv layer, reused over all output pixels",
+        "peak_mib": rep.peak_mib,
+        "prepare_seconds": rep.prepare_seconds,
+        "timings": timings,
+        "cpp": None,
+        "notes": notes,
+    }

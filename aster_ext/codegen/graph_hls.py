@@ -62,7 +62,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..fixedpoint import FixedFormat, wrap_or_saturate
-from ..graph_program.program import LINEAR_KINDS, GraphProgram, per_channel
+from ..graph_program.program import GraphProgram
 from ..graph_program.simulate import simulate_graph
 from ..ir import Op
 from ..ops import logits_node
@@ -164,7 +164,8 @@ def _spatial2(op: Op, in_shape: tuple[int, ...], kernel: tuple[int, ...]) -> dic
     out_sp = tuple(op.shape[1:])
     if d == 1:
         in_sp = (1, int(in_shape[1]))
-        kernel, stride, dil, pb, out_sp = (1, kernel[0]), (1, stride[0]), (1, dil[0]), (0, pb[0]), (1, out_sp[0])
+        kernel, stride, dil = (1, kernel[0]), (1, stride[0]), (1, dil[0])
+        pb, out_sp = (0, pb[0]), (1, out_sp[0])
     elif d == 2:
         in_sp = tuple(in_shape[1:])
     else:
@@ -272,7 +273,7 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
                 f"            for (int kx = 0; kx < {g['KW']}; kx++) {{",
                 *_indent(_window_guard(g), 14),
                 f"              const int t = (c * {g['KH']} + ky) * {g['KW']} + kx;",
-                f"              acc += fx_raw<{wt}>({w_read}) * x[((cb + c) * {g['H']} + iy) * {g['W']} + ix];",
+                f"              acc += fx_raw<{wt}>({w_read}) * x[((cb + c) * {g['H']} + iy) * {g['W']} + ix];",  # noqa: E501
                 "            }",
                 "          }",
                 "        }",
@@ -299,7 +300,7 @@ def _emit_avgpool(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     ct = em.types(c_width, c_width - int(nd.const_frac))
     em.decls += [f"// node {k} '{_comment(op.name)}' (avgpool): raw constants c~ = Q_RND(1/k) per output"]
     em.decls += _rom(f"{pre}_c", table, c_width)
-    c_idx = "[p]" if per_pixel else f"[o * {n_pix} + p]"
+    c_read = _rom_read(f"{pre}_c", c_width, "[p]" if per_pixel else f"[o * {n_pix} + p]")
     out_first = np.arange(c_n) * n_pix
     sig = np.stack(
         [nd.acc_t.width, nd.acc_t.int_bits, nd.out_t.width[out_first], nd.out_t.int_bits[out_first]], axis=1
@@ -325,7 +326,7 @@ def _emit_avgpool(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
             f"            s += x[(o * {g['H']} + iy) * {g['W']} + ix];",
             "          }",
             "        }",
-            f"        y[o * {n_pix} + p] = fx_q<{ot}>(s * fx_raw<{ct}>({_rom_read(f'{pre}_c', c_width, c_idx)}));",
+            f"        y[o * {n_pix} + p] = fx_q<{ot}>(s * fx_raw<{ct}>({c_read}));",
             "      }",
             "    }",
             "  }",
@@ -382,7 +383,8 @@ def _emit_add(em: _Emit, k: int, op: Op, xs: list[_Node], y: _Node) -> list[str]
         em.functions += [
             f"// node {k} '{_comment(op.name)}' group {gi}: {chans.size} channel(s) from {chans[0]}; "
             f"exact sum assigned to {ot}",
-            f"void {gpre}(const {a.ctype} a[{a.size}], const {b.ctype} b[{b.size}], {y.ctype} y[{y.size}]) {{",
+            f"void {gpre}(const {a.ctype} a[{a.size}], const {b.ctype} b[{b.size}], "
+            f"{y.ctype} y[{y.size}]) {{",
             *_channel_loop(gpre, chans, em.decls),
             f"    {gpre}_px: for (int p = 0; p < {n_pix}; p++) {{",
             em.pipeline(),
@@ -578,7 +580,7 @@ def _source_text(prog: GraphProgram, ident: str, reuse_factor: int) -> str:
         "  // node outputs (static: memories in hardware, off the stack in C simulation)",
         *em.buffers,
         *em.calls,
-        f"  out_copy: for (int j = 0; j < N_OUT; j++) {{",
+        "  out_copy: for (int j = 0; j < N_OUT; j++) {",
         "#pragma HLS PIPELINE II=1",
         f"    y[j] = {res.buffer}[j];  // exact: out_t is node '{_comment(target)}''s container",
         "  }",

@@ -294,13 +294,17 @@ def _emit_avgpool(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     c_n = int(op.shape[0])
     n_pix = g["OH"] * g["OW"]
     consts = np.asarray(nd.const_raw, dtype=object).reshape(c_n, n_pix)
-    per_pixel = bool(np.all(consts == consts[:1]))
-    table = consts[0] if per_pixel else consts.reshape(-1)
+    if np.all(consts == consts[0, 0]):  # one divisor everywhere: a single constant
+        table, index = consts.reshape(-1)[:1], "[0]"
+    elif np.all(consts == consts[:1]):  # the divisor depends on the output position only
+        table, index = consts[0], "[p]"
+    else:
+        table, index = consts.reshape(-1), f"[o * {n_pix} + p]"
     c_width = max(int(v).bit_length() for v in table) + 1
     ct = em.types(c_width, c_width - int(nd.const_frac))
-    em.decls += [f"// node {k} '{_comment(op.name)}' (avgpool): raw constants c~ = Q_RND(1/k) per output"]
+    em.decls += [f"// node {k} '{_comment(op.name)}' (avgpool): raw constants c~ = Q_RND(1/k)"]
     em.decls += _rom(f"{pre}_c", table, c_width)
-    c_read = _rom_read(f"{pre}_c", c_width, "[p]" if per_pixel else f"[o * {n_pix} + p]")
+    c_read = _rom_read(f"{pre}_c", c_width, index)
     out_first = np.arange(c_n) * n_pix
     sig = np.stack(
         [nd.acc_t.width, nd.acc_t.int_bits, nd.out_t.width[out_first], nd.out_t.int_bits[out_first]], axis=1

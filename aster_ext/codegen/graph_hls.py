@@ -801,26 +801,43 @@ def graph_cpp_matches_simulator(
     :func:`~aster_ext.graph_program.simulate.simulate_graph`. Returns (bit-exact, a one-line
     summary naming the first mismatch, if any)."""
     from ..progress import phase
-    from .compile import compile_harness, run_harness
 
     ident = graph_identifier(name)
     out_dir = Path(out_dir)
     pts, what = check_points(lower, upper, n, seed)
-    x_raw, y_sim = simulate_outputs(prog, pts)
     with tempfile.TemporaryDirectory(prefix="aster-ext-graph-cpp-") as tmp:
         with phase(progress, f"verify: compiling {ident}.cpp with g++ -O1 (ap_types)"):
-            binary = compile_harness(
-                [out_dir / f"{ident}.cpp", out_dir / f"{ident}_tb.cpp"], Path(tmp) / "tb", opt="-O1", jobs=1
-            )
-        with phase(progress, f"verify: running the C++ on {len(x_raw)} inputs"):
-            y_cpp = run_harness(binary, x_raw, args=["-"])
+            binary = compile_graph_testbench(out_dir, Path(tmp) / "tb", name)
+        with phase(progress, f"verify: running the C++ on {len(pts)} inputs"):
+            return compare_with_simulator(prog, binary, pts, what)
+
+
+def compile_graph_testbench(out_dir: Path, binary: Path, name: str = "net") -> Path:
+    """``<name>.cpp`` + ``<name>_tb.cpp`` of ``out_dir`` compiled (g++ -O1, one job) into ``binary``."""
+    from .compile import compile_harness
+
+    ident = graph_identifier(name)
+    out_dir = Path(out_dir)
+    return compile_harness([out_dir / f"{ident}.cpp", out_dir / f"{ident}_tb.cpp"], binary, opt="-O1", jobs=1)
+
+
+def compare_with_simulator(
+    prog: GraphProgram, binary: Path, x: np.ndarray, what: str = ""
+) -> tuple[bool, str]:
+    """Run a compiled testbench on doubles ``x`` [B, N_IN] (quantised to in_t by the simulator)
+    and compare its raw outputs with the simulator's, bit for bit. (bit-exact, one-line summary)."""
+    from .compile import run_harness
+
+    x_raw, y_sim = simulate_outputs(prog, x)
+    y_cpp = run_harness(binary, x_raw, args=["-"])
+    what = f" ({what})" if what else ""
     if y_cpp.shape != y_sim.shape:
         return False, f"C++ printed {y_cpp.shape[1]} outputs per sample, the program has {y_sim.shape[1]}"
     diff = np.argwhere(y_cpp != y_sim)
     if diff.size:
         b, j = (int(v) for v in diff[0])
         return False, (
-            f"MISMATCH on {len({int(r) for r in diff[:, 0]})} of {len(x_raw)} inputs ({what}); first: "
+            f"MISMATCH on {len({int(r) for r in diff[:, 0]})} of {len(x_raw)} inputs{what}; first: "
             f"input {b}, output {j}: C++ raw {y_cpp[b, j]} vs simulator raw {y_sim[b, j]}"
         )
-    return True, f"bit-exact on {len(x_raw)} inputs ({what})"
+    return True, f"bit-exact on {len(x_raw)} inputs{what}"

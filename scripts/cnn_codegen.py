@@ -1,0 +1,146 @@
+"""HLS C++ of certified CNN programs (aster_ext/codegen/graph_hls.py): size, compile cost, bit-exactness.
+
+For every CNN in shared/benchmarks/cnn/: ``certify_cnn`` on its 5 spec regions gives the program
+(as in scripts/cnn_certify.py; cifar10_small has no provable region, so its program is the
+search's fallback at F = 32 with > 64-bit accumulators), ``generate_graph_hls`` writes the
+folder, then ``<net>.cpp`` alone is compiled (``g++ -std=c++14 -O1 -c``, ap_types from hls4ml)
+under ``/usr/bin/time -v`` for wall time and peak resident memory. The testbench is linked and
+run on every region's points (``check_points``: ``--points`` uniform points of the box, as many
+random corners plus the two extreme ones, and points of the box scaled 3x about its centre to
+exercise wrap-around paths); every raw output is compared with ``simulate_graph``.
+Columns: ``groups`` = channel-group functions (one loop nest each), ``formats`` = distinct
+per-channel typedefs, ``cpp_bytes`` = size of ``<net>.cpp``, ``compile_s`` / ``compile_peak_mb``
+(g++ -O1 of ``<net>.cpp``), ``run_s`` = C simulation of all regions' points, ``bit_exact`` =
+regions whose every output matched / regions, ``inputs_per_region`` (in-box points in brackets).
+Timings: wall clock on a shared 2-core machine (noisy when other jobs run).
+Writes results/cnn_codegen.md and results/cnn_codegen.csv.
+Usage: python scripts/cnn_codegen.py [--only NAME ...] [--points N] [--reuse-factor R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "benchmarks"
+NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small"]
+FIELDS = [
+    "network", "certified_regions", "nodes", "groups", "formats", "widest_bits", "generate_s", "cpp_bytes",
+    "compile_s", "compile_peak_mb", "run_s", "bit_exact", "inputs_per_region", "certify_s",
+]  # fmt: skip
+
+
+def timed_compile(cmd: list[str]) -> tuple[float, float]:
+    """(wall s, peak RSS MB) of one compiler run under /usr/bin/time -v (peak nan without it)."""
+    has_time = Path("/usr/bin/time").is_file()
+    t = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd] if has_time else cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"compile failed: {proc.stderr.strip()[-2000:]}")
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+    return wall, (int(m.group(1)) / 1024 if m else float("nan"))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--points", type=int, default=100, help="uniform points per region (and as many corners)")
+    ap.add_argument("--reuse-factor", type=int, default=1)
+    args = ap.parse_args()
+    from aster_ext.codegen.compile import CXX_STD, find_ap_types, find_cxx
+    from aster_ext.codegen.graph_hls import (
+        check_points,
+        compare_with_simulator,
+        compile_graph_testbench,
+        generate_graph_hls,
+    )
+    from aster_ext.frontend.onnx_import import load_onnx
+    from aster_ext.graph_program.certify import Region, certify_cnn
+    from aster_ext.graph_program.simulate import widest_intermediate_bits
+
+    rows = []
+    for stem in NETS:
+        if args.only and stem not in args.only:
+            continue
+        net = load_onnx(SHARED / "cnn" / f"{stem}.onnx")
+        spec = json.loads((SHARED / "cnn" / f"{stem}.spec.json").read_text())
+        regs = [
+            Region(Path(r["vnnlib"]).name, np.array(r["lower"], float), np.array(r["upper"], float), int(lab))
+            for r, lab in ((r, r["label"]) for r in spec["regions"])
+        ]
+        t = time.perf_counter()
+        rep = certify_cnn(net, regs)
+        certify_s = time.perf_counter() - t
+        prog = rep.search.program
+        with tempfile.TemporaryDirectory(prefix="cnn-codegen-") as tmp:
+            out = Path(tmp) / "hls"
+            t = time.perf_counter()
+            paths = generate_graph_hls(prog, out, stem, reuse_factor=args.reuse_factor)
+            gen_s = time.perf_counter() - t
+            cpp = paths[1]
+            text = cpp.read_text()
+            cmd = [
+                find_cxx(), CXX_STD, "-O1", "-Wno-unknown-pragmas", f"-I{find_ap_types()}", f"-I{out}",
+                "-c", str(cpp), "-o", str(Path(tmp) / "net.o"),
+            ]  # fmt: skip
+            compile_s, peak = timed_compile(cmd)
+            binary = compile_graph_testbench(out, Path(tmp) / "tb", stem)
+            exact, n_pts, in_box = [], 0, 0
+            t = time.perf_counter()
+            for i, reg in enumerate(regs):
+                pts, _ = check_points(reg.lower, reg.upper, args.points, seed=i)
+                ok, msg = compare_with_simulator(prog, binary, pts)
+                print(f"{stem} {reg.name}: {msg}", flush=True)
+                exact.append(ok)
+                n_pts = len(pts)
+                in_box = 2 * args.points + 2
+            run_s = time.perf_counter() - t
+        row = {
+            "network": stem,
+            "certified_regions": f"{sum(v.certified for v in rep.search.verdicts)}/{len(regs)}",
+            "nodes": len(prog.nodes),
+            "groups": len(re.findall(r"^void fx_n\d+_g\d+\(", text, flags=re.M)),
+            "formats": len(re.findall(r"^typedef ap_fixed<[^;]*> fx\d+_m?\d+;", text, flags=re.M)),
+            "widest_bits": widest_intermediate_bits(prog),
+            "generate_s": round(gen_s, 2),
+            "cpp_bytes": len(text.encode()),
+            "compile_s": round(compile_s, 1),
+            "compile_peak_mb": round(peak, 0),
+            "run_s": round(run_s, 1),
+            "bit_exact": f"{sum(exact)}/{len(exact)}",
+            "inputs_per_region": f"{n_pts} ({in_box} in the box)",
+            "certify_s": round(certify_s, 1),
+        }
+        rows.append(row)
+        print(" ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
+    out_dir = ROOT / "results"
+    suffix = "" if not args.only else "_" + "_".join(args.only)
+    with open(out_dir / f"cnn_codegen{suffix}.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    doc = (__doc__ or "").split("Writes results")[0].strip().splitlines()
+    lines = ["# HLS C++ of certified CNN graph programs", ""]
+    lines += ["Written by `scripts/cnn_codegen.py`. " + doc[0]]
+    lines += [*doc[1:], "", f"Reuse factor {args.reuse_factor}.", ""]
+    lines += ["| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
+    lines += ["| " + " | ".join(str(r[k]) for k in FIELDS) + " |" for r in rows]
+    (out_dir / f"cnn_codegen{suffix}.md").write_text("\n".join(lines) + "\n")
+    return 0 if all(r["bit_exact"].split("/")[0] == r["bit_exact"].split("/")[1] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

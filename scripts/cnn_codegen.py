@@ -8,7 +8,7 @@ under ``/usr/bin/time -v`` for wall time and peak resident memory. The testbench
 run on every region's points (``check_points``: ``--points`` uniform points of the box, as many
 random corners plus the two extreme ones, and points of the box scaled 3x about its centre to
 exercise wrap-around paths); every raw output is compared with ``simulate_graph``.
-Columns: ``groups`` = channel-group functions (one loop nest each), ``formats`` = distinct
+Columns: ``groups`` = channel groups (one block of code each), ``formats`` = distinct
 per-channel typedefs, ``cpp_bytes`` = size of ``<net>.cpp``, ``compile_s`` / ``compile_peak_mb``
 (g++ -O1 of ``<net>.cpp``), ``run_s`` = C simulation of all regions' points, ``bit_exact`` =
 regions whose every output matched / regions, ``inputs_per_region`` (in-box points in brackets).
@@ -112,7 +112,7 @@ def main() -> int:
             "network": stem,
             "certified_regions": f"{sum(v.certified for v in rep.search.verdicts)}/{len(regs)}",
             "nodes": len(prog.nodes),
-            "groups": len(re.findall(r"^void fx_n\d+_g\d+\(", text, flags=re.M)),
+            "groups": len(re.findall(r"^ +// group \d+: ", text, flags=re.M)),
             "formats": len(re.findall(r"^typedef ap_fixed<[^;]*> fx\d+_m?\d+;", text, flags=re.M)),
             "widest_bits": widest_intermediate_bits(prog),
             "generate_s": round(gen_s, 2),

@@ -211,8 +211,8 @@ def test_pragmas_interface_and_tcl(tmp_path):
     assert "void top(const in_t x[N_IN], out_t y[N_OUT]);" in hdr
     assert f"#define N_IN {int(np.prod(prog.net.input_shape))}" in hdr
     assert "#define N_OUT 3" in hdr
-    # one function per channel group, not per channel or pixel
-    n_groups = len(re.findall(r"^void fx_n\d+_g\d+\(", cpp, flags=re.M))
+    # one block per channel group, not per channel or pixel
+    n_groups = len(re.findall(r"^ +// group \d+: ", cpp, flags=re.M))
     n_channels = sum(op.shape[0] for op in prog.net.ops() if op.kind in ROUNDING_KINDS)
     assert 0 < n_groups <= n_channels
 

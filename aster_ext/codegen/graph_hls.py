@@ -21,14 +21,15 @@ the program is written as an assignment to the channel's declared format: the ch
 node are partitioned into groups of identical type signature (conv/dense: weight type,
 accumulator type, output type; avg-pool: window-sum type, output type; add: output type), one
 ``typedef ap_fixed<W, I, AP_TRN|AP_RND, AP_WRAP> fx<W>_<I>;`` per distinct format, and each
-group is one loop nest (a function ``fx_n<k>_g<g>``) over its channels using those typedefs:
+group is one block of code (an unrolled loop over its channels) using those typedefs:
 
 - conv / dense channel o: ``AT acc = bias (raw, wrapped to AT)``, ``acc += WT(w) * x`` over the
   window (the product of ``WT`` (F_w[o]) and the container (F = F_x) has F_acc = F_w + F_x
   fractional bits: exact; assigning to ``AT`` wraps, and the chain of wrapped partial sums
   equals the wrapped exact sum mod 2^W), padding skipped (reads 0), then ``y = Q(acc -> OT)``;
-- avg-pool: ``AT s += x`` (exact, wraps to the sum type), ``y = Q(s * CT(c~_p) -> OT)`` with the
-  exact product and the 1/k constant per output position (``count_include_pad`` decides k);
+- avg-pool: ``AT s += x`` (exact, wraps to the sum type), ``y = Q(s * CT(c~) -> OT)`` with the
+  exact product and the raw 1/k constant (one, one per output position, or one per element,
+  whichever ``count_include_pad`` and the pads need);
 - add: ``y = Q(a + b -> OT)`` (ap_fixed's sum type is exact, so the result depends only on the
   exact sum, as in the program's "sum at max(F_a, F_b)");
 - max-pool: the largest window value (exact comparisons of container values; padding ignored);
@@ -37,17 +38,21 @@ group is one loop nest (a function ``fx_n<k>_g<g>``) over its channels using tho
 Q is ap_fixed assignment (``fx_q``, shared with the dense emitter :mod:`.hls`). Constants are
 raw C integers turned into their ``ap_fixed`` by bit assignment (``fx_raw``), never decimals.
 Compile cost: the number of distinct ap_fixed instantiations is the number of distinct channel
-signatures, and the code is one loop nest per group, independent of the number of pixels.
+signatures, and the code is one block per group, independent of the number of pixels.
 
-Loops and pragmas (``reuse_factor`` R): every pixel loop is ``#pragma HLS PIPELINE II=R``; the
-window loops inside (c, ky, kx: K terms) are unrolled, so a group instantiates one MAC array of K
-lanes shared by R consecutive cycles (about ceil(K/R) multipliers), reused over all pixels and
-channels of the group; its weight ROM is partitioned ``complete`` (R = 1) or ``cyclic
-factor=ceil(K/R)`` along K. Dense nodes pipeline the neuron loop the same way. The top function
-gets ``ap_ctrl_hs`` and, for x and y, ``ap_vld`` ports reshaped into one wide word when they
-have <= 64 elements, else ``ap_memory`` (RAM) ports. Intermediate buffers are ``static``
-arrays (memories; no partitioning, so BRAM ports may raise the achieved II above R). Pragmas
-never change C semantics: bit-exactness does not depend on them.
+Hardware and pragmas (``reuse_factor`` R). Conv, avg-pool and add nodes are one function whose
+pixel loop is ``#pragma HLS PIPELINE II=R`` and holds every channel group's block, unrolled: one
+multiply-accumulate array of C_out x K lanes per conv layer (K = C_in/G · kernel size; each
+channel's lanes of its own weight width times the input container width), reused over all
+output pixels -- the hardware :func:`~aster_ext.graph_program.certify.program_cost` counts;
+with R > 1 each operator may be shared by R cycles. Dense nodes are the same array without a
+pixel loop (function-level PIPELINE II=R). Weight ROMs are partitioned ``complete`` along the
+channels and ``complete`` (R = 1) or ``cyclic factor=ceil(K/R)`` along K. Max-pool, relu and the
+element moves are pipelined loops (II=R) over channels and pixels. The top function gets
+``ap_ctrl_hs`` and, for x and y, ``ap_vld`` ports reshaped into one wide word when they have <= 64
+elements, else ``ap_memory`` (RAM) ports. Intermediate buffers are ``static`` arrays (memories;
+not partitioned, so their RAM ports may raise the achieved II above R). Pragmas never change C
+semantics: bit-exactness does not depend on them.
 """
 
 from __future__ import annotations
@@ -177,13 +182,18 @@ def _spatial2(op: Op, in_shape: tuple[int, ...], kernel: tuple[int, ...]) -> dic
     }  # fmt: skip
 
 
-def _channel_loop(pre: str, chans: np.ndarray, decls: list[str], var: str = "o") -> list[str]:
-    """Loop header over a group's channels: ``var`` takes each channel index."""
+def _channel_loop(pre: str, chans: np.ndarray, decls: list[str], depth: int) -> list[str]:
+    """Header of an unrolled loop over a group's channels (``o`` takes each channel index),
+    indented by ``depth`` spaces; the caller closes the brace."""
     n, first = int(chans.size), int(chans[0])
+    pad = " " * depth
     if np.array_equal(chans, np.arange(first, first + n)):
-        return [f"  {pre}_ch: for (int i = 0; i < {n}; i++) {{", f"    const int {var} = {first} + i;"]
-    decls.append(f"static const int {pre}_idx[{n}] = {{" + ", ".join(map(str, chans.tolist())) + "};")
-    return [f"  {pre}_ch: for (int i = 0; i < {n}; i++) {{", f"    const int {var} = {pre}_idx[i];"]
+        index = f"{first} + i"
+    else:
+        decls.append(f"static const int {pre}_idx[{n}] = {{" + ", ".join(map(str, chans.tolist())) + "};")
+        index = f"{pre}_idx[i]"
+    head = f"{pad}{pre}: for (int i = 0; i < {n}; i++) {{"
+    return [head, "#pragma HLS UNROLL", f"{pad}  const int o = {index};"]
 
 
 def _window_guard(g: dict[str, int]) -> list[str]:
@@ -203,8 +213,20 @@ def _indent(lines: list[str], n: int) -> list[str]:
 # node emitters: each writes its functions and returns the call statements of the top function
 
 
+def _linear_groups(nd, out_first: np.ndarray) -> list[np.ndarray]:
+    sig = np.stack(
+        [
+            nd.weight_width, nd.weight_width - nd.weight_frac, nd.acc_t.width, nd.acc_t.int_bits,
+            nd.out_t.width[out_first], nd.out_t.int_bits[out_first],
+        ],
+        axis=1,
+    )  # fmt: skip
+    return channel_groups(sig)
+
+
 def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
-    """conv2d / conv1d / affine: one function per channel group (module docstring)."""
+    """conv2d / conv1d / affine: one function; its pixel loop holds one block per channel group
+    (module docstring): the C_out x K MAC array of the layer, reused over the pixels."""
     nd = em.prog.nodes[op.name]
     pre = f"fx_n{k}"
     c_out = int(nd.weight_raw.shape[0])
@@ -219,75 +241,77 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     em.decls += _rom(f"{pre}_b", b_raw, b_width)
     inner = int(np.prod(op.shape[1:])) if len(op.shape) > 1 else 1
     out_first = np.arange(c_out) * inner  # first element of each channel
-    sig = np.stack(
-        [
-            nd.weight_width, nd.weight_width - nd.weight_frac, nd.acc_t.width, nd.acc_t.int_bits,
-            nd.out_t.width[out_first], nd.out_t.int_bits[out_first],
-        ],
-        axis=1,
-    )  # fmt: skip
     u = lanes(n_k, em.reuse_factor)
     part = "complete dim=2" if u == n_k else f"cyclic factor={u} dim=2"
-    calls = []
-    for gi, chans in enumerate(channel_groups(sig)):
+    w_read = _rom_read(f"{pre}_w", w_width, "[o][t]")
+    b_read = _rom_read(f"{pre}_b", b_width, "[o]")
+    conv = op.kind != "affine"
+    if conv:
+        g = _spatial2(op, em.shape(op.inputs[0]), tuple(nd.weight_raw.shape[2:]))
+        cg = int(nd.weight_raw.shape[1])
+        og = c_out // int(op.attrs.get("group", 1))
+        what = f"{c_out} x {n_k} MAC array reused over {g['OH']} x {g['OW']} pixels"
+    else:
+        what = f"{c_out} x {n_k} MAC array"
+    lines = [
+        f"// node {k} '{_comment(op.name)}' ({op.kind}): {what}",
+        f"void {pre}(const {x.ctype} x[{x.size}], {y.ctype} y[{y.size}]) {{",
+        f"#pragma HLS ARRAY_PARTITION variable={pre}_w complete dim=1",
+        f"#pragma HLS ARRAY_PARTITION variable={pre}_w {part}",
+        f"#pragma HLS ARRAY_PARTITION variable={pre}_b complete dim=1",
+    ]
+    if conv:
+        lines += [
+            f"  {pre}_px: for (int oy = 0; oy < {g['OH']}; oy++) {{",
+            f"    for (int ox = 0; ox < {g['OW']}; ox++) {{",
+            em.pipeline(),
+        ]
+    else:
+        lines.append(em.pipeline())
+    d = 6 if conv else 2
+    for gi, chans in enumerate(_linear_groups(nd, out_first)):
         o0 = int(chans[0])
         wt = em.types(int(nd.weight_width[o0]), int(nd.weight_width[o0] - nd.weight_frac[o0]))
         at = em.fmt(nd.acc_t, o0)
         ot = em.fmt(nd.out_t, int(out_first[o0]))
         gpre = f"{pre}_g{gi}"
-        w_read = _rom_read(f"{pre}_w", w_width, "[o][t]")
-        b_read = _rom_read(f"{pre}_b", b_width, "[o]")
-        head = [
-            f"// node {k} '{_comment(op.name)}' group {gi}: {chans.size} channel(s) from {o0}; "
-            f"weights {wt}, accumulator {at}, output {ot}",
-            f"void {gpre}(const {x.ctype} x[{x.size}], {y.ctype} y[{y.size}]) {{",
-            f"#pragma HLS ARRAY_PARTITION variable={pre}_w {part}",
-        ]
-        loop = _channel_loop(gpre, chans, em.decls)
-        if op.kind == "affine":
+        lines.append(
+            f"{' ' * d}// group {gi}: {chans.size} channel(s) from {o0}; weights {wt}, accumulator {at}, "
+            f"output {ot}"
+        )
+        lines += _channel_loop(gpre, chans, em.decls, d)
+        if conv:
             body = [
-                *loop[:1],
-                em.pipeline(),
-                *loop[1:],
-                f"    {at} acc = fx_raw<{at}>({b_read});",
-                f"    {gpre}_mac: for (int t = 0; t < {n_k}; t++) {{",
-                "#pragma HLS UNROLL",
-                f"      acc += fx_raw<{wt}>({w_read}) * x[t];",
+                f"const int cb = (o / {og}) * {cg};  // first input channel of o's group",
+                f"{at} acc = fx_raw<{at}>({b_read});",
+                f"{gpre}_mac: for (int c = 0; c < {cg}; c++) {{",
+                f"  for (int ky = 0; ky < {g['KH']}; ky++) {{",
+                f"    for (int kx = 0; kx < {g['KW']}; kx++) {{",
+                *_indent(_window_guard(g), 6),
+                f"      const int t = (c * {g['KH']} + ky) * {g['KW']} + kx;",
+                f"      acc += fx_raw<{wt}>({w_read}) * x[((cb + c) * {g['H']} + iy) * {g['W']} + ix];",
                 "    }",
-                f"    y[o] = fx_q<{ot}>(acc);",
                 "  }",
+                "}",
+                f"y[(o * {g['OH']} + oy) * {g['OW']} + ox] = fx_q<{ot}>(acc);",
             ]
         else:
-            g = _spatial2(op, em.shape(op.inputs[0]), tuple(nd.weight_raw.shape[2:]))
-            cg = int(nd.weight_raw.shape[1])
-            og = c_out // int(op.attrs.get("group", 1))
             body = [
-                *loop,
-                f"    const int cb = (o / {og}) * {cg};  // first input channel of o's group",
-                f"    {gpre}_px: for (int oy = 0; oy < {g['OH']}; oy++) {{",
-                f"      for (int ox = 0; ox < {g['OW']}; ox++) {{",
-                em.pipeline(),
-                f"        {at} acc = fx_raw<{at}>({b_read});",
-                f"        {gpre}_mac: for (int c = 0; c < {cg}; c++) {{",
-                f"          for (int ky = 0; ky < {g['KH']}; ky++) {{",
-                f"            for (int kx = 0; kx < {g['KW']}; kx++) {{",
-                *_indent(_window_guard(g), 14),
-                f"              const int t = (c * {g['KH']} + ky) * {g['KW']} + kx;",
-                f"              acc += fx_raw<{wt}>({w_read}) * x[((cb + c) * {g['H']} + iy) * {g['W']} + ix];",  # noqa: E501
-                "            }",
-                "          }",
-                "        }",
-                f"        y[(o * {g['OH']} + oy) * {g['OW']} + ox] = fx_q<{ot}>(acc);",
-                "      }",
-                "    }",
-                "  }",
+                f"{at} acc = fx_raw<{at}>({b_read});",
+                f"{gpre}_mac: for (int t = 0; t < {n_k}; t++) {{",
+                f"  acc += fx_raw<{wt}>({w_read}) * x[t];",
+                "}",
+                f"y[o] = fx_q<{ot}>(acc);",
             ]
-        em.functions += [*head, *body, "}", ""]
-        calls.append(f"  {gpre}({x.buffer}, {y.buffer});")
-    return calls
+        lines += _indent(body, d + 2) + [" " * d + "}"]
+    if conv:
+        lines += ["    }", "  }"]
+    em.functions += [*lines, "}", ""]
+    return [f"  {pre}({x.buffer}, {y.buffer});"]
 
 
 def _emit_avgpool(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
+    """Window sums and 1/k products of all channels per pixel (one block per channel group)."""
     nd = em.prog.nodes[op.name]
     pre = f"fx_n{k}"
     g = _spatial2(op, em.shape(op.inputs[0]), tuple(int(v) for v in op.attrs["kernel"]))
@@ -309,36 +333,33 @@ def _emit_avgpool(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     sig = np.stack(
         [nd.acc_t.width, nd.acc_t.int_bits, nd.out_t.width[out_first], nd.out_t.int_bits[out_first]], axis=1
     )
-    calls = []
+    lines = [
+        f"// node {k} '{_comment(op.name)}' (avgpool): {c_n} window sums and 1/k products per pixel",
+        f"void {pre}(const {x.ctype} x[{x.size}], {y.ctype} y[{y.size}]) {{",
+        f"  {pre}_px: for (int oy = 0; oy < {g['OH']}; oy++) {{",
+        f"    for (int ox = 0; ox < {g['OW']}; ox++) {{",
+        em.pipeline(),
+        f"      const int p = oy * {g['OW']} + ox;",
+    ]
     for gi, chans in enumerate(channel_groups(sig)):
         o0 = int(chans[0])
         at, ot = em.fmt(nd.acc_t, o0), em.fmt(nd.out_t, int(out_first[o0]))
         gpre = f"{pre}_g{gi}"
-        em.functions += [
-            f"// node {k} '{_comment(op.name)}' group {gi}: {chans.size} channel(s) from {o0}; window sum "
-            f"{at}, 1/k {ct}, output {ot}",
-            f"void {gpre}(const {x.ctype} x[{x.size}], {y.ctype} y[{y.size}]) {{",
-            *_channel_loop(gpre, chans, em.decls),
-            f"    {gpre}_px: for (int oy = 0; oy < {g['OH']}; oy++) {{",
-            f"      for (int ox = 0; ox < {g['OW']}; ox++) {{",
-            em.pipeline(),
-            f"        const int p = oy * {g['OW']} + ox;",
-            f"        {at} s = 0;",
-            f"        {gpre}_win: for (int ky = 0; ky < {g['KH']}; ky++) {{",
-            f"          for (int kx = 0; kx < {g['KW']}; kx++) {{",
-            *_indent(_window_guard(g), 12),
-            f"            s += x[(o * {g['H']} + iy) * {g['W']} + ix];",
-            "          }",
-            "        }",
-            f"        y[o * {n_pix} + p] = fx_q<{ot}>(s * fx_raw<{ct}>({c_read}));",
-            "      }",
-            "    }",
+        lines.append(f"      // group {gi}: {chans.size} channel(s) from {o0}; sum {at}, 1/k {ct}, out {ot}")
+        lines += _channel_loop(gpre, chans, em.decls, 6)
+        body = [
+            f"{at} s = 0;",
+            f"{gpre}_win: for (int ky = 0; ky < {g['KH']}; ky++) {{",
+            f"  for (int kx = 0; kx < {g['KW']}; kx++) {{",
+            *_indent(_window_guard(g), 4),
+            f"    s += x[(o * {g['H']} + iy) * {g['W']} + ix];",
             "  }",
             "}",
-            "",
+            f"y[o * {n_pix} + p] = fx_q<{ot}>(s * fx_raw<{ct}>({c_read}));",
         ]
-        calls.append(f"  {gpre}({x.buffer}, {y.buffer});")
-    return calls
+        lines += _indent(body, 8) + ["      }"]
+    em.functions += [*lines, "    }", "  }", "}", ""]
+    return [f"  {pre}({x.buffer}, {y.buffer});"]
 
 
 def _emit_maxpool(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
@@ -373,6 +394,7 @@ def _emit_maxpool(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
 
 
 def _emit_add(em: _Emit, k: int, op: Op, xs: list[_Node], y: _Node) -> list[str]:
+    """Exact sums of all channels per pixel, each assigned to its channel's format."""
     nd = em.prog.nodes[op.name]
     pre = f"fx_n{k}"
     c_n = int(op.shape[0]) if op.shape else 1
@@ -380,27 +402,24 @@ def _emit_add(em: _Emit, k: int, op: Op, xs: list[_Node], y: _Node) -> list[str]
     out_first = np.arange(c_n) * n_pix
     sig = np.stack([nd.out_t.width[out_first], nd.out_t.int_bits[out_first]], axis=1)
     a, b = xs
-    calls = []
+    lines = [
+        f"// node {k} '{_comment(op.name)}' (add): {c_n} adders reused over {n_pix} pixel(s)",
+        f"void {pre}(const {a.ctype} a[{a.size}], const {b.ctype} b[{b.size}], {y.ctype} y[{y.size}]) {{",
+        f"  {pre}_px: for (int p = 0; p < {n_pix}; p++) {{",
+        em.pipeline(),
+    ]
     for gi, chans in enumerate(channel_groups(sig)):
         ot = em.fmt(nd.out_t, int(out_first[chans[0]]))
         gpre = f"{pre}_g{gi}"
-        em.functions += [
-            f"// node {k} '{_comment(op.name)}' group {gi}: {chans.size} channel(s) from {chans[0]}; "
-            f"exact sum assigned to {ot}",
-            f"void {gpre}(const {a.ctype} a[{a.size}], const {b.ctype} b[{b.size}], "
-            f"{y.ctype} y[{y.size}]) {{",
-            *_channel_loop(gpre, chans, em.decls),
-            f"    {gpre}_px: for (int p = 0; p < {n_pix}; p++) {{",
-            em.pipeline(),
+        lines.append(f"    // group {gi}: {chans.size} channel(s) from {chans[0]}; exact sum -> {ot}")
+        lines += _channel_loop(gpre, chans, em.decls, 4)
+        lines += [
             f"      const int j = o * {n_pix} + p;",
             f"      y[j] = fx_q<{ot}>(a[j] + b[j]);",
             "    }",
-            "  }",
-            "}",
-            "",
         ]
-        calls.append(f"  {gpre}({a.buffer}, {b.buffer}, {y.buffer});")
-    return calls
+    em.functions += [*lines, "  }", "}", ""]
+    return [f"  {pre}({a.buffer}, {b.buffer}, {y.buffer});"]
 
 
 def _emit_relu(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:

@@ -254,3 +254,9 @@ def test_checker_reports_a_mismatch(tmp_path):
     ok, msg = graph_cpp_matches_simulator(dataclasses.replace(prog, quant="RND"), tmp_path, lo, hi, 0, 20)
     assert not ok
     assert msg.startswith("MISMATCH on") and "C++ raw" in msg
+
+
+def test_top_name_never_clashes_with_generated_names():
+    cases = {"in_t": "net_in_t", "fx8_2": "net_fx8_2", "fx_n0": "net_fx_n0", "my net": "my_net"}
+    for name, ident in cases.items():
+        assert graph_identifier(name) == ident

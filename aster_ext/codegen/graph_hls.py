@@ -84,9 +84,10 @@ PORT_RESHAPE_MAX = 64  # top-level arrays up to this size become one wide ap_vld
 
 def graph_identifier(name: str) -> str:
     """The C++ name of the top function (:func:`~.hls.c_identifier`, never clashing with the
-    internal names ``fx_*`` and the format typedefs ``fx<W>_<I>``)."""
+    internal names ``fx_*``, the format typedefs ``fx<W>_<I>``, the header's names or main)."""
     ident = c_identifier(name)
-    return "net_" + ident if re.match(r"fx\d", ident) else ident
+    reserved = ident in ("in_t", "out_t", "N_IN", "N_OUT", "main") or re.match(r"fx\d", ident)
+    return "net_" + ident if reserved else ident
 
 
 def container(fmt: FormatArray) -> tuple[int, int]:
@@ -762,7 +763,9 @@ def generate_graph_hls(
     """Write ``<name>.h``, ``<name>.cpp``, ``<name>_tb.cpp``, ``<name>_hls.tcl`` and the testbench
     vectors ``<name>_tb_in.txt`` / ``<name>_tb_out.txt`` into ``out_dir`` (created if needed;
     files of these names are overwritten). ``<name>`` is :func:`graph_identifier` of ``name``
-    (also the top function's name). Returns the paths in that order."""
+    (also the top function's name). Returns the paths in that order. UnsupportedError (one
+    line) for what the emitter does not cover: per-element input formats, modes other than
+    AP_TRN/AP_RND with AP_WRAP, node kinds without an emitter."""
     reuse_factor = check_reuse_factor(reuse_factor)
     _check_program(prog)
     out_dir = Path(out_dir)

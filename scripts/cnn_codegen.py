@@ -4,7 +4,7 @@ For every CNN in shared/benchmarks/cnn/: ``certify_cnn`` on its 5 spec regions g
 (as in scripts/cnn_certify.py; cifar10_small has no provable region, so its program is the
 search's fallback at F = 32 with > 64-bit accumulators), ``generate_graph_hls`` writes the
 folder, then ``<net>.cpp`` alone is compiled (``g++ -std=c++14 -O1 -c``, ap_types from hls4ml)
-under ``/usr/bin/time -v`` for wall time and peak resident memory. The testbench is linked and
+under ``/usr/bin/time -v`` for wall time, CPU time and peak memory. The testbench is linked and
 run on every region's points (``check_points``: ``--points`` uniform points of the box, as many
 random corners plus the two extreme ones, and points of the box scaled 3x about its centre to
 exercise wrap-around paths); every raw output is compared with ``simulate_graph``.
@@ -14,9 +14,10 @@ seed 0) as a graph program with F = 10 everywhere and random per-neuron integer 
 channel groups), checked on one box [0, 1]^784 (no certification: a code-size/compile-time probe
 for dense layers through this emitter).
 Columns: ``groups`` = channel groups (one block of code each), ``formats`` = distinct
-per-channel typedefs, ``cpp_bytes`` = size of ``<net>.cpp``, ``compile_s`` / ``compile_peak_mb``
-(g++ -O1 of ``<net>.cpp``), ``run_s`` = C simulation of all regions' points, ``bit_exact`` =
-regions whose every output matched / regions, ``inputs_per_region`` (in-box points in brackets),
+per-channel typedefs, ``cpp_bytes`` = size of ``<net>.cpp``; g++ -O1 of ``<net>.cpp``:
+``compile_s`` (wall), ``compile_cpu_s`` (user + system, less sensitive to other jobs) and
+``compile_peak_mb``; ``run_s`` = C simulation of all regions' points; ``bit_exact`` = regions
+whose every output matched / regions; ``inputs_per_region`` (in-box points in brackets);
 ``load`` = the machine's 1-minute load average when the compile started.
 Timings: wall clock on a shared 2-core machine (noisy when other jobs run; see ``load``).
 Writes results/cnn_codegen.md and results/cnn_codegen.csv.
@@ -44,20 +45,26 @@ SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "ben
 NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small"]
 FIELDS = [
     "network", "certified_regions", "nodes", "groups", "formats", "widest_bits", "generate_s", "cpp_bytes",
-    "compile_s", "compile_peak_mb", "load", "run_s", "bit_exact", "inputs_per_region", "certify_s",
+    "compile_s", "compile_cpu_s", "compile_peak_mb", "load", "run_s", "bit_exact", "inputs_per_region",
+    "certify_s",
 ]  # fmt: skip
 
 
-def timed_compile(cmd: list[str]) -> tuple[float, float]:
-    """(wall s, peak RSS MB) of one compiler run under /usr/bin/time -v (peak nan without it)."""
+def timed_compile(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall s, CPU s = user + system, peak RSS MB) of one compiler run under /usr/bin/time -v
+    (CPU and peak nan without it)."""
     has_time = Path("/usr/bin/time").is_file()
     t = time.perf_counter()
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd] if has_time else cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"compile failed: {proc.stderr.strip()[-2000:]}")
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    return wall, (int(m.group(1)) / 1024 if m else float("nan"))
+    def field(name: str) -> float:
+        m = re.search(rf"{name}: ([0-9.]+)", proc.stderr)
+        return float(m.group(1)) if m else float("nan")
+
+    cpu = field(r"User time \(seconds\)") + field(r"System time \(seconds\)")
+    return wall, cpu, field(r"Maximum resident set size \(kbytes\)") / 1024
 
 
 def dense_probe():
@@ -106,7 +113,7 @@ def measure(stem, prog, regs, certified: str, certify_s: float, args) -> dict[st
             "-c", str(cpp), "-o", str(Path(tmp) / "net.o"),
         ]  # fmt: skip
         load = os.getloadavg()[0]
-        compile_s, peak = timed_compile(cmd)
+        compile_s, compile_cpu, peak = timed_compile(cmd)
         binary = compile_graph_testbench(out, Path(tmp) / "tb", stem)
         exact, n_pts = [], 0
         t = time.perf_counter()
@@ -127,6 +134,7 @@ def measure(stem, prog, regs, certified: str, certify_s: float, args) -> dict[st
         "generate_s": round(gen_s, 2),
         "cpp_bytes": len(text.encode()),
         "compile_s": round(compile_s, 1),
+        "compile_cpu_s": round(compile_cpu, 1),
         "compile_peak_mb": round(peak, 0),
         "load": round(load, 1),
         "run_s": round(run_s, 1),

@@ -56,8 +56,9 @@ QUANT = "TRN"
 MAX_FRAC = 32
 REGIONS_FILE = "regions.npz"
 CPP_NOTE = (
-    "no C++ is generated for graph programs (CNNs, classifiers) in this version; program.json "
-    "holds every type and constant, and verify checks the bit-exact simulator"
+    "HLS C++ of the program (codegen/graph_hls.py): void NAME(const in_t x[N_IN], out_t y[N_OUT]), "
+    "x = the ONNX input flattened in C order, y = the logits; verify compiles it and compares it bit "
+    "for bit with the simulator"
 )
 
 
@@ -71,6 +72,7 @@ class ClassifyOptions:
     regions_data: Path | None = None
     radius: float | None = None
     error: float | None = None  # optional ε on the logits over every region
+    reuse_factor: int = 1  # HLS pragmas of the emitted C++ (codegen/graph_hls.py)
 
 
 @dataclass
@@ -376,10 +378,15 @@ def quantize_classify(
     if plan is not None:
         import json
 
+        from .codegen.graph_hls import generate_graph_hls, graph_identifier
         from .report import write_classify_reports
+
+        report["cpp"] = {"name": graph_identifier(net.name), "reuse_factor": opts.reuse_factor}
 
         def write(tmp: Path) -> None:
             (tmp / "program.json").write_text(json.dumps(graph_program_to_json(prog)))
+            files = generate_graph_hls(prog, tmp, net.name, reuse_factor=opts.reuse_factor)
+            report["cpp"]["files"] = [p.name for p in files]
             buf = io.BytesIO()
             np.savez(
                 buf,

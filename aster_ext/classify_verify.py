@@ -26,8 +26,12 @@ Two independent kinds of evidence, per region (box B, label l, report.json ``reg
    largest drop/bound ratio (random coordinates moved to a bound or resampled) and keeps the
    worst. ``label_agreement`` = fraction of checked inputs where argmax y~ = argmax y.
 
-The compiled C++ of graph programs does not exist yet: ``bit_exact_cpp`` is null (with a note);
-a C++ evaluator can be passed as ``logits_of`` (any callable xs [B, n_in] -> logits [B, n_cls]).
+The program under test is the compiled C++ that quantize wrote (``report.json`` ``cpp``;
+:class:`~aster_ext.codegen.graph_hls.CompiledGraphLogits`), compared bit for bit with the
+simulator on >= BIT_EXACT_MIN random and corner inputs per region (``bit_exact_cpp``); with
+``check_cpp=False`` (``--no-cpp``) or no C++ in the folder it is the bit-exact simulator and
+``bit_exact_cpp`` is null. Any other evaluator can be passed as ``logits_of`` (a callable
+xs [B, n_in] -> logits [B, n_cls]).
 """
 
 from __future__ import annotations
@@ -193,7 +197,7 @@ class ClassifyVerifyResult:
             + (f", label agreement >= {min(agree):.3f}" if agree else "")
             + (f", overflows {self.overflows}" if self.overflows else "")
             + f", C++ bit-exact {self.bit_exact_cpp}"
-            + (" (no C++ for graph programs yet)" if self.bit_exact_cpp is None else "")
+            + (" (C++ not checked)" if self.bit_exact_cpp is None else "")
         )
         return text + "".join(f"; REPORT INCONSISTENT: {p}" for p in self.report_problems[:3])
 
@@ -613,6 +617,7 @@ def verify_classify_directory(
     progress: Callable[[str], None] | None = None,
     logits_of: LogitsFn | None = None,
     compiled_logits_of: LogitsFn | None = None,
+    check_cpp: bool = True,
 ) -> ClassifyVerifyResult:
     """Verify a classify output folder and write DIR/verify.json (module docstring).
 
@@ -652,13 +657,37 @@ def verify_classify_directory(
     sim = SimulatorLogits(prog)
     evaluator = logits_of if logits_of is not None else sim
     reference = None
+    compiled = None
+    cpp = report.get("cpp") if isinstance(report.get("cpp"), dict) else None
+    note = CPP_NOTE
+    if compiled_logits_of is None and logits_of is None and check_cpp and cpp is not None:
+        from .codegen.graph_hls import CompiledGraphLogits
+
+        name = str(cpp.get("name", ""))
+        missing = [f for f in (f"{name}.cpp", f"{name}_tb.cpp", f"{name}.h") if not (out_dir / f).is_file()]
+        if missing:
+            raise UserError(f"{out_dir}: the C++ report.json names is missing ({', '.join(missing)})")
+        with phase(progress, f"verify: compiling {name}.cpp with g++ -O1 (ap_types)"):
+            compiled = CompiledGraphLogits(prog, out_dir, name)
+        compiled_logits_of = compiled
+    elif cpp is None:
+        note = "no C++ in this output folder: the bit-exact simulator was checked"
+    elif not check_cpp:
+        note = "--no-cpp: the C++ was not compiled; the bit-exact simulator was checked"
     if compiled_logits_of is not None:
         evaluator, reference = compiled_logits_of, sim
-    checks = verify_regions(net, regions, claims, evaluator, samples, search_iters, seed, progress, reference)
-    res = ClassifyVerifyResult(checks, problems, time.perf_counter() - t0, seed, recheck_s=recheck_s)
+    try:
+        checks = verify_regions(
+            net, regions, claims, evaluator, samples, search_iters, seed, progress, reference
+        )
+    finally:
+        if compiled is not None:
+            compiled.close()
+    res = ClassifyVerifyResult(checks, problems, time.perf_counter() - t0, seed, recheck_s=recheck_s,
+                               cpp_note=note)  # fmt: skip
     if reference is not None:
         res.bit_exact_cpp = all(c.bit_exact for c in checks)
         res.cpp_samples = sum(c.bit_exact_samples for c in checks)
-        res.cpp_note = "compiled program compared bit for bit with the simulator"
+        res.cpp_note = "the compiled C++ (or the evaluator passed in) compared bit for bit with the simulator"
     record_output_file(out_dir, "verify.json", json.dumps(res.to_json(), indent=1))
     return res

@@ -332,8 +332,7 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
 
     if args.backend != "hls":
         raise UserError("--task classify: only the default backend (graph programs) is available")
-    for flag, value, default in (("--mode", args.mode, "refined"), ("--setting", args.setting, "A"),
-                                 ("--reuse-factor", args.reuse_factor, 1)):  # fmt: skip
+    for flag, value, default in (("--mode", args.mode, "refined"), ("--setting", args.setting, "A")):
         if value != default:
             raise UserError(f"{flag} applies to --task regress (dense chains), not to --task classify")
     opts = ClassifyOptions(
@@ -343,6 +342,7 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         regions_data=args.regions_data,
         radius=args.radius,
         error=args.error,
+        reuse_factor=args.reuse_factor,
     )
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)

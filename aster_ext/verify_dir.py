@@ -55,7 +55,7 @@ def verify_directory(
         from .classify_verify import verify_classify_directory
 
         return verify_classify_directory(  # type: ignore[return-value]
-            out_dir, report, classify_samples, classify_search_iters, seed, progress
+            out_dir, report, classify_samples, classify_search_iters, seed, progress, check_cpp=check_cpp
         )
     check_output_file(out_dir, "verify.json")
     program = load_program(out_dir / "program.json")

@@ -173,7 +173,10 @@ def test_tiny_cnn_quantize_and_verify(cnn_dir: Path, tmp_path: Path, capsys) -> 
     assert capsys.readouterr().out.startswith("verify OK")
     v = json.loads((out / "verify.json").read_text())
     assert v["task"] == "classify" and v["violations"] == 0 and v["passed"] is True
-    assert v["bit_exact_cpp"] is None and "C++" in v["cpp_note"]
+    # the compiled C++ was the program under test, bit-exact with the simulator
+    assert v["bit_exact_cpp"] is True and "C++" in v["cpp_note"]
+    assert all((out / f).is_file() for f in r["cpp"]["files"])
+    assert r["cpp"]["name"] + ".cpp" in r["cpp"]["files"]
     assert len(v["regions"]) == 4
     for reg in v["regions"]:
         assert 0.0 <= reg["label_agreement"] <= 1.0
@@ -344,9 +347,14 @@ def test_output_folder_rules(cnn_dir: Path, tmp_path: Path, capsys) -> None:
 def test_option_errors(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     model = cnn_dir / "tiny_cnn.onnx"
     out = tmp_path / "o"
-    for extra in (["--mode", "aster"], ["--backend", "hls4ml"], ["--reuse-factor", "2"]):
+    for extra in (["--mode", "aster"], ["--backend", "hls4ml"]):
         assert _run(["quantize", model, *extra, "--out", out, "--quiet"]) == 2
         assert "classify" in capsys.readouterr().err
+    # --reuse-factor reaches the C++ of graph programs (its pragmas)
+    assert _run(["quantize", model, "--reuse-factor", "2", "--out", out, "--quiet"]) == 0
+    name = json.loads((out / "report.json").read_text())["cpp"]["name"]
+    assert "PIPELINE II=2" in (out / f"{name}.cpp").read_text()
+    out = tmp_path / "o2"
     # a CNN on the regression path is refused as before (one line naming a node)
     assert _run(["quantize", model, "--task", "regress", "--error", "0.1", "--out", out, "--quiet"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
@@ -560,3 +568,16 @@ def test_compiled_evaluator_hook(cnn_dir: Path, tmp_path: Path) -> None:
 
     res = verify_classify_directory(out, report, 20, 1, 0, None, compiled_logits_of=off_by_one_lsb)
     assert res.bit_exact_cpp is False and not res.passed
+
+
+def test_verify_no_cpp_checks_the_simulator(cnn_dir: Path, tmp_path: Path) -> None:
+    """--no-cpp: nothing is compiled, the simulator is the program under test, bit_exact_cpp null;
+    a deleted .cpp that report.json names is a one-line error, not a silent simulator run."""
+    out = tmp_path / "out"
+    assert _run(["quantize", cnn_dir / "tiny_cnn.onnx", "--out", out, "--quiet"]) == 0
+    assert _run(["verify", out, "--samples", "20", "--search-iters", "1", "--no-cpp", "--quiet"]) == 0
+    v = json.loads((out / "verify.json").read_text())
+    assert v["bit_exact_cpp"] is None and "--no-cpp" in v["cpp_note"]
+    name = json.loads((out / "report.json").read_text())["cpp"]["name"]
+    (out / f"{name}.cpp").unlink()
+    assert _run(["verify", out, "--samples", "20", "--search-iters", "1", "--quiet"]) == 2

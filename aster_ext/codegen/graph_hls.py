@@ -863,3 +863,35 @@ def compare_with_simulator(
             f"input {b}, output {j}: C++ raw {y_cpp[b, j]} vs simulator raw {y_sim[b, j]}"
         )
     return True, f"bit-exact on {len(x_raw)} inputs{what}"
+
+
+class CompiledGraphLogits:
+    """``logits_of`` of the compiled C++ in ``out_dir``: doubles xs [B, N_IN] -> logits [B, N_OUT].
+
+    Compiles ``<name>.cpp`` + testbench once (g++ -O1, a private temp folder removed with the
+    object). Inputs are brought to in_t by the simulator's input quantisation (the same raw
+    integers the testbench of ``graph_cpp_matches_simulator`` is fed); the C++'s raw out_t integers
+    r become r · 2^-F_out, exact in float64 up to 53 significant bits and otherwise rounded exactly
+    as the simulator's values are (scaling by a power of two commutes with rounding). ``overflows``
+    counts the wrapped assignments the simulator saw on the same inputs (the C++ cannot report
+    them; it is bit-exact with the simulator where verify checks it)."""
+
+    def __init__(self, prog: GraphProgram, out_dir: Path, name: str = "net") -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="aster-ext-graph-cpp-")
+        self.prog = prog
+        self.binary = compile_graph_testbench(Path(out_dir), Path(self._tmp.name) / "tb", name)
+        _, out_f, _ = _io_types(prog)
+        self.scale = 2.0 ** -int(out_f.frac_bits)
+        self.overflows = 0
+
+    def __call__(self, xs: np.ndarray) -> np.ndarray:
+        from .compile import run_harness
+
+        tr = simulate_graph(self.prog, np.asarray(xs, dtype=np.float64))
+        self.overflows += int(sum(tr.overflows.values()))
+        x_raw = np.asarray(tr.raw[self.prog.net.input_name], dtype=object)
+        y_raw = run_harness(self.binary, x_raw, args=["-"])
+        return y_raw.astype(np.float64) * self.scale
+
+    def close(self) -> None:
+        self._tmp.cleanup()

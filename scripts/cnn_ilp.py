@@ -121,7 +121,7 @@ def run_network(stem: str, time_limit: float, n_points: int) -> tuple[dict, list
     results = {}
     for gran in ("layer", "channel"):
         t0 = time.perf_counter()
-        res = ilp_refine(net, regs, greedy, "TRN", 0, 32, gran, time_limit, 8)
+        res = ilp_refine(net, regs, greedy, "TRN", 0, 32, gran, time_limit, 12)
         results[gran] = (res, time.perf_counter() - t0)
         print(stem, gran, *res.log[-(len(res.ilp.rounds) + 1) :], sep="\n  ", flush=True)
     res_c, t_chan = results["channel"]
@@ -210,7 +210,7 @@ def main() -> int:
         w.writerows(region_rows)
     doc = (__doc__ or "").split("Writes results")[0].strip().splitlines()
     lines = ["# Per-channel ILP formats for certified CNNs", "", "Written by `scripts/cnn_ilp.py`. " + doc[0]]
-    note = f"HiGHS time limit {args.time_limit:g} s per solve, at most 8 solves per search."
+    note = f"HiGHS time limit {args.time_limit:g} s per solve, at most 12 solves per search."
     lines += [*doc[1:], "", "AP_TRN, AP_WRAP everywhere; candidate F in [0, 32]; " + note, ""]
     lines += ["| " + " | ".join(NET_FIELDS) + " |", "|" + "---|" * len(NET_FIELDS)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in NET_FIELDS) + " |" for r in net_rows]

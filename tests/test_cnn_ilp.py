@@ -170,8 +170,8 @@ def test_ilp_program_certified_cheaper_and_never_exceeded(seed, pool, residual, 
 
 @pytest.mark.slow
 def test_ilp_beats_greedy_on_a_wide_layer():
-    """Per-channel formats pay off when channels matter unequally: 6 conv channels, one of them
-    nearly dead; the ILP program is certified and strictly cheaper than the per-layer greedy."""
+    """A random CNN (seed 7) whose channels matter unequally: the ILP program is certified and
+    strictly cheaper than the per-layer greedy result."""
     rng = np.random.default_rng(7)
     net = random_cnn(rng, False, "max")
     regs = _regions(rng, net, 2, 0.02)
@@ -190,7 +190,7 @@ def test_wrong_ilp_answer_is_rejected(monkeypatch):
     user: the final re-certification rejects it and the greedy program comes back."""
     rng, net, regs = _search_case(11, "max", True)
 
-    def tiny(blocks, fracs, groups, cost, rows, safety, time_limit, start=None):
+    def tiny(blocks, fracs, groups, cost, rows, safety, time_limit, start=None, window=None):
         fc = start.copy()
         for b in knob_blocks(net):
             from aster_ext.graph_program.sensitivity import set_block_fracs

@@ -355,7 +355,7 @@ def certify_cnn(
     search: str = "ilp",
     granularity: str = "channel",
     time_limit: float = 60.0,
-    max_rounds: int = 8,
+    max_rounds: int = 12,
 ) -> CertifyReport:
     """The API for the CLI: prepare every region (real ranges + margin bounds), search formats,
     build the program, certify every region. Peak memory: tracemalloc over the whole call.

@@ -23,12 +23,15 @@ Rows: for every provable region and class k != label, the linear margin-error mo
 
     cal_k·Σ_g Σ_F E_gk(F)·b[g, F] <= (1 - δ)·margin_lb_k.
 
-Loop (:func:`ilp_search`): linearise at the greedy per-layer result (the anchor), solve,
-re-certify the solution with the sound analysis (:mod:`.errors`, :func:`.certify.verdict`,
-integer bits from :func:`.certify.program_for`); a failing solution is added as a cut (its own
-calibrated model, which its own formats violate) and the ILP is solved again; a certified one
-becomes the new anchor. The cheapest certified program (by ``program_cost`` hw) among the greedy
-result and every certified ILP solution is returned: soundness comes only from re-certification.
+Loop (:func:`ilp_search`, a trust-region sequence of ILPs): linearise at the greedy per-layer
+result (the anchor), solve with every F within ± ``window`` of the anchor's, re-certify the
+solution with the sound analysis (:mod:`.errors`, :func:`.certify.verdict`, integer bits from
+:func:`.certify.program_for`); a failing solution is added as a cut (its own calibrated model,
+which its own formats violate) and the window shrinks by 2 (at least 1); a certified one becomes
+the new anchor (and the window doubles again, up to its first size).
+Stops when the ILP returns a choice already tried, or after ``max_rounds`` solves. The
+cheapest certified program (by ``program_cost`` hw) among the greedy result and every certified
+ILP solution is returned: soundness comes only from re-certification.
 """
 
 from __future__ import annotations
@@ -227,8 +230,10 @@ def solve_mip(
     safety: float,
     time_limit: float,
     start: FracChoice | None = None,
+    window: int | None = None,
 ) -> tuple[str, FracChoice | None, float | None, int]:
-    """Build and solve the MIP (module docstring); ``rows``: (model, calibration [M]) pairs.
+    """Build and solve the MIP (module docstring); ``rows``: (model, calibration [M]) pairs;
+    ``window``: candidates of every group restricted to ``start`` ± window (trust region).
     Returns (status, fracs, objective, number of binaries)."""
     import highspy
 
@@ -261,6 +266,11 @@ def solve_mip(
     # their largest sum is taken off the right-hand side, candidates that alone exceed a row's
     # remaining budget are fixed to 0
     col_hi = np.ones(nb)
+    if window is not None and start is not None:
+        centre = np.zeros(ng)
+        for b, g in zip(blocks, groups, strict=True):
+            np.maximum.at(centre, g, block_fracs(start, b).astype(np.float64))
+        col_hi = (np.abs(fracs[None, :] - centre[:, None]) <= window).astype(np.float64).reshape(-1)
     for mm, cal in rows:
         coef = np.zeros((ng, nf, len(mm.rows)))
         for g, e in zip(groups, mm.err, strict=True):
@@ -377,7 +387,8 @@ def ilp_search(
     max_frac: int,
     granularity: str = "channel",
     time_limit: float = 60.0,
-    max_rounds: int = 8,
+    max_rounds: int = 12,
+    window: int = 6,
     safety: float = 1e-3,
     deltas: DeltaCache | None = None,
     check=None,
@@ -418,11 +429,12 @@ def ilp_search(
     cuts: list[tuple[MarginModel, np.ndarray]] = []
     best_hw = hw
     current = anchor
+    window0 = window
     seen = {_key(anchor)}
     for _ in range(max_rounds):
         ts = time.perf_counter()
         status, fc, objective, nb = solve_mip(
-            blocks, fracs, groups, cost, [anchor_row, *cuts], safety, time_limit, current
+            blocks, fracs, groups, cost, [anchor_row, *cuts], safety, time_limit, current, window
         )
         out.n_binaries = nb
         solve_s = time.perf_counter() - ts
@@ -441,8 +453,10 @@ def ilp_search(
             if hw < best_hw:
                 best_hw, out.fracs = hw, fc
             anchor_row, current = row, fc
+            window = min(2 * window, window0)
         else:
             cuts.append(row)
+            window = max(1, window - 2)
     return out
 
 

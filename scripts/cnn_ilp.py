@@ -10,7 +10,8 @@ per conv layer reused over all output pixels; hw = multiplier operand bits + add
 ILP's objective; bilinear = Σ W_w·W_x over multipliers). ``uniform_F`` = the program with one F
 everywhere (the smallest certifying one), ``best_layer`` = the cheaper of the greedy and the
 per-layer ILP (the cheapest certified per-layer format found), ``ratio`` = hw(channel ILP) /
-hw(best_layer) (target <= 0.7).
+hw(best_layer) (target <= 0.7), ``ratio_vs_greedy`` and ``ratio_vs_uniform_F`` the same against
+the greedy per-layer program and the one-F-everywhere program.
 
 Per region, the channel-ILP program is simulated bit-exactly on random, corner and
 gradient-attack points (signed steps from the centre along each margin's gradient) and compared
@@ -21,6 +22,7 @@ and overflow counts. ``s_per_region`` = (prepare + greedy + channel ILP + final 
 included). ``peak_rss_mib``: peak resident memory of the process so far.
 Writes results/cnn_ilp.md and results/cnn_ilp.csv (+ cnn_ilp_regions.csv).
 Usage: python scripts/cnn_ilp.py [--only NAME ...] [--time-limit S] [--points N]
+       python scripts/cnn_ilp.py --render   (rewrite the .md and ratio columns from the .csv files)
 """
 
 from __future__ import annotations
@@ -42,9 +44,10 @@ SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "ben
 NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b"]
 NET_FIELDS = [
     "network", "regions", "provable", "certified", "global_F", "hw_uniform_F", "hw_greedy", "hw_ilp_layer",
-    "hw_ilp_channel", "ratio", "bilinear_greedy", "bilinear_ilp_channel", "method", "rounds_layer",
-    "rounds_channel", "binaries_channel", "prepare_s", "greedy_s", "ilp_layer_s", "ilp_channel_s",
-    "s_per_region", "peak_rss_mib", "formats_channel",
+    "hw_ilp_channel", "ratio", "ratio_vs_greedy", "ratio_vs_uniform_F", "bilinear_greedy",
+    "bilinear_ilp_channel", "method", "rounds_layer", "rounds_channel", "binaries_channel", "prepare_s",
+    "greedy_s", "ilp_layer_s", "ilp_channel_s", "s_per_region", "peak_rss_mib", "time_limit_s",
+    "formats_channel",
 ]  # fmt: skip
 REGION_FIELDS = [
     "network", "region", "label", "provable", "certified", "reason", "worst_k", "margin_lb", "margin_err",
@@ -127,7 +130,6 @@ def run_network(stem: str, time_limit: float, n_points: int) -> tuple[dict, list
     res_c, t_chan = results["channel"]
     res_l, t_layer = results["layer"]
     hw_c = program_cost(res_c.program).hw
-    hw_best_layer = min(greedy.greedy_cost, program_cost(res_l.program).hw)
     row.update(
         certified=sum(v.certified for v in res_c.verdicts),
         global_F=greedy.global_frac,
@@ -135,7 +137,6 @@ def run_network(stem: str, time_limit: float, n_points: int) -> tuple[dict, list
         hw_greedy=greedy.greedy_cost,
         hw_ilp_layer=program_cost(res_l.program).hw,
         hw_ilp_channel=hw_c,
-        ratio=f"{hw_c / hw_best_layer:.3f}",
         bilinear_greedy=program_cost(greedy.program).mult_bilinear,
         bilinear_ilp_channel=program_cost(res_c.program).mult_bilinear,
         method=res_c.method,
@@ -150,6 +151,7 @@ def run_network(stem: str, time_limit: float, n_points: int) -> tuple[dict, list
         peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         formats_channel=formats_summary(net, res_c.fracs),
     )
+    add_ratios(row)
     prog = res_c.program
     logits = ops.logits_node(net)
     rows = []
@@ -184,22 +186,44 @@ def run_network(stem: str, time_limit: float, n_points: int) -> tuple[dict, list
     return row, rows
 
 
+def add_ratios(row: dict) -> None:
+    """ratio columns (module docstring) from the hw columns."""
+    if row.get("hw_ilp_channel", "") == "":
+        return
+    hw_c = float(row["hw_ilp_channel"])
+    best_layer = min(float(row["hw_greedy"]), float(row["hw_ilp_layer"]))
+    row["ratio"] = f"{hw_c / best_layer:.3f}"
+    row["ratio_vs_greedy"] = f"{hw_c / float(row['hw_greedy']):.3f}"
+    row["ratio_vs_uniform_F"] = f"{hw_c / float(row['hw_uniform_F']):.3f}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--time-limit", type=float, default=60.0, help="HiGHS seconds per solve")
     ap.add_argument("--points", type=int, default=200)
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md from the .csv files")
     args = ap.parse_args()
+    out = ROOT / "results"
+    suffix = "" if not args.only else "_" + "_".join(args.only)
     net_rows, region_rows = [], []
-    for stem in NETS:
+    if args.render:
+        with open(out / f"cnn_ilp{suffix}.csv") as fh:
+            net_rows = list(csv.DictReader(fh))
+        with open(out / f"cnn_ilp{suffix}_regions.csv") as fh:
+            region_rows = list(csv.DictReader(fh))
+        for row in net_rows:
+            add_ratios(row)
+            row["time_limit_s"] = row.get("time_limit_s") or args.time_limit  # csv of an older run
+        args.time_limit = float(net_rows[0]["time_limit_s"]) if net_rows else 0.0
+    for stem in NETS if not args.render else []:
         if args.only and stem not in args.only:
             continue
         row, rows = run_network(stem, args.time_limit, args.points)
+        row["time_limit_s"] = args.time_limit
         net_rows.append(row)
         region_rows += rows
         print(" ".join(f"{k}={row.get(k, '')}" for k in NET_FIELDS), flush=True)
-    out = ROOT / "results"
-    suffix = "" if not args.only else "_" + "_".join(args.only)
     with open(out / f"cnn_ilp{suffix}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=NET_FIELDS)
         w.writeheader()

@@ -102,7 +102,7 @@ def main() -> int:
             for r in spec["regions"]
         ]
         t0 = time.perf_counter()
-        rep = certify_cnn(net, regs)
+        rep = certify_cnn(net, regs, search="greedy", granularity="layer")  # per-layer: see cnn_ilp.py
         total = time.perf_counter() - t0
         prog, res = rep.search.program, rep.search
         hls = uniform_program(net, 16, 6)

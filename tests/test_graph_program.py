@@ -260,7 +260,7 @@ def test_search_certifies_and_program_keeps_labels():
         Region("tight", centre - 1e-3, centre + 1e-3, label),
         Region("wrong", centre - 1e-3, centre + 1e-3, (label + 1) % 3),
     ]
-    rep = certify_cnn(net, regions, max_frac=24)
+    rep = certify_cnn(net, regions, max_frac=24, search="greedy", granularity="layer")
     v_tight, v_wrong = rep.search.verdicts
     assert v_tight.certified and v_tight.reason == ""
     assert not v_wrong.certified and v_wrong.reason == "real network not provably robust"

@@ -11,14 +11,19 @@ y~_l - y~_k minus the real one (:mod:`.errors`). Then y~_l > y~_k on the whole b
 keeps the label everywhere in it. A region whose real margin bound is not positive cannot be
 certified ("real network not provably robust"); otherwise failing is "precision".
 
-Search (:func:`search_formats`): knobs are the input's fractional bits and, per rounding node
-(conv, dense, avg-pool, residual add), one F for all its output channels and (conv/dense) one F
-for all its weights: per-layer uniform, NOT per channel (the per-channel ILP is not done).
+Greedy search (:func:`search_formats`): knobs are the input's fractional bits and, per rounding
+node (conv, dense, avg-pool, residual add), one F for all its output channels and (conv/dense)
+one F for all its weights: per-layer uniform.
 1. smallest global F (every knob equal) certifying all provable regions;
 2. greedy descent: knobs in topological order, each lowered by 1 while every provable region
    stays certified (repeated passes until no knob moves, at most ``passes``).
 Integer bits then come from range ⊕ error over *all* regions (so the program never overflows on
 any of them), per output channel.
+
+ILP search (:func:`certify_cnn` with ``search="ilp"``, the default): per output channel (or per
+layer) fractional bits minimising the hardware cost under a linear model of every region's
+margin error, starting from the greedy result and re-certified by the sound analysis after every
+solve (:mod:`.ilp`); the cheapest certified program of the two is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from ..ir import Network
 from ..ops import AnalysisContext, symbolic_margins, symbolic_ranges
 from ..rigorous import down
 from .errors import DeltaCache, ErrorAnalysis, analyze_errors, fits, int_bits_for
+from .ilp import GRANULARITIES, IlpOutcome, ilp_search
 from .program import (
     LINEAR_KINDS,
     ROUNDING_KINDS,
@@ -173,6 +179,10 @@ def program_for(net: Network, fracs: FracChoice, analyses: list[ErrorAnalysis], 
 
 @dataclass
 class SearchResult:
+    """The chosen formats, their program and per-region verdicts. ``method``: "greedy" (per-layer
+    descent) or "ilp" (an ILP solution was cheaper than the greedy result and certified);
+    ``greedy_cost``: hw cost of the greedy result; ``ilp``: the ILP rounds (search="ilp")."""
+
     fracs: FracChoice
     program: GraphProgram
     verdicts: list[RegionVerdict]
@@ -180,6 +190,9 @@ class SearchResult:
     checks: int
     seconds: float
     log: list[str] = field(default_factory=list)
+    method: str = "greedy"
+    greedy_cost: int | None = None
+    ilp: IlpOutcome | None = None
 
 
 def search_formats(
@@ -280,6 +293,11 @@ class ProgramCost:
     adder_count: int
     adder_bits: int
 
+    @property
+    def hw(self) -> int:
+        """Operand bits of every multiplier plus every adder's width (the ILP's objective)."""
+        return self.mult_operand_bits + self.adder_bits
+
 
 def program_cost(prog: GraphProgram) -> ProgramCost:
     net = prog.net
@@ -325,15 +343,37 @@ class CertifyReport:
     peak_mib: float
 
 
+SEARCHES = ("ilp", "greedy")
+
+
 def certify_cnn(
     net: Network,
     regions: list[Region],
     quant: str = "TRN",
     min_frac: int = 0,
     max_frac: int = 32,
+    search: str = "ilp",
+    granularity: str = "channel",
+    time_limit: float = 60.0,
+    max_rounds: int = 12,
 ) -> CertifyReport:
     """The API for the CLI: prepare every region (real ranges + margin bounds), search formats,
-    build the program, certify every region. Peak memory: tracemalloc over the whole call."""
+    build the program, certify every region. Peak memory: tracemalloc over the whole call.
+
+    ``search`` "greedy": per-layer descent only (``granularity`` must be "layer"); "ilp": the
+    greedy result, then the ILP (:mod:`.ilp`) with one format per output channel
+    (``granularity="channel"``) or per layer (``"layer"``), ``time_limit`` seconds per solve, at
+    most ``max_rounds`` solves; every ILP choice is re-certified and the cheaper certified of
+    the two programs is returned."""
+    from ..errors import UnsupportedError
+
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, not {search!r}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    if search == "greedy" and granularity != "layer":
+        raise UnsupportedError("the greedy search chooses one format per layer: use granularity='layer' "
+                               "or search='ilp' for per-channel formats")  # fmt: skip
     tracemalloc.start()
     try:
         times = []
@@ -342,7 +382,72 @@ def certify_cnn(
             prepare(net, r)
             times.append(time.perf_counter() - t)
         res = search_formats(net, regions, quant, min_frac, max_frac)
+        res.greedy_cost = program_cost(res.program).hw
+        if search == "ilp" and res.global_frac is not None:
+            res = ilp_refine(
+                net, regions, res, quant, min_frac, max_frac, granularity, time_limit, max_rounds
+            )
         peak = tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()
     return CertifyReport(res, regions, program_cost(res.program), times, peak)
+
+
+def certify_choice(
+    net: Network, regions: list[Region], fc: FracChoice, quant: str, deltas: DeltaCache | None = None
+) -> tuple[GraphProgram, list[ErrorAnalysis], list[RegionVerdict]]:
+    """The sound check of one choice: error analyses of every region, the program with integer
+    bits from all of them, and every region's verdict (overflow included)."""
+    analyses = [analyze_errors(net, r.ranges, fc, quant, r.label, deltas) for r in regions]
+    prog = program_for(net, fc, analyses, quant)
+    return prog, analyses, [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
+
+
+def ilp_refine(
+    net: Network,
+    regions: list[Region],
+    greedy: SearchResult,
+    quant: str,
+    min_frac: int,
+    max_frac: int,
+    granularity: str,
+    time_limit: float,
+    max_rounds: int,
+) -> SearchResult:
+    """Run the ILP from the greedy result; return the cheaper certified of the two (hw cost)."""
+    t0 = time.perf_counter()
+    deltas = DeltaCache()
+    checks = 0
+
+    def check(fc: FracChoice) -> tuple[bool, int, float, list[ErrorAnalysis]]:
+        nonlocal checks
+        checks += len(regions)
+        prog, analyses, vs = certify_choice(net, regions, fc, quant, deltas)
+        prov = [v for v, r in zip(vs, regions, strict=True) if r.provable]
+        ok = all(v.certified for v in prov)
+        return ok, program_cost(prog).hw, min(v.slack for v in prov), analyses
+
+    outcome = ilp_search(
+        net, regions, greedy.fracs, quant, min_frac, max_frac, granularity, time_limit, max_rounds,
+        deltas=deltas, check=check,
+    )  # fmt: skip
+    log = [*greedy.log]
+    for i, rd in enumerate(outcome.rounds):
+        log.append(
+            f"ilp round {i}: {rd.status}, hw {rd.hw}, certified {rd.certified}, slack {rd.worst_slack}, "
+            f"solve {rd.solve_s:.1f}s {rd.note}"
+        )
+    seconds = greedy.seconds + time.perf_counter() - t0
+    if outcome.fracs is None:
+        log.append(f"ilp ({granularity}): no certified choice cheaper than greedy (hw {greedy.greedy_cost})")
+        return SearchResult(
+            greedy.fracs, greedy.program, greedy.verdicts, greedy.global_frac, greedy.checks + checks,
+            seconds, log, "greedy", greedy.greedy_cost, outcome,
+        )  # fmt: skip
+    prog, _, verdicts = certify_choice(net, regions, outcome.fracs, quant, deltas)
+    assert all(v.certified for v, r in zip(verdicts, regions, strict=True) if r.provable)
+    log.append(f"ilp ({granularity}): hw {program_cost(prog).hw} vs greedy {greedy.greedy_cost}")
+    return SearchResult(
+        outcome.fracs, prog, verdicts, greedy.global_frac, greedy.checks + checks + len(regions), seconds,
+        log, "ilp", greedy.greedy_cost, outcome,
+    )  # fmt: skip

@@ -1,0 +1,254 @@
+"""Per-channel ILP formats for graph programs (aster_ext/graph_program/ilp.py, sensitivity.py).
+
+The ILP's linear model is only a guide; what is tested is that (1) the model is an upper bound of
+the sound analysis at its linearisation point (the adjoint is right), (2) every program
+``certify_cnn`` returns is certified, never costs more than the greedy per-layer result, and no
+bit-exact execution on random, corner or attacked points of a region drops the margin by more
+than the certified margin error, and (3) a wrong ILP answer is rejected by the final
+re-certification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aster_ext import ops
+from aster_ext.errors import UnsupportedError
+from aster_ext.graph_program import ilp as ilp_mod
+from aster_ext.graph_program.certify import Region, certify_choice, certify_cnn, prepare, program_cost
+from aster_ext.graph_program.errors import analyze_errors
+from aster_ext.graph_program.program import FracChoice
+from aster_ext.graph_program.sensitivity import block_fracs, knob_blocks, margin_model
+from aster_ext.graph_program.simulate import simulate_graph
+from aster_ext.ops.attack import margin_gradients
+
+from .graph_program_support import random_cnn
+
+POOLS = ["none", "max", "avg"]
+
+
+def _regions(rng, net, n: int, rad: float) -> list[Region]:
+    """Boxes of radius ``rad`` around random centres, labelled with the real prediction there."""
+    regs = []
+    for i in range(n):
+        c = rng.uniform(-1, 1, size=net.input_shape)
+        y = ops.evaluate(net, c[None])[ops.logits_node(net)][0]
+        regs.append(Region(f"r{i}", c - rad, c + rad, int(np.argmax(y))))
+    return regs
+
+
+def _points(rng, reg: Region, net, n_rand: int = 40, n_corner: int = 40) -> np.ndarray:
+    """Random and corner points of the region plus a projected-gradient attack's end points."""
+    lo, hi = reg.lower, reg.upper
+    pts = [lo, hi, (lo + hi) / 2]
+    pts += list(rng.uniform(lo, hi, size=(n_rand, *lo.shape)))
+    pts += list(np.where(rng.integers(0, 2, size=(n_corner, *lo.shape)) == 1, hi, lo))
+    # signed-gradient steps on the real margin towards each class's smallest margin
+    flat_lo, flat_hi = lo.reshape(-1), hi.reshape(-1)
+    grads = margin_gradients(net, (lo + hi) / 2, reg.label)
+    for g in grads:
+        pts.append(np.where(g > 0, flat_lo, flat_hi).reshape(lo.shape))
+    return np.stack(pts)
+
+
+def _check_program(net, reg: Region, prog, verdict, rng) -> None:
+    """Bit-exact runs never overflow, never drop any margin by more than its certified error
+    bound, and keep the label when the region is certified."""
+    a = analyze_errors(net, reg.ranges, _fracs_of(prog), prog.quant, reg.label)
+    x = _points(rng, reg, net)
+    tr = simulate_graph(prog, x)
+    assert sum(tr.overflows.values()) == 0
+    logits = ops.logits_node(net)
+    y = tr.value(prog, logits)
+    yr = ops.evaluate(net, x)[logits].reshape(x.shape[0], -1)
+    lab = reg.label
+    drop = (yr[:, [lab]] - yr) - (y[:, [lab]] - y)  # how far each program margin fell
+    assert np.all(drop <= -a.margin_err.lo[None, :] + 1e-9)
+    if verdict.certified:
+        assert np.all(np.argmax(y, axis=1) == lab)
+        assert -a.margin_err.lo[verdict.worst_k] == pytest.approx(verdict.margin_err)
+
+
+def _fracs_of(prog) -> FracChoice:
+    """The FracChoice a program was built from (read back from its node types)."""
+    net = prog.net
+    fc = FracChoice.uniform(net, 0)
+    fc.input = int(prog.input_t.frac.max())
+    for name in fc.out:
+        op = net.op(name)
+        fc.out[name] = prog.nodes[name].out_t.frac.reshape(op.shape[0] if op.shape else 1, -1)[:, 0].copy()
+    for name in fc.weight:
+        fc.weight[name] = prog.nodes[name].weight_frac.astype(np.int64).copy()
+    for name in fc.const:
+        fc.const[name] = int(prog.nodes[name].const_frac)
+    return fc
+
+
+# ------------------------------------------------------------------------------------------
+# the linear model
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    pool=st.sampled_from(POOLS),
+    residual=st.booleans(),
+    quant=st.sampled_from(["TRN", "RND"]),
+)
+def test_model_bounds_analysis_at_its_point(seed, pool, residual, quant):
+    """At the linearisation point the modelled margin error is >= the analysis' (module
+    docstring of sensitivity.py: hulls with 0 and inclusion monotonicity)."""
+    rng = np.random.default_rng(seed)
+    net = random_cnn(rng, residual, pool)
+    regs = [prepare(net, r) for r in _regions(rng, net, 2, float(rng.choice([0.0, 0.01, 0.1])))]
+    fc = FracChoice.uniform(net, int(rng.integers(3, 12)))
+    for d in (fc.out, fc.weight):
+        for name in d:
+            d[name] = rng.integers(3, 12, size=d[name].size).astype(np.int64)
+    model = margin_model(net, regs, fc, quant, np.arange(0, 20))
+    est = model.evaluate(fc)
+    for (ri, k), e in zip(model.rows, est, strict=True):
+        a = analyze_errors(net, regs[ri].ranges, fc, quant, regs[ri].label)
+        true = -a.margin_err.lo[k]
+        assert e >= true - 1e-9 * abs(true) - 1e-15, (ri, k, e, true)
+
+
+def test_model_is_monotone_in_precision():
+    """No source helps (contributions >= 0); a rounding's contribution never grows with its F
+    (weight quantisation errors need not be monotone: a lucky weight can be exact at low F)."""
+    rng = np.random.default_rng(3)
+    net = random_cnn(rng, True, "avg")
+    regs = [prepare(net, r) for r in _regions(rng, net, 1, 0.05)]
+    model = margin_model(net, regs, FracChoice.uniform(net, 8), "TRN", np.arange(0, 24))
+    for b, e in zip(model.blocks, model.err, strict=True):
+        assert np.all(e >= -1e-15)
+        if b.kind in ("input", "out"):
+            assert np.all(e[:, 1:, :] <= e[:, :-1, :] + 1e-15)
+
+
+# ------------------------------------------------------------------------------------------
+# the search
+
+
+def _search_case(seed: int, pool: str, residual: bool):
+    rng = np.random.default_rng(seed)
+    net = random_cnn(rng, residual, pool)
+    regs = _regions(rng, net, 2, 0.01)
+    return rng, net, regs
+
+
+@pytest.mark.slow
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    pool=st.sampled_from(POOLS),
+    residual=st.booleans(),
+    granularity=st.sampled_from(["channel", "layer"]),
+)
+def test_ilp_program_certified_cheaper_and_never_exceeded(seed, pool, residual, granularity):
+    rng, net, regs = _search_case(seed, pool, residual)
+    rep = certify_cnn(net, regs, max_frac=20, granularity=granularity, time_limit=10, max_rounds=4)
+    res = rep.search
+    for reg, v in zip(regs, res.verdicts, strict=True):
+        assert v.certified == reg.provable  # every provable region stays certified
+        _check_program(net, reg, res.program, v, rng)
+    if res.global_frac is not None:
+        assert rep.cost.hw <= res.greedy_cost
+        assert res.method in ("ilp", "greedy")
+        assert res.ilp is not None and res.ilp.rounds
+    if granularity == "layer":
+        for name, v in res.fracs.out.items():
+            assert np.unique(v).size == 1, name
+        for name, v in res.fracs.weight.items():
+            assert np.unique(v).size == 1, name
+
+
+@pytest.mark.slow
+def test_ilp_beats_greedy_on_a_wide_layer():
+    """A random CNN (seed 7) whose channels matter unequally: the ILP program is certified and
+    strictly cheaper than the per-layer greedy result."""
+    rng = np.random.default_rng(7)
+    net = random_cnn(rng, False, "max")
+    regs = _regions(rng, net, 2, 0.02)
+    rep = certify_cnn(net, regs, max_frac=20, time_limit=10, max_rounds=4)
+    res = rep.search
+    assert any(r.provable for r in regs)
+    assert all(v.certified for v, r in zip(res.verdicts, regs, strict=True) if r.provable)
+    assert res.method == "ilp" and rep.cost.hw < res.greedy_cost
+    for reg, v in zip(regs, res.verdicts, strict=True):
+        _check_program(net, reg, res.program, v, rng)
+
+
+@pytest.mark.slow
+def test_wrong_ilp_answer_is_rejected(monkeypatch):
+    """An ILP that answers absurdly small formats (cheaper, not certifiable) must not reach the
+    user: the final re-certification rejects it and the greedy program comes back."""
+    rng, net, regs = _search_case(11, "max", True)
+
+    def tiny(blocks, fracs, groups, cost, rows, safety, time_limit, start=None, window=None):
+        fc = start.copy()
+        for b in knob_blocks(net):
+            from aster_ext.graph_program.sensitivity import set_block_fracs
+
+            set_block_fracs(fc, b, np.zeros(b.n, dtype=np.int64) + (0 if b.kind != "const" else 0))
+        return "optimal", fc, 0.0, 1
+
+    monkeypatch.setattr(ilp_mod, "solve_mip", tiny)
+    rep = certify_cnn(net, regs, max_frac=20, time_limit=5, max_rounds=2)
+    res = rep.search
+    assert any(r.provable for r in regs)
+    assert res.ilp is not None and res.ilp.rounds and not res.ilp.rounds[0].certified
+    # the tiny program is cheaper: returning it unchecked would have been chosen
+    assert res.ilp.rounds[0].hw < res.greedy_cost
+    assert res.method == "greedy"
+    assert all(v.certified for v, r in zip(res.verdicts, regs, strict=True) if r.provable)
+    prog, _, verdicts = certify_choice(net, regs, res.fracs, "TRN")
+    assert all(v.certified for v, r in zip(verdicts, regs, strict=True) if r.provable)
+    assert program_cost(prog).hw == rep.cost.hw == res.greedy_cost
+
+
+def test_options_are_checked():
+    rng, net, regs = _search_case(2, "none", False)
+    with pytest.raises(UnsupportedError, match="greedy search chooses one format per layer"):
+        certify_cnn(net, regs, search="greedy")
+    with pytest.raises(ValueError, match="search must be one of"):
+        certify_cnn(net, regs, search="anneal")
+    with pytest.raises(ValueError, match="granularity must be one of"):
+        certify_cnn(net, regs, granularity="pixel")
+
+
+@pytest.mark.slow
+def test_greedy_layer_is_todays_search():
+    rng, net, regs = _search_case(4, "avg", True)
+    rep = certify_cnn(net, regs, max_frac=20, search="greedy", granularity="layer")
+    assert rep.search.method == "greedy" and rep.search.ilp is None
+    assert rep.cost.hw == rep.search.greedy_cost
+
+
+# ------------------------------------------------------------------------------------------
+# benchmark network (reads ../shared: fails clearly without it)
+
+
+def test_benchmark_model_bounds_analysis(shared_dir: Path):
+    """The adjoint model on Convnet_maxpool's first region at a per-layer point bounds the analysis."""
+    from aster_ext.frontend.onnx_import import load_onnx
+
+    cnn = shared_dir / "benchmarks" / "cnn"
+    net = load_onnx(cnn / "Convnet_maxpool.onnx")
+    r = json.loads((cnn / "Convnet_maxpool.spec.json").read_text())["regions"][0]
+    reg = prepare(net, Region("r0", np.array(r["lower"], float), np.array(r["upper"], float), r["label"]))
+    fc = FracChoice.uniform(net, 8)
+    model = margin_model(net, [reg], fc, "TRN", np.arange(0, 33))
+    a = analyze_errors(net, reg.ranges, fc, "TRN", reg.label)
+    true = -a.margin_err.lo[[k for _, k in model.rows]]
+    est = model.evaluate(fc)
+    assert np.all(est >= true * (1 - 1e-9))
+    assert np.all(est <= 1.5 * true)
+    blocks = knob_blocks(net)
+    assert [b.kind for b in blocks] == ["input", "weight", "out", "weight", "out"]
+    assert block_fracs(fc, blocks[1]).size == 32  # per output channel of Conv_0

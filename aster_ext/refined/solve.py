@@ -56,6 +56,7 @@ from ..rigorous import Interval
 from .error_forms import FormsRun, certify_forms, forms_analysis
 from .model import (
     SETTINGS,
+    RefinedModel,
     Setting,
     SolveOutcome,
     bias_offset,
@@ -70,6 +71,7 @@ from .model import (
 from .symbolic_ranges import symbolic_ranges
 
 WIDE_INT = 40
+POLISH_CAP_S = 4.0  # time cap of the activation-budget polish (polish_act_budgets)
 LARGE = 30  # neurons above which the neuron-level ILP is warm-started from the layer-level one
 SOLVE_CAP_S = 8.0  # seconds per HiGHS run (incumbent used; the certificate does not rely on optimality)
 WINDOW = 3  # provisional integer bits of the first (range-finding) pass
@@ -196,6 +198,30 @@ def _best_table(act, lo: float, hi: float, f_in: int, f_out: int, delta: float):
         if err <= delta or tab.shift == 0 or bits >= MAX_INDEX_BITS:
             return best
         bits += 1
+
+
+def polish_act_budgets(
+    model: RefinedModel, sol: SolveOutcome, mip_rel_gap: float, notes: list[str], rounds: int
+) -> SolveOutcome:
+    """A solve stopped by its time cap often keeps the warm start's activation budgets δ_l = 2^-F
+    (large tables). With every F and Fw fixed at the solution, re-solve for the δ_l choices alone
+    (``window=0``: a small MIP over the d binaries): the cheapest budgets the rows still admit at
+    those formats. Kept only when its objective is lower; the exact row check and the certificate
+    then judge the polished program as any other (soundness does not rest on this step)."""
+    pol = solve_model(model, POLISH_CAP_S, mip_rel_gap, (sol.f, sol.fw, sol.act_choice), window=0)
+    better = (
+        pol.f is not None
+        and pol.objective is not None
+        and (sol.objective is None or pol.objective < sol.objective - 1e-9)
+    )
+    if better:
+        notes.append(
+            f"round {rounds}: activation budgets re-solved at the fixed formats: objective "
+            f"{sol.objective if sol.objective is not None else float('nan'):.6g} -> {pol.objective:.6g}"
+        )
+        return SolveOutcome(sol.status + "+act-polish", pol.f, pol.fw, pol.objective, pol.time_s,
+                            sol.mip_gap, pol.act_choice)  # fmt: skip
+    return SolveOutcome(sol.status, sol.f, sol.fw, sol.objective, pol.time_s, sol.mip_gap, sol.act_choice)
 
 
 def build_program(
@@ -409,6 +435,9 @@ def assign_refined(
         if sol.f is None and start is not None:
             notes.append(f"round {rounds}: solver {sol.status} without incumbent; using the warm start")
             sol = SolveOutcome(f"{sol.status}+start", start[0], start[1], None, sol.time_s, None, start[2])
+        if sol.f is not None and sol.act_choice and sol.status != "optimal":
+            sol = polish_act_budgets(model, sol, mip_rel_gap, notes, rounds)
+            solver_time += sol.time_s
         if sol.f is None:
             if sol.status == "infeasible" and not relaxed_caps and best is None:
                 notes.append(f"round {rounds}: infeasible with caps; caps relaxed x16")

@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aster_ext.activations import build_piecewise, build_table, get_activation
 from aster_ext.cost import program_cost
@@ -113,3 +115,19 @@ def test_reuse_factor_divides_the_instantiated_operators(seed: int) -> None:
     assert program_cost(col, 2).multipliers == sum(-(-lp.n_out // 2) * lp.n_in for lp in col.layers)
     with pytest.raises(ValueError, match="reuse factor"):
         program_cost(p, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-(2**90), 2**90), min_size=1, max_size=40), st.booleans())
+def test_table_entry_width_is_the_widest_entry(values: list[int], as_object: bool) -> None:
+    """entry_width (from the extreme entries) equals the width of every entry taken one by one."""
+    from aster_ext.activations import _cpp
+    from aster_ext.activations.table import TableImpl
+
+    fits64 = all(-(2**63) <= v < 2**63 for v in values)
+    entries = np.array(values, dtype=object if as_object or not fits64 else np.int64)
+    table = TableImpl.__new__(TableImpl)
+    for f in dataclasses.fields(TableImpl):
+        object.__setattr__(table, f.name, None)
+    object.__setattr__(table, "entries", entries)
+    assert table.entry_width == _cpp.signed_width(values)

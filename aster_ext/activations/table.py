@@ -87,8 +87,11 @@ class TableImpl:
 
     @property
     def entry_width(self) -> int:
-        """Signed width (bits) holding every entry."""
-        return _cpp.signed_width([int(v) for v in self.entries])
+        """Signed width (bits) holding every entry: the width a set needs is the width of its
+        smallest or its largest value (width grows with v >= 0 and with -v for v < 0)."""
+        if self.entries.size == 0:
+            return 1
+        return _cpp.signed_width([int(self.entries.min()), int(self.entries.max())])
 
     @property
     def grid_range(self) -> tuple[int, int]:

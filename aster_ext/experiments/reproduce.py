@@ -1,6 +1,6 @@
 """``aster-ext experiments reproduce [--quick]``: rebuild every table of ``results/`` in one command.
 
-Steps (``STEPS``, in this order; ``--tables`` picks some):
+Steps (``STEPS``; ``--tables`` picks some, run in the order given):
 
 - ``modes``: one sweep store (``WORK/``): Aster's benchmarks × ε {1e-3, 1e-5} × settings A–D ×
   modes {aster, aster-sound, refined} (the full analysis), plus the refined-mode ablation variants
@@ -97,13 +97,13 @@ def reproduce(
     progress: bool,
     tables: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the experiments of ``tables`` (default: all of ``STEPS``, in that order) in
+    """Run (or resume) the experiments of ``tables`` (in the order given; default: all of ``STEPS``) in
     ``work``; write their tables, figures and MANIFEST.json to ``results``. The manifest is rewritten
     after every step, so a run stopped half-way leaves the tables it finished described; entries of
     tables this run did not rebuild are kept from an earlier MANIFEST.json (each with its own date
     and commit). A step that fails is recorded in the manifest and the others still run; then
     RuntimeError names the failed steps."""
-    chosen = list(STEPS) if tables is None else [t for t in STEPS if t in tables]
+    chosen = list(STEPS) if tables is None else list(dict.fromkeys(tables))
     unknown = set(tables or ()) - set(STEPS)
     if unknown:
         raise UserError(f"unknown tables {sorted(unknown)} (choose from {', '.join(STEPS)})")
@@ -263,13 +263,14 @@ def _table_step(module: ModuleType) -> Callable[[_Run], dict[str, dict[str, Any]
     return step
 
 
-#: every step of the reproduction, in the order it runs: the dense sweeps first, then the tables by
-#: cost (the nonlinear nets' tables take minutes, cpp_check's 72 g++ compiles take longest)
+#: every step of the reproduction, in the order it runs: the cheap tables of dense networks first
+#: (a minute or two each), the sweeps of the modes, ablation and violations, then the nonlinear
+#: nets' tables and cpp_check (its 72 g++ compiles take longest)
 STEPS: dict[str, Callable[[_Run], dict[str, dict[str, Any]]]] = {
-    "modes": _modes_step,
     "aster_lp_match": _table_step(aster_lp_match),
     "refined_timing": _table_step(refined_timing),
     "tightness_breakdown": _table_step(tightness_breakdown),
+    "modes": _modes_step,
     "aster_violations": _violations_step,
     "activations_e2e": _table_step(activations_e2e),
     "tightness_nonlinear": _table_step(tightness_nonlinear),
@@ -326,7 +327,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=list(STEPS),
         default=None,
         metavar="TABLE",
-        help=f"only these steps (default: all, in this order: {' '.join(STEPS)})",
+        help=f"only these steps, in this order (default: all: {' '.join(STEPS)})",
     )
 
 

@@ -357,7 +357,9 @@ def test_reproduce_writes_tables_figures_and_manifest(
     }  # fmt: skip
     monkeypatch.setattr(rep, "grids", lambda quick: tiny)
     results = tmp_path / "results"
-    manifest = rep.reproduce(results, tmp_path / "work", True, 2, None, progress=False)
+    manifest = rep.reproduce(
+        results, tmp_path / "work", True, 2, None, progress=False, tables=("modes", "aster_violations")
+    )
     on_disk = json.loads((results / "MANIFEST.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest))
     assert on_disk["packages"]["HiGHS"] and on_disk["packages"]["numpy"] and on_disk["cpu"]["cores"]
@@ -392,3 +394,177 @@ def test_compare_csv_reports_differences_but_not_times(tmp_path: Path) -> None:
     diff = compare_csv(tmp_path / "a.csv", tmp_path / "b.csv", ["benchmark", "eps"])
     assert diff.matched == 2 and diff.only_new == [("O", "0.1")] and diff.only_old == [("P", "0.1")]
     assert dict(diff.differing) == {"hw": 1} and diff.examples["hw"][0][1:] == ("7", "8")
+
+
+# -- tables of their own cells (aster_ext.experiments.tasks) -------------------------------------
+
+
+def square_task(x: float, fail: bool = False, sleep: float = 0.0) -> dict[str, Any]:
+    """A stand-in table cell (runs in the child): x squared, or an exception, after ``sleep`` s."""
+    time.sleep(sleep)
+    if fail:
+        raise ValueError(f"no square of {x}")
+    return {"status": "ok", "square": x * x, "pid": os.getpid()}
+
+
+def _square_tasks(items: list[dict[str, Any]]) -> list[Any]:
+    from aster_ext.experiments.tasks import tasks_of
+
+    return tasks_of(__name__, "square_task", items, lambda kw: {"x": kw["x"]})
+
+
+def test_table_tasks_store_rows_resume_and_report_failures(tmp_path: Path) -> None:
+    from aster_ext.experiments.tasks import run_tasks
+
+    tasks = _square_tasks([{"x": 1.5}, {"x": 2}, {"x": 3, "fail": True}])
+    first = run_tasks(tasks, tmp_path, ["x", "status", "square", "pid"], workers=2, time_limit=60)
+    assert [r["x"] for r in first.rows] == [1.5, 2, 3]  # task order, not finishing order
+    assert [r["square"] for r in first.rows[:2]] == [2.25, 4]
+    assert first.rows[2]["status"].startswith("error: ValueError: no square of 3")  # shown, not hidden
+    assert first.rows[0]["pid"] != os.getpid()  # each task in a child process
+    again = run_tasks(tasks, tmp_path, ["x", "status", "square", "pid"], workers=2, time_limit=60)
+    assert again.rows == first.rows  # nothing rerun: same pids
+    more = run_tasks(tasks + _square_tasks([{"x": 4.0}]), tmp_path, ["x", "status", "square", "pid"], 1)
+    assert len(_csv_lines(tmp_path)) == 4 and more.rows[3]["square"] == 16
+
+
+def test_table_without_a_status_column_refuses_failed_tasks(tmp_path: Path) -> None:
+    from aster_ext.experiments.tasks import run_tasks
+
+    tasks = _square_tasks([{"x": 1.0}, {"x": 2.0, "sleep": 30.0}])
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"1 tasks failed: 2.0: timeout \(2 s\)"):
+        run_tasks(tasks, tmp_path, ["x", "square"], workers=2, time_limit=2)
+    assert time.perf_counter() - t0 < 20  # killed, not waited for
+
+
+def test_value_keys_match_across_csv_round_trips() -> None:
+    from aster_ext.experiments.store import value_key
+
+    assert value_key([1, "A", 0.001]) == value_key(["1.0", "A", "1e-3"]) == value_key([1.0, "A", "0.001"])
+    assert value_key(["sample0±2lv", "True"]) == ("sample0±2lv", "True")
+
+
+def test_reproduce_records_failed_steps_and_keeps_older_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aster_ext.experiments import reproduce as rep
+
+    def good(run: Any) -> dict[str, Any]:
+        (run.results / "good.md").write_text("ok\n")
+        return {"good.md": {"files": ["good.md"], "wall_s": 0.5}}
+
+    def bad(run: Any) -> dict[str, Any]:
+        raise ValueError("broken table")
+
+    results = tmp_path / "results"
+    results.mkdir()
+    older = {"date_utc": "2026-01-01T00:00:00+00:00", "commit": "c0ffee", "tables": {"old.md": {"wall_s": 9}}}
+    (results / "MANIFEST.json").write_text(json.dumps(older))
+    monkeypatch.setattr(rep, "STEPS", {"good": good, "bad": bad})
+    with pytest.raises(RuntimeError, match="broken table"):
+        rep.reproduce(results, tmp_path / "work", True, 1, None, progress=False)
+    m = json.loads((results / "MANIFEST.json").read_text())
+    assert m["tables"]["good.md"]["wall_s"] == 0.5 and len(m["tables"]["good.md"]["commit"]) == 40
+    assert "broken table" in m["tables"]["bad.md"]["error"] and "broken table" in m["failed"]["bad"]
+    kept = {"wall_s": 9, "date_utc": older["date_utc"], "commit": "c0ffee", "dirty": None}
+    assert m["tables"]["old.md"] == kept
+    with pytest.raises(UserError, match="unknown tables"):
+        rep.reproduce(results, tmp_path / "work", True, 1, None, progress=False, tables=("nope",))
+
+
+def _header(path: Path) -> list[str]:
+    return path.read_text().splitlines()[0].split(",")
+
+
+def _build_quick(module: Any, tmp_path: Path) -> list[dict[str, str]]:
+    """``module.build`` in its --quick version; its CSV has the columns of the committed table."""
+    results = tmp_path / "results"
+    results.mkdir(exist_ok=True)
+    from aster_ext.experiments.tasks import TableRun
+
+    files = module.build(TableRun(results, tmp_path / "work", quick=True, workers=2))
+    assert {p.name for p in files} == {f"{module.TABLE}.csv", f"{module.TABLE}.md"}
+    assert _header(results / f"{module.TABLE}.csv") == _header(ROOT / "results" / f"{module.TABLE}.csv")
+    assert (results / f"{module.TABLE}.md").read_text().startswith("# ")
+    return list(csv.DictReader((results / f"{module.TABLE}.csv").open()))
+
+
+@pytest.mark.slow
+def test_quick_refined_timing(tmp_path: Path) -> None:
+    from aster_ext.experiments import refined_timing
+
+    rows = _build_quick(refined_timing, tmp_path)
+    assert len(rows) == 4 * 2 and {r["setting"] for r in rows} == {"A", "C"}
+    for r in rows:
+        assert r["status"] in ("ok", "infeasible") and float(r["total_s"]) > 0
+        if r["status"] == "ok":
+            assert 0 < float(r["certified"]) <= 1e-3 and int(r["hw"]) > 0
+
+
+@pytest.mark.slow
+def test_quick_cpp_check_is_bit_exact(tmp_path: Path) -> None:
+    from aster_ext.experiments import cpp_check
+
+    rows = _build_quick(cpp_check, tmp_path)
+    assert sorted(r["mode"] for r in rows) == sorted(cpp_check.MODES)
+    assert all(r["status"] == "ok" and r["bit_exact"] == "True" and r["inputs"] == "400" for r in rows)
+
+
+@pytest.mark.slow
+def test_quick_activations_e2e(tmp_path: Path) -> None:
+    from aster_ext.experiments import activations_e2e
+
+    (row,) = _build_quick(activations_e2e, tmp_path)
+    assert row["activation"] == "sigmoid" and row["status"] == "ok" and row["violations"] == "0"
+    assert row["bit_exact_cpp"] == "True" and float(row["observed"]) <= float(row["certified"]) <= 1e-2
+
+
+@pytest.mark.slow
+def test_quick_tightness_breakdown_shares_and_soundness(tmp_path: Path) -> None:
+    from aster_ext.experiments import tightness_breakdown as tb
+
+    rows = _build_quick(tb, tmp_path)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(rows) == 8 and ok
+    for r in ok:
+        shares = sum(float(r[k]) for k in tb.SHARES)
+        assert 0.5 < shares <= 1 + 1e-9  # the rest of the bound is the float slack
+        assert 0 < float(r["observed"]) <= float(r["bound"]) and float(r["tightness"]) >= 1
+        assert float(r["loose"]) * float(r["align"]) == pytest.approx(float(r["tightness"]), rel=1e-9)
+
+
+@pytest.mark.slow
+def test_quick_aster_lp_match(tmp_path: Path) -> None:
+    from aster_ext.experiments import aster_lp_match
+
+    rows = _build_quick(aster_lp_match, tmp_path)
+    assert len(rows) == 16 and {r["benchmark"] for r in rows} == {"SmallNN", "TestNN", "InvPendulumNN",
+                                                                  "LyapunovNN"}  # fmt: skip
+    assert all(r["lp_match"] == "yes" and r["claimed_match"] == "yes" for r in rows)
+    assert all(r["agreement"] == "same optimum" or r["agreement"] == "both infeasible" for r in rows)
+
+
+@pytest.mark.slow
+def test_quick_nonlinear_top1(tmp_path: Path) -> None:
+    from aster_ext.experiments import nonlinear
+
+    (row,) = _build_quick(nonlinear, tmp_path)
+    assert (row["network"], row["box"], row["top1_certified"]) == ("tansig_200_50_onnx", "sample0±2lv", "1/1")
+    assert float(row["eps_min"]) <= float(row["certified"]) <= float(row["eps_used"])
+    assert float(row["max_diff_bound"]) < float(row["min_margin"])
+
+
+@pytest.mark.slow
+def test_quick_tightness_nonlinear_is_sound(tmp_path: Path) -> None:
+    from aster_ext.experiments import tightness_nonlinear as tn
+
+    rows = _build_quick(tn, tmp_path)
+    assert {r["network"] for r in rows} == {"mlp_sigmoid", "synth_sigmoid"}
+    for r in rows:
+        assert r["outside_sym"] == "0" and r["outside_int"] == "0"
+        if r["sym_median"]:
+            sym, interval = float(r["sym_median"]), float(r["int_median"])
+            assert sym >= 1 - 1e-9 and interval >= sym - 1e-9
+    (fixture,) = [r for r in rows if r["network"] == "mlp_sigmoid" and r["layer"] == "all"]
+    assert float(fixture["max_observed"]) <= float(fixture["certified"]) and fixture["violations"] == "0"

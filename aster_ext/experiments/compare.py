@@ -1,4 +1,5 @@
-"""Compare two versions of a results CSV cell by cell, ignoring time columns.
+"""Compare two versions of a results CSV cell by cell, ignoring time columns (``TIME_COLUMNS`` and
+every column whose name ends in ``_s``: seconds).
 
 ``python -m aster_ext.experiments compare NEW.csv OLD.csv --key benchmark eps setting mode`` prints,
 per column, how many matched rows differ and a few examples; numbers are compared as floats (so
@@ -62,7 +63,7 @@ def compare_csv(new: Path, old: Path, key: list[str], ignore: frozenset[str] = T
     )
     for k in sorted(a.keys() & b.keys()):
         for col in a[k]:
-            if col in ignore or col in key or col not in b[k]:
+            if col in ignore or col.endswith("_s") or col in key or col not in b[k]:
                 continue
             if not _same(a[k][col], b[k][col]):
                 diff.differing[col] += 1

@@ -31,7 +31,7 @@ from ..aster.settings import SETTINGS
 from ..errors import UserError
 from ..pipeline import GRANULARITIES, MODES
 
-#: the budget of scripts/compare_modes.py and scripts/reproduce_aster.py (identical there)
+#: the verify budget of the modes / aster_reproduction tables (and of tightness_breakdown)
 DEFAULT_VERIFY = {
     "samples": 400,
     "search_starts": 16,

@@ -1,15 +1,21 @@
-"""``aster-ext experiments reproduce [--quick]``: rebuild the sweep tables of ``results/`` in one command.
+"""``aster-ext experiments reproduce [--quick]``: rebuild every table of ``results/`` in one command.
 
-One sweep store (``WORK/``) feeds two tables: Aster's benchmarks × ε {1e-3, 1e-5} × settings A–D
-× modes {aster, aster-sound, refined} (the full analysis), plus the refined-mode ablation variants
-at ε = 1e-3, setting A. From its rows: ``modes.md/.csv`` + ``ablation.csv``,
-``aster_reproduction.md/.csv`` and the figures. A second store (``WORK/violations``) holds
-``aster`` mode at ε = 1e-3 under a stronger verify budget (3000 samples, 80 search rounds):
-``aster_violations.md/.csv``. Then ``MANIFEST.json``. ``--quick`` runs the same on four small
-benchmarks (for CI; written to ``out/reproduce-quick/results`` unless ``--results`` says otherwise).
+Steps (``STEPS``; ``--tables`` picks some, run in the order given):
 
-Tables of ``results/`` that this command does not rebuild yet are listed in the manifest under
-``not_rebuilt`` with the script that still writes them.
+- ``modes``: one sweep store (``WORK/``): Aster's benchmarks × ε {1e-3, 1e-5} × settings A–D ×
+  modes {aster, aster-sound, refined} (the full analysis), plus the refined-mode ablation variants
+  at ε = 1e-3, setting A. From its rows: ``modes.md/.csv`` + ``ablation.csv``,
+  ``aster_reproduction.md/.csv`` and the figures.
+- ``aster_violations``: a second store (``WORK/violations``): ``aster`` mode at ε = 1e-3 under a
+  stronger verify budget (3000 samples, 80 search rounds).
+- ``aster_lp_match``, ``nonlinear``, ``refined_timing``, ``tightness_breakdown``,
+  ``activations_e2e``, ``tightness_nonlinear``, ``cpp_check``: tables of their own cells (module
+  of the same name in this package, ``build``), each with its store ``WORK/<table>``.
+
+After every step ``MANIFEST.json`` is rewritten (commit, versions, CPU, date, seeds, wall time per
+table). A rerun with ``--resume WORK`` skips every finished cell. ``--quick`` runs a small version
+of each (four small benchmarks for the sweeps; see each module's ``QUICK``), for CI, into
+``out/reproduce-quick/results`` unless ``--results`` says otherwise.
 """
 
 from __future__ import annotations
@@ -19,9 +25,22 @@ import datetime
 import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from ..errors import UserError
+from . import (
+    activations_e2e,
+    aster_lp_match,
+    cpp_check,
+    nonlinear,
+    refined_timing,
+    tightness_breakdown,
+    tightness_nonlinear,
+)
 from .benchmarks import QUICK, aster_model_paths, aster_reference_csv
 from .cell import ROW_FIELDS
 from .figures import write_figures
@@ -30,6 +49,7 @@ from .manifest import build_manifest, git_commit
 from .runner import run_sweep
 from .store import ResultStore
 from .tables import read_reference, write_modes, write_reproduction, write_violations
+from .tasks import TableRun
 
 EPSILONS = [1e-3, 1e-5]
 SETTINGS = ["A", "B", "C", "D"]
@@ -37,15 +57,6 @@ MODES = ["aster", "aster-sound", "refined"]
 ILP_TIME_LIMIT = 60.0
 CELL_TIME_LIMIT = 600.0
 VIOLATIONS_VERIFY = {**DEFAULT_VERIFY, "samples": 3000, "search_iters": 80}
-NOT_REBUILT = {
-    "aster_lp_match.md": "scripts/compare_aster_lp.py",
-    "refined_timing.md": "scripts/time_refined.py",
-    "cpp_check.md": "scripts/check_cpp.py",
-    "tightness_breakdown.md": "scripts/tightness_breakdown.py",
-    "activations_e2e.md": "scripts/activations_e2e.py",
-    "nonlinear.md": "scripts/mnist_nonlinear.py",
-    "tightness_nonlinear.md": "scripts/tightness_nonlinear.py",
-}
 
 
 def grids(quick: bool) -> dict[str, Grid]:
@@ -78,47 +89,129 @@ def grids(quick: bool) -> dict[str, Grid]:
 
 
 def reproduce(
-    results: Path, work: Path, quick: bool, workers: int, ray_address: str | None, progress: bool
+    results: Path,
+    work: Path,
+    quick: bool,
+    workers: int,
+    ray_address: str | None,
+    progress: bool,
+    tables: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume) the sweeps in ``work`` and write tables, figures and MANIFEST.json to ``results``."""
+    """Run (or resume) the experiments of ``tables`` (in the order given; default: all of ``STEPS``) in
+    ``work``; write their tables, figures and MANIFEST.json to ``results``. The manifest is rewritten
+    after every step, so a run stopped half-way leaves the tables it finished described; entries of
+    tables this run did not rebuild are kept from an earlier MANIFEST.json (each with its own date
+    and commit). A step that fails is recorded in the manifest and the others still run; then
+    RuntimeError names the failed steps."""
+    chosen = list(STEPS) if tables is None else list(dict.fromkeys(tables))
+    unknown = set(tables or ()) - set(STEPS)
+    if unknown:
+        raise UserError(f"unknown tables {sorted(unknown)} (choose from {', '.join(STEPS)})")
     results.mkdir(parents=True, exist_ok=True)
     code = git_commit(Path(__file__).resolve().parents[2])  # the code the cells run, taken at the start
-    walls: dict[str, float] = {}
-    cells: dict[str, int] = {}
-    for name, grid in grids(quick).items():
-        summary = run_sweep(grid, _store_dir(work, name), workers, ray_address, progress=progress)
+    run = _Run(results, work, quick, workers, ray_address, progress, code)
+    old = _previous_tables(results / "MANIFEST.json")
+    failed: dict[str, str] = {}
+    manifest: dict[str, Any] = {}
+    for step in chosen:
+        t0 = time.perf_counter()
+        try:
+            entries = STEPS[step](run)
+        except Exception as exc:  # recorded, the other tables still run
+            failed[step] = f"{type(exc).__name__}: {exc}"[:500]
+            entries = {f"{step}.md": {"error": failed[step], "wall_s": time.perf_counter() - t0}}
+        stamp = {"date_utc": _now(), "commit": code["commit"], "dirty": code["dirty"]}
+        for name, entry in entries.items():
+            run.tables[name] = {**entry, **stamp}
+        kept = {k: v for k, v in old.items() if k not in run.tables}
+        manifest = build_manifest({**kept, **run.tables}, run.extra(chosen, failed))
+        (results / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    if failed:
+        raise RuntimeError(f"tables that failed (see MANIFEST.json): {failed}")
+    return manifest
+
+
+@dataclass
+class _Run:
+    """What the steps share: folders, options, the sweep statistics and the table entries so far."""
+
+    results: Path
+    work: Path
+    quick: bool
+    workers: int
+    ray_address: str | None
+    progress: bool
+    code: dict[str, Any]
+    walls: dict[str, float] = field(default_factory=dict)
+    cells: dict[str, int] = field(default_factory=dict)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def sweep(self, name: str) -> None:
+        grid = grids(self.quick)[name]
+        summary = run_sweep(
+            grid, _store_dir(self.work, name), self.workers, self.ray_address, progress=self.progress
+        )
         if summary.crashed:
             names = ", ".join(f"{c.model}/{c.eps:g}/{c.setting}/{c.mode}" for c in summary.crashed[:5])
             raise RuntimeError(
-                f"{len(summary.crashed)} cells crashed twice ({names}); rerun with --resume {work}"
+                f"{len(summary.crashed)} cells crashed twice ({names}); rerun with --resume {self.work}"
             )
-        walls[name], cells[name] = summary.wall_s, summary.total
-    rows = ResultStore(work, ROW_FIELDS).rows()
+        self.walls[name], self.cells[name] = summary.wall_s, summary.total
+
+    def extra(self, chosen: list[str], failed: dict[str, str]) -> dict[str, Any]:
+        all_grids = grids(self.quick)
+        return {
+            **self.code,
+            "command": "aster-ext experiments reproduce" + (" --quick" if self.quick else ""),
+            "quick": self.quick,
+            "workers": self.workers,
+            "backend": f"ray ({self.ray_address})" if self.ray_address else "local process pool",
+            "work": str(self.work),
+            "steps": chosen,
+            "failed": failed,
+            "sweep_stores": {k: str(_store_dir(self.work, k) / "results.csv") for k in self.walls},
+            "sweeps": {
+                k: {"cells": self.cells[k], "wall_s": self.walls[k], "grid": all_grids[k].to_json()}
+                for k in self.walls
+            },
+            "seeds": {
+                "verify": DEFAULT_VERIFY["seed"],
+                "violations_verify": VIOLATIONS_VERIFY["seed"],
+                "tightness_breakdown_local_max": 0,
+                "tightness_nonlinear_search": 0,
+                "cpp_check_inputs": 0,
+            },
+        }
+
+
+def _modes_step(run: _Run) -> dict[str, dict[str, Any]]:
+    """The modes + ablation sweeps: modes.md/.csv, ablation.csv, aster_reproduction.md/.csv, figures."""
+    run.sweep("modes")
+    run.sweep("ablation")
+    walls = run.walls
+    rows = ResultStore(run.work, ROW_FIELDS).rows()
     n = len({r["model"] for r in rows})
     header = (
         f"{n} benchmarks x eps {{1e-3, 1e-5}} x settings A-D x 3 modes; sweep wall time "
-        f"{(walls['modes'] + walls['ablation']) / 60:.1f} min with {workers} workers"
-        f"{' on Ray' if ray_address else ''} (shared machine: times are noisy). Verify budget for every "
+        f"{(walls['modes'] + walls['ablation']) / 60:.1f} min with {run.workers} workers"
+        f"{' on Ray' if run.ray_address else ''} (shared machine: times are noisy). Verify budget for every "
         f"mode: {DEFAULT_VERIFY} (random + corner samples, then the adversarial local search; exact "
         "re-evaluation of the worst candidates). `aster` is checked against the error it claims; the "
         "other two against their certificates. Costs are from the emitted types "
         "(`aster_ext.cost.program_cost`). Rebuild: `aster-ext experiments reproduce`; "
         "figures: `figures/`; provenance: MANIFEST.json."
     )
+    results = run.results
     t = time.perf_counter()
     figures = write_figures(rows, results)
     fig_s = time.perf_counter() - t
     t = time.perf_counter()
-    files = write_modes(rows, results, header, figures)
+    write_modes(rows, results, header, figures)
     modes_s = time.perf_counter() - t
     t = time.perf_counter()
-    files += write_reproduction(rows, read_reference(aster_reference_csv()), results, DEFAULT_VERIFY)
+    write_reproduction(rows, read_reference(aster_reference_csv()), results, DEFAULT_VERIFY)
     repro_s = time.perf_counter() - t
-    t = time.perf_counter()
-    violation_rows = ResultStore(_store_dir(work, "violations"), ROW_FIELDS).rows()
-    files += write_violations(violation_rows, results, VIOLATIONS_VERIFY, 1e-3)
-    viol_s = time.perf_counter() - t
-    tables = {
+    return {
         "modes.md": {
             "files": ["modes.md", "modes.csv", "ablation.csv"],
             "sweeps": ["modes", "ablation"],
@@ -129,33 +222,78 @@ def reproduce(
             "sweeps": ["modes"],
             "wall_s": walls["modes"] + repro_s,
         },
-        "aster_violations.md": {
-            "files": ["aster_violations.md", "aster_violations.csv"],
-            "sweeps": ["violations"],
-            "wall_s": walls["violations"] + viol_s,
-        },
         "figures": {
             "files": sorted(str(p.relative_to(results)) for p in (results / "figures").iterdir()),
             "sweeps": ["modes"],
             "wall_s": fig_s,
         },
     }
-    extra = {
-        **code,
-        "command": "aster-ext experiments reproduce" + (" --quick" if quick else ""),
-        "quick": quick,
-        "workers": workers,
-        "backend": f"ray ({ray_address})" if ray_address else "local process pool",
-        "sweep_stores": {k: str(_store_dir(work, k) / "results.csv") for k in walls},
-        "sweeps": {
-            k: {"cells": cells[k], "wall_s": walls[k], "grid": g.to_json()} for k, g in grids(quick).items()
-        },
-        "seeds": {"verify": DEFAULT_VERIFY["seed"], "violations_verify": VIOLATIONS_VERIFY["seed"]},
-        "not_rebuilt": NOT_REBUILT,
+
+
+def _violations_step(run: _Run) -> dict[str, dict[str, Any]]:
+    """``aster`` mode under the stronger verify budget: aster_violations.md/.csv."""
+    run.sweep("violations")
+    t = time.perf_counter()
+    violation_rows = ResultStore(_store_dir(run.work, "violations"), ROW_FIELDS).rows()
+    write_violations(violation_rows, run.results, VIOLATIONS_VERIFY, 1e-3)
+    return {
+        "aster_violations.md": {
+            "files": ["aster_violations.md", "aster_violations.csv"],
+            "sweeps": ["violations"],
+            "wall_s": run.walls["violations"] + time.perf_counter() - t,
+        }
     }
-    manifest = build_manifest(tables, extra)
-    (results / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+
+
+def _table_step(module: ModuleType) -> Callable[[_Run], dict[str, dict[str, Any]]]:
+    """A table of its own tasks (``module.build``), its store in WORK/<table>."""
+
+    def step(run: _Run) -> dict[str, dict[str, Any]]:
+        t = time.perf_counter()
+        table_run = TableRun(run.results, run.work, run.quick, run.workers, run.ray_address, run.progress)
+        files = module.build(table_run)
+        return {
+            f"{module.TABLE}.md": {
+                "files": [str(p.relative_to(run.results)) for p in files],
+                "store": str(run.work / module.TABLE / "results.csv"),
+                "wall_s": time.perf_counter() - t,
+            }
+        }
+
+    return step
+
+
+#: every step of the reproduction, in the order it runs: the cheap tables of dense networks first
+#: (a minute or two each), the sweeps of the modes, ablation and violations, then the nonlinear
+#: nets' tables and cpp_check (its 72 g++ compiles take longest)
+STEPS: dict[str, Callable[[_Run], dict[str, dict[str, Any]]]] = {
+    "aster_lp_match": _table_step(aster_lp_match),
+    "refined_timing": _table_step(refined_timing),
+    "tightness_breakdown": _table_step(tightness_breakdown),
+    "modes": _modes_step,
+    "aster_violations": _violations_step,
+    "activations_e2e": _table_step(activations_e2e),
+    "tightness_nonlinear": _table_step(tightness_nonlinear),
+    "nonlinear": _table_step(nonlinear),
+    "cpp_check": _table_step(cpp_check),
+}
+
+
+def _previous_tables(path: Path) -> dict[str, dict[str, Any]]:
+    """Table entries of an earlier MANIFEST.json in the same results folder (stamped with its date and
+    commit where they have none of their own)."""
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    stamp = {"date_utc": old.get("date_utc"), "commit": old.get("commit"), "dirty": old.get("dirty")}
+    return {k: {**stamp, **v} for k, v in old.get("tables", {}).items() if "error" not in v}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _store_dir(work: Path, sweep: str) -> Path:
@@ -183,6 +321,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--ray", metavar="ADDRESS", default=None, help="run the cells on Ray ('auto': local instance)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tables",
+        nargs="+",
+        choices=list(STEPS),
+        default=None,
+        metavar="TABLE",
+        help=f"only these steps, in this order (default: all: {' '.join(STEPS)})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,7 +337,8 @@ def run(args: argparse.Namespace) -> int:
     results = args.results or (Path("out") / "reproduce-quick" / "results" if args.quick else Path("results"))
     t0 = time.perf_counter()
     address = args.ray or os.environ.get("RAY_ADDRESS") or None
-    m = reproduce(results, work, args.quick, args.workers, address, not args.quiet)
+    tables = tuple(args.tables) if args.tables else None
+    m = reproduce(results, work, args.quick, args.workers, address, not args.quiet, tables)
     print(
         f"reproduce: {len(m['tables'])} tables/figure sets in {results} from {work / 'results.csv'} "
         f"in {(time.perf_counter() - t0) / 60:.1f} min; manifest {results / 'MANIFEST.json'}"

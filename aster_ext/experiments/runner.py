@@ -31,9 +31,11 @@ RETRIES = 1
 
 
 CellFn = Callable[[Cell], dict[str, Any]]
+#: the identity columns of a unit of work (written on its timeout row)
+IdentityFn = Callable[[Any], dict[str, Any]]
 
 
-def _child(cell: Cell, conn: Any, watch: Any, cell_fn: CellFn) -> None:
+def _child(cell: Any, conn: Any, watch: Any, cell_fn: Callable[[Any], dict[str, Any]]) -> None:
     """Child process body: exit at once if the driver goes away, else run the cell and send its row."""
 
     def watchdog() -> None:
@@ -61,10 +63,18 @@ def run_cell_limited(cell: Cell, time_limit: float, cell_fn: CellFn = run_cell) 
     """``cell_fn`` (default ``run_cell``; a module-level function) in a child process, killed after
     ``time_limit`` s (status timeout); a child that dies without a row gives status ``crashed``
     (the runner retries it, never stores it)."""
+    return run_limited(cell, time_limit, cell_fn, cell_identity)
+
+
+def run_limited(item: Any, time_limit: float, fn: Callable[[Any], dict[str, Any]], identity: IdentityFn
+                ) -> dict[str, Any]:  # fmt: skip
+    """``fn(item)`` in a child process, killed after ``time_limit`` s: the row ``identity(item)`` with
+    status timeout; a child that dies without a row gives status ``crashed``. ``fn`` and ``identity``
+    are module-level functions (the child process imports them by name)."""
     ctx = _context()
     recv_end, send_end = ctx.Pipe(duplex=False)
     watch_r, watch_w = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(cell, send_end, watch_r, cell_fn), daemon=True)
+    proc = ctx.Process(target=_child, args=(item, send_end, watch_r, fn), daemon=True)
     t0 = time.perf_counter()
     proc.start()
     send_end.close()
@@ -77,7 +87,7 @@ def run_cell_limited(cell: Cell, time_limit: float, cell_fn: CellFn = run_cell) 
             except EOFError:
                 row = None
         else:
-            row = cell_identity(cell)
+            row = identity(item)
             row.update(
                 status="timeout",
                 time_s=time.perf_counter() - t0,
@@ -90,7 +100,7 @@ def run_cell_limited(cell: Cell, time_limit: float, cell_fn: CellFn = run_cell) 
         recv_end.close()
         watch_w.close()
     if row is None:
-        row = cell_identity(cell)
+        row = identity(item)
         message = f"crashed (exit code {proc.exitcode})"
         row.update(status=CRASHED, time_s=time.perf_counter() - t0, message=message)
     return row
@@ -113,10 +123,11 @@ def _order(cells: list[Cell]) -> list[Cell]:
 
 
 def _local_results(
-    cells: list[Cell], limit: float, workers: int, cell_fn: CellFn
-) -> Iterable[tuple[Cell, dict[str, Any]]]:
+    cells: list[Any], limit: float, workers: int, cell_fn: Callable[[Any], dict[str, Any]],
+    identity: IdentityFn = cell_identity,
+) -> Iterable[tuple[Any, dict[str, Any]]]:  # fmt: skip
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futs = {pool.submit(run_cell_limited, c, limit, cell_fn): c for c in cells}
+        futs = {pool.submit(run_limited, c, limit, cell_fn, identity): c for c in cells}
         try:
             for fut in as_completed(futs):
                 yield futs[fut], fut.result()
@@ -126,8 +137,9 @@ def _local_results(
 
 
 def _ray_results(
-    cells: list[Cell], limit: float, workers: int, address: str, cell_fn: CellFn
-) -> Iterable[tuple[Cell, dict[str, Any]]]:
+    cells: list[Any], limit: float, workers: int, address: str, cell_fn: Callable[[Any], dict[str, Any]],
+    identity: IdentityFn = cell_identity,
+) -> Iterable[tuple[Any, dict[str, Any]]]:  # fmt: skip
     try:
         import ray
     except ImportError as exc:
@@ -142,8 +154,8 @@ def _ray_results(
         else:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_cell_limited)
-        refs = {task.remote(c, limit, cell_fn): c for c in cells}
+        task = ray.remote(num_cpus=1, max_retries=0)(run_limited)
+        refs = {task.remote(c, limit, cell_fn, identity): c for c in cells}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
@@ -152,6 +164,17 @@ def _ray_results(
     finally:
         if started_here:
             ray.shutdown()
+
+
+def results_of(
+    items: list[Any], limit: float, workers: int, ray_address: str | None,
+    fn: Callable[[Any], dict[str, Any]], identity: IdentityFn,
+) -> Iterable[tuple[Any, dict[str, Any]]]:  # fmt: skip
+    """(item, row) pairs as they finish, each ``fn(item)`` in its own child process with ``limit`` s:
+    on Ray tasks with ``ray_address``, else on ``workers`` threads of this process."""
+    if ray_address:
+        return _ray_results(items, limit, workers, ray_address, fn, identity)
+    return _local_results(items, limit, workers, fn, identity)
 
 
 def run_sweep(
@@ -174,14 +197,10 @@ def run_sweep(
     summary = SweepSummary(total=len(cells), skipped=len(cells) - len(todo), written=0,
                            backend="ray" if ray_address else "local")  # fmt: skip
     t0 = time.perf_counter()
-    bar = _Progress(len(todo), progress)
+    bar = SweepProgress(len(todo), progress)
     attempt = 0
     while todo and attempt <= RETRIES:
-        source = (
-            _ray_results(todo, grid.cell_time_limit, workers, ray_address, cell_fn)
-            if ray_address
-            else _local_results(todo, grid.cell_time_limit, workers, cell_fn)
-        )
+        source = results_of(todo, grid.cell_time_limit, workers, ray_address, cell_fn, cell_identity)
         retry: list[Cell] = []
         with bar:
             for cell, row in source:
@@ -201,10 +220,10 @@ def run_sweep(
     return summary
 
 
-class _Progress:
+class SweepProgress:
     """A rich progress bar with ETA on stderr (or nothing when ``enabled`` is false)."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, title: str = "sweep"):
         self.enabled = enabled and total > 0
         self.bar = None
         if self.enabled:
@@ -219,7 +238,7 @@ class _Progress:
             )
 
             self.bar = Progress(
-                TextColumn("[bold]sweep[/bold] {task.description}"),
+                TextColumn(f"[bold]{title}[/bold] {{task.description}}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
@@ -230,7 +249,7 @@ class _Progress:
             self.task = self.bar.add_task("", total=total)
         self._entered = False
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> SweepProgress:
         if self.bar is not None and not self._entered:
             self.bar.start()
             self._entered = True
@@ -241,9 +260,10 @@ class _Progress:
             self.bar.stop()
             self._entered = False
 
-    def advance(self, row: dict[str, Any]) -> None:
+    def advance(self, row: dict[str, Any], label: str | None = None) -> None:
         if self.bar is not None:
-            self.bar.update(self.task, advance=1, description=f"{row['model']} {row['mode']} {row['status']}")
+            text = label if label is not None else f"{row['model']} {row['mode']} {row['status']}"
+            self.bar.update(self.task, advance=1, description=text)
 
     def note(self, text: str) -> None:
         if self.bar is not None:

@@ -47,12 +47,16 @@ def parse_value(text: str) -> Any:
 
 
 class ResultStore:
-    """Append-only CSV of rows with fixed ``fields``; ``finished()`` gives the keys already there."""
+    """Append-only CSV of rows with fixed ``fields``; ``finished()`` gives the keys already there.
 
-    def __init__(self, out_dir: Path, fields: list[str]):
+    A row's key is the sweep cell's identity (``row_key``), or with ``key_fields`` the values of those
+    columns (``value_key``: numbers through ``repr(float)``, so CSV round trips match)."""
+
+    def __init__(self, out_dir: Path, fields: list[str], key_fields: tuple[str, ...] | None = None):
         self.dir = Path(out_dir)
         self.path = self.dir / RESULTS_NAME
         self.fields = list(fields)
+        self.key_fields = key_fields
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists() and self.path.stat().st_size > 0:
             # someone else's file is refused before anything touches it
@@ -96,17 +100,21 @@ class ResultStore:
     def append(self, row: dict[str, Any]) -> None:
         self._write(_line([row.get(f) for f in self.fields]))
 
-    def rows(self) -> list[dict[str, Any]]:
-        """All rows, values parsed; a later row with the same key replaces an earlier one."""
+    def rows(self, parse: bool = True) -> list[dict[str, Any]]:
+        """All rows, values parsed (or, with ``parse`` false, the text as written, '' -> None); a later
+        row with the same key replaces an earlier one."""
         by_key: dict[tuple[str, ...], dict[str, Any]] = {}
         with self.path.open(newline="") as fh:
             for raw in csv.DictReader(fh):
-                row = {k: parse_value(v) for k, v in raw.items()}
-                by_key[row_key(row)] = row
+                row = {k: parse_value(v) if parse else (v if v != "" else None) for k, v in raw.items()}
+                by_key[self.key(row)] = row
         return list(by_key.values())
 
+    def key(self, row: dict[str, Any]) -> tuple[str, ...]:
+        return row_key(row) if self.key_fields is None else value_key(row[k] for k in self.key_fields)
+
     def finished(self) -> set[tuple[str, ...]]:
-        return {row_key(r) for r in self.rows()}
+        return {self.key(r) for r in self.rows()}
 
     def check_fingerprint(self, fingerprint: dict[str, Any]) -> None:
         """Refuse to mix rows computed with another verify budget / ILP time limit into one store."""
@@ -124,3 +132,13 @@ class ResultStore:
 
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:
     return cell_key(row["model"], row["eps"], row["setting"], row["mode"], row["granularity"], row["variant"])
+
+
+def value_key(values: Any) -> tuple[str, ...]:
+    """Identity values as strings: numbers through ``repr(float)`` (1, 1.0 and '1' all give '1.0')."""
+    out = []
+    for v in values:
+        parsed = parse_value(v) if isinstance(v, str) else v
+        is_number = isinstance(parsed, int | float) and not isinstance(parsed, bool)
+        out.append(repr(float(parsed)) if is_number else str(v))
+    return tuple(out)

@@ -1,8 +1,8 @@
 """Result tables from sweep rows: ``modes`` (+ ablation), ``aster_reproduction``, ``aster_violations``.
 
 Each writer takes the rows of a results store (``store.ResultStore.rows``) and writes the CSV and
-Markdown files of one table into ``results/``; the columns and Markdown layout are those of the
-former ``scripts/compare_modes.py``, ``scripts/reproduce_aster.py`` and ``scripts/aster_violations.py``.
+Markdown files of one table into ``results/`` (the only implementation of these tables; the
+scripts that wrote them before, compare_modes / reproduce_aster / aster_violations, are gone).
 
 Statistics: geo-means are exp(mean(log v)) over the finite positive values; tightness is
 certified (or, for ``aster``, claimed) error / max observed error of the verify search.
@@ -94,7 +94,7 @@ def _f(v: Any, fmt: str = ".3g") -> str:
     return str(v)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -253,8 +253,8 @@ def write_modes(
 ) -> list[Path]:
     """results/modes.csv, results/ablation.csv, results/modes.md."""
     rows, ab = modes_rows(store_rows), ablation_rows(store_rows)
-    _write_csv(results / "modes.csv", rows, MODES_FIELDS)
-    _write_csv(results / "ablation.csv", ab, ABLATION_FIELDS)
+    write_csv(results / "modes.csv", rows, MODES_FIELDS)
+    write_csv(results / "ablation.csv", ab, ABLATION_FIELDS)
     (results / "modes.md").write_text(modes_markdown(rows, ab, header, figures))
     return [results / "modes.csv", results / "ablation.csv", results / "modes.md"]
 
@@ -318,7 +318,7 @@ def write_reproduction(
 ) -> list[Path]:
     """results/aster_reproduction.csv and .md."""
     rows = reproduction_rows(store_rows, reference)
-    _write_csv(results / "aster_reproduction.csv", rows, REPRODUCTION_FIELDS)
+    write_csv(results / "aster_reproduction.csv", rows, REPRODUCTION_FIELDS)
     ok = [r for r in rows if r["status"] == "ok"]
     viol = {
         m: sum(1 for r in ok if r["mode"] == m and int(r.get("violations") or 0) > 0) for m in ASTER_MODES
@@ -400,7 +400,7 @@ def write_violations(
 ) -> list[Path]:
     """results/aster_violations.csv and .md."""
     rows = violations_rows(store_rows)
-    _write_csv(results / "aster_violations.csv", rows, VIOLATIONS_FIELDS)
+    write_csv(results / "aster_violations.csv", rows, VIOLATIONS_FIELDS)
     ok = [r for r in rows if r["status"] == "ok"]
     over = [r for r in ok if float(r["observed_over_claimed"]) > 1]
     lines = [

@@ -1,4 +1,5 @@
-"""ε_min, quantize time and certified top-1 preservation of the external MNIST sigmoid/tanh networks.
+"""Table ``nonlinear``: ε_min, quantize time and certified top-1 preservation of the external MNIST
+sigmoid/tanh networks.
 
 For each network (``../shared/benchmarks/external``: tansig_200_50_onnx, ffnnSIGMOID__Point_6x200)
 and each input box (the spec's full box, and boxes sample ± r pixel levels clipped to it):
@@ -13,38 +14,92 @@ and each input box (the spec's full box, and boxes sample ± r pixel levels clip
   y_t - y_k, taken from the error forms of the quantised program (form of output t minus form of
   output k, rigorously, min with bound_t + bound_k); the class is certified preserved when every
   such bound is strictly below the rigorous lower end of y_t - y_k.
-
-Writes results/nonlinear.md and results/nonlinear.csv.
-Usage: python scripts/mnist_nonlinear.py [--radii 2 5] [--only NAME ...]
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import sys
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from flint import arb
+from flint import arb, ctx
 
-ROOT = Path(__file__).resolve().parents[1]
-EXT = ROOT.parent / "shared" / "benchmarks" / "external"
+from .benchmarks import shared_dir
+from .tasks import TableRun, tasks_of
+
+TABLE = "nonlinear"
 NETS = {"tansig_200_50_onnx": 255.0, "ffnnSIGMOID__Point_6x200": 1.0}  # value of the full pixel range
+RADII = (2.0, 5.0)
+#: --quick: the tanh net on one small box
+QUICK = {"tansig_200_50_onnx": ("sample0±2lv",)}
 SETTING = "A"
 FIELDS = [
-    "network", "box", "eps_min", "eps_used", "certified", "quantize_s", "analyse_s", "codegen_s", "hw",
-    "samples", "top1_certified", "min_margin", "max_diff_bound", "diff_bound_kind",
-]  # fmt: skip
+    "network",
+    "box",
+    "eps_min",
+    "eps_used",
+    "certified",
+    "quantize_s",
+    "analyse_s",
+    "codegen_s",
+    "hw",
+    "samples",
+    "top1_certified",
+    "min_margin",
+    "max_diff_bound",
+    "diff_bound_kind",
+]
+
+
+def external_dir() -> Path:
+    return shared_dir() / "benchmarks" / "external"
+
+
+@contextlib.contextmanager
+def arb_precision(bits: int) -> Iterator[None]:
+    """Run arb operations at ``bits`` bits at least (flint's global precision restored afterwards)."""
+    old = ctx.prec
+    ctx.prec = max(bits, old)
+    try:
+        yield
+    finally:
+        ctx.prec = old
+
+
+def boxes(name: str, scale: float) -> list[dict[str, Any]]:
+    """The full spec box and sample i ± r pixel levels (clipped to it) for every sample and radius,
+    as ``run_box`` keyword arguments (the samples inside each box)."""
+    from ..spec import load_spec
+
+    spec = load_spec(external_dir() / f"{name}.spec.json")
+    samples = np.asarray(spec.samples, dtype=np.float64)
+    lo = np.asarray(spec.input_lower, dtype=np.float64)
+    hi = np.asarray(spec.input_upper, dtype=np.float64)
+    out = [
+        {"name": name, "box": "full", "lower": lo.tolist(), "upper": hi.tolist(), "samples": samples.tolist()}
+    ]
+    level = scale / 255.0
+    for r in RADII:
+        for i, x in enumerate(samples):
+            out.append(
+                {
+                    "name": name,
+                    "box": f"sample{i}±{r:g}lv",
+                    "lower": np.maximum(lo, x - r * level).tolist(),
+                    "upper": np.minimum(hi, x + r * level).tolist(),
+                    "samples": [x.tolist()],
+                }
+            )
+    return out
 
 
 def real_logits(layers: list, x: np.ndarray) -> list[arb]:
     """Rigorous arb enclosures of the real network's outputs at x (exact float64 weights)."""
-    from aster_ext.activations._arb import working_precision
-
-    with working_precision(128):
+    with arb_precision(128):
         a = [arb(float(v)) for v in x]
         for layer in layers:
             w, b = layer.weight, layer.bias
@@ -59,13 +114,14 @@ def real_logits(layers: list, x: np.ndarray) -> list[arb]:
     return a
 
 
-def diff_bounds(program, layers: list, lower: np.ndarray, upper: np.ndarray, on_grid: bool, t: int,
-                per_output: np.ndarray) -> np.ndarray:  # fmt: skip
+def diff_bounds(
+    program, layers: list, lower: np.ndarray, upper: np.ndarray, on_grid: bool, t: int, per_output: np.ndarray
+) -> np.ndarray:
     """Certified bound on |err(y_t) - err(y_k)| for every k (entry t = 0): error forms of the
     program's outputs (row t minus row k, float subtraction error added to the slack), min with
     the per-output sum bound_t + bound_k."""
-    from aster_ext.refined.error_forms import form_interval, forms_analysis
-    from aster_ext.rigorous import MU, scaled_sum_bound, up
+    from ..refined.error_forms import form_interval, forms_analysis
+    from ..rigorous import MU, scaled_sum_bound, up
 
     run = forms_analysis(program, layers, lower, upper, on_grid)
     ca, sa = run.ca[-1], run.sa[-1]
@@ -82,31 +138,36 @@ def diff_bounds(program, layers: list, lower: np.ndarray, upper: np.ndarray, on_
     return out
 
 
-def run_box(name: str, box: str, lower: np.ndarray, upper: np.ndarray, samples: np.ndarray) -> dict:
+def run_box(name: str, box: str, lower: list[float], upper: list[float], samples: list[list[float]]) -> dict:
     """One row of the table (module docstring)."""
-    from aster_ext.errors import UserError
-    from aster_ext.frontend import load_model
-    from aster_ext.ir import dense_chain
-    from aster_ext.pipeline import QuantizeOptions, allowed_activations, quantize
-    from aster_ext.refined.model import SETTINGS
-    from aster_ext.refined.solve import max_len_program
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    samples = np.asarray(samples, dtype=np.float64)
+    from ..errors import UserError
+    from ..frontend import load_model
+    from ..ir import dense_chain
+    from ..pipeline import QuantizeOptions, allowed_activations, quantize
+    from ..refined.model import SETTINGS
+    from ..refined.solve import max_len_program
 
-    path = EXT / f"{name}.onnx"
+    path = external_dir() / f"{name}.onnx"
     net, _ = load_model(path)
     layers = dense_chain(net, allowed_activations("refined"))
     st = SETTINGS[SETTING]
     _, cert0 = max_len_program(name, layers, lower, upper, st)
     eps_min = float(cert0.bound)
-    row: dict = {"network": name, "box": box, "eps_min": f"{eps_min:.4g}", "samples": len(samples)}
+    row: dict = {"eps_min": f"{eps_min:.4g}", "samples": len(samples)}
     eps = 1.05 * eps_min
     row["eps_used"] = f"{eps:.4g}"
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             opts = QuantizeOptions(
-                error=eps, mode="refined", setting=SETTING,
-                input_lower=list(map(float, lower)), input_upper=list(map(float, upper)),
-            )  # fmt: skip
+                error=eps,
+                mode="refined",
+                setting=SETTING,
+                input_lower=list(map(float, lower)),
+                input_upper=list(map(float, upper)),
+            )
             res = quantize(path, opts, Path(tmp) / "out")
     except UserError as exc:
         row.update(certified=f"failed: {str(exc)[:60]}", quantize_s=round(time.perf_counter() - t0, 1))
@@ -114,9 +175,11 @@ def run_box(name: str, box: str, lower: np.ndarray, upper: np.ndarray, samples: 
     row["quantize_s"] = round(time.perf_counter() - t0, 1)
     tm = res.report["timings"]
     row.update(
-        certified=f"{res.certificate.bound:.4g}", analyse_s=round(tm.get("assign_and_certify_s", 0), 1),
-        codegen_s=round(tm.get("codegen_s", 0), 1), hw=res.report["cost"]["hw"],
-    )  # fmt: skip
+        certified=f"{res.certificate.bound:.4g}",
+        analyse_s=round(tm.get("assign_and_certify_s", 0), 1),
+        codegen_s=round(tm.get("codegen_s", 0), 1),
+        hw=res.report["cost"]["hw"],
+    )
     ok, margins, dbs = 0, [], []
     for x in samples:
         y = real_logits(layers, x)
@@ -129,48 +192,35 @@ def run_box(name: str, box: str, lower: np.ndarray, upper: np.ndarray, samples: 
         if all(m > 0 for m in marg) and all(b < m for b, m in zip(dk, marg, strict=True)):
             ok += 1
     row.update(
-        top1_certified=f"{ok}/{len(samples)}", min_margin=f"{min(margins):.4g}",
-        max_diff_bound=f"{max(dbs):.4g}", diff_bound_kind="form difference (min with sum)",
-    )  # fmt: skip
+        top1_certified=f"{ok}/{len(samples)}",
+        min_margin=f"{min(margins):.4g}",
+        max_diff_bound=f"{max(dbs):.4g}",
+        diff_bound_kind="form difference (min with sum)",
+    )
     return row
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--radii", nargs="*", type=float, default=[2.0, 5.0], help="box radii (pixel levels)")
-    ap.add_argument("--only", nargs="*")
-    args = ap.parse_args()
-    from aster_ext.spec import load_spec
-
-    rows = []
+def build(run: TableRun) -> list[Path]:
+    """Run (or resume) the boxes in ``work/nonlinear`` and write results/nonlinear.csv/.md."""
+    items = []
     for name, scale in NETS.items():
-        if args.only and name not in args.only:
+        if run.quick and name not in QUICK:
             continue
-        spec = load_spec(EXT / f"{name}.spec.json")
-        samples = np.asarray(spec.samples, dtype=np.float64)
-        lo = np.asarray(spec.input_lower, dtype=np.float64)
-        hi = np.asarray(spec.input_upper, dtype=np.float64)
-        boxes = [("full", lo, hi)]
-        level = scale / 255.0
-        for r in args.radii:
-            for i, x in enumerate(samples):
-                b_lo, b_hi = np.maximum(lo, x - r * level), np.minimum(hi, x + r * level)
-                boxes.append((f"sample{i}±{r:g}lv", b_lo, b_hi))
-        for box, b_lo, b_hi in boxes:
-            inside = samples if box == "full" else samples[[int(box[6 : box.index("±")])]]
-            row = run_box(name, box, b_lo, b_hi, inside)
-            rows.append(row)
-            print(row, flush=True)
-    out = ROOT / "results"
-    with open(out / "nonlinear.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+        items += [b for b in boxes(name, scale) if not run.quick or b["box"] in QUICK[name]]
+    tasks = tasks_of(
+        __name__,
+        "run_box",
+        items,
+        lambda kw: {"network": kw["name"], "box": kw["box"]},
+        lambda kw: len(kw["lower"]) * (2 if kw["box"] == "full" else 1),
+    )
+    rows = run.rows(TABLE, tasks, FIELDS, parse=False)
     lines = [
         "# External MNIST sigmoid / tanh networks: ε_min, time, certified top-1 preservation",
         "",
-        "Written by `scripts/mnist_nonlinear.py` (refined mode, setting A: maxLen 32, input frac 20 with "
-        "input quantisation error). ε_min = certified logit bound of the all-maxLen program; quantize "
+        "Written by `aster-ext experiments reproduce` (table 'nonlinear'; refined mode, setting A: "
+        "maxLen 32, input frac 20 with input quantisation error). ε_min = certified logit bound of the "
+        "all-maxLen program; quantize "
         "(analysis + ILP + certify + codegen) timed at 1.05·ε_min. A sample counts as certified when, for "
         "every k != top class t, the certified bound on the error of y_t - y_k (from the error forms: "
         "form of t minus form of k, min with bound_t + bound_k) is strictly below the rigorous (arb) "
@@ -180,10 +230,5 @@ def main() -> int:
         "| " + " | ".join(FIELDS) + " |",
         "|" + "---|" * len(FIELDS),
     ]
-    lines += ["| " + " | ".join(str(r.get(k, "")) for k in FIELDS) + " |" for r in rows]
-    (out / "nonlinear.md").write_text("\n".join(lines) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    lines += ["| " + " | ".join(("" if r.get(k) is None else str(r[k])) for k in FIELDS) + " |" for r in rows]
+    return run.write(TABLE, rows, FIELDS, "\n".join(lines) + "\n")

@@ -1,5 +1,4 @@
-#!/usr/bin/env python
-"""Where the refined certificate's slack comes from: the bound split by error source.
+"""Table ``tightness_breakdown``: where the refined certificate's slack comes from.
 
 For every Aster benchmark at ε = 1e-3 in settings A and C, the refined program is built
 (``pipeline.analyse``), its error forms recomputed (``refined.error_forms.forms_analysis``) and the
@@ -13,51 +12,56 @@ certified bound of output 0, |Σ_c C_c ctr_c| + Σ_c |C_c| rad_c + slack, split 
 - ``act_other``: the a-column radii of every other layer (out rounding, activation implementations),
 
 each as a share of the bound; the number of unstable ReLU neurons; max observed error and the
-tightness ratio bound / observed under the verify budget of ``compare_modes.py``; ``local_max``: the
-largest *pattern-fixed* bound over 20000 random inputs x — the forms' column centres and radii
-carried through the exact Jacobian of the real network at x (its ReLU pattern; remainders of
-unstable neurons dropped), i.e. what an analysis exact in the activation pattern but still
-treating the roundings as independent would have to certify at x — which factors the tightness
-into ``loose`` = bound / local_max (the analysis' relaxations) times ``align`` = local_max /
-observed (worst-case alignment of independent roundings that no searched input reaches); and, for inputs of
-dimension <= 6, the bound of the *same program* re-certified on 2^d and 3^d sub-boxes (max over
-the boxes) — what input splitting would buy the analysis.
-
-Writes results/tightness_breakdown.{csv,md}.  Usage: python scripts/tightness_breakdown.py [--benchmarks ...]
+tightness ratio bound / observed under the verify budget of the ``modes`` table (``DEFAULT_VERIFY``);
+``local_max``: the largest *pattern-fixed* bound over 20000 random inputs x — the forms' column
+centres and radii carried through the exact Jacobian of the real network at x (its ReLU pattern;
+remainders of unstable neurons dropped), i.e. what an analysis exact in the activation pattern but
+still treating the roundings as independent would have to certify at x — which factors the
+tightness into ``loose`` = bound / local_max (the analysis' relaxations) times ``align`` =
+local_max / observed (worst-case alignment of independent roundings that no searched input
+reaches); and, for inputs of dimension <= 6, the bound of the *same program* re-certified on 2^d
+and 3^d sub-boxes (max over the boxes) — what input splitting would buy the analysis.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import itertools
 import math
-import os
 import statistics
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from .benchmarks import QUICK, aster_model_paths
+from .grid import DEFAULT_VERIFY
+from .tasks import TableRun, tasks_of
 
-RESULTS = ROOT / "results"
+TABLE = "tightness_breakdown"
 EPS = 1e-3
 SETTINGS = ("A", "C")
 SHARES = ("input", "centre", "dW", "rounding", "relu_rem", "act_other")
 FIELDS = [
-    "benchmark", "setting", "status", "bound", "observed", "tightness", "unstable", "neurons",
-    *SHARES, "local_max", "loose", "align", "split2", "split3",
-]  # fmt: skip
+    "benchmark",
+    "setting",
+    "status",
+    "bound",
+    "observed",
+    "tightness",
+    "unstable",
+    "neurons",
+    *SHARES,
+    "local_max",
+    "loose",
+    "align",
+    "split2",
+    "split3",
+]
 
 
 def split_bound(program: Any, layers: Any, lo: np.ndarray, hi: np.ndarray, k: int, on_grid: bool) -> float:
     """max over the k^d equal sub-boxes of the refined certificate of the same program."""
-    from aster_ext.refined.error_forms import certify_forms
+    from ..refined.error_forms import certify_forms
 
     edges = [np.linspace(a, b, k + 1) for a, b in zip(lo, hi, strict=True)]
     worst = 0.0
@@ -70,7 +74,7 @@ def split_bound(program: Any, layers: Any, lo: np.ndarray, hi: np.ndarray, k: in
 
 def local_bound(run: Any, layers: Any, lo: np.ndarray, hi: np.ndarray, n: int = 20000) -> float:
     """max over n random inputs of the pattern-fixed bound of output 0 (module docstring)."""
-    from aster_ext.refined.error_forms import UNSTABLE
+    from ..refined.error_forms import UNSTABLE
 
     lay, ctr, rad = run.layout, run.ctr, run.rad
     x = lo + (hi - lo) * np.random.default_rng(0).random((n, lo.size))
@@ -97,21 +101,36 @@ def local_bound(run: Any, layers: Any, lo: np.ndarray, hi: np.ndarray, n: int = 
     return float(np.max(radius + np.abs(centre)))
 
 
-def breakdown(name: str, setting: str) -> dict[str, Any]:
-    from compare_modes import VERIFY, model_path
+def weight_error_enclosure(
+    raw: np.ndarray, frac: np.ndarray, exact: np.ndarray, exact_rad: np.ndarray | None
+):
+    """Interval enclosure of the quantised weights raw·2^-frac (object ints of any width, rounded to
+    float with a radius where inexact) minus the exact weights ``exact`` ± ``exact_rad``."""
+    from ..rigorous import Interval, down, up
 
-    from aster_ext.aster.settings import SETTINGS as ST
-    from aster_ext.certify import _diff_enclosure, _raw_to_float
-    from aster_ext.errors import InfeasibleError
-    from aster_ext.frontend import load_model
-    from aster_ext.pipeline import QuantizeOptions, analyse
-    from aster_ext.ranges import ExactParams
-    from aster_ext.refined.error_forms import UNSTABLE, forms_analysis
-    from aster_ext.rigorous import Interval, matvec
-    from aster_ext.verify import VerifyBudget, verify_program
+    flat = raw.reshape(-1)
+    vals = np.array([float(r) for r in flat], dtype=np.float64).reshape(raw.shape)
+    inexact = np.array([abs(int(r)).bit_length() > 53 for r in flat], dtype=bool).reshape(raw.shape)
+    value = np.ldexp(vals, -np.asarray(frac, dtype=np.int64))
+    value_rad = np.where(inexact, up(np.abs(value) * 2.0**-52), 0.0)
+    d = value - exact
+    rad = up(value_rad + (exact_rad if exact_rad is not None else 0.0))
+    return Interval(down(down(d) - rad), up(up(d) + rad))
 
-    row: dict[str, Any] = {"benchmark": name, "setting": setting}
-    net, spec = load_model(model_path(name))
+
+def breakdown(model_path: str, setting: str) -> dict[str, Any]:
+    """One row of the table (module docstring)."""
+    from ..aster.settings import SETTINGS as ST
+    from ..errors import InfeasibleError
+    from ..frontend import load_model
+    from ..pipeline import QuantizeOptions, analyse
+    from ..ranges import ExactParams
+    from ..refined.error_forms import UNSTABLE, forms_analysis
+    from ..rigorous import Interval, matvec
+    from ..verify import VerifyBudget, verify_program
+
+    row: dict[str, Any] = {}
+    net, spec = load_model(model_path)
     on_grid = ST[setting].no_init_error
     try:
         layers, prog, cert, _a, _i, _t = analyse(net, spec, QuantizeOptions(error=EPS, setting=setting))
@@ -131,8 +150,7 @@ def breakdown(name: str, setting: str) -> dict[str, Any]:
     x_real = Interval(lo, hi)
     for li, (lp, layer) in enumerate(zip(prog.layers, layers, strict=True)):
         p = ExactParams.of(layer)
-        w_t, w_rad = _raw_to_float(lp.weight_raw, lp.weight_t.frac)
-        dw_m, dw_r = _diff_enclosure(w_t, w_rad, p.weight, p.weight_rad).mid_rad()
+        dw_m, dw_r = weight_error_enclosure(lp.weight_raw, lp.weight_t.frac, p.weight, p.weight_rad).mid_rad()
         xr = x_real if li == 0 else run.ranges[li - 1].post
         _m, dw_rad = matvec(dw_m, dw_r, xr).mid_rad()
         zc, ac = lay.z_cols(li), lay.a_cols(li)
@@ -145,8 +163,9 @@ def breakdown(name: str, setting: str) -> dict[str, Any]:
     row.update({k: v / bound for k, v in parts.items()})
     row["unstable"] = int(sum(int(np.sum(d == UNSTABLE)) for d in run.decisions))
     row["neurons"] = int(sum(lay.sizes[:-1]))
-    vr = verify_program(prog, layers, lo, hi, np.asarray(cert.output_bound), on_grid, VerifyBudget(**VERIFY))
-    row.update(status="ok", bound=float(cert.output_bound[0]), observed=vr.max_observed_per_output[0])
+    budget = VerifyBudget(**DEFAULT_VERIFY)
+    vr = verify_program(prog, layers, lo, hi, np.asarray(cert.output_bound), on_grid, budget)
+    row.update(status="ok", bound=float(cert.output_bound[0]), observed=float(vr.max_observed_per_output[0]))
     row["tightness"] = row["bound"] / row["observed"] if row["observed"] > 0 else math.inf
     if all(layer.activation in ("relu", "identity") for layer in layers):
         row["local_max"] = local_bound(run, layers, lo, hi)
@@ -159,25 +178,34 @@ def breakdown(name: str, setting: str) -> dict[str, Any]:
     return row
 
 
-def _job(args: tuple[str, str]) -> dict[str, Any]:
-    try:
-        return breakdown(*args)
-    except Exception as exc:  # reported, never hidden
-        status = f"error: {type(exc).__name__}: {exc}"[:120]
-        return {"benchmark": args[0], "setting": args[1], "status": status}
+def build(run: TableRun) -> list[Path]:
+    """Run (or resume) the breakdowns in ``work/tightness_breakdown``; write results/tightness_breakdown.*."""
+    paths = aster_model_paths(QUICK if run.quick else None)
+    items = [{"model_path": str(p), "setting": s} for p in paths for s in SETTINGS]
+    tasks = tasks_of(
+        __name__,
+        "breakdown",
+        items,
+        lambda kw: {"benchmark": Path(kw["model_path"]).stem, "setting": kw["setting"]},
+        lambda kw: Path(kw["model_path"]).stat().st_size,
+    )
+    rows = run.rows(TABLE, tasks, FIELDS)
+    return run.write(TABLE, rows, FIELDS, markdown(rows))
 
 
 def _f(v: Any, fmt: str = ".3g") -> str:
     return format(v, fmt) if isinstance(v, float) else ("" if v is None else str(v))
 
 
-def summarise(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]]) -> str:
     ok = [r for r in rows if r.get("status") == "ok"]
     out = [
-        "# Refined certificate: which error sources make up the bound (scripts/tightness_breakdown.py)",
+        "# Refined certificate: which error sources make up the bound (aster-ext experiments reproduce, "
+        "table 'tightness_breakdown')",
         "",
         f"ε = {EPS:g}, settings {', '.join(SETTINGS)}, output 0 of each benchmark. Shares of the certified "
-        "bound per source (module docstring of the script); `split2`/`split3`: the same program re-certified "
+        "bound per source (module docstring of `aster_ext/experiments/tightness_breakdown.py`); "
+        "`split2`/`split3`: the same program re-certified "
         "on 2^d / 3^d equal sub-boxes (max over boxes), inputs of dimension <= 6 only; `inf` = on some "
         "sub-box the analysis reports a possible overflow that the full-box analysis excludes (symbolic "
         "ranges are not monotone in the box: both are sound, the sub-box one is looser there).",
@@ -210,31 +238,3 @@ def summarise(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         out.append("| " + " | ".join(_f(r.get(k)) for k in FIELDS) + " |")
     return "\n".join(out) + "\n"
-
-
-def main() -> None:
-    from compare_modes import benchmarks
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--benchmarks", nargs="*", help="subset (default: all 24)")
-    ap.add_argument("--workers", type=int, default=2)
-    args = ap.parse_args()
-    names = args.benchmarks or benchmarks()
-    jobs = [(n, s) for n in names for s in SETTINGS]
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    rows = []
-    with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        for i, row in enumerate(pool.map(_job, jobs)):
-            print(f"[{i + 1}/{len(jobs)}] {row.get('benchmark')} {row.get('setting')} {row.get('status')}",
-                  file=sys.stderr, flush=True)  # fmt: skip
-            rows.append(row)
-    RESULTS.mkdir(exist_ok=True)
-    with open(RESULTS / "tightness_breakdown.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    (RESULTS / "tightness_breakdown.md").write_text(summarise(rows))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,5 +1,5 @@
-#!/usr/bin/env python
-"""Range tightness of the nonlinear-activation relaxations, and certified / observed error (issue 4).
+"""Table ``tightness_nonlinear``: range tightness of the nonlinear-activation relaxations, and
+certified / observed error (issue 4).
 
 For every network and input box, the pre-activation range of each neuron is computed three ways:
 
@@ -22,34 +22,35 @@ trivial); the external MNIST nets tansig_200_50_onnx (784-200-50-10 tanh) and ff
 scripts/mnist_nonlinear.py). For the fixtures, also the refined quantize at ε = 1e-2 (setting A) and
 verify with a fixed budget: certified bound / max observed error.
 
-Convergence of the inner search: ``--convergence`` re-runs the search with twice the starts and steps
-(same neurons, other seed) and reports how much the inner widths grew (median / max of 2x / 1x).
+Convergence of the inner search: the search is re-run the search with twice the starts and steps
+(same neurons, other seed) and reports how much the inner widths grew (median / max of 2x / 1x):
+done on the small nets (the MNIST nets would take minutes more).
 
-Writes results/tightness_nonlinear.csv and results/tightness_nonlinear.md; one progress line per
-network on stderr.
+Every network and box is one task of the table (``tasks.run_tasks``); its rows (per layer, ``all``
+and ``deep``) and any soundness findings are stored JSON-encoded in the table's store.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from ..inner_bounds import SearchBudget, exact_pre, inner_bounds
+from ..ir import DenseLayer
+from .benchmarks import shared_dir
+from .tasks import TableRun, tasks_of
 
-from aster_ext.inner_bounds import SearchBudget, exact_pre, inner_bounds  # noqa: E402
-from aster_ext.ir import DenseLayer  # noqa: E402
-
-FIXTURES = ROOT / "tests" / "fixtures"
-EXT = ROOT.parent / "shared" / "benchmarks" / "external"
-RESULTS = ROOT / "results"
+TABLE = "tightness_nonlinear"
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 ACTS = ["sigmoid", "tanh", "softplus", "elu", "leaky_relu", "silu", "gelu", "hard_sigmoid", "hard_tanh"]
+#: --quick: one fixture and one synthetic net, no MNIST
+QUICK_ACTS = ["sigmoid"]
 MNIST = {"tansig_200_50_onnx": 255.0, "ffnnSIGMOID__Point_6x200": 1.0}  # value of the full pixel range
 SMALL_BUDGET = SearchBudget(starts=16, steps=80, seed=0)
 MNIST_BUDGET = SearchBudget(
@@ -57,16 +58,39 @@ MNIST_BUDGET = SearchBudget(
 )
 EPS = 1e-2
 SETTING = "A"
-VERIFY = {"samples": 2000, "search_starts": 16, "search_iters": 60, "search_batch": 64,
-          "exact_candidates": 4, "seed": 0}  # fmt: skip
+VERIFY = {
+    "samples": 2000,
+    "search_starts": 16,
+    "search_iters": 60,
+    "search_batch": 64,
+    "exact_candidates": 4,
+    "seed": 0,
+}
 SYNTH_WIDTHS = [16, 32, 32, 32, 4]
 SYNTH_PARAMS = {"leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 1.0}}
 FIELDS = [
-    "network", "activation", "box", "layer", "n_neurons", "searched", "degenerate",
-    "sym_median", "sym_p90", "int_median", "int_p90", "inner_width_median",
-    "outside_sym", "outside_int", "search_s", "conv_median", "conv_max",
-    "certified", "max_observed", "cert_over_obs", "violations",
-]  # fmt: skip
+    "network",
+    "activation",
+    "box",
+    "layer",
+    "n_neurons",
+    "searched",
+    "degenerate",
+    "sym_median",
+    "sym_p90",
+    "int_median",
+    "int_p90",
+    "inner_width_median",
+    "outside_sym",
+    "outside_int",
+    "search_s",
+    "conv_median",
+    "conv_max",
+    "certified",
+    "max_observed",
+    "cert_over_obs",
+    "violations",
+]
 TOL = 1e-9  # relative float tolerance of the containment screen (exact re-check beyond it)
 
 
@@ -80,8 +104,15 @@ def synthetic_net(act: str, seed: int) -> list[DenseLayer]:
         b = rng.normal(0, 0.3, SYNTH_WIDTHS[li + 1])
         fn = "identity" if li == n - 1 else act
         p = SYNTH_PARAMS.get(act, {}) if fn == act else {}
-        layers.append(DenseLayer(f"l{li}", w.astype(np.float32).astype(np.float64),
-                                 b.astype(np.float32).astype(np.float64), fn, **p))  # fmt: skip
+        layers.append(
+            DenseLayer(
+                f"l{li}",
+                w.astype(np.float32).astype(np.float64),
+                b.astype(np.float32).astype(np.float64),
+                fn,
+                **p,
+            )
+        )
     return layers
 
 
@@ -107,12 +138,19 @@ def outside_check(layers, li: int, j: int, x: np.ndarray, outer_lo: float, outer
 
 
 def tightness(
-    name: str, act: str, box: str, layers: list[DenseLayer], lo: np.ndarray, hi: np.ndarray,
-    budget: SearchBudget, convergence: bool, bugs: list[str],
-) -> list[dict]:  # fmt: skip
+    name: str,
+    act: str,
+    box: str,
+    layers: list[DenseLayer],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    budget: SearchBudget,
+    convergence: bool,
+    bugs: list[str],
+) -> list[dict]:
     """Rows (per layer, "all", "deep") of one network and box."""
-    from aster_ext.ranges import ExactParams, interval_ranges
-    from aster_ext.refined.symbolic_ranges import symbolic_ranges
+    from ..ranges import ExactParams, interval_ranges
+    from ..refined.symbolic_ranges import symbolic_ranges
 
     ps = [ExactParams.of(layer) for layer in layers]
     iv = interval_ranges(layers, lo, hi, ps)
@@ -151,22 +189,25 @@ def tightness(
             bad_lo = np.nonzero(ib.lo < r.pre.lo[nr] - tol_lo)[0]
             bad_hi = np.nonzero(ib.hi > r.pre.hi[nr] + tol_hi)[0]
             count = 0
-            for k in bad_lo:
-                msg = outside_check(layers, li, int(nr[k]), ib.argmin[k], r.pre.lo[nr[k]], r.pre.hi[nr[k]])
-                if msg:
-                    count += 1
-                    bugs.append(f"{name} {box} {tag}: {msg}; x = {ib.argmin[k].tolist()}")
-            for k in bad_hi:
-                msg = outside_check(layers, li, int(nr[k]), ib.argmax[k], r.pre.lo[nr[k]], r.pre.hi[nr[k]])
-                if msg:
-                    count += 1
-                    bugs.append(f"{name} {box} {tag}: {msg}; x = {ib.argmax[k].tolist()}")
+            for bad, arg in ((bad_lo, ib.argmin), (bad_hi, ib.argmax)):
+                for k in bad:
+                    msg = outside_check(layers, li, int(nr[k]), arg[k], r.pre.lo[nr[k]], r.pre.hi[nr[k]])
+                    if msg:
+                        count += 1
+                        bugs.append(f"{name} {box} {tag}: {msg}; x = {arg[k].tolist()}")
             n_out[tag] = count
         row = {
-            "network": name, "activation": act, "box": box, "layer": str(li + 1), "n_neurons": ib.n_total,
-            "searched": nr.size, "degenerate": int(np.sum(~ok)), "inner_width_median": _pct(w_in, 50),
-            "outside_sym": n_out["sym"], "outside_int": n_out["int"],
-        }  # fmt: skip
+            "network": name,
+            "activation": act,
+            "box": box,
+            "layer": str(li + 1),
+            "n_neurons": ib.n_total,
+            "searched": nr.size,
+            "degenerate": int(np.sum(~ok)),
+            "inner_width_median": _pct(w_in, 50),
+            "outside_sym": n_out["sym"],
+            "outside_int": n_out["int"],
+        }
         _stats(row, sym_r, int_r)
         if conv_g:
             g = conv_g[li][ok]
@@ -185,10 +226,17 @@ def tightness(
         tot["oi"] += n_out["int"]
     for kind, s_key, i_key in (("all", "sym", "int"), ("deep", "sym_deep", "int_deep")):
         row = {
-            "network": name, "activation": act, "box": box, "layer": kind, "n_neurons": tot["n"],
-            "searched": tot["m"], "degenerate": tot["deg"], "outside_sym": tot["os"],
-            "outside_int": tot["oi"], "search_s": round(search_s, 2),
-        }  # fmt: skip
+            "network": name,
+            "activation": act,
+            "box": box,
+            "layer": kind,
+            "n_neurons": tot["n"],
+            "searched": tot["m"],
+            "degenerate": tot["deg"],
+            "outside_sym": tot["os"],
+            "outside_int": tot["oi"],
+            "search_s": round(search_s, 2),
+        }
         s = np.concatenate(acc[s_key]) if acc[s_key] else np.zeros(0)
         i = np.concatenate(acc[i_key]) if acc[i_key] else np.zeros(0)
         _stats(row, s, i)
@@ -201,17 +249,22 @@ def tightness(
 
 def quantize_verify(path: Path) -> dict:
     """Refined quantize at EPS + verify: certified, max observed, ratio, violations."""
-    from aster_ext.aster.settings import SETTINGS
-    from aster_ext.frontend import load_model
-    from aster_ext.pipeline import QuantizeOptions, analyse
-    from aster_ext.verify import VerifyBudget, verify_program
+    from ..aster.settings import SETTINGS
+    from ..frontend import load_model
+    from ..pipeline import QuantizeOptions, analyse
+    from ..verify import VerifyBudget, verify_program
 
     net, spec = load_model(path)
     layers, program, cert, _asg, _info, _t = analyse(net, spec, QuantizeOptions(error=EPS, setting=SETTING))
     vr = verify_program(
-        program, layers, spec.input_lower, spec.input_upper, np.asarray(cert.output_bound, dtype=np.float64),
-        SETTINGS[SETTING].no_init_error, VerifyBudget(**VERIFY),
-    )  # fmt: skip
+        program,
+        layers,
+        spec.input_lower,
+        spec.input_upper,
+        np.asarray(cert.output_bound, dtype=np.float64),
+        SETTINGS[SETTING].no_init_error,
+        VerifyBudget(**VERIFY),
+    )
     return {
         "certified": cert.bound,
         "max_observed": vr.max_observed_error,
@@ -226,8 +279,12 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
-def write_md(rows: list[dict], bugs: list[str], wall: float, args: argparse.Namespace) -> str:
-    lines = ["# Range tightness of the nonlinear activations (scripts/tightness_nonlinear.py)", ""]
+def markdown(rows: list[dict], bugs: list[str], wall: float, convergence: str, workers: int) -> str:
+    lines = [
+        "# Range tightness of the nonlinear activations (aster-ext experiments reproduce, table "
+        "'tightness_nonlinear')",
+        "",
+    ]
     lines.append(
         "Ratio = outer range width / inner width, per neuron pre-activation (>= 1 when the analysis is "
         "sound; 1 = the outer range equals the best range the search found, which is itself inside the "
@@ -245,7 +302,7 @@ def write_md(rows: list[dict], bugs: list[str], wall: float, args: argparse.Name
         "with inner width 0 (left out of the ratios). `conv` = inner width with twice the starts and steps "
         "(other seed, same neurons), hull of both runs / first run's inner width: 1 means the first search "
         "had converged; where a convergence run is done, the reported ratios use the hull of both runs."
-        if args.convergence != "none"
+        if convergence != "none"
         else "- `deep` = layers 2.. (the first layer's interval range is exact: ratio 1)."
     )
     lines.append(
@@ -256,7 +313,7 @@ def write_md(rows: list[dict], bugs: list[str], wall: float, args: argparse.Name
         f"- Synthetic: seeded random nets {'-'.join(map(str, SYNTH_WIDTHS))}, weights N(0, 1.5/sqrt(n_in)), "
         "biases N(0, 0.3), box [-1, 1]^16."
     )
-    lines.append(f"- Wall time of the script: {wall:.0f} s (2-core machine shared with other jobs).")
+    lines.append(f"- Wall time: {wall:.0f} s with {workers} workers (2-core machine shared with other jobs).")
     lines.append("")
     lines.append("## Soundness")
     lines.append("")
@@ -273,7 +330,7 @@ def write_md(rows: list[dict], bugs: list[str], wall: float, args: argparse.Name
         )
     lines += ["", "## Summary (median / 90th percentile over neurons)", ""]
     hdr = ["network", "act", "box", "searched", "sym all", "int all", "sym deep", "int deep"]
-    if args.convergence != "none":
+    if convergence != "none":
         hdr.append("conv med/max")
     hdr += ["certified", "max observed", "cert/obs"]
     lines.append("| " + " | ".join(hdr) + " |")
@@ -285,7 +342,7 @@ def write_md(rows: list[dict], bugs: list[str], wall: float, args: argparse.Name
         d = key[(r["network"], r["box"], "deep")]
         cells = [r["network"], r["activation"], r["box"], f"{r['searched']}/{r['n_neurons']}"]
         cells += [f"{_fmt(q[k + '_median'])} / {_fmt(q[k + '_p90'])}" for q in (r, d) for k in ("sym", "int")]
-        if args.convergence != "none":
+        if convergence != "none":
             cells.append(
                 f"{_fmt(r.get('conv_median'))} / {_fmt(r.get('conv_max'))}" if "conv_median" in r else ""
             )
@@ -305,8 +362,7 @@ def write_md(rows: list[dict], bugs: list[str], wall: float, args: argparse.Name
             "of the outer ranges (they remain upper bounds of it).",
         ]
     lines += ["", "## Per layer", ""]
-    cols = ["network", "box", "layer", "n_neurons", "searched", "degenerate", "sym_median", "sym_p90",
-            "int_median", "int_p90", "inner_width_median"]  # fmt: skip
+    cols = [f for f in FIELDS[: FIELDS.index("inner_width_median") + 1] if f != "activation"]
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for r in rows:
@@ -316,102 +372,118 @@ def write_md(rows: list[dict], bugs: list[str], wall: float, args: argparse.Name
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*", help="restrict to these groups: fixtures synthetic mnist")
-    ap.add_argument("--acts", nargs="*", default=ACTS, help="activations of the fixture/synthetic nets")
-    ap.add_argument(
-        "--convergence", choices=["none", "small", "all"], default="small",
-        help="re-run the search with 2x starts and steps: on no nets, the small nets (default), or all",
-    )  # fmt: skip
-    ap.add_argument("--no-verify", action="store_true", help="skip quantize + verify of the fixtures")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="output directory (default results/)")
-    args = ap.parse_args()
-    groups = set(args.only or ["fixtures", "synthetic", "mnist"])
-    from aster_ext.frontend import load_model
-    from aster_ext.ir import dense_chain
-    from aster_ext.pipeline import allowed_activations
+def fixture_rows(act: str, convergence: bool, verify: bool = True) -> dict[str, Any]:
+    """The trained fixture mlp_<act> on its spec box (+ quantize/verify on its ``all`` row)."""
+    from ..frontend import load_model
+    from ..ir import dense_chain
+    from ..pipeline import allowed_activations
 
-    t_all = time.perf_counter()
+    path = FIXTURES / f"mlp_{act}.onnx"
+    net, spec = load_model(path)
+    layers = dense_chain(net, allowed_activations("refined"))
+    bugs: list[str] = []
+    rs = tightness(
+        net.name, act, "spec", layers, spec.input_lower, spec.input_upper, SMALL_BUDGET, convergence, bugs
+    )
+    if verify:
+        rs[-2].update(quantize_verify(path))
+    return _task_row(rs, bugs)
+
+
+def synthetic_rows(act: str, convergence: bool) -> dict[str, Any]:
+    """The seeded random net of ``act`` on [-1, 1]^16."""
+    layers = synthetic_net(act, 0)
+    box_lo, box_hi = -np.ones(SYNTH_WIDTHS[0]), np.ones(SYNTH_WIDTHS[0])
+    bugs: list[str] = []
+    rs = tightness(f"synth_{act}", act, "[-1,1]^16", layers, box_lo, box_hi, SMALL_BUDGET, convergence, bugs)
+    return _task_row(rs, bugs)
+
+
+def mnist_rows(name: str, box: str, convergence: bool) -> dict[str, Any]:
+    """An external MNIST net on its full spec box or on sample 0 ± 2 pixel levels."""
+    from ..frontend import load_model
+    from ..ir import dense_chain
+    from ..pipeline import allowed_activations
+    from ..spec import load_spec
+
+    ext = shared_dir() / "benchmarks" / "external"
+    net, _ = load_model(ext / f"{name}.onnx")
+    spec = load_spec(ext / f"{name}.spec.json")
+    layers = dense_chain(net, allowed_activations("refined"))
+    act = "/".join(sorted({la.activation for la in layers} - {"identity"}))
+    lo = np.asarray(spec.input_lower, dtype=np.float64)
+    hi = np.asarray(spec.input_upper, dtype=np.float64)
+    if box != "full":
+        x = np.asarray(spec.samples, dtype=np.float64)[0]
+        level = MNIST[name] / 255.0
+        lo, hi = np.maximum(lo, x - 2 * level), np.minimum(hi, x + 2 * level)
+    bugs: list[str] = []
+    rs = tightness(name, act, box, layers, lo, hi, MNIST_BUDGET, convergence, bugs)
+    return _task_row(rs, bugs)
+
+
+def _task_row(rows: list[dict], bugs: list[str]) -> dict[str, Any]:
+    """The store row of one network: its table rows and soundness findings as JSON."""
+    clean = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in rows]
+    return {"status": "ok", "rows": json.dumps(clean), "bugs": json.dumps(bugs)}
+
+
+STORE_FIELDS = ["status", "rows", "bugs"]
+
+
+def build(run: TableRun, convergence: str = "small") -> list[Path]:
+    """Run (or resume) the networks in ``work/tightness_nonlinear``; write results/tightness_nonlinear.*.
+    ``convergence``: the 2x search on no nets, the small nets (default) or all nets."""
+    t0 = time.perf_counter()
+    conv_small = convergence in ("small", "all")
+    acts = QUICK_ACTS if run.quick else ACTS
+    mod = __name__
+    tasks = []
+    for act in acts:
+        tasks += tasks_of(
+            mod,
+            "fixture_rows",
+            [{"act": act, "convergence": conv_small}],
+            lambda kw: {"kind": "fixture", "name": kw["act"], "box": "spec"},
+        )
+        tasks += tasks_of(
+            mod,
+            "synthetic_rows",
+            [{"act": act, "convergence": conv_small}],
+            lambda kw: {"kind": "synthetic", "name": kw["act"], "box": "[-1,1]^16"},
+        )
+    if not run.quick:
+        items = [
+            {"name": n, "box": b, "convergence": convergence == "all"}
+            for n in MNIST
+            for b in ("full", "sample0±2lv")
+        ]
+        tasks += tasks_of(
+            mod,
+            "mnist_rows",
+            items,
+            lambda kw: {"kind": "mnist", "name": kw["name"], "box": kw["box"]},
+            lambda kw: 100.0,
+        )
+    done = run.rows(TABLE, tasks, STORE_FIELDS, parse=False)
+    failed = [f"{r['kind']} {r['name']} {r['box']}: {r['status']}" for r in done if r["status"] != "ok"]
+    if failed:
+        raise RuntimeError(f"{TABLE}: networks without rows: {failed}")
     rows: list[dict] = []
     bugs: list[str] = []
-    conv_small = args.convergence in ("small", "all")
-
-    def progress(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_all:7.1f} s] {msg}", file=sys.stderr, flush=True)
-
-    for act in args.acts:
-        if "fixtures" in groups:
-            path = FIXTURES / f"mlp_{act}.onnx"
-            net, spec = load_model(path)
-            layers = dense_chain(net, allowed_activations("refined"))
-            t0 = time.perf_counter()
-            rs = tightness(net.name, act, "spec", layers, spec.input_lower, spec.input_upper, SMALL_BUDGET,
-                           conv_small, bugs)  # fmt: skip
-            if not args.no_verify:
-                rs[-2].update(quantize_verify(path))
-            rows += rs
-            a = rs[-2]
-            progress(
-                f"{net.name}: sym median {a['sym_median']:.3g}, int median {a['int_median']:.3g}, "
-                f"cert/obs {_fmt(a.get('cert_over_obs'))} ({time.perf_counter() - t0:.1f} s)"
-            )
-        if "synthetic" in groups:
-            layers = synthetic_net(act, 0)
-            t0 = time.perf_counter()
-            box_lo, box_hi = -np.ones(SYNTH_WIDTHS[0]), np.ones(SYNTH_WIDTHS[0])
-            rs = tightness(f"synth_{act}", act, "[-1,1]^16", layers, box_lo, box_hi, SMALL_BUDGET, conv_small,
-                           bugs)  # fmt: skip
-            rows += rs
-            a = rs[-2]
-            progress(
-                f"synth_{act}: sym median {a['sym_median']:.3g}, int median {a['int_median']:.3g} "
-                f"({time.perf_counter() - t0:.1f} s)"
-            )
-    if "mnist" in groups:
-        from aster_ext.spec import load_spec
-
-        for name, scale in MNIST.items():
-            net, _ = load_model(EXT / f"{name}.onnx")
-            spec = load_spec(EXT / f"{name}.spec.json")
-            layers = dense_chain(net, allowed_activations("refined"))
-            act = "/".join(sorted({la.activation for la in layers} - {"identity"}))
-            lo = np.asarray(spec.input_lower, dtype=np.float64)
-            hi = np.asarray(spec.input_upper, dtype=np.float64)
-            x = np.asarray(spec.samples, dtype=np.float64)[0]
-            level = scale / 255.0
-            boxes = [
-                ("full", lo, hi),
-                ("sample0±2lv", np.maximum(lo, x - 2 * level), np.minimum(hi, x + 2 * level)),
-            ]
-            for box, b_lo, b_hi in boxes:
-                t0 = time.perf_counter()
-                rs = tightness(
-                    name, act, box, layers, b_lo, b_hi, MNIST_BUDGET, args.convergence == "all", bugs
-                )
-                rows += rs
-                a, d = rs[-2], rs[-1]
-                progress(
-                    f"{name} {box}: sym median {a['sym_median']:.3g} (deep {d['sym_median']:.3g}), "
-                    f"int median {a['int_median']:.3g} (deep {d['int_median']:.3g}) "
-                    f"({time.perf_counter() - t0:.1f} s)"
-                )
-    wall = time.perf_counter() - t_all
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "tightness_nonlinear.csv", "w", newline="") as fh:
+    for r in done:
+        rows += json.loads(r["rows"])
+        bugs += json.loads(r["bugs"])
+    run.results.mkdir(parents=True, exist_ok=True)
+    with open(run.results / f"{TABLE}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
         for r in rows:
             w.writerow({k: _fmt(r.get(k)) for k in FIELDS})
-    (args.out / "tightness_nonlinear.md").write_text(write_md(rows, bugs, wall, args))
+    wall = time.perf_counter() - t0
+    (run.results / f"{TABLE}.md").write_text(markdown(rows, bugs, wall, convergence, run.workers))
     if bugs:
-        progress(f"SOUNDNESS: {len(bugs)} inner bound(s) outside a computed range:")
-        for b in bugs:
-            print("  " + b, file=sys.stderr)
-        return 1
-    progress(f"done: results in {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        raise RuntimeError(
+            f"{TABLE}: SOUNDNESS: {len(bugs)} inner bound(s) outside a computed range: {bugs[:3]}"
+        )
+    return [run.results / f"{TABLE}.csv", run.results / f"{TABLE}.md"]

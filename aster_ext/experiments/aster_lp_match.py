@@ -1,7 +1,7 @@
-#!/usr/bin/env python
-"""Compare our reproduction of Aster's ILP with the model.lp files the original Aster wrote.
+"""Table ``aster_lp_match``: our reproduction of Aster's ILP against the model.lp files the original
+Aster wrote.
 
-For every reference LP (benchmarks/aster-reference/lp/NAME_SETTING.lp):
+For every reference LP (``benchmarks/aster-reference/lp/NAME_SETTING.lp``):
 
 1. build our ``aster`` model for that network (exact DSL decimals) and setting with the ε of the file,
    and diff it row by row against the reference (same names, coefficients and bounds to 1e-12 rel.);
@@ -10,41 +10,55 @@ For every reference LP (benchmarks/aster-reference/lp/NAME_SETTING.lp):
 3. at the bits Aster itself chose, recompute Aster's "Total Error" and Daisy's area cost from our
    types and compare them with what Aster reported;
 4. run ``aster-sound`` (the repaired model) for the same benchmark and setting, for comparison.
-
-Writes results/aster_lp_match.csv and results/aster_lp_match.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from .benchmarks import QUICK, shared_dir
+from .tasks import TableRun, tasks_of
 
-from aster_ext import ilp  # noqa: E402
-from aster_ext.aster import assign_aster, aster_ranges, build_aster_model, build_program, get_setting  # noqa: E402
-from aster_ext.aster.benchmark import load_benchmark  # noqa: E402
-from aster_ext.aster.types import daisy_area_cost  # noqa: E402
-from aster_ext.errors import InfeasibleError  # noqa: E402
-
-BENCH = Path("/work/shared/benchmarks/aster")
-REF = Path("/work/shared/benchmarks/aster-reference")
-
+TABLE = "aster_lp_match"
+TIME_LIMIT = 60.0
 
 FIELDS = [
-    "benchmark", "setting", "lp_match", "n_rows", "n_vars", "n_diffs", "max_rel_diff", "first_diff",
-    "our_status", "our_objective", "our_bits", "our_solve_s", "our_rounds",
-    "ref_status", "ref_objective", "ref_bits", "ref_exact_optimum", "ref_exact_bits", "agreement",
+    "benchmark",
+    "setting",
+    "lp_match",
+    "n_rows",
+    "n_vars",
+    "n_diffs",
+    "max_rel_diff",
+    "first_diff",
+    "our_status",
+    "our_objective",
+    "our_bits",
+    "our_solve_s",
+    "our_rounds",
+    "ref_status",
+    "ref_objective",
+    "ref_bits",
+    "ref_exact_optimum",
+    "ref_exact_bits",
+    "agreement",
     "ref_lp_highs_objective",
-    "claimed_error_at_ref_bits", "ref_claimed_error", "claimed_match",
-    "daisy_cost_at_ref_bits", "ref_daisy_cost", "daisy_match",
-    "sound_status", "sound_objective", "sound_bits", "sound_certified_error", "sound_solve_s",
-]  # fmt: skip
+    "claimed_error_at_ref_bits",
+    "ref_claimed_error",
+    "claimed_match",
+    "daisy_cost_at_ref_bits",
+    "ref_daisy_cost",
+    "daisy_match",
+    "sound_status",
+    "sound_objective",
+    "sound_bits",
+    "sound_certified_error",
+    "sound_solve_s",
+]
 
 
 def parse_bits(text: str) -> tuple[list[int], list[int]] | None:
@@ -75,84 +89,107 @@ def agreement(ref: dict[str, str], status: str, objective: int | None) -> str:
     return f"ref exact timed out; WORSE than Aster's by {objective - r}"
 
 
-def run(time_limit: float, only: list[str] | None) -> list[dict[str, object]]:
-    refs = {(r["benchmark"], r["setting"]): r for r in csv.DictReader(open(REF / "aster_runs.csv"))}
-    rows: list[dict[str, object]] = []
-    cache: dict[str, object] = {}
-    for lp_path in sorted((REF / "lp").glob("*.lp")):
-        name, st = lp_path.stem.rsplit("_", 1)
-        if only and name not in only:
-            continue
-        ref = refs[(name, st)]
-        bench = cache.setdefault(name, load_benchmark(BENCH / f"{name}.scala"))
-        setting = get_setting(st)
-        eps = Fraction(str(bench.error_bounds[0]))
-        ranges = aster_ranges(bench.layers, bench.lower, bench.upper, saturate=True)
-        am = build_aster_model(bench.layers, ranges, setting, eps, "aster")
-        ref_model = ilp.parse_lp(lp_path.read_text())
-        diffs, worst = ilp.compare_models(am.model, ref_model, rel_tol=1e-12)
-        row: dict[str, object] = {
-            "benchmark": name, "setting": st, "lp_match": "yes" if not diffs else "no",
-            "n_rows": len(am.model.rows), "n_vars": len(am.model.vars), "n_diffs": len(diffs),
-            "max_rel_diff": f"{worst:.1e}", "first_diff": diffs[0] if diffs else "",
-        }  # fmt: skip
-        t0 = time.perf_counter()
-        sol = ilp.solve_exact(am.model, time_limit=time_limit, col_scale=am.col_scale())
-        row["our_solve_s"] = f"{time.perf_counter() - t0:.3f}"
-        row["our_rounds"] = sol.rounds
-        row["our_status"] = sol.status
-        L = am.n_layers
-        obj = None
-        if sol.values is not None:
-            obj = int(sol.objective)
-            d = [int(sol.values[f"dot_{l}"]) for l in range(1, L + 1)]
-            b = [int(sol.values[f"bias_{l}"]) for l in range(1, L + 1)]
-            row["our_objective"] = obj
-            row["our_bits"] = fmt_bits(d, b)
-        row["ref_status"] = ref["status"]
-        row["ref_objective"] = ref["objective"]
-        row["ref_bits"] = ref["frac_bits_dot_bias_per_layer"]
-        row["ref_exact_optimum"] = ref["exact_optimum_same_model"]
-        row["ref_exact_bits"] = ref["exact_optimum_bits"]
-        row["agreement"] = agreement(ref, sol.status, obj)
-        ref_sol = ilp.solve_exact(ref_model, time_limit=time_limit, col_scale=am.col_scale())
-        row["ref_lp_highs_objective"] = (
-            int(ref_sol.objective) if ref_sol.objective is not None else ref_sol.status
+def match_one(lp_path: str, time_limit: float) -> dict[str, Any]:
+    """One row: the LP diff, both optima, Aster's claim and cost at its bits, and aster-sound."""
+    from .. import ilp
+    from ..aster import assign_aster, aster_ranges, build_aster_model, build_program, get_setting
+    from ..aster.benchmark import load_benchmark
+    from ..aster.types import daisy_area_cost
+    from ..errors import InfeasibleError
+
+    lp = Path(lp_path)
+    name, st = lp.stem.rsplit("_", 1)
+    ref = _reference()[(name, st)]
+    bench = load_benchmark(shared_dir() / "benchmarks" / "aster" / f"{name}.scala")
+    setting = get_setting(st)
+    eps = Fraction(str(bench.error_bounds[0]))
+    ranges = aster_ranges(bench.layers, bench.lower, bench.upper, saturate=True)
+    am = build_aster_model(bench.layers, ranges, setting, eps, "aster")
+    ref_model = ilp.parse_lp(lp.read_text())
+    diffs, worst = ilp.compare_models(am.model, ref_model, rel_tol=1e-12)
+    row: dict[str, object] = {
+        "benchmark": name,
+        "setting": st,
+        "lp_match": "yes" if not diffs else "no",
+        "n_rows": len(am.model.rows),
+        "n_vars": len(am.model.vars),
+        "n_diffs": len(diffs),
+        "max_rel_diff": f"{worst:.1e}",
+        "first_diff": diffs[0] if diffs else "",
+    }
+    t0 = time.perf_counter()
+    sol = ilp.solve_exact(am.model, time_limit=time_limit, col_scale=am.col_scale())
+    row["our_solve_s"] = f"{time.perf_counter() - t0:.3f}"
+    row["our_rounds"] = sol.rounds
+    row["our_status"] = sol.status
+    L = am.n_layers
+    obj = None
+    if sol.values is not None:
+        obj = int(sol.objective)
+        d = [int(sol.values[f"dot_{l}"]) for l in range(1, L + 1)]
+        b = [int(sol.values[f"bias_{l}"]) for l in range(1, L + 1)]
+        row["our_objective"] = obj
+        row["our_bits"] = fmt_bits(d, b)
+    row["ref_status"] = ref["status"]
+    row["ref_objective"] = ref["objective"]
+    row["ref_bits"] = ref["frac_bits_dot_bias_per_layer"]
+    row["ref_exact_optimum"] = ref["exact_optimum_same_model"]
+    row["ref_exact_bits"] = ref["exact_optimum_bits"]
+    row["agreement"] = agreement(ref, sol.status, obj)
+    ref_sol = ilp.solve_exact(ref_model, time_limit=time_limit, col_scale=am.col_scale())
+    row["ref_lp_highs_objective"] = (
+        int(ref_sol.objective) if ref_sol.objective is not None else ref_sol.status
+    )
+    bits = parse_bits(ref["frac_bits_dot_bias_per_layer"])
+    if bits is not None:
+        claimed = am.error_bound(*bits)
+        row["claimed_error_at_ref_bits"] = repr(float(claimed))
+        row["ref_claimed_error"] = ref["claimed_total_error"]
+        rel = abs(float(claimed) - float(ref["claimed_total_error"])) / float(ref["claimed_total_error"])
+        row["claimed_match"] = "yes" if rel < 1e-9 else f"no (rel {rel:.1e})"
+        prog = build_program(bench.layers, ranges, setting, bits[0], bits[1], "aster")
+        cost = daisy_area_cost(prog)
+        row["daisy_cost_at_ref_bits"] = cost
+        row["ref_daisy_cost"] = ref["daisy_area_cost"]
+        row["daisy_match"] = "yes" if cost == int(float(ref["daisy_area_cost"])) else "no"
+    t0 = time.perf_counter()
+    try:
+        res = assign_aster(bench.layers, bench.lower, bench.upper, float(eps), st, "aster-sound", time_limit)
+        row["sound_status"] = res.solver_status
+        row["sound_objective"] = res.objective
+        row["sound_bits"] = fmt_bits(res.dot_bits, res.bias_bits)
+        row["sound_certified_error"] = f"{float(res.claimed_error):.6g}"
+    except InfeasibleError as e:
+        row["sound_status"] = "infeasible"
+        row["sound_certified_error"] = (
+            f"min at maxLen {e.smallest_error:.4g}" if e.smallest_error is not None else str(e)
         )
-        bits = parse_bits(ref["frac_bits_dot_bias_per_layer"])
-        if bits is not None:
-            claimed = am.error_bound(*bits)
-            row["claimed_error_at_ref_bits"] = repr(float(claimed))
-            row["ref_claimed_error"] = ref["claimed_total_error"]
-            rel = abs(float(claimed) - float(ref["claimed_total_error"])) / float(ref["claimed_total_error"])
-            row["claimed_match"] = "yes" if rel < 1e-9 else f"no (rel {rel:.1e})"
-            prog = build_program(bench.layers, ranges, setting, bits[0], bits[1], "aster")
-            cost = daisy_area_cost(prog)
-            row["daisy_cost_at_ref_bits"] = cost
-            row["ref_daisy_cost"] = ref["daisy_area_cost"]
-            row["daisy_match"] = "yes" if cost == int(float(ref["daisy_area_cost"])) else "no"
-        t0 = time.perf_counter()
-        try:
-            res = assign_aster(
-                bench.layers, bench.lower, bench.upper, float(eps), st, "aster-sound", time_limit
-            )
-            row["sound_status"] = res.solver_status
-            row["sound_objective"] = res.objective
-            row["sound_bits"] = fmt_bits(res.dot_bits, res.bias_bits)
-            row["sound_certified_error"] = f"{float(res.claimed_error):.6g}"
-        except InfeasibleError as e:
-            row["sound_status"] = "infeasible"
-            row["sound_certified_error"] = (
-                f"min at maxLen {e.smallest_error:.4g}" if e.smallest_error is not None else str(e)
-            )
-        row["sound_solve_s"] = f"{time.perf_counter() - t0:.3f}"
-        rows.append(row)
-        print(f"{name:28s} {st} lp={row['lp_match']:3s} ours={row.get('our_objective', sol.status)!s:>9} "
-              f"{row['agreement']}", flush=True)  # fmt: skip
-    return rows
+    row["sound_solve_s"] = f"{time.perf_counter() - t0:.3f}"
+    return row
 
 
-def write_md(rows: list[dict[str, object]], path: Path) -> None:
+def _reference() -> dict[tuple[str, str], dict[str, str]]:
+    with (shared_dir() / "benchmarks" / "aster-reference" / "aster_runs.csv").open() as fh:
+        return {(r["benchmark"], r["setting"]): r for r in csv.DictReader(fh)}
+
+
+def build(run: TableRun) -> list[Path]:
+    """Run (or resume) the comparisons in ``work/aster_lp_match``; write results/aster_lp_match.csv/.md."""
+    lps = sorted((shared_dir() / "benchmarks" / "aster-reference" / "lp").glob("*.lp"))
+    if run.quick:
+        lps = [p for p in lps if p.stem.rsplit("_", 1)[0] in QUICK]
+    items = [{"lp_path": str(p), "time_limit": TIME_LIMIT} for p in lps]
+    tasks = tasks_of(
+        __name__,
+        "match_one",
+        items,
+        lambda kw: dict(zip(("benchmark", "setting"), Path(kw["lp_path"]).stem.rsplit("_", 1), strict=True)),
+    )
+    rows = run.rows(TABLE, tasks, FIELDS, parse=False)
+    return run.write(TABLE, rows, FIELDS, markdown(rows))
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
     n = len(rows)
     lp_ok = sum(r["lp_match"] == "yes" for r in rows)
     agree: dict[str, int] = {}
@@ -170,7 +207,8 @@ def write_md(rows: list[dict[str, object]], path: Path) -> None:
     out = [
         "# Aster ILP reproduction vs. the original tool's model.lp files",
         "",
-        "Generated by `scripts/compare_aster_lp.py`. For each reference LP we build our `aster` model",
+        "Generated by `aster-ext experiments reproduce` (table 'aster_lp_match'). For each reference LP",
+        "we build our `aster` model",
         "(exact DSL decimals, ε = 1e-3 as in the files), diff it row by row (names, coefficients, senses,",
         "right-hand sides, bounds, variable kinds, objective; relative tolerance 1e-12), solve it with HiGHS",
         "plus an exact rational re-check, and compare with the reference's exact optimum of the same model.",
@@ -239,26 +277,4 @@ def write_md(rows: list[dict[str, object]], path: Path) -> None:
         "for the deeper networks, hence the infeasible entries.",
         "",
     ]
-    path.write_text("\n".join(out))
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--time-limit", type=float, default=60.0)
-    ap.add_argument("--only", nargs="*", help="benchmark names to restrict to")
-    ap.add_argument("--out", default=str(ROOT / "results"))
-    args = ap.parse_args()
-    rows = run(args.time_limit, args.only)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "aster_lp_match.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in FIELDS})
-    write_md(rows, out / "aster_lp_match.md")
-    print(f"wrote {out / 'aster_lp_match.csv'} and {out / 'aster_lp_match.md'}")
-
-
-if __name__ == "__main__":
-    main()
+    return "\n".join(out)

@@ -19,7 +19,7 @@ Networks: the activation fixtures tests/fixtures/mlp_{act}.onnx (2-16-16-1, spec
 random synthetic net per activation (16-32-32-32-4, box [-1, 1]^16, wider input so the search is not
 trivial); the external MNIST nets tansig_200_50_onnx (784-200-50-10 tanh) and ffnnSIGMOID__Point_6x200
 (784-6x200-10 sigmoid), on the full spec box and on sample 0 ± 2 pixel levels (as
-scripts/mnist_nonlinear.py). For the fixtures, also the refined quantize at ε = 1e-2 (setting A) and
+aster_ext/experiments/nonlinear.py). For the fixtures, also the refined quantize at ε = 1e-2 (setting A) and
 verify with a fixed budget: certified bound / max observed error.
 
 Convergence of the inner search: the search is re-run the search with twice the starts and steps

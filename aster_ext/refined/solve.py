@@ -348,7 +348,7 @@ def assign_refined(
     """Refined-mode assignment certified by :func:`certify_forms` (module docstring).
 
     Keyword switches (defaults = the full refined analysis; the others exist for the ablation of
-    ``scripts/compare_modes.py``): ``symbolic`` (symbolic ranges, else interval ranges, in the ILP
+    ``aster_ext/experiments/tables.py``): ``symbolic`` (symbolic ranges, else interval ranges, in the ILP
     and the certificate), ``relu_stability`` (else every ReLU is treated as unstable), ``exact_dw``
     (else the ILP bounds |ΔW| by 2^-(Fw+1)), ``fold_bias`` (fold the mean truncation offset into
     the bias constants). ``solve_cap_s`` caps each HiGHS run (the best incumbent is used; every

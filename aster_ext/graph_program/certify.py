@@ -307,8 +307,10 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
             continue
         nd = prog.nodes[op.name]
         if op.kind in LINEAR_KINDS:
+            # the emitted code multiplies by the input node's container element (one array type
+            # holding every channel's format: max integer bits + max fractional bits)
             x_t = prog.out_t(op.inputs[0])
-            wx = int(x_t.width.max())
+            wx = int(x_t.int_bits.max()) + int(x_t.frac.max())
             per_out = int(np.prod(nd.weight_raw.shape[1:]))
             ww = nd.weight_width.astype(np.int64)
             mc += per_out * ww.size

@@ -5,13 +5,14 @@ Variables (never per pixel): one-hot binaries b[g, F] for every knob group g and
 every conv (per neuron of every dense) for its output F and its weight F, one per avg-pool /
 residual-add channel, one for the input, one per avg-pool constant; "layer" = one group per
 node and knob kind (one format per layer). Continuous w_L, f_L per consumer L (conv, dense,
-avg-pool): the widest operand width and the operand alignment F_x = max F over its operand.
+avg-pool): the operand's container width (max I + max F: the one element type the emitted code
+multiplies by) and the operand alignment F_x = max F over its operand.
 
 Objective (the hardware ``program_cost`` counts, one MAC array per conv layer reused over
 pixels; hw = multiplier operand bits + adder bits, constants dropped), for a conv/dense L with
 P products per output channel, operand sources s (channels of earlier nodes or the input):
 
-    Σ_o P·(W_w,o(F_w,o) + F_w,o) + C_out·P·(w_L + f_L),   w_L >= I_s(F_s) + F_s,  f_L >= F_s,
+    Σ_o P·(W_w,o(F_w,o) + F_w,o) + C_out·P·(w_L + f_L),   w_L >= I_s(F_s) + f_L,  f_L >= F_s,
 
 (the accumulator width of channel o is I_acc,o + F_w,o + F_x with I_acc,o from the ranges);
 avg-pool: (K-1)·C·f_L plus its constant multiplier when the divisor is not an exact shift;
@@ -294,7 +295,8 @@ def solve_mip(
             lo.append(-np.inf)
             hi.append(float(rhs[i]))
             row += 1
-    # consumer rows: w_L - Σ_F width·b >= 0, f_L - Σ_F F·b >= 0
+    # consumer rows: f_L - Σ_F F·b >= 0 and w_L - f_L - Σ_F I(F)·b >= 0 (I(F) = width - F): w_L is
+    # the operand's container width max I + max F, the element type the emitted code multiplies by
     for ci, con in enumerate(cost.consumers):
         wcol, fcol = nb + 2 * ci, nb + 2 * ci + 1
         obj[wcol] = con.c_width
@@ -302,10 +304,11 @@ def solve_mip(
         for bi, ch in con.sources:
             g = int(groups[bi][ch])
             cols = np.arange(g * nf, (g + 1) * nf)
-            for aux, coefs in ((wcol, cost.width[bi][ch]), (fcol, fracs.astype(np.float64))):
-                r_idx.append(np.full(nf + 1, row))
-                c_idx.append(np.concatenate([[aux], cols]))
-                vals.append(np.concatenate([[1.0], -coefs]))
+            int_bits = cost.width[bi][ch] - fracs.astype(np.float64)
+            for aux, extra, coefs in ((wcol, [fcol], int_bits), (fcol, [], fracs.astype(np.float64))):
+                r_idx.append(np.full(nf + 1 + len(extra), row))
+                c_idx.append(np.concatenate([[aux], extra, cols]).astype(np.int64))
+                vals.append(np.concatenate([[1.0], [-1.0] * len(extra), -coefs]))
                 lo.append(0.0)
                 hi.append(np.inf)
                 row += 1

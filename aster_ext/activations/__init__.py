@@ -6,6 +6,7 @@ formulas otherwise) with rigorous implementation-error bounds, bit-exact ``apply
 
 from __future__ import annotations
 
+from ._arb import working_precision as working_precision  # public: arb precision context
 from .base import Activation, Structure
 from .elu import Elu
 from .gelu import Gelu

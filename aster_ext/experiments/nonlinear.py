@@ -18,16 +18,15 @@ and each input box (the spec's full box, and boxes sample ± r pixel levels clip
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flint import arb, ctx
+from flint import arb
 
+from ..activations import working_precision
 from .benchmarks import shared_dir
 from .tasks import TableRun, tasks_of
 
@@ -59,15 +58,6 @@ def external_dir() -> Path:
     return shared_dir() / "benchmarks" / "external"
 
 
-@contextlib.contextmanager
-def arb_precision(bits: int) -> Iterator[None]:
-    """Run arb operations at ``bits`` bits at least (flint's global precision restored afterwards)."""
-    old = ctx.prec
-    ctx.prec = max(bits, old)
-    try:
-        yield
-    finally:
-        ctx.prec = old
 
 
 def boxes(name: str, scale: float) -> list[dict[str, Any]]:
@@ -99,7 +89,7 @@ def boxes(name: str, scale: float) -> list[dict[str, Any]]:
 
 def real_logits(layers: list, x: np.ndarray) -> list[arb]:
     """Rigorous arb enclosures of the real network's outputs at x (exact float64 weights)."""
-    with arb_precision(128):
+    with working_precision(128):
         a = [arb(float(v)) for v in x]
         for layer in layers:
             w, b = layer.weight, layer.bias

@@ -537,7 +537,13 @@ def build_classify_report(
         else None,
         "formats": formats_summary(prog),
         "frac_search": {
-            "method": "greedy per-layer fractional bits (graph_program/certify.py), per-channel integer bits",
+            "method": (
+                "ILP (HiGHS) per-channel fractional bits over a linear model of every region's margin "
+                "error, each solution re-certified by the sound analysis (graph_program/ilp.py)"
+                if res.method == "ilp"
+                else "greedy per-layer fractional bits (graph_program/certify.py)"
+            )
+            + "; integer bits per channel from range ⊕ error over the regions",
             "global_frac": res.global_frac,
             "checks": res.checks,
             "log": res.log,

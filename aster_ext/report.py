@@ -208,7 +208,9 @@ def classify_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
             f"(target {r['target_error']:g})"
         )
     c = r["cost"]
-    text += f"; {c['mult_count']} multipliers, {c['mult_operand_bits']} operand bits; no C++ (graph program)"
+    text += f"; {c['mult_count']} multipliers, {c['mult_operand_bits']} operand bits"
+    cpp = r.get("cpp")
+    text += f"; C++ {cpp['name']}.cpp" if isinstance(cpp, dict) and cpp.get("name") else "; no C++"
     if out_dir is not None:
         text += f"; wrote {out_dir}"
     return text

@@ -175,7 +175,7 @@ def test_ilp_beats_greedy_on_a_wide_layer():
     rng = np.random.default_rng(7)
     net = random_cnn(rng, False, "max")
     regs = _regions(rng, net, 2, 0.02)
-    rep = certify_cnn(net, regs, max_frac=20, time_limit=10, max_rounds=4)
+    rep = certify_cnn(net, regs, max_frac=20, time_limit=60, max_rounds=4)
     res = rep.search
     assert any(r.provable for r in regs)
     assert all(v.certified for v, r in zip(res.verdicts, regs, strict=True) if r.provable)

@@ -271,7 +271,7 @@ def test_regions_from_npz_with_radius(cnn_dir: Path, tmp_path: Path, capsys) -> 
         np.testing.assert_array_equal(d["lower"], np.clip(x - radius, 0, 1))
         np.testing.assert_array_equal(d["upper"], np.clip(x + radius, 0, 1))
         assert d["lower"][0, 0] == 0.0
-    assert _run(["verify", out, "--samples", "40", "--search-iters", "2", "--quiet"]) == 0
+    assert _run(["verify", out, "--samples", "40", "--search-iters", "2", "--no-cpp", "--quiet"]) == 0
     # bad uses: no radius, negative radius, labels out of range, an image outside the box
     for extra in ([], ["--radius", "-1"]):
         assert (
@@ -308,7 +308,7 @@ def test_no_provable_region_exits_2(tmp_path: Path, capsys) -> None:
     assert r["certified_regions"] == 0 and r["target_error"] == 0.01
     assert 0 < r["certified_logit_error"] <= 0.01
     assert all(e["logit_error_bound"] <= 0.01 for e in r["regions"])
-    assert _run(["verify", out, "--samples", "60", "--search-iters", "3", "--quiet"]) == 0
+    assert _run(["verify", out, "--samples", "60", "--search-iters", "3", "--no-cpp", "--quiet"]) == 0
 
 
 def test_error_target_on_top_of_margins(cnn_dir: Path, tmp_path: Path) -> None:
@@ -467,7 +467,7 @@ def test_scaled_down_certificate_is_detected(cnn_dir: Path, tmp_path: Path, caps
         e["logit_error_hi"] = [v * 0.01 for v in e["logit_error_hi"]]
     (out / "report.json").write_text(json.dumps(r))
     capsys.readouterr()
-    assert _run(["verify", out, "--samples", "60", "--search-iters", "3", "--quiet"]) == 1
+    assert _run(["verify", out, "--samples", "60", "--search-iters", "3", "--no-cpp", "--quiet"]) == 1
     line = capsys.readouterr().out
     assert line.startswith("verify FAILED") and "REPORT INCONSISTENT" in line
     v = json.loads((out / "verify.json").read_text())
@@ -475,7 +475,7 @@ def test_scaled_down_certificate_is_detected(cnn_dir: Path, tmp_path: Path, caps
     assert any(reg["violation_kinds"].get("logit_error", 0) > 0 for reg in v["regions"])
     # the untouched certificate passes again
     (out / "report.json").write_text(json.dumps(good))
-    assert _run(["verify", out, "--samples", "30", "--search-iters", "2", "--quiet"]) == 0
+    assert _run(["verify", out, "--samples", "30", "--search-iters", "2", "--no-cpp", "--quiet"]) == 0
 
 
 def test_certified_flag_without_support_is_detected(cnn_dir: Path, tmp_path: Path, capsys) -> None:
@@ -487,7 +487,7 @@ def test_certified_flag_without_support_is_detected(cnn_dir: Path, tmp_path: Pat
     r["certified_fraction"] = r["certified_regions"] / r["n_regions"]
     (out / "report.json").write_text(json.dumps(r))
     capsys.readouterr()
-    assert _run(["verify", out, "--samples", "20", "--search-iters", "0", "--quiet"]) == 1
+    assert _run(["verify", out, "--samples", "20", "--search-iters", "0", "--no-cpp", "--quiet"]) == 1
     assert "marked certified" in capsys.readouterr().out
 
 
@@ -499,7 +499,7 @@ def test_edited_program_is_detected(cnn_dir: Path, tmp_path: Path, capsys) -> No
     w[0][0] = str(int(w[0][0]) + 1)
     (out / "program.json").write_text(json.dumps(p))
     capsys.readouterr()
-    assert _run(["verify", out, "--samples", "20", "--search-iters", "0", "--quiet"]) == 1
+    assert _run(["verify", out, "--samples", "20", "--search-iters", "0", "--no-cpp", "--quiet"]) == 1
     assert "not the program its own formats define at fc" in capsys.readouterr().out
 
 

@@ -278,6 +278,8 @@ def claim_problems(report: dict[str, Any], claims: list[RegionClaim]) -> list[st
         slack = c.margin_lower_bounds[ks] - c.margin_error_bounds[ks]
         if c.certified and not (np.all(slack > 0) and c.overflow_free):
             problems.append(f"region {c.name} is marked certified but its own bounds do not certify it")
+        elif c.certified and not np.all(c.margin_lower_bounds[ks] > 0):
+            problems.append(f"region {c.name} is marked certified but its real margin is not proved positive")
         wk = e.get("worst_class")
         if c.certified and isinstance(wk, int) and wk in ks:
             if e.get("margin_error_bound") != c.margin_error_bounds[wk] or (

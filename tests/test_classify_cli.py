@@ -581,3 +581,17 @@ def test_verify_no_cpp_checks_the_simulator(cnn_dir: Path, tmp_path: Path) -> No
     name = json.loads((out / "report.json").read_text())["cpp"]["name"]
     (out / f"{name}.cpp").unlink()
     assert _run(["verify", out, "--samples", "20", "--search-iters", "1", "--quiet"]) == 2
+
+
+def test_certified_claim_on_an_unprovable_region_is_inconsistent() -> None:
+    """A favourable (negative) margin error bound must not carry a region whose real margin
+    bound is negative: verify names the claim as inconsistent."""
+    from aster_ext.classify_verify import RegionClaim, claim_problems
+
+    mlb = np.array([-np.inf, -0.0037, 3.9])
+    meb = np.array([np.inf, -0.046, 0.1])
+    claim = RegionClaim("r", 0, True, True, mlb, meb, np.zeros(3), np.zeros(3))
+    report = {"regions": [{"name": "r"}], "certified_regions": 1, "certified_fraction": 1.0}
+    assert any("not proved positive" in p for p in claim_problems(report, [claim]))
+    claim.margin_lower_bounds = np.array([-np.inf, 0.001, 3.9])
+    assert claim_problems(report, [claim]) == []

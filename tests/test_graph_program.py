@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from aster_ext import ops
 from aster_ext.graph_program.certify import Region, prepare, program_for, verdict
-from aster_ext.graph_program.errors import analyze_errors, rounding_interval
+from aster_ext.graph_program.errors import ErrorAnalysis, analyze_errors, rounding_interval
 from aster_ext.graph_program.program import FracChoice, build_program, uniform_program
 from aster_ext.graph_program.simulate import simulate_graph, widest_intermediate_bits
+from aster_ext.rigorous import Interval
 
 from .graph_program_support import exact_real, random_cnn, reference_run
 
@@ -272,3 +273,20 @@ def test_search_certifies_and_program_keeps_labels():
     assert rep.search.global_frac is not None
     assert all(int(v.max()) <= rep.search.global_frac for v in rep.search.fracs.out.values())
     assert rep.cost.mult_count > 0 and rep.cost.adder_bits > 0
+
+
+def test_favourable_error_never_certifies_an_unprovable_region():
+    """Truncation can bias the program's margin upwards (err_lo > 0); a region whose real margin
+    bound is not positive must still be "not provably robust", never certified (CI found seed 348
+    of the ILP search test certifying one)."""
+    rng = np.random.default_rng(0)
+    net = random_cnn(rng, False, "none")
+    lo = rng.uniform(-1, 1, size=net.input_shape)
+    region = Region("r", lo, lo, 0, margin_lb=np.array([np.inf, -0.0037, 3.9]))
+    err_on_margin = Interval(np.array([0.0, 0.046, 0.01]), np.array([0.0, 0.05, 0.02]))
+    ana = ErrorAnalysis(err={}, value={}, margin_err=err_on_margin)
+    v = verdict(net, region, ana)
+    assert v.slack > 0  # the program's own margin is provably positive here...
+    assert not v.certified and v.reason == "real network not provably robust"  # ...but the real one is not
+    region.margin_lb = np.array([np.inf, 0.001, 3.9])
+    assert verdict(net, region, ana).certified

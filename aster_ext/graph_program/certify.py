@@ -101,7 +101,10 @@ def verdict(
     i = int(np.argmin(slack))
     mmin = float(region.margin_lb[ks].min())
     ovf = overflow_violations(net, program, analysis) if program is not None else []
-    ok = bool(np.all(slack > 0)) and not ovf
+    # a region the real network is not proved robust on is never certified, even when the
+    # error interval is favourable (err_lo > 0 under truncation bias): the guarantee is label
+    # preservation, and the real label may change inside the box
+    ok = mmin > 0 and bool(np.all(slack > 0)) and not ovf
     if ok:
         reason = ""
     elif mmin <= 0:

@@ -33,6 +33,7 @@ def _floats(text: str) -> list[float]:
 MAX_SAMPLES = 10_000_000
 MAX_SEARCH_ITERS = 100_000
 MAX_SEED = 2**63 - 1
+MAX_SPLIT_BOXES = 100_000
 DENSE_SAMPLES, DENSE_SEARCH_ITERS = 2000, 60
 CLASSIFY_SAMPLES, CLASSIFY_SEARCH_ITERS = 300, 20  # per region (aster_ext/classify_verify.py)
 
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["classify", "regress"],
         help="classify: certify that the fixed-point argmax keeps each region's label (graph programs, "
         "CNNs and dense nets); regress: --error on every output (dense chains). Default: classify when "
-        "--regions-data is given or the spec says \"task\": \"classification\" and lists regions",
+        '--regions-data is given or the spec says "task": "classification" and lists regions',
     )
     q.add_argument(
         "--regions-data",
@@ -211,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_int_in("--seed", 0, MAX_SEED), default=0, help="random seed, >= 0 (default 0)"
     )
     v.add_argument("--no-cpp", action="store_true", help="skip compiling the C++ (bit_exact_cpp = null)")
+    v.add_argument(
+        "--split-boxes",
+        type=_int_in("--split-boxes", 0, MAX_SPLIT_BOXES),
+        default=0,
+        help="refined outputs: also re-derive the certificate on up to N sub-boxes of the input box "
+        "(bisection where the bound is worst) and report it beside the single-pass one (default 0: off)",
+    )
     v.add_argument("--quiet", action="store_true", help="no progress messages")
     add_sweep_parser(sub)
     return p
@@ -369,6 +377,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _progress(args.quiet),
         classify_samples,
         classify_iters,
+        args.split_boxes,
     )
     print(res.summary_line())
     return 0 if res.passed else 1

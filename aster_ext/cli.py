@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--granularity",
         default="neuron",
         choices=["neuron", "layer"],
-        help="refined mode: one format per neuron/weight row (default) or one per layer",
+        help="refined mode: one format per neuron/weight row (default) or one per layer; --task classify: "
+        "one fractional-bit count per output channel / dense neuron (default) or one per layer",
     )
     q.add_argument(
         "--setting",
@@ -351,6 +352,8 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         radius=args.radius,
         error=args.error,
         reuse_factor=args.reuse_factor,
+        granularity="channel" if args.granularity == "neuron" else "layer",
+        time_limit=args.time_limit,
     )
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)

@@ -185,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse factor, >= 1 (default 1): the HLS pragmas of the emitted C++ (--backend hls) or "
         "hls4ml's ReuseFactor (--backend hls4ml)",
     )
+    q.add_argument(
+        "--split-boxes",
+        type=_int_in("--split-boxes", 0, MAX_SPLIT_BOXES),
+        default=0,
+        help="refined mode: after the usual result, aim the ILP at a looser target and accept a cheaper "
+        "program when its certificate over up to N sub-boxes of the input box is <= EPS (default 0: off)",
+    )
     q.add_argument("--quiet", action="store_true", help="no progress messages")
 
     v = sub.add_parser(
@@ -298,6 +305,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UserError(
             "--error EPS is required (unless --task classify, where the regions' margins set the target)"
         )
+    if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
+        raise UserError("--split-boxes applies to --mode refined with the default backend")
     if args.backend == "hls4ml":
         from .hls4ml_backend.run import cmd_quantize_hls4ml
 
@@ -314,6 +323,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         input_upper=args.input_upper,
         time_limit=args.time_limit,
         reuse_factor=args.reuse_factor,
+        split_boxes=args.split_boxes,
     )
     from .report import summary_line
 
@@ -341,7 +351,11 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
 
     if args.backend != "hls":
         raise UserError("--task classify: only the default backend (graph programs) is available")
-    for flag, value, default in (("--mode", args.mode, "refined"), ("--setting", args.setting, "A")):
+    for flag, value, default in (
+        ("--mode", args.mode, "refined"),
+        ("--setting", args.setting, "A"),
+        ("--split-boxes", args.split_boxes, 0),
+    ):
         if value != default:
             raise UserError(f"{flag} applies to --task regress (dense chains), not to --task classify")
     opts = ClassifyOptions(

@@ -155,3 +155,28 @@ def test_verify_split_boxes_on_a_refined_output(tmp_path, capsys) -> None:
         main(["verify", str(aster_out), "--no-cpp", "--quiet", "--samples", "50", "--split-boxes", "4"]) == 2
     )
     assert "--split-boxes needs a refined-mode output" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [3, 8])
+def test_formats_accepted_by_splitting_hold_and_cost_less(seed: int) -> None:
+    """assign_with_splitting returns either the base result or a cheaper program whose split
+    certificate is <= ε, and no exact execution on attacked points of the box exceeds it."""
+    from aster_ext.refined import assign_refined
+    from aster_ext.refined.split import assign_with_splitting
+
+    rng = np.random.default_rng(seed)
+    layers = random_net(rng, 3, [2, 10, 10, 1])
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    eps = 1e-3
+    base = assign_refined(layers, lo, hi, eps, "A", time_limit=30)
+    best, cert, log = assign_with_splitting(layers, lo, hi, eps, base, "A", "neuron", 60, "net", 32)
+    assert cert.ok and cert.bound <= eps and log.rows
+    assert log.base_split_bound <= log.base_bound
+    if log.chosen is None:
+        assert best is base
+    else:
+        assert best.hw_cost < base.hw_cost and log.rows[log.chosen]["result"] == "accepted"
+    xs = attack_points(rng, best.program, layers, lo, hi, n_random=60, n_search=40)
+    obs = observed_errors(best.program, layers, xs, False)
+    assert np.all(obs.max(axis=0) <= cert.output_bound)

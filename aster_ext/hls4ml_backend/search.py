@@ -8,10 +8,12 @@ template, where every addition is in ``accum_t``.
 
 Search: the variables are the fractional bits of input_t and, per layer, of weight_t, accum_t,
 the activation result type and the table type (integer bits follow from the certified ranges,
-:func:`.certify.build_program`; bias_t keeps the start's F: its width is in no cost term), and
+:func:`.certify.build_program`; bias_t keeps the start's F, as its width is in no cost term,
+and is trimmed to accum_t's F at the end), and
 the table sizes (2^6..2^16). Start from the smallest uniform F that certifies ε with 2^16-entry
-tables; halve each table while that bound stays <= ε/2 (sizes are then fixed); then repeatedly
-apply the single-variable decrement with the best cost saving per unit of bound increase among
+tables; halve each table while that bound stays <= ε/2 (sizes are then fixed); then, from that
+smallest uniform F plus 2 bits of headroom (slack to spend unevenly), repeatedly apply the
+single-variable decrement with the best cost saving per unit of bound increase among
 those that still certify ε (a lazy greedy: stale gains in a priority queue, only the top
 candidate re-certified; decrements gallop: 4 bits at first, doubled when taken, halved when
 they fail), until none does. Every candidate is certified in full, so the result is certified
@@ -93,6 +95,7 @@ def choose_types(
     table_size: int = 1024,
     quant: str = "TRN",
     max_evaluations: int = 4000,
+    headroom: int = 2,
 ) -> SearchResult:
     evals = 0
     cache: dict = {}  # walker states after each layer (certify.build_program)
@@ -139,6 +142,9 @@ def choose_types(
             hi = mid
         else:
             lo = mid
+    # the greedy starts `headroom` bits above it: slack it can spend unevenly (measured on
+    # ACC10NN, VertCASVer1, AC6, AC8, ControllerToraNN: 1-3% cheaper for ~30% more candidates)
+    hi = min(hi + headroom, F_MAX)
     f_in, fracs = hi, uniform(hi)
     prog, cert, cost = run(f_in, fracs)
 
@@ -181,5 +187,12 @@ def choose_types(
         f_in, fracs = cand
         prog, cert, cost = p2, c2, cost2
         heapq.heappush(heap, (-gain, k, var, step * 2))
+    # bias_t: no wider than accum_t's F (the bias is cast to accum_t first, so for TRN the extra
+    # bits never reach the sum), kept only if that still certifies (RND rounds twice)
+    trimmed = [replace(fr, bias=min(fr.bias, fr.accum)) for fr in fracs]
+    if trimmed != fracs:
+        p2, c2, cost2 = run(f_in, trimmed)
+        if good(c2) and cost2 <= cost:
+            fracs, cost = trimmed, cost2
     prog, cert = build_program(layers, ranges, lower, upper, f_in, fracs, table_size, quant, recheck=True)
     return SearchResult(prog, cert, f_in, fracs, cost, evals)

@@ -339,3 +339,27 @@ def test_real_original_on_smallnn(shared_dir: Path, tmp_path: Path) -> None:
     v = _cli(["verify", str(out), "--quiet"], None, tmp_path)
     assert v.returncode in (0, 1), v.stderr
     assert json.loads((out / "verify.json").read_text())["mode"] == "aster-original"
+
+
+@pytest.mark.slow
+def test_sweep_runs_the_original_as_a_fourth_mode(standin_home: Path, tmp_path: Path) -> None:
+    if not _has_ap_types():
+        pytest.skip("g++ or the ap_types headers (hls4ml wheel) missing: verify cannot compile the C++")
+    import csv
+
+    (tmp_path / "TinyNN.scala").write_text(TINY_SCALA)
+    grid = tmp_path / "grid.toml"
+    grid.write_text(
+        'models = ["TinyNN.scala"]\neps = [2e-3, 0.05]\nsettings = ["A"]\nmodes = ["aster-original"]\n'
+        "[verify]\nsamples = 100\n"
+    )
+    s = _cli(["sweep", str(grid), "--out", str(tmp_path / "res"), "--workers", "1", "--quiet"],
+             standin_home, tmp_path)  # fmt: skip
+    assert s.returncode == 0, s.stdout + s.stderr
+    with open(tmp_path / "res" / "results.csv") as fh:
+        rows = {float(r["eps"]): r for r in csv.DictReader(fh)}
+    assert sorted(rows) == [2e-3, 0.05]
+    assert all(r["mode"] == "aster-original" and r["status"] == "ok" for r in rows.values())
+    assert float(rows[2e-3]["claimed"]) == pytest.approx(0.9 * 2e-3) and int(rows[2e-3]["violations"]) == 0
+    bad = rows[0.05]
+    assert int(bad["violations"]) > 0 and float(bad["max_observed"]) > float(bad["claimed"])

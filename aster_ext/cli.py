@@ -20,6 +20,8 @@ EPILOG = """examples:
   aster-ext verify out/SmallNN --samples 5000
   aster-ext quantize cnn.onnx --spec cnn.spec.json --out out/cnn          (spec with "task": "classification")
   aster-ext quantize cnn.onnx --regions-data test.npz --radius 0.0039 --out out/cnn_test
+  ASTER_HOME=~/Aster aster-ext quantize SmallNN.scala --mode aster-original --error 1e-3 --out out/orig
+  aster-ext verify out/orig                    (checks the original's claimed error on its own C++)
 """
 
 

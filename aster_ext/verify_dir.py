@@ -67,6 +67,8 @@ def verify_directory(
     if report.get("mode") == "aster-original":
         if split_boxes:
             raise UserError("--split-boxes needs a refined-mode output; this one is mode 'aster-original'")
+        if not check_cpp:
+            raise UserError("--no-cpp: an output of the original tool is checked only by running its C++")
         from .original import verify_original_directory
 
         return verify_original_directory(out_dir, report, samples, seed, progress)

@@ -363,3 +363,14 @@ def test_sweep_runs_the_original_as_a_fourth_mode(standin_home: Path, tmp_path: 
     assert float(rows[2e-3]["claimed"]) == pytest.approx(0.9 * 2e-3) and int(rows[2e-3]["violations"]) == 0
     bad = rows[0.05]
     assert int(bad["violations"]) > 0 and float(bad["max_observed"]) > float(bad["claimed"])
+
+
+def test_error_target_rewrite_touches_only_the_active_ensuring() -> None:
+    from aster_ext.errors import UserError
+    from aster_ext.original import with_error_target
+
+    text = with_error_target(TINY_SCALA, 2.5e-4)
+    assert "} ensuring(res => res +/- 0.00025)" in text and "// ensuring(res => res +/- 1e-5)" in text
+    assert text.replace("0.00025", "1e-3") == TINY_SCALA
+    with pytest.raises(UserError, match="found 0"):
+        with_error_target(TINY_SCALA.replace("} ensuring", "} // ensuring"), 1e-3)

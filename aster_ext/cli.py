@@ -20,6 +20,8 @@ EPILOG = """examples:
   aster-ext verify out/SmallNN --samples 5000
   aster-ext quantize cnn.onnx --spec cnn.spec.json --out out/cnn          (spec with "task": "classification")
   aster-ext quantize cnn.onnx --regions-data test.npz --radius 0.0039 --out out/cnn_test
+  ASTER_HOME=~/Aster aster-ext quantize SmallNN.scala --mode aster-original --error 1e-3 --out out/orig
+  aster-ext verify out/orig                    (checks the original's claimed error on its own C++)
 """
 
 
@@ -130,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--mode",
         default="refined",
-        choices=["refined", "aster", "aster-sound"],
+        choices=["refined", "aster", "aster-sound", "aster-original"],
         help="refined (default): symbolic per-neuron error analysis and per-neuron formats; aster: Aster's "
-        "published analysis (not sound); aster-sound: Aster's ILP with its unsound points repaired",
+        "published analysis (not sound); aster-sound: Aster's ILP with its unsound points repaired; "
+        "aster-original: run the user's build of the original Aster tool (ASTER_HOME) on a .scala model "
+        "and collect its C++ and claimed error",
     )
     q.add_argument(
         "--granularity",
@@ -307,6 +311,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         )
     if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
         raise UserError("--split-boxes applies to --mode refined with the default backend")
+    if args.mode == "aster-original":
+        return cmd_quantize_original(args)
     if args.backend == "hls4ml":
         from .hls4ml_backend.run import cmd_quantize_hls4ml
 
@@ -341,6 +347,34 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             f"{exc}; CNN classifiers: --task classify with regions (the spec's 'regions' or --regions-data)"
         ) from None
     print(summary_line(res.report, res.out_dir))
+    return 0
+
+
+def cmd_quantize_original(args: argparse.Namespace) -> int:
+    """``quantize --mode aster-original``: the user's build of the original tool (aster_ext/original.py)."""
+    from .bridge import find_aster_home
+    from .original import quantize_original
+
+    find_aster_home()  # first: without ASTER_HOME nothing else matters
+    fixed = (("--backend", args.backend, "hls"), ("--granularity", args.granularity, "neuron"),
+             ("--reuse-factor", args.reuse_factor, 1))  # fmt: skip
+    for flag, value, default in fixed:
+        if value != default:
+            raise UserError(
+                f"{flag} does not apply to --mode aster-original (the original writes its own C++)"
+            )
+    if args.input_lower is not None or args.input_upper is not None:
+        raise UserError("--mode aster-original analyses the box in the model's require(...); "
+                        "drop --input-lower/--input-upper")  # fmt: skip
+    out = args.out if args.out is not None else str(Path("out") / args.model.stem)
+    r = quantize_original(
+        args.model, args.error, args.setting, out, args.force, args.spec, _progress(args.quiet)
+    )
+    print(
+        f"{r['network']}: the original Aster claims error <= {r['claimed_error']:.6g} (not certified; "
+        f"check it with 'aster-ext verify {out}'), objective {r['objective']},"
+        f" C++ {Path(out) / r['cpp_file']}"
+    )
     return 0
 
 

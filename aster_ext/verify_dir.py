@@ -39,7 +39,9 @@ def verify_directory(
     reported, not counted as a violation. A classify output (report.json ``"task": "classify"``)
     is verified by :func:`~.classify_verify.verify_classify_directory` with ``classify_samples``
     random + corner inputs and ``classify_search_iters`` gradient steps per region (None: its
-    defaults). ``split_boxes`` > 0 (refined-mode outputs): the certificate is re-derived on up to
+    defaults). An output of the original tool (mode "aster-original") is checked against its claim by
+    :func:`~.original.verify_original_directory` with ``samples`` random + corner inputs (no search).
+    ``split_boxes`` > 0 (refined-mode outputs): the certificate is re-derived on up to
     that many sub-boxes (:mod:`~.refined.split`) and reported beside the single-pass one (the
     violation check keeps the certificate of report.json)."""
     from .outdir import check_output_file, record_output_file
@@ -62,6 +64,14 @@ def verify_directory(
         return verify_classify_directory(  # type: ignore[return-value]
             out_dir, report, classify_samples, classify_search_iters, seed, progress, check_cpp=check_cpp
         )
+    if report.get("mode") == "aster-original":
+        if split_boxes:
+            raise UserError("--split-boxes needs a refined-mode output; this one is mode 'aster-original'")
+        if not check_cpp:
+            raise UserError("--no-cpp: an output of the original tool is checked only by running its C++")
+        from .original import verify_original_directory
+
+        return verify_original_directory(out_dir, report, samples, seed, progress)
     check_output_file(out_dir, "verify.json")
     program = load_program(out_dir / "program.json")
     check_report_fields(report, program, out_dir)

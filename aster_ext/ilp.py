@@ -405,13 +405,22 @@ class Solution:
     message: str = ""
 
 
-def new_highs():
-    """A HiGHS instance; the plain binding class avoids the Python wrapper's banner on stdout."""
+def new_highs(threads: int | None = None):
+    """A HiGHS instance; the plain binding class avoids the Python wrapper's banner on stdout.
+
+    ``threads``: HiGHS keeps one global task scheduler per process, sized by the first run; an
+    instance asking for another thread count afterwards fails at ``run()`` with model status
+    "Not Set" and no solution (a CNN ILP after any dense solve in the same process fell back to
+    greedy that way). So the global scheduler is reset before the option is set."""
     import highspy
 
     core = getattr(highspy, "_core", None)
     cls = getattr(core, "_Highs", None) if core is not None else None
-    return cls() if cls is not None else highspy.Highs()
+    h = cls() if cls is not None else highspy.Highs()
+    if threads is not None:
+        h.resetGlobalScheduler(True)
+        h.setOptionValue("threads", int(threads))
+    return h
 
 
 def solve(
@@ -476,7 +485,7 @@ def solve(
              "B": highspy.HighsVarType.kInteger}  # fmt: skip
     lp.integrality_ = [kinds[model.vars[n].kind] for n in names]
     lp.sense_ = highspy.ObjSense.kMinimize if model.minimize else highspy.ObjSense.kMaximize
-    h = new_highs()
+    h = new_highs(threads)
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
@@ -485,8 +494,6 @@ def solve(
     h.setOptionValue("primal_feasibility_tolerance", feas_tol)
     h.setOptionValue("small_matrix_value", 1e-12)
     h.setOptionValue("random_seed", 0)
-    if threads is not None:
-        h.setOptionValue("threads", int(threads))
     h.passModel(lp)
     h.run()
     ms = h.modelStatusToString(h.getModelStatus()).lower()

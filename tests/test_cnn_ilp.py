@@ -255,3 +255,31 @@ def test_benchmark_model_bounds_analysis(shared_dir: Path):
     blocks = knob_blocks(net)
     assert [b.kind for b in blocks] == ["input", "weight", "out", "weight", "out"]
     assert block_fracs(fc, blocks[1]).size == 32  # per output channel of Conv_0
+
+
+def test_ilp_solves_after_another_highs_run_in_the_same_process():
+    """HiGHS sizes one global scheduler per process; the CNN ILP asks for one thread. After a
+    default-threads solve (what the dense modes run), it must still get a solution (it used to
+    return model status "Not Set" and fall back to greedy)."""
+    import highspy
+
+    from aster_ext.ilp import new_highs
+
+    def tiny(h) -> str:
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = 1, 0
+        lp.col_cost_, lp.col_lower_, lp.col_upper_ = np.array([1.0]), np.array([0.0]), np.array([1.0])
+        lp.integrality_ = [highspy.HighsVarType.kInteger]
+        h.setOptionValue("output_flag", False)
+        h.passModel(lp)
+        h.run()
+        return h.modelStatusToString(h.getModelStatus())
+
+    assert tiny(new_highs()) == "Optimal"
+    assert tiny(new_highs(threads=1)) == "Optimal"
+    assert tiny(new_highs(threads=2)) == "Optimal"
+    rng, net, regs = _search_case(0, "max", False)
+    tiny(new_highs())
+    rep = certify_cnn(net, regs, max_frac=20, time_limit=30, max_rounds=2)
+    assert rep.search.ilp is not None and rep.search.ilp.rounds
+    assert rep.search.ilp.rounds[0].note != "no solution"

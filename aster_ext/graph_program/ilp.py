@@ -329,12 +329,11 @@ def solve_mip(
     lp.a_matrix_.index_ = a.indices.astype(np.int32)
     lp.a_matrix_.value_ = a.data.astype(np.float64)
     lp.integrality_ = [highspy.HighsVarType.kInteger] * nb + [highspy.HighsVarType.kContinuous] * (2 * n_cons)
-    h = new_highs()
+    h = new_highs(threads=1)
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(max(time_limit, 0.5)))
     h.setOptionValue("mip_rel_gap", 1e-3)
     h.setOptionValue("random_seed", 0)
-    h.setOptionValue("threads", 1)
     h.setOptionValue("small_matrix_value", 1e-13)
     h.passModel(lp)
     if start is not None:

@@ -23,9 +23,12 @@ a ``rolled`` group of n_g neurons (per-row types) has n_g·U multipliers and n_g
 partial-sum adders, U = ceil(n_in / R), plus one bias adder (and ReLU / activation
 implementation) per neuron; a ``loop`` group has ceil(n_g / R) copies of one neuron's datapath
 (one multiplier and adder per input column, with that column's types); a ``scalar`` group one.
-R = 1 (fully parallel) counts one multiplier per weight. The x operand of every multiplier is
-the layer's input *container* (the union of the previous layer's output formats, one C++ array
-type), since that is the type the multiplication reads.
+R = 1 (fully parallel) counts one multiplier per weight. The x operand of a multiplier is the
+type the emitted multiplication reads: in a ``rolled`` group, the union type of the input's
+*input group* (:func:`~aster_ext.codegen.layout.input_groups`: per neuron, n_q multipliers of
+width W_w + W_q for every input group q); in ``loop`` / ``scalar`` groups the layer's input
+*container* (the union of all of the previous layer's output formats). Input groups exist only
+at R = 1 (with R > 1 a time-shared multiplier reads every format: one container part).
 """
 
 from __future__ import annotations
@@ -71,13 +74,16 @@ def act_impl_ops(impl: object, in_width: np.ndarray) -> tuple[list[tuple[int, in
 
 def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
     """Cost of the hardware the emitted code instantiates with reuse factor R (module docstring)."""
-    from .codegen.layout import check_reuse_factor, container, dense_groups, lanes
+    from .codegen.layout import check_reuse_factor, container, dense_groups, input_groups, lanes
 
     rf = check_reuse_factor(reuse_factor)
     daisy = hw = bil = wbits = mults = adds = tbits = 0
     for li, lp in enumerate(p.layers):
         x_w = container(p, li)[0]
         n_in = lp.n_in
+        parts = input_groups(p, li, rf)
+        # rolled groups: the multiplier lanes of every input group and the width x has there
+        lane_w = np.concatenate([np.full(lanes(g.inputs.size, rf), g.width) for g in parts])
         wbits += int(lp.weight_t.width.sum()) + int(lp.bias_t.width.sum())
         if lp.act_impl is not None:
             tbits += act_impl_ops(lp.act_impl, lp.bsum_t.width[:1])[2]
@@ -85,15 +91,17 @@ def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
             r = g.first
             w_w = lp.weight_t.width[r]
             ps, pr = lp.psum_t.width[r], lp.product_t.width[r]
-            if g.kind == "rolled":  # n_g neurons, each U multipliers / min(U, n_in - 1) adders
-                copies, u = g.size, lanes(n_in, rf)
+            if g.kind == "rolled":  # n_g neurons, each Σ_q U_q multipliers (input groups q)
+                copies, u = g.size, lane_w.size
                 cols, add_cols = np.zeros(u, dtype=np.int64), np.zeros(min(u, n_in - 1), dtype=np.int64)
+                xs = lane_w
             else:  # ceil(n_g / R) copies of one neuron's datapath, one op per input column
                 copies = lanes(g.size, rf)
                 cols, add_cols = np.arange(n_in), np.arange(1, n_in)
-            prod = w_w[cols] * x_w
+                xs = np.full(n_in, x_w)
+            prod = w_w[cols] * xs
             n_bil = int(prod.sum())
-            n_hw = int((w_w[cols] + x_w).sum())
+            n_hw = int((w_w[cols] + xs).sum())
             # additions: psum[k] = psum[k-1] + product[k] for k >= 1, then dot + bias
             add_in = np.maximum(ps[add_cols - 1], pr[add_cols])  # rolled: uniform, any index
             add_w = np.maximum(add_in, ps[add_cols])

@@ -23,6 +23,7 @@ from aster_ext.codegen import (
     run_harness,
 )
 from aster_ext.codegen.hls import c_identifier, neuron_groups
+from aster_ext.codegen.layout import MAX_INPUT_GROUPS, container, input_groups
 from aster_ext.fixedpoint import FixedFormat
 from aster_ext.program import FormatArray
 from aster_ext.simulate import choose_dtype, intermediate_bits, simulate_raw
@@ -62,6 +63,8 @@ def _programs() -> list:
         ("wide_trn_wrap", [3, 3, 2], "TRN", "WRAP", "column", (40, 75), (70, 130), 2),
         ("wide_rnd_sat", [2, 3, 2], "RND", "SAT", "row", (40, 80), (70, 100), 2),
         ("row_rnd_wrap", [5, 4, 3], "RND", "WRAP", "row", (1, 10), (1, 16), 3),
+        # per-row formats, all distinct: > MAX_INPUT_GROUPS input formats, merged; sums reordered
+        ("row_trn_wrap_many", [6, 20, 12, 3], "TRN", "WRAP", "row", (1, 14), (1, 18), None),
         ("uni_trn_sat", [6, 8, 5, 3], "TRN", "SAT", "uniform", (4, 16), (8, 30), None),
         ("single", [1, 1], "TRN", "WRAP", "uniform", (1, 8), (1, 8), None),
     ]
@@ -111,7 +114,7 @@ def test_random_programs_cover_the_intended_cases(built: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(11))
+@pytest.mark.parametrize("index", range(12))
 def test_cpp_matches_simulator_bit_for_bit(built: dict, index: int) -> None:
     p = built["programs"][index]
     rng = np.random.default_rng(index)
@@ -241,7 +244,9 @@ def test_rolled_layers_are_one_loop_per_group_with_the_declared_types(tmp_path: 
     layouts = layer_layouts(p)
     assert all(t.startswith("rolled") for t in layouts), layouts
     n_groups = sum(len(neuron_groups(lp)) for lp in p.layers)
-    assert src.count("= fx_mac<") == n_groups <= sum(lp.n_out for lp in p.layers)  # not one per weight
+    # one MAC statement per (neuron group, input group), not one per weight
+    n_macs = sum(len(neuron_groups(lp)) * len(input_groups(p, li)) for li, lp in enumerate(p.layers))
+    assert src.count("= fx_mac<") == n_macs <= n_groups * MAX_INPUT_GROUPS
     for lp in p.layers:
         for j in range(lp.n_out):
             w = _type_name(lp.weight_t.width[j, 0], lp.weight_t.int_bits[j, 0])
@@ -329,3 +334,47 @@ def test_emitted_testbench_compiles_and_passes(tmp_path: Path, reuse_factor: int
         exe = compile_harness([files["source"], files["testbench"]], out / "tb_bad", opt="-O0")
         run = subprocess.run([str(exe)], capture_output=True, text=True)
         assert run.returncode == 1 and run.stdout.strip().splitlines()[-1].startswith("FAIL: 1 of")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_input_groups_partition_the_inputs_into_formats_that_hold_them(seed: int) -> None:
+    """Every input in exactly one part, at most MAX_INPUT_GROUPS parts, each part's type includes
+    its members' formats and is no wider than the container; saturating programs keep one part."""
+    rng = np.random.default_rng(seed)
+    p = random_program(rng, [5, 30, 17, 2], layout="row", width=(1, 16), int_bits=(-6, 8), pool=None)
+    for li in range(len(p.layers)):
+        parts = input_groups(p, li)
+        assert 1 <= len(parts) <= MAX_INPUT_GROUPS
+        idx = np.concatenate([g.inputs for g in parts])
+        assert np.array_equal(np.sort(idx), np.arange(p.layers[li].n_in))
+        fmts = p.input_formats(li)
+        cw, ci = container(p, li)
+        for g in parts:
+            assert np.all(fmts.int_bits.reshape(-1)[g.inputs] <= g.int_bits)
+            assert np.all(fmts.frac.reshape(-1)[g.inputs] <= g.frac)
+            assert g.width <= cw and g.int_bits <= ci
+    p.overflow = "SAT"
+    assert len(input_groups(p, 1)) == 1
+
+
+def test_cost_counts_input_group_widths_for_rolled_layers() -> None:
+    """Rolled layers: the multiplier x operand is its input group's type, so a layer reading
+    inputs of very different formats costs less than with the container; with one format for
+    every input (or a saturating program) both counts agree."""
+    from aster_ext.cost import program_cost
+
+    rng = np.random.default_rng(5)
+    p = random_program(rng, [4, 12, 6, 2], layout="row", width=(2, 16), int_bits=(-6, 8), pool=None)
+    wrap = program_cost(p)
+    p.overflow = "SAT"
+    sat = program_cost(p)
+    assert wrap.multipliers == sat.multipliers and wrap.hw < sat.hw
+    # the difference is exactly the container excess of the x operands of rolled layers 1 and 2
+    excess = 0
+    for li in (1, 2):
+        lp = p.layers[li]
+        x_w = np.empty(lp.n_in, dtype=np.int64)
+        for g in input_groups(p.__class__(**{**p.__dict__, "overflow": "WRAP"}), li):
+            x_w[g.inputs] = g.width
+        excess += lp.n_out * int((container(p, li)[0] - x_w).sum())
+    assert sat.hw - wrap.hw == excess

@@ -10,12 +10,14 @@ Semantics. Every product, partial sum, dot result, bias sum and activation is as
 ``ap_fixed`` of exactly the program's format, so ``ap_fixed`` assignment performs the
 quantisation/overflow the simulator models; no value is ever cast to a type the program does not
 declare, except that layer inputs live in one *container* array per layer (the union of the
-previous layer's output formats), which is exact (:mod:`.layout`).
+previous layer's output formats) and, for rolled groups, are copied into one array per *input
+group* (the union of that group's formats): both copies are exact (:mod:`.layout`).
 
 Layout (:mod:`.layout`). A C++ array has one element type, so each layer's neurons are grouped by
 identical type signature and each group is one piece of code with its own types:
 ``rolled`` groups (formats uniform along the inputs: per-neuron types, the refined mode) are a
-loop nest over neurons x inputs reading one constant weight array [n_g][n_in]; ``loop`` groups
+loop nest over neurons x inputs, one MAC loop per input group, each reading a constant weight
+array [n_g][n_q] (wrap-around programs only reorder the sum; see :mod:`.layout`); ``loop`` groups
 (formats varying along the inputs but shared by the neurons: Aster's per-column weight formats and
 per-position partial-sum integer bits, which one loop over k cannot express) are a neuron loop
 whose body has one statement per input column; ``scalar`` groups (a lone neuron with formats
@@ -54,7 +56,16 @@ import numpy as np
 from ..fixedpoint import FixedFormat
 from ..program import FixedProgram, LayerProgram
 from ..simulate import simulate_raw, validate_program
-from .layout import Group, check_reuse_factor, container, dense_groups, lanes, layer_layouts, neuron_groups
+from .layout import (
+    Group,
+    check_reuse_factor,
+    container,
+    dense_groups,
+    input_groups,
+    lanes,
+    layer_layouts,
+    neuron_groups,
+)
 
 __all__ = ["LAYER_EMITTERS", "c_identifier", "generate_hls", "layer_layouts", "neuron_groups"]
 
@@ -251,6 +262,15 @@ class _LayerCode:
 
 
 @dataclass
+class _Part:
+    """An input group as the code sees it: array ``name`` of type ``type`` holding x[inputs]."""
+
+    name: str
+    type: str
+    inputs: np.ndarray
+
+
+@dataclass
 class _LayerContext:
     li: int
     lp: LayerProgram
@@ -258,6 +278,8 @@ class _LayerContext:
     x_type: str  # element type of the input array
     y_type: str  # element type of the output array
     reuse_factor: int
+    program: FixedProgram
+    parts: list[_Part] | None = None  # input groups rolled groups read (filled by _emit_dense)
 
 
 def _finish_lines(ctx: _LayerContext, r: int, s: str, bexpr: str) -> list[str]:
@@ -285,48 +307,95 @@ def _dest(pre: str, neurons: np.ndarray, decls: list[str]) -> str:
 
 
 def _emit_rolled(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) -> list[str]:
-    """A group with per-row types: loop nest neurons x inputs over one weight array."""
+    """A group with per-row types: loop nest neurons x (one MAC loop per input group) over one
+    weight array per input group (:func:`.layout.input_groups`)."""
     lp, types, li = ctx.lp, ctx.types, ctx.li
-    r, n_g, n_in = group.first, group.size, lp.n_in
+    assert ctx.parts is not None
+    r, n_g = group.first, group.size
     pre = f"L{li}_g{gi}"
     ww, bw = int(lp.weight_t.width[r, 0]), int(lp.bias_t.width[r])
     wt = types(ww, lp.weight_t.int_bits[r, 0])
     bt = types(bw, lp.bias_t.int_bits[r])
     pt = types(lp.product_t.width[r, 0], lp.product_t.int_bits[r, 0])
     st = types(lp.psum_t.width[r, 0], lp.psum_t.int_bits[r, 0])
-    decls += _rom(f"{pre}_w", lp.weight_raw[group.neurons, :], ww)
     decls += _rom(f"{pre}_b", lp.bias_raw[group.neurons], bw)
     dest = _dest(pre, group.neurons, decls)
-    u = lanes(n_in, ctx.reuse_factor)
-    part = "complete dim=2" if u == n_in else f"cyclic factor={u} dim=2"
-    mac_pragmas = (
-        ["#pragma HLS UNROLL"]
-        if u == n_in
-        else [f"#pragma HLS UNROLL factor={u}", "#pragma HLS PIPELINE II=1"]
-    )
-    w_read = _rom_read(f"{pre}_w", ww, "[j][k]")
     b_read = _rom_read(f"{pre}_b", bw, "[j]")
-    body = [
-        f"// layer {li}, group {gi}: {n_g} neuron(s) from {r}, one type per role (rolled: "
-        f"{n_g} x {u} multipliers, each reused {ctx.reuse_factor}x)",
-        f"FX_HELPER void {pre}(const {ctx.x_type} x[{n_in}], {ctx.y_type} y[{lp.n_out}]) {{",
+    pragmas, macs, lanes_total = [f"#pragma HLS ARRAY_PARTITION variable={pre}_b complete"], [], 0
+    for q, part in enumerate(ctx.parts):
+        n_q = int(part.inputs.size)
+        w_name = f"{pre}_w{q}"
+        decls += _rom(w_name, lp.weight_raw[np.ix_(group.neurons, part.inputs)], ww)
+        u = lanes(n_q, ctx.reuse_factor)
+        lanes_total += u
+        w_read = _rom_read(w_name, ww, "[j][k]")
+        pragmas += [
+            f"#pragma HLS ARRAY_PARTITION variable={w_name} complete dim=1",
+            f"#pragma HLS ARRAY_PARTITION variable={w_name} "
+            + ("complete dim=2" if u == n_q else f"cyclic factor={u} dim=2"),
+        ]
+        unroll = (
+            ["#pragma HLS UNROLL"]
+            if u == n_q
+            else [f"#pragma HLS UNROLL factor={u}", "#pragma HLS PIPELINE II=1"]
+        )
+        macs += [
+            f"    {pre}_mac{q}: for (int k = 0; k < {n_q}; k++) {{",
+            *unroll,
+            f"      s = fx_mac<{pt}, {st}>(s, fx_raw<{wt}>({w_read}), {part.name}[k]);",
+            "    }",
+        ]
+    args = ", ".join(f"const {p.type} {p.name}[{p.inputs.size}]" for p in ctx.parts)
+    return [
+        f"// layer {li}, group {gi}: {n_g} neuron(s) from {r}, one type per role (rolled over "
+        f"{len(ctx.parts)} input group(s): {n_g} x {lanes_total} multipliers, "
+        f"each reused {ctx.reuse_factor}x)",
+        f"FX_HELPER void {pre}({args}, {ctx.y_type} y[{lp.n_out}]) {{",
         "#pragma HLS INLINE",
-        f"#pragma HLS ARRAY_PARTITION variable={pre}_w complete dim=1",
-        f"#pragma HLS ARRAY_PARTITION variable={pre}_w {part}",
+        *pragmas,
         f"  {pre}_neurons: for (int j = 0; j < {n_g}; j++) {{",
         "#pragma HLS UNROLL",
         f"    {st} s = 0;",
-        f"    {pre}_mac: for (int k = 0; k < {n_in}; k++) {{",
-        *mac_pragmas,
-        f"      s = fx_mac<{pt}, {st}>(s, fx_raw<{wt}>({w_read}), x[k]);",
-        "    }",
+        *macs,
         *[f"    {ln}" for ln in _finish_lines(ctx, r, "s", f"fx_raw<{bt}>({b_read})")],
         f"    {dest} = a;",
         "  }",
         "}",
         "",
     ]
-    return body
+
+
+def _input_parts(ctx: _LayerContext, decls: list[str], gather: list[str]) -> list[_Part]:
+    """The input groups of the layer; each one not the whole container array gets a typedef, a
+    local array and the exact copy x -> part in ``gather`` (module docstring of :mod:`.layout`)."""
+    li, n_in = ctx.li, ctx.lp.n_in
+    groups = input_groups(ctx.program, li, ctx.reuse_factor)
+    if len(groups) == 1 and ctx.types(groups[0].width, groups[0].int_bits) == ctx.types(
+        *container(ctx.program, li)
+    ):
+        return [_Part("x", ctx.x_type, np.arange(n_in))]
+    parts = []
+    for q, g in enumerate(groups):
+        name, n_q = f"x{q}", int(g.inputs.size)
+        tname = ctx.types(g.width, g.int_bits)
+        a = int(g.inputs[0])
+        if np.array_equal(g.inputs, np.arange(a, a + n_q)):
+            src = f"x[{a} + i]" if a else "x[i]"
+        else:
+            decls.append(
+                f"static const int L{li}_x{q}_idx[{n_q}] = {{" + ", ".join(map(str, g.inputs)) + "};"
+            )
+            src = f"x[L{li}_x{q}_idx[i]]"
+        gather += [
+            f"  {tname} {name}[{n_q}];  // inputs whose formats fit <{g.width}, {g.int_bits}>: exact",
+            _buffer_pragma(name, n_q, ctx.reuse_factor),
+            f"  L{li}_gather{q}: for (int i = 0; i < {n_q}; i++) {{",
+            "#pragma HLS UNROLL",
+            f"    {name}[i] = {src};",
+            "  }",
+        ]
+        parts.append(_Part(name, tname, g.inputs))
+    return parts
 
 
 def _emit_columns(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) -> list[str]:
@@ -391,11 +460,17 @@ def _emit_dense(ctx: _LayerContext) -> _LayerCode:
     decls: list[str] = [f"// layer {li} '{_comment(lp.name)}' constants (raw integers)"]
     functions: list[str] = []
     groups = dense_groups(lp)
-    calls = []
+    calls: list[str] = []
+    gather: list[str] = []
+    if any(g.kind == "rolled" for g in groups):
+        ctx.parts = _input_parts(ctx, decls, gather)
     for gi, group in enumerate(groups):
-        emit = _emit_rolled if group.kind == "rolled" else _emit_columns
-        functions += emit(ctx, gi, group, decls)
-        calls.append(f"  L{li}_g{gi}(x, y);")
+        if group.kind == "rolled":
+            functions += _emit_rolled(ctx, gi, group, decls)
+            calls.append(f"  L{li}_g{gi}({', '.join(p.name for p in ctx.parts or [])}, y);")
+        else:
+            functions += _emit_columns(ctx, gi, group, decls)
+            calls.append(f"  L{li}_g{gi}(x, y);")
     if lp.act_impl is not None:
         decls += _act_impl_code(li, lp)
     kinds = ", ".join(f"{k} {sum(g.kind == k for g in groups)}" for k in ("rolled", "loop", "scalar"))
@@ -404,6 +479,7 @@ def _emit_dense(ctx: _LayerContext) -> _LayerCode:
         f"groups: {kinds}",
         f"void L{li}(const {ctx.x_type} x[{lp.n_in}], {ctx.y_type} y[{lp.n_out}]) {{",
         "#pragma HLS INLINE",
+        *gather,
         *calls,
         "}",
         "",
@@ -492,7 +568,7 @@ def _source_text(program: FixedProgram, ident: str, reuse_factor: int) -> str:
         kind = layer_kind(lp)
         if kind not in LAYER_EMITTERS:
             raise NotImplementedError(f"code generation for layer kind {kind!r} is not implemented")
-        code = LAYER_EMITTERS[kind](_LayerContext(li, lp, types, x_type, y_type, reuse_factor))
+        code = LAYER_EMITTERS[kind](_LayerContext(li, lp, types, x_type, y_type, reuse_factor, program))
         decls += code.decls
         functions += code.functions
         src = "x" if li == 0 else f"a{li}"

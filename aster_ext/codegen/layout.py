@@ -17,8 +17,19 @@ group is emitted as
 Layer inputs are one array of a *container* type, the union of the previous layer's output
 formats (max integer bits, max fractional bits; the network input type for layer 0). Storing a
 value in its container is exact, so every product w·x has the exact value the program says and
-bit-exactness is untouched, but the multiplier instantiated for x is container-wide: the cost
-uses the container width for x.
+bit-exactness is untouched. ``loop`` and ``scalar`` groups multiply the container elements (their
+multipliers are container-wide). ``rolled`` groups read the inputs through *input groups*
+(:func:`input_groups`): the inputs are partitioned by their own format (at most
+``MAX_INPUT_GROUPS`` parts, merged greedily where a layer has more distinct formats), each part
+copied once per layer into an array of its own union type (exact: every member's format is
+included), and the MAC loop of a neuron is one loop per part. Multipliers reading part q are
+W_w + W_q wide, not container-wide. This reorders the sum of a row, which is exact only under
+wrap-around overflow: the partial sums of a rolled row share one format at the products' F, so
+with ``overflow == "WRAP"`` the accumulation is exact modulo 2^width and does not depend on the
+order of the products (the refined mode sizes that format for the final sum only). Programs that
+saturate keep one part, the container, in input order. So does a reuse factor R > 1: a
+time-shared multiplier reads inputs of every format, so it is container-wide anyway, and one
+part per format would only multiply the multipliers (Σ_q ceil(n_q / R) instead of ceil(n_in / R)).
 """
 
 from __future__ import annotations
@@ -96,6 +107,71 @@ def container(program: FixedProgram, layer_index: int) -> tuple[int, int]:
     out = program.layers[layer_index - 1].out_t
     i = int(out.int_bits.max())
     return int(out.frac.max()) + i, i
+
+
+MAX_INPUT_GROUPS = 8
+"""Most input groups per layer (:func:`input_groups`): loop nests per layer = neuron groups x parts."""
+
+
+@dataclass(frozen=True)
+class InputGroup:
+    """A part of a layer's inputs: ``inputs`` (indices, ascending) held in one array whose type
+    ``(width, int_bits)`` is the union of their formats."""
+
+    inputs: np.ndarray
+    width: int
+    int_bits: int
+
+    @property
+    def frac(self) -> int:
+        return self.width - self.int_bits
+
+
+def input_groups(
+    program: FixedProgram, layer_index: int, reuse_factor: int = 1, max_groups: int = MAX_INPUT_GROUPS
+) -> list[InputGroup]:
+    """Partition of the inputs of layer ``layer_index`` by format (module docstring).
+
+    Distinct formats (I, F) with multiplicities n start as one part each; while there are more
+    than ``max_groups`` parts, the two whose union (max I, max F) adds the least multiplier width,
+    n_a·(I_ab + F_ab - I_a - F_a) + n_b·(I_ab + F_ab - I_b - F_b), are merged. Parts come out in
+    order of their first input. Saturating programs and ``reuse_factor`` > 1: one part, the
+    container (module docstring)."""
+    fmts = program.input_formats(layer_index)
+    if program.overflow != "WRAP" or reuse_factor > 1:  # one container part (module docstring)
+        w, i = container(program, layer_index)
+        return [InputGroup(np.arange(fmts.width.size), w, i)]
+    ib = np.asarray(fmts.int_bits, dtype=np.int64).reshape(-1)
+    fr = np.asarray(fmts.frac, dtype=np.int64).reshape(-1)
+    keys, inverse = np.unique(np.stack([ib, fr], axis=1), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    members = [[int(g)] for g in range(keys.shape[0])]
+    i_max, f_max = keys[:, 0].copy(), keys[:, 1].copy()
+    count = np.bincount(inverse, minlength=keys.shape[0]).astype(np.int64)
+    while len(members) > max(1, max_groups):
+        wi = np.maximum(i_max[:, None], i_max[None, :])
+        wf = np.maximum(f_max[:, None], f_max[None, :])
+        own = i_max + f_max
+        extra = count[:, None] * (wi + wf - own[:, None]) + count[None, :] * (wi + wf - own[None, :])
+        extra = extra.astype(np.float64)
+        np.fill_diagonal(extra, np.inf)
+        a, b = np.unravel_index(int(np.argmin(extra)), extra.shape)
+        a, b = min(a, b), max(a, b)
+        members[a] += members[b]
+        i_max[a], f_max[a], count[a] = max(i_max[a], i_max[b]), max(f_max[a], f_max[b]), count[a] + count[b]
+        del members[b]
+        i_max, f_max, count = np.delete(i_max, b), np.delete(f_max, b), np.delete(count, b)
+    part_of_key = np.empty(keys.shape[0], dtype=np.int64)
+    for q, ms in enumerate(members):
+        part_of_key[ms] = q
+    part = part_of_key[inverse]
+    out = []
+    for q in range(len(members)):
+        idx = np.flatnonzero(part == q)
+        i, f = int(ib[idx].max()), int(fr[idx].max())
+        out.append(InputGroup(idx, i + f, i))
+    out.sort(key=lambda g: int(g.inputs[0]))
+    return out
 
 
 def check_reuse_factor(reuse_factor: int) -> int:

@@ -77,3 +77,32 @@ def test_relax_respects_zero_budget() -> None:
         res, layers, lo, hi, 20 * res.certificate.bound, st_, ps, rg, True, True, 0.0
     )
     assert prog is res.program and cert is res.certificate and deltas == res.act_delta and not notes
+
+
+@pytest.mark.slow
+def test_caps_from_the_maxlen_program_give_an_ilp_solution() -> None:
+    """A saturating sigmoid net (weights x16, small box, ε = 10) whose ILP rows fail at every
+    uniform F with the ε-derived caps (the ffnnSIGMOID 6x200 situation): with caps re-derived from
+    the all-maxLen program the ILP finds a certified, cheaper program (no all-maxLen fallback)."""
+    from aster_ext.refined.model import build_model, uniform_start
+    from aster_ext.refined.solve import assign_refined, initial_caps
+
+    rng = np.random.default_rng(0)
+    layers = normal_dense_net(rng, "sigmoid", [8] + [32] * 6 + [3])
+    for layer in layers:
+        layer.weight *= 16
+    x = rng.uniform(-1, 1, 8)
+    lo, hi = x - 0.01, x + 0.01
+    st_ = SETTINGS["A"]
+    ps = [ExactParams.of(layer) for layer in layers]
+    rg = symbolic_ranges(layers, lo, hi, ps)
+    model = build_model(layers, ps, rg, lo, hi, st_, 10.0, initial_caps(layers, rg, 10.0, st_))
+    assert uniform_start(model) is None  # the situation of the docstring
+    res = assign_refined(layers, lo, hi, 10.0, "A", name="t")
+    assert not res.max_width_fallback, res.notes
+    assert any("caps set to 2·its pre-activation errors" in n for n in res.notes)
+    again = certify_forms(res.program, layers, lo, hi, st_.no_init_error)
+    assert again.ok and again.bound <= 10.0
+    xs = attack(rng, res.program, layers, lo, hi, n_random=10, n_search=4)
+    obs = exact_errors(res.program, layers, xs)
+    assert np.all(obs.max(axis=0) <= again.output_bound + REF_MARGIN)

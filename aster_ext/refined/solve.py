@@ -12,9 +12,14 @@ wide formats: error forms do not depend on integer bits).
 All-maxLen shortcut: when no uniform F (or only F >= maxLen - 1) satisfies the ILP rows, the
 program with every F, Fw at maxLen (:func:`max_len_program`) is certified first. If its bound
 exceeds ε, the result is infeasible at once (no HiGHS run: on the 6x200 sigmoid MNIST net HiGHS
-spends 30 s on such a model); if it is <= ε that program is returned (solver status "not run").
-When no ILP round certifies, the same program is the fallback before InfeasibleError is raised.
-Either way ``RefinedResult.max_width_fallback`` is set (and a note says so). Since the activation
+spends 30 s on such a model); if it is <= ε, the caps are re-derived from that program's own
+certified pre-activation errors (E_j = 2·max|e_z,j|, the refinement round's rule) and the ILP is
+solved on them — rows that fail at every F while all-maxLen certifies within ε mean the ε-derived
+caps are far above the real errors (slope hulls too wide); that round runs even past the time
+limit. When no ILP round certifies, the all-maxLen program is the fallback before InfeasibleError
+is raised; then ``RefinedResult.max_width_fallback`` is set (and a note says so). After the ILP,
+:func:`relax_act_budgets` trades the certificate's slack for smaller activation tables (a
+documented search around the ILP). Since the activation
 budgets δ_l are ILP choices (:mod:`.model`) the uniform start tries δ_l = 2^-F with F, so at
 F = maxLen - 1 it is (up to one bit) the all-maxLen program: the shortcut fires only when the rows
 admit nothing cheaper.
@@ -531,9 +536,17 @@ def assign_refined(
     relaxed_caps = False
     refined = False
     smallest: float | None = None
+    fb_pair: tuple[FixedProgram, Certificate] | None = None  # the all-maxLen program, once built
+    maxlen_caps = False  # caps were set from the all-maxLen program's errors (see below)
+    maxlen_round = -1  # the round that set them (the next one runs even past the time limit)
     model = None
     while rounds < max_rounds:
         left = time_limit - (time.perf_counter() - t_start)
+        if maxlen_caps and rounds == maxlen_round:
+            # the round on the caps from the all-maxLen program runs even past the time limit (its
+            # rigorous 2^16-entry tables can take longer than the limit on large nets): one model,
+            # HiGHS runs of at most solve_cap_s
+            left = max(left, solve_cap_s)
         if left <= 0:
             notes.append("time limit reached")
             break
@@ -546,10 +559,31 @@ def assign_refined(
             # model, compare ε with the bound of the all-maxLen program (cheap, and what the error
             # message reports anyway); give up at once when even that bound exceeds ε
             fb_program, fb_cert = max_len_program(name, layers, lower, upper, st, params, ranges, **opts)
+            fb_pair = (fb_program, fb_cert)
             smallest = fb_cert.bound
             if smallest > eps and not near_max:
                 notes.append(f"round {rounds}: the all-maxLen program certifies only {smallest:.6g} > ε")
                 break
+            if fb_cert.ok and smallest <= eps and not maxlen_caps:
+                # the rows failing at every F while the all-maxLen program certifies <= ε means the
+                # caps E_j (ε / sensitivity, clipped) are far above the real errors: slope hulls over
+                # range ⊕ [-E_j, E_j] then cover the steep part of σ for saturated neurons and the
+                # remainders s_rad·m_k blow up through the layers (ffnnSIGMOID 6x200, ε = 10: caps 10,
+                # rows ~250 at F = maxLen vs a certified 0.89). Re-derive the caps as the refinement
+                # round does, from a certified program — here the all-maxLen one: E_j = 2·max|e_z,j|
+                # — and solve the ILP on them (HiGHS runs even without a uniform start); the
+                # all-maxLen program stays the fallback when no ILP round certifies.
+                run0 = forms_analysis(
+                    fb_program, layers, lower, upper, st.no_init_error, params, ranges, relu_stability
+                )
+                caps = [np.maximum(2.0 * e.mag(), 2.0**-st.max_len) for e in run0.z_err]
+                maxlen_caps, maxlen_round = True, rounds
+                notes.append(
+                    f"round {rounds}: no uniform F < maxLen - 1 satisfies the ILP rows; the all-maxLen "
+                    f"program certifies {smallest:.6g} <= ε: caps set to 2·its pre-activation errors, "
+                    "ILP rebuilt"
+                )
+                continue
             if fb_cert.ok and smallest <= eps:
                 # ε is within reach of the all-maxLen program only: take it (certified) rather than a
                 # HiGHS run on a model that no uniform point satisfies (minutes on large networks)
@@ -576,6 +610,8 @@ def assign_refined(
                 start = (s_l.f, s_l.fw, s_l.act_choice)
             window = WINDOW
             left = time_limit - (time.perf_counter() - t_start)
+            if maxlen_caps and rounds == maxlen_round + 1:
+                left = max(left, solve_cap_s)
         sol = solve_model(model, min(left, solve_cap_s), mip_rel_gap, start, window)
         solver_time += sol.time_s
         if sol.f is None and start is not None:
@@ -637,8 +673,10 @@ def assign_refined(
             break  # the refinement round did not certify; keep the earlier result
         shrink = eps / cert.bound if cert.ok and cert.bound > 0 else 0.5
         target = target * min(0.95, shrink * 0.98)
-    if best is None and smallest is None:
-        fb_program, fb_cert = max_len_program(name, layers, lower, upper, st, params, ranges, **opts)
+    if best is None and (smallest is None or fb_pair is not None):
+        if fb_pair is None:
+            fb_pair = max_len_program(name, layers, lower, upper, st, params, ranges, **opts)
+        fb_program, fb_cert = fb_pair
         smallest = fb_cert.bound
         if fb_cert.ok and smallest <= eps:
             notes.append(f"no ILP round certified; the all-maxLen program certifies {smallest:.6g} <= ε")

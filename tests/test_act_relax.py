@@ -48,7 +48,8 @@ def _cost(prog) -> float:
 def test_relax_shrinks_tables_and_stays_certified(act: str) -> None:
     rng, layers, lo, hi, st_, ps, rg, res = _start(act, 3, 20, 2.0**-18)
     eps = 20 * res.certificate.bound  # ample slack: the tables are far finer than needed
-    prog, cert, deltas, notes = relax_act_budgets(res, layers, lo, hi, eps, st_, ps, rg, True, True, 60.0)
+    out = relax_act_budgets(res, layers, lo, hi, eps, st_, ps, rg, True, True, 60.0)
+    prog, cert, deltas, _, _, notes = out
     assert prog is not res.program, notes
     assert program_cost(prog).table_bits < program_cost(res.program).table_bits
     assert _cost(prog) < _cost(res.program)
@@ -65,15 +66,32 @@ def test_relax_without_slack_keeps_the_bound() -> None:
     """ε = the start's own bound: whatever is returned still certifies within it."""
     _, layers, lo, hi, st_, ps, rg, res = _start("sigmoid", 5, 16, 2.0**-14)
     eps = float(res.certificate.bound)
-    prog, cert, _, _ = relax_act_budgets(res, layers, lo, hi, eps, st_, ps, rg, True, True, 60.0)
+    prog, cert, _, _, _, _ = relax_act_budgets(res, layers, lo, hi, eps, st_, ps, rg, True, True, 60.0)
     again = certify_forms(prog, layers, lo, hi, st_.no_init_error)
     assert again.ok and again.bound <= eps
     assert _cost(prog) <= _cost(res.program)
 
 
+def test_shift_moves_the_formats_share_to_the_tables() -> None:
+    """Coarse formats (F = 12) with tables far finer than the roundings (δ = 2^-20) and ε = the
+    start's own bound (no slack for any δ step): only the shift move (F, Fw + 1, δ x4) can
+    certify cheaper; it must be taken, certified within ε."""
+    _, layers, lo, hi, st_, ps, rg, res = _start("tanh", 3, 12, 2.0**-20)
+    eps = float(res.certificate.bound)
+    prog, cert, deltas, f_r, fw_r, notes = relax_act_budgets(
+        res, layers, lo, hi, eps, st_, ps, rg, True, True, 60.0
+    )
+    assert prog is not res.program, notes
+    assert all(np.all(np.asarray(v) >= 13) for v in f_r) and all(np.all(np.asarray(v) >= 13) for v in fw_r)
+    assert any("shifts" in n for n in notes) and _cost(prog) < _cost(res.program)
+    again = certify_forms(prog, layers, lo, hi, st_.no_init_error)
+    assert again.ok and again.bound <= eps
+    assert [int(lp.dot_t.frac[0]) for lp in prog.layers] == [int(v[0]) for v in f_r]
+
+
 def test_relax_respects_zero_budget() -> None:
     _, layers, lo, hi, st_, ps, rg, res = _start("tanh", 3, 20, 2.0**-18)
-    prog, cert, deltas, notes = relax_act_budgets(
+    prog, cert, deltas, _, _, notes = relax_act_budgets(
         res, layers, lo, hi, 20 * res.certificate.bound, st_, ps, rg, True, True, 0.0
     )
     assert prog is res.program and cert is res.certificate and deltas == res.act_delta and not notes

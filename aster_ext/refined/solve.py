@@ -79,6 +79,7 @@ WIDE_INT = 40
 POLISH_CAP_S = 4.0  # time cap of the activation-budget polish (polish_act_budgets)
 RELAX_CAP_S = 6.0  # time cap of the post-ILP activation-budget search (relax_act_budgets)
 RELAX_STEPS = (4.0, 2.0)  # factors tried on one layer's δ_l, in order (relax_act_budgets)
+RELAX_SHIFTS = 2  # at most this many "every F + 1, every δ_l x 4" moves (relax_act_budgets)
 LARGE = 30  # neurons above which the neuron-level ILP is warm-started from the layer-level one
 SOLVE_CAP_S = 8.0  # seconds per HiGHS run (incumbent used; the certificate does not rely on optimality)
 WINDOW = 3  # provisional integer bits of the first (range-finding) pass
@@ -253,7 +254,7 @@ def relax_act_budgets(
     fold_bias: bool,
     relu_stability: bool,
     budget_s: float,
-) -> tuple[FixedProgram, Certificate, list[float], list[str]]:
+) -> tuple[FixedProgram, Certificate, list[float], list[np.ndarray], list[np.ndarray], list[str]]:
     """Post-ILP search on the activation budgets δ_l of a certified result (documented search
     around the ILP; issue 13).
 
@@ -274,16 +275,23 @@ def relax_act_budgets(
     is kept. Rounds repeat until no layer has a step left or ``budget_s`` seconds have passed.
     Soundness rests on the certificate alone: every kept program is certified as it is returned.
 
-    Returns (program, certificate, δ per layer, notes)."""
+    When no layer has a step left, a shift move follows (at most ``RELAX_SHIFTS`` times): every F
+    and Fw one bit up (their roundings halve) with every δ_l x4, kept under the same rule, then the
+    rounds resume — it moves the formats' share of ε to the tables where the ILP (stopped by its time
+    cap at a warm start with δ_l = 2^-F) left no slack.
+
+    Returns (program, certificate, δ per layer, F per layer, Fw per layer, notes)."""
     from .model import ROM_WEIGHT
 
     t0 = time.perf_counter()
     deltas = list(best.act_delta)
     prog, cert = best.program, best.certificate
     notes: list[str] = []
+    f_l = [np.asarray(v, dtype=np.int64) for v in best.dot_bits]
+    fw_l = [np.asarray(v, dtype=np.int64) for v in best.weight_bits]
     act_layers = [li for li, d in enumerate(deltas) if d > 0]
     if not act_layers or budget_s <= 0:
-        return prog, cert, deltas, notes
+        return prog, cert, deltas, f_l, fw_l, notes
 
     def cost_of(pr: FixedProgram) -> float:
         c = program_cost(pr)
@@ -293,19 +301,17 @@ def relax_act_budgets(
         impl = pr.layers[li].act_impl
         return int(impl.entries.shape[0]) * impl.entry_width if isinstance(impl, TableImpl) else 0
 
-    f_l = [np.asarray(v, dtype=np.int64) for v in best.dot_bits]
-    fw_l = [np.asarray(v, dtype=np.int64) for v in best.weight_bits]
     cur_cost = cost_of(prog)
     start_cost, start_rom, start_bound = cur_cost, program_cost(prog).table_bits, cert.bound
     steps = {li: list(RELAX_STEPS) for li in act_layers}
     cache: dict = {}  # implementations of unchanged layers are reused (make_impl_factory)
     tried = kept = 0
 
-    def attempt(trial: list[float]) -> tuple[FixedProgram, Certificate, float]:
+    def attempt(trial: list[float], f_t=None, fw_t=None) -> tuple[FixedProgram, Certificate, float]:
         nonlocal tried
         p2, _ = build_program(
-            best.program.name, layers, f_l, fw_l, st, lower, upper, params, ranges, fold_bias,
-            relu_stability, trial, cache,
+            best.program.name, layers, f_l if f_t is None else f_t, fw_l if fw_t is None else fw_t,
+            st, lower, upper, params, ranges, fold_bias, relu_stability, trial, cache,
         )  # fmt: skip
         tried += 1
         # ``ranges`` are the certifier's own ranges here (symbolic mode: symbolic_ranges of the same
@@ -316,10 +322,26 @@ def relax_act_budgets(
     def fits(c2: Certificate, cost2: float) -> bool:
         return c2.ok and c2.bound <= eps and cost2 < cur_cost
 
+    shifts = shifted = 0
     while time.perf_counter() - t0 < budget_s:
         cand = [li for li in act_layers if steps[li]]
         if not cand:
-            break
+            if shifts >= RELAX_SHIFTS:
+                break
+            # shift: every F, Fw one bit up (roundings halve) and every δ_l x4 (tables about half
+            # the entries): trades the formats' share of ε for the tables' when no slack is left
+            shifts += 1
+            f_t = [np.minimum(v + 1, st.max_len) for v in f_l]
+            fw_t = [np.minimum(v + 1, st.max_len) for v in fw_l]
+            trial = [4.0 * d for d in deltas]
+            p2, c2, cost2 = attempt(trial, f_t, fw_t)
+            if not fits(c2, cost2):
+                break
+            prog, cert, deltas, cur_cost, f_l, fw_l = p2, c2, trial, cost2, f_t, fw_t
+            kept += 1
+            shifted += 1
+            steps = {li: list(RELAX_STEPS) for li in act_layers}
+            continue
         # probe: every layer's next step alone (largest table first, in case time runs out)
         probes = []  # (saving per unit of bound rise, layer, factor, program, cert, cost)
         for li in sorted(cand, key=lambda j: -table_bits(prog, j)):
@@ -363,14 +385,15 @@ def relax_act_budgets(
         steps[li0] = list(RELAX_STEPS)
     if kept:
         notes.append(
-            f"activation budgets relaxed after the ILP ({kept} of {tried} steps kept, "
+            f"activation budgets relaxed after the ILP ({kept} of {tried} steps kept, of them "
+            f"{shifted} shifts F + 1, δ x4; "
             f"{time.perf_counter() - t0:.1f}s): δ = {', '.join(f'{d:.3g}' for d in deltas if d > 0)}; "
             f"table ROM {start_rom} -> {program_cost(prog).table_bits} bits, hw + ROM "
             f"{start_cost:.0f} -> {cur_cost:.0f}, certified {start_bound:.6g} -> {cert.bound:.6g}"
         )
     elif tried:
         notes.append(f"activation budgets: none of {tried} relaxation steps certified cheaper")
-    return prog, cert, deltas, notes
+    return prog, cert, deltas, f_l, fw_l, notes
 
 
 def build_program(
@@ -694,13 +717,15 @@ def assign_refined(
             )  # fmt: skip
     if best is not None and not best.max_width_fallback and any(d > 0 for d in best.act_delta):
         budget = min(RELAX_CAP_S, time_limit - (time.perf_counter() - t_start))
-        prog, cert, deltas, more = relax_act_budgets(
+        prog, cert, deltas, f_r, fw_r, more = relax_act_budgets(
             best, layers, lower, upper, eps, st, params, ranges, fold_bias,
             relu_stability, budget,
         )  # fmt: skip
         notes += more
         if prog is not best.program:
             best.program, best.certificate, best.act_delta = prog, cert, deltas
+            best.dot_bits = best.bias_bits = [list(map(int, v)) for v in f_r]
+            best.weight_bits = [list(map(int, v)) for v in fw_r]
             best.claimed_error = cert.bound
             best.hw_cost = program_cost(prog).hw
             best.solver_status += "+act-relax"

@@ -9,13 +9,22 @@ the tool's main class in-process, capturing what it prints on stdout and stderr.
 Between runs it clears static state that would leak from one run into the next: each entry of
 ``reset_fields`` names a static field (``pkg.Class.field``) or a field of a Scala ``object``
 (``pkg.Object$.field``, reached through its ``MODULE$`` instance) holding a collection; the
-collection is emptied with ``clear()``. ``ASTER_RESET_FIELDS`` (comma-separated) sets them from
-the environment. The working folder is the one the tool reads and writes relative paths against
-(default ``ASTER_HOME``); both the process's current directory and Java's ``user.dir`` are set to it
-for the run and restored after.
+collection is emptied with ``clear()``. By default that is the original's NN quantisation phase's
+list of weight maxima (``DEFAULT_RESET_FIELDS``), which otherwise grows from run to run;
+``ASTER_RESET_FIELDS`` (comma-separated) replaces the list from the environment. The working
+folder is the one the tool reads and writes relative paths against (``run_original``: ``ASTER_HOME``;
+``aster_ext.original``: a fresh one per run); both the process's current directory and Java's
+``user.dir`` are set to it for the run and restored after.
+
+Output capture: the JVM's ``System.out``/``System.err`` are pointed at one pair of in-memory streams
+per JVM, reset before each run. They stay the same objects from run to run because Scala's
+``Console`` (the original prints through it) keeps the ``System.out`` it saw when it was first
+used; fresh streams per run would leave a second run's output in the first run's buffer. A run
+whose main method throws (the original ends an infeasible run with an exception) still returns
+what it printed, with the exception's text in ``OriginalRun.failure``.
 
 ``parse_original_output`` reads the tool's report lines (labelled values: the solver objective,
-``dot_i``/``bias_i`` fractional bits per layer, "Total Error", the Daisy area cost, "infeasible");
+``dot_i``/``bias_i`` fractional bits per layer, "Total Error", Daisy's cost, "infeasible");
 ``parse_cpp_signature`` reads the calling convention of its generated C++
 (``void nn1(ap_fixed<W,I> x_0, ..., ap_fixed<W,I> _result[m])``). These formats are written from
 the tool's documented output names; no build of the original was available to check them against,
@@ -34,6 +43,9 @@ from .errors import UserError
 DEFAULT_MAIN_CLASS = "daisy.Main"
 #: JVM options the original needs: a 1 GiB thread stack for its deeply recursive phases
 DEFAULT_JVM_OPTIONS = ("-Xss1G",)
+#: static state of the original cleared before each run: its NN quantisation phase (a Scala object)
+#: appends every run's per-layer weight maxima to this list and reads it by layer index
+DEFAULT_RESET_FIELDS = ("daisy.opt.NNQuantizationPhase$.weightMaxList",)
 
 
 def find_aster_home(env: dict[str, str] | None = None) -> Path:
@@ -62,8 +74,12 @@ def aster_classpath(home: Path) -> list[str]:
 
 
 def reset_fields_from_env(env: dict[str, str] | None = None) -> tuple[str, ...]:
-    value = (env if env is not None else os.environ).get("ASTER_RESET_FIELDS", "")
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+    """``ASTER_RESET_FIELDS`` split at commas, or ``DEFAULT_RESET_FIELDS`` when it is not set
+    (set it empty to clear nothing)."""
+    source = env if env is not None else os.environ
+    if "ASTER_RESET_FIELDS" not in source:
+        return DEFAULT_RESET_FIELDS
+    return tuple(v.strip() for v in source["ASTER_RESET_FIELDS"].split(",") if v.strip())
 
 
 def start_jvm(classpath: list[str], options: tuple[str, ...] = DEFAULT_JVM_OPTIONS) -> None:
@@ -126,6 +142,23 @@ class OriginalRun:
     stderr: str
     workdir: Path
     cleared: list[str] = field(default_factory=list)
+    failure: str | None = None  # the exception main threw, if it threw (its output is kept above)
+
+
+_CAPTURE: list[object] = []  # per JVM: [out buffer, err buffer, out stream, err stream] (module docstring)
+
+
+def _capture_streams() -> tuple[object, object, object, object]:
+    """This JVM's capture buffers and their print streams, created once, emptied for a new run."""
+    import jpype
+
+    if not _CAPTURE:
+        buffers = [jpype.JClass("java.io.ByteArrayOutputStream")() for _ in range(2)]
+        streams = [jpype.JClass("java.io.PrintStream")(b, True, "UTF-8") for b in buffers]
+        _CAPTURE.extend([*buffers, *streams])
+    for buffer in _CAPTURE[:2]:
+        buffer.reset()  # type: ignore[attr-defined]
+    return tuple(_CAPTURE)  # type: ignore[return-value]
 
 
 def run_main(
@@ -137,7 +170,8 @@ def run_main(
     options: tuple[str, ...] = DEFAULT_JVM_OPTIONS,
 ) -> OriginalRun:
     """``main_class.main(args)`` in this process's JVM, run in ``workdir``, stdout/stderr captured;
-    ``reset_fields`` are cleared first so no state of an earlier run leaks into this one."""
+    ``reset_fields`` are cleared first so no state of an earlier run leaks into this one. An
+    exception thrown by main is returned in ``failure`` (with the output printed until then)."""
     import jpype
 
     start_jvm(classpath, options)
@@ -148,23 +182,25 @@ def run_main(
         raise UserError(f"class {main_class} not found on the class path {where}") from exc
     cleared = clear_static_state(reset_fields)
     system = jpype.JClass("java.lang.System")
-    buffers = [jpype.JClass("java.io.ByteArrayOutputStream")() for _ in range(2)]
-    streams = [jpype.JClass("java.io.PrintStream")(b, True, "UTF-8") for b in buffers]
+    out_buf, err_buf, out_stream, err_stream = _capture_streams()
     old_out, old_err, old_dir = system.out, system.err, system.getProperty("user.dir")
     cwd = os.getcwd()
-    system.setOut(streams[0])
-    system.setErr(streams[1])
+    system.setOut(out_stream)
+    system.setErr(err_stream)
+    failure = None
     try:
         os.chdir(workdir)
         system.setProperty("user.dir", str(Path(workdir).resolve()))
         _call_on_deep_stack(lambda: main.main(jpype.JArray(jpype.JString)(args)), _stack_bytes(options))
+    except Exception as exc:  # java exceptions surface as Python ones
+        failure = f"{type(exc).__name__}: {exc}"
     finally:
         os.chdir(cwd)
         system.setProperty("user.dir", old_dir)
         system.setOut(old_out)
         system.setErr(old_err)
-    out, err = (str(b.toString("UTF-8")) for b in buffers)
-    return OriginalRun(out, err, Path(workdir), cleared)
+    out, err = (str(b.toString("UTF-8")) for b in (out_buf, err_buf))  # type: ignore[attr-defined]
+    return OriginalRun(out, err, Path(workdir), cleared, failure)
 
 
 def _stack_bytes(options: tuple[str, ...]) -> int:
@@ -203,16 +239,44 @@ def _call_on_deep_stack(call: object, stack_bytes: int) -> None:
 def run_original(args: list[str], home: Path | None = None, main_class: str = DEFAULT_MAIN_CLASS) -> str:
     """Run ``main_class.main(args)`` of the user's build in an embedded JVM; returns its stdout."""
     root = home if home is not None else find_aster_home()
-    return run_main(main_class, args, aster_classpath(root), root, reset_fields_from_env()).stdout
+    run = run_main(main_class, args, aster_classpath(root), root, reset_fields_from_env())
+    if run.failure is not None:
+        raise UserError(f"the original tool failed: {run.failure}")
+    return run.stdout
+
+
+def original_args(scala_file: Path, n_layers: int, min_len: int, max_len: int, init_len: int,
+                  no_init_error: bool) -> list[str]:  # fmt: skip
+    """The original's command line for one network, as its run scripts of settings A-D write it:
+    NN quantisation with 32-bit fixed point, ``n_layers`` layers, fractional bits in
+    [min_len, max_len], inputs with ``init_len`` fractional bits (or exact: ``--noInitError``),
+    ap_fixed C++ (written to ``output/<object name>.cpp`` of the working folder)."""
+    return [
+        "--qnn",
+        "--qnn-quant",
+        "--precision=Fixed32",
+        f"--layer={n_layers}",
+        f"--minLen={min_len}",
+        f"--maxLen={max_len}",
+        f"--initLen={init_len}",
+        *(["--noInitError"] if no_init_error else []),
+        "--lang=C",
+        "--apfixed",
+        str(scala_file),
+    ]
 
 
 # -- what the original prints and writes ----------------------------------------------------------
 
 _NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-_BITS = re.compile(r"\b(dot|bias)_(\d+)\s*[=:]\s*" + _NUMBER)
+# "dot_1 = 25" or SCIP's solution display "dot_1      25   (obj:0)", at the start of a line (after
+# an optional "[ Info ]"-style label)
+_BITS = re.compile(r"^\s*(?:\[[^\]\n]*\]\s*)?(dot|bias)_(\d+)(?:\s*[=:]\s*|\s+)" + _NUMBER, re.MULTILINE)
 _TOTAL_ERROR = re.compile(r"total\s+error\s*[=:]?\s*" + _NUMBER, re.IGNORECASE)
 _OBJECTIVE = re.compile(r"objective(?:\s+value)?\s*[=:]?\s*" + _NUMBER, re.IGNORECASE)
-_AREA = re.compile(r"area\s+cost\s*[=:]?\s*" + _NUMBER, re.IGNORECASE)
+# its quantisation phase's "According to Daisy's cost: N" (not the code generator's "Area cost: N",
+# another cost function)
+_AREA = re.compile(r"daisy(?:'s|\s+area)\s+cost\s*[=:]?\s*" + _NUMBER, re.IGNORECASE)
 _SIGNATURE = re.compile(r"void\s+(\w+)\s*\(([^)]*)\)", re.DOTALL)
 _PARAM = re.compile(r"ap_fixed\s*<\s*(\d+)\s*,\s*(-?\d+)[^>]*>\s+(\w+)\s*(?:\[\s*(\d+)\s*\])?")
 

@@ -73,6 +73,8 @@ class ClassifyOptions:
     radius: float | None = None
     error: float | None = None  # optional ε on the logits over every region
     reuse_factor: int = 1  # HLS pragmas of the emitted C++ (codegen/graph_hls.py)
+    granularity: str = "channel"  # ILP knobs: per output channel / dense neuron, or one per layer
+    time_limit: float = 60.0  # HiGHS time limit per ILP solve
 
 
 @dataclass
@@ -353,7 +355,9 @@ def quantize_classify(
         )
     t = time.perf_counter()
     with phase(progress, f"certify {len(regions)} regions: real margins, error forms, format search"):
-        rep = certify_cnn(net, regions, QUANT, 0, MAX_FRAC)
+        rep = certify_cnn(
+            net, regions, QUANT, 0, MAX_FRAC, granularity=opts.granularity, time_limit=opts.time_limit
+        )
     timings["certify_s"] = time.perf_counter() - t
     provable = [r.provable for r in regions]
     if not any(provable) and opts.error is None:
@@ -538,12 +542,14 @@ def build_classify_report(
         "formats": formats_summary(prog),
         "frac_search": {
             "method": (
-                "ILP (HiGHS) per-channel fractional bits over a linear model of every region's margin "
-                "error, each solution re-certified by the sound analysis (graph_program/ilp.py)"
+                f"ILP (HiGHS) per-{opts.granularity} fractional bits over a linear model of every "
+                "region's margin error, each solution re-certified by the sound analysis "
+                "(graph_program/ilp.py)"
                 if res.method == "ilp"
                 else "greedy per-layer fractional bits (graph_program/certify.py)"
             )
             + "; integer bits per channel from range ⊕ error over the regions",
+            "granularity": opts.granularity,
             "global_frac": res.global_frac,
             "checks": res.checks,
             "log": res.log,

@@ -20,6 +20,8 @@ EPILOG = """examples:
   aster-ext verify out/SmallNN --samples 5000
   aster-ext quantize cnn.onnx --spec cnn.spec.json --out out/cnn          (spec with "task": "classification")
   aster-ext quantize cnn.onnx --regions-data test.npz --radius 0.0039 --out out/cnn_test
+  ASTER_HOME=~/Aster aster-ext quantize SmallNN.scala --mode aster-original --error 1e-3 --out out/orig
+  aster-ext verify out/orig                    (checks the original's claimed error on its own C++)
 """
 
 
@@ -33,6 +35,7 @@ def _floats(text: str) -> list[float]:
 MAX_SAMPLES = 10_000_000
 MAX_SEARCH_ITERS = 100_000
 MAX_SEED = 2**63 - 1
+MAX_SPLIT_BOXES = 100_000
 DENSE_SAMPLES, DENSE_SEARCH_ITERS = 2000, 60
 CLASSIFY_SAMPLES, CLASSIFY_SEARCH_ITERS = 300, 20  # per region (aster_ext/classify_verify.py)
 
@@ -103,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["classify", "regress"],
         help="classify: certify that the fixed-point argmax keeps each region's label (graph programs, "
         "CNNs and dense nets); regress: --error on every output (dense chains). Default: classify when "
-        "--regions-data is given or the spec says \"task\": \"classification\" and lists regions",
+        '--regions-data is given or the spec says "task": "classification" and lists regions',
     )
     q.add_argument(
         "--regions-data",
@@ -129,15 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--mode",
         default="refined",
-        choices=["refined", "aster", "aster-sound"],
+        choices=["refined", "aster", "aster-sound", "aster-original"],
         help="refined (default): symbolic per-neuron error analysis and per-neuron formats; aster: Aster's "
-        "published analysis (not sound); aster-sound: Aster's ILP with its unsound points repaired",
+        "published analysis (not sound); aster-sound: Aster's ILP with its unsound points repaired; "
+        "aster-original: run the user's build of the original Aster tool (ASTER_HOME) on a .scala model "
+        "and collect its C++ and claimed error",
     )
     q.add_argument(
         "--granularity",
         default="neuron",
         choices=["neuron", "layer"],
-        help="refined mode: one format per neuron/weight row (default) or one per layer",
+        help="refined mode: one format per neuron/weight row (default) or one per layer; --task classify: "
+        "one fractional-bit count per output channel / dense neuron (default) or one per layer",
     )
     q.add_argument(
         "--setting",
@@ -183,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reuse factor, >= 1 (default 1): the HLS pragmas of the emitted C++ (--backend hls) or "
         "hls4ml's ReuseFactor (--backend hls4ml)",
     )
+    q.add_argument(
+        "--split-boxes",
+        type=_int_in("--split-boxes", 0, MAX_SPLIT_BOXES),
+        default=0,
+        help="refined mode: after the usual result, aim the ILP at a looser target and accept a cheaper "
+        "program when its certificate over up to N sub-boxes of the input box is <= EPS (default 0: off)",
+    )
     q.add_argument("--quiet", action="store_true", help="no progress messages")
 
     v = sub.add_parser(
@@ -211,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=_int_in("--seed", 0, MAX_SEED), default=0, help="random seed, >= 0 (default 0)"
     )
     v.add_argument("--no-cpp", action="store_true", help="skip compiling the C++ (bit_exact_cpp = null)")
+    v.add_argument(
+        "--split-boxes",
+        type=_int_in("--split-boxes", 0, MAX_SPLIT_BOXES),
+        default=0,
+        help="refined outputs: also re-derive the certificate on up to N sub-boxes of the input box "
+        "(bisection where the bound is worst) and report it beside the single-pass one (default 0: off)",
+    )
     v.add_argument("--quiet", action="store_true", help="no progress messages")
     add_sweep_parser(sub)
     return p
@@ -289,6 +309,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UserError(
             "--error EPS is required (unless --task classify, where the regions' margins set the target)"
         )
+    if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
+        raise UserError("--split-boxes applies to --mode refined with the default backend")
+    if args.mode == "aster-original":
+        return cmd_quantize_original(args)
     if args.backend == "hls4ml":
         from .hls4ml_backend.run import cmd_quantize_hls4ml
 
@@ -305,6 +329,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         input_upper=args.input_upper,
         time_limit=args.time_limit,
         reuse_factor=args.reuse_factor,
+        split_boxes=args.split_boxes,
     )
     from .report import summary_line
 
@@ -325,6 +350,34 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize_original(args: argparse.Namespace) -> int:
+    """``quantize --mode aster-original``: the user's build of the original tool (aster_ext/original.py)."""
+    from .bridge import find_aster_home
+    from .original import quantize_original
+
+    find_aster_home()  # first: without ASTER_HOME nothing else matters
+    fixed = (("--backend", args.backend, "hls"), ("--granularity", args.granularity, "neuron"),
+             ("--reuse-factor", args.reuse_factor, 1))  # fmt: skip
+    for flag, value, default in fixed:
+        if value != default:
+            raise UserError(
+                f"{flag} does not apply to --mode aster-original (the original writes its own C++)"
+            )
+    if args.input_lower is not None or args.input_upper is not None:
+        raise UserError("--mode aster-original analyses the box in the model's require(...); "
+                        "drop --input-lower/--input-upper")  # fmt: skip
+    out = args.out if args.out is not None else str(Path("out") / args.model.stem)
+    r = quantize_original(
+        args.model, args.error, args.setting, out, args.force, args.spec, _progress(args.quiet)
+    )
+    print(
+        f"{r['network']}: the original Aster claims error <= {r['claimed_error']:.6g} (not certified; "
+        f"check it with 'aster-ext verify {out}'), objective {r['objective']},"
+        f" C++ {Path(out) / r['cpp_file']}"
+    )
+    return 0
+
+
 def cmd_quantize_classify(args: argparse.Namespace) -> int:
     """``quantize --task classify``: certified top-1 per region on the graph program path."""
     from .classify import ClassifyOptions, quantize_classify
@@ -332,7 +385,11 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
 
     if args.backend != "hls":
         raise UserError("--task classify: only the default backend (graph programs) is available")
-    for flag, value, default in (("--mode", args.mode, "refined"), ("--setting", args.setting, "A")):
+    for flag, value, default in (
+        ("--mode", args.mode, "refined"),
+        ("--setting", args.setting, "A"),
+        ("--split-boxes", args.split_boxes, 0),
+    ):
         if value != default:
             raise UserError(f"{flag} applies to --task regress (dense chains), not to --task classify")
     opts = ClassifyOptions(
@@ -343,6 +400,8 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         radius=args.radius,
         error=args.error,
         reuse_factor=args.reuse_factor,
+        granularity="channel" if args.granularity == "neuron" else "layer",
+        time_limit=args.time_limit,
     )
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)
@@ -369,6 +428,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _progress(args.quiet),
         classify_samples,
         classify_iters,
+        args.split_boxes,
     )
     print(res.summary_line())
     return 0 if res.passed else 1

@@ -26,8 +26,8 @@ implementation) per neuron; a ``loop`` group has ceil(n_g / R) copies of one neu
 R = 1 (fully parallel) counts one multiplier per weight. The x operand of a multiplier is the
 type the emitted multiplication reads: in a ``rolled`` group, the union type of the input's
 *input group* (:func:`~aster_ext.codegen.layout.input_groups`: per neuron, n_q multipliers of
-width W_w + W_q for every input group q); in ``loop`` / ``scalar`` groups the layer's input
-*container* (the union of all of the previous layer's output formats). Input groups exist only
+width W_w + W_q for every input group q); in ``loop`` / ``scalar`` groups, whose statement for
+column k narrows x[k] to its own format (exact), that format's width. Input groups exist only
 at R = 1 (with R > 1 a time-shared multiplier reads every format: one container part).
 """
 
@@ -74,12 +74,12 @@ def act_impl_ops(impl: object, in_width: np.ndarray) -> tuple[list[tuple[int, in
 
 def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
     """Cost of the hardware the emitted code instantiates with reuse factor R (module docstring)."""
-    from .codegen.layout import check_reuse_factor, container, dense_groups, input_groups, lanes
+    from .codegen.layout import check_reuse_factor, dense_groups, input_groups, lanes
 
     rf = check_reuse_factor(reuse_factor)
     daisy = hw = bil = wbits = mults = adds = tbits = 0
     for li, lp in enumerate(p.layers):
-        x_w = container(p, li)[0]
+        x_elem = np.asarray(p.input_formats(li).width, dtype=np.int64).reshape(-1)
         n_in = lp.n_in
         parts = input_groups(p, li, rf)
         # rolled groups: the multiplier lanes of every input group and the width x has there
@@ -98,7 +98,7 @@ def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
             else:  # ceil(n_g / R) copies of one neuron's datapath, one op per input column
                 copies = lanes(g.size, rf)
                 cols, add_cols = np.arange(n_in), np.arange(1, n_in)
-                xs = np.full(n_in, x_w)
+                xs = x_elem  # one statement per column: x[k] in its own format
             prod = w_w[cols] * xs
             n_bil = int(prod.sum())
             n_hw = int((w_w[cols] + xs).sum())

@@ -48,6 +48,7 @@ class QuantizeOptions:
     input_upper: list[float] | None = None
     time_limit: float = 60.0
     reuse_factor: int = 1  # HLS reuse factor of the emitted code; the reported cost counts that hardware
+    split_boxes: int = 0  # refined: also search formats certified on up to this many sub-boxes (0: off)
 
 
 @dataclass
@@ -142,11 +143,30 @@ def analyse(
             raise RuntimeError(
                 f"{net.name}: refined result not certified ({cert.bound:g}): a bug, please report"
             )
+        split_log = None
+        if opts.split_boxes > 0:
+            from .refined.split import assign_with_splitting
+
+            t = time.perf_counter()
+            with phase(
+                progress, f"formats certified on up to {opts.split_boxes} sub-boxes", limit_s=opts.time_limit
+            ):
+                refined, cert, split_log = assign_with_splitting(
+                    layers, lo, hi, opts.error, refined, opts.setting, opts.granularity, opts.time_limit,
+                    cpp_identifier(net.name), opts.split_boxes, progress,
+                )  # fmt: skip
+            refined.program.name = cpp_identifier(net.name)
+            timings["split_search_s"] = time.perf_counter() - t
+            if not cert.ok or cert.bound > opts.error:
+                raise RuntimeError(
+                    f"{net.name}: split result not certified ({cert.bound:g}): a bug, please report"
+                )
         with phase(progress, "independent interval certificate"):
             interval = certify_program(refined.program, layers, lo, hi, input_on_grid=setting.no_init_error)
         info = {
             "rounds": [{"rounds": refined.rounds, "certified": cert.bound}],
             "interval_certificate": interval,
+            "split_search": None if split_log is None else split_log.to_json(),
         }
         return layers, refined.program, cert, refined, info, timings
     target = opts.error
@@ -384,6 +404,7 @@ def build_report(
         "timings": timings,
         "codegen": {"layouts": layer_layouts(program), "reuse_factor": opts.reuse_factor},
         "notes": list(assignment.notes) + _extra_notes(net, program),
+        "split_search": info.get("split_search"),
         "logits_before_softmax": trailing_softmax(net),
         "activation_impls": _impl_summary(program),
     }

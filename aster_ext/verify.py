@@ -63,6 +63,7 @@ class VerifyResult:
     off_grid_max_error: float | None = None  # settings C/D: worst error of inputs NOT on the in_t grid
     off_grid_samples: int = 0
     report_problems: list[str] = field(default_factory=list)  # report.json claims that do not add up
+    split: dict[str, Any] | None = None  # verify --split-boxes: the certificate re-derived on sub-boxes
 
     @property
     def ratio(self) -> float:
@@ -71,8 +72,12 @@ class VerifyResult:
 
     @property
     def passed(self) -> bool:
-        """No violating input, a consistent report, and the C++ (when compiled) bit-exact."""
-        return self.violations == 0 and not self.report_problems and self.bit_exact_cpp is not False
+        """No violating input (of the split certificate too, when computed), a consistent report,
+        and the C++ (when compiled) bit-exact."""
+        split_ok = self.split is None or not self.split["violations_against_split"]
+        return (
+            self.violations == 0 and not self.report_problems and self.bit_exact_cpp is not False and split_ok
+        )
 
     def summary_line(self) -> str:
         """The one line ``aster-ext verify`` prints."""
@@ -89,6 +94,12 @@ class VerifyResult:
             text += (
                 f"; off-grid inputs (not covered by the certificate): max error {self.off_grid_max_error:.4g}"
                 f" = {times:.3g}x certified"
+            )
+        if self.split is not None:
+            sp = self.split
+            text += (
+                f"; split certificate over {sp['boxes']} sub-boxes: {sp['bound_after']:.4g} "
+                f"(single pass {sp['bound_before']:.4g})"
             )
         text += "".join(f"; REPORT INCONSISTENT: {p}" for p in self.report_problems)
         return text
@@ -113,6 +124,7 @@ class VerifyResult:
             "off_grid_max_error": self.off_grid_max_error,
             "off_grid_samples": self.off_grid_samples,
             "report_problems": self.report_problems,
+            "split": self.split,
             "passed": self.passed,
         }
 

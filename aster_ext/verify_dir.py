@@ -28,6 +28,7 @@ def verify_directory(
     progress: Callable[[str], None] | None = None,
     classify_samples: int | None = None,
     classify_search_iters: int | None = None,
+    split_boxes: int = 0,
 ) -> VerifyResult:
     """Verify the implementation in ``out_dir`` against the network its report names.
 
@@ -38,7 +39,11 @@ def verify_directory(
     reported, not counted as a violation. A classify output (report.json ``"task": "classify"``)
     is verified by :func:`~.classify_verify.verify_classify_directory` with ``classify_samples``
     random + corner inputs and ``classify_search_iters`` gradient steps per region (None: its
-    defaults)."""
+    defaults). An output of the original tool (mode "aster-original") is checked against its claim by
+    :func:`~.original.verify_original_directory` with ``samples`` random + corner inputs (no search).
+    ``split_boxes`` > 0 (refined-mode outputs): the certificate is re-derived on up to
+    that many sub-boxes (:mod:`~.refined.split`) and reported beside the single-pass one (the
+    violation check keeps the certificate of report.json)."""
     from .outdir import check_output_file, record_output_file
     from .pipeline import load_report
     from .progress import phase
@@ -52,11 +57,21 @@ def verify_directory(
         raise UserError("--seed must be >= 0")
     report = load_report(out_dir)
     if report.get("task") == "classify":
+        if split_boxes:
+            raise UserError("--split-boxes is not implemented for --task classify outputs")
         from .classify_verify import verify_classify_directory
 
         return verify_classify_directory(  # type: ignore[return-value]
             out_dir, report, classify_samples, classify_search_iters, seed, progress, check_cpp=check_cpp
         )
+    if report.get("mode") == "aster-original":
+        if split_boxes:
+            raise UserError("--split-boxes needs a refined-mode output; this one is mode 'aster-original'")
+        if not check_cpp:
+            raise UserError("--no-cpp: an output of the original tool is checked only by running its C++")
+        from .original import verify_original_directory
+
+        return verify_original_directory(out_dir, report, samples, seed, progress)
     check_output_file(out_dir, "verify.json")
     program = load_program(out_dir / "program.json")
     check_report_fields(report, program, out_dir)
@@ -88,8 +103,46 @@ def verify_directory(
         res.off_grid_max_error, res.off_grid_samples = off.max_observed_error, off.samples
     if check_cpp:
         res.bit_exact_cpp, res.cpp_samples = cpp_matches_simulator(program, out_dir, lo, hi, seed, progress)
+    if split_boxes > 0:
+        res.split = split_summary(report, program, layers, lo, hi, on_grid, split_boxes, res, progress)
     record_output_file(out_dir, "verify.json", json.dumps(res.to_json(), indent=1))
     return res
+
+
+def split_summary(
+    report: dict,
+    program: FixedProgram,
+    layers: list,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    on_grid: bool,
+    boxes: int,
+    res: VerifyResult,
+    progress: Callable[[str], None] | None,
+) -> dict:
+    """``verify --split-boxes``: the refined certificate on sub-boxes (split until ``boxes`` leaves
+    or until every leaf is below the observed maximum), with the tightness before and after."""
+    from .progress import phase
+    from .refined.split import certify_by_splitting
+
+    if report.get("mode") != "refined":
+        raise UserError(f"--split-boxes needs a refined-mode output; this one is mode {report.get('mode')!r}")
+    with phase(progress, f"verify: certificate on up to {boxes} sub-boxes"):
+        sc = certify_by_splitting(
+            program, layers, lo, hi, res.max_observed_error, boxes, on_grid, progress=progress
+        )
+    obs = res.max_observed_error
+    return {
+        "boxes": len(sc.leaves),
+        "analysed": sc.analysed,
+        "bound_before": float(sc.whole_bound.max()),
+        "bound_after": sc.max_bound,
+        "bound_after_per_output": [float(v) for v in sc.bound],
+        "tightness_before": float(sc.whole_bound.max()) / obs if obs > 0 else None,
+        "tightness_after": sc.max_bound / obs if obs > 0 else None,
+        "violations_against_split": int(obs > sc.max_bound),
+        "time_s": sc.time_s,
+    }
 
 
 def check_report_fields(report: dict, program: FixedProgram, out_dir: Path) -> None:
@@ -105,8 +158,10 @@ def check_report_fields(report: dict, program: FixedProgram, out_dir: Path) -> N
     for key, n in (("input_lower", program.n_in), ("input_upper", program.n_in),
                    ("certified_error_per_output", program.n_out)):  # fmt: skip
         v = report.get(key)
-        ok = isinstance(v, list) and len(v) == n and all(
-            isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x) for x in v
+        ok = (
+            isinstance(v, list)
+            and len(v) == n
+            and all(isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x) for x in v)
         )
         if not ok:
             raise UserError(f"{where}: '{key}' must be a list of {n} finite numbers")

@@ -354,6 +354,15 @@ def test_option_errors(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     assert _run(["quantize", model, "--reuse-factor", "2", "--out", out, "--quiet"]) == 0
     name = json.loads((out / "report.json").read_text())["cpp"]["name"]
     assert "PIPELINE II=2" in (out / f"{name}.cpp").read_text()
+    # --granularity layer reaches the format search: one fractional-bit count per layer
+    out_l = tmp_path / "o_layer"
+    assert _run(["quantize", model, "--granularity", "layer", "--out", out_l, "--quiet"]) == 0
+    rep = json.loads((out_l / "report.json").read_text())
+    assert rep["frac_search"]["granularity"] == "layer"
+    for f in rep["formats"]:  # [min, max] over the node's channels
+        assert f["frac"][0] == f["frac"][1], f
+        if "weight_frac" in f:
+            assert f["weight_frac"][0] == f["weight_frac"][1], f
     out = tmp_path / "o2"
     # a CNN on the regression path is refused as before (one line naming a node)
     assert _run(["quantize", model, "--task", "regress", "--error", "0.1", "--out", out, "--quiet"]) == 2

@@ -15,14 +15,21 @@ from tests.programs import random_program
 
 
 def _recount_hw(p) -> tuple[int, int, int]:
-    """hw, multipliers, adders of the dense part by explicit loops (independent of cost.py)."""
+    """hw, multipliers, adders of the dense part by explicit loops (independent of cost.py but for
+    the partition into neuron groups and input groups, tested on their own)."""
+    from aster_ext.codegen.layout import dense_groups, input_groups
+
     hw = mults = adds = 0
     for li, lp in enumerate(p.layers):
-        # the multiplier reads x from the layer's input array: one C++ type holding every
-        # previous output format exactly (max integer bits + max fractional bits)
-        fmts = p.input_formats(li)
-        x_w = np.full(lp.n_in, int(fmts.int_bits.max()) + int(fmts.frac.max()))
+        # a rolled neuron reads x[k] from its input group's array (one type per group); a neuron
+        # with one statement per column narrows x[k] to its own format
+        elem = p.input_formats(li).width.reshape(-1)
+        part_w = np.zeros(lp.n_in, dtype=np.int64)
+        for g in input_groups(p, li):
+            part_w[g.inputs] = g.width
+        kind = {int(j): g.kind for g in dense_groups(lp) for j in g.neurons}
         for j in range(lp.n_out):
+            x_w = part_w if kind[j] == "rolled" else elem
             for k in range(lp.n_in):
                 hw += int(lp.weight_t.width[j, k]) + int(x_w[k])
                 mults += 1
@@ -131,3 +138,22 @@ def test_table_entry_width_is_the_widest_entry(values: list[int], as_object: boo
         object.__setattr__(table, f.name, None)
     object.__setattr__(table, "entries", entries)
     assert table.entry_width == _cpp.signed_width(values)
+
+
+@pytest.mark.parametrize("layout", ["element", "column"])
+def test_per_column_statements_count_each_input_in_its_own_format(layout: str) -> None:
+    """loop / scalar groups narrow x[k] to its own format: the fully parallel cost is the
+    per-element formula even when a layer's outputs have many formats (container wider)."""
+    from aster_ext.codegen.layout import container, dense_groups
+
+    p = random_program(np.random.default_rng(9), [4, 6, 3], layout=layout, int_bits=(-4, 8))
+    assert all(g.kind != "rolled" for lp in p.layers for g in dense_groups(lp))
+    if layout == "element":  # formats differ from neuron to neuron: the container is wider
+        assert any(container(p, 1)[0] > w for w in p.input_formats(1).width)
+    hw = 0
+    for li, lp in enumerate(p.layers):
+        x_w = p.input_formats(li).width
+        hw += int((lp.weight_t.width + x_w[None, :]).sum())
+        hw += int(np.maximum(lp.psum_t.width[:, :-1], lp.product_t.width[:, 1:]).sum())
+        hw += int(np.maximum(lp.dot_t.width, lp.bias_t.width).sum())
+    assert program_cost(p).hw == hw

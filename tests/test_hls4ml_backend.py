@@ -385,3 +385,78 @@ def test_hls4ml_backend_keeps_the_output_folder_rules(tmp_path: Path, shared_dir
     finally:
         os.chdir(cwd)
     assert snapshot() == before
+
+
+# --- affine error forms (forms.py) --------------------------------------------------------------
+
+
+def _attack(layers, prog, lo, hi, rng, bound, n=1500, rounds=25):
+    """Largest err/bound found by random sampling, corners and a hill climb from the worst points."""
+    x = np.concatenate(
+        [lo + (hi - lo) * rng.random((n, lo.size)), np.where(rng.random((256, lo.size)) < 0.5, lo, hi)]
+    )
+
+    def score(v: np.ndarray) -> np.ndarray:
+        return np.max(np.abs(simulate(prog, v) - real_forward_float(layers, v)) / bound[None, :], axis=1)
+
+    s = score(x)
+    top = x[np.argsort(-s)[:32]]
+    best = score(top)
+    scale = (hi - lo) / 8
+    for _ in range(rounds):
+        cand = np.clip(top + rng.normal(size=top.shape) * scale, lo, hi)
+        sc = score(cand)
+        better = sc > best
+        top[better], best[better] = cand[better], sc[better]
+        scale = scale * 0.8
+    return float(max(np.max(s), np.max(best))), top[np.argmax(best)]
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    depth=st.integers(2, 4),
+    fbits=st.lists(st.integers(1, 9), min_size=4, max_size=4),
+    quant=st.sampled_from(["TRN", "RND"]),
+)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_form_certificate_survives_attack_on_deeper_relu_nets(seed, depth, fbits, quant):
+    """Coarse types on deeper ReLU nets (many unstable neurons, large one-sided TRN offsets, the
+    regime where the affine forms, not the magnitude walker, give the bound): a hill-climbing
+    attack on the bit-exact simulator never exceeds the certificate (exact rational check of the
+    worst point)."""
+    rng = np.random.default_rng(seed)
+    acts = ["relu"] * (depth - 1) + ["identity"]
+    sizes = [int(rng.integers(2, 5))] + [int(rng.integers(3, 9)) for _ in acts[:-1]] + [2]
+    layers = _random_layers(rng, sizes, acts)
+    lo = rng.uniform(-2, 1, sizes[0])
+    hi = lo + rng.uniform(0.05, 2, sizes[0])
+    ranges = symbolic_ranges(layers, lo, hi)
+    fr = [LayerFracs(fbits[1], fbits[2], fbits[3], fbits[1] if a == "relu" else None) for a in acts]
+    prog, cert = build_program(layers, ranges, lo, hi, fbits[0], fr, quant=quant)
+    assert cert.ok, cert.overflow
+    ratio, worst = _attack(layers, prog, lo, hi, rng, cert.bound)
+    assert ratio <= 1 + 1e-9, ratio
+    y = simulate(prog, worst[None, :])[0]
+    ref = real_forward_exact(layers, [Fraction(float(v)) for v in worst])
+    for o in range(len(ref)):
+        assert abs(Fraction(float(y[o])) - ref[o]) <= Fraction(float(cert.bound[o]))
+    # the form never loosens the magnitude bound (the walker takes the min of both)
+    mag = walk(layers, ranges, lo, hi, prog, forms=False)
+    assert np.all(cert.bound <= mag.bound)
+
+
+def test_forms_tighten_the_bound_on_a_deep_net():
+    """On a 6-layer ReLU net with a TRN program the magnitude walker's bound is several times the
+    form's (cancellation through the weights); the form's bound still holds under attack."""
+    rng = np.random.default_rng(11)
+    acts = ["relu"] * 5 + ["identity"]
+    layers = _random_layers(rng, [3, 12, 12, 12, 12, 12, 2], acts)
+    lo, hi = -np.ones(3), np.ones(3)
+    ranges = symbolic_ranges(layers, lo, hi)
+    fr = [LayerFracs(10, 10, 10, 10 if a == "relu" else None) for a in acts]
+    prog, cert = build_program(layers, ranges, lo, hi, 10, fr, quant="TRN")
+    mag = walk(layers, ranges, lo, hi, prog, forms=False)
+    assert cert.ok  # (the magnitude walker's wider ranges even overflow an accumulator here)
+    assert np.max(cert.bound) < 0.5 * np.max(mag.bound), (cert.bound, mag.bound)
+    ratio, _ = _attack(layers, prog, lo, hi, rng, cert.bound)
+    assert ratio <= 1 + 1e-9

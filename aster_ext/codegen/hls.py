@@ -421,13 +421,20 @@ def _emit_columns(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) -
         wexpr = [f"fx_raw<{wt[k]}>({', '.join(_limbs(lp.weight_raw[r, k], ww[k]))})" for k in range(lp.n_in)]
         bexpr = f"fx_raw<{bt}>({', '.join(_limbs(lp.bias_raw[r], bw))})"
     lines: list[str] = []
+    x_fmt = ctx.program.input_formats(li)
+    box = ctx.types(*container(ctx.program, li))
+    # each column multiplies x[k] in its own format (an exact narrowing of the container element)
+    xexpr = []
+    for k in range(lp.n_in):
+        xt = types(int(x_fmt.width.reshape(-1)[k]), int(x_fmt.int_bits.reshape(-1)[k]))
+        xexpr.append(f"x[{k}]" if xt == box else f"{xt}(x[{k}])")
     for k in range(lp.n_in):
         pt = types(lp.product_t.width[r, k], lp.product_t.int_bits[r, k])
         st = types(lp.psum_t.width[r, k], lp.psum_t.int_bits[r, k])
         if k == 0:
-            lines.append(f"const {st} s0 = fx_mul<{pt}, {st}>({wexpr[0]}, x[0]);")
+            lines.append(f"const {st} s0 = fx_mul<{pt}, {st}>({wexpr[0]}, {xexpr[0]});")
         else:
-            lines.append(f"const {st} s{k} = fx_mac<{pt}, {st}>(s{k - 1}, {wexpr[k]}, x[{k}]);")
+            lines.append(f"const {st} s{k} = fx_mac<{pt}, {st}>(s{k - 1}, {wexpr[k]}, {xexpr[k]});")
     lines += _finish_lines(ctx, r, f"s{lp.n_in - 1}", bexpr)
     lines.append(f"{dest} = a;")
     what = (

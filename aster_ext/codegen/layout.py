@@ -17,8 +17,9 @@ group is emitted as
 Layer inputs are one array of a *container* type, the union of the previous layer's output
 formats (max integer bits, max fractional bits; the network input type for layer 0). Storing a
 value in its container is exact, so every product w·x has the exact value the program says and
-bit-exactness is untouched. ``loop`` and ``scalar`` groups multiply the container elements (their
-multipliers are container-wide). ``rolled`` groups read the inputs through *input groups*
+bit-exactness is untouched. ``loop`` and ``scalar`` groups have one statement per input column k,
+which narrows x[k] to its own format (exact: the value was produced in that format), so their
+multipliers are as wide as that format. ``rolled`` groups read the inputs through *input groups*
 (:func:`input_groups`): the inputs are partitioned by their own format (at most
 ``MAX_INPUT_GROUPS`` parts, merged greedily where a layer has more distinct formats), each part
 copied once per layer into an array of its own union type (exact: every member's format is

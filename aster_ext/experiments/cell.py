@@ -74,6 +74,9 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     from ..errors import InfeasibleError, UserError
     from ..pipeline import QuantizeOptions, quantize
 
+    if cell.mode == "aster-original":
+        return _run_original(cell, row)
+
     opts = QuantizeOptions(
         error=cell.eps,
         mode=cell.mode,
@@ -116,6 +119,57 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     )
     per_output = np.asarray(r["certified_error_per_output"], dtype=np.float64)
     return _verify(cell, row, res.program, res.layers, res.spec, per_output, bool(r["input_on_grid"]))
+
+
+def _run_original(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
+    """The user's build of the original Aster (``quantize --mode aster-original``) and its verify:
+    ``certified`` and ``claimed`` both hold its claim (not a certificate), ``hw`` stays empty (its
+    C++ is not costed by our model), violations count inputs whose exact error exceeds the claim."""
+    from ..errors import InfeasibleError
+    from ..original import quantize_original, verify_original_directory
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="aster-ext-cell-") as tmp:
+        out = Path(tmp) / "out"
+        try:
+            r = quantize_original(Path(cell.model_path), cell.eps, cell.setting, out)
+        except InfeasibleError as exc:
+            row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
+            return row
+        except Exception as exc:
+            message = _one_line(f"{type(exc).__name__}: {exc}")
+            row.update(status="error", time_s=time.perf_counter() - t0, message=message)
+            return row
+        row.update(
+            status="ok",
+            time_s=time.perf_counter() - t0,
+            certified=float(r["claimed_error"]),
+            claimed=float(r["claimed_error"]),
+            daisy_area=int(r["daisy_area"]) if r["daisy_area"] is not None else "",
+            aster_objective=r["objective"] if r["objective"] is not None else "",
+            frac_bits=_bits_json(
+                [f["dot_frac_bits"] for f in r["formats"]], [f["bias_frac_bits"] for f in r["formats"]]
+            ),
+            solver_s=float(r["original"]["run_s"]),
+            message="the original Aster's own claim (not certified)",
+        )
+        budget = dict(cell.verify)
+        t1 = time.perf_counter()
+        try:
+            vr = verify_original_directory(out, r, int(budget["samples"]), int(budget["seed"]))
+        except Exception as exc:
+            row.update(
+                verify_s=time.perf_counter() - t1, message=_one_line(f"verify: {type(exc).__name__}: {exc}")
+            )
+            return row
+    row.update(
+        max_observed=float(vr.max_observed_error),
+        tightness=float(vr.ratio),
+        violations=int(vr.violations + vr.screened_only_violations),
+        verify_samples=int(vr.samples),
+        verify_s=time.perf_counter() - t1,
+    )
+    return row
 
 
 def _verify(cell: Cell, row: dict[str, Any], program: Any, layers: Any, spec: Any, per_output: np.ndarray,

@@ -5,7 +5,7 @@ A grid file is TOML (read with ``tomllib``)::
     models = ["../benchmarks/aster/*.scala", "net.onnx"]   # globs allowed; relative to the file
     eps = [1e-3, 1e-5]
     settings = ["A", "B", "C", "D"]
-    modes = ["aster", "aster-sound", "refined"]
+    modes = ["aster", "aster-sound", "refined"]   # or "aster-original" (ASTER_HOME, .scala models)
     granularities = ["neuron"]          # optional (refined mode only; other modes are per layer)
     variants = ["full"]                 # optional (refined mode only): analysis switches, see VARIANTS
     cell_time_limit = 300               # optional: wall-clock seconds per cell, then status=timeout
@@ -31,6 +31,8 @@ from ..aster.settings import SETTINGS
 from ..errors import UserError
 from ..pipeline import GRANULARITIES, MODES
 
+#: modes a grid may name: ours, and the user's build of the original tool (aster_ext/original.py)
+SWEEP_MODES = (*MODES, "aster-original")
 #: the verify budget of the modes / aster_reproduction tables (and of tightness_breakdown)
 DEFAULT_VERIFY = {
     "samples": 400,
@@ -171,7 +173,7 @@ def grid_from_dict(data: dict[str, Any], base: Path) -> Grid:
         models=_expand_models([str(m) for m in _list(data, "models")], base),
         eps=[float(e) for e in eps],
         settings=_list(data, "settings", tuple(SETTINGS)),
-        modes=_list(data, "modes", MODES),
+        modes=_list(data, "modes", SWEEP_MODES),
         granularities=_list(data, "granularities", GRANULARITIES) if "granularities" in data else ["neuron"],
         variants=_list(data, "variants", tuple(VARIANTS)) if "variants" in data else ["full"],
         cell_time_limit=float(data.get("cell_time_limit", 300.0)),

@@ -15,6 +15,12 @@ z_hi + e <= 0 outputs exactly 0 in both networks (error 0).
 tanh/sigmoid: |T[idx(x~)] - f(x)| <= L·e + τ, τ the rigorous table error over the reachable x~
 (:func:`.tables.table_error`), L = 1 (tanh), 1/4 (sigmoid); then the result cast.
 
+This magnitude bound multiplies by the absolute weight row sums at every layer; the walker also
+carries the error as an affine form (:mod:`.forms`: the same terms as signed column intervals,
+mapped by w~ exactly, so that cancellations and TRN's one-sided offsets survive), and every
+stage's bound is the elementwise min of the two (both are sound). ReLU stability and the ranges
+of the overflow checks use that min.
+
 Overflow (DESIGN §3): every stored value's reachable range, the real range widened by its error
 bound (and by the rounding of the cast), must fit its type; WRAP accumulators need only the
 final sum in range (modular addition), SAT accumulators need every partial sum in range, checked
@@ -40,7 +46,8 @@ import numpy as np
 from ..errors import UnsupportedError
 from ..ir import DenseLayer
 from ..ranges import ExactParams, LayerRanges
-from ..rigorous import Interval, matvec, scaled_sum_bound
+from ..rigorous import Interval, down, matvec, scaled_sum_bound, up
+from .forms import Forms, cast_interval, dense_local
 from .program import ActStage, DenseStage, Hls4mlProgram, auto_dense_type
 from .tables import TABLE_FUNCS, table_error, table_overflows, table_raw
 from .types import HlsType, as_values, requantize
@@ -93,7 +100,9 @@ class _Walker:
         lower: np.ndarray,
         upper: np.ndarray,
         input_t: HlsType,
+        forms: bool = True,
     ):
+        self.use_forms = forms
         self.params = [ExactParams.of(layer) for layer in layers]  # the real W, b (with radii)
         self.ranges = ranges
         self.over: list[str] = []
@@ -101,16 +110,49 @@ class _Walker:
         self.e = np.full(len(lower), input_t.quant_error())
         self.x_lo, self.x_hi = np.asarray(lower, float), np.asarray(upper, float)
         self.cur_t = input_t
+        self.forms = Forms.of_input(input_t, len(lower))
+        self.err = Interval(-self.e, self.e)  # signed enclosure of the current error
+        self._pending: tuple[Any, ...] | None = None
         if not input_t.contains(self.x_lo - self.e, self.x_hi + self.e):
             self.over.append(
                 f"input values [{self.x_lo.min():.4g}, {self.x_hi.max():.4g}] "
                 f"exceed input_t {input_t.to_string()}"
             )
 
+    def _forms_dense(self, li: int, st: DenseStage) -> tuple[Forms, Interval]:
+        """The affine form of the accumulator error (before the result cast) and its range."""
+        key = (li, id(st), st.accum_t.frac, st.weight_t, st.bias_t, self.cur_t)
+        if self._pending is not None and self._pending[0] == key:
+            return self._pending[1], self._pending[2]
+        p, acc_t = self.params[li], st.accum_t
+        b_acc = as_values(requantize(st.bias_raw, st.bias_t.frac, acc_t), acc_t.frac)
+        b_rad = p.bias_rad if p.bias_rad is not None else 0.0
+        d = b_acc - p.bias
+        bias_diff = Interval(down(down(d) - b_rad), up(up(d) + b_rad))
+        dw = st.weight_q - p.weight
+        dw_rad = np.abs(dw) * 2.0**-52 + 1e-300 + (p.weight_rad if p.weight_rad is not None else 0.0)
+        if acc_t.frac >= self.cur_t.frac + st.weight_t.frac:
+            prod = (np.zeros(st.n_out), np.zeros(st.n_out))
+        else:
+            prod = cast_interval(acc_t, st.nnz)
+        local = dense_local(bias_diff, dw, dw_rad, Interval(self.x_lo, self.x_hi), prod)
+        w_rad = None if st.weight_t.width <= 53 else np.abs(st.weight_q) * 2.0**-52 + 1e-300
+        f_acc = self.forms.dense(st.weight_q, w_rad, local)
+        i_acc = f_acc.interval()
+        self._pending = (key, f_acc, i_acc)
+        return f_acc, i_acc
+
     def accum_bound(self, li: int, st: DenseStage) -> np.ndarray:
-        return _accum_bound(st, self.params[li], self.cur_t, self.x_lo, self.x_hi, self.e)
+        """min of the magnitude walker's and the affine form's accumulator error bounds."""
+        e_int = _accum_bound(st, self.params[li], self.cur_t, self.x_lo, self.x_hi, self.e)
+        if not self.use_forms:
+            return e_int
+        _, i_acc = self._forms_dense(li, st)
+        return np.minimum(e_int, up(i_acc.mag()))
 
     def dense(self, li: int, st: DenseStage, e_acc: np.ndarray | None = None) -> None:
+        if e_acc is None:
+            e_acc = self.accum_bound(li, st)
         self.e, self.cur_t = _dense_bound(
             st,
             self.params[li],
@@ -122,13 +164,43 @@ class _Walker:
             self.over,
             e_acc,
         )
+        if self.use_forms:
+            f_acc, i_acc = self._forms_dense(li, st)
+            if st.result_t.frac < st.accum_t.frac:
+                cast = cast_interval(st.result_t, np.ones(st.n_out))
+                self.forms = f_acc.widen_last(cast)
+                i_res = i_acc.add(Interval(cast[0], cast[1]))
+            else:
+                self.forms, i_res = f_acc, i_acc
+            self._set_error(i_res)
+        else:
+            self.err = Interval(-self.e, self.e)
         self.stage_bounds.append(self.e)
         self.li = li
 
+    def _set_error(self, form_range: Interval) -> None:
+        """Combine the magnitude bound self.e with the form's range (both are sound)."""
+        self.e = np.minimum(self.e, up(form_range.mag()))
+        self.err = Interval(np.maximum(form_range.lo, -self.e), np.minimum(form_range.hi, self.e))
+
     def act(self, act: ActStage) -> None:
         pre = self.ranges[self.li].pre
-        self.e = _act_bound(act, self.cur_t, pre.lo, pre.hi, self.e, self.over)
+        e_in, in_t = self.e, self.cur_t
+        self.e = _act_bound(act, in_t, pre.lo, pre.hi, e_in, self.over)
         self.cur_t = act.result_t
+        if not self.use_forms:
+            self.err = Interval(-self.e, self.e)
+        elif act.kind == "relu":
+            n = e_in.shape[0]
+            if act.result_t.frac < in_t.frac:
+                cast = cast_interval(act.result_t, np.ones(n))
+            else:
+                cast = (np.zeros(n), np.zeros(n))
+            self.forms, _ = self.forms.relu(pre, self.err, e_in, cast)
+            self._set_error(self.forms.interval())
+        else:
+            self.forms = self.forms.restart(self.e)
+            self.err = Interval(-self.e, self.e)
         self.stage_bounds.append(self.e)
 
     def next_layer(self) -> None:
@@ -145,11 +217,14 @@ class _Walker:
             "over": list(self.over),
             "stage_bounds": list(self.stage_bounds),
             "li": getattr(self, "li", None),
+            "forms": self.forms,
+            "err": self.err,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
         self.e, self.cur_t, self.x_lo, self.x_hi = state["e"], state["cur_t"], state["x_lo"], state["x_hi"]
         self.over, self.stage_bounds, self.li = list(state["over"]), list(state["stage_bounds"]), state["li"]
+        self.forms, self.err = state["forms"], state["err"]
 
     def certificate(self) -> Certificate:
         return Certificate(self.e, list(self.over), list(self.stage_bounds))
@@ -161,9 +236,12 @@ def walk(
     lower: np.ndarray,
     upper: np.ndarray,
     program: Hls4mlProgram,
+    forms: bool = True,
 ) -> Certificate:
-    """Certify ``program`` (stage list matching ``layers``) on the input box [lower, upper]."""
-    w = _Walker(layers, ranges, lower, upper, program.input_t)
+    """Certify ``program`` (stage list matching ``layers``) on the input box [lower, upper].
+
+    ``forms=False`` uses the magnitude walker alone (sound, looser; for comparisons)."""
+    w = _Walker(layers, ranges, lower, upper, program.input_t, forms)
     stages = program.stages
     k = 0
     for li, layer in enumerate(layers):

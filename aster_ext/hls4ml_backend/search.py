@@ -6,15 +6,18 @@ accumulator additions costs W_acc bits; activations add nothing (ReLU is a compa
 are ROM). This is the ``hw`` cost of :mod:`aster_ext.cost` specialised to hls4ml's dense
 template, where every addition is in ``accum_t``.
 
-Search: the variables are the fractional bits of input_t and, per layer, of weight_t, bias_t,
-accum_t, the activation result type and the table type (integer bits follow from the certified
-ranges, :func:`.certify.build_program`), and the table sizes (2^6..2^16). Start from the
-smallest uniform F that certifies ε with 2^16-entry tables; halve each table while that bound
-stays <= ε/2 (sizes are then fixed); then repeatedly apply the single-variable decrement with
-the best cost saving per unit of bound increase among those that still certify ε (a lazy greedy:
-stale gains in a priority queue, only the top candidate re-certified), until none
-does. Every candidate is certified in
-full, so the result is certified whatever the heuristic does.
+Search: the variables are the fractional bits of input_t and, per layer, of weight_t, accum_t,
+the activation result type and the table type (integer bits follow from the certified ranges,
+:func:`.certify.build_program`; bias_t keeps the start's F, as its width is in no cost term,
+and is trimmed to accum_t's F at the end), and
+the table sizes (2^6..2^16). Start from the smallest uniform F that certifies ε with 2^16-entry
+tables; halve each table while that bound stays <= ε/2 (sizes are then fixed); then, from that
+smallest uniform F plus 2 bits of headroom (slack to spend unevenly), repeatedly apply the
+single-variable decrement with the best cost saving per unit of bound increase among
+those that still certify ε (a lazy greedy: stale gains in a priority queue, only the top
+candidate re-certified; decrements gallop: 4 bits at first, doubled when taken, halved when
+they fail), until none does. Every candidate is certified in full, so the result is certified
+whatever the heuristic does.
 """
 
 from __future__ import annotations
@@ -73,9 +76,11 @@ def _uniform(layers: list[DenseLayer], f: int) -> list[LayerFracs]:
 
 
 def _variables(fracs: list[LayerFracs]) -> list[tuple[int, str]]:
+    """The searched slots; the bias is not among them: its width is in no cost term, and at the
+    uniform F (>= every accum_t F the search reaches) its cast to accum_t is its only rounding."""
     vs: list[tuple[int, str]] = [(-1, "input")]
     for li, fr in enumerate(fracs):
-        for name in ("weight", "bias", "accum", "act_result", "table"):
+        for name in ("weight", "accum", "act_result", "table"):
             if getattr(fr, name) is not None:
                 vs.append((li, name))
     return vs
@@ -90,6 +95,7 @@ def choose_types(
     table_size: int = 1024,
     quant: str = "TRN",
     max_evaluations: int = 4000,
+    headroom: int = 2,
 ) -> SearchResult:
     evals = 0
     cache: dict = {}  # walker states after each layer (certify.build_program)
@@ -136,40 +142,57 @@ def choose_types(
             hi = mid
         else:
             lo = mid
+    # the greedy starts `headroom` bits above it: slack it can spend unevenly (measured on
+    # ACC10NN, VertCASVer1, AC6, AC8, ControllerToraNN: 1-3% cheaper for ~30% more candidates)
+    hi = min(hi + headroom, F_MAX)
     f_in, fracs = hi, uniform(hi)
     prog, cert, cost = run(f_in, fracs)
 
-    def decrement(var: tuple[int, str]) -> tuple[int, list[LayerFracs]] | None:
+    def decrement(var: tuple[int, str], step: int) -> tuple[int, list[LayerFracs]] | None:
         li, name = var
         cur = f_in if li < 0 else getattr(fracs[li], name)
-        if cur - 1 < F_MIN:
+        new = max(cur - step, F_MIN)
+        if new >= cur:
             return None
         if li < 0:
-            return cur - 1, fracs
+            return new, fracs
         cand = list(fracs)
-        cand[li] = replace(fracs[li], **{name: cur - 1})
+        cand[li] = replace(fracs[li], **{name: new})
         return f_in, cand
 
-    # lazy greedy: a priority queue of (stale) gains; the top candidate is re-evaluated and taken
-    # when its fresh gain still beats every other stale estimate (gains shrink as slack is used)
-    heap: list[tuple[float, int, tuple[int, str]]] = [
-        (-math.inf, k, v) for k, v in enumerate(_variables(fracs))
+    # lazy greedy with galloping steps: a priority queue of (stale) gains, each variable with its
+    # current step (bits removed at once, 4 at first); the top candidate is re-evaluated and taken
+    # when its fresh gain still beats every other stale estimate (gains shrink as slack is used),
+    # else it goes back with its step halved. A step that is taken doubles; one that fails or
+    # costs more is halved (a failed 1-bit step drops the variable), so a variable with s bits of
+    # slack costs O(log s) certifications instead of s (about half the candidates overall).
+    heap: list[tuple[float, int, tuple[int, str], int]] = [
+        (-math.inf, k, v, 4) for k, v in enumerate(_variables(fracs))
     ]
     heapq.heapify(heap)
     while heap and evals < max_evaluations:
-        _, k, var = heapq.heappop(heap)
-        step = decrement(var)
-        if step is None:
+        neg, k, var, step = heapq.heappop(heap)
+        cand = decrement(var, step)
+        if cand is None:
             continue
-        p2, c2, cost2 = run(*step)
+        p2, c2, cost2 = run(*cand)
         if not good(c2) or cost2 > cost:
+            if step > 1:
+                heapq.heappush(heap, (neg, k, var, step // 2))
             continue  # no slack left for this variable
         gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
         if heap and gain < -heap[0][0]:
-            heapq.heappush(heap, (-gain, k, var))
+            heapq.heappush(heap, (-gain, k, var, max(1, step // 2)))
             continue
-        f_in, fracs = step
+        f_in, fracs = cand
         prog, cert, cost = p2, c2, cost2
-        heapq.heappush(heap, (-gain, k, var))
+        heapq.heappush(heap, (-gain, k, var, step * 2))
+    # bias_t: no wider than accum_t's F (the bias is cast to accum_t first, so for TRN the extra
+    # bits never reach the sum), kept only if that still certifies (RND rounds twice)
+    trimmed = [replace(fr, bias=min(fr.bias, fr.accum)) for fr in fracs]
+    if trimmed != fracs:
+        p2, c2, cost2 = run(f_in, trimmed)
+        if good(c2) and cost2 <= cost:
+            fracs, cost = trimmed, cost2
     prog, cert = build_program(layers, ranges, lower, upper, f_in, fracs, table_size, quant, recheck=True)
     return SearchResult(prog, cert, f_in, fracs, cost, evals)

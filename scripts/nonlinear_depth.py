@@ -182,7 +182,7 @@ def _key(r: dict) -> tuple:
     return (r["act"], int(r["depth"]), int(r["width"]), float(r["eps"]), r["setting"])
 
 
-def write_md(out: Path, wall_s: float | None) -> None:
+def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
     """results/nonlinear_depth.md from the after (and before, when present) CSVs."""
     after = _read(out / "nonlinear_depth.csv")
     before = {_key(r): r for r in _read(out / "nonlinear_depth_before.csv")}
@@ -198,7 +198,10 @@ def write_md(out: Path, wall_s: float | None) -> None:
         "Timings were taken on a shared 2-core machine with other jobs running (noisy).",
         "",
     ]
-    if wall_s is not None:
+    if wall_s is not None and partial:
+        lines += [f"Wall time of the latest run ({partial} points rerun, `--replace`/`--resume`; "
+                  f"the other rows are from earlier runs, see `code`): {wall_s:.0f} s.", ""]  # fmt: skip
+    elif wall_s is not None:
         lines += [f"Wall time of the after run: {wall_s:.0f} s.", ""]
     ok = [r for r in after if r.get("hw")]
     if ok:
@@ -244,6 +247,33 @@ def write_md(out: Path, wall_s: float | None) -> None:
                 f"- hw ratio divided by the multiplier count ratio (cost per multiplier, depth 3 / depth 2): "
                 f"median {np.median(ratios_per_mult):.2f}, max {max(ratios_per_mult):.2f}"
             )
+        for d in sorted({k[1] for k in by if k[1] >= 4}):
+            rd = [r for r in ok if int(r["depth"]) == d]
+            fbd = [r for r in rd if int(r["fallback"])]
+            fbd_bad = [r for r in fbd if float(r["maxlen_bound"]) <= float(r["eps"]) / 4]
+            hw_d, rom_d, per_m = [], [], []
+            for r in rd:
+                r2 = by.get((r["act"], 2, int(r["width"]), float(r["eps"]), r["setting"]))
+                if r2 is None:
+                    continue
+                w = int(r["width"])
+                n_in, n_out = (4, 3) if w <= 32 else (8, 4)
+                m2, md = n_in * w + w * w + w * n_out, n_in * w + (d - 1) * w * w + w * n_out
+                hw_d.append(int(r["hw"]) / int(r2["hw"]))
+                per_m.append(hw_d[-1] / (md / m2))
+                rom_d.append(int(r["table_bits"]) / max(int(r2["table_bits"]), 1))
+            line = (
+                f"- depth {d} (widths {', '.join(str(w) for w in sorted({int(r['width']) for r in rd}))}): "
+                f"{len(rd)} runs, fallbacks {len(fbd)} (where maxlen_bound <= ε/4: {len(fbd_bad)}), "
+                f"violations {sum(int(r['violations'] or 0) for r in rd)}"
+            )
+            if hw_d:
+                line += (
+                    f"; / depth 2 ({len(hw_d)} pairs): hw ratio median {np.median(hw_d):.2f} (per "
+                    f"multiplier {np.median(per_m):.2f}), table ROM ratio median {np.median(rom_d):.2f}, "
+                    f"max {max(rom_d):.2f}"
+                )
+            lines.append(line)
         pairs = [(r, before[_key(r)]) for r in ok if _key(r) in before and before[_key(r)].get("hw")]
         if pairs:
             hw_r = [int(r["hw"]) / int(b["hw"]) for r, b in pairs]
@@ -309,6 +339,14 @@ def main() -> int:
     ap.add_argument("--cpp-every", type=int, default=8, help="compile the C++ of every k-th run (0: none)")
     ap.add_argument("--md-only", action="store_true", help="only rewrite the .md from the CSVs")
     ap.add_argument("--resume", action="store_true", help="keep the CSV's rows and run only missing points")
+    ap.add_argument(
+        "--replace",
+        action="store_true",
+        help="keep the CSV's rows, rerun the grid's points and replace their rows in place",
+    )
+    ap.add_argument("--points", nargs="*",
+                    help="only these (act,width,eps,setting) points of the grid, as act:width:eps:setting "
+                         "(every depth of --depths), e.g. silu:64:0.001:A")  # fmt: skip
     ap.add_argument("--mnist", action="store_true", help="run the external MNIST networks (MNIST list)")
     ap.add_argument("--mnist-nets", nargs="*", help="only these networks of the MNIST list")
     args = ap.parse_args()
@@ -331,11 +369,19 @@ def main() -> int:
     if args.md_only:
         write_md(out, None)
         return 0
+    points = None
+    if args.points:
+        points = set()
+        for pt in args.points:
+            a, w, e, st_ = pt.split(":")
+            points.add((a, int(w), float(e), st_))
     jobs = []  # ε, setting, width outermost: a partial run has every activation and the depth pairs
     for eps in args.eps:
         for setting in args.settings:
             for width in args.widths:
                 for act in args.acts:
+                    if points is not None and (act, width, eps, setting) not in points:
+                        continue
                     for depth in args.depths:
                         k = len(jobs)
                         cpp = args.label == "after" and args.cpp_every > 0 and k % args.cpp_every == 0
@@ -343,13 +389,18 @@ def main() -> int:
     name = "nonlinear_depth.csv" if args.label == "after" else f"nonlinear_depth_{args.label}.csv"
     if args.label == "timing":
         args.workers = 1
-    rows = _read(out / name) if args.resume else []
+    rows = _read(out / name) if args.resume or args.replace else []
     done = {_key(r) for r in rows}
-    jobs = [j for j in jobs if (j[0], j[1], j[2], j[3], j[4]) not in done]
+    if not args.replace:
+        jobs = [j for j in jobs if (j[0], j[1], j[2], j[3], j[4]) not in done]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=min(args.workers, 2)) as pool:
         for row in pool.map(run_one, jobs):
-            rows.append(row)
+            at = [i for i, r in enumerate(rows) if _key(r) == _key(row)]
+            if at:  # --replace: the new row takes the old one's place
+                rows[at[0]] = row
+            else:
+                rows.append(row)
             print(row, flush=True)
             with open(out / name, "w", newline="") as fh:  # rewritten as rows arrive (partial runs usable)
                 w = csv.DictWriter(fh, fieldnames=FIELDS)
@@ -358,7 +409,7 @@ def main() -> int:
     wall = time.perf_counter() - t0
     print(f"wall time {wall:.0f} s", flush=True)
     if args.label == "after":
-        write_md(out, wall)
+        write_md(out, wall, len(jobs) if args.replace or args.resume else 0)
     elif args.label == "timing":
         write_md(out, None)
     return 0

@@ -12,9 +12,14 @@ wide formats: error forms do not depend on integer bits).
 All-maxLen shortcut: when no uniform F (or only F >= maxLen - 1) satisfies the ILP rows, the
 program with every F, Fw at maxLen (:func:`max_len_program`) is certified first. If its bound
 exceeds ε, the result is infeasible at once (no HiGHS run: on the 6x200 sigmoid MNIST net HiGHS
-spends 30 s on such a model); if it is <= ε that program is returned (solver status "not run").
-When no ILP round certifies, the same program is the fallback before InfeasibleError is raised.
-Either way ``RefinedResult.max_width_fallback`` is set (and a note says so). Since the activation
+spends 30 s on such a model); if it is <= ε, the caps are re-derived from that program's own
+certified pre-activation errors (E_j = 2·max|e_z,j|, the refinement round's rule) and the ILP is
+solved on them — rows that fail at every F while all-maxLen certifies within ε mean the ε-derived
+caps are far above the real errors (slope hulls too wide); that round runs even past the time
+limit. When no ILP round certifies, the all-maxLen program is the fallback before InfeasibleError
+is raised; then ``RefinedResult.max_width_fallback`` is set (and a note says so). After the ILP,
+:func:`relax_act_budgets` trades the certificate's slack for smaller activation tables (a
+documented search around the ILP). Since the activation
 budgets δ_l are ILP choices (:mod:`.model`) the uniform start tries δ_l = 2^-F with F, so at
 F = maxLen - 1 it is (up to one bit) the all-maxLen program: the shortcut fires only when the rows
 admit nothing cheaper.
@@ -44,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..activations import build_piecewise, build_table, choose_const_frac
-from ..activations.table import trim_flat
+from ..activations.table import TableImpl, trim_flat
 from ..certify import Certificate, _needed_int_bits
 from ..cost import program_cost
 from ..errors import InfeasibleError, UserError
@@ -72,6 +77,9 @@ from .symbolic_ranges import symbolic_ranges
 
 WIDE_INT = 40
 POLISH_CAP_S = 4.0  # time cap of the activation-budget polish (polish_act_budgets)
+RELAX_CAP_S = 6.0  # time cap of the post-ILP activation-budget search (relax_act_budgets)
+RELAX_STEPS = (4.0, 2.0)  # factors tried on one layer's δ_l, in order (relax_act_budgets)
+RELAX_SHIFTS = 2  # at most this many "every F + 1, every δ_l x 4" moves (relax_act_budgets)
 LARGE = 30  # neurons above which the neuron-level ILP is warm-started from the layer-level one
 SOLVE_CAP_S = 8.0  # seconds per HiGHS run (incumbent used; the certificate does not rely on optimality)
 WINDOW = 3  # provisional integer bits of the first (range-finding) pass
@@ -96,6 +104,7 @@ class RefinedResult:
     weight_bits: list[list[int]] = field(default_factory=list)
     hw_cost: int = 0
     max_width_fallback: bool = False  # the all-maxLen program was used (no ILP solution certified)
+    act_delta: list[float] = field(default_factory=list)  # per layer activation budget δ_l (0: none)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -145,8 +154,12 @@ def _act_out_frac(delta: float) -> int:
     return int(min(max(math.ceil(math.log2(2.0 / delta)), 0), MAX_ACT_FRAC))
 
 
-def make_impl_factory(layers: list[DenseLayer], act_delta: list[float]):
-    """The ``impl_factory`` of :func:`~.error_forms.forms_analysis` (module docstring rule)."""
+def make_impl_factory(layers: list[DenseLayer], act_delta: list[float], cache: dict | None = None):
+    """The ``impl_factory`` of :func:`~.error_forms.forms_analysis` (module docstring rule).
+
+    ``cache`` (optional, shared between calls) maps (layer, range, F_in, δ) to the implementation
+    built for it: the implementation is a pure function of these, so a program that differs from
+    an earlier one only after layer l reuses the earlier layers' tables (:func:`relax_act_budgets`)."""
 
     def factory(li: int, lp: LayerProgram, z_fix: Interval) -> None:
         act = layers[li].act
@@ -156,7 +169,10 @@ def make_impl_factory(layers: list[DenseLayer], act_delta: list[float]):
         pad = (hi - lo) / 32 + 2.0**-f_in
         lo, hi = lo - pad, hi + pad
         f_out = _act_out_frac(delta)
-        if act.kind == "table":
+        key = (li, lo, hi, f_in, delta)
+        if cache is not None and key in cache:
+            lp.act_impl = cache[key]
+        elif act.kind == "table":
             lp.act_impl = _best_table(act, lo, hi, f_in, f_out, delta)
         else:
             f_out = max(f_out, f_in)
@@ -165,6 +181,8 @@ def make_impl_factory(layers: list[DenseLayer], act_delta: list[float]):
             except InfeasibleError:
                 cf = 48
             lp.act_impl = build_piecewise(act, f_in, f_out, cf)
+        if cache is not None:
+            cache[key] = lp.act_impl
         n = lp.n_out
         lp.out_t = FormatArray.from_frac(np.full(n, lp.act_impl.out_frac), np.full(n, WIDE_INT))
 
@@ -224,6 +242,160 @@ def polish_act_budgets(
     return SolveOutcome(sol.status, sol.f, sol.fw, sol.objective, pol.time_s, sol.mip_gap, sol.act_choice)
 
 
+def relax_act_budgets(
+    best: RefinedResult,
+    layers: list[DenseLayer],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    eps: float,
+    st: Setting,
+    params: list[ExactParams],
+    ranges: list[LayerRanges],
+    fold_bias: bool,
+    relu_stability: bool,
+    budget_s: float,
+) -> tuple[FixedProgram, Certificate, list[float], list[np.ndarray], list[np.ndarray], list[str]]:
+    """Post-ILP search on the activation budgets δ_l of a certified result (documented search
+    around the ILP; issue 13).
+
+    Why: the ILP rows carry a table error δ_l to the outputs through Σ|C_a| and through the slope
+    remainders s_rad·m_k of every later neuron, with the ReLU/slope decisions of the caps E_j; the
+    certificate of the exact program is usually well below its target (ε - B of slack), and over
+    three or more wide layers the rows' amplification of δ_l makes the ILP choose tables far finer
+    than the certificate needs (table ROM ~ range·δ_l^-1/2 per layer). What: with every F, Fw fixed
+    at the solution, rounds of (1) probe: for every activation layer l (largest table first) its
+    next step δ_l <- f·δ_l alone, f the first of ``RELAX_STEPS`` not yet failed for l (4:
+    interpolation error ~ h², about one index bit and two entry bits fewer; 2: one entry bit
+    fewer); the program is rebuilt (every implementation on its new finite-precision range) and
+    certified by :func:`certify_forms`; a probe counts iff the certificate holds with bound <= ε
+    and hw + ROM_WEIGHT·table_bits (the ILP's objective, measured on the program) is lower, else
+    that factor is dropped for l; (2) combine: the counted probes in order of cost saving per rise
+    of the bound, as many as their rises (summed, a guess) fit the slack ε - B, rebuilt and
+    certified together; kept if it certifies and beats the best single probe, else the best probe
+    is kept. Rounds repeat until no layer has a step left or ``budget_s`` seconds have passed.
+    Soundness rests on the certificate alone: every kept program is certified as it is returned.
+
+    When no layer has a step left, a shift move follows (at most ``RELAX_SHIFTS`` times): every F
+    and Fw one bit up (their roundings halve) with every δ_l x4, kept under the same rule, then the
+    rounds resume — it moves the formats' share of ε to the tables where the ILP (stopped by its time
+    cap at a warm start with δ_l = 2^-F) left no slack.
+
+    Returns (program, certificate, δ per layer, F per layer, Fw per layer, notes)."""
+    from .model import ROM_WEIGHT
+
+    t0 = time.perf_counter()
+    deltas = list(best.act_delta)
+    prog, cert = best.program, best.certificate
+    notes: list[str] = []
+    f_l = [np.asarray(v, dtype=np.int64) for v in best.dot_bits]
+    fw_l = [np.asarray(v, dtype=np.int64) for v in best.weight_bits]
+    act_layers = [li for li, d in enumerate(deltas) if d > 0]
+    if not act_layers or budget_s <= 0:
+        return prog, cert, deltas, f_l, fw_l, notes
+
+    def cost_of(pr: FixedProgram) -> float:
+        c = program_cost(pr)
+        return c.hw + ROM_WEIGHT * c.table_bits
+
+    def table_bits(pr: FixedProgram, li: int) -> int:
+        impl = pr.layers[li].act_impl
+        return int(impl.entries.shape[0]) * impl.entry_width if isinstance(impl, TableImpl) else 0
+
+    cur_cost = cost_of(prog)
+    start_cost, start_rom, start_bound = cur_cost, program_cost(prog).table_bits, cert.bound
+    steps = {li: list(RELAX_STEPS) for li in act_layers}
+    cache: dict = {}  # implementations of unchanged layers are reused (make_impl_factory)
+    tried = kept = 0
+
+    def attempt(trial: list[float], f_t=None, fw_t=None) -> tuple[FixedProgram, Certificate, float]:
+        nonlocal tried
+        p2, _ = build_program(
+            best.program.name, layers, f_l if f_t is None else f_t, fw_l if fw_t is None else fw_t,
+            st, lower, upper, params, ranges, fold_bias, relu_stability, trial, cache,
+        )  # fmt: skip
+        tried += 1
+        # ``ranges`` are the certifier's own ranges here (symbolic mode: symbolic_ranges of the same
+        # network and box, i.e. what certify_forms would recompute; else the interval ones)
+        c2 = certify_forms(p2, layers, lower, upper, st.no_init_error, ranges, relu_stability)
+        return p2, c2, cost_of(p2)
+
+    def fits(c2: Certificate, cost2: float) -> bool:
+        return c2.ok and c2.bound <= eps and cost2 < cur_cost
+
+    shifts = shifted = 0
+    while time.perf_counter() - t0 < budget_s:
+        cand = [li for li in act_layers if steps[li]]
+        if not cand:
+            if shifts >= RELAX_SHIFTS:
+                break
+            # shift: every F, Fw one bit up (roundings halve) and every δ_l x4 (tables about half
+            # the entries): trades the formats' share of ε for the tables' when no slack is left
+            shifts += 1
+            f_t = [np.minimum(v + 1, st.max_len) for v in f_l]
+            fw_t = [np.minimum(v + 1, st.max_len) for v in fw_l]
+            trial = [4.0 * d for d in deltas]
+            p2, c2, cost2 = attempt(trial, f_t, fw_t)
+            if not fits(c2, cost2):
+                break
+            prog, cert, deltas, cur_cost, f_l, fw_l = p2, c2, trial, cost2, f_t, fw_t
+            kept += 1
+            shifted += 1
+            steps = {li: list(RELAX_STEPS) for li in act_layers}
+            continue
+        # probe: every layer's next step alone (largest table first, in case time runs out)
+        probes = []  # (saving per unit of bound rise, layer, factor, program, cert, cost)
+        for li in sorted(cand, key=lambda j: -table_bits(prog, j)):
+            if time.perf_counter() - t0 >= budget_s:
+                break
+            fac = steps[li][0]
+            trial = list(deltas)
+            trial[li] = deltas[li] * fac
+            p2, c2, cost2 = attempt(trial)
+            if fits(c2, cost2):
+                rise = max(c2.bound - cert.bound, 0.0)
+                probes.append(((cur_cost - cost2) / max(rise, 1e-300), li, fac, p2, c2, cost2))
+            else:
+                steps[li].pop(0)
+        if not probes:
+            continue
+        probes.sort(key=lambda t: -t[0])
+        # combine: the probed steps in order of saving per rise while their rises (taken as
+        # additive, a guess the certificate then checks) fit the slack ε - B; else the best probe
+        chosen = probes[:1]
+        for pr in probes[1:]:
+            rises = sum(max(q[4].bound - cert.bound, 0.0) for q in chosen + [pr])
+            if rises <= eps - cert.bound:
+                chosen.append(pr)
+        _, li0, _, p_best, c_best, cost_best = probes[0]
+        if len(chosen) > 1 and time.perf_counter() - t0 < budget_s:
+            trial = list(deltas)
+            for q in chosen:
+                trial[q[1]] = deltas[q[1]] * q[2]
+            p2, c2, cost2 = attempt(trial)
+            if fits(c2, cost2) and cost2 < cost_best:
+                prog, cert, deltas, cur_cost = p2, c2, trial, cost2
+                kept += len(chosen)
+                for q in chosen:
+                    steps[q[1]] = list(RELAX_STEPS)
+                continue
+        deltas = list(deltas)
+        deltas[li0] = deltas[li0] * probes[0][2]
+        prog, cert, cur_cost = p_best, c_best, cost_best
+        kept += 1
+        steps[li0] = list(RELAX_STEPS)
+    if kept:
+        notes.append(
+            f"activation budgets relaxed after the ILP ({kept} of {tried} steps kept, of them "
+            f"{shifted} shifts F + 1, δ x4; "
+            f"{time.perf_counter() - t0:.1f}s): δ = {', '.join(f'{d:.3g}' for d in deltas if d > 0)}; "
+            f"table ROM {start_rom} -> {program_cost(prog).table_bits} bits, hw + ROM "
+            f"{start_cost:.0f} -> {cur_cost:.0f}, certified {start_bound:.6g} -> {cert.bound:.6g}"
+        )
+    elif tried:
+        notes.append(f"activation budgets: none of {tried} relaxation steps certified cheaper")
+    return prog, cert, deltas, f_l, fw_l, notes
+
+
 def build_program(
     name: str,
     layers: list[DenseLayer],
@@ -237,11 +409,13 @@ def build_program(
     fold_bias: bool = True,
     relu_stability: bool = True,
     act_delta: list[float] | None = None,
+    impl_cache: dict | None = None,
 ) -> tuple[FixedProgram, FormsRun]:
     """FixedProgram for per-neuron F (products/psums at F + g) and per-row Fw, minimal integer bits.
 
     With ``fold_bias`` the bias constants hold the folded rounding mean (:mod:`.model`);
-    ``act_delta`` (per layer) is the implementation error budget of non-ReLU activations."""
+    ``act_delta`` (per layer) is the implementation error budget of non-ReLU activations;
+    ``impl_cache`` is passed to :func:`make_impl_factory`."""
     in_frac = setting.init_len
     box = Interval(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
     in_i = int(np.max(_int_bits(box, np.full(box.lo.shape, in_frac))))
@@ -272,7 +446,7 @@ def build_program(
     program = FixedProgram(name, input_t, lps, "TRN", "WRAP", {"mode": "refined"})
     on_grid = setting.no_init_error
     delta = act_delta if act_delta is not None else [2.0**-setting.max_len] * len(layers)
-    factory = make_impl_factory(layers, delta)
+    factory = make_impl_factory(layers, delta, impl_cache)
     run = forms_analysis(program, layers, lower, upper, on_grid, params, ranges, relu_stability, factory)
     for lp, st in zip(program.layers, run.stage_ranges, strict=True):
         wv = np.array([float(v) for v in lp.weight_raw.reshape(-1)]).reshape(lp.weight_raw.shape)
@@ -385,9 +559,17 @@ def assign_refined(
     relaxed_caps = False
     refined = False
     smallest: float | None = None
+    fb_pair: tuple[FixedProgram, Certificate] | None = None  # the all-maxLen program, once built
+    maxlen_caps = False  # caps were set from the all-maxLen program's errors (see below)
+    maxlen_round = -1  # the round that set them (the next one runs even past the time limit)
     model = None
     while rounds < max_rounds:
         left = time_limit - (time.perf_counter() - t_start)
+        if maxlen_caps and rounds == maxlen_round:
+            # the round on the caps from the all-maxLen program runs even past the time limit (its
+            # rigorous 2^16-entry tables can take longer than the limit on large nets): one model,
+            # HiGHS runs of at most solve_cap_s
+            left = max(left, solve_cap_s)
         if left <= 0:
             notes.append("time limit reached")
             break
@@ -400,10 +582,31 @@ def assign_refined(
             # model, compare ε with the bound of the all-maxLen program (cheap, and what the error
             # message reports anyway); give up at once when even that bound exceeds ε
             fb_program, fb_cert = max_len_program(name, layers, lower, upper, st, params, ranges, **opts)
+            fb_pair = (fb_program, fb_cert)
             smallest = fb_cert.bound
             if smallest > eps and not near_max:
                 notes.append(f"round {rounds}: the all-maxLen program certifies only {smallest:.6g} > ε")
                 break
+            if fb_cert.ok and smallest <= eps and not maxlen_caps:
+                # the rows failing at every F while the all-maxLen program certifies <= ε means the
+                # caps E_j (ε / sensitivity, clipped) are far above the real errors: slope hulls over
+                # range ⊕ [-E_j, E_j] then cover the steep part of σ for saturated neurons and the
+                # remainders s_rad·m_k blow up through the layers (ffnnSIGMOID 6x200, ε = 10: caps 10,
+                # rows ~250 at F = maxLen vs a certified 0.89). Re-derive the caps as the refinement
+                # round does, from a certified program — here the all-maxLen one: E_j = 2·max|e_z,j|
+                # — and solve the ILP on them (HiGHS runs even without a uniform start); the
+                # all-maxLen program stays the fallback when no ILP round certifies.
+                run0 = forms_analysis(
+                    fb_program, layers, lower, upper, st.no_init_error, params, ranges, relu_stability
+                )
+                caps = [np.maximum(2.0 * e.mag(), 2.0**-st.max_len) for e in run0.z_err]
+                maxlen_caps, maxlen_round = True, rounds
+                notes.append(
+                    f"round {rounds}: no uniform F < maxLen - 1 satisfies the ILP rows; the all-maxLen "
+                    f"program certifies {smallest:.6g} <= ε: caps set to 2·its pre-activation errors, "
+                    "ILP rebuilt"
+                )
+                continue
             if fb_cert.ok and smallest <= eps:
                 # ε is within reach of the all-maxLen program only: take it (certified) rather than a
                 # HiGHS run on a model that no uniform point satisfies (minutes on large networks)
@@ -430,6 +633,8 @@ def assign_refined(
                 start = (s_l.f, s_l.fw, s_l.act_choice)
             window = WINDOW
             left = time_limit - (time.perf_counter() - t_start)
+            if maxlen_caps and rounds == maxlen_round + 1:
+                left = max(left, solve_cap_s)
         sol = solve_model(model, min(left, solve_cap_s), mip_rel_gap, start, window)
         solver_time += sol.time_s
         if sol.f is None and start is not None:
@@ -476,7 +681,7 @@ def assign_refined(
                 program, cert, [list(map(int, v)) for v in f_l], [list(map(int, v)) for v in f_l],
                 objective, cert.bound, sol.status, solver_time,
                 lp_text(model, f"target {target!r}, setting {setting}"), ok_rows, notes, rounds,
-                [list(map(int, v)) for v in fw_l], hw,
+                [list(map(int, v)) for v in fw_l], hw, act_delta=model.act_delta(sol.act_choice),
             )  # fmt: skip
         if good:
             if refine_caps and not refined:
@@ -491,8 +696,10 @@ def assign_refined(
             break  # the refinement round did not certify; keep the earlier result
         shrink = eps / cert.bound if cert.ok and cert.bound > 0 else 0.5
         target = target * min(0.95, shrink * 0.98)
-    if best is None and smallest is None:
-        fb_program, fb_cert = max_len_program(name, layers, lower, upper, st, params, ranges, **opts)
+    if best is None and (smallest is None or fb_pair is not None):
+        if fb_pair is None:
+            fb_pair = max_len_program(name, layers, lower, upper, st, params, ranges, **opts)
+        fb_program, fb_cert = fb_pair
         smallest = fb_cert.bound
         if fb_cert.ok and smallest <= eps:
             notes.append(f"no ILP round certified; the all-maxLen program certifies {smallest:.6g} <= ε")
@@ -508,6 +715,20 @@ def assign_refined(
                 False, notes, rounds, [list(map(int, v)) for v in ml], program_cost(fb_program).hw,
                 max_width_fallback=True,
             )  # fmt: skip
+    if best is not None and not best.max_width_fallback and any(d > 0 for d in best.act_delta):
+        budget = min(RELAX_CAP_S, time_limit - (time.perf_counter() - t_start))
+        prog, cert, deltas, f_r, fw_r, more = relax_act_budgets(
+            best, layers, lower, upper, eps, st, params, ranges, fold_bias,
+            relu_stability, budget,
+        )  # fmt: skip
+        notes += more
+        if prog is not best.program:
+            best.program, best.certificate, best.act_delta = prog, cert, deltas
+            best.dot_bits = best.bias_bits = [list(map(int, v)) for v in f_r]
+            best.weight_bits = [list(map(int, v)) for v in fw_r]
+            best.claimed_error = cert.bound
+            best.hw_cost = program_cost(prog).hw
+            best.solver_status += "+act-relax"
     if best is None:
         timed_out = "time limit reached" in notes
         raise InfeasibleError(

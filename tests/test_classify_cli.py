@@ -546,7 +546,7 @@ def test_convnet_maxpool_end_to_end(shared_dir: Path, tmp_path: Path, capsys) ->
     for name in ("Convnet_maxpool.onnx", "Convnet_maxpool.spec.json"):
         shutil.copy(src / name, d / name)
     out = tmp_path / "out"
-    assert _run(["quantize", d / "Convnet_maxpool.onnx", "--out", out, "--quiet"]) == 0
+    assert _run(["quantize", d / "Convnet_maxpool.onnx", "--out", out, "--time-limit", "5", "--quiet"]) == 0
     r = json.loads((out / "report.json").read_text())
     assert r["n_regions"] == 5 and r["provable_regions"] >= 1
     assert r["certified_regions"] == r["provable_regions"]

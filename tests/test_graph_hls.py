@@ -138,7 +138,7 @@ def test_convnet_maxpool_certified_program_bit_exact(shared_dir, tmp_path):
         Region(str(i), np.array(r["lower"], float), np.array(r["upper"], float), int(r["label"]))
         for i, r in enumerate(spec["regions"][:2])
     ]
-    prog = certify_cnn(net, regs).search.program
+    prog = certify_cnn(net, regs, search="greedy", granularity="layer").search.program  # C++ under test
     conv = prog.nodes["Conv_0"]
     assert len({int(v) for v in conv.out_t.int_bits}) > 1  # per-channel formats are exercised
     generate_graph_hls(prog, tmp_path, "convnet")

@@ -75,6 +75,7 @@ class ClassifyOptions:
     reuse_factor: int = 1  # HLS pragmas of the emitted C++ (codegen/graph_hls.py)
     granularity: str = "channel"  # ILP knobs: per output channel / dense neuron, or one per layer
     time_limit: float = 60.0  # HiGHS time limit per ILP solve
+    ilp_rounds: int = 12  # ILP solves (each re-certified) at most
 
 
 @dataclass
@@ -356,7 +357,14 @@ def quantize_classify(
     t = time.perf_counter()
     with phase(progress, f"certify {len(regions)} regions: real margins, error forms, format search"):
         rep = certify_cnn(
-            net, regions, QUANT, 0, MAX_FRAC, granularity=opts.granularity, time_limit=opts.time_limit
+            net,
+            regions,
+            QUANT,
+            0,
+            MAX_FRAC,
+            granularity=opts.granularity,
+            time_limit=opts.time_limit,
+            max_rounds=opts.ilp_rounds,
         )
     timings["certify_s"] = time.perf_counter() - t
     provable = [r.provable for r in regions]

@@ -190,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         "hls4ml's ReuseFactor (--backend hls4ml)",
     )
     q.add_argument(
+        "--ilp-rounds",
+        type=_int_in("--ilp-rounds", 1, 1000),
+        default=12,
+        help="--task classify: at most this many ILP solves, each re-certified by the sound analysis "
+        "(default 12; fewer: faster, possibly costlier formats)",
+    )
+    q.add_argument(
         "--split-boxes",
         type=_int_in("--split-boxes", 0, MAX_SPLIT_BOXES),
         default=0,
@@ -309,6 +316,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UserError(
             "--error EPS is required (unless --task classify, where the regions' margins set the target)"
         )
+    if args.ilp_rounds != 12:
+        raise UserError("--ilp-rounds applies to --task classify")
     if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
         raise UserError("--split-boxes applies to --mode refined with the default backend")
     if args.mode == "aster-original":
@@ -402,6 +411,7 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         reuse_factor=args.reuse_factor,
         granularity="channel" if args.granularity == "neuron" else "layer",
         time_limit=args.time_limit,
+        ilp_rounds=args.ilp_rounds,
     )
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)

@@ -364,6 +364,9 @@ def test_option_errors(cnn_dir: Path, tmp_path: Path, capsys) -> None:
         if "weight_frac" in f:
             assert f["weight_frac"][0] == f["weight_frac"][1], f
     out = tmp_path / "o2"
+    regress = ["--task", "regress", "--error", "0.1"]
+    assert _run(["quantize", model, *regress, "--ilp-rounds", "3", "--out", out]) == 2
+    assert "--ilp-rounds applies to --task classify" in capsys.readouterr().err
     # a CNN on the regression path is refused as before (one line naming a node)
     assert _run(["quantize", model, "--task", "regress", "--error", "0.1", "--out", out, "--quiet"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
@@ -546,7 +549,8 @@ def test_convnet_maxpool_end_to_end(shared_dir: Path, tmp_path: Path, capsys) ->
     for name in ("Convnet_maxpool.onnx", "Convnet_maxpool.spec.json"):
         shutil.copy(src / name, d / name)
     out = tmp_path / "out"
-    assert _run(["quantize", d / "Convnet_maxpool.onnx", "--out", out, "--time-limit", "5", "--quiet"]) == 0
+    opts = ["--time-limit", "5", "--ilp-rounds", "3", "--quiet"]  # the suite's time budget
+    assert _run(["quantize", d / "Convnet_maxpool.onnx", "--out", out, *opts]) == 0
     r = json.loads((out / "report.json").read_text())
     assert r["n_regions"] == 5 and r["provable_regions"] >= 1
     assert r["certified_regions"] == r["provable_regions"]

@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--ilp-rounds",
         type=_int_in("--ilp-rounds", 1, 1000),
-        default=12,
+        default=None,
         help="--task classify: at most this many ILP solves, each re-certified by the sound analysis "
         "(default 12; fewer: faster, possibly costlier formats)",
     )
@@ -316,7 +316,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UserError(
             "--error EPS is required (unless --task classify, where the regions' margins set the target)"
         )
-    if args.ilp_rounds != 12:
+    if args.ilp_rounds is not None:
         raise UserError("--ilp-rounds applies to --task classify")
     if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
         raise UserError("--split-boxes applies to --mode refined with the default backend")
@@ -411,7 +411,7 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         reuse_factor=args.reuse_factor,
         granularity="channel" if args.granularity == "neuron" else "layer",
         time_limit=args.time_limit,
-        ilp_rounds=args.ilp_rounds,
+        **({} if args.ilp_rounds is None else {"ilp_rounds": args.ilp_rounds}),
     )
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)

@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..activations import build_piecewise, build_table, choose_const_frac
-from ..activations.table import TableImpl, trim_flat
+from ..activations.table import trim_flat
 from ..certify import Certificate, _needed_int_bits
-from ..cost import program_cost
+from ..cost import act_impl_ops, program_cost
 from ..errors import InfeasibleError, UserError
 from ..fixedpoint import FixedFormat, quantize_fractions
 from ..ir import DenseLayer
@@ -297,9 +297,8 @@ def relax_act_budgets(
         c = program_cost(pr)
         return c.hw + ROM_WEIGHT * c.table_bits
 
-    def table_bits(pr: FixedProgram, li: int) -> int:
-        impl = pr.layers[li].act_impl
-        return int(impl.entries.shape[0]) * impl.entry_width if isinstance(impl, TableImpl) else 0
+    def table_bits(pr: FixedProgram, li: int) -> int:  # the ROM bits program_cost counts for layer li
+        return act_impl_ops(pr.layers[li].act_impl, np.zeros(1))[2]
 
     cur_cost = cost_of(prog)
     start_cost, start_rom, start_bound = cur_cost, program_cost(prog).table_bits, cert.bound

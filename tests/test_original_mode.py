@@ -374,3 +374,22 @@ def test_error_target_rewrite_touches_only_the_active_ensuring() -> None:
     assert text.replace("0.00025", "1e-3") == TINY_SCALA
     with pytest.raises(UserError, match="found 0"):
         with_error_target(TINY_SCALA.replace("} ensuring", "} // ensuring"), 1e-3)
+
+
+@pytest.mark.slow
+def test_a_users_workdir_is_never_removed(standin_home: Path, tmp_path: Path) -> None:
+    """Only the temporary working folder the tool makes itself is deleted after a run; a folder
+    the user names with ASTER_WORKDIR stays, with what was in it."""
+    model = tmp_path / "TinyNN.scala"
+    model.write_text(TINY_SCALA)
+    work = tmp_path / "my-aster-work"
+    work.mkdir()
+    (work / "keep.txt").write_text("user data")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT),
+           "ASTER_HOME": str(standin_home), "ASTER_WORKDIR": str(work)}  # fmt: skip
+    out = tmp_path / "o"
+    args = ["quantize", str(model), "--mode", "aster-original", "--error", "2e-3", "--out", str(out)]
+    q = subprocess.run([sys.executable, "-m", "aster_ext.cli", *args, "--quiet"], capture_output=True,
+                       text=True, timeout=600, env=env, cwd=tmp_path)  # fmt: skip
+    assert q.returncode == 0, q.stderr
+    assert (work / "keep.txt").read_text() == "user data"

@@ -280,6 +280,20 @@ class _LayerContext:
     reuse_factor: int
     program: FixedProgram
     parts: list[_Part] | None = None  # input groups rolled groups read (filled by _emit_dense)
+    _columns: list[str] | None = None
+
+    def column_inputs(self) -> list[str]:
+        """x[k] narrowed to its own format (an exact conversion of the container element), as the
+        per-column statements multiply it; computed once per layer."""
+        if self._columns is None:
+            fmt = self.program.input_formats(self.li)
+            widths, ints = fmt.width.reshape(-1), fmt.int_bits.reshape(-1)
+            box = container(self.program, self.li)
+            self._columns = [
+                f"x[{k}]" if (int(w), int(i)) == box else f"{self.types(int(w), int(i))}(x[{k}])"
+                for k, (w, i) in enumerate(zip(widths, ints, strict=True))
+            ]
+        return self._columns
 
 
 def _finish_lines(ctx: _LayerContext, r: int, s: str, bexpr: str) -> list[str]:
@@ -304,6 +318,14 @@ def _dest(pre: str, neurons: np.ndarray, decls: list[str]) -> str:
         return "y[j]" if r == 0 else f"y[{r} + j]"
     decls.append(f"static const int {pre}_idx[{n_g}] = {{" + ", ".join(map(str, neurons)) + "};")
     return f"y[{pre}_idx[j]]"
+
+
+def _unroll_pragmas(u: int, n: int) -> list[str]:
+    """Pragmas of a loop of n iterations with u parallel copies: fully unrolled, or unrolled by u
+    and pipelined at II=1."""
+    if u == n:
+        return ["#pragma HLS UNROLL"]
+    return [f"#pragma HLS UNROLL factor={u}", "#pragma HLS PIPELINE II=1"]
 
 
 def _emit_rolled(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) -> list[str]:
@@ -334,14 +356,9 @@ def _emit_rolled(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) ->
             f"#pragma HLS ARRAY_PARTITION variable={w_name} "
             + ("complete dim=2" if u == n_q else f"cyclic factor={u} dim=2"),
         ]
-        unroll = (
-            ["#pragma HLS UNROLL"]
-            if u == n_q
-            else [f"#pragma HLS UNROLL factor={u}", "#pragma HLS PIPELINE II=1"]
-        )
         macs += [
             f"    {pre}_mac{q}: for (int k = 0; k < {n_q}; k++) {{",
-            *unroll,
+            *_unroll_pragmas(u, n_q),
             f"      s = fx_mac<{pt}, {st}>(s, fx_raw<{wt}>({w_read}), {part.name}[k]);",
             "    }",
         ]
@@ -370,9 +387,7 @@ def _input_parts(ctx: _LayerContext, decls: list[str], gather: list[str]) -> lis
     local array and the exact copy x -> part in ``gather`` (module docstring of :mod:`.layout`)."""
     li, n_in = ctx.li, ctx.lp.n_in
     groups = input_groups(ctx.program, li, ctx.reuse_factor)
-    if len(groups) == 1 and ctx.types(groups[0].width, groups[0].int_bits) == ctx.types(
-        *container(ctx.program, li)
-    ):
+    if len(groups) == 1 and (groups[0].width, groups[0].int_bits) == container(ctx.program, li):
         return [_Part("x", ctx.x_type, np.arange(n_in))]
     parts = []
     for q, g in enumerate(groups):
@@ -421,13 +436,7 @@ def _emit_columns(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) -
         wexpr = [f"fx_raw<{wt[k]}>({', '.join(_limbs(lp.weight_raw[r, k], ww[k]))})" for k in range(lp.n_in)]
         bexpr = f"fx_raw<{bt}>({', '.join(_limbs(lp.bias_raw[r], bw))})"
     lines: list[str] = []
-    x_fmt = ctx.program.input_formats(li)
-    box = ctx.types(*container(ctx.program, li))
-    # each column multiplies x[k] in its own format (an exact narrowing of the container element)
-    xexpr = []
-    for k in range(lp.n_in):
-        xt = types(int(x_fmt.width.reshape(-1)[k]), int(x_fmt.int_bits.reshape(-1)[k]))
-        xexpr.append(f"x[{k}]" if xt == box else f"{xt}(x[{k}])")
+    xexpr = ctx.column_inputs()
     for k in range(lp.n_in):
         pt = types(lp.product_t.width[r, k], lp.product_t.int_bits[r, k])
         st = types(lp.psum_t.width[r, k], lp.psum_t.int_bits[r, k])
@@ -448,12 +457,7 @@ def _emit_columns(ctx: _LayerContext, gi: int, group: Group, decls: list[str]) -
         "#pragma HLS INLINE",
     ]
     if loop:
-        v = lanes(n_g, ctx.reuse_factor)
-        pragmas = (
-            ["#pragma HLS UNROLL"]
-            if v == n_g
-            else [f"#pragma HLS UNROLL factor={v}", "#pragma HLS PIPELINE II=1"]
-        )
+        pragmas = _unroll_pragmas(lanes(n_g, ctx.reuse_factor), n_g)
         out += [f"  {pre}_neurons: for (int j = 0; j < {n_g}; j++) {{", *pragmas]
         out += [f"    {ln}" for ln in lines] + ["  }"]
     else:

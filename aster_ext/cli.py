@@ -238,6 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="refined outputs: also re-derive the certificate on up to N sub-boxes of the input box "
         "(bisection where the bound is worst) and report it beside the single-pass one (default 0: off)",
     )
+    v.add_argument(
+        "--exact",
+        action="store_true",
+        help="small ReLU networks: also measure the true maximum error of the program over the box by a "
+        "MILP of both networks (HiGHS); reports the best input (re-evaluated exactly), the solver's bound "
+        "and the tightness certified / true maximum. A measurement, not a certificate",
+    )
+    v.add_argument(
+        "--exact-time-limit",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="seconds for all --exact solves together (2 per output; default 600)",
+    )
     v.add_argument("--quiet", action="store_true", help="no progress messages")
     add_sweep_parser(sub)
     return p
@@ -439,6 +453,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         classify_samples,
         classify_iters,
         args.split_boxes,
+        args.exact_time_limit if args.exact else None,
     )
     print(res.summary_line())
     return 0 if res.passed else 1

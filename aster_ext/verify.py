@@ -64,6 +64,7 @@ class VerifyResult:
     off_grid_samples: int = 0
     report_problems: list[str] = field(default_factory=list)  # report.json claims that do not add up
     split: dict[str, Any] | None = None  # verify --split-boxes: the certificate re-derived on sub-boxes
+    exact: dict[str, Any] | None = None  # verify --exact: the MILP measurement of the true maximum error
 
     @property
     def ratio(self) -> float:
@@ -75,8 +76,13 @@ class VerifyResult:
         """No violating input (of the split certificate too, when computed), a consistent report,
         and the C++ (when compiled) bit-exact."""
         split_ok = self.split is None or not self.split["violations_against_split"]
+        exact_ok = self.exact is None or not self.exact["violations"]
         return (
-            self.violations == 0 and not self.report_problems and self.bit_exact_cpp is not False and split_ok
+            self.violations == 0
+            and not self.report_problems
+            and self.bit_exact_cpp is not False
+            and split_ok
+            and exact_ok
         )
 
     def summary_line(self) -> str:
@@ -101,6 +107,16 @@ class VerifyResult:
                 f"; split certificate over {sp['boxes']} sub-boxes: {sp['bound_after']:.4g} "
                 f"(single pass {sp['bound_before']:.4g})"
             )
+        if self.exact is not None:
+            ex = self.exact
+            up = ex["max_error_upper"]
+            text += (
+                f"; exact (MILP) max error in [{ex['max_error_lower']:.4g}, "
+                + (f"{up:.4g}]" if up is not None else "unbounded]")
+                + (" (optimal)" if ex["all_optimal"] else " (time limit)")
+            )
+            if ex["violations"]:
+                text += f" EXCEEDS THE CERTIFICATE ({ex['violations']} outputs/directions)"
         text += "".join(f"; REPORT INCONSISTENT: {p}" for p in self.report_problems)
         return text
 
@@ -125,6 +141,7 @@ class VerifyResult:
             "off_grid_samples": self.off_grid_samples,
             "report_problems": self.report_problems,
             "split": self.split,
+            "exact": self.exact,
             "passed": self.passed,
         }
 

@@ -29,6 +29,7 @@ def verify_directory(
     classify_samples: int | None = None,
     classify_search_iters: int | None = None,
     split_boxes: int = 0,
+    exact_time_limit: float | None = None,
 ) -> VerifyResult:
     """Verify the implementation in ``out_dir`` against the network its report names.
 
@@ -43,7 +44,9 @@ def verify_directory(
     :func:`~.original.verify_original_directory` with ``samples`` random + corner inputs (no search).
     ``split_boxes`` > 0 (refined-mode outputs): the certificate is re-derived on up to
     that many sub-boxes (:mod:`~.refined.split`) and reported beside the single-pass one (the
-    violation check keeps the certificate of report.json)."""
+    violation check keeps the certificate of report.json). ``exact_time_limit`` (seconds, None: off):
+    the true maximum error over the box by the MILP of :mod:`~.exact_milp` (ReLU networks), a
+    measurement reported beside the certificate; a best input above the certificate is a violation."""
     from .outdir import check_output_file, record_output_file
     from .pipeline import load_report
     from .progress import phase
@@ -56,6 +59,12 @@ def verify_directory(
     if seed < 0:
         raise UserError("--seed must be >= 0")
     report = load_report(out_dir)
+    if exact_time_limit is not None and (
+        report.get("task") == "classify" or report.get("mode") == "aster-original"
+    ):
+        raise UserError("--exact measures dense regression outputs (not classify or aster-original ones)")
+    if exact_time_limit is not None and exact_time_limit <= 0:
+        raise UserError("--exact-time-limit must be > 0 seconds")
     if report.get("task") == "classify":
         if split_boxes:
             raise UserError("--split-boxes is not implemented for --task classify outputs")
@@ -105,6 +114,13 @@ def verify_directory(
         res.bit_exact_cpp, res.cpp_samples = cpp_matches_simulator(program, out_dir, lo, hi, seed, progress)
     if split_boxes > 0:
         res.split = split_summary(report, program, layers, lo, hi, on_grid, split_boxes, res, progress)
+    if exact_time_limit is not None:
+        from .exact_milp import exact_max_error
+        from .progress import phase
+
+        with phase(progress, "verify --exact: MILP of the program and the real network"):
+            ex = exact_max_error(program, layers, lo, hi, on_grid, bound, exact_time_limit, progress)
+        res.exact = ex.to_json()
     record_output_file(out_dir, "verify.json", json.dumps(res.to_json(), indent=1))
     return res
 

@@ -514,12 +514,14 @@ def exact_max_error(
     time_limit: float = 600.0,
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
+    extra_starts: np.ndarray | None = None,
 ) -> ExactResult:
     """Solve the MILP for every output and direction within ``time_limit`` seconds in total (split
     evenly; time a solve leaves unused goes to the next) and re-evaluate each best input exactly.
     Each solve starts from the worst of ``START_SAMPLES`` random and corner inputs for its output
     and direction (completed to a full MILP point by fixing the input), so its best input is never
-    worse than that sample."""
+    worse than that sample. ``extra_starts`` [n, n_in] (inputs as reals, e.g. verify's worst ones)
+    join the samples (on the grid: rounded down to it)."""
     import highspy
 
     from .verify import _Evaluator
@@ -551,6 +553,12 @@ def exact_max_error(
     ev = _Evaluator(program, layers, on_grid)
     n_out = program.n_out
     pts = _candidates(np.asarray(lo, np.float64), np.asarray(hi, np.float64), on_grid, m.in_frac, seed)
+    if extra_starts is not None and len(extra_starts):
+        ex = np.clip(np.asarray(extra_starts, dtype=np.float64).reshape(-1, pts.shape[1]), lo, hi)
+        if on_grid:
+            glo, ghi = np.ceil(np.ldexp(lo, m.in_frac)), np.floor(np.ldexp(hi, m.in_frac))
+            ex = np.clip(np.floor(np.ldexp(ex, m.in_frac)), glo, ghi).astype(np.int64).astype(object)
+        pts = np.vstack([pts, ex])
     errs = ev.errors(pts)
     jobs = [(o, s) for o in range(n_out) for s in (1, -1)]
     solves: list[ExactSolve] = []

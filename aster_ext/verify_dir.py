@@ -119,7 +119,10 @@ def verify_directory(
         from .progress import phase
 
         with phase(progress, "verify --exact: MILP of the program and the real network"):
-            ex = exact_max_error(program, layers, lo, hi, on_grid, bound, exact_time_limit, progress)
+            worst = np.array([res.worst_input], dtype=np.float64) if res.worst_input else None
+            ex = exact_max_error(
+                program, layers, lo, hi, on_grid, bound, exact_time_limit, progress, seed, worst
+            )
         res.exact = ex.to_json()
     record_output_file(out_dir, "verify.json", json.dumps(res.to_json(), indent=1))
     return res

@@ -54,7 +54,7 @@ def _assert_bit_exact(prog, tmp_path, n=40, seed=0, **gen):
 
 
 @pytest.mark.slow
-@settings(max_examples=4, deadline=None, suppress_health_check=SUPPRESS)
+@settings(max_examples=3, deadline=None, suppress_health_check=SUPPRESS)
 @given(seed=st.integers(0, 2**31 - 1), quant=st.sampled_from(["TRN", "RND"]), small_ints=st.booleans())
 def test_zoo_2d_bit_exact(tmp_path_factory, seed, quant, small_ints):
     rng = np.random.default_rng(seed)
@@ -63,7 +63,7 @@ def test_zoo_2d_bit_exact(tmp_path_factory, seed, quant, small_ints):
 
 
 @pytest.mark.slow
-@settings(max_examples=3, deadline=None, suppress_health_check=SUPPRESS)
+@settings(max_examples=2, deadline=None, suppress_health_check=SUPPRESS)
 @given(seed=st.integers(0, 2**31 - 1), quant=st.sampled_from(["TRN", "RND"]), small_ints=st.booleans())
 def test_zoo_1d_bit_exact(tmp_path_factory, seed, quant, small_ints):
     rng = np.random.default_rng(seed)

@@ -24,8 +24,10 @@ with both networks written as mixed-integer linear constraints:
 No assignment is modelled as overflowing (the certificate proves that for every value it depends
 on). Each solver's best input is re-evaluated exactly (bit-exact simulator, exact rational real
 network, with wrap-around), so ``best_error`` is a true error of the program: a lower bound of the
-true maximum. ``dual_bound`` is the solver's bound on the MILP optimum (tolerances of a floating
-point solver apply), an upper bound of the true maximum when the solve ends optimal or with a gap.
+true maximum. ``dual_bound`` is the smaller of the difference-interval bound of the linking rows
+(interval arithmetic on P - N layer by layer: W·[d] + (W~ - W)·[a~] + Δb + roundings, ReLU
+differences between min(0, d) and max(0, d)) and the solver's bound on the MILP optimum (the
+tolerances of a floating-point solver apply): an upper bound of the true maximum.
 Partial sums that round and table/piecewise activations are not modelled (a one-line error).
 """
 
@@ -334,6 +336,7 @@ class ExactMilp:
     builder: _Builder
     x: VarVec  # input columns (real values; on the grid: the raw integers)
     x_raw: np.ndarray | None  # off the grid: the columns of the input's raw integers in in_t
+    out_diff: np.ndarray  # [2, n_out]: interval of P(x) - N(x) by difference intervals (a bound)
     y_prog: VarVec
     y_real: VarVec
     on_grid: bool
@@ -401,7 +404,9 @@ def build_milp(
         dlo, dhi = alo + orl[0], ahi + orl[1]
         a_real = z_act
         _link(b, a_prog, a_real, dlo, dhi)
-    return ExactMilp(b, x_in, None if on_grid else xq.raw_idx, a_prog, a_real, on_grid, f_in)
+    return ExactMilp(
+        b, x_in, None if on_grid else xq.raw_idx, np.stack([dlo, dhi]), a_prog, a_real, on_grid, f_in
+    )
 
 
 START_SAMPLES = 2000
@@ -587,6 +592,7 @@ def exact_max_error(
         info = h.getInfo()
         status = "optimal" if "optimal" in ms else "time_limit" if "time" in ms else ms
         dual = -float(info.mip_dual_bound) if info.mip_dual_bound not in (inf, -inf) else math.inf
+        dual = min(dual, float(m.out_diff[1, o] if s > 0 else -m.out_diff[0, o]))  # the rows' own bound
         if status == "optimal":
             dual = min(
                 dual, -float(info.objective_function_value) + 1e-9 * abs(info.objective_function_value)

@@ -135,6 +135,7 @@ def test_bridge_runs_the_standin_in_process(tmp_path: Path) -> None:
     assert (sig.name, sig.inputs, sig.output, sig.n_outputs) == ("nn1", [(16, 5), (16, 5)], (24, 8), 3)
 
 
+@pytest.mark.slow
 def test_unknown_reset_field_and_class_are_clear_errors(tmp_path: Path) -> None:
     home = _javac(tmp_path)
     driver = (

@@ -138,6 +138,7 @@ def cnn_dir(tmp_path: Path) -> Path:
 REGION_KEYS = ("label", "margin_lower_bound", "margin_error_bound", "certified", "reason")
 
 
+@pytest.mark.slow
 def test_tiny_cnn_quantize_and_verify(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     model = cnn_dir / "tiny_cnn.onnx"
@@ -186,6 +187,7 @@ def test_tiny_cnn_quantize_and_verify(cnn_dir: Path, tmp_path: Path, capsys) -> 
     assert "verify.json" in json.loads((out / MARKER).read_text())["files"]
 
 
+@pytest.mark.slow
 def test_program_json_round_trip(cnn_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     model = cnn_dir / "tiny_cnn.onnx"
@@ -233,6 +235,7 @@ def test_program_json_rejects_mismatch() -> None:
         graph_program_from_json({"layers": []}, net)
 
 
+@pytest.mark.slow
 def test_dense_classifier_goes_through_graph_path(tmp_path: Path) -> None:
     model = tiny_mlp(tmp_path / "mlp.onnx")
     write_spec(model, radius=0.02, n=2, whole_box_region=False)
@@ -311,6 +314,7 @@ def test_no_provable_region_exits_2(tmp_path: Path, capsys) -> None:
     assert _run(["verify", out, "--samples", "60", "--search-iters", "3", "--no-cpp", "--quiet"]) == 0
 
 
+@pytest.mark.slow
 def test_error_target_on_top_of_margins(cnn_dir: Path, tmp_path: Path) -> None:
     model = cnn_dir / "tiny_cnn.onnx"
     assert _run(["quantize", model, "--out", tmp_path / "a", "--quiet"]) == 0
@@ -322,6 +326,7 @@ def test_error_target_on_top_of_margins(cnn_dir: Path, tmp_path: Path) -> None:
     assert [e["certified"] for e in rb["regions"]] == [e["certified"] for e in ra["regions"]]
 
 
+@pytest.mark.slow
 def test_output_folder_rules(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     model = cnn_dir / "tiny_cnn.onnx"
     mine = tmp_path / "mine"
@@ -393,6 +398,7 @@ def _claims_for(net, regions):
 @pytest.mark.parametrize(
     "seed", [0, 2, *(pytest.param(s, marks=pytest.mark.slow) for s in (1, 3, 4, 5, 6, 7))]
 )
+@pytest.mark.slow
 def test_random_cnns_no_violation_under_search(seed: int) -> None:
     """Random small CNNs (max/avg pool, residual adds), regions around confident points with
     random radii: the samples, corners, gradient search and local search find no input where the
@@ -435,6 +441,7 @@ def _exact_mlp_logits(net, x: np.ndarray) -> list[list[Fraction]]:
     return out
 
 
+@pytest.mark.slow
 def test_exact_cross_check_of_worst_margin_drops(tmp_path: Path) -> None:
     """On a small MLP: at the inputs of largest observed margin drop, the drop computed exactly
     (rational real network, program raw integers) stays below the certified bound."""
@@ -464,6 +471,7 @@ def test_exact_cross_check_of_worst_margin_drops(tmp_path: Path) -> None:
                 assert real[p][lab] - real[p][k] >= Fraction(e["margin_lower_bounds"][k])
 
 
+@pytest.mark.slow
 def test_scaled_down_certificate_is_detected(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     """A report.json whose margin error bounds (and logit error intervals) were scaled down is
     reported as inconsistent with program.json (exit 1); the execution checks alone also catch it."""
@@ -490,6 +498,7 @@ def test_scaled_down_certificate_is_detected(cnn_dir: Path, tmp_path: Path, caps
     assert _run(["verify", out, "--samples", "30", "--search-iters", "2", "--no-cpp", "--quiet"]) == 0
 
 
+@pytest.mark.slow
 def test_certified_flag_without_support_is_detected(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     assert _run(["quantize", cnn_dir / "tiny_cnn.onnx", "--out", out, "--quiet"]) == 0
@@ -503,6 +512,7 @@ def test_certified_flag_without_support_is_detected(cnn_dir: Path, tmp_path: Pat
     assert "marked certified" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_edited_program_is_detected(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     assert _run(["quantize", cnn_dir / "tiny_cnn.onnx", "--out", out, "--quiet"]) == 0
@@ -515,6 +525,7 @@ def test_edited_program_is_detected(cnn_dir: Path, tmp_path: Path, capsys) -> No
     assert "not the program its own formats define at fc" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_swappable_evaluator(cnn_dir: Path, tmp_path: Path) -> None:
     """verify takes any logits_of: a wrong implementation (logits shifted) is caught."""
     from aster_ext.classify_verify import verify_classify_directory
@@ -559,6 +570,7 @@ def test_convnet_maxpool_end_to_end(shared_dir: Path, tmp_path: Path, capsys) ->
     assert v["violations"] == 0 and all(reg["label_agreement"] is not None for reg in v["regions"])
 
 
+@pytest.mark.slow
 def test_compiled_evaluator_hook(cnn_dir: Path, tmp_path: Path) -> None:
     """The hook for compiled C++: its logits are tested against the certificate and compared bit
     for bit with the simulator on >= 200 inputs per region (a one-ulp difference is caught)."""
@@ -583,6 +595,7 @@ def test_compiled_evaluator_hook(cnn_dir: Path, tmp_path: Path) -> None:
     assert res.bit_exact_cpp is False and not res.passed
 
 
+@pytest.mark.slow
 def test_verify_no_cpp_checks_the_simulator(cnn_dir: Path, tmp_path: Path) -> None:
     """--no-cpp: nothing is compiled, the simulator is the program under test, bit_exact_cpp null;
     a deleted .cpp that report.json names is a one-line error, not a silent simulator run."""

@@ -176,6 +176,7 @@ def test_store_refuses_a_different_verify_budget(tmp_path: Path) -> None:
 # -- running --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sweep_writes_one_row_per_cell_and_rerun_skips(tmp_path: Path, shared_dir: Path) -> None:
     (model,) = _copy_models(shared_dir, tmp_path, ("SmallNN",))
     grid = load_grid(_write_grid(tmp_path / "g.toml", [str(model)], SMALL_BODY))

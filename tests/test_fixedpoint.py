@@ -175,10 +175,12 @@ def test_convert_matches_ap_fixed_object(ap_results: tuple[list, list]) -> None:
     _check_conv(ap_results[0], object)
 
 
+@pytest.mark.slow
 def test_convert_matches_ap_fixed_int64(ap_results: tuple[list, list]) -> None:
     _check_conv(ap_results[0], np.int64)
 
 
+@pytest.mark.slow
 def test_quantize_reals_matches_ap_fixed_double_ctor(ap_results: tuple[list, list]) -> None:
     bad = []
     for ((w, i), q, o), v, expect in ap_results[1]:
@@ -188,6 +190,7 @@ def test_quantize_reals_matches_ap_fixed_double_ctor(ap_results: tuple[list, lis
     assert not bad, f"{len(bad)} mismatches, e.g.\n" + "\n".join(bad[:10])
 
 
+@pytest.mark.slow
 def test_enough_cases_cover_modes(ap_results: tuple[list, list]) -> None:
     conv_rows = ap_results[0]
     widths = {c[1][0] for c, _, _ in conv_rows} | {c[0][0] for c, _, _ in conv_rows}

@@ -218,6 +218,7 @@ def _saturated_sigmoid_net(rng: np.random.Generator, depth: int, width: int) -> 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), act=st.sampled_from(["sigmoid", "tanh"]))
+@pytest.mark.slow
 def test_capped_forms_sound_on_saturated_deep_nets(seed: int, act: str) -> None:
     """Programs at low precision (coarse tables, large errors) on deep saturating nets: the cap
     fires; observed (exact reference) <= certified for the forms and interval certifiers."""

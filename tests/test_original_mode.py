@@ -293,6 +293,7 @@ def test_two_runs_in_one_process_do_not_leak_state(standin_home: Path, tmp_path:
     assert claims[1] == [pytest.approx(0.9e-3), pytest.approx(1.8e-3)]
 
 
+@pytest.mark.slow
 def test_adapter_runs_the_original_calling_convention(tmp_path: Path) -> None:
     """Inputs are converted to their ap_fixed type as a test bench would (truncation, wrap-around),
     fmax(0, v) is the exact maximum, outputs come back as raw integers of the output format."""

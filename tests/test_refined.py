@@ -191,6 +191,7 @@ def test_symbolic_tighter_on_benchmark(shared_dir: Path) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), n_layers=st.integers(2, 4), on_grid=st.booleans())
+@pytest.mark.slow
 def test_certify_forms_sound_random_programs(seed: int, n_layers: int, on_grid: bool) -> None:
     rng = np.random.default_rng(seed)
     widths = list(rng.integers(1, 9, n_layers + 1))
@@ -218,6 +219,7 @@ def test_certify_forms_sound_random_programs(seed: int, n_layers: int, on_grid: 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1))
+@pytest.mark.slow
 def test_built_programs_certified_and_sound(seed: int) -> None:
     """Programs of the refined shape (per-neuron F, guard bits, minimal integer bits): no overflow
     in simulation of attacked inputs and errors within the bound."""
@@ -326,6 +328,7 @@ def test_folded_bias_and_forced_unstable_sound(seed: int, fold: bool, stable: bo
     assert check_run(program, layers, lo, hi, False, run) == []
 
 
+@pytest.mark.slow
 def test_bias_folding_centres_the_rounding(shared_dir: Path) -> None:
     """With folding Δb_j - ½κu_j lies within ½u_j of 0 (so the rounding mean -½κu_j is cancelled),
     and the ILP buys no more bits than without it."""

@@ -138,6 +138,7 @@ def test_violations_count_distinct_inputs_and_ratio_is_certified_over_observed()
     assert "ratio certified/observed" in ok.summary_line()
 
 
+@pytest.mark.slow
 def test_infinite_independent_certificate_is_explained(tmp_path: Path) -> None:
     """Measured: report.md printed 'Independent interval certificate: inf' unexplained."""
     out = tmp_path / "out"

@@ -129,6 +129,7 @@ def test_dtype_follows_the_widest_intermediate_not_the_formats() -> None:
 @settings(
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
 )
+@pytest.mark.slow
 def test_int128_and_object_paths_identical(args: dict) -> None:
     """Wide exact products (up to ~116 bits, left and right shifts, both modes) in 60-bit limbs."""
     rng = np.random.default_rng(args["seed"])

@@ -29,6 +29,9 @@ true maximum. ``dual_bound`` is the smaller of the difference-interval bound of 
 differences between min(0, d) and max(0, d)) and the solver's bound on the MILP optimum (the
 tolerances of a floating-point solver apply): an upper bound of the true maximum.
 Partial sums that round and table/piecewise activations are not modelled (a one-line error).
+HiGHS 1.16 has been seen to declare such models infeasible although every input of the box
+satisfies them (numerics of the wide integer raws beside 2^-20 steps); such a solve is reported as
+``solver_failed`` and only the difference-interval bound is kept for it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .certify import Certificate
 from .errors import UserError
 from .ilp import new_highs
 from .ir import DenseLayer
@@ -344,9 +348,18 @@ class ExactMilp:
 
 
 def build_milp(
-    program: FixedProgram, layers: list[DenseLayer], lo: np.ndarray, hi: np.ndarray, on_grid: bool
+    program: FixedProgram,
+    layers: list[DenseLayer],
+    lo: np.ndarray,
+    hi: np.ndarray,
+    on_grid: bool,
+    analysis: Certificate | None = None,
 ) -> ExactMilp:
-    """Both networks over the box as one MILP (module docstring)."""
+    """Both networks over the box as one MILP (module docstring). ``analysis`` (the refined
+    certificate of this program and box): its real pre-activation ranges tighten the real network's
+    ReLU big-M and its per-neuron error enclosures of every layer output tighten the linking rows
+    (bounds from our own analysis, as big-M bounds of a MILP usually are; the best input is still
+    re-evaluated exactly, so an unsound enclosure could hide a larger error but never report one)."""
     if len(layers) != len(program.layers):
         raise UserError("verify --exact: the program and the network have different numbers of layers")
     b = _Builder()
@@ -370,9 +383,12 @@ def build_milp(
     dlo, dhi = (
         (np.zeros(n), np.zeros(n)) if on_grid else tuple(_rounding_interval(np.full(n, 2.0**-f_in), quant))
     )
-    for lp, layer in zip(program.layers, layers, strict=True):
+    for li, (lp, layer) in enumerate(zip(program.layers, layers, strict=True)):
         t, w_prog, rnd = _program_layer(b, lp, a_prog, frac, quant)
         z = _materialise(b, _affine(a_real, np.asarray(layer.weight, dtype=np.float64), layer.bias))
+        if analysis is not None:
+            pre = analysis.ranges[li].pre
+            b.tighten(z, pre.lo, pre.hi)
         # t - z = W·(a~ - a) + (W~ - W)·a~ + (b~ - b) + roundings
         w_real = np.asarray(layer.weight, dtype=np.float64)
         l1, h1 = _interval_matvec(w_real, dlo, dhi)
@@ -402,6 +418,8 @@ def build_milp(
             np.where(lp.bsum_t.frac > lp.out_t.frac, np.ldexp(1.0, -lp.out_t.frac), 0.0), quant
         )
         dlo, dhi = alo + orl[0], ahi + orl[1]
+        if analysis is not None:
+            dlo, dhi = np.maximum(dlo, analysis.errors[li].lo), np.minimum(dhi, analysis.errors[li].hi)
         a_real = z_act
         _link(b, a_prog, a_real, dlo, dhi)
     return ExactMilp(
@@ -520,6 +538,7 @@ def exact_max_error(
     progress: Callable[[str], None] | None = None,
     seed: int = 0,
     extra_starts: np.ndarray | None = None,
+    analysis: Certificate | None = None,
 ) -> ExactResult:
     """Solve the MILP for every output and direction within ``time_limit`` seconds in total (split
     evenly; time a solve leaves unused goes to the next) and re-evaluate each best input exactly.
@@ -532,7 +551,7 @@ def exact_max_error(
     from .verify import _Evaluator
 
     t0 = time.perf_counter()
-    m = build_milp(program, layers, np.asarray(lo, np.float64), np.asarray(hi, np.float64), on_grid)
+    m = build_milp(program, layers, np.asarray(lo, np.float64), np.asarray(hi, np.float64), on_grid, analysis)
     b = m.builder
     clo, chi = b.bounds()
     integer = np.concatenate(b.col_int)
@@ -592,6 +611,8 @@ def exact_max_error(
         info = h.getInfo()
         status = "optimal" if "optimal" in ms else "time_limit" if "time" in ms else ms
         dual = -float(info.mip_dual_bound) if info.mip_dual_bound not in (inf, -inf) else math.inf
+        if "infeasible" in ms:  # the model holds every input of the box (its start, for one): a
+            status, dual = "solver_failed (claimed infeasible)", math.inf  # numerical failure of HiGHS
         dual = min(dual, float(m.out_diff[1, o] if s > 0 else -m.out_diff[0, o]))  # the rows' own bound
         if status == "optimal":
             dual = min(

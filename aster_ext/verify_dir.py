@@ -120,8 +120,13 @@ def verify_directory(
 
         with phase(progress, "verify --exact: MILP of the program and the real network"):
             worst = np.array([res.worst_input], dtype=np.float64) if res.worst_input else None
+            analysis = None
+            if report.get("mode") == "refined":  # its own per-neuron enclosures tighten the MILP
+                from .refined.error_forms import certify_forms
+
+                analysis = certify_forms(program, layers, lo, hi, on_grid)
             ex = exact_max_error(
-                program, layers, lo, hi, on_grid, bound, exact_time_limit, progress, seed, worst
+                program, layers, lo, hi, on_grid, bound, exact_time_limit, progress, seed, worst, analysis
             )
         res.exact = ex.to_json()
     record_output_file(out_dir, "verify.json", json.dumps(res.to_json(), indent=1))

@@ -11,7 +11,9 @@ The true maximum error lies in [``milp_lower``, ``milp_upper``]: ``milp_lower`` 
 program really makes (its input re-evaluated exactly), ``milp_upper`` the solver's bound (inf when
 a solve found none). ``tightness`` = certified / true maximum lies in [``tight_lo`` =
 certified / milp_upper, ``tight_hi`` = certified / milp_lower]; both are equal when every solve
-ended ``optimal``. ``tight_obs`` = certified / observed, the sampling estimate used elsewhere.
+ended ``optimal``. ``failed`` = solves where HiGHS failed numerically (see aster_ext/exact_milp.py;
+their upper end is the difference-interval bound). ``tight_obs`` = certified / observed, the
+sampling estimate used elsewhere.
 Times: wall clock on a shared 2-core machine (noisy). Writes results/exact_tightness.md and .csv.
 """
 
@@ -32,8 +34,8 @@ from aster_ext.verify import VerifyBudget, verify_program
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "benchmarks"
 FIELDS = ["network", "setting", "eps", "n_in", "n_out", "neurons", "certified", "observed", "milp_lower",
-          "milp_upper", "optimal", "tight_lo", "tight_hi", "tight_obs", "integer_cols", "quantize_s",
-          "milp_s"]  # fmt: skip
+          "milp_upper", "optimal", "failed", "tight_lo", "tight_hi", "tight_obs", "integer_cols",
+          "quantize_s", "milp_s"]  # fmt: skip
 
 
 def run_net(name: str, eps: float, setting: str, milp_s: float) -> dict:
@@ -47,7 +49,8 @@ def run_net(name: str, eps: float, setting: str, milp_s: float) -> dict:
     budget = VerifyBudget(samples=2000, search_iters=30)
     ver = verify_program(r.program, r.layers, lo, hi, cert, on_grid, budget)
     worst = np.array([ver.worst_input], dtype=np.float64)
-    ex = exact_max_error(r.program, r.layers, lo, hi, on_grid, cert, time_limit=milp_s, extra_starts=worst)
+    ex = exact_max_error(r.program, r.layers, lo, hi, on_grid, cert, time_limit=milp_s, extra_starts=worst,
+                         analysis=r.certificate)  # fmt: skip
     c, low, up = float(cert.max()), ex.lower, ex.upper
     if ver.violations or ex.to_json()["violations"]:
         raise SystemExit(f"{name}: an input exceeds the certificate (unsound)")
@@ -57,6 +60,7 @@ def run_net(name: str, eps: float, setting: str, milp_s: float) -> dict:
         "certified": f"{c:.4g}", "observed": f"{ver.max_observed_error:.4g}", "milp_lower": f"{low:.4g}",
         "milp_upper": f"{up:.4g}" if math.isfinite(up) else "inf",
         "optimal": int(all(s.status == "optimal" for s in ex.solves)),
+        "failed": sum(s.status.startswith("solver_failed") for s in ex.solves),
         "tight_lo": f"{c / up:.3g}" if math.isfinite(up) and up > 0 else "0",
         "tight_hi": f"{c / low:.3g}" if low > 0 else "inf",
         "tight_obs": f"{c / ver.max_observed_error:.3g}" if ver.max_observed_error > 0 else "inf",

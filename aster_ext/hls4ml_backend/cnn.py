@@ -756,9 +756,10 @@ def choose_types(
     max_evaluations: int = 600,
 ) -> CnnSearchResult:
     """Smallest uniform F certifying ε on every region (no overflow, logits' error <= ε), then from
-    F + ``headroom``, coordinate descent: each variable (most expensive layer first) lowered while
-    the program still certifies and gets no dearer, by galloping steps (4, doubled when taken,
-    halved when not). Every candidate is certified in full."""
+    F + ``headroom``, coordinate descent: each variable (input first, then layer by layer) lowered
+    while the program still certifies and gets no dearer, by galloping steps (4, doubled when
+    taken, halved when not), at most 3 passes; the cheaper of that and uniform F is returned.
+    Every candidate is certified in full."""
     evals = 0
 
     def run(f_in: int, fr: list[StageFracs]) -> tuple[CnnProgram, CnnCertificate, int]:
@@ -781,6 +782,7 @@ def choose_types(
             hi = mid
         else:
             lo = mid
+    best_uniform = (hi, uniform_fracs(s, hi), *run(hi, uniform_fracs(s, hi)))
     f_in = min(hi + headroom, F_MAX)
     fracs = uniform_fracs(s, f_in)
     prog, cert, cost = run(f_in, fracs)
@@ -812,4 +814,6 @@ def choose_types(
                     step //= 2
         if not moved:
             break
+    if best_uniform[4] < cost:  # the descent from F + headroom may stop above uniform F
+        f_in, fracs, prog, cert, cost = best_uniform
     return CnnSearchResult(prog, cert, f_in, fracs, cost, evals)

@@ -122,10 +122,23 @@ def cnn_config(model: Any, program: CnnProgram, strategy: str, reuse: int) -> di
 def read_back(hls_model: Any, program: CnnProgram) -> CnnProgram:
     """Our program with the types hls4ml's model holds; refuses any layer kind or weight that
     differs from the analysed program (so the certificate is about what hls4ml built)."""
-    layers = [ly for ly in hls_model.get_layers() if ly.class_name not in ("Reshape", "Transpose")]
-    if layers[0].class_name != "Input":
-        raise UserError(f"hls4ml model starts with {layers[0].class_name}, expected Input")
-    input_t = HlsType.of_precision(layers[0].get_output_variable().type.precision)
+    all_layers = list(hls_model.get_layers())
+    if all_layers[0].class_name != "Input":
+        raise UserError(f"hls4ml model starts with {all_layers[0].class_name}, expected Input")
+    input_t = HlsType.of_precision(all_layers[0].get_output_variable().type.precision)
+    n_chan = int(program.input_perm.size) != 0 and not np.array_equal(
+        program.input_perm, np.arange(program.input_perm.size)
+    )
+    has_tr = len(all_layers) > 1 and all_layers[1].class_name == "Transpose"
+    if n_chan != has_tr:
+        raise UserError("hls4ml's input layout differs from the analysis (input Transpose layer)")
+    if has_tr:  # CHW -> HWC permutation of the input values; it must not cast them
+        t_tr = HlsType.of_precision(all_layers[1].get_output_variable().type.precision)
+        if t_tr != input_t or list(all_layers[1].get_attr("perm")) != [1, 2, 0]:
+            raise UserError("hls4ml's input Transpose is not the plain CHW -> HWC permutation")
+    if any(ly.class_name == "Transpose" for ly in all_layers[2:]):
+        raise UserError("hls4ml built a Transpose layer inside the network; not modelled")
+    layers = [ly for ly in all_layers if ly.class_name not in ("Reshape", "Transpose")]
     if len(layers) - 1 != len(program.stages):
         raise UserError(
             f"hls4ml built {[ly.class_name for ly in layers]}, the analysis has {len(program.stages)} stages"

@@ -97,8 +97,10 @@ def region_inputs(regions: list[C.RegionRanges], n_random: int, n_corner: int, s
 
 
 def predict(hls_model: Any, program: C.CnnProgram, x: np.ndarray) -> np.ndarray:
-    """hls_model.predict on network-order inputs (hls4ml reads channels-last)."""
-    return P.predict(hls_model, np.atleast_2d(x)[:, program.input_perm])
+    """hls_model.predict on network-order (CHW) inputs: with more than one input channel hls4ml
+    keeps qonnx's input Transpose as its first layer (checked by :func:`.cnn_project.read_back`),
+    with one channel CHW and HWC orders coincide."""
+    return P.predict(hls_model, np.atleast_2d(x))
 
 
 def quantize_hls4ml_cnn(
@@ -371,7 +373,7 @@ def verify_cnn_dir(
         labels += [np.full(len(per) + len(adv), k)]
     x = np.concatenate(xs)
     reg = np.concatenate(labels)
-    y_lib = lib(x[:, program.input_perm], n_out)
+    y_lib = lib(x, n_out)
     mism = int(np.sum(np.any(y_lib != C.simulate(program, x), axis=1)))
     ref = C.real_forward(s, x)
     err = np.abs(y_lib - ref)

@@ -313,7 +313,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             raise UserError("--backend hls4ml certifies the spec's regions; --regions-data, --radius and "
                             "--ilp-rounds do not apply")  # fmt: skip
         if args.error is None:
-            raise UserError("--backend hls4ml needs --error EPS (the certified logit error on every region)")
+            raise UserError("--backend hls4ml on a classifier needs --error EPS (the certified logit "
+                            "error on every region); margin-driven --task classify is the default "
+                            "backend's")  # fmt: skip
         from .hls4ml_backend.run import cmd_quantize_hls4ml
 
         return cmd_quantize_hls4ml(args, _progress(args.quiet))

@@ -51,6 +51,7 @@ whole box when m_k + E_lo_l - E_hi_k > 0 for every k != l.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -753,12 +754,12 @@ def choose_types(
     eps: float,
     quant: str = "TRN",
     headroom: int = 2,
-    max_evaluations: int = 600,
+    max_evaluations: int = 800,
 ) -> CnnSearchResult:
     """Smallest uniform F certifying ε on every region (no overflow, logits' error <= ε), then from
-    F + ``headroom``, coordinate descent: each variable (input first, then layer by layer) lowered
-    while the program still certifies and gets no dearer, by galloping steps (4, doubled when
-    taken, halved when not), at most 3 passes; the cheaper of that and uniform F is returned.
+    F + ``headroom``, a lazy greedy: repeatedly the single-variable decrement with the best cost
+    saving per unit of bound increase among those that still certify (galloping steps: 4 at
+    first, doubled when taken, halved when not); the cheaper of that and uniform F is returned.
     Every candidate is certified in full."""
     evals = 0
 
@@ -791,29 +792,44 @@ def choose_types(
         for name in ("weight", "accum", "result"):
             if getattr(fr, name) is not None:
                 variables.append((li, name))
-    for _ in range(3):
-        moved = False
-        for li, name in variables:
-            step = 4
-            while step >= 1 and evals < max_evaluations:
-                cur = f_in if li < 0 else getattr(fracs[li], name)
-                new = max(cur - step, F_MIN)
-                if new >= cur:
-                    break
-                if li < 0:
-                    cand_in, cand = new, fracs
-                else:
-                    cand_in, cand = f_in, list(fracs)
-                    cand[li] = replace(fracs[li], **{name: new})
-                p2, c2, cost2 = run(cand_in, cand)
-                if good(c2) and cost2 <= cost:
-                    f_in, fracs, prog, cert, cost = cand_in, cand, p2, c2, cost2
-                    moved = True
-                    step *= 2
-                else:
-                    step //= 2
-        if not moved:
-            break
+
+    def decrement(var: tuple[int, str], step: int) -> tuple[int, list[StageFracs]] | None:
+        li, name = var
+        cur = f_in if li < 0 else getattr(fracs[li], name)
+        new = max(cur - step, F_MIN)
+        if new >= cur:
+            return None
+        if li < 0:
+            return new, fracs
+        cand = list(fracs)
+        cand[li] = replace(fracs[li], **{name: new})
+        return f_in, cand
+
+    # lazy greedy on the gain Δcost / Δbound (the cheap conv must not spend the error budget the
+    # dear dense layer needs): stale gains in a heap, the top one re-evaluated and taken if its
+    # fresh gain still beats the next stale one; galloping steps (doubled when taken, halved when
+    # not; a failed 1-bit step drops the variable)
+    heap: list[tuple[float, int, tuple[int, str], int]] = [
+        (-math.inf, k, v, 4) for k, v in enumerate(variables)
+    ]
+    heapq.heapify(heap)
+    while heap and evals < max_evaluations:
+        neg, k, var, step = heapq.heappop(heap)
+        cand = decrement(var, step)
+        if cand is None:
+            continue
+        p2, c2, cost2 = run(*cand)
+        if not good(c2) or cost2 > cost:
+            if step > 1:
+                heapq.heappush(heap, (neg, k, var, step // 2))
+            continue
+        gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
+        if heap and gain < -heap[0][0]:
+            heapq.heappush(heap, (-gain, k, var, max(1, step // 2)))
+            continue
+        f_in, fracs = cand
+        prog, cert, cost = p2, c2, cost2
+        heapq.heappush(heap, (-gain, k, var, step * 2))
     if best_uniform[4] < cost:  # the descent from F + headroom may stop above uniform F
         f_in, fracs, prog, cert, cost = best_uniform
     return CnnSearchResult(prog, cert, f_in, fracs, cost, evals)

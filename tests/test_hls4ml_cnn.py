@@ -257,7 +257,9 @@ def test_unsupported_layers_are_refused_in_one_line(tmp_path, extra, words):
             m.graph.node.extend([g2, helper.make_node("Add", ["y1", "y2"], ["y"])])
         else:
             pool = m.graph.node[2]
-            pool.attribute.extend([helper.make_attribute("pads", [1, 1, 1, 1])])
+            for a in pool.attribute:
+                if a.name == "pads":
+                    a.CopyFrom(helper.make_attribute("pads", [1, 1, 1, 1]))
             # the padded pool's output is larger: 7x7 conv output 6x6 -> (6+2-2)/2+1 = 4
             w1 = numpy_helper.to_array(m.graph.initializer[2])
             new = np.zeros((w1.shape[0], 3 * 16), dtype=np.float32)

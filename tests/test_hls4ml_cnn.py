@@ -368,3 +368,21 @@ def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir):
     v = json.loads((out / "verify.json").read_text())
     assert v["bit_exact"] and v["violations"] == 0 and v["label_violations"] == 0
     assert 0 < v["max_observed_error"] <= report["certified_error"]
+
+
+def test_cnn_options_not_modelled_are_refused(tmp_path):
+    """io_stream / Resource are not modelled for CNNs: one line (exit 2 at the CLI), no output."""
+    from aster_ext.errors import UserError
+    from aster_ext.hls4ml_backend import Hls4mlOptions, quantize_hls4ml
+
+    path = cnn_onnx(tmp_path / "n.onnx", 0)
+    with pytest.raises(UserError, match="io_parallel"):
+        quantize_hls4ml(path, Hls4mlOptions(error=0.1, strategy="Resource"), tmp_path / "out")
+    res = subprocess.run(
+        [sys.executable, "-m", "aster_ext.cli", "quantize", str(path), "--backend", "hls4ml",
+         "--error", "0.1", "--out", str(tmp_path / "out"), "--io-type", "io_stream"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 2 and "io_parallel" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

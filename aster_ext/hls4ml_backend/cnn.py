@@ -537,6 +537,8 @@ class CnnWalker:
             c_lo, c_hi = _cast_if(st.accum_t, self.cur_t.frac, w.shape[0])
             err = _iv(down(el.min(axis=1) + c_lo), up(eh.max(axis=1) + c_hi))
             reach = _iv(down(out.lo + err.lo), up(out.hi + err.hi))
+            if not self.cur_t.signed:  # the max of ufixed values (and its cast) is >= 0
+                reach = _iv(np.maximum(reach.lo, 0.0), reach.hi)
             return err, reach
         n = st.size
         q_lo, q_hi = _cast_if(st.accum_t, self.cur_t.frac, 1)
@@ -546,11 +548,15 @@ class CnnWalker:
         s_hi = up(es.hi[0] + n * q_hi[0])
         rs = matvec(ones, None, _iv(self.r.lo[w].T, self.r.hi[w].T))  # real sum range
         y_lo, y_hi = down(rs.lo[0] + s_lo), up(rs.hi[0] + s_hi)  # implemented sum
+        if not self.cur_t.signed:  # a sum of ufixed values (each cast keeps it >= 0) is >= 0
+            y_lo = np.maximum(y_lo, 0.0)
         u = st.accum_t.ulp
         d_lo = np.where(y_lo >= 0, -u, np.where(y_hi <= 0, 0.0, -u))
         d_hi = np.where(y_lo >= 0, 0.0, u)
         err = _iv(down(down(s_lo / n) + d_lo), up(up(s_hi / n) + d_hi))
         reach = _iv(down(out.lo + err.lo), up(out.hi + err.hi))
+        if not self.cur_t.signed:
+            reach = _iv(np.maximum(reach.lo, 0.0), reach.hi)
         self._avg_sum = (y_lo, y_hi)
         return err, reach
 
@@ -572,7 +578,10 @@ class CnnWalker:
                     self.over.append(f"{st.name}: an average-pool partial sum may saturate {acc_t}")
         c_lo, c_hi = _cast_if(st.result_t, acc_t.frac, err.lo.size)
         self.e = err.add(_iv(c_lo, c_hi))
-        if not _fits(st.result_t, down(reach.lo + c_lo), up(reach.hi + c_hi)):
+        r_lo = down(reach.lo + c_lo)
+        if not self.cur_t.signed:  # casting a value >= 0 keeps it >= 0
+            r_lo = np.maximum(r_lo, 0.0)
+        if not _fits(st.result_t, r_lo, up(reach.hi + c_hi)):
             self.over.append(f"{st.name}: result range exceeds {st.result_t.to_string()}")
         self.r = self.rr.ranges[st.node]
         self.cur_t = st.result_t
@@ -624,6 +633,14 @@ def _fit(frac: int, quant: str, lo: float, hi: float) -> HlsType:
     return HlsType(i + frac, i, True, quant, "WRAP")
 
 
+def _fit_unsigned(frac: int, quant: str, hi: float) -> HlsType:
+    """The narrowest ufixed<I+frac, I> holding [0, hi] (for values that cannot be negative)."""
+    i = max(1 - frac, math.ceil(math.log2(max(hi, 2.0**-frac))))
+    while hi > 2.0**i - 2.0**-frac:
+        i += 1
+    return HlsType(i + frac, i, False, quant, "WRAP")
+
+
 def _wide(frac: int, quant: str) -> HlsType:
     return HlsType(frac + 80, 80, True, quant, "WRAP")
 
@@ -634,12 +651,16 @@ def build_program(
     input_frac: int,
     fracs: list[StageFracs],
     quant: str = "TRN",
+    unsigned: bool = True,
 ) -> tuple[CnnProgram, CnnCertificate]:
     """The program whose integer bits fit every region's certified reachable ranges, certified.
 
     Stage by stage: the stage is built with 80 integer bits, every region's walker gives its
     reachable range, the integer bits are fitted to their union (same fractional bits, so the
-    error intervals do not change), and the walkers advance with the fitted stage."""
+    error intervals do not change), and the walkers advance with the fitted stage. With
+    ``unsigned``, ReLU results and pooling types whose reachable range is >= 0 are ``ufixed``
+    (one bit less for the same range; ReLU outputs are never negative, and truncating or
+    rounding a nonnegative value keeps it nonnegative)."""
     e0 = 2.0**-input_frac
     lo0 = min(float(np.min(r.lower)) for r in regions) - e0
     hi0 = max(float(np.max(r.upper)) for r in regions) + e0
@@ -675,7 +696,9 @@ def build_program(
         elif ly.kind == "relu":
             assert fr.result is not None
             top = max(float(np.max(np.maximum(w.r.hi + w.e.hi, 0.0))) for w in walkers)
-            st = ReluStage(ly.node, ly.node, _fit(fr.result, quant, 0.0, top + 2.0**-fr.result))
+            hi_r = top + 2.0**-fr.result
+            r_t = _fit_unsigned(fr.result, quant, hi_r) if unsigned else _fit(fr.result, quant, 0.0, hi_r)
+            st = ReluStage(ly.node, ly.node, r_t)
             for w in walkers:
                 w.relu(st)
         else:
@@ -690,9 +713,13 @@ def build_program(
             if kind == "avg":
                 lo = min(lo, min(float(w._avg_sum[0].min()) for w in walkers))
                 hi = max(hi, max(float(w._avg_sum[1].max()) for w in walkers))
-            st.accum_t = _fit(fr.accum, quant, lo, hi)
             u = 2.0**-fr.result
-            st.result_t = _fit(fr.result, quant, lo - u, hi + u)
+            if unsigned and lo >= 0:
+                st.accum_t = _fit_unsigned(fr.accum, quant, hi)
+                st.result_t = _fit_unsigned(fr.result, quant, hi + u)
+            else:
+                st.accum_t = _fit(fr.accum, quant, lo, hi)
+                st.result_t = _fit(fr.result, quant, lo - u, hi + u)
             for w in walkers:
                 w.pool(st)
         stages.append(st)

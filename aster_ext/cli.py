@@ -322,6 +322,17 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     explicit = args.input_lower is not None or args.input_upper is not None
     task = decide_task(args.task, args.model, args.spec, explicit, args.regions_data)
+    if task == "classify" and args.backend == "hls4ml":  # CNN/classifier: the spec's regions
+        if args.regions_data is not None or args.radius is not None or args.ilp_rounds is not None:
+            raise UserError("--backend hls4ml certifies the spec's regions; --regions-data, --radius and "
+                            "--ilp-rounds do not apply")  # fmt: skip
+        if args.error is None:
+            raise UserError("--backend hls4ml on a classifier needs --error EPS (the certified logit "
+                            "error on every region); margin-driven --task classify is the default "
+                            "backend's")  # fmt: skip
+        from .hls4ml_backend.run import cmd_quantize_hls4ml
+
+        return cmd_quantize_hls4ml(args, _progress(args.quiet))
     if task == "classify":
         return cmd_quantize_classify(args)
     if args.regions_data is not None or args.radius is not None:

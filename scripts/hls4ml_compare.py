@@ -278,6 +278,10 @@ def write_md(rows: list[dict[str, str]]) -> None:
             f"{r['ratio_vs_auto']} | {r['ours_eps0_cost']} | {r['ours_certify_s']} | {r['hls_backend_s']} | "
             f"{r.get('code') or 'older'} |"
         )
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from hls4ml_cnn_compare import cnn_md_lines  # the CNN section, from results/hls4ml_cnn.csv
+
+    lines += cnn_md_lines()
     MD.write_text("\n".join(lines) + "\n")
 
 

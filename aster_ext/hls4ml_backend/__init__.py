@@ -14,6 +14,10 @@ Python API (what ``aster-ext quantize MODEL --backend hls4ml`` runs)::
     res.hls_model     # hls4ml's compiled model (out/net/hls4ml_prj), res.hls_model.predict(x)
     res.certificate   # per-output certified bound of that model's C simulation
 
+A CNN classifier (Conv2D/ReLU/pooling/Flatten/Dense, :mod:`.cnn`, :mod:`.cnn_project`,
+:mod:`.cnn_run`) takes the regions of its classification spec; ``res.certificate.regions`` then
+holds per region the logits' error interval and whether top-1 is certified kept.
+
 hls4ml and qonnx are imported only when a project is built (``pip install 'aster_ext[hls4ml]'``).
 """
 

@@ -181,6 +181,11 @@ def quantize_hls4ml(
     """Choose certified hls4ml precisions; with ``out_dir`` (and ``build``) write the config, the
     hls4ml project and the report."""
     model_path = Path(model_path)
+    if model_path.suffix.lower() == ".onnx" and model_path.is_file():
+        from .cnn_run import is_cnn, quantize_hls4ml_cnn
+
+        if is_cnn(load_model(model_path)[0]):  # Conv/pooling: the CNN path (regions from the spec)
+            return quantize_hls4ml_cnn(model_path, opts, out_dir, progress, build)  # type: ignore[return-value]
     layers, spec, net, timings = analyse(model_path, opts)
     t = time.perf_counter()
     ranges = symbolic_ranges(layers, spec.input_lower, spec.input_upper)
@@ -468,6 +473,18 @@ def cmd_quantize_hls4ml(args: Any, progress: Callable[[str], None] | None) -> in
 
 
 def cmd_verify_hls4ml(args: Any, progress: Callable[[str], None] | None) -> int:
+    if json.loads((Path(args.dir) / "report.json").read_text()).get("task") == "classification":
+        from .cnn_run import verify_cnn_dir
+
+        cres = verify_cnn_dir(args.dir, args.samples, args.search_iters, args.seed)
+        ok = cres.violations == 0 and cres.label_violations == 0 and cres.bit_exact
+        print(
+            f"verify {'OK' if ok else 'FAILED'}: {cres.samples} inputs of the regions through hls4ml's "
+            f"compiled model, max observed error {cres.max_observed_error:.4g}, certified "
+            f"{cres.certified_error:.4g}, violations {cres.violations} (labels {cres.label_violations}), "
+            f"simulator bit-exact {cres.bit_exact}"
+        )
+        return 0 if ok else 1
     res = verify_hls4ml_dir(args.dir, args.samples, args.search_iters, args.seed, progress)
     ok = res.violations == 0 and res.bit_exact
     print(

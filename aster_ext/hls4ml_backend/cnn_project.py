@@ -1,0 +1,190 @@
+"""hls4ml's own project for a CNN classifier: qonnx clean-up, config, conversion, type read-back.
+
+hls4ml 1.3.0's ONNX front end needs channels-last Conv/pooling nodes (domain
+``qonnx.custom_op.channels_last``), which qonnx's ``ConvertToChannelsLastAndClean`` produces for
+Conv and MaxPool. qonnx has no channels-last AveragePool, so after the clean-up an AveragePool is
+left behind a Transpose back to channels-first; :func:`rewrite_avgpool` moves it in front of that
+Transpose as a channels-last node (pooling commutes with the axis permutation) and absorbs the
+Transpose -> Flatten into the next MatMul by permuting the MatMul's rows (what qonnx does itself
+for MaxPool). After conversion the types, the layer kinds and the weights hls4ml holds are read
+back and compared with our program (:func:`read_back`), which is then certified from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UnsupportedError, UserError
+from . import project as P
+from .cnn import CnnProgram, LinearStage, PoolStage, ReluStage
+from .program import DenseStage
+from .types import HlsType
+
+_SKIP = ("Transpose", "Flatten", "Reshape", "Add")
+
+
+def rewrite_avgpool(model: Any) -> Any:
+    """Channels-last AveragePool for hls4ml (module docstring); other models are returned as is."""
+    from onnx import helper
+
+    g = model.graph
+    nodes = list(g.node)
+    for n in nodes:
+        if n.op_type != "AveragePool" or n.domain == "qonnx.custom_op.channels_last":
+            continue
+        prod = [m for m in nodes if n.input[0] in m.output]
+        if not prod or prod[0].op_type != "Transpose":
+            raise UnsupportedError(f"hls4ml backend: cannot bring AveragePool {n.name} to channels-last")
+        tr = prod[0]
+        perm = list(helper.get_attribute_value(next(a for a in tr.attribute if a.name == "perm")))
+        if perm != [0, 3, 1, 2]:
+            raise UnsupportedError(f"hls4ml backend: unexpected Transpose {perm} before {n.name}")
+        cons = [m for m in nodes if n.output[0] in m.input]
+        if len(cons) != 1 or cons[0].op_type != "Flatten":
+            raise UnsupportedError(f"hls4ml backend: AveragePool {n.name} must feed a Flatten")
+        fl = cons[0]
+        mm = [m for m in nodes if fl.output[0] in m.input]
+        if len(mm) != 1 or mm[0].op_type != "MatMul":
+            raise UnsupportedError(f"hls4ml backend: the Flatten after {n.name} must feed a MatMul")
+        in_shape = model.get_tensor_shape(tr.input[0])  # N, H, W, C
+        out_nchw = model.get_tensor_shape(n.output[0])  # N, C, OH, OW
+        _, c, oh, ow = out_nchw
+        # AveragePool now reads the channels-last tensor and writes [N, OH, OW, C]
+        n.input[0] = tr.input[0]
+        n.domain = "qonnx.custom_op.channels_last"
+        model.set_tensor_shape(n.output[0], [in_shape[0], oh, ow, c])
+        # MatMul rows were in (c, h, w) order of the flattened NCHW tensor: permute to (h, w, c)
+        w = model.get_initializer(mm[0].input[1])
+        perm_rows = np.arange(c * oh * ow).reshape(c, oh, ow).transpose(1, 2, 0).reshape(-1)
+        model.set_initializer(mm[0].input[1], np.ascontiguousarray(w[perm_rows]))
+        if not any(tr.output[0] in m.input for m in nodes if m is not n):
+            g.node.remove(tr)
+    return model
+
+
+def cleaned_model(onnx_path: Path) -> Any:
+    m = P.clean_onnx(onnx_path)
+    return rewrite_avgpool(m)
+
+
+def layer_nodes(model: Any) -> list[tuple[str, str]]:
+    """(ONNX node name, kind) of the cleaned model's layers in order: conv, relu, pool, dense."""
+    out: list[tuple[str, str]] = []
+    for n in model.graph.node:
+        if n.op_type == "Conv":
+            out.append((n.name, "conv"))
+        elif n.op_type == "Relu":
+            out.append((n.name, "relu"))
+        elif n.op_type in ("MaxPool", "AveragePool"):
+            out.append((n.name, "pool"))
+        elif n.op_type == "MatMul":
+            out.append((n.name, "dense"))
+        elif n.op_type not in _SKIP:
+            raise UnsupportedError(f"hls4ml backend: ONNX node {n.name} ({n.op_type}) is not supported")
+    return out
+
+
+def _kind(st: Any) -> str:
+    if isinstance(st, LinearStage):
+        return "dense" if st.gather is None else "conv"
+    return "relu" if isinstance(st, ReluStage) else "pool"
+
+
+def cnn_config(model: Any, program: CnnProgram, strategy: str, reuse: int) -> dict[str, Any]:
+    cfg = P.base_config(model)
+    cfg["Model"]["Strategy"] = strategy
+    cfg["Model"]["ReuseFactor"] = int(reuse)
+    names = cfg["LayerName"]
+    names["global_in"]["Precision"]["result"] = program.input_t.to_string()
+    nodes = layer_nodes(model)
+    if [k for _, k in nodes] != [_kind(st) for st in program.stages]:
+        raise UserError(
+            f"hls4ml sees layers {[k for _, k in nodes]}, the analysis {[_kind(s) for s in program.stages]}"
+        )
+    for (name, _), st in zip(nodes, program.stages, strict=True):
+        prec = names[name]["Precision"]
+        if isinstance(st, LinearStage):
+            d = st.dense
+            prec.update(weight=d.weight_t.to_string(), bias=d.bias_t.to_string(), accum=d.accum_t.to_string())
+            prec["result"] = "auto" if st.result_auto else d.result_t.to_string()
+            names[name]["ReuseFactor"] = int(reuse)
+        elif isinstance(st, ReluStage):
+            prec["result"] = st.result_t.to_string()
+        else:
+            prec.update(accum=st.accum_t.to_string(), result=st.result_t.to_string())
+    return cfg
+
+
+def read_back(hls_model: Any, program: CnnProgram) -> CnnProgram:
+    """Our program with the types hls4ml's model holds; refuses any layer kind or weight that
+    differs from the analysed program (so the certificate is about what hls4ml built)."""
+    all_layers = list(hls_model.get_layers())
+    if all_layers[0].class_name != "Input":
+        raise UserError(f"hls4ml model starts with {all_layers[0].class_name}, expected Input")
+    input_t = HlsType.of_precision(all_layers[0].get_output_variable().type.precision)
+    n_chan = int(program.input_perm.size) != 0 and not np.array_equal(
+        program.input_perm, np.arange(program.input_perm.size)
+    )
+    has_tr = len(all_layers) > 1 and all_layers[1].class_name == "Transpose"
+    if n_chan != has_tr:
+        raise UserError("hls4ml's input layout differs from the analysis (input Transpose layer)")
+    if has_tr:  # CHW -> HWC permutation of the input values; it must not cast them
+        t_tr = HlsType.of_precision(all_layers[1].get_output_variable().type.precision)
+        if t_tr != input_t or list(all_layers[1].get_attr("perm")) != [1, 2, 0]:
+            raise UserError("hls4ml's input Transpose is not the plain CHW -> HWC permutation")
+    if any(ly.class_name == "Transpose" for ly in all_layers[2:]):
+        raise UserError("hls4ml built a Transpose layer inside the network; not modelled")
+    layers = [ly for ly in all_layers if ly.class_name not in ("Reshape", "Transpose")]
+    if len(layers) - 1 != len(program.stages):
+        raise UserError(
+            f"hls4ml built {[ly.class_name for ly in layers]}, the analysis has {len(program.stages)} stages"
+        )
+    stages: list[Any] = []
+    for ly, st in zip(layers[1:], program.stages, strict=True):
+        res_t = HlsType.of_precision(ly.get_output_variable().type.precision)
+        cls = ly.class_name
+        if isinstance(st, LinearStage):
+            want = "Dense" if st.gather is None else "Conv2D"
+            if cls != want:
+                raise UserError(f"hls4ml layer {ly.name} is {cls}, expected {want}")
+            d = st.dense
+            w = np.asarray(ly.weights["weight"].data, dtype=np.float64).reshape(d.n_in, d.n_out).T
+            b = np.asarray(ly.weights["bias"].data, dtype=np.float64).reshape(-1)
+            if not (np.array_equal(w, d.weight) and np.array_equal(b, d.bias)):
+                raise UserError(f"hls4ml layer {ly.name}: its weights differ from the analysed network's")
+            t = ly.types
+            d2 = DenseStage(
+                d.name,
+                d.weight,
+                d.bias,
+                HlsType.of_precision(t["weight_t"].precision),
+                HlsType.of_precision(t["bias_t"].precision),
+                HlsType.of_precision(t["accum_t"].precision),
+                res_t,
+            )
+            stages.append(replace(st, dense=d2))
+        elif isinstance(st, ReluStage):
+            if cls not in ("Activation", "ReLU") or str(ly.get_attr("activation")).lower() != "relu":
+                raise UserError(f"hls4ml layer {ly.name} is {cls}, expected a ReLU")
+            stages.append(replace(st, result_t=res_t))
+        else:
+            if cls != "Pooling2D":
+                raise UserError(f"hls4ml layer {ly.name} is {cls}, expected Pooling2D")
+            op = str(ly.get_attr("pool_op")).lower()
+            if op != ("max" if st.kind == "max" else "average") or bool(ly.get_attr("count_pad", False)):
+                raise UserError(f"hls4ml layer {ly.name}: pooling {op} differs from the analysis ({st.kind})")
+            stages.append(
+                PoolStage(
+                    st.name,
+                    st.node,
+                    st.kind,
+                    st.windows,
+                    HlsType.of_precision(ly.types["accum_t"].precision),
+                    res_t,
+                )
+            )
+    return CnnProgram(input_t, program.input_perm, stages)

@@ -1,0 +1,388 @@
+"""hls4ml backend on CNN classifiers: certificate soundness (random, corner and adversarial inputs,
+random types incl. narrow accumulators, RND and SAT), one-line refusals of unsupported layers, and
+(slow) bit-exactness of our simulator with hls4ml's compiled model plus an end-to-end
+quantize/verify of a benchmark CNN on one region."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from aster_ext.errors import UnsupportedError
+from aster_ext.frontend import load_model
+from aster_ext.hls4ml_backend import cnn as C
+from aster_ext.hls4ml_backend.cnn_run import load_regions
+from aster_ext.hls4ml_backend.types import HlsType
+
+HAVE_HLS4ML = importlib.util.find_spec("hls4ml") is not None and importlib.util.find_spec("qonnx") is not None
+needs_hls4ml = pytest.mark.skipif(not HAVE_HLS4ML, reason="hls4ml/qonnx not installed")
+
+
+def cnn_onnx(
+    path: Path,
+    seed: int,
+    pool: str = "MaxPool",
+    c_in: int = 1,
+    hw: int = 7,
+    c1: int = 3,
+    k: int = 2,
+    conv_pad: int = 0,
+    hidden: int = 4,
+    n_cls: int = 3,
+    extra: str | None = None,
+    pool_k: int = 2,
+) -> Path:
+    """Conv(kxk) -> Relu -> Pool(pool_k x pool_k, stride pool_k) -> Flatten -> Gemm -> Relu -> Gemm,
+    float32, input
+    [1, c_in, hw, hw]; with the spec (3 regions of radius 0.05 in [0, 1], labels = the real
+    network's argmax at the centres) written beside it. ``extra`` inserts an unsupported node."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.6, (c1, c_in, k, k)).astype(f32), "cw"),
+        numpy_helper.from_array(rng.normal(0, 0.2, c1).astype(f32), "cb"),
+    ]
+    ho = hw + 2 * conv_pad - k + 1
+    hp = (ho - pool_k) // pool_k + 1
+    n = c1 * hp * hp
+    inits += [
+        numpy_helper.from_array(rng.normal(0, 0.6, (hidden, n)).astype(f32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, hidden).astype(f32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.6, (n_cls, hidden)).astype(f32), "w2"),
+        numpy_helper.from_array(rng.normal(0, 0.2, n_cls).astype(f32), "b2"),
+    ]
+    act = extra if extra in ("Sigmoid", "Tanh") else "Relu"
+    nodes = [
+        helper.make_node(
+            "Conv",
+            ["x", "cw", "cb"],
+            ["c"],
+            kernel_shape=[k, k],
+            pads=[conv_pad] * 4,
+            strides=[1, 1],
+            dilations=[1, 1],
+            group=1,
+        ),
+        helper.make_node(act, ["c"], ["r"]),
+        helper.make_node(pool, ["r"], ["p"], kernel_shape=[pool_k] * 2, strides=[pool_k] * 2, pads=[0] * 4),
+        helper.make_node("Flatten", ["p"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "w1", "b1"], ["g1"], transB=1),
+        helper.make_node("Relu", ["g1"], ["a1"]),
+        helper.make_node("Gemm", ["a1", "w2", "b2"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_cnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_cls])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    net, _ = load_model(path)
+    d = c_in * hw * hw
+    regions = []
+    for _ in range(3):
+        centre = rng.random(d)
+        lo, hi = np.clip(centre - 0.05, 0, 1), np.clip(centre + 0.05, 0, 1)
+        label = 0
+        if extra is None:
+            label = int(np.argmax(C.real_forward(C.structure(net), centre[None])[0]))
+        regions.append({"lower": lo.tolist(), "upper": hi.tolist(), "label": label})
+    spec = {
+        "name": path.stem,
+        "input_lower": [0.0] * d,
+        "input_upper": [1.0] * d,
+        "task": "classification",
+        "regions": regions,
+    }
+    path.with_name(path.stem + ".spec.json").write_text(json.dumps(spec))
+    return path
+
+
+def _setup(path: Path):
+    net, spec = load_model(path)
+    s = C.structure(net)
+    return s, load_regions(net, spec)
+
+
+def _random_fracs(rng: np.random.Generator, s: C.CnnStructure, base: int) -> list[C.StageFracs]:
+    """Per-slot F around ``base``, some below the incoming F (narrow accumulators that drop bits)."""
+    out = []
+    for f in C.uniform_fracs(s, base):
+        out.append(
+            C.StageFracs(
+                *(None if v is None else int(v + rng.integers(-4, 3)) for v in (f.weight, f.accum, f.result))
+            )
+        )
+    return out
+
+
+def _with_modes(program: C.CnnProgram, rng: np.random.Generator) -> C.CnnProgram:
+    """The same program with random rounding/overflow modes per type (widths unchanged)."""
+
+    def m(t: HlsType) -> HlsType:
+        return replace(t, quant=str(rng.choice(["TRN", "RND"])), overflow=str(rng.choice(["WRAP", "SAT"])))
+
+    stages: list[C.Stage] = []
+    for st in program.stages:
+        if isinstance(st, C.LinearStage):
+            d = st.dense
+            dense = C.DenseStage(
+                d.name, d.weight, d.bias, m(d.weight_t), m(d.bias_t), m(d.accum_t), m(d.result_t)
+            )
+            stages.append(replace(st, dense=dense))
+        elif isinstance(st, C.ReluStage):
+            stages.append(replace(st, result_t=m(st.result_t)))
+        else:
+            stages.append(replace(st, accum_t=m(st.accum_t), result_t=m(st.result_t)))
+    return C.CnnProgram(m(program.input_t), program.input_perm, stages)
+
+
+def _attack(program, s, rr, bound, rng, iters=25):
+    """Local search for a large |simulated - real| / bound and for a small implemented margin."""
+    from aster_ext.hls4ml_backend.cnn_run import adversarial_inputs
+
+    return adversarial_inputs(program, s, rr, bound, rng, iters=iters)
+
+
+def _exact_real(s: C.CnnStructure, x: np.ndarray) -> list[Fraction]:
+    """The real network on one input in exact rationals (loops, independent of real_forward)."""
+    v = [Fraction(float(t)) for t in np.asarray(x, float)[s.input_perm]]
+    for ly in s.layers:
+        if ly.kind in ("conv", "dense"):
+            w = [[Fraction(float(a)) for a in row] for row in ly.weight]
+            b = [Fraction(float(a)) for a in ly.bias]
+            g = [list(range(len(v)))] if ly.gather is None else ly.gather.tolist()
+            v = [
+                b[o] + sum((w[o][kk] * v[i] for kk, i in enumerate(win) if i >= 0), Fraction(0))
+                for win in g
+                for o in range(len(b))
+            ]
+        elif ly.kind == "relu":
+            v = [max(t, Fraction(0)) for t in v]
+        else:
+            wins = ly.windows.tolist()
+            v = [
+                max(v[i] for i in win) if ly.kind == "maxpool" else sum(v[i] for i in win) / len(win)
+                for win in wins
+            ]
+    return v
+
+
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cnn_certificate_is_sound_under_attack(tmp_path, pool, seed):
+    """Random types (some accumulators/results dropping bits, random TRN/RND and WRAP/SAT): where a
+    certificate is issued, no random, corner or adversarial input of any region exceeds it, and a
+    region certified to keep top-1 keeps it; the worst inputs are checked in exact arithmetic."""
+    rng = np.random.default_rng(100 + seed)
+    s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=1 + seed % 2, conv_pad=seed % 2))
+    issued = 0
+    for trial in range(6):
+        base = int(rng.integers(5, 12))
+        prog, _ = C.build_program(s, regions, base, _random_fracs(rng, s, base))
+        if trial % 2:
+            prog = _with_modes(prog, rng)
+        cert = C.certify(s, regions, prog)
+        if not cert.ok:
+            continue
+        issued += 1
+        for rr, rc in zip(regions, cert.regions, strict=True):
+            lo, hi = np.asarray(rr.lower), np.asarray(rr.upper)
+            x = np.concatenate(
+                [
+                    lo + (hi - lo) * rng.random((64, lo.size)),
+                    np.where(rng.random((32, lo.size)) < 0.5, hi, lo),
+                    _attack(prog, s, rr, rc.bound, rng),
+                ]
+            )
+            y = C.simulate(prog, x)
+            err = y - C.real_forward(s, x)
+            assert np.all(err >= rc.err_lo - 1e-9) and np.all(err <= rc.err_hi + 1e-9)
+            worst = int(np.argmax(np.max(np.abs(err) / rc.bound, axis=1)))
+            exact = _exact_real(s, x[worst])
+            for o in range(y.shape[1]):
+                e = Fraction(float(y[worst, o])) - exact[o]
+                assert Fraction(float(rc.err_lo[o])) <= e <= Fraction(float(rc.err_hi[o]))
+            if rc.top1_preserved:
+                assert np.all(np.argmax(y, axis=1) == rr.label)
+    assert issued >= 2  # the test exercised certificates
+
+
+def test_certificate_refuses_an_accumulator_that_wraps(tmp_path):
+    """A conv accumulator one or more integer bits too narrow for the sum's certified range gets
+    no certificate (the overflow check names the accumulator)."""
+    s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", 3, "MaxPool", c1=4, k=3))
+    prog, cert = C.build_program(s, regions, 10, C.uniform_fracs(s, 10))
+    assert cert.ok
+    conv = prog.stages[0]
+    assert isinstance(conv, C.LinearStage)
+    acc = conv.dense.accum_t
+    hi = max(float(np.max(np.abs(rr.ranges[conv.node].hi))) for rr in regions)
+    narrow_i = max(1, int(np.floor(np.log2(hi))))  # hi >= 2^(I-1): out of range
+    narrow = HlsType(acc.frac + narrow_i, narrow_i, True, acc.quant, "WRAP")
+    d = conv.dense
+    bad = replace(
+        conv, dense=C.DenseStage(d.name, d.weight, d.bias, d.weight_t, d.bias_t, narrow, d.result_t)
+    )
+    prog2 = C.CnnProgram(prog.input_t, prog.input_perm, [bad, *prog.stages[1:]])
+    cert2 = C.certify(s, regions, prog2)
+    assert not cert2.ok and any("accumulator" in o for o in cert2.overflow)
+
+
+@pytest.mark.parametrize(
+    "extra,words",
+    [("Sigmoid", "activation sigmoid"), ("residual", "single chain"), ("padpool", "padded")],
+)
+def test_unsupported_layers_are_refused_in_one_line(tmp_path, extra, words):
+    path = tmp_path / "n.onnx"
+    if extra == "Sigmoid":
+        cnn_onnx(path, 0, extra="Sigmoid")
+    else:
+        cnn_onnx(path, 0)
+        m = onnx.load(str(path))
+        if extra == "residual":  # y = Gemm(...) + Gemm(...) on the same input: a DAG
+            g2 = helper.make_node("Gemm", ["a1", "w2", "b2"], ["y2"], transB=1)
+            m.graph.node[-1].output[0] = "y1"
+            m.graph.node.extend([g2, helper.make_node("Add", ["y1", "y2"], ["y"])])
+        else:
+            pool = m.graph.node[2]
+            for a in pool.attribute:
+                if a.name == "pads":
+                    a.CopyFrom(helper.make_attribute("pads", [1, 1, 1, 1]))
+            # the padded pool's output is larger: 7x7 conv output 6x6 -> (6+2-2)/2+1 = 4
+            w1 = numpy_helper.to_array(m.graph.initializer[2])
+            new = np.zeros((w1.shape[0], 3 * 16), dtype=np.float32)
+            m.graph.initializer[2].CopyFrom(numpy_helper.from_array(new, "w1"))
+        onnx.save(m, str(path))
+    net, _ = load_model(path)
+    with pytest.raises(UnsupportedError) as exc:
+        C.structure(net)
+    msg = str(exc.value)
+    assert words in msg and "\n" not in msg
+    res = subprocess.run(
+        [sys.executable, "-m", "aster_ext.cli", "quantize", str(path), "--backend", "hls4ml",
+         "--error", "0.1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 2
+    assert words in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_search_meets_target_on_a_tiny_cnn(tmp_path):
+    s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", 4, "AveragePool", c_in=2))
+    res = C.choose_types(s, regions, 0.02)
+    assert res.certificate.ok and res.certificate.max_bound <= 0.02
+    again = C.certify(s, regions, res.program)
+    assert again.ok and again.max_bound == res.certificate.max_bound
+    f = next(
+        f for f in range(0, 40) if C.build_program(s, regions, f, C.uniform_fracs(s, f))[1].max_bound <= 0.02
+    )
+    uni = C.build_program(s, regions, f, C.uniform_fracs(s, f))[0]
+    assert C.program_cost(res.program)["cost"] <= C.program_cost(uni)["cost"]
+
+
+# --- through hls4ml itself (slow) -------------------------------------------------------------
+
+
+def _build_hls4ml(path: Path, program: C.CnnProgram, out: Path):
+    from aster_ext.hls4ml_backend import cnn_project as CP
+    from aster_ext.hls4ml_backend import project as P
+
+    model = CP.cleaned_model(path)
+    cfg = CP.cnn_config(model, program, "Latency", 1)
+    hm = P.convert(model, cfg, out, "io_parallel", "Latency", 1)
+    built = CP.read_back(hm, program)
+    P.compile_model(hm)
+    return hm, built
+
+
+@pytest.mark.slow
+@needs_hls4ml
+@pytest.mark.parametrize(
+    "pool,seed,pool_k", [("MaxPool", 5, 2), ("AveragePool", 6, 2), ("AveragePool", 7, 3)]
+)
+def test_simulator_bit_exact_with_hls4ml_cnn(tmp_path, pool, seed, pool_k):
+    """Types with bits dropped at every cast (narrow accumulators, pool accum below its input's F),
+    random TRN/RND and WRAP/SAT modes, some of them overflowing: our simulator equals
+    hls_model.predict bit for bit on random, corner and out-of-range inputs."""
+    from aster_ext.hls4ml_backend.cnn_run import predict
+
+    rng = np.random.default_rng(seed)
+    path = cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=2, conv_pad=1, hw=8, pool_k=pool_k)
+    s, regions = _setup(path)
+    prog, _ = C.build_program(s, regions, 7, _random_fracs(rng, s, 7))
+    prog = _with_modes(prog, rng)
+    # the pool accumulator: 2 fractional bits below its input's (every addition rounds) and one
+    # integer bit short (WRAP/SAT really act); 3x3 average pooling divides by 9
+    pool_st = next(st for st in prog.stages if isinstance(st, C.PoolStage))
+    a, f_in = pool_st.accum_t, prog.stages[1].result_t.frac
+    pool_st.accum_t = HlsType(a.int_bits - 1 + f_in - 2, a.int_bits - 1, True, a.quant, a.overflow)
+    hm, built = _build_hls4ml(path, prog, tmp_path / "prj")
+    assert built.stages[2].accum_t == pool_st.accum_t  # hls4ml holds the types we asked for
+    d = s.input_perm.size
+    x = np.concatenate(
+        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
+    )
+    y_h = predict(hm, built, x)
+    y_s = C.simulate(built, x)
+    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+
+
+@pytest.mark.slow
+@needs_hls4ml
+def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir):
+    """Convnet_avgpool (the AveragePool rewrite for qonnx) on its first region, through the CLI:
+    quantize certifies ε on the logits and top-1, verify runs hls4ml's compiled model on random,
+    corner and adversarial inputs: bit-exact, no violation."""
+    src = shared_dir / "benchmarks" / "cnn"
+    spec = json.loads((src / "Convnet_avgpool.spec.json").read_text())
+    spec["regions"] = spec["regions"][:1]
+    spec_path = tmp_path / "one_region.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "aster_ext.cli"]
+    res = subprocess.run(
+        [*cmd, "quantize", str(src / "Convnet_avgpool.onnx"), "--backend", "hls4ml", "--error", "0.05",
+         "--spec", str(spec_path), "--out", str(out), "--quiet"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["certified_error"] <= 0.05 and report["regions"][0]["top1_preserved"]
+    assert (out / "hls4ml_config.yml").is_file()
+    res = subprocess.run(
+        [*cmd, "verify", str(out), "--samples", "200", "--search-iters", "15"], capture_output=True, text=True
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    v = json.loads((out / "verify.json").read_text())
+    assert v["bit_exact"] and v["violations"] == 0 and v["label_violations"] == 0
+    assert 0 < v["max_observed_error"] <= report["certified_error"]
+
+
+def test_cnn_options_not_modelled_are_refused(tmp_path):
+    """io_stream / Resource are not modelled for CNNs: one line (exit 2 at the CLI), no output."""
+    from aster_ext.errors import UserError
+    from aster_ext.hls4ml_backend import Hls4mlOptions, quantize_hls4ml
+
+    path = cnn_onnx(tmp_path / "n.onnx", 0)
+    with pytest.raises(UserError, match="io_parallel"):
+        quantize_hls4ml(path, Hls4mlOptions(error=0.1, strategy="Resource"), tmp_path / "out")
+    res = subprocess.run(
+        [sys.executable, "-m", "aster_ext.cli", "quantize", str(path), "--backend", "hls4ml",
+         "--error", "0.1", "--out", str(tmp_path / "out"), "--io-type", "io_stream"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert res.returncode == 2 and "io_parallel" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

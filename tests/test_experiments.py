@@ -197,6 +197,24 @@ def test_sweep_writes_one_row_per_cell_and_rerun_skips(tmp_path: Path, shared_di
     again = run_sweep(grid, out, workers=2, progress=False)
     assert (again.skipped, again.written) == (6, 0)
     assert len(_csv_lines(out)) == 6
+    # each run that wrote rows is logged with its wall time (a resumed store keeps every run's)
+    (log,) = ResultStore(out, ROW_FIELDS).runs()
+    assert (log["written"], log["skipped"], log["workers"]) == (6, 0, 2)
+    assert log["wall_s"] == pytest.approx(first.wall_s) and log["label"] == "sweep"
+
+
+def test_failed_cells_still_carry_the_network_size(tmp_path: Path, shared_dir: Path) -> None:
+    """Sizes come from the quantize result's own layers when it succeeds, else from loading the model:
+    both give the same numbers."""
+    (model,) = _copy_models(shared_dir, tmp_path, ("TestNN",))
+    base = {"model": "TestNN", "model_path": str(model), "setting": "A", "granularity": "layer",
+            "ilp_time_limit": 20.0, "verify": (("samples", 16), ("search_iters", 1), ("search_batch", 8),
+                                               ("search_starts", 2), ("exact_candidates", 1), ("seed", 0))}
+    ok = run_cell(Cell(eps=1e-2, mode="aster", **base))
+    bad = run_cell(Cell(eps=1e-12, mode="aster", **base))
+    assert ok["status"] == "ok" and bad["status"] == "infeasible"
+    sizes = ("n_layers", "n_neurons", "n_params")
+    assert [ok[k] for k in sizes] == [bad[k] for k in sizes] and ok["n_params"] > 0
 
 
 def test_variant_cells_switch_the_analysis_and_stay_sound(tmp_path: Path, shared_dir: Path) -> None:

@@ -47,7 +47,7 @@ from .figures import write_figures
 from .grid import DEFAULT_VERIFY, VARIANTS, Grid
 from .manifest import build_manifest, git_commit
 from .runner import run_sweep
-from .store import ResultStore
+from .store import ResultStore, row_key
 from .tables import read_reference, write_modes, write_reproduction, write_violations
 from .tasks import TableRun
 
@@ -144,12 +144,14 @@ class _Run:
     code: dict[str, Any]
     walls: dict[str, float] = field(default_factory=dict)
     cells: dict[str, int] = field(default_factory=dict)
+    timing: dict[str, dict[str, Any]] = field(default_factory=dict)
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def sweep(self, name: str) -> None:
         grid = grids(self.quick)[name]
+        store_dir = _store_dir(self.work, name)
         summary = run_sweep(
-            grid, _store_dir(self.work, name), self.workers, self.ray_address, progress=self.progress
+            grid, store_dir, self.workers, self.ray_address, progress=self.progress, label=name
         )
         if summary.crashed:
             names = ", ".join(f"{c.model}/{c.eps:g}/{c.setting}/{c.mode}" for c in summary.crashed[:5])
@@ -157,6 +159,7 @@ class _Run:
                 f"{len(summary.crashed)} cells crashed twice ({names}); rerun with --resume {self.work}"
             )
         self.walls[name], self.cells[name] = summary.wall_s, summary.total
+        self.timing[name] = sweep_timing(grid, ResultStore(store_dir, ROW_FIELDS), name)
 
     def extra(self, chosen: list[str], failed: dict[str, str]) -> dict[str, Any]:
         all_grids = grids(self.quick)
@@ -171,7 +174,12 @@ class _Run:
             "failed": failed,
             "sweep_stores": {k: str(_store_dir(self.work, k) / "results.csv") for k in self.walls},
             "sweeps": {
-                k: {"cells": self.cells[k], "wall_s": self.walls[k], "grid": all_grids[k].to_json()}
+                k: {
+                    "cells": self.cells[k],
+                    "wall_s": self.walls[k],
+                    **self.timing.get(k, {}),
+                    "grid": all_grids[k].to_json(),
+                }
                 for k in self.walls
             },
             "seeds": {
@@ -184,6 +192,45 @@ class _Run:
         }
 
 
+def sweep_timing(grid: Grid, store: ResultStore, label: str) -> dict[str, Any]:
+    """How long a sweep took, in numbers that survive resuming and a shared machine: the runs logged
+    in its store (``label``: wall time and load average of each), and the sum over its cells of
+    ``time_s + verify_s`` (each cell's own run time; divided by the worker count it estimates the
+    wall time on an otherwise idle machine with that many cores)."""
+    keys = {c.key for c in grid.cells()}
+    cell_s = sum(
+        float(r.get("time_s") or 0.0) + float(r.get("verify_s") or 0.0)
+        for r in store.rows()
+        if row_key(r) in keys
+    )
+    runs = store.runs(label)
+    return {
+        "cell_s": cell_s,
+        "runs": len(runs),
+        "runs_wall_s": sum(float(r.get("wall_s", 0.0)) for r in runs),
+        "runs_written": sum(int(r.get("written", 0)) for r in runs),
+        "load_avg": [r.get("load_avg_end") for r in runs],
+    }
+
+
+def _timing_text(run: _Run, names: tuple[str, ...]) -> str:
+    """One sentence on the sweeps' times for a table header (see ``sweep_timing``)."""
+    t = [run.timing[n] for n in names]
+    cell_min = sum(x["cell_s"] for x in t) / 60
+    wall = sum(x["runs_wall_s"] for x in t) / 60
+    written = sum(x["runs_written"] for x in t)
+    cells = sum(run.cells[n] for n in names)
+    loads = [la[0] for x in t for la in x["load_avg"] if la]
+    load = f"; 1-min load average at the end of a run up to {max(loads):.1f}" if loads else ""
+    w = run.workers
+    return (
+        f"sum of the cells' own times (time_s + verify_s) {cell_min:.1f} min, /{w} = {cell_min / w:.1f} min "
+        f"(an estimate of the wall time on {w} idle cores); logged sweep runs: {wall:.1f} min wall with {w} "
+        f"workers{' on Ray' if run.ray_address else ''}, writing {written} of the {cells} rows{load} "
+        "(shared machine: times are noisy)"
+    )
+
+
 def _modes_step(run: _Run) -> dict[str, dict[str, Any]]:
     """The modes + ablation sweeps: modes.md/.csv, ablation.csv, aster_reproduction.md/.csv, figures."""
     run.sweep("modes")
@@ -192,9 +239,8 @@ def _modes_step(run: _Run) -> dict[str, dict[str, Any]]:
     rows = ResultStore(run.work, ROW_FIELDS).rows()
     n = len({r["model"] for r in rows})
     header = (
-        f"{n} benchmarks x eps {{1e-3, 1e-5}} x settings A-D x 3 modes; sweep wall time "
-        f"{(walls['modes'] + walls['ablation']) / 60:.1f} min with {run.workers} workers"
-        f"{' on Ray' if run.ray_address else ''} (shared machine: times are noisy). Verify budget for every "
+        f"{n} benchmarks x eps {{1e-3, 1e-5}} x settings A-D x 3 modes (+ the ablation variants); "
+        f"{_timing_text(run, ('modes', 'ablation'))}. Verify budget for every "
         f"mode: {DEFAULT_VERIFY} (random + corner samples, then the adversarial local search; exact "
         "re-evaluation of the worst candidates). `aster` is checked against the error it claims; the "
         "other two against their certificates. Costs are from the emitted types "

@@ -518,6 +518,13 @@ def test_quick_refined_timing(tmp_path: Path) -> None:
         assert r["status"] in ("ok", "infeasible") and float(r["total_s"]) > 0
         if r["status"] == "ok":
             assert 0 < float(r["certified"]) <= 1e-3 and int(r["hw"]) > 0
+            assert 0 <= float(r["solver_s"]) <= float(r["total_s"])
+    # its cells are the modes sweep's (same store, same cells): the modes grid finds them finished
+    from aster_ext.experiments.reproduce import grids
+
+    store = ResultStore(tmp_path / "work", ROW_FIELDS)
+    modes_keys = {c.key for c in grids(True)["modes"].cells()}
+    assert {row_key(r) for r in store.rows()} <= modes_keys and len(store.rows()) == 8
 
 
 @pytest.mark.slow

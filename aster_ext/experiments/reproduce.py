@@ -8,9 +8,11 @@ Steps (``STEPS``; ``--tables`` picks some, run in the order given):
   ``aster_reproduction.md/.csv`` and the figures.
 - ``aster_violations``: a second store (``WORK/violations``): ``aster`` mode at ε = 1e-3 under a
   stronger verify budget (3000 samples, 80 search rounds).
-- ``aster_lp_match``, ``nonlinear``, ``refined_timing``, ``tightness_breakdown``,
-  ``activations_e2e``, ``tightness_nonlinear``, ``cpp_check``: tables of their own cells (module
-  of the same name in this package, ``build``), each with its store ``WORK/<table>``.
+- ``refined_timing``: the refined cells of the ``modes`` sweep at ε = 1e-3, settings C and A, run
+  into the same store ``WORK/`` (the ``modes`` step then skips them; module ``refined_timing``).
+- ``aster_lp_match``, ``nonlinear``, ``tightness_breakdown``, ``activations_e2e``,
+  ``tightness_nonlinear``, ``cpp_check``: tables of their own cells (module of the same name in this
+  package, ``build``), each with its store ``WORK/<table>``.
 
 After every step ``MANIFEST.json`` is rewritten (commit, versions, CPU, date, seeds, wall time per
 table). A rerun with ``--resume WORK`` skips every finished cell. ``--quick`` runs a small version
@@ -301,7 +303,7 @@ def _table_step(module: ModuleType) -> Callable[[_Run], dict[str, dict[str, Any]
         return {
             f"{module.TABLE}.md": {
                 "files": [str(p.relative_to(run.results)) for p in files],
-                "store": str(run.work / module.TABLE / "results.csv"),
+                "store": str(run.work / getattr(module, "STORE_DIR", module.TABLE) / "results.csv"),
                 "wall_s": time.perf_counter() - t,
             }
         }

@@ -28,6 +28,7 @@ def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "aster-ext"  # fixed SVG element ids: reruns diff cleanly
     import matplotlib.pyplot as plt
 
     return plt
@@ -69,8 +70,11 @@ def pareto(rows: list[dict[str, Any]], out: Path, setting: str = "A") -> list[Pa
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncol=3, fontsize=8)
+    from matplotlib.lines import Line2D
+
+    # the legend names every mode, also when the first panel lacks one (infeasible there)
+    handles = [Line2D([], [], color=c, marker=m, lw=1, ms=4) for c, m in MODE_STYLE.values()]
+    fig.legend(handles, list(MODE_STYLE), loc="outside upper center", ncol=3, fontsize=8)
     fig.supxlabel("error target ε")
     fig.supylabel(f"hw cost (setting {setting}; missing point = infeasible)")
     return _save(fig, out, "pareto_hw")

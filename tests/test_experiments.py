@@ -384,6 +384,10 @@ def test_reproduce_writes_tables_figures_and_manifest(
     assert len(on_disk["commit"]) == 40 and on_disk["seeds"]["verify"] == 0
     assert {"modes.md", "aster_reproduction.md", "aster_violations.md", "figures"} <= set(on_disk["tables"])
     assert all(t["wall_s"] >= 0 for t in on_disk["tables"].values())
+    # sweep times that survive resuming: the logged runs and the cells' own times
+    sweep = on_disk["sweeps"]["modes"]
+    assert (sweep["runs"], sweep["runs_written"]) == (1, sweep["cells"]) and sweep["cell_s"] > 0
+    assert "sum of the cells' own times" in (results / "modes.md").read_text()
     modes = list(csv.DictReader((results / "modes.csv").open()))
     assert len(modes) == 2 * 3 and {r["mode"] for r in modes} == {"aster", "aster-sound", "refined"}
     ablation = list(csv.DictReader((results / "ablation.csv").open()))

@@ -597,3 +597,17 @@ def test_quick_tightness_nonlinear_is_sound(tmp_path: Path) -> None:
             assert sym >= 1 - 1e-9 and interval >= sym - 1e-9
     (fixture,) = [r for r in rows if r["network"] == "mlp_sigmoid" and r["layer"] == "all"]
     assert float(fixture["max_observed"]) <= float(fixture["certified"]) and fixture["violations"] == "0"
+
+
+def test_timing_sums_cell_times_and_lists_logged_runs(tmp_path: Path) -> None:
+    from aster_ext.experiments.timing import timing_lines
+
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    base = {"model": "m", "setting": "A", "granularity": "layer", "variant": "full", "status": "ok"}
+    store.append({**base, "eps": 1e-3, "mode": "aster", "time_s": 2.0, "solver_s": 1.0, "verify_s": 4.0})
+    store.append({**base, "eps": 1e-5, "mode": "refined", "time_s": 30.0, "solver_s": 20.0, "verify_s": 24.0})
+    store.log_run({"label": "modes", "wall_s": 120.0, "written": 2, "workers": 2})
+    lines = timing_lines(tmp_path, workers=2, top=1)
+    assert "2 cells; quantize 32 s (HiGHS 21 s), verify 28 s; sum 1.0 min, /2 workers = 0.5 min" in lines[0]
+    assert any("m 1e-05 A refined full ok: 30.0 / 20.0 / 24.0" in ln for ln in lines)
+    assert lines[-1].startswith("run modes") and "2 rows in 2.0 min wall" in lines[-1]

@@ -402,7 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("new", type=Path)
     c.add_argument("old", type=Path)
     c.add_argument("--key", nargs="+", required=True, help="columns that identify a row")
+    t = sub.add_parser("timing", help="where a sweep store's time went (cells' own times, logged runs)")
+    t.add_argument("work", type=Path, help="the sweep's folder (holding results.csv)")
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--top", type=int, default=10, help="list the N slowest cells")
     args = ap.parse_args(argv)
+    if args.command == "timing":
+        from .timing import timing_lines
+
+        print("\n".join(timing_lines(args.work, args.workers, args.top)))
+        return 0
     if args.command == "compare":
         from .compare import compare_csv
 

@@ -227,7 +227,8 @@ def _timing_text(run: _Run, names: tuple[str, ...]) -> str:
     w = run.workers
     return (
         f"sum of the cells' own times (time_s + verify_s) {cell_min:.1f} min, /{w} = {cell_min / w:.1f} min "
-        f"(an estimate of the wall time on {w} idle cores); logged sweep runs: {wall:.1f} min wall with {w} "
+        f"(the wall time {w} cores need for these cell times, which grow with the load); "
+        f"logged sweep runs: {wall:.1f} min wall with {w} "
         f"workers{' on Ray' if run.ray_address else ''}, writing {written} of the {cells} rows{load} "
         "(shared machine: times are noisy)"
     )

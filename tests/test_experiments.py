@@ -495,6 +495,39 @@ def test_reproduce_records_failed_steps_and_keeps_older_entries(
         rep.reproduce(results, tmp_path / "work", True, 1, None, progress=False, tables=("nope",))
 
 
+def test_quick_runs_its_background_step_beside_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--quick starts QUICK_BACKGROUND steps first in a thread (without a progress bar); the other steps
+    run meanwhile, and the manifest ends with every step's entry."""
+    import threading
+
+    from aster_ext.experiments import reproduce as rep
+
+    started = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def slow(run: Any) -> dict[str, Any]:
+        seen["slow_progress"] = run.progress
+        started.set()
+        time.sleep(0.5)
+        seen["slow_done"] = time.perf_counter()
+        return {"slow.md": {"wall_s": 0.5}}
+
+    def fast(run: Any) -> dict[str, Any]:
+        assert started.wait(5)
+        seen["fast_done"] = time.perf_counter()
+        return {"fast.md": {"wall_s": 0.0}}
+
+    monkeypatch.setattr(rep, "STEPS", {"fast": fast, "slow": slow})
+    monkeypatch.setattr(rep, "QUICK_BACKGROUND", ("slow",))
+    m = rep.reproduce(tmp_path / "results", tmp_path / "work", True, 1, None, progress=True)
+    assert seen["fast_done"] < seen["slow_done"] and seen["slow_progress"] is False
+    assert {"fast.md", "slow.md"} <= set(m["tables"]) and m["failed"] == {}
+    on_disk = json.loads((tmp_path / "results" / "MANIFEST.json").read_text())
+    assert {"fast.md", "slow.md"} <= set(on_disk["tables"])
+
+
 def _header(path: Path) -> list[str]:
     return path.read_text().splitlines()[0].split(",")
 

@@ -198,6 +198,24 @@ def test_sweep_writes_one_row_per_cell_and_rerun_skips(tmp_path: Path, shared_di
     again = run_sweep(grid, out, workers=2, progress=False)
     assert (again.skipped, again.written) == (6, 0)
     assert len(_csv_lines(out)) == 6
+    # each run that wrote rows is logged with its wall time (a resumed store keeps every run's)
+    (log,) = ResultStore(out, ROW_FIELDS).runs()
+    assert (log["written"], log["skipped"], log["workers"]) == (6, 0, 2)
+    assert log["wall_s"] == pytest.approx(first.wall_s) and log["label"] == "sweep"
+
+
+def test_failed_cells_still_carry_the_network_size(tmp_path: Path, shared_dir: Path) -> None:
+    """Sizes come from the quantize result's own layers when it succeeds, else from loading the model:
+    both give the same numbers."""
+    (model,) = _copy_models(shared_dir, tmp_path, ("TestNN",))
+    base = {"model": "TestNN", "model_path": str(model), "setting": "A", "granularity": "layer",
+            "ilp_time_limit": 20.0, "verify": (("samples", 16), ("search_iters", 1), ("search_batch", 8),
+                                               ("search_starts", 2), ("exact_candidates", 1), ("seed", 0))}
+    ok = run_cell(Cell(eps=1e-2, mode="aster", **base))
+    bad = run_cell(Cell(eps=1e-12, mode="aster", **base))
+    assert ok["status"] == "ok" and bad["status"] == "infeasible"
+    sizes = ("n_layers", "n_neurons", "n_params")
+    assert [ok[k] for k in sizes] == [bad[k] for k in sizes] and ok["n_params"] > 0
 
 
 def test_variant_cells_switch_the_analysis_and_stay_sound(tmp_path: Path, shared_dir: Path) -> None:
@@ -367,6 +385,10 @@ def test_reproduce_writes_tables_figures_and_manifest(
     assert len(on_disk["commit"]) == 40 and on_disk["seeds"]["verify"] == 0
     assert {"modes.md", "aster_reproduction.md", "aster_violations.md", "figures"} <= set(on_disk["tables"])
     assert all(t["wall_s"] >= 0 for t in on_disk["tables"].values())
+    # sweep times that survive resuming: the logged runs and the cells' own times
+    sweep = on_disk["sweeps"]["modes"]
+    assert (sweep["runs"], sweep["runs_written"]) == (1, sweep["cells"]) and sweep["cell_s"] > 0
+    assert "sum of the cells' own times" in (results / "modes.md").read_text()
     modes = list(csv.DictReader((results / "modes.csv").open()))
     assert len(modes) == 2 * 3 and {r["mode"] for r in modes} == {"aster", "aster-sound", "refined"}
     ablation = list(csv.DictReader((results / "ablation.csv").open()))
@@ -474,6 +496,39 @@ def test_reproduce_records_failed_steps_and_keeps_older_entries(
         rep.reproduce(results, tmp_path / "work", True, 1, None, progress=False, tables=("nope",))
 
 
+def test_quick_runs_its_background_step_beside_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--quick starts QUICK_BACKGROUND steps first in a thread (without a progress bar); the other steps
+    run meanwhile, and the manifest ends with every step's entry."""
+    import threading
+
+    from aster_ext.experiments import reproduce as rep
+
+    started = threading.Event()
+    seen: dict[str, Any] = {}
+
+    def slow(run: Any) -> dict[str, Any]:
+        seen["slow_progress"] = run.progress
+        started.set()
+        time.sleep(0.5)
+        seen["slow_done"] = time.perf_counter()
+        return {"slow.md": {"wall_s": 0.5}}
+
+    def fast(run: Any) -> dict[str, Any]:
+        assert started.wait(5)
+        seen["fast_done"] = time.perf_counter()
+        return {"fast.md": {"wall_s": 0.0}}
+
+    monkeypatch.setattr(rep, "STEPS", {"fast": fast, "slow": slow})
+    monkeypatch.setattr(rep, "QUICK_BACKGROUND", ("slow",))
+    m = rep.reproduce(tmp_path / "results", tmp_path / "work", True, 1, None, progress=True)
+    assert seen["fast_done"] < seen["slow_done"] and seen["slow_progress"] is False
+    assert {"fast.md", "slow.md"} <= set(m["tables"]) and m["failed"] == {}
+    on_disk = json.loads((tmp_path / "results" / "MANIFEST.json").read_text())
+    assert {"fast.md", "slow.md"} <= set(on_disk["tables"])
+
+
 def _header(path: Path) -> list[str]:
     return path.read_text().splitlines()[0].split(",")
 
@@ -501,6 +556,13 @@ def test_quick_refined_timing(tmp_path: Path) -> None:
         assert r["status"] in ("ok", "infeasible") and float(r["total_s"]) > 0
         if r["status"] == "ok":
             assert 0 < float(r["certified"]) <= 1e-3 and int(r["hw"]) > 0
+            assert 0 <= float(r["solver_s"]) <= float(r["total_s"])
+    # its cells are the modes sweep's (same store, same cells): the modes grid finds them finished
+    from aster_ext.experiments.reproduce import grids
+
+    store = ResultStore(tmp_path / "work", ROW_FIELDS)
+    modes_keys = {c.key for c in grids(True)["modes"].cells()}
+    assert {row_key(r) for r in store.rows()} <= modes_keys and len(store.rows()) == 8
 
 
 @pytest.mark.slow
@@ -569,3 +631,17 @@ def test_quick_tightness_nonlinear_is_sound(tmp_path: Path) -> None:
             assert sym >= 1 - 1e-9 and interval >= sym - 1e-9
     (fixture,) = [r for r in rows if r["network"] == "mlp_sigmoid" and r["layer"] == "all"]
     assert float(fixture["max_observed"]) <= float(fixture["certified"]) and fixture["violations"] == "0"
+
+
+def test_timing_sums_cell_times_and_lists_logged_runs(tmp_path: Path) -> None:
+    from aster_ext.experiments.timing import timing_lines
+
+    store = ResultStore(tmp_path, ROW_FIELDS)
+    base = {"model": "m", "setting": "A", "granularity": "layer", "variant": "full", "status": "ok"}
+    store.append({**base, "eps": 1e-3, "mode": "aster", "time_s": 2.0, "solver_s": 1.0, "verify_s": 4.0})
+    store.append({**base, "eps": 1e-5, "mode": "refined", "time_s": 30.0, "solver_s": 20.0, "verify_s": 24.0})
+    store.log_run({"label": "modes", "wall_s": 120.0, "written": 2, "workers": 2})
+    lines = timing_lines(tmp_path, workers=2, top=1)
+    assert "2 cells; quantize 32 s (HiGHS 21 s), verify 28 s; sum 1.0 min, /2 workers = 0.5 min" in lines[0]
+    assert any("m 1e-05 A refined full ok: 30.0 / 20.0 / 24.0" in ln for ln in lines)
+    assert lines[-1].startswith("run modes") and "2 rows in 2.0 min wall" in lines[-1]

@@ -40,12 +40,27 @@ def network_size(model_path: str) -> dict[str, int]:
     from ..ir import ACTIVATIONS, dense_chain
 
     net, _ = load_model(model_path)
-    layers = dense_chain(net, frozenset(ACTIVATIONS))
+    return layers_size(dense_chain(net, frozenset(ACTIVATIONS)))
+
+
+def layers_size(layers: list[Any]) -> dict[str, int]:
+    """``network_size`` of a dense chain already loaded (the quantize result's own layers: the model
+    file, which takes up to seconds to parse, is then read once per cell instead of twice)."""
     return {
         "n_layers": len(layers),
         "n_neurons": int(sum(lay.weight.shape[0] for lay in layers)),
         "n_params": int(sum(lay.weight.size + lay.bias.size for lay in layers)),
     }
+
+
+def _add_size(row: dict[str, Any], model_path: str) -> dict[str, Any]:
+    """The network's size on a row whose run did not return its layers (infeasible, error); a model
+    that does not load leaves the size empty (the row already says why the run failed)."""
+    try:
+        row.update(network_size(model_path))
+    except Exception:  # the run's own status and message stand
+        pass
+    return row
 
 
 def cell_identity(cell: Cell) -> dict[str, Any]:
@@ -59,11 +74,6 @@ def cell_identity(cell: Cell) -> dict[str, Any]:
 def run_cell(cell: Cell) -> dict[str, Any]:
     """Quantize + verify one cell; every failure becomes a row (status error/infeasible), never a raise."""
     row = cell_identity(cell)
-    try:
-        row.update(network_size(cell.model_path))
-    except Exception as exc:  # reported in the row, never hidden
-        row.update(status="error", time_s=0.0, message=_one_line(f"{type(exc).__name__}: {exc}"))
-        return row
     if cell.variant != "full":
         return _run_variant(cell, row)
     return _run_quantize(cell, row)
@@ -92,16 +102,17 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
         row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
         if exc.smallest_error is not None:
             row["smallest_eps"] = float(exc.smallest_error)
-        return row
+        return _add_size(row, cell.model_path)
     except UserError as exc:
         row.update(status="error", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
-        return row
+        return _add_size(row, cell.model_path)
     except Exception as exc:
         row.update(
             status="error", time_s=time.perf_counter() - t0, message=_one_line(f"{type(exc).__name__}: {exc}")
         )
-        return row
+        return _add_size(row, cell.model_path)
     row["time_s"] = time.perf_counter() - t0
+    row.update(layers_size(res.layers))
     r = res.report
     cost = r["cost"]
     row.update(
@@ -128,6 +139,7 @@ def _run_original(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     from ..errors import InfeasibleError
     from ..original import quantize_original, verify_original_directory
 
+    _add_size(row, cell.model_path)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="aster-ext-cell-") as tmp:
         out = Path(tmp) / "out"
@@ -213,8 +225,13 @@ def _run_variant(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"variant {cell.variant} is a refined-mode analysis switch")
     switches = dict(VARIANTS[cell.variant])
     granularity = str(switches.pop("granularity", cell.granularity))
-    net, spec = load_model(cell.model_path)
-    layers = dense_chain(net, allowed_activations("refined"))
+    try:
+        net, spec = load_model(cell.model_path)
+        layers = dense_chain(net, allowed_activations("refined"))
+    except Exception as exc:  # reported in the row, never hidden
+        row.update(status="error", time_s=0.0, message=_one_line(f"{type(exc).__name__}: {exc}"))
+        return row
+    row.update(layers_size(layers))
     t0 = time.perf_counter()
     try:
         res = assign_refined(

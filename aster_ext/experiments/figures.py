@@ -1,7 +1,7 @@
 """Figures of a sweep (matplotlib, Agg back end): PNG and SVG under ``results/figures/``.
 
-- ``pareto_hw``: hw cost vs ε per benchmark, one line per mode (setting A; log-log): the cost each
-  mode pays for a tighter error target.
+- ``pareto_hw``: hw cost vs ε per benchmark, one line per mode (log-log; per benchmark the setting
+  with the most feasible cells, named in its panel): the cost each mode pays for a tighter target.
 - ``frac_bits_layer``: fractional bits of the dot products per layer (aster, aster-sound; ε = 1e-3,
   setting A), benchmarks × layers.
 - ``frac_bits_neuron``: refined mode's fractional bits per neuron (ε = 1e-3, setting A), one panel
@@ -28,6 +28,7 @@ def _plt() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "aster-ext"  # fixed SVG element ids: reruns diff cleanly
     import matplotlib.pyplot as plt
 
     return plt
@@ -52,27 +53,54 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def pareto(rows: list[dict[str, Any]], out: Path, setting: str = "A") -> list[Path]:
+def pareto_setting(rows: list[dict[str, Any]], name: str) -> str | None:
+    """The setting of a benchmark's Pareto panel: the one with the most feasible (mode, ε) cells
+    (ties: A before B, C, D); None when no cell of the benchmark is feasible."""
+    count: dict[str, int] = {}
+    for r in _full(rows):
+        if r["model"] == name and r["status"] == "ok":
+            count[r["setting"]] = count.get(r["setting"], 0) + 1
+    return min(count, key=lambda s: (-count[s], s)) if count else None
+
+
+def pareto(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """hw cost vs ε per benchmark and mode, in the benchmark's setting with the most feasible cells
+    (``pareto_setting``; named in the panel title): many benchmarks are infeasible in setting A."""
     plt = _plt()
-    ok = [r for r in _full(rows) if r["status"] == "ok" and r["setting"] == setting]
+    ok = [r for r in _full(rows) if r["status"] == "ok"]
     names = sorted({r["model"] for r in _full(rows)})
+    eps_all = sorted({float(r["eps"]) for r in _full(rows)})
     nr, nc = _grid(len(names))
     fig, axes = plt.subplots(nr, nc, figsize=(2.6 * nc, 2.2 * nr), squeeze=False, layout="constrained")
     for ax, name in zip(axes.flat, names, strict=False):
+        setting = pareto_setting(rows, name)
+        ax.set_xscale("log")
+        ax.set_xlim(eps_all[0] / 3, eps_all[-1] * 3)
+        if setting is None:
+            ax.set_title(f"{name}: nothing feasible", fontsize=8)
+            ax.set_yticks([])
+            ax.tick_params(labelsize=6)
+            continue
         for mode, (color, marker) in MODE_STYLE.items():
-            pts = sorted((r["eps"], r["hw"]) for r in ok if r["model"] == name and r["mode"] == mode)
+            pts = sorted(
+                (r["eps"], r["hw"])
+                for r in ok
+                if r["model"] == name and r["mode"] == mode and r["setting"] == setting
+            )
             if pts:
                 ax.plot(*zip(*pts, strict=True), color=color, marker=marker, label=mode, lw=1, ms=4)
-        ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(name, fontsize=8)
+        ax.set_title(f"{name} (setting {setting})", fontsize=8)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside upper center", ncol=3, fontsize=8)
+    from matplotlib.lines import Line2D
+
+    # the legend names every mode, also when the first panel lacks one (infeasible there)
+    handles = [Line2D([], [], color=c, marker=m, lw=1, ms=4) for c, m in MODE_STYLE.values()]
+    fig.legend(handles, list(MODE_STYLE), loc="outside upper center", ncol=3, fontsize=8)
     fig.supxlabel("error target ε")
-    fig.supylabel(f"hw cost (setting {setting}; missing point = infeasible)")
+    fig.supylabel("hw cost (missing point = infeasible)")
     return _save(fig, out, "pareto_hw")
 
 
@@ -175,7 +203,7 @@ def time_vs_size(rows: list[dict[str, Any]], out: Path) -> list[Path]:
 
 
 FIGURES: dict[str, tuple[str, Callable[[list[dict[str, Any]], Path], list[Path]]]] = {
-    "pareto_hw": ("hw cost vs error target per benchmark (setting A)", pareto),
+    "pareto_hw": ("hw cost vs error target per benchmark (its setting with the most feasible cells)", pareto),
     "frac_bits_layer": ("fractional bits per layer (aster, aster-sound)", frac_bits_layer),
     "frac_bits_neuron": ("fractional bits per neuron (refined)", frac_bits_neuron),
     "certified_vs_observed": ("bound vs max observed error (log-log, y = x)", certified_vs_observed),

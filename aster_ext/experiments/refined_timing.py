@@ -1,64 +1,62 @@
 """Table ``refined_timing``: wall time of ``refined`` per benchmark (load, analysis, ILP, certify,
 codegen: one ``quantize`` in a fresh process), ε = 1e-3, settings C and A.
 
+These are cells of the ``modes`` sweep (refined mode, the full analysis, same ILP time limit): the
+table runs that sweep's cells for ε = 1e-3 and settings C, A into the same store (``WORK/``, where the
+``modes`` step finds them finished) and reads each cell's ``time_s`` — the time of ``quantize`` alone,
+the verify that follows in the cell not included — and ``solver_s`` (the HiGHS solves inside it).
+
 The numbers are the time a user waits; measured while other cells run in parallel (``workers``)
 on a shared machine they are noisy, and the table says with how many workers it was taken.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from .benchmarks import QUICK, aster_model_paths
-from .tasks import TableRun, tasks_of
+from .cell import ROW_FIELDS
+from .runner import run_sweep
+from .store import ResultStore, row_key
+from .tasks import TableRun
 
 TABLE = "refined_timing"
-FIELDS = ["benchmark", "setting", "status", "certified", "hw", "analyse_s", "codegen_s", "total_s"]
+STORE_DIR = ""  # the modes sweep's store, WORK/ itself
+FIELDS = ["benchmark", "setting", "status", "certified", "hw", "solver_s", "total_s"]
 SETTINGS = ("C", "A")
 EPS = 1e-3
 
 
-def time_one(model_path: str, setting: str, eps: float) -> dict[str, Any]:
-    """One refined ``quantize`` into a temporary folder, timed as a whole and by phase."""
-    from ..errors import UserError
-    from ..pipeline import QuantizeOptions, quantize
-
-    t0 = time.perf_counter()
-    row: dict[str, Any] = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="aster-ext-timing-") as tmp:
-            opts = QuantizeOptions(error=eps, mode="refined", setting=setting)
-            res = quantize(Path(model_path), opts, Path(tmp) / "out")
-        t = res.report["timings"]
-        row.update(
-            status="ok",
-            certified=f"{res.report['certified_error']:.4g}",
-            hw=res.report["cost"]["hw"],
-            analyse_s=round(t.get("assign_and_certify_s", 0), 2),
-            codegen_s=round(t.get("codegen_s", 0), 2),
-        )
-    except UserError as exc:
-        row.update(status="infeasible", certified=str(exc)[:80])
-    row["total_s"] = round(time.perf_counter() - t0, 2)
-    return row
+def table_row(cell_row: dict[str, Any]) -> dict[str, Any]:
+    """A store row of a refined cell in the table's columns (``certified`` holds the reason when the
+    target is not certifiable)."""
+    ok = cell_row["status"] == "ok"
+    certified = f"{cell_row['certified']:.4g}" if ok else str(cell_row.get("message") or "")[:80]
+    return {
+        "benchmark": cell_row["model"],
+        "setting": cell_row["setting"],
+        "status": cell_row["status"],
+        "certified": certified,
+        "hw": cell_row.get("hw") if ok else None,
+        "solver_s": round(float(cell_row["solver_s"]), 2) if cell_row.get("solver_s") is not None else None,
+        "total_s": round(float(cell_row["time_s"]), 2),
+    }
 
 
 def build(run: TableRun) -> list[Path]:
-    """Run (or resume) the timings in ``work/refined_timing`` and write results/refined_timing.csv/.md."""
-    paths = aster_model_paths(QUICK if run.quick else None)
-    items = [{"model_path": str(p), "setting": s, "eps": EPS} for p in paths for s in SETTINGS]
-    tasks = tasks_of(
-        __name__,
-        "time_one",
-        items,
-        lambda kw: {"benchmark": Path(kw["model_path"]).stem, "setting": kw["setting"]},
-        lambda kw: Path(kw["model_path"]).stat().st_size,
-    )
-    rows = run.rows(TABLE, tasks, FIELDS, parse=False)
+    """Run (or resume) the refined ε = 1e-3 cells of the modes sweep in ``work/`` and write
+    results/refined_timing.csv/.md."""
+    from .reproduce import grids  # the modes grid (reproduce imports this module)
+
+    modes = grids(run.quick)["modes"]
+    grid = dataclasses.replace(modes, eps=[EPS], settings=list(SETTINGS), modes=["refined"])
+    summary = run_sweep(grid, run.work, run.workers, run.ray_address, progress=run.progress, label=TABLE)
+    if summary.crashed:
+        raise RuntimeError(f"{TABLE}: {len(summary.crashed)} cells crashed twice; rerun with --resume")
+    by_key = {row_key(r): r for r in ResultStore(run.work, ROW_FIELDS).rows()}
+    rows = [table_row(by_key[c.key]) for c in grid.cells() if c.key in by_key]
     return run.write(TABLE, rows, FIELDS, markdown(rows, run.workers))
 
 
@@ -72,9 +70,10 @@ def markdown(rows: list[dict[str, Any]], workers: int) -> str:
     lines = [
         f"# refined: time per benchmark (ε = {EPS:g}, settings {', '.join(SETTINGS)})",
         "",
-        "Written by `aster-ext experiments reproduce` (table 'refined_timing'): each run one `quantize` "
-        "(load, analysis, ILP, certify, codegen) in a fresh process; "
-        f"{workers} run(s) at a time on a shared machine (times are noisy).",
+        "Written by `aster-ext experiments reproduce` (table 'refined_timing', from the refined cells of the "
+        "modes sweep): `total_s` is one `quantize` (load, analysis, ILP, certify, codegen) in a fresh "
+        "process, `solver_s` the HiGHS solves inside it; "
+        f"{workers} cell(s) at a time on a shared machine (times are noisy).",
         "",
         f"- {stats(totals)} over {len(rows)} runs",
         f"- certified runs only: {stats(feasible)} over {len(feasible)} runs",

@@ -8,22 +8,27 @@ Steps (``STEPS``; ``--tables`` picks some, run in the order given):
   ``aster_reproduction.md/.csv`` and the figures.
 - ``aster_violations``: a second store (``WORK/violations``): ``aster`` mode at ε = 1e-3 under a
   stronger verify budget (3000 samples, 80 search rounds).
-- ``aster_lp_match``, ``nonlinear``, ``refined_timing``, ``tightness_breakdown``,
-  ``activations_e2e``, ``tightness_nonlinear``, ``cpp_check``: tables of their own cells (module
-  of the same name in this package, ``build``), each with its store ``WORK/<table>``.
+- ``refined_timing``: the refined cells of the ``modes`` sweep at ε = 1e-3, settings C and A, run
+  into the same store ``WORK/`` (the ``modes`` step then skips them; module ``refined_timing``).
+- ``aster_lp_match``, ``nonlinear``, ``tightness_breakdown``, ``activations_e2e``,
+  ``tightness_nonlinear``, ``cpp_check``: tables of their own cells (module of the same name in this
+  package, ``build``), each with its store ``WORK/<table>``.
 
 After every step ``MANIFEST.json`` is rewritten (commit, versions, CPU, date, seeds, wall time per
 table). A rerun with ``--resume WORK`` skips every finished cell. ``--quick`` runs a small version
 of each (four small benchmarks for the sweeps; see each module's ``QUICK``), for CI, into
-``out/reproduce-quick/results`` unless ``--results`` says otherwise.
+``out/reproduce-quick/results`` unless ``--results`` says otherwise; its ``nonlinear`` step (one
+long task) runs beside the other steps (``QUICK_BACKGROUND``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +52,7 @@ from .figures import write_figures
 from .grid import DEFAULT_VERIFY, VARIANTS, Grid
 from .manifest import build_manifest, git_commit
 from .runner import run_sweep
-from .store import ResultStore
+from .store import ResultStore, row_key
 from .tables import read_reference, write_modes, write_reproduction, write_violations
 from .tasks import TableRun
 
@@ -57,6 +62,9 @@ MODES = ["aster", "aster-sound", "refined"]
 ILP_TIME_LIMIT = 60.0
 CELL_TIME_LIMIT = 600.0
 VIOLATIONS_VERIFY = {**DEFAULT_VERIFY, "samples": 3000, "search_iters": 80}
+#: --quick: steps that are one long task (the tanh MNIST net's box), started first and run beside the
+#: other steps, whose pools would otherwise leave a core idle while it runs
+QUICK_BACKGROUND = ("nonlinear",)
 
 
 def grids(quick: bool) -> dict[str, Grid]:
@@ -113,19 +121,38 @@ def reproduce(
     old = _previous_tables(results / "MANIFEST.json")
     failed: dict[str, str] = {}
     manifest: dict[str, Any] = {}
-    for step in chosen:
+    lock = threading.Lock()
+
+    def do(step: str, step_run: _Run) -> None:
+        nonlocal manifest
         t0 = time.perf_counter()
         try:
-            entries = STEPS[step](run)
+            entries = STEPS[step](step_run)
         except Exception as exc:  # recorded, the other tables still run
-            failed[step] = f"{type(exc).__name__}: {exc}"[:500]
-            entries = {f"{step}.md": {"error": failed[step], "wall_s": time.perf_counter() - t0}}
-        stamp = {"date_utc": _now(), "commit": code["commit"], "dirty": code["dirty"]}
-        for name, entry in entries.items():
-            run.tables[name] = {**entry, **stamp}
-        kept = {k: v for k, v in old.items() if k not in run.tables}
-        manifest = build_manifest({**kept, **run.tables}, run.extra(chosen, failed))
-        (results / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            with lock:
+                failed[step] = f"{type(exc).__name__}: {exc}"[:500]
+                entries = {f"{step}.md": {"error": failed[step], "wall_s": time.perf_counter() - t0}}
+        with lock:
+            stamp = {"date_utc": _now(), "commit": code["commit"], "dirty": code["dirty"]}
+            for name, entry in entries.items():
+                run.tables[name] = {**entry, **stamp}
+            kept = {k: v for k, v in old.items() if k not in run.tables}
+            manifest = build_manifest({**kept, **run.tables}, run.extra(chosen, failed))
+            (results / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+    # --quick: a step of one long task runs beside the others (no progress bar: one live display)
+    background = [s for s in chosen if quick and s in QUICK_BACKGROUND and len(chosen) > 1]
+    threads = [
+        threading.Thread(target=do, args=(s, dataclasses.replace(run, progress=False)), daemon=True)
+        for s in background
+    ]
+    for t in threads:
+        t.start()
+    for step in chosen:
+        if step not in background:
+            do(step, run)
+    for t in threads:
+        t.join()
     if failed:
         raise RuntimeError(f"tables that failed (see MANIFEST.json): {failed}")
     return manifest
@@ -144,12 +171,14 @@ class _Run:
     code: dict[str, Any]
     walls: dict[str, float] = field(default_factory=dict)
     cells: dict[str, int] = field(default_factory=dict)
+    timing: dict[str, dict[str, Any]] = field(default_factory=dict)
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def sweep(self, name: str) -> None:
         grid = grids(self.quick)[name]
+        store_dir = _store_dir(self.work, name)
         summary = run_sweep(
-            grid, _store_dir(self.work, name), self.workers, self.ray_address, progress=self.progress
+            grid, store_dir, self.workers, self.ray_address, progress=self.progress, label=name
         )
         if summary.crashed:
             names = ", ".join(f"{c.model}/{c.eps:g}/{c.setting}/{c.mode}" for c in summary.crashed[:5])
@@ -157,6 +186,7 @@ class _Run:
                 f"{len(summary.crashed)} cells crashed twice ({names}); rerun with --resume {self.work}"
             )
         self.walls[name], self.cells[name] = summary.wall_s, summary.total
+        self.timing[name] = sweep_timing(grid, ResultStore(store_dir, ROW_FIELDS), name)
 
     def extra(self, chosen: list[str], failed: dict[str, str]) -> dict[str, Any]:
         all_grids = grids(self.quick)
@@ -171,7 +201,12 @@ class _Run:
             "failed": failed,
             "sweep_stores": {k: str(_store_dir(self.work, k) / "results.csv") for k in self.walls},
             "sweeps": {
-                k: {"cells": self.cells[k], "wall_s": self.walls[k], "grid": all_grids[k].to_json()}
+                k: {
+                    "cells": self.cells[k],
+                    "wall_s": self.walls[k],
+                    **self.timing.get(k, {}),
+                    "grid": all_grids[k].to_json(),
+                }
                 for k in self.walls
             },
             "seeds": {
@@ -184,6 +219,46 @@ class _Run:
         }
 
 
+def sweep_timing(grid: Grid, store: ResultStore, label: str) -> dict[str, Any]:
+    """How long a sweep took, in numbers that survive resuming and a shared machine: the runs logged
+    in its store (``label``: wall time and load average of each), and the sum over its cells of
+    ``time_s + verify_s`` (each cell's own run time; divided by the worker count it estimates the
+    wall time on an otherwise idle machine with that many cores)."""
+    keys = {c.key for c in grid.cells()}
+    cell_s = sum(
+        float(r.get("time_s") or 0.0) + float(r.get("verify_s") or 0.0)
+        for r in store.rows()
+        if row_key(r) in keys
+    )
+    runs = store.runs(label)
+    return {
+        "cell_s": cell_s,
+        "runs": len(runs),
+        "runs_wall_s": sum(float(r.get("wall_s", 0.0)) for r in runs),
+        "runs_written": sum(int(r.get("written", 0)) for r in runs),
+        "load_avg": [r.get("load_avg_end") for r in runs],
+    }
+
+
+def _timing_text(run: _Run, names: tuple[str, ...]) -> str:
+    """One sentence on the sweeps' times for a table header (see ``sweep_timing``)."""
+    t = [run.timing[n] for n in names]
+    cell_min = sum(x["cell_s"] for x in t) / 60
+    wall = sum(x["runs_wall_s"] for x in t) / 60
+    written = sum(x["runs_written"] for x in t)
+    cells = sum(run.cells[n] for n in names)
+    loads = [la[0] for x in t for la in x["load_avg"] if la]
+    load = f"; 1-min load average at the end of a run up to {max(loads):.1f}" if loads else ""
+    w = run.workers
+    return (
+        f"sum of the cells' own times (time_s + verify_s) {cell_min:.1f} min, /{w} = {cell_min / w:.1f} min "
+        f"(the wall time {w} cores need for these cell times, which grow with the load); "
+        f"logged sweep runs: {wall:.1f} min wall with {w} "
+        f"workers{' on Ray' if run.ray_address else ''}, writing {written} of the {cells} rows{load} "
+        "(shared machine: times are noisy)"
+    )
+
+
 def _modes_step(run: _Run) -> dict[str, dict[str, Any]]:
     """The modes + ablation sweeps: modes.md/.csv, ablation.csv, aster_reproduction.md/.csv, figures."""
     run.sweep("modes")
@@ -192,9 +267,8 @@ def _modes_step(run: _Run) -> dict[str, dict[str, Any]]:
     rows = ResultStore(run.work, ROW_FIELDS).rows()
     n = len({r["model"] for r in rows})
     header = (
-        f"{n} benchmarks x eps {{1e-3, 1e-5}} x settings A-D x 3 modes; sweep wall time "
-        f"{(walls['modes'] + walls['ablation']) / 60:.1f} min with {run.workers} workers"
-        f"{' on Ray' if run.ray_address else ''} (shared machine: times are noisy). Verify budget for every "
+        f"{n} benchmarks x eps {{1e-3, 1e-5}} x settings A-D x 3 modes (+ the ablation variants); "
+        f"{_timing_text(run, ('modes', 'ablation'))}. Verify budget for every "
         f"mode: {DEFAULT_VERIFY} (random + corner samples, then the adversarial local search; exact "
         "re-evaluation of the worst candidates). `aster` is checked against the error it claims; the "
         "other two against their certificates. Costs are from the emitted types "
@@ -255,7 +329,7 @@ def _table_step(module: ModuleType) -> Callable[[_Run], dict[str, dict[str, Any]
         return {
             f"{module.TABLE}.md": {
                 "files": [str(p.relative_to(run.results)) for p in files],
-                "store": str(run.work / module.TABLE / "results.csv"),
+                "store": str(run.work / getattr(module, "STORE_DIR", module.TABLE) / "results.csv"),
                 "wall_s": time.perf_counter() - t,
             }
         }
@@ -354,7 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("new", type=Path)
     c.add_argument("old", type=Path)
     c.add_argument("--key", nargs="+", required=True, help="columns that identify a row")
+    t = sub.add_parser("timing", help="where a sweep store's time went (cells' own times, logged runs)")
+    t.add_argument("work", type=Path, help="the sweep's folder (holding results.csv)")
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--top", type=int, default=10, help="list the N slowest cells")
     args = ap.parse_args(argv)
+    if args.command == "timing":
+        from .timing import timing_lines
+
+        print("\n".join(timing_lines(args.work, args.workers, args.top)))
+        return 0
     if args.command == "compare":
         from .compare import compare_csv
 

@@ -11,6 +11,7 @@ give the same rows. Only the driver writes the store.
 
 from __future__ import annotations
 
+import datetime
 import multiprocessing
 import os
 import threading
@@ -117,9 +118,11 @@ class SweepSummary:
 
 
 def _order(cells: list[Cell]) -> list[Cell]:
-    """Larger models first, so the pool does not end waiting on one slow tail cell."""
+    """Longest cells first, so the pool does not end waiting on one slow tail cell: larger model files
+    first; within a model the refined cells (an ILP per analysis round) and then the smaller ε (wider
+    formats: slower bit-exact simulation in verify) first."""
     size = {c.model_path: Path(c.model_path).stat().st_size for c in cells}
-    return sorted(cells, key=lambda c: -size[c.model_path])
+    return sorted(cells, key=lambda c: (-size[c.model_path], c.mode != "refined", c.eps))
 
 
 def _local_results(
@@ -185,8 +188,11 @@ def run_sweep(
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     cell_fn: CellFn = run_cell,
+    label: str = "sweep",
 ) -> SweepSummary:
-    """Run every cell of ``grid`` not yet in ``out_dir/results.csv``; append one row per finished cell."""
+    """Run every cell of ``grid`` not yet in ``out_dir/results.csv``; append one row per finished cell,
+    and a line describing this run (``label``, wall time, rows written, load average) to
+    ``out_dir/runs.jsonl``."""
     if workers < 1:
         raise UserError("--workers must be at least 1")
     store = ResultStore(out_dir, ROW_FIELDS)
@@ -197,6 +203,7 @@ def run_sweep(
     summary = SweepSummary(total=len(cells), skipped=len(cells) - len(todo), written=0,
                            backend="ray" if ray_address else "local")  # fmt: skip
     t0 = time.perf_counter()
+    load_start = _load_avg()
     bar = SweepProgress(len(todo), progress)
     attempt = 0
     while todo and attempt <= RETRIES:
@@ -217,7 +224,31 @@ def run_sweep(
         attempt += 1
     summary.crashed = todo
     summary.wall_s = time.perf_counter() - t0
+    if summary.written or summary.crashed:
+        store.log_run(
+            {
+                "label": label,
+                "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "wall_s": summary.wall_s,
+                "written": summary.written,
+                "skipped": summary.skipped,
+                "crashed": len(summary.crashed),
+                "workers": workers,
+                "backend": summary.backend,
+                "load_avg_start": load_start,
+                "load_avg_end": _load_avg(),
+            }
+        )
     return summary
+
+
+def _load_avg() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the platform has none): a shared machine's
+    wall times are only comparable together with its load."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 class SweepProgress:

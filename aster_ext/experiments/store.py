@@ -21,6 +21,7 @@ from .grid import cell_key
 
 RESULTS_NAME = "results.csv"
 SWEEP_NAME = "sweep.json"
+RUNS_NAME = "runs.jsonl"
 
 
 def _line(values: list[Any]) -> bytes:
@@ -128,6 +129,28 @@ class ResultStore:
                 )
         else:
             path.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
+
+    def log_run(self, record: dict[str, Any]) -> None:
+        """Append one line to ``DIR/runs.jsonl`` describing a run of the sweep (wall time, rows
+        written, workers, load average): a store filled over several runs (resumed) keeps the
+        wall time of each."""
+        with (self.dir / RUNS_NAME).open("a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def runs(self, label: str | None = None) -> list[dict[str, Any]]:
+        """The runs logged in this store (those of ``label`` only, when given); unreadable lines skipped."""
+        path = self.dir / RUNS_NAME
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and (label is None or rec.get("label") == label):
+                out.append(rec)
+        return out
 
 
 def row_key(row: dict[str, Any]) -> tuple[str, ...]:

@@ -36,7 +36,4 @@ def load_regions_npz(path: Path, n_inputs: int | None = None) -> list[Region]:
         raise ValueError(f"{path}: lower > upper")
     if not np.issubdtype(labels.dtype, np.integer) or np.any(labels < 0):
         raise ValueError(f"{path}: labels must be non-negative integers")
-    return [
-        Region(name, lower[r].copy(), upper[r].copy(), int(labels[r]))
-        for r, name in enumerate(names)
-    ]
+    return [Region(name, lower[r].copy(), upper[r].copy(), int(labels[r])) for r, name in enumerate(names)]

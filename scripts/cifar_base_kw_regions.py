@@ -45,7 +45,9 @@ def parse_vnnlib(text: str, n: int = N_IN) -> tuple[np.ndarray, np.ndarray, int]
     for op, i, v in BOUND.findall(text):
         (hi if op == "<=" else lo)[int(i)] = float(v)
     if np.isnan(lo).any() or np.isnan(hi).any():
-        raise ValueError(f"{int(np.isnan(lo).sum())} lower and {int(np.isnan(hi).sum())} upper bounds missing")
+        raise ValueError(
+            f"{int(np.isnan(lo).sum())} lower and {int(np.isnan(hi).sum())} upper bounds missing"
+        )
     pairs = DISJUNCT.findall(text)
     left = {int(a) for a, _ in pairs}
     if len(left) != 1 or len(pairs) != 9 or {int(b) for _, b in pairs} | left != set(range(10)):
@@ -72,7 +74,12 @@ def check(name: str, lo: np.ndarray, hi: np.ndarray, label: int, spec: dict) -> 
     y = sess.run(None, {spec["input_name"]: x})[0].ravel()
     if int(y.argmax()) != label:
         raise ValueError(f"{name}: argmax {int(y.argmax())} at the centre, label {label}")
-    return {"eps": eps, "inputs_at_pixel_range_edge": int(clipped.sum()), "width_dev": dev, "center_argmax": int(y.argmax())}
+    return {
+        "eps": eps,
+        "inputs_at_pixel_range_edge": int(clipped.sum()),
+        "width_dev": dev,
+        "center_argmax": int(y.argmax()),
+    }
 
 
 def main() -> int:
@@ -83,7 +90,12 @@ def main() -> int:
     listed = spec["vnnlib"]["files_for_this_net"]
     ex = spec["vnnlib"]["example"]
     boxes: dict[str, tuple[np.ndarray, np.ndarray, int, str]] = {
-        ex["file"]: (np.array(ex["lower"], float), np.array(ex["upper"], float), int(ex["label"]), "spec vnnlib.example")
+        ex["file"]: (
+            np.array(ex["lower"], float),
+            np.array(ex["upper"], float),
+            int(ex["label"]),
+            "spec vnnlib.example",
+        )
     }
     for f in args.vnnlib:
         match = [p for p in listed if Path(p).name == f.name]

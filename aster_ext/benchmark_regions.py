@@ -37,3 +37,28 @@ def load_regions_npz(path: Path, n_inputs: int | None = None) -> list[Region]:
     if not np.issubdtype(labels.dtype, np.integer) or np.any(labels < 0):
         raise ValueError(f"{path}: labels must be non-negative integers")
     return [Region(name, lower[r].copy(), upper[r].copy(), int(labels[r])) for r, name in enumerate(names)]
+
+
+def benchmark_regions(shared: Path, repo_root: Path, stem: str) -> tuple[Path, list[Region]]:
+    """ONNX path and regions of benchmark ``stem``: a spec under ``shared/cnn`` with ``regions``
+    (names = the vnnlib file names), else ``shared/external/STEM.onnx`` with the regions file
+    ``repo_root/benchmarks/STEM.regions.npz`` (see :func:`load_regions_npz`)."""
+    import json
+
+    cnn_spec = shared / "cnn" / f"{stem}.spec.json"
+    if cnn_spec.exists():
+        spec = json.loads(cnn_spec.read_text())
+        regs = [
+            Region(
+                Path(r["vnnlib"]).name,
+                np.array(r["lower"], float),
+                np.array(r["upper"], float),
+                int(r["label"]),
+            )
+            for r in spec["regions"]
+        ]
+        return shared / "cnn" / f"{stem}.onnx", regs
+    npz = repo_root / "benchmarks" / f"{stem}.regions.npz"
+    spec = json.loads((shared / "external" / f"{stem}.spec.json").read_text())
+    n_in = int(np.prod(spec["input_shape"]))
+    return shared / "external" / f"{stem}.onnx", load_regions_npz(npz, n_in)

@@ -27,8 +27,7 @@ def test_cifar_base_kw_regions_load_and_centre_label(shared_dir: Path) -> None:
     onnx_path, regs = benchmark_regions(shared_dir / "benchmarks", ROOT, "cifar_base_kw")
     spec = json.loads((shared_dir / "benchmarks" / "external" / "cifar_base_kw.spec.json").read_text())
     listed = [Path(p).name for p in spec["vnnlib"]["files_for_this_net"]]
-    assert 1 <= len(regs) <= 5
-    assert [r.name for r in regs] == [n for n in listed[:5] if n in {r.name for r in regs}]  # spec order
+    assert [r.name for r in regs] == listed[:5]  # the first 5 listed files, in the spec's order
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     dom_lo, dom_hi = np.array(spec["input_lower"]), np.array(spec["input_upper"])
     for r in regs:
@@ -53,6 +52,20 @@ def test_load_regions_npz_rejects_inverted_box(tmp_path: Path) -> None:
         load_regions_npz(p, n_inputs=5)
     (r,) = load_regions_npz(p, n_inputs=4)
     assert r.label == 0 and r.upper.tolist() == [1.0] * 4
+
+
+def test_levels_reproduce_the_spec_example_bit_for_bit(shared_dir: Path) -> None:
+    """The stored pixel levels of the first file + the generator's float32 formula give exactly the
+    6144 bounds the spec's builder parsed from that vnnlib file."""
+    b = _builder()
+    spec = json.loads((shared_dir / "benchmarks" / "external" / "cifar_base_kw.spec.json").read_text())
+    ex = spec["vnnlib"]["example"]
+    ent = next(f for f in json.loads(b.LEVELS.read_text())["files"] if f["path"] == ex["file"])
+    levels = np.array([int(v) for row in ent["levels_rows"] for v in row.split()])
+    lo, hi = b.box_from_levels(levels, ent["eps"])
+    assert np.array_equal(lo, ex["lower"]) and np.array_equal(hi, ex["upper"])
+    lo2, hi2 = b.box_from_levels(np.clip(levels + 1, 0, 255), ent["eps"])  # a wrong level is caught
+    assert not (np.array_equal(lo2, ex["lower"]) and np.array_equal(hi2, ex["upper"]))
 
 
 def test_parse_vnnlib_bounds_and_label() -> None:

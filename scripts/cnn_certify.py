@@ -1,7 +1,9 @@
 """Certified fixed-point CNNs end to end (issue 9): per benchmark CNN and region, is the chosen
 fixed-point program provably label-preserving on the whole input box?
 
-For every CNN in shared/benchmarks/cnn/ and its 5 regions (box + label from its spec):
+For every CNN in shared/benchmarks/cnn/ and its 5 regions (box + label from its spec), and
+external/cifar_base_kw on the regions of benchmarks/cifar_base_kw.regions.npz (vnnlib boxes of its
+spec's files, see scripts/cifar_base_kw_regions.py):
 ``aster_ext.graph_program.certify.certify_cnn`` computes the real network's ranges and margin
 lower bounds (symbolic back-substitution), searches per-layer fractional bits (smallest global F
 certifying every provable region, then greedy per-layer decrease; integer bits from range ⊕
@@ -19,14 +21,15 @@ network's prediction, and overflow counts.
 Cost: ONE multiply-accumulate array per conv layer reused over all output pixels (see
 ``program_cost``). Times: wall-clock of one process on a shared 2-core machine (noisy); peak =
 tracemalloc peak of ``certify_cnn`` for the network.
-Writes results/cnn.md and results/cnn.csv. Usage: python scripts/cnn_certify.py [--only NAME ...]
+Writes results/cnn.md, results/cnn.csv and results/cnn_networks.csv; with --nets, the rows of the
+other networks are kept from the existing csv files (not recomputed).
+Usage: python scripts/cnn_certify.py [--nets NAME ...] [--points N]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 import time
@@ -37,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "benchmarks"
-NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small"]
+NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small", "cifar_base_kw"]
 FIELDS = [
     "network", "region", "label", "provable", "margin_min", "worst_k", "margin_lb", "margin_err", "slack",
     "certified", "reason", "ours_obs_margin_err", "ours_max_logit_err", "ours_label_agree", "ours_overflows",
@@ -77,12 +80,13 @@ def formats_summary(prog, fracs) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--nets", "--only", dest="only", nargs="*", choices=NETS, help="default: all")
     ap.add_argument("--points", type=int, default=200)
     args = ap.parse_args()
     from aster_ext import ops
+    from aster_ext.benchmark_regions import benchmark_regions
     from aster_ext.frontend.onnx_import import load_onnx
-    from aster_ext.graph_program.certify import Region, certify_cnn
+    from aster_ext.graph_program.certify import certify_cnn
     from aster_ext.graph_program.program import uniform_program
     from aster_ext.graph_program.simulate import simulate_graph
 
@@ -90,17 +94,8 @@ def main() -> int:
     for stem in NETS:
         if args.only and stem not in args.only:
             continue
-        net = load_onnx(SHARED / "cnn" / f"{stem}.onnx")
-        spec = json.loads((SHARED / "cnn" / f"{stem}.spec.json").read_text())
-        regs = [
-            Region(
-                Path(r["vnnlib"]).name,
-                np.array(r["lower"], float),
-                np.array(r["upper"], float),
-                int(r["label"]),
-            )
-            for r in spec["regions"]
-        ]
+        onnx_path, regs = benchmark_regions(SHARED, ROOT, stem)
+        net = load_onnx(onnx_path)
         t0 = time.perf_counter()
         rep = certify_cnn(net, regs, search="greedy", granularity="layer")  # per-layer: see cnn_ilp.py
         total = time.perf_counter() - t0
@@ -166,17 +161,30 @@ def main() -> int:
         net_rows.append(nrow)
         print(" ".join(f"{k}={nrow[k]}" for k in NET_FIELDS), flush=True)
     out = ROOT / "results"
-    suffix = "" if not args.only else "_" + "_".join(args.only)
-    with open(out / f"cnn{suffix}.csv", "w", newline="") as fh:
+    if args.only:  # keep the other networks' rows of the previous run
+        rows = merge_rows(out / "cnn.csv", rows)
+        net_rows = merge_rows(out / "cnn_networks.csv", net_rows)
+    with open(out / "cnn.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=FIELDS)
         w.writeheader()
         w.writerows(rows)
-    with open(out / f"cnn{suffix}_networks.csv", "w", newline="") as fh:
+    with open(out / "cnn_networks.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=NET_FIELDS)
         w.writeheader()
         w.writerows(net_rows)
-    write_md(rows, net_rows, out / f"cnn{suffix}.md")
+    write_md(rows, net_rows, out / "cnn.md")
     return 0
+
+
+def merge_rows(path: Path, new: list[dict]) -> list[dict]:
+    """Rows of ``path`` (if it exists) whose network is not in ``new``, plus ``new``, in NETS order."""
+    ran = {r["network"] for r in new}
+    old = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            old = [r for r in csv.DictReader(fh) if r["network"] not in ran]
+    order = {n: i for i, n in enumerate(NETS)}
+    return sorted(old + new, key=lambda r: order.get(r["network"], len(NETS)))  # stable within a network
 
 
 def write_md(rows: list[dict], net_rows: list[dict], path: Path) -> None:

@@ -21,7 +21,8 @@ and overflow counts. ``s_per_region`` = (prepare + greedy + channel ILP + final 
 / regions, wall-clock of one process on a shared 2-core machine (noisy; code generation not
 included). ``peak_rss_mib``: peak resident memory of the process so far.
 Writes results/cnn_ilp.md and results/cnn_ilp.csv (+ cnn_ilp_regions.csv).
-Usage: python scripts/cnn_ilp.py [--only NAME ...] [--time-limit S] [--points N]
+With --nets, the other networks' rows are kept from the existing csv files (not recomputed).
+Usage: python scripts/cnn_ilp.py [--nets NAME ...] [--time-limit S] [--points N]
        python scripts/cnn_ilp.py --render   (rewrite the .md and ratio columns from the .csv files)
 """
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import resource
 import sys
@@ -41,7 +41,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "benchmarks"
-NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b"]
+NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar_base_kw"]
 NET_FIELDS = [
     "network", "regions", "provable", "certified", "global_F", "hw_uniform_F", "hw_greedy", "hw_ilp_layer",
     "hw_ilp_channel", "ratio", "ratio_vs_greedy", "ratio_vs_uniform_F", "bilinear_greedy",
@@ -89,9 +89,9 @@ def formats_summary(net, fracs) -> str:
 
 def run_network(stem: str, time_limit: float, n_points: int) -> tuple[dict, list[dict]]:
     from aster_ext import ops
+    from aster_ext.benchmark_regions import benchmark_regions
     from aster_ext.frontend.onnx_import import load_onnx
     from aster_ext.graph_program.certify import (
-        Region,
         certify_choice,
         ilp_refine,
         prepare,
@@ -102,12 +102,8 @@ def run_network(stem: str, time_limit: float, n_points: int) -> tuple[dict, list
     from aster_ext.graph_program.program import FracChoice
     from aster_ext.graph_program.simulate import simulate_graph
 
-    net = load_onnx(SHARED / "cnn" / f"{stem}.onnx")
-    spec = json.loads((SHARED / "cnn" / f"{stem}.spec.json").read_text())
-    regs = [
-        Region(Path(r["vnnlib"]).name, np.array(r["lower"], float), np.array(r["upper"], float), r["label"])
-        for r in spec["regions"]
-    ]
+    onnx_path, regs = benchmark_regions(SHARED, ROOT, stem)
+    net = load_onnx(onnx_path)
     t0 = time.perf_counter()
     for r in regs:
         prepare(net, r)
@@ -197,15 +193,26 @@ def add_ratios(row: dict) -> None:
     row["ratio_vs_uniform_F"] = f"{hw_c / float(row['hw_uniform_F']):.3f}"
 
 
+def merge_rows(path: Path, new: list[dict], ran: set[str] | None = None) -> list[dict]:
+    """Rows of ``path`` (if it exists) whose network was not run, plus ``new``, in NETS order."""
+    ran = {r["network"] for r in new} if ran is None else ran
+    old = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            old = [r for r in csv.DictReader(fh) if r["network"] not in ran]
+    order = {n: i for i, n in enumerate(NETS)}
+    return sorted(old + new, key=lambda r: order.get(r["network"], len(NETS)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--nets", "--only", dest="only", nargs="*", choices=NETS, help="default: all")
     ap.add_argument("--time-limit", type=float, default=60.0, help="HiGHS seconds per solve")
     ap.add_argument("--points", type=int, default=200)
     ap.add_argument("--render", action="store_true", help="only rewrite the .md from the .csv files")
     args = ap.parse_args()
     out = ROOT / "results"
-    suffix = "" if not args.only else "_" + "_".join(args.only)
+    suffix = ""
     net_rows, region_rows = [], []
     if args.render:
         with open(out / f"cnn_ilp{suffix}.csv") as fh:
@@ -224,6 +231,15 @@ def main() -> int:
         net_rows.append(row)
         region_rows += rows
         print(" ".join(f"{k}={row.get(k, '')}" for k in NET_FIELDS), flush=True)
+    if args.only and not args.render:  # keep the other networks' rows of the previous run
+        net_rows = merge_rows(out / "cnn_ilp.csv", net_rows)
+        region_rows = merge_rows(
+            out / "cnn_ilp_regions.csv",
+            region_rows,
+            {r["network"] for r in net_rows if r["network"] in args.only},
+        )
+        for row in net_rows:
+            add_ratios(row)
     with open(out / f"cnn_ilp{suffix}.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=NET_FIELDS)
         w.writeheader()
@@ -234,7 +250,9 @@ def main() -> int:
         w.writerows(region_rows)
     doc = (__doc__ or "").split("Writes results")[0].strip().splitlines()
     lines = ["# Per-channel ILP formats for certified CNNs", "", "Written by `scripts/cnn_ilp.py`. " + doc[0]]
-    note = f"HiGHS time limit {args.time_limit:g} s per solve, at most 12 solves per search."
+    limits = sorted({float(r["time_limit_s"]) for r in net_rows if r.get("time_limit_s") not in (None, "")})
+    limit = f"{limits[0]:g} s" if len(limits) == 1 else "per network (column time_limit_s)"
+    note = f"HiGHS time limit {limit} per solve, at most 12 solves per search."
     lines += [*doc[1:], "", "AP_TRN, AP_WRAP everywhere; candidate F in [0, 32]; " + note, ""]
     lines += ["| " + " | ".join(NET_FIELDS) + " |", "|" + "---|" * len(NET_FIELDS)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in NET_FIELDS) + " |" for r in net_rows]

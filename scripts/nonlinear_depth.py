@@ -41,8 +41,18 @@ ACTS = ["tanh", "sigmoid", "softplus", "elu", "silu", "gelu"]
 ALPHA = {"elu": 1.0}
 FIELDS = [
     "act", "depth", "width", "eps", "setting", "maxlen_bound", "fallback", "certified", "hw",
-    "table_bits", "time_s", "violations", "max_observed", "cpp_bit_exact", "status", "code",
+    "table_bits", "time_s", "violations", "max_observed", "cpp_bit_exact", "status", "code", "tables",
 ]  # fmt: skip
+
+
+def table_shapes(program) -> str:
+    """Per activation layer with a table: "index bits/entry width:entries" (space-separated)."""
+    out = []
+    for lp in program.layers:
+        im = lp.act_impl
+        if im is not None and hasattr(im, "entries"):
+            out.append(f"{im.index_bits}/{im.entry_width}:{im.entries.shape[0]}")
+    return " ".join(out)
 
 
 def make_net(act: str, depth: int, width: int) -> list:
@@ -98,7 +108,8 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
         row["maxlen_bound"] = f"{c0.bound:.3g}"
     cost = program_cost(res.program)
     row.update(fallback=int(fb), certified=f"{res.certificate.bound:.3g}", hw=cost.hw,
-               table_bits=cost.table_bits, status=res.solver_status)  # fmt: skip
+               table_bits=cost.table_bits, status=res.solver_status,
+               tables=table_shapes(res.program))  # fmt: skip
     if label in ("before", "timing"):  # cost only (the before programs were verified on main)
         return row
     budget = VerifyBudget(samples=300, search_starts=4, search_iters=15, search_batch=32)
@@ -247,6 +258,43 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                 f"- hw ratio divided by the multiplier count ratio (cost per multiplier, depth 3 / depth 2): "
                 f"median {np.median(ratios_per_mult):.2f}, max {max(ratios_per_mult):.2f}"
             )
+            lines.append(
+                "  The 1.6x hw target cannot be met at equal precision: depth 3 has 1.70-1.84x the "
+                "multipliers of depth 2 (ratios above), each costing W_w + W_x; the hw ratio is that "
+                "count ratio times the cost per multiplier ratio, and the latter (median above) is what "
+                "the optimisation controls."
+            )
+            per_table = [x / 1.5 for x in ratios_rom]  # one table per hidden layer: 3 vs 2 tables
+            lines.append(
+                f"- table ROM per table (depth 3 has 3 tables, depth 2 has 2: ROM ratio / 1.5): median "
+                f"{np.median(per_table):.2f}, max {max(per_table):.2f}"
+            )
+            big = []
+            for k, r in sorted(by.items()):
+                r2 = by.get((k[0], 2, k[2], k[3], k[4]))
+                if k[1] == 3 and r2 is not None and int(r["table_bits"]) > 3 * int(r2["table_bits"]):
+                    ratio = int(r["table_bits"]) / int(r2["table_bits"])
+                    big.append(
+                        f"{k[0]} w{k[2]} ε={k[3]:g} {k[4]}: {ratio:.2f} "
+                        f"(depth 2 tables {r2.get('tables') or '?'}, depth 3 {r.get('tables') or '?'}; "
+                        f"certified {r['certified']} / {r2['certified']})"
+                    )
+            if big:
+                lines.append(
+                    f"- pairs with table ROM ratio > 3 ({len(big)}; tables as index bits/entry width:entries "
+                    "per hidden layer, '?': row from a run before this column existed): " + "; ".join(big)
+                )
+                lines.append(
+                    "  Why (see the tables column): every table's error enters the certificate amplified "
+                    "by the layers after it, so at depth 3 the first hidden layer's table needs a smaller "
+                    "error than at depth 2 (more index and entry bits), and the input range of the last "
+                    "hidden layer grows with depth, which a table of uniform power-of-two cells covers "
+                    "at its finest cell width even where σ is nearly linear. Cell widths are powers of "
+                    "two, so a table's error moves in steps of 4x. `--neighbours` checks whether the "
+                    "post-ILP search (relax_act_budgets) left a cheaper certified point nearby (section "
+                    "below, when run). Closing the rest needs tables with non-uniform cells or linear "
+                    "tail extrapolation: a new implementation with its own C++ and error bound."
+                )
         for d in sorted({k[1] for k in by if k[1] >= 4}):
             rd = [r for r in ok if int(r["depth"]) == d]
             fbd = [r for r in rd if int(r["fallback"])]
@@ -297,6 +345,21 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
             lines.append(
                 f"- time alone (`--label timing`, one run at a time, {len(ts)} runs of {', '.join(nets)}): "
                 f"max {max(ts):.1f} s, median {np.median(ts):.1f} s"
+            )
+        grid = {(a, d, w, e, st_) for a in ACTS for d in (2, 3, 4, 5) for w in (16, 32, 64)
+                for e in (1e-2, 1e-3) for st_ in ("A", "C")}  # fmt: skip
+        missing = sorted(grid - {_key(r) for r in after})
+        if missing:
+            groups: dict = {}
+            for a, d, w, e, st_ in missing:
+                groups.setdefault((d, w, e, st_), []).append(a)
+            lines.append(
+                f"- target grid (6 activations x depths 2-5 x widths 16, 32, 64 x ε 1e-2, 1e-3 x settings "
+                f"A, C = {len(grid)} points): {len(grid) - len(missing)} run, {len(missing)} not run: "
+                + "; ".join(
+                    f"depth {d} width {w} ε={e:g} {st_} ({len(acts)} acts)"
+                    for (d, w, e, st_), acts in sorted(groups.items())
+                )  # fmt: skip
             )
         lines.append("")
     cols = ["act", "depth", "width", "eps", "setting", "maxlen_bound"]

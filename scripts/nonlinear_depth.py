@@ -123,6 +123,73 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     return row
 
 
+NB_FIELDS = ["act", "depth", "width", "eps", "setting", "move", "ok", "bound", "hw", "table_bits",
+             "cost", "within_eps", "cheaper"]  # fmt: skip
+
+
+def run_neighbours(point: str) -> list[dict]:
+    """``--neighbours act:depth:width:eps:setting``: is the refined result a local optimum of
+    hw + ROM_WEIGHT·table_bits among certified programs? From the returned F, Fw, δ: every layer's
+    δ_l x4 and x2 alone, every F and Fw + 1 with every δ x2 / x4, and for every ordered pair of
+    activation layers δ_i / 4 with δ_j x4 (and / 2 with x2); each program is built and certified
+    like the search's own (build_program, certify_forms). Row 0 (move "result") is the returned
+    program itself; ``cheaper`` = 1 where a move certifies within ε at a lower cost."""
+    from aster_ext.cost import program_cost
+    from aster_ext.ranges import ExactParams
+    from aster_ext.refined import build_program, certify_forms, symbolic_ranges
+    from aster_ext.refined.model import ROM_WEIGHT, SETTINGS
+    from aster_ext.refined.solve import assign_refined
+
+    act, depth, width, eps, setting = point.split(":")
+    depth, width, eps = int(depth), int(width), float(eps)
+    layers = make_net(act, depth, width)
+    n = layers[0].n_in
+    lo, hi = -np.ones(n), np.ones(n)
+    st = SETTINGS[setting]
+    res = assign_refined(layers, lo, hi, eps, setting, name="net")
+    ps = [ExactParams.of(layer) for layer in layers]
+    rg = symbolic_ranges(layers, lo, hi, ps)
+    f0 = [np.asarray(v, dtype=np.int64) for v in res.dot_bits]
+    fw0 = [np.asarray(v, dtype=np.int64) for v in res.weight_bits]
+    d0 = list(res.act_delta)
+    base = {"act": act, "depth": depth, "width": width, "eps": eps, "setting": setting}
+    cache: dict = {}
+
+    def row(move: str, deltas: list[float], f: list, fw: list, ref: float | None) -> dict:
+        prog, _ = build_program("net", layers, f, fw, st, lo, hi, ps, rg, True, True, deltas, cache)
+        cert = certify_forms(prog, layers, lo, hi, st.no_init_error, rg, True)
+        c = program_cost(prog)
+        cost = c.hw + ROM_WEIGHT * c.table_bits
+        within = bool(cert.ok and cert.bound <= eps)
+        return {**base, "move": move, "ok": int(cert.ok), "bound": f"{cert.bound:.4g}", "hw": c.hw,
+                "table_bits": c.table_bits, "cost": f"{cost:.0f}", "within_eps": int(within),
+                "cheaper": int(within and ref is not None and cost < ref)}  # fmt: skip
+
+    first = row("result", d0, f0, fw0, None)
+    ref = float(first["cost"])
+    rows = [first]
+    acts = [i for i, d in enumerate(d0) if d > 0]
+    for li in acts:
+        for fac in (4.0, 2.0):
+            d = list(d0)
+            d[li] *= fac
+            rows.append(row(f"d{li}x{fac:g}", d, f0, fw0, ref))
+    for fac in (2.0, 4.0):
+        up = [np.minimum(v + 1, st.max_len) for v in f0]
+        upw = [np.minimum(v + 1, st.max_len) for v in fw0]
+        rows.append(row(f"F+1 all dx{fac:g}", [x * fac for x in d0], up, upw, ref))
+    for i in acts:
+        for j in acts:
+            if i == j:
+                continue
+            for fac in (4.0, 2.0):
+                d = list(d0)
+                d[i] /= fac
+                d[j] *= fac
+                rows.append(row(f"d{i}/{fac:g} d{j}x{fac:g}", d, f0, fw0, ref))
+    return rows
+
+
 EXT = ROOT.parent / "shared" / "benchmarks" / "external"
 MNIST = [  # (network, box radius in pixel levels (0 = the spec's full box), value of one level, ε)
     ("tansig_200_50_onnx", 0, 1.0, 1e-2),
@@ -373,6 +440,22 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                                        r.get("violations", ""), r.get("cpp_bit_exact", "")]  # fmt: skip
         vals += [b.get("fallback", ""), b.get("hw", ""), b.get("table_bits", ""), b.get("time_s", "")]
         lines.append("| " + " | ".join(str(v) for v in vals) + " |")
+    nb = _read(out / "nonlinear_depth_neighbours.csv")
+    if nb:
+        lines += ["", "## Local-optimum check of the post-ILP search (`--neighbours`)", "",
+                  "Moves from the returned program (run_neighbours docstring); cost = hw + ROM_WEIGHT x "
+                  "table bits, the search's objective.", "",
+                  "| act | depth | width | eps | setting | bound | hw | table_bits | moves | "
+                  "certified <= ε | certified <= ε and cheaper |", "|" + "---|" * 11]  # fmt: skip
+        pts: dict = {}
+        for r in nb:
+            pts.setdefault((r["act"], r["depth"], r["width"], r["eps"], r["setting"]), []).append(r)
+        for k, rs in pts.items():
+            res0 = next(r for r in rs if r["move"] == "result")
+            mv = [r for r in rs if r["move"] != "result"]
+            lines.append("| " + " | ".join([*k, res0["bound"], res0["hw"], res0["table_bits"], str(len(mv)),
+                                            str(sum(int(r["within_eps"]) for r in mv)),
+                                            str(sum(int(r["cheaper"]) for r in mv))]) + " |")  # fmt: skip
     m_after = _read(out / "nonlinear_depth_mnist_after.csv")
     m_before = {
         (r["network"], r["box"], r["eps"]): r for r in _read(out / "nonlinear_depth_mnist_before.csv")
@@ -410,10 +493,30 @@ def main() -> int:
     ap.add_argument("--points", nargs="*",
                     help="only these (act,width,eps,setting) points of the grid, as act:width:eps:setting "
                          "(every depth of --depths), e.g. silu:64:0.001:A")  # fmt: skip
+    ap.add_argument("--neighbours", nargs="*",
+                    help="local-optimum check of these points act:depth:width:eps:setting (run_neighbours), "
+                         "written to results/nonlinear_depth_neighbours.csv")  # fmt: skip
     ap.add_argument("--mnist", action="store_true", help="run the external MNIST networks (MNIST list)")
     ap.add_argument("--mnist-nets", nargs="*", help="only these networks of the MNIST list")
     args = ap.parse_args()
     out = ROOT / "results"
+    if args.neighbours:
+        path = out / "nonlinear_depth_neighbours.csv"
+        keys = set()
+        for pt in args.neighbours:
+            a, d, w, e, st_ = pt.split(":")
+            keys.add((a, int(d), int(w), float(e), st_))
+        rows = [r for r in _read(path) if _key(r) not in keys]
+        for pt in args.neighbours:
+            for r in run_neighbours(pt):
+                rows.append(r)
+                print(r, flush=True)
+            with open(path, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=NB_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+        write_md(out, None)
+        return 0
     if args.mnist:
         path = out / f"nonlinear_depth_mnist_{args.label}.csv"
         names = {m[0] for m in MNIST if not args.mnist_nets or m[0] in args.mnist_nets}

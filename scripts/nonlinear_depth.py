@@ -55,6 +55,24 @@ def table_shapes(program) -> str:
     return " ".join(out)
 
 
+def code_id() -> str:
+    """Folder of the imported aster_ext and its git commit (short hash, "+dirty" with uncommitted
+    changes under aster_ext/): which code produced a row."""
+    import subprocess
+
+    import aster_ext
+
+    root = Path(aster_ext.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "aster_ext"],
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return root.name
+    return f"{root.name}@{head}" + ("+dirty" if dirty else "")
+
+
 def make_net(act: str, depth: int, width: int) -> list:
     """The random network of (act, depth, width) (module docstring)."""
     from aster_ext.ir import DenseLayer
@@ -76,7 +94,6 @@ def make_net(act: str, depth: int, width: int) -> list:
 
 def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     """One grid point (module docstring)."""
-    import aster_ext
     from aster_ext.codegen.hls import generate_hls
     from aster_ext.cost import program_cost
     from aster_ext.errors import UserError
@@ -92,7 +109,7 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     lo, hi = -np.ones(n), np.ones(n)
     st = SETTINGS[setting]
     row: dict = {"act": act, "depth": depth, "width": width, "eps": eps, "setting": setting,
-                 "code": f"{label}:{Path(aster_ext.__file__).parent.parent.name}"}  # fmt: skip
+                 "code": f"{label}:{code_id()}"}  # fmt: skip
     t0 = time.perf_counter()
     try:
         res = assign_refined(layers, lo, hi, eps, setting, name="net")
@@ -202,7 +219,6 @@ MNIST_FIELDS = ["network", "box", "eps", "maxlen_bound", "fallback", "certified"
 
 def run_mnist(job: tuple[str, float, float, float, str]) -> dict:
     """One external MNIST network on the full box or sample 0 ± r levels, setting A (same checks)."""
-    import aster_ext
     from aster_ext.cost import program_cost
     from aster_ext.errors import UserError
     from aster_ext.frontend import load_model
@@ -224,7 +240,7 @@ def run_mnist(job: tuple[str, float, float, float, str]) -> dict:
         lo, hi = np.maximum(lo, x - r * level), np.minimum(hi, x + r * level)
     st = SETTINGS["A"]
     row: dict = {"network": name, "box": "full" if r == 0 else f"sample0±{r:g}lv", "eps": eps,
-                 "code": f"{label}:{Path(aster_ext.__file__).parent.parent.name}"}  # fmt: skip
+                 "code": f"{label}:{code_id()}"}  # fmt: skip
     if label == "before":  # the after run fills it only where it falls back (see run_one)
         _, c0 = max_len_program(name, layers, lo, hi, st)
         row["maxlen_bound"] = f"{c0.bound:.3g}"

@@ -418,7 +418,8 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
         t64 = [float(r["time_s"]) for r in ok if int(r["width"]) == 64 and int(r["depth"]) == 2]
         if t64:
             lines.append(
-                f"- time of the width-64 depth-2 nets in the grid (two runs at a time, shared machine): "
+                "- time of the width-64 depth-2 nets in the grid (with the checks; rows of earlier runs "
+                "two at a time, of later ones one at a time, see `code`; shared machine): "
                 f"max {max(t64):.1f} s, median {np.median(t64):.1f} s"
             )
         timing = [r for r in _read(out / "nonlinear_depth_timing.csv") if r.get("time_s")]

@@ -115,6 +115,9 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
         res = assign_refined(layers, lo, hi, eps, setting, name="net")
     except UserError as exc:
         row.update(status=f"infeasible: {str(exc)[:50]}", time_s=round(time.perf_counter() - t0, 1))
+        smallest = getattr(exc, "smallest_error", None)
+        if smallest is not None:  # the all-maxLen program's bound: ε is out of this analysis' reach
+            row["maxlen_bound"] = f"{smallest:.3g}"
         return row
     row["time_s"] = round(time.perf_counter() - t0, 1)
     fb = bool(getattr(res, "max_width_fallback", False)) or "all-maxLen" in res.solver_status
@@ -307,6 +310,13 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
             "",
             f"- runs: {len(after)}, certified: {len(ok)}, violations: {viol}, "
             f"C++ bit-exact: {sum(int(r['cpp_bit_exact']) for r in cpp)}/{len(cpp)}",
+            f"- not certified: {len(after) - len(ok)}"
+            + "".join(
+                f"; {r['act']} {r['depth']}x{r['width']} ε={float(r['eps']):g} {r['setting']}: "
+                + (f"all-maxLen bound {r['maxlen_bound']} > ε" if r.get("maxlen_bound") else r["status"])
+                for r in after
+                if not r.get("hw")
+            ),
             f"- all-maxLen fallbacks where maxlen_bound <= ε/4: {len(fb_bad)} "
             f"(fallbacks in total: {sum(int(r['fallback']) for r in ok)})",
         ]

@@ -41,8 +41,36 @@ ACTS = ["tanh", "sigmoid", "softplus", "elu", "silu", "gelu"]
 ALPHA = {"elu": 1.0}
 FIELDS = [
     "act", "depth", "width", "eps", "setting", "maxlen_bound", "fallback", "certified", "hw",
-    "table_bits", "time_s", "violations", "max_observed", "cpp_bit_exact", "status", "code",
+    "table_bits", "time_s", "violations", "max_observed", "cpp_bit_exact", "status", "code", "tables",
 ]  # fmt: skip
+
+
+def table_shapes(program) -> str:
+    """Per activation layer with a table: "index bits/entry width:entries" (space-separated)."""
+    out = []
+    for lp in program.layers:
+        im = lp.act_impl
+        if im is not None and hasattr(im, "entries"):
+            out.append(f"{im.index_bits}/{im.entry_width}:{im.entries.shape[0]}")
+    return " ".join(out)
+
+
+def code_id() -> str:
+    """Folder of the imported aster_ext and its git commit (short hash, "+dirty" with uncommitted
+    changes under aster_ext/): which code produced a row."""
+    import subprocess
+
+    import aster_ext
+
+    root = Path(aster_ext.__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "aster_ext"],
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return root.name
+    return f"{root.name}@{head}" + ("+dirty" if dirty else "")
 
 
 def make_net(act: str, depth: int, width: int) -> list:
@@ -66,7 +94,6 @@ def make_net(act: str, depth: int, width: int) -> list:
 
 def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     """One grid point (module docstring)."""
-    import aster_ext
     from aster_ext.codegen.hls import generate_hls
     from aster_ext.cost import program_cost
     from aster_ext.errors import UserError
@@ -82,12 +109,15 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     lo, hi = -np.ones(n), np.ones(n)
     st = SETTINGS[setting]
     row: dict = {"act": act, "depth": depth, "width": width, "eps": eps, "setting": setting,
-                 "code": f"{label}:{Path(aster_ext.__file__).parent.parent.name}"}  # fmt: skip
+                 "code": f"{label}:{code_id()}"}  # fmt: skip
     t0 = time.perf_counter()
     try:
         res = assign_refined(layers, lo, hi, eps, setting, name="net")
     except UserError as exc:
         row.update(status=f"infeasible: {str(exc)[:50]}", time_s=round(time.perf_counter() - t0, 1))
+        smallest = getattr(exc, "smallest_error", None)
+        if smallest is not None:  # the all-maxLen program's bound: ε is out of this analysis' reach
+            row["maxlen_bound"] = f"{smallest:.3g}"
         return row
     row["time_s"] = round(time.perf_counter() - t0, 1)
     fb = bool(getattr(res, "max_width_fallback", False)) or "all-maxLen" in res.solver_status
@@ -98,7 +128,8 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
         row["maxlen_bound"] = f"{c0.bound:.3g}"
     cost = program_cost(res.program)
     row.update(fallback=int(fb), certified=f"{res.certificate.bound:.3g}", hw=cost.hw,
-               table_bits=cost.table_bits, status=res.solver_status)  # fmt: skip
+               table_bits=cost.table_bits, status=res.solver_status,
+               tables=table_shapes(res.program))  # fmt: skip
     if label in ("before", "timing"):  # cost only (the before programs were verified on main)
         return row
     budget = VerifyBudget(samples=300, search_starts=4, search_iters=15, search_batch=32)
@@ -110,6 +141,73 @@ def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
             same, _ = cpp_matches_simulator(res.program, Path(tmp), lo, hi, 0, n=50)
         row["cpp_bit_exact"] = int(same)
     return row
+
+
+NB_FIELDS = ["act", "depth", "width", "eps", "setting", "move", "ok", "bound", "hw", "table_bits",
+             "cost", "within_eps", "cheaper"]  # fmt: skip
+
+
+def run_neighbours(point: str) -> list[dict]:
+    """``--neighbours act:depth:width:eps:setting``: is the refined result a local optimum of
+    hw + ROM_WEIGHT·table_bits among certified programs? From the returned F, Fw, δ: every layer's
+    δ_l x4 and x2 alone, every F and Fw + 1 with every δ x2 / x4, and for every ordered pair of
+    activation layers δ_i / 4 with δ_j x4 (and / 2 with x2); each program is built and certified
+    like the search's own (build_program, certify_forms). Row 0 (move "result") is the returned
+    program itself; ``cheaper`` = 1 where a move certifies within ε at a lower cost."""
+    from aster_ext.cost import program_cost
+    from aster_ext.ranges import ExactParams
+    from aster_ext.refined import build_program, certify_forms, symbolic_ranges
+    from aster_ext.refined.model import ROM_WEIGHT, SETTINGS
+    from aster_ext.refined.solve import assign_refined
+
+    act, depth, width, eps, setting = point.split(":")
+    depth, width, eps = int(depth), int(width), float(eps)
+    layers = make_net(act, depth, width)
+    n = layers[0].n_in
+    lo, hi = -np.ones(n), np.ones(n)
+    st = SETTINGS[setting]
+    res = assign_refined(layers, lo, hi, eps, setting, name="net")
+    ps = [ExactParams.of(layer) for layer in layers]
+    rg = symbolic_ranges(layers, lo, hi, ps)
+    f0 = [np.asarray(v, dtype=np.int64) for v in res.dot_bits]
+    fw0 = [np.asarray(v, dtype=np.int64) for v in res.weight_bits]
+    d0 = list(res.act_delta)
+    base = {"act": act, "depth": depth, "width": width, "eps": eps, "setting": setting}
+    cache: dict = {}
+
+    def row(move: str, deltas: list[float], f: list, fw: list, ref: float | None) -> dict:
+        prog, _ = build_program("net", layers, f, fw, st, lo, hi, ps, rg, True, True, deltas, cache)
+        cert = certify_forms(prog, layers, lo, hi, st.no_init_error, rg, True)
+        c = program_cost(prog)
+        cost = c.hw + ROM_WEIGHT * c.table_bits
+        within = bool(cert.ok and cert.bound <= eps)
+        return {**base, "move": move, "ok": int(cert.ok), "bound": f"{cert.bound:.4g}", "hw": c.hw,
+                "table_bits": c.table_bits, "cost": f"{cost:.0f}", "within_eps": int(within),
+                "cheaper": int(within and ref is not None and cost < ref)}  # fmt: skip
+
+    first = row("result", d0, f0, fw0, None)
+    ref = float(first["cost"])
+    rows = [first]
+    acts = [i for i, d in enumerate(d0) if d > 0]
+    for li in acts:
+        for fac in (4.0, 2.0):
+            d = list(d0)
+            d[li] *= fac
+            rows.append(row(f"d{li}x{fac:g}", d, f0, fw0, ref))
+    for fac in (2.0, 4.0):
+        up = [np.minimum(v + 1, st.max_len) for v in f0]
+        upw = [np.minimum(v + 1, st.max_len) for v in fw0]
+        rows.append(row(f"F+1 all dx{fac:g}", [x * fac for x in d0], up, upw, ref))
+    for i in acts:
+        for j in acts:
+            if i == j:
+                continue
+            for fac in (4.0, 2.0):
+                d = list(d0)
+                d[i] /= fac
+                d[j] *= fac
+                rows.append(row(f"d{i}/{fac:g} d{j}x{fac:g}", d, f0, fw0, ref))
+    return rows
 
 
 EXT = ROOT.parent / "shared" / "benchmarks" / "external"
@@ -124,7 +222,6 @@ MNIST_FIELDS = ["network", "box", "eps", "maxlen_bound", "fallback", "certified"
 
 def run_mnist(job: tuple[str, float, float, float, str]) -> dict:
     """One external MNIST network on the full box or sample 0 ± r levels, setting A (same checks)."""
-    import aster_ext
     from aster_ext.cost import program_cost
     from aster_ext.errors import UserError
     from aster_ext.frontend import load_model
@@ -146,7 +243,7 @@ def run_mnist(job: tuple[str, float, float, float, str]) -> dict:
         lo, hi = np.maximum(lo, x - r * level), np.minimum(hi, x + r * level)
     st = SETTINGS["A"]
     row: dict = {"network": name, "box": "full" if r == 0 else f"sample0±{r:g}lv", "eps": eps,
-                 "code": f"{label}:{Path(aster_ext.__file__).parent.parent.name}"}  # fmt: skip
+                 "code": f"{label}:{code_id()}"}  # fmt: skip
     if label == "before":  # the after run fills it only where it falls back (see run_one)
         _, c0 = max_len_program(name, layers, lo, hi, st)
         row["maxlen_bound"] = f"{c0.bound:.3g}"
@@ -213,6 +310,13 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
             "",
             f"- runs: {len(after)}, certified: {len(ok)}, violations: {viol}, "
             f"C++ bit-exact: {sum(int(r['cpp_bit_exact']) for r in cpp)}/{len(cpp)}",
+            f"- not certified: {len(after) - len(ok)}"
+            + "".join(
+                f"; {r['act']} {r['depth']}x{r['width']} ε={float(r['eps']):g} {r['setting']}: "
+                + (f"all-maxLen bound {r['maxlen_bound']} > ε" if r.get("maxlen_bound") else r["status"])
+                for r in after
+                if not r.get("hw")
+            ),
             f"- all-maxLen fallbacks where maxlen_bound <= ε/4: {len(fb_bad)} "
             f"(fallbacks in total: {sum(int(r['fallback']) for r in ok)})",
         ]
@@ -247,6 +351,43 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                 f"- hw ratio divided by the multiplier count ratio (cost per multiplier, depth 3 / depth 2): "
                 f"median {np.median(ratios_per_mult):.2f}, max {max(ratios_per_mult):.2f}"
             )
+            lines.append(
+                "  The 1.6x hw target cannot be met at equal precision: depth 3 has 1.70-1.84x the "
+                "multipliers of depth 2 (ratios above), each costing W_w + W_x; the hw ratio is that "
+                "count ratio times the cost per multiplier ratio, and the latter (median above) is what "
+                "the optimisation controls."
+            )
+            per_table = [x / 1.5 for x in ratios_rom]  # one table per hidden layer: 3 vs 2 tables
+            lines.append(
+                f"- table ROM per table (depth 3 has 3 tables, depth 2 has 2: ROM ratio / 1.5): median "
+                f"{np.median(per_table):.2f}, max {max(per_table):.2f}"
+            )
+            big = []
+            for k, r in sorted(by.items()):
+                r2 = by.get((k[0], 2, k[2], k[3], k[4]))
+                if k[1] == 3 and r2 is not None and int(r["table_bits"]) > 3 * int(r2["table_bits"]):
+                    ratio = int(r["table_bits"]) / int(r2["table_bits"])
+                    big.append(
+                        f"{k[0]} w{k[2]} ε={k[3]:g} {k[4]}: {ratio:.2f} "
+                        f"(depth 2 tables {r2.get('tables') or '?'}, depth 3 {r.get('tables') or '?'}; "
+                        f"certified {r['certified']} / {r2['certified']})"
+                    )
+            if big:
+                lines.append(
+                    f"- pairs with table ROM ratio > 3 ({len(big)}; tables as index bits/entry width:entries "
+                    "per hidden layer, '?': row from a run before this column existed): " + "; ".join(big)
+                )
+                lines.append(
+                    "  Why (see the tables column): every table's error enters the certificate amplified "
+                    "by the layers after it, so at depth 3 the first hidden layer's table needs a smaller "
+                    "error than at depth 2 (more index and entry bits), and the input range of the last "
+                    "hidden layer grows with depth, which a table of uniform power-of-two cells covers "
+                    "at its finest cell width even where σ is nearly linear. Cell widths are powers of "
+                    "two, so a table's error moves in steps of 4x. `--neighbours` checks whether the "
+                    "post-ILP search (relax_act_budgets) left a cheaper certified point nearby (section "
+                    "below, when run). Closing the rest needs tables with non-uniform cells or linear "
+                    "tail extrapolation: a new implementation with its own C++ and error bound."
+                )
         for d in sorted({k[1] for k in by if k[1] >= 4}):
             rd = [r for r in ok if int(r["depth"]) == d]
             fbd = [r for r in rd if int(r["fallback"])]
@@ -287,7 +428,8 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
         t64 = [float(r["time_s"]) for r in ok if int(r["width"]) == 64 and int(r["depth"]) == 2]
         if t64:
             lines.append(
-                f"- time of the width-64 depth-2 nets in the grid (two runs at a time, shared machine): "
+                "- time of the width-64 depth-2 nets in the grid (with the checks; rows of earlier runs "
+                "two at a time, of later ones one at a time, see `code`; shared machine): "
                 f"max {max(t64):.1f} s, median {np.median(t64):.1f} s"
             )
         timing = [r for r in _read(out / "nonlinear_depth_timing.csv") if r.get("time_s")]
@@ -297,6 +439,21 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
             lines.append(
                 f"- time alone (`--label timing`, one run at a time, {len(ts)} runs of {', '.join(nets)}): "
                 f"max {max(ts):.1f} s, median {np.median(ts):.1f} s"
+            )
+        grid = {(a, d, w, e, st_) for a in ACTS for d in (2, 3, 4, 5) for w in (16, 32, 64)
+                for e in (1e-2, 1e-3) for st_ in ("A", "C")}  # fmt: skip
+        missing = sorted(grid - {_key(r) for r in after})
+        if missing:
+            groups: dict = {}
+            for a, d, w, e, st_ in missing:
+                groups.setdefault((d, w, e, st_), []).append(a)
+            lines.append(
+                f"- target grid (6 activations x depths 2-5 x widths 16, 32, 64 x ε 1e-2, 1e-3 x settings "
+                f"A, C = {len(grid)} points): {len(grid) - len(missing)} run, {len(missing)} not run: "
+                + "; ".join(
+                    f"depth {d} width {w} ε={e:g} {st_} ({len(acts)} acts)"
+                    for (d, w, e, st_), acts in sorted(groups.items())
+                )  # fmt: skip
             )
         lines.append("")
     cols = ["act", "depth", "width", "eps", "setting", "maxlen_bound"]
@@ -310,6 +467,22 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                                        r.get("violations", ""), r.get("cpp_bit_exact", "")]  # fmt: skip
         vals += [b.get("fallback", ""), b.get("hw", ""), b.get("table_bits", ""), b.get("time_s", "")]
         lines.append("| " + " | ".join(str(v) for v in vals) + " |")
+    nb = _read(out / "nonlinear_depth_neighbours.csv")
+    if nb:
+        lines += ["", "## Local-optimum check of the post-ILP search (`--neighbours`)", "",
+                  "Moves from the returned program (run_neighbours docstring); cost = hw + ROM_WEIGHT x "
+                  "table bits, the search's objective.", "",
+                  "| act | depth | width | eps | setting | bound | hw | table_bits | moves | "
+                  "certified <= ε | certified <= ε and cheaper |", "|" + "---|" * 11]  # fmt: skip
+        pts: dict = {}
+        for r in nb:
+            pts.setdefault((r["act"], r["depth"], r["width"], r["eps"], r["setting"]), []).append(r)
+        for k, rs in pts.items():
+            res0 = next(r for r in rs if r["move"] == "result")
+            mv = [r for r in rs if r["move"] != "result"]
+            lines.append("| " + " | ".join([*k, res0["bound"], res0["hw"], res0["table_bits"], str(len(mv)),
+                                            str(sum(int(r["within_eps"]) for r in mv)),
+                                            str(sum(int(r["cheaper"]) for r in mv))]) + " |")  # fmt: skip
     m_after = _read(out / "nonlinear_depth_mnist_after.csv")
     m_before = {
         (r["network"], r["box"], r["eps"]): r for r in _read(out / "nonlinear_depth_mnist_before.csv")
@@ -347,10 +520,30 @@ def main() -> int:
     ap.add_argument("--points", nargs="*",
                     help="only these (act,width,eps,setting) points of the grid, as act:width:eps:setting "
                          "(every depth of --depths), e.g. silu:64:0.001:A")  # fmt: skip
+    ap.add_argument("--neighbours", nargs="*",
+                    help="local-optimum check of these points act:depth:width:eps:setting (run_neighbours), "
+                         "written to results/nonlinear_depth_neighbours.csv")  # fmt: skip
     ap.add_argument("--mnist", action="store_true", help="run the external MNIST networks (MNIST list)")
     ap.add_argument("--mnist-nets", nargs="*", help="only these networks of the MNIST list")
     args = ap.parse_args()
     out = ROOT / "results"
+    if args.neighbours:
+        path = out / "nonlinear_depth_neighbours.csv"
+        keys = set()
+        for pt in args.neighbours:
+            a, d, w, e, st_ = pt.split(":")
+            keys.add((a, int(d), int(w), float(e), st_))
+        rows = [r for r in _read(path) if _key(r) not in keys]
+        for pt in args.neighbours:
+            for r in run_neighbours(pt):
+                rows.append(r)
+                print(r, flush=True)
+            with open(path, "w", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=NB_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+        write_md(out, None)
+        return 0
     if args.mnist:
         path = out / f"nonlinear_depth_mnist_{args.label}.csv"
         names = {m[0] for m in MNIST if not args.mnist_nets or m[0] in args.mnist_nets}

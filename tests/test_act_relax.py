@@ -124,3 +124,30 @@ def test_caps_from_the_maxlen_program_give_an_ilp_solution() -> None:
     xs = attack(rng, res.program, layers, lo, hi, n_random=10, n_search=4)
     obs = exact_errors(res.program, layers, xs)
     assert np.all(obs.max(axis=0) <= again.output_bound + REF_MARGIN)
+
+
+def test_swap_moves_the_tables_share_between_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layer 0's table far finer than layer 1's and 2's (δ = 2^-22 vs 2^-12), ε = the start's own
+    bound and the single steps and shifts switched off: only a swap (δ_i x f, δ_j / f) can certify
+    cheaper; it must be taken, certified within ε, cheaper, and change exactly two budgets by f."""
+    import aster_ext.refined.solve as solve_mod
+
+    monkeypatch.setattr(solve_mod, "RELAX_STEPS", ())
+    monkeypatch.setattr(solve_mod, "RELAX_SHIFTS", 0)
+    _, layers, lo, hi, st_, ps, rg, res = _start("softplus", 4, 18, 2.0**-12)
+    deltas0 = [2.0**-22] + list(res.act_delta[1:])
+    f = [np.asarray(v) for v in res.dot_bits]
+    prog0, _ = build_program("t", layers, f, f, st_, lo, hi, ps, rg, act_delta=deltas0)
+    cert0 = certify_forms(prog0, layers, lo, hi, st_.no_init_error)
+    assert cert0.ok
+    res.program, res.certificate, res.act_delta = prog0, cert0, deltas0
+    eps = float(cert0.bound)
+    prog, cert, deltas, _, _, notes = relax_act_budgets(
+        res, layers, lo, hi, eps, st_, ps, rg, True, True, 60.0
+    )
+    assert prog is not prog0, notes
+    assert any("swaps between layers" in n and "0 swaps" not in n for n in notes), notes
+    assert _cost(prog) < _cost(prog0)
+    assert deltas[0] > deltas0[0]  # the over-fine table was coarsened
+    again = certify_forms(prog, layers, lo, hi, st_.no_init_error)
+    assert again.ok and again.bound <= eps

@@ -79,7 +79,8 @@ WIDE_INT = 40
 POLISH_CAP_S = 4.0  # time cap of the activation-budget polish (polish_act_budgets)
 RELAX_CAP_S = 6.0  # time cap of the post-ILP activation-budget search (relax_act_budgets)
 RELAX_STEPS = (4.0, 2.0)  # factors tried on one layer's δ_l, in order (relax_act_budgets)
-RELAX_SHIFTS = 2  # at most this many "every F + 1, every δ_l x 4" moves (relax_act_budgets)
+RELAX_SHIFTS = 2  # at most this many "every F + 1, every δ_l x 4 (or x 2)" moves (relax_act_budgets)
+RELAX_SWAPS = (2.0, 4.0)  # factors of the swap move δ_i x f, δ_j / f (relax_act_budgets)
 LARGE = 30  # neurons above which the neuron-level ILP is warm-started from the layer-level one
 SOLVE_CAP_S = 8.0  # seconds per HiGHS run (incumbent used; the certificate does not rely on optimality)
 WINDOW = 3  # provisional integer bits of the first (range-finding) pass
@@ -275,10 +276,14 @@ def relax_act_budgets(
     is kept. Rounds repeat until no layer has a step left or ``budget_s`` seconds have passed.
     Soundness rests on the certificate alone: every kept program is certified as it is returned.
 
-    When no layer has a step left, a shift move follows (at most ``RELAX_SHIFTS`` times): every F
-    and Fw one bit up (their roundings halve) with every δ_l x4, kept under the same rule, then the
-    rounds resume — it moves the formats' share of ε to the tables where the ILP (stopped by its time
-    cap at a warm start with δ_l = 2^-F) left no slack.
+    When no layer has a step left, a swap move: for f in ``RELAX_SWAPS`` (first f with a fit wins)
+    every ordered pair (i, j) of activation layers gets δ_i x f and δ_j / f, the cheapest program that
+    fits (same rule) is kept and the rounds resume — it moves the tables' share of ε from a layer to
+    one the later layers amplify less (softplus 3x64 ε = 1e-2: δ_0 x2, δ_2 / 2 cut the table ROM by a
+    fifth at a lower bound). When no swap fits either, a shift move (at most ``RELAX_SHIFTS``
+    times): every F and Fw one bit up (their roundings halve) with every δ_l x4, else x2, kept under
+    the same rule, then the rounds resume — it moves the formats' share of ε to the tables where the
+    ILP (stopped early at a warm start with δ_l = 2^-F) left no slack.
 
     Returns (program, certificate, δ per layer, F per layer, Fw per layer, notes)."""
     from .model import ROM_WEIGHT
@@ -321,24 +326,60 @@ def relax_act_budgets(
     def fits(c2: Certificate, cost2: float) -> bool:
         return c2.ok and c2.bound <= eps and cost2 < cur_cost
 
-    shifts = shifted = 0
+    shifts = shifted = swapped = 0
+    swaps_done = False
     while time.perf_counter() - t0 < budget_s:
         cand = [li for li in act_layers if steps[li]]
         if not cand:
+            # swap: δ_i x f with δ_j / f (f = 2, then 4) for every ordered pair of activation layers,
+            # largest table first as i: moves the tables' share of ε between layers (a layer whose
+            # error the later layers amplify less can take more of it); the cheapest that fits is kept
+            if not swaps_done:
+                swaps_done = True
+                best_swap = None
+                order = sorted(act_layers, key=lambda j: -table_bits(prog, j))
+                for fac in RELAX_SWAPS:
+                    for i in order:
+                        for j in act_layers:
+                            if i == j or time.perf_counter() - t0 >= budget_s:
+                                continue
+                            trial = list(deltas)
+                            trial[i], trial[j] = deltas[i] * fac, deltas[j] / fac
+                            p2, c2, cost2 = attempt(trial)
+                            if fits(c2, cost2) and (best_swap is None or cost2 < best_swap[2]):
+                                best_swap = (p2, c2, cost2, trial)
+                    if best_swap is not None:
+                        break
+                if best_swap is not None:
+                    prog, cert, cur_cost, deltas = best_swap
+                    kept += 1
+                    swapped += 1
+                    swaps_done = False
+                    steps = {li: list(RELAX_STEPS) for li in act_layers}
+                    continue
             if shifts >= RELAX_SHIFTS:
                 break
             # shift: every F, Fw one bit up (roundings halve) and every δ_l x4 (tables about half
-            # the entries): trades the formats' share of ε for the tables' when no slack is left
+            # the entries), else x2 (one entry bit fewer): trades the formats' share of ε for the
+            # tables' when no slack is left
             shifts += 1
             f_t = [np.minimum(v + 1, st.max_len) for v in f_l]
             fw_t = [np.minimum(v + 1, st.max_len) for v in fw_l]
-            trial = [4.0 * d for d in deltas]
-            p2, c2, cost2 = attempt(trial, f_t, fw_t)
-            if not fits(c2, cost2):
+            moved = False
+            for fac in (4.0, 2.0):
+                if time.perf_counter() - t0 >= budget_s:
+                    break
+                trial = [fac * d for d in deltas]
+                p2, c2, cost2 = attempt(trial, f_t, fw_t)
+                if fits(c2, cost2):
+                    prog, cert, deltas, cur_cost, f_l, fw_l = p2, c2, trial, cost2, f_t, fw_t
+                    moved = True
+                    break
+            if not moved:
                 break
-            prog, cert, deltas, cur_cost, f_l, fw_l = p2, c2, trial, cost2, f_t, fw_t
             kept += 1
             shifted += 1
+            swaps_done = False
             steps = {li: list(RELAX_STEPS) for li in act_layers}
             continue
         # probe: every layer's next step alone (largest table first, in case time runs out)
@@ -385,7 +426,7 @@ def relax_act_budgets(
     if kept:
         notes.append(
             f"activation budgets relaxed after the ILP ({kept} of {tried} steps kept, of them "
-            f"{shifted} shifts F + 1, δ x4; "
+            f"{shifted} shifts F + 1 with δ x4 or x2, {swapped} swaps between layers; "
             f"{time.perf_counter() - t0:.1f}s): δ = {', '.join(f'{d:.3g}' for d in deltas if d > 0)}; "
             f"table ROM {start_rom} -> {program_cost(prog).table_bits} bits, hw + ROM "
             f"{start_cost:.0f} -> {cur_cost:.0f}, certified {start_bound:.6g} -> {cert.bound:.6g}"

@@ -47,7 +47,7 @@ import scipy.sparse as sp
 
 from .certify import Certificate
 from .errors import UserError
-from .ilp import new_highs
+from .ilp import highs_lp, new_highs
 from .ir import DenseLayer
 from .program import FixedProgram, LayerProgram
 
@@ -558,22 +558,8 @@ def exact_max_error(
     a = sp.csc_matrix(
         (np.concatenate(b.vals), (np.concatenate(b.rows), np.concatenate(b.cols))), shape=(b.n_rows, b.n_cols)
     )
-    inf = highspy.kHighsInf
-    lp = highspy.HighsLp()
-    lp.num_col_, lp.num_row_ = b.n_cols, b.n_rows
-    lp.col_cost_ = np.zeros(b.n_cols)
-    lp.col_lower_ = np.where(np.isinf(clo), -inf, clo)
-    lp.col_upper_ = np.where(np.isinf(chi), inf, chi)
     rlo, rhi = np.concatenate(b.row_lo), np.concatenate(b.row_hi)
-    lp.row_lower_ = np.where(np.isinf(rlo), -inf, rlo)
-    lp.row_upper_ = np.where(np.isinf(rhi), inf, rhi)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = a.indices.astype(np.int32)
-    lp.a_matrix_.value_ = a.data.astype(np.float64)
-    lp.integrality_ = [
-        highspy.HighsVarType.kInteger if v else highspy.HighsVarType.kContinuous for v in integer
-    ]
+    lp = highs_lp(a, np.zeros(b.n_cols), clo, chi, rlo, rhi, integer)
     ev = _Evaluator(program, layers, on_grid)
     n_out = program.n_out
     pts = _candidates(np.asarray(lo, np.float64), np.asarray(hi, np.float64), on_grid, m.in_frac, seed)
@@ -610,7 +596,7 @@ def exact_max_error(
         ms = h.modelStatusToString(h.getModelStatus()).lower()
         info = h.getInfo()
         status = "optimal" if "optimal" in ms else "time_limit" if "time" in ms else ms
-        dual = -float(info.mip_dual_bound) if info.mip_dual_bound not in (inf, -inf) else math.inf
+        dual = -float(info.mip_dual_bound) if abs(info.mip_dual_bound) < highspy.kHighsInf else math.inf
         if "infeasible" in ms:  # the model holds every input of the box (its start, for one): a
             status, dual = "solver_failed (claimed infeasible)", math.inf  # numerical failure of HiGHS
         dual = min(dual, float(m.out_diff[1, o] if s > 0 else -m.out_diff[0, o]))  # the rows' own bound

@@ -423,6 +423,42 @@ def new_highs(threads: int | None = None):
     return h
 
 
+def highs_lp(
+    a: object,
+    cost: np.ndarray,
+    col_lo: np.ndarray,
+    col_hi: np.ndarray,
+    row_lo: np.ndarray,
+    row_hi: np.ndarray,
+    integer: np.ndarray,
+):
+    """A ``highspy.HighsLp`` for ``min cost·x`` s.t. ``row_lo <= A x <= row_hi``, ``col_lo <= x <=
+    col_hi``, x_i integer where ``integer[i]``; ``a`` is a scipy sparse matrix; ±inf bounds become
+    HiGHS's infinity."""
+    import highspy
+    import scipy.sparse as sp
+
+    a = sp.csc_matrix(a)
+    inf = highspy.kHighsInf
+
+    def bound(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float64)
+        return np.where(np.isposinf(v), inf, np.where(np.isneginf(v), -inf, v))
+
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = a.shape[1], a.shape[0]
+    lp.col_cost_ = np.asarray(cost, dtype=np.float64)
+    lp.col_lower_, lp.col_upper_ = bound(col_lo), bound(col_hi)
+    lp.row_lower_, lp.row_upper_ = bound(row_lo), bound(row_hi)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = a.indices.astype(np.int32)
+    lp.a_matrix_.value_ = a.data.astype(np.float64)
+    kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+    lp.integrality_ = [kinds[int(bool(v))] for v in integer]
+    return lp
+
+
 def solve(
     model: Model,
     time_limit: float = 60.0,

@@ -236,9 +236,7 @@ def solve_mip(
     """Build and solve the MIP (module docstring); ``rows``: (model, calibration [M]) pairs;
     ``window``: candidates of every group restricted to ``start`` ± window (trust region).
     Returns (status, fracs, objective, number of binaries)."""
-    import highspy
-
-    from ..ilp import new_highs
+    from ..ilp import highs_lp, new_highs
 
     nf = fracs.size
     ng = int(max(g.max() for g in groups)) + 1
@@ -315,20 +313,9 @@ def solve_mip(
     a = sp.csc_matrix(
         (np.concatenate(vals), (np.concatenate(r_idx), np.concatenate(c_idx))), shape=(row, ncol)
     )
-    inf = highspy.kHighsInf
-    lp = highspy.HighsLp()
-    lp.num_col_ = ncol
-    lp.num_row_ = row
-    lp.col_cost_ = obj
-    lp.col_lower_ = np.zeros(ncol)
-    lp.col_upper_ = np.concatenate([col_hi, np.full(2 * n_cons, inf)])
-    lp.row_lower_ = np.where(np.isinf(lo), -inf, lo)
-    lp.row_upper_ = np.where(np.isinf(hi), inf, hi)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = a.indices.astype(np.int32)
-    lp.a_matrix_.value_ = a.data.astype(np.float64)
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * nb + [highspy.HighsVarType.kContinuous] * (2 * n_cons)
+    integer = np.concatenate([np.ones(nb, dtype=bool), np.zeros(2 * n_cons, dtype=bool)])
+    col_upper = np.concatenate([col_hi, np.full(2 * n_cons, np.inf)])
+    lp = highs_lp(a, obj, np.zeros(ncol), col_upper, np.asarray(lo, float), np.asarray(hi, float), integer)
     h = new_highs(threads=1)
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(max(time_limit, 0.5)))

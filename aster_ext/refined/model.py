@@ -605,9 +605,8 @@ def solve_model(
     ``"stalled"``) once it holds an incumbent that has not improved by a factor (1 - STALL_REL)
     for ``stall_s`` seconds (:func:`_stall_stop`).
     """
-    import highspy
 
-    from ..ilp import new_highs
+    from ..ilp import highs_lp, new_highs
 
     t0 = time.perf_counter()
     nf = model.fracs.size
@@ -630,23 +629,7 @@ def solve_model(
             k = np.arange(nf)[None, :]
             col_hi[:nb] = (np.abs(k - f0[:, None]) <= window).reshape(-1)
             col_hi[nb : nb + nw] = (np.abs(k - w0[:, None]) <= window).reshape(-1)
-    a = model.a.tocsc()
-    inf = highspy.kHighsInf
-    lp = highspy.HighsLp()
-    lp.num_col_ = a.shape[1]
-    lp.num_row_ = a.shape[0]
-    lp.col_cost_ = model.cost
-    lp.col_lower_ = np.where(np.isinf(model.col_lo), -inf, model.col_lo)
-    lp.col_upper_ = np.where(np.isinf(col_hi), inf, col_hi)
-    lp.row_lower_ = np.where(np.isinf(model.row_lo), -inf, model.row_lo)
-    lp.row_upper_ = np.where(np.isinf(model.row_hi), inf, model.row_hi)
-    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_ = a.indptr.astype(np.int32)
-    lp.a_matrix_.index_ = a.indices.astype(np.int32)
-    lp.a_matrix_.value_ = a.data.astype(np.float64)
-    lp.integrality_ = [
-        highspy.HighsVarType.kInteger if b else highspy.HighsVarType.kContinuous for b in model.integer
-    ]
+    lp = highs_lp(model.a, model.cost, model.col_lo, col_hi, model.row_lo, model.row_hi, model.integer)
     h = new_highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(max(time_limit, 0.5)))

@@ -103,7 +103,7 @@ def run_one(name: str, eps0: float, seed: int = 0) -> dict[str, object]:
                 weight=d.weight_t.to_string(), bias=d.bias_t.to_string()
             )
     hm_a, prog_a = build(cfg, "auto_prj")
-    prog_a = CP.read_back(hm_a, ours0.program)  # auto fuses the bias: our program form
+    prog_a = CP.read_back(hm_a, ours0.program, cleaned)  # auto fuses the bias: our program form
 
     # the inputs: random, corners, centres, then an adversarial search against ours (below)
     x = region_inputs(regions, 60, 20, seed)

@@ -143,7 +143,7 @@ def quantize_hls4ml_cnn(
             cleaned, cfg, out_dir / "hls4ml_prj", opts.io_type, opts.strategy, opts.reuse_factor
         )
         timings["hls4ml_convert_s"] = time.perf_counter() - t
-        built = CP.read_back(hls_model, res.program)
+        built = CP.read_back(hls_model, res.program, cleaned)
         cert = C.certify(s, regions, built)
         if not cert.ok or cert.max_bound > opts.error:
             why = "; ".join(cert.overflow) or f"bound {cert.max_bound:.4g}"
@@ -234,7 +234,7 @@ def program_from_types(s: C.CnnStructure, types: list[dict[str, Any]]) -> C.CnnP
             assert ly.windows is not None
             kind = "max" if ly.kind == "maxpool" else "avg"
             stages.append(C.PoolStage(ly.node, ly.node, kind, ly.windows, HlsType.parse(d["accum"]), res_t))
-    return C.CnnProgram(HlsType.parse(types[0]["result"]), s.input_perm, stages)
+    return C.CnnProgram(HlsType.parse(types[0]["result"]), s.input_perm, stages, s.net.input_name)
 
 
 def _report(

@@ -458,3 +458,44 @@ def test_cnn_options_not_modelled_are_refused(tmp_path):
     assert res.returncode == 2 and "io_parallel" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@needs_hls4ml
+def test_simulator_bit_exact_with_hls4ml_residual(tmp_path):
+    """The two-block residual net (merge Adds of a conv with a 1x1 shortcut conv and with a ReLU
+    output; padded, strided and pointwise convs) with random narrow types and modes: our simulator
+    equals hls_model.predict bit for bit, and hls4ml holds the Add types we asked for."""
+    from aster_ext.hls4ml_backend.cnn_run import predict
+
+    rng = np.random.default_rng(11)
+    path = residual_onnx(tmp_path / "r.onnx", 11)
+    s, regions = _setup(path)
+    prog, _ = C.build_program(s, regions, 6, _random_fracs(rng, s, 6))
+    prog = _with_modes(prog, rng)
+    adds = [st for st in prog.stages if isinstance(st, C.AddStage)]
+    # the first Add too narrow for its sums (its overflow mode acts), the second 2 fractional
+    # bits below its inputs' (its rounding mode acts)
+    d = s.input_perm.size
+    x = np.concatenate(
+        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
+    )
+    upto = replace(prog, stages=prog.stages[: prog.stages.index(adds[0]) + 1])
+    big = float(np.max(np.abs(C.simulate(upto, x))))  # the implemented sums' largest magnitude
+    t0, t1 = adds[0].result_t, adds[1].result_t
+    i0 = int(np.floor(np.log2(big)))  # 2^(i0 - 1) < big: some sums overflow
+    f_in = max(st.result_t.frac for st in prog.stages if st.node in adds[1].src)
+    adds[0].result_t = replace(t0, width=t0.frac + i0, int_bits=i0)
+    adds[1].result_t = replace(t1, width=t1.int_bits + f_in - 2, quant="RND")
+    hm, built = _build_hls4ml(path, prog, tmp_path / "prj")
+    got = {st.node: st.result_t for st in built.stages if isinstance(st, C.AddStage)}
+    assert got == {st.node: st.result_t for st in adds}
+    y_h = predict(hm, built, x)
+    y_s = C.simulate(built, x)
+    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    # the narrow Adds change the outputs (so the test sees their overflow and rounding)
+    for k, t in ((0, t0), (1, t1)):
+        wide = replace(
+            built, stages=[replace(st, result_t=t) if st.node == adds[k].node else st for st in built.stages]
+        )
+        assert not np.array_equal(C.simulate(wide, x), y_s)

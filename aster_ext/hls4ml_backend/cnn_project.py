@@ -106,6 +106,7 @@ def match_layers(model: Any, program: CnnProgram) -> list[tuple[str, int]]:
     weights (as multisets, so the layout does not matter). Every stage must be matched once."""
     inits = {i.name for i in model.graph.initializer}
     tmap: dict[str, str] = {model.graph.input[0].name: program.input_node}
+    made_by: dict[str, str] = {}  # tensor -> op type of the node that wrote it
     used: set[int] = set()
     out: list[tuple[str, int]] = []
     for n in model.graph.node:
@@ -113,7 +114,9 @@ def match_layers(model: Any, program: CnnProgram) -> list[tuple[str, int]]:
         if any(i not in tmap for i in data):
             raise UserError(f"hls4ml backend: ONNX node {n.name} reads a tensor the analysis does not model")
         src = [tmap[i] for i in data]
-        if n.op_type in ("Transpose", "Flatten", "Reshape") or (n.op_type == "Add" and len(data) == 1):
+        made_by[n.output[0]] = n.op_type
+        bias_add = n.op_type == "Add" and len(data) == 1 and made_by.get(data[0]) == "MatMul"
+        if n.op_type in ("Transpose", "Flatten", "Reshape") or bias_add:
             tmap[n.output[0]] = src[0]  # a layout change, or the bias of the MatMul before it
             continue
         if n.op_type == "Add" and len(data) == 2:

@@ -1,7 +1,9 @@
 """hls4ml's arithmetic for convolutional classifiers: program, bit-exact simulator, sound error bound.
 
-Scope: the chain hls4ml 1.3.0 builds (``io_parallel``, ``Latency``) from a qonnx-cleaned ONNX
-Conv2D -> ReLU -> MaxPool/AveragePool -> Flatten -> Dense [-> ReLU -> Dense ...]. Tensors are
+Scope: the layers hls4ml 1.3.0 builds (``io_parallel``, ``Latency``) from a qonnx-cleaned ONNX
+Conv2D (padded, strided, 1x1 pointwise) / ReLU / MaxPool / AveragePool / Flatten / Dense and the
+merge Add of two same-shape tensors (residual connections), as a DAG walked in topological order
+(every stage names the graph nodes it reads, ``Stage.src``). Tensors are
 channels-last (hls4ml's layout), flattened as (h, w, c); the real network (the graph IR of the
 ONNX importer, CHW) is mapped to that layout by permuting its parameters and ranges.
 
@@ -19,6 +21,8 @@ Template facts (``templates/vivado/nnet_utils`` of the 1.3.0 wheel):
   ``y /= length`` (ap_fixed division by an integer keeps y's fractional bits and truncates
   towards zero), returned as accum_t and assigned to ``res_T``.
 - ``Reshape``/``Flatten`` in io_parallel is an alias of its input array (no cast).
+- ``nnet_merge.h`` ``add``: ``res[i] = data1[i] + data2[i]``, the ap_fixed sum exact, then one
+  assignment to ``res_T``. ``pointwise_conv_2d_cl`` (a 1x1 Conv2D) calls ``conv_2d_latency_cl``.
 - ReLU and Dense as in :mod:`.program`.
 
 Error bound (per region: input box + label, real ranges from the graph's back-substitution,
@@ -38,7 +42,10 @@ interval E ∋ v~ - v (v~ implemented, v real), elementwise:
 - max pooling: max_i(x_i + e_i) - max_i x_i ∈ [min_i E_lo_i, max_i E_hi_i]; plus the two casts;
 - average pooling of n values: (Σ e_i + Σ q_i)/n + d, q_i the casts of the additions, d the
   truncating division (∈ [-ulp_acc, 0] if the sum is surely >= 0, [0, ulp_acc] if surely <= 0,
-  else both), plus the result cast.
+  else both), plus the result cast;
+- merge Add: (x1~ + x2~) - (x1 + x2) ∈ E1 + E2, plus the cast to res_T from max(F1, F2) bits; its
+  reachable range (the real range of the sum, from the back-substitution, plus that interval)
+  must fit res_T.
 
 Overflow: every stored value's reachable range (the real range plus its error interval) must fit
 its type, with WRAP accumulators checked on the final sum only (modular addition) and SAT ones

@@ -14,9 +14,9 @@ differs from the real network's; ours' violations = inputs whose error exceeds t
 certified bound. Cost (aster_ext.hls4ml_backend.cnn.program_cost, applied to the types hls4ml
 holds for every configuration): bits of the multipliers (W_x + W_w) and adders (W_acc) hls4ml
 instantiates in io_parallel/Latency: one K·C_out array for a Conv2D (its pixel loop is pipelined),
-n_in·n_out for a Dense, S adders per output of an average pool (unrolled); max pooling and ReLU
-are comparisons and not counted; the default config's ApplyAlpha (bias add): n multipliers and n
-adders.
+n_in·n_out for a Dense, S adders per output of an average pool (unrolled), one result-width adder
+per element of a merge Add; max pooling and ReLU are comparisons and not counted; the default
+config's ApplyAlpha (bias add): n multipliers and n adders.
 Usage: python scripts/hls4ml_cnn_compare.py [--only NAME ...] [--eps EPS]
 Timings are wall-clock on a shared machine (noisy).
 """
@@ -45,7 +45,7 @@ SHARED = (
 )
 WORK = ROOT / "out" / "hls4ml_cnn_compare"
 CSV = ROOT / "results" / "hls4ml_cnn.csv"
-NETS = ["Convnet_maxpool", "Convnet_avgpool"]
+NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b"]
 FIELDS = [
     "network", "eps0", "regions",
     "default_cost", "default_err", "default_overflow", "default_flips",
@@ -96,14 +96,15 @@ def run_one(name: str, eps0: float, seed: int = 0) -> dict[str, object]:
     # auto with ours' input/weight/bias types at ε0
     cfg = P.base_config(cleaned)
     cfg["LayerName"]["global_in"]["Precision"]["result"] = ours0.program.input_t.to_string()
-    for (node, kind), st in zip(CP.layer_nodes(cleaned), ours0.program.stages, strict=True):
-        if kind in ("conv", "dense"):
+    for node, k in CP.match_layers(cleaned, ours0.program):
+        st = ours0.program.stages[k]
+        if isinstance(st, C.LinearStage):
             d = st.dense
             cfg["LayerName"][node]["Precision"].update(
                 weight=d.weight_t.to_string(), bias=d.bias_t.to_string()
             )
     hm_a, prog_a = build(cfg, "auto_prj")
-    prog_a = CP.read_back(hm_a, ours0.program)  # auto fuses the bias: our program form
+    prog_a = CP.read_back(hm_a, ours0.program, cleaned)  # auto fuses the bias: our program form
 
     # the inputs: random, corners, centres, then an adversarial search against ours (below)
     x = region_inputs(regions, 60, 20, seed)
@@ -171,11 +172,11 @@ def hls_model_cost(hm) -> int:
             continue
         wx = ly.get_input_variable().type.precision.width
         t = ly.types
-        if cls in ("Conv2D", "Dense"):
+        if cls in ("Conv2D", "PointwiseConv2D", "Dense"):
             n = (
                 int(ly.get_attr("filt_height")) * int(ly.get_attr("filt_width")) * int(ly.get_attr("n_chan"))
                 * int(ly.get_attr("n_filt"))
-                if cls == "Conv2D"
+                if cls != "Dense"
                 else int(ly.get_attr("n_in")) * int(ly.get_attr("n_out"))
             )  # fmt: skip
             cost += n * (wx + t["weight_t"].precision.width + t["accum_t"].precision.width)
@@ -188,6 +189,9 @@ def hls_model_cost(hm) -> int:
                 )
                 size = int(ly.get_attr("pool_height")) * int(ly.get_attr("pool_width"))
                 cost += n_out * size * t["accum_t"].precision.width
+        elif cls == "Merge" and str(ly.get_attr("op")).lower() == "add":  # one res_T adder per element
+            out = ly.get_output_variable()
+            cost += int(np.prod(out.shape)) * out.type.precision.width
         elif cls == "ApplyAlpha":
             n = int(np.prod(ly.get_output_variable().shape))
             res_w = ly.get_output_variable().type.precision.width
@@ -218,8 +222,10 @@ def cnn_md_lines() -> list[str]:
         "",
         "## CNN classifiers (scripts/hls4ml_cnn_compare.py, results/hls4ml_cnn.csv)",
         "",
-        "MNIST CNNs of ../shared/benchmarks/cnn (Conv2D 2x2x32 + ReLU + 4x4 max/average pooling + "
-        "Dense), each on the 5 regions of its spec (L-inf boxes with a label). Every configuration is "
+        "CNNs of ../shared/benchmarks/cnn: the MNIST Convnets (Conv2D 2x2x32 + ReLU + 4x4 max/average "
+        "pooling + Dense) and resnet_2b (CIFAR-10, 2 residual blocks: padded/strided Conv2D, a 1x1 "
+        "shortcut conv, two merge Adds, Dense 1024-100-10), each on the 5 regions of its spec (L-inf "
+        "boxes with a label); a merge Add costs one result-width adder per element. Every configuration is "
         "built and compiled by hls4ml 1.3.0 (io_parallel, Latency) and run with `hls_model.predict` on "
         "the same inputs: per region 60 random points, 20 corners, the centre and an adversarial "
         "search against ours' certificate. Errors: max over the logits against the real network "

@@ -141,11 +141,11 @@ def _with_modes(program: C.CnnProgram, rng: np.random.Generator) -> C.CnnProgram
                 d.name, d.weight, d.bias, m(d.weight_t), m(d.bias_t), m(d.accum_t), m(d.result_t)
             )
             stages.append(replace(st, dense=dense))
-        elif isinstance(st, C.ReluStage):
+        elif isinstance(st, (C.ReluStage, C.AddStage)):
             stages.append(replace(st, result_t=m(st.result_t)))
         else:
             stages.append(replace(st, accum_t=m(st.accum_t), result_t=m(st.result_t)))
-    return C.CnnProgram(m(program.input_t), program.input_perm, stages)
+    return replace(program, input_t=m(program.input_t), stages=stages)
 
 
 def _attack(program, s, rr, bound, rng, iters=25):
@@ -158,8 +158,12 @@ def _attack(program, s, rr, bound, rng, iters=25):
 def _exact_real(s: C.CnnStructure, x: np.ndarray) -> list[Fraction]:
     """The real network on one input in exact rationals (loops, independent of real_forward)."""
     v = [Fraction(float(t)) for t in np.asarray(x, float)[s.input_perm]]
+    vals = {s.net.input_name: v}
     for ly in s.layers:
-        if ly.kind in ("conv", "dense"):
+        v = vals[ly.src[0]]
+        if ly.kind == "add":
+            v = [a + b for a, b in zip(v, vals[ly.src[1]], strict=True)]
+        elif ly.kind in ("conv", "dense"):
             w = [[Fraction(float(a)) for a in row] for row in ly.weight]
             b = [Fraction(float(a)) for a in ly.bias]
             g = [list(range(len(v)))] if ly.gather is None else ly.gather.tolist()
@@ -176,17 +180,85 @@ def _exact_real(s: C.CnnStructure, x: np.ndarray) -> list[Fraction]:
                 max(v[i] for i in win) if ly.kind == "maxpool" else sum(v[i] for i in win) / len(win)
                 for win in wins
             ]
+        vals[ly.node] = v
     return v
 
 
-@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool"])
+def residual_onnx(path: Path, seed: int, c_in: int = 2, hw: int = 6, c: int = 3, n_cls: int = 3) -> Path:
+    """A tiny ResNet block pair as in resnet_2b: Conv(3x3, pad 1, stride 2) -> Relu = r0;
+    Conv(3x3, pad 1) -> Relu -> Conv(3x3, pad 1), + Conv1x1(r0) (shortcut) -> Relu = r2;
+    Conv(3x3, pad 1) + r2 (identity skip) -> Relu -> Flatten -> Gemm. float32, spec as cnn_onnx."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    ho = (hw + 2 - 3) // 2 + 1
+    shapes = {"w0": (c, c_in, 3, 3), "w1": (c, c, 3, 3), "w2": (c, c, 3, 3), "ws": (c, c, 1, 1)}
+    shapes["w3"] = (c, c, 3, 3)
+    inits = []
+    for nm, sh in shapes.items():
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.5, sh).astype(f32), nm))
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.2, sh[0]).astype(f32), "b" + nm[1:]))
+    inits += [
+        numpy_helper.from_array(rng.normal(0, 0.5, (n_cls, c * ho * ho)).astype(f32), "wd"),
+        numpy_helper.from_array(rng.normal(0, 0.2, n_cls).astype(f32), "bd"),
+    ]
+
+    def conv(x, w, y, k=3, stride=1):
+        p = k // 2
+        return helper.make_node(
+            "Conv", [x, w, "b" + w[1:]], [y], kernel_shape=[k, k], pads=[p] * 4, strides=[stride] * 2,
+            dilations=[1, 1], group=1,
+        )  # fmt: skip
+
+    nodes = [
+        conv("x", "w0", "c0", stride=2),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        conv("r0", "w1", "c1"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        conv("r1", "w2", "c2"),
+        conv("r0", "ws", "cs", k=1),
+        helper.make_node("Add", ["c2", "cs"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["r2"]),
+        conv("r2", "w3", "c3"),
+        helper.make_node("Add", ["c3", "r2"], ["a2"]),
+        helper.make_node("Relu", ["a2"], ["r3"]),
+        helper.make_node("Flatten", ["r3"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "wd", "bd"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_resnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_cls])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    net, _ = load_model(path)
+    d = c_in * hw * hw
+    regions = []
+    for _ in range(3):
+        centre = rng.random(d)
+        lo, hi = np.clip(centre - 0.05, 0, 1), np.clip(centre + 0.05, 0, 1)
+        label = int(np.argmax(C.real_forward(C.structure(net), centre[None])[0]))
+        regions.append({"lower": lo.tolist(), "upper": hi.tolist(), "label": label})
+    spec = {"name": path.stem, "input_lower": [0.0] * d, "input_upper": [1.0] * d,
+            "task": "classification", "regions": regions}  # fmt: skip
+    path.with_name(path.stem + ".spec.json").write_text(json.dumps(spec))
+    return path
+
+
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool", "residual"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cnn_certificate_is_sound_under_attack(tmp_path, pool, seed):
     """Random types (some accumulators/results dropping bits, random TRN/RND and WRAP/SAT): where a
     certificate is issued, no random, corner or adversarial input of any region exceeds it, and a
-    region certified to keep top-1 keeps it; the worst inputs are checked in exact arithmetic."""
+    region certified to keep top-1 keeps it; the worst inputs are checked in exact arithmetic.
+    ``residual``: the two-block residual net (merge Adds, padded and strided convs)."""
     rng = np.random.default_rng(100 + seed)
-    s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=1 + seed % 2, conv_pad=seed % 2))
+    if pool == "residual":
+        s, regions = _setup(residual_onnx(tmp_path / "n.onnx", seed, c_in=1 + seed % 2))
+        assert [ly.kind for ly in s.layers].count("add") == 2
+    else:
+        s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=1 + seed % 2, conv_pad=seed % 2))
     issued = 0
     for trial in range(6):
         base = int(rng.integers(5, 12))
@@ -235,14 +307,14 @@ def test_certificate_refuses_an_accumulator_that_wraps(tmp_path):
     bad = replace(
         conv, dense=C.DenseStage(d.name, d.weight, d.bias, d.weight_t, d.bias_t, narrow, d.result_t)
     )
-    prog2 = C.CnnProgram(prog.input_t, prog.input_perm, [bad, *prog.stages[1:]])
+    prog2 = replace(prog, stages=[bad, *prog.stages[1:]])
     cert2 = C.certify(s, regions, prog2)
     assert not cert2.ok and any("accumulator" in o for o in cert2.overflow)
 
 
 @pytest.mark.parametrize(
     "extra,words",
-    [("Sigmoid", "activation sigmoid"), ("residual", "single chain"), ("padpool", "padded")],
+    [("Sigmoid", "activation sigmoid"), ("residual", "must end with a Dense"), ("padpool", "padded")],
 )
 def test_unsupported_layers_are_refused_in_one_line(tmp_path, extra, words):
     path = tmp_path / "n.onnx"
@@ -302,7 +374,7 @@ def _build_hls4ml(path: Path, program: C.CnnProgram, out: Path):
     model = CP.cleaned_model(path)
     cfg = CP.cnn_config(model, program, "Latency", 1)
     hm = P.convert(model, cfg, out, "io_parallel", "Latency", 1)
-    built = CP.read_back(hm, program)
+    built = CP.read_back(hm, program, model)
     P.compile_model(hm)
     return hm, built
 
@@ -386,3 +458,44 @@ def test_cnn_options_not_modelled_are_refused(tmp_path):
     assert res.returncode == 2 and "io_parallel" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@needs_hls4ml
+def test_simulator_bit_exact_with_hls4ml_residual(tmp_path):
+    """The two-block residual net (merge Adds of a conv with a 1x1 shortcut conv and with a ReLU
+    output; padded, strided and pointwise convs) with random narrow types and modes: our simulator
+    equals hls_model.predict bit for bit, and hls4ml holds the Add types we asked for."""
+    from aster_ext.hls4ml_backend.cnn_run import predict
+
+    rng = np.random.default_rng(11)
+    path = residual_onnx(tmp_path / "r.onnx", 11)
+    s, regions = _setup(path)
+    prog, _ = C.build_program(s, regions, 6, _random_fracs(rng, s, 6))
+    prog = _with_modes(prog, rng)
+    adds = [st for st in prog.stages if isinstance(st, C.AddStage)]
+    # the first Add too narrow for its sums (its overflow mode acts), the second 2 fractional
+    # bits below its inputs' (its rounding mode acts)
+    d = s.input_perm.size
+    x = np.concatenate(
+        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
+    )
+    upto = replace(prog, stages=prog.stages[: prog.stages.index(adds[0]) + 1])
+    big = float(np.max(np.abs(C.simulate(upto, x))))  # the implemented sums' largest magnitude
+    t0, t1 = adds[0].result_t, adds[1].result_t
+    i0 = int(np.floor(np.log2(big)))  # 2^(i0 - 1) < big: some sums overflow
+    f_in = max(st.result_t.frac for st in prog.stages if st.node in adds[1].src)
+    adds[0].result_t = replace(t0, width=t0.frac + i0, int_bits=i0)
+    adds[1].result_t = replace(t1, width=t1.int_bits + f_in - 2, quant="RND")
+    hm, built = _build_hls4ml(path, prog, tmp_path / "prj")
+    got = {st.node: st.result_t for st in built.stages if isinstance(st, C.AddStage)}
+    assert got == {st.node: st.result_t for st in adds}
+    y_h = predict(hm, built, x)
+    y_s = C.simulate(built, x)
+    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    # the narrow Adds change the outputs (so the test sees their overflow and rounding)
+    for k, t in ((0, t0), (1, t1)):
+        wide = replace(
+            built, stages=[replace(st, result_t=t) if st.node == adds[k].node else st for st in built.stages]
+        )
+        assert not np.array_equal(C.simulate(wide, x), y_s)

@@ -1,7 +1,9 @@
 """hls4ml's arithmetic for convolutional classifiers: program, bit-exact simulator, sound error bound.
 
-Scope: the chain hls4ml 1.3.0 builds (``io_parallel``, ``Latency``) from a qonnx-cleaned ONNX
-Conv2D -> ReLU -> MaxPool/AveragePool -> Flatten -> Dense [-> ReLU -> Dense ...]. Tensors are
+Scope: the layers hls4ml 1.3.0 builds (``io_parallel``, ``Latency``) from a qonnx-cleaned ONNX
+Conv2D (padded, strided, 1x1 pointwise) / ReLU / MaxPool / AveragePool / Flatten / Dense and the
+merge Add of two same-shape tensors (residual connections), as a DAG walked in topological order
+(every stage names the graph nodes it reads, ``Stage.src``). Tensors are
 channels-last (hls4ml's layout), flattened as (h, w, c); the real network (the graph IR of the
 ONNX importer, CHW) is mapped to that layout by permuting its parameters and ranges.
 
@@ -19,6 +21,8 @@ Template facts (``templates/vivado/nnet_utils`` of the 1.3.0 wheel):
   ``y /= length`` (ap_fixed division by an integer keeps y's fractional bits and truncates
   towards zero), returned as accum_t and assigned to ``res_T``.
 - ``Reshape``/``Flatten`` in io_parallel is an alias of its input array (no cast).
+- ``nnet_merge.h`` ``add``: ``res[i] = data1[i] + data2[i]``, the ap_fixed sum exact, then one
+  assignment to ``res_T``. ``pointwise_conv_2d_cl`` (a 1x1 Conv2D) calls ``conv_2d_latency_cl``.
 - ReLU and Dense as in :mod:`.program`.
 
 Error bound (per region: input box + label, real ranges from the graph's back-substitution,
@@ -38,7 +42,10 @@ interval E ∋ v~ - v (v~ implemented, v real), elementwise:
 - max pooling: max_i(x_i + e_i) - max_i x_i ∈ [min_i E_lo_i, max_i E_hi_i]; plus the two casts;
 - average pooling of n values: (Σ e_i + Σ q_i)/n + d, q_i the casts of the additions, d the
   truncating division (∈ [-ulp_acc, 0] if the sum is surely >= 0, [0, ulp_acc] if surely <= 0,
-  else both), plus the result cast.
+  else both), plus the result cast;
+- merge Add: (x1~ + x2~) - (x1 + x2) ∈ E1 + E2, plus the cast to res_T from max(F1, F2) bits; its
+  reachable range (the real range of the sum, from the back-substitution, plus that interval)
+  must fit res_T.
 
 Overflow: every stored value's reachable range (the real range plus its error interval) must fit
 its type, with WRAP accumulators checked on the final sum only (modular addition) and SAT ones
@@ -85,6 +92,7 @@ class LinearStage:
     dense: DenseStage  # weight [C_out, K] (K in (kh, kw, c) order), types
     gather: np.ndarray | None  # [P, K] flat HWC input indices, -1 = zero padding
     result_auto: bool = False  # hls4ml's 'auto' result type (a Dense with its Add fused)
+    src: tuple[str, ...] = ()  # graph node of its input (empty: the previous stage's output)
 
     @property
     def result_t(self) -> HlsType:
@@ -100,6 +108,7 @@ class ReluStage:
     name: str
     node: str
     result_t: HlsType
+    src: tuple[str, ...] = ()
 
 
 @dataclass
@@ -110,13 +119,32 @@ class PoolStage:
     windows: np.ndarray  # [Q, S] flat HWC input indices of each output (no padding)
     accum_t: HlsType
     result_t: HlsType
+    src: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
         return int(self.windows.shape[1])
 
 
-Stage = LinearStage | ReluStage | PoolStage
+@dataclass
+class AddStage:
+    """hls4ml's Merge ``add`` (``nnet_merge.h``): ``res[i] = data1[i] + data2[i]``; the ap_fixed
+    sum is exact (its type has max(F1, F2) fractional bits and one more integer bit), then it is
+    assigned to ``res_T`` (one cast)."""
+
+    name: str
+    node: str
+    result_t: HlsType
+    size: int  # number of elements
+    src: tuple[str, ...] = ()  # the two summed graph nodes
+
+
+Stage = LinearStage | ReluStage | PoolStage | AddStage
+
+
+def stage_src(st: Stage, prev: str) -> tuple[str, ...]:
+    """The graph nodes a stage reads (its ``src``, or the previous stage's output ``prev``)."""
+    return st.src if st.src else (prev,)
 
 
 @dataclass
@@ -124,6 +152,7 @@ class CnnProgram:
     input_t: HlsType
     input_perm: np.ndarray  # HWC flat position -> CHW flat index of the network's input
     stages: list[Stage]
+    input_node: str = "\x00input"  # the graph node stages read as the input (see Stage.src)
 
     @property
     def output_t(self) -> HlsType:
@@ -147,13 +176,14 @@ def chw_to_hwc(shape: tuple[int, ...]) -> np.ndarray:
 class Layout:
     """One hls4ml layer of the network, with its real parameters in hls4ml's layout."""
 
-    kind: str  # conv | dense | relu | maxpool | avgpool
+    kind: str  # conv | dense | relu | maxpool | avgpool | add
     node: str
     weight: np.ndarray | None = None  # [C_out, K]
     bias: np.ndarray | None = None
     gather: np.ndarray | None = None
     windows: np.ndarray | None = None
     n_in: int = 0
+    src: tuple[str, ...] = ()  # graph nodes it reads (Flatten resolved to the flattened node)
 
 
 @dataclass
@@ -164,26 +194,39 @@ class CnnStructure:
     perms: dict[str, np.ndarray] = field(default_factory=dict)  # graph node -> CHW->HWC perm
 
 
-SUPPORTED = "Conv2D (group 1, no dilation), ReLU, MaxPool/AveragePool (no padding), Flatten, Gemm/MatMul"
+SUPPORTED = (
+    "Conv2D (group 1, no dilation), ReLU, MaxPool/AveragePool (no padding), Flatten, Gemm/MatMul, "
+    "Add of two tensors of the same shape (residual connections)"
+)
 
 
 def structure(net: Network) -> CnnStructure:
-    """The hls4ml layer chain of a CNN classifier, or a one-line UnsupportedError."""
+    """The hls4ml layers of a CNN classifier in the graph's topological order (a DAG: an Add reads
+    two earlier tensors), or a one-line UnsupportedError."""
     ops = [op for op in net.ops() if op.kind != "input"]
     in_shape = tuple(net.input_shape)
     if len(in_shape) != 3:
         raise UnsupportedError(f"hls4ml CNN backend: input shape {in_shape} is not (C, H, W)")
     layers: list[Layout] = []
     perms: dict[str, np.ndarray] = {net.input_name: chw_to_hwc(in_shape)}
-    prev = net.input_name
-    flat_from: tuple[int, ...] | None = None
+    alias: dict[str, str] = {net.input_name: net.input_name}  # graph node -> node holding its values
+    flat_of: dict[str, tuple[int, ...]] = {}  # Flatten node -> the (C, H, W) shape it flattened
     for op in ops:
-        if len(op.inputs) != 1 or op.inputs[0] != prev:
-            raise UnsupportedError(
-                f"hls4ml CNN backend: {op.describe()} is not part of a single chain (supported: {SUPPORTED})"
-            )
+        if op.kind == "add":
+            if len(op.inputs) != 2 or any(tuple(net.op(i).shape) != tuple(op.shape) for i in op.inputs):
+                raise UnsupportedError(
+                    f"hls4ml CNN backend: {op.describe()}: only a sum of two same-shape tensors is supported"
+                )
+        elif len(op.inputs) != 1:
+            raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} has {len(op.inputs)} inputs")
+        if any(i not in alias for i in op.inputs):
+            raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} reads a tensor not modelled")
+        src = tuple(alias[i] for i in op.inputs)
+        prev = op.inputs[0]
         ishape = tuple(net.op(prev).shape)
         perms[op.name] = chw_to_hwc(tuple(op.shape))
+        alias[op.name] = op.name
+        n_layers = len(layers)
         if op.kind == "conv2d":
             if int(op.attrs.get("group", 1)) != 1 or tuple(op.attrs.get("dilation", (1, 1))) != (1, 1):
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: grouped/dilated conv")
@@ -230,23 +273,28 @@ def structure(net: Network) -> CnnStructure:
             win = table[:, None, :] * c + np.arange(c)[None, :, None]  # [P, C, S]: (p, c) order
             layers.append(Layout(op.kind, op.name, windows=win.reshape(-1, table.shape[1])))
         elif op.kind == "flatten":
+            alias[op.name] = src[0]  # io_parallel Reshape/Flatten: an alias of its input array
             if len(ishape) == 3:
-                flat_from = ishape
+                flat_of[op.name] = ishape
         elif op.kind == "affine":
             w = np.asarray(op.attrs["weight"], dtype=np.float64)
             if op.attrs.get("weight_exact") is not None:
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: folded (non-double) weights")
-            if flat_from is not None:  # columns in (c, h, w) order -> hls4ml's (h, w, c)
-                w = w[:, chw_to_hwc(flat_from)]
-                flat_from = None
+            if prev in flat_of:  # columns in (c, h, w) order -> hls4ml's (h, w, c)
+                w = w[:, chw_to_hwc(flat_of[prev])]
+            elif len(ishape) == 3:
+                raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} reads a 3-d tensor")
             b = np.asarray(op.attrs.get("bias", np.zeros(w.shape[0])), dtype=np.float64)
             layers.append(Layout("dense", op.name, w.copy(), b, n_in=w.shape[1]))
+        elif op.kind == "add":
+            layers.append(Layout("add", op.name, n_in=int(np.prod(op.shape))))
         else:
             raise UnsupportedError(
                 f"hls4ml CNN backend: {op.describe()} is not supported (supported: {SUPPORTED})"
             )
-        prev = op.name
-    if not layers or layers[-1].kind != "dense":
+        if len(layers) > n_layers:
+            layers[-1].src = src
+    if not layers or layers[-1].kind != "dense" or alias.get(ops[-1].name) != layers[-1].node:
         raise UnsupportedError("hls4ml CNN backend: the network must end with a Dense (Gemm/MatMul) layer")
     return CnnStructure(net, chw_to_hwc(in_shape), layers, perms)
 
@@ -288,8 +336,17 @@ def simulate_raw(program: CnnProgram, x: np.ndarray) -> tuple[np.ndarray, int]:
     x = np.atleast_2d(np.asarray(x, dtype=np.float64))[:, program.input_perm]
     raw = np.asarray(from_doubles(x, program.input_t))
     frac = program.input_t.frac
+    vals: dict[str, tuple[np.ndarray, int]] = {program.input_node: (raw, frac)}
+    prev = program.input_node
     for st in program.stages:
-        if isinstance(st, LinearStage):
+        src = stage_src(st, prev)
+        raw, frac = vals[src[0]]
+        if isinstance(st, AddStage):
+            (r1, f1), (r2, f2) = vals[src[0]], vals[src[1]]
+            frac = max(f1, f2)  # the exact ap_fixed sum, then res_T(sum)
+            s12 = _shl(r1, frac - f1) + _shl(r2, frac - f2)
+            raw = requantize(s12, frac, st.result_t)
+        elif isinstance(st, LinearStage):
             if st.gather is None:
                 raw = _dense(raw, frac, st.dense)
             else:
@@ -307,7 +364,16 @@ def simulate_raw(program: CnnProgram, x: np.ndarray) -> tuple[np.ndarray, int]:
                 y = _trunc_div(_avg_sum(xw, frac, st.accum_t), st.size)
             raw = requantize(y, st.accum_t.frac, st.result_t)
         frac = st.result_t.frac
+        vals[st.node] = (raw, frac)
+        prev = st.node
     return np.asarray(raw), frac
+
+
+def _shl(raw: np.ndarray, k: int) -> np.ndarray:
+    raw = np.asarray(raw)
+    if k == 0:
+        return raw
+    return raw.astype(object) << k if raw.dtype != object else raw << k
 
 
 def simulate(program: CnnProgram, x: np.ndarray) -> np.ndarray:
@@ -318,8 +384,12 @@ def simulate(program: CnnProgram, x: np.ndarray) -> np.ndarray:
 def real_forward(s: CnnStructure, x: np.ndarray) -> np.ndarray:
     """The real network in float64 (hls4ml layout), for observed errors."""
     v = np.atleast_2d(np.asarray(x, dtype=np.float64))[:, s.input_perm]
+    vals: dict[str, np.ndarray] = {s.net.input_name: v}
     for ly in s.layers:
-        if ly.kind in ("conv", "dense"):
+        v = vals[ly.src[0]]
+        if ly.kind == "add":
+            v = v + vals[ly.src[1]]
+        elif ly.kind in ("conv", "dense"):
             assert ly.weight is not None and ly.bias is not None
             if ly.gather is None:
                 v = v @ ly.weight.T + ly.bias
@@ -332,6 +402,7 @@ def real_forward(s: CnnStructure, x: np.ndarray) -> np.ndarray:
             assert ly.windows is not None
             w = v[:, ly.windows]
             v = w.max(axis=-1) if ly.kind == "maxpool" else w.mean(axis=-1)
+        vals[ly.node] = v
     return v
 
 
@@ -460,6 +531,38 @@ class CnnWalker:
         self.cur_t = input_t
         if not _fits(input_t, down(lo + c_lo), up(hi + c_hi)):
             self.over.append(f"input box exceeds input_t {input_t.to_string()}")
+        # per stored tensor (graph node): (error interval, real range, type); the walker's current
+        # state (e, r, cur_t) is the input of the stage being processed
+        self.states: dict[str, tuple[Interval, Interval, HlsType]] = {}
+        self.prev = ""
+
+    def begin(self, st: Stage, input_node: str) -> None:
+        """Load the state of the stage's (first) input."""
+        self.load(stage_src(st, self.prev or input_node), input_node)
+
+    def load(self, src: tuple[str, ...], input_node: str) -> None:
+        if not self.states:
+            self.states[input_node] = (self.e, self.r, self.cur_t)
+            self.prev = input_node
+        self.e, self.r, self.cur_t = self.states[src[0]]
+
+    def end(self, st: Stage) -> None:
+        self.states[st.node] = (self.e, self.r, self.cur_t)
+        self.prev = st.node
+
+    # -- merge add ------------------------------------------------------------------------------
+    def add(self, st: AddStage) -> None:
+        """res_T(x1~ + x2~) - (x1 + x2) ∈ E1 + E2 + cast(res_T from max(F1, F2)); the reachable range
+        (real range of the sum + that interval) must fit res_T."""
+        (e1, _, t1), (e2, _, t2) = (self.states[n] for n in st.src)
+        frac = max(t1.frac, t2.frac)
+        c_lo, c_hi = _cast_if(st.result_t, frac, e1.lo.size)
+        self.e = _iv(down(down(e1.lo + e2.lo) + c_lo), up(up(e1.hi + e2.hi) + c_hi))
+        out = self.rr.ranges[st.node]
+        if not _fits(st.result_t, down(out.lo + self.e.lo), up(out.hi + self.e.hi)):
+            self.over.append(f"{st.name}: sum range exceeds {st.result_t.to_string()}")
+        self.r = out
+        self.cur_t = st.result_t
 
     # -- linear ---------------------------------------------------------------------------------
     def accum(self, st: LinearStage) -> tuple[Interval, Interval]:
@@ -586,13 +689,17 @@ class CnnWalker:
         self.r = self.rr.ranges[st.node]
         self.cur_t = st.result_t
 
-    def step(self, st: Stage) -> None:
-        if isinstance(st, LinearStage):
+    def step(self, st: Stage, input_node: str) -> None:
+        self.begin(st, input_node)
+        if isinstance(st, AddStage):
+            self.add(st)
+        elif isinstance(st, LinearStage):
             self.linear(st)
         elif isinstance(st, ReluStage):
             self.relu(st)
         else:
             self.pool(st)
+        self.end(st)
 
     def certificate(self) -> RegionCert:
         return RegionCert(
@@ -606,7 +713,7 @@ def certify(s: CnnStructure, regions: list[RegionRanges], program: CnnProgram) -
     for rr in regions:
         w = CnnWalker(s, rr, program.input_t)
         for st in program.stages:
-            w.step(st)
+            w.step(st, program.input_node)
         out.append(w.certificate())
     return CnnCertificate(out)
 
@@ -667,9 +774,25 @@ def build_program(
     input_t = _fit(input_frac, quant, lo0, hi0)
     walkers = [CnnWalker(s, rr, input_t) for rr in regions]
     stages: list[Stage] = []
+    in_node = s.net.input_name
     for ly, fr in zip(s.layers, fracs, strict=True):
+        for w in walkers:
+            w.load(ly.src, in_node)
         cur_t = walkers[0].cur_t
-        if ly.kind in ("conv", "dense"):
+        st: Stage
+        if ly.kind == "add":
+            assert fr.result is not None
+            ast = AddStage(ly.node, ly.node, _wide(fr.result, quant), ly.n_in, ly.src)
+            for w in walkers:
+                w.add(ast)
+            lo = min(float(np.min(w.r.lo + w.e.lo)) for w in walkers)
+            hi = max(float(np.max(w.r.hi + w.e.hi)) for w in walkers)
+            ast.result_t = _fit(fr.result, quant, lo, hi)  # same frac: the intervals do not change
+            for w in walkers:
+                w.load(ly.src, in_node)
+                w.add(ast)
+            st = ast
+        elif ly.kind in ("conv", "dense"):
             assert ly.weight is not None and ly.bias is not None and fr.weight is not None
             assert fr.accum is not None
             uw = 2.0**-fr.weight
@@ -682,7 +805,7 @@ def build_program(
                 assert fr.result is not None
                 res_t = _wide(fr.result, quant)
             d = DenseStage(ly.node, ly.weight, ly.bias, w_t, b_t, _wide(fr.accum, quant), res_t)
-            st = LinearStage(ly.node, ly.node, d, ly.gather, result_auto=ly.kind == "dense")
+            st = LinearStage(ly.node, ly.node, d, ly.gather, result_auto=ly.kind == "dense", src=ly.src)
             accs = [w.accum(st) for w in walkers]
             b_q = as_values(d.bias_raw, b_t.frac)
             lo = min(min(float(r.lo.min()), float(b_q.min(initial=0))) for _, r in accs)
@@ -698,14 +821,14 @@ def build_program(
             top = max(float(np.max(np.maximum(w.r.hi + w.e.hi, 0.0))) for w in walkers)
             hi_r = top + 2.0**-fr.result
             r_t = _fit_unsigned(fr.result, quant, hi_r) if unsigned else _fit(fr.result, quant, 0.0, hi_r)
-            st = ReluStage(ly.node, ly.node, r_t)
+            st = ReluStage(ly.node, ly.node, r_t, ly.src)
             for w in walkers:
                 w.relu(st)
         else:
             assert ly.windows is not None and fr.accum is not None and fr.result is not None
             kind = "max" if ly.kind == "maxpool" else "avg"
             st = PoolStage(
-                ly.node, ly.node, kind, ly.windows, _wide(fr.accum, quant), _wide(fr.result, quant)
+                ly.node, ly.node, kind, ly.windows, _wide(fr.accum, quant), _wide(fr.result, quant), ly.src
             )
             pa = [w.pool_accum(st) for w in walkers]
             lo = min(float(r.lo.min()) for _, r in pa)
@@ -722,8 +845,10 @@ def build_program(
                 st.result_t = _fit(fr.result, quant, lo - u, hi + u)
             for w in walkers:
                 w.pool(st)
+        for w in walkers:
+            w.end(st)
         stages.append(st)
-    prog = CnnProgram(input_t, s.input_perm, stages)
+    prog = CnnProgram(input_t, s.input_perm, stages, in_node)
     return prog, CnnCertificate([w.certificate() for w in walkers])
 
 
@@ -735,16 +860,21 @@ def program_cost(program: CnnProgram) -> dict[str, int]:
     n_in·n_out of each; average pooling: every window's additions are unrolled (the function is
     pipelined), S accum_t adders per output; ReLU and max pooling are comparisons (not counted)."""
     mult = add = 0
-    cur = program.input_t
+    types = {program.input_node: program.input_t}
+    prev = program.input_node
     for st in program.stages:
-        if isinstance(st, LinearStage):
+        cur = types[stage_src(st, prev)[0]]
+        if isinstance(st, AddStage):
+            add += st.result_t.width * st.size  # one adder per element
+        elif isinstance(st, LinearStage):
             d = st.dense
             n = d.n_in * d.n_out
             mult += n * (cur.width + d.weight_t.width)
             add += n * d.accum_t.width
         elif isinstance(st, PoolStage) and st.kind == "avg":
             add += st.windows.size * st.accum_t.width
-        cur = st.result_t
+        types[st.node] = st.result_t
+        prev = st.node
     return {"cost": mult + add, "multiplier_bits": mult, "adder_bits": add}
 
 
@@ -758,7 +888,7 @@ def uniform_fracs(s: CnnStructure, f: int) -> list[StageFracs]:
             out.append(StageFracs(f, f, f))
         elif ly.kind == "dense":
             out.append(StageFracs(f, f, None))
-        elif ly.kind == "relu":
+        elif ly.kind in ("relu", "add"):
             out.append(StageFracs(None, None, f))
         else:
             out.append(StageFracs(None, f, f))

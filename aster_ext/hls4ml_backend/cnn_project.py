@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UnsupportedError, UserError
 from . import project as P
-from .cnn import CnnProgram, LinearStage, PoolStage, ReluStage
+from .cnn import AddStage, CnnProgram, LinearStage, PoolStage, ReluStage, Stage
 from .program import DenseStage
 from .types import HlsType
 
@@ -91,7 +91,60 @@ def layer_nodes(model: Any) -> list[tuple[str, str]]:
 def _kind(st: Any) -> str:
     if isinstance(st, LinearStage):
         return "dense" if st.gather is None else "conv"
+    if isinstance(st, AddStage):
+        return "add"
     return "relu" if isinstance(st, ReluStage) else "pool"
+
+
+_ONNX_KIND = {"Conv": "conv", "MatMul": "dense", "Relu": "relu", "MaxPool": "pool", "AveragePool": "pool"}
+
+
+def match_layers(model: Any, program: CnnProgram) -> list[tuple[str, int]]:
+    """(ONNX node name, index of the program stage it is) for every layer of the cleaned model, in
+    the model's (topological) order. Matched by the graph: a node's data inputs must be the tensors
+    the stage reads, with the same layer kind; Convs reading the same tensor are told apart by their
+    weights (as multisets, so the layout does not matter). Every stage must be matched once."""
+    inits = {i.name for i in model.graph.initializer}
+    tmap: dict[str, str] = {model.graph.input[0].name: program.input_node}
+    made_by: dict[str, str] = {}  # tensor -> op type of the node that wrote it
+    used: set[int] = set()
+    out: list[tuple[str, int]] = []
+    for n in model.graph.node:
+        data = [i for i in n.input if i and i not in inits]
+        if any(i not in tmap for i in data):
+            raise UserError(f"hls4ml backend: ONNX node {n.name} reads a tensor the analysis does not model")
+        src = [tmap[i] for i in data]
+        made_by[n.output[0]] = n.op_type
+        bias_add = n.op_type == "Add" and len(data) == 1 and made_by.get(data[0]) == "MatMul"
+        if n.op_type in ("Transpose", "Flatten", "Reshape") or bias_add:
+            tmap[n.output[0]] = src[0]  # a layout change, or the bias of the MatMul before it
+            continue
+        if n.op_type == "Add" and len(data) == 2:
+            kind = "add"
+        elif n.op_type in _ONNX_KIND:
+            kind = _ONNX_KIND[n.op_type]
+        else:
+            raise UnsupportedError(f"hls4ml backend: ONNX node {n.name} ({n.op_type}) is not supported")
+        cands = [
+            k
+            for k, st in enumerate(program.stages)
+            if k not in used and _kind(st) == kind and sorted(st.src) == sorted(src)
+        ]
+        if kind == "conv" and len(cands) > 1:
+            w = np.sort(np.asarray(model.get_initializer(n.input[1]), dtype=np.float64).reshape(-1))
+            cands = [
+                k
+                for k in cands
+                if np.array_equal(np.sort(program.stages[k].dense.weight.reshape(-1)), w)  # type: ignore[union-attr]
+            ]
+        if len(cands) != 1:
+            raise UserError(f"hls4ml backend: ONNX node {n.name} matches {len(cands)} layers of the analysis")
+        used.add(cands[0])
+        tmap[n.output[0]] = program.stages[cands[0]].node
+        out.append((n.name, cands[0]))
+    if len(used) != len(program.stages):
+        raise UserError("hls4ml backend: some layers of the analysis have no ONNX node in the cleaned model")
+    return out
 
 
 def cnn_config(model: Any, program: CnnProgram, strategy: str, reuse: int) -> dict[str, Any]:
@@ -100,14 +153,12 @@ def cnn_config(model: Any, program: CnnProgram, strategy: str, reuse: int) -> di
     cfg["Model"]["ReuseFactor"] = int(reuse)
     names = cfg["LayerName"]
     names["global_in"]["Precision"]["result"] = program.input_t.to_string()
-    nodes = layer_nodes(model)
-    if [k for _, k in nodes] != [_kind(st) for st in program.stages]:
-        raise UserError(
-            f"hls4ml sees layers {[k for _, k in nodes]}, the analysis {[_kind(s) for s in program.stages]}"
-        )
-    for (name, _), st in zip(nodes, program.stages, strict=True):
+    for name, k in match_layers(model, program):
+        st = program.stages[k]
         prec = names[name]["Precision"]
-        if isinstance(st, LinearStage):
+        if isinstance(st, AddStage):
+            prec["result"] = st.result_t.to_string()
+        elif isinstance(st, LinearStage):
             d = st.dense
             prec.update(weight=d.weight_t.to_string(), bias=d.bias_t.to_string(), accum=d.accum_t.to_string())
             prec["result"] = "auto" if st.result_auto else d.result_t.to_string()
@@ -119,9 +170,21 @@ def cnn_config(model: Any, program: CnnProgram, strategy: str, reuse: int) -> di
     return cfg
 
 
-def read_back(hls_model: Any, program: CnnProgram) -> CnnProgram:
-    """Our program with the types hls4ml's model holds; refuses any layer kind or weight that
-    differs from the analysed program (so the certificate is about what hls4ml built)."""
+def _hls_layer(by_name: dict[str, Any], onnx_name: str) -> Any:
+    """hls4ml's layer for an ONNX node: named as the node, or ``<Class>_<node>`` (Conv2D_, Dense_)."""
+    hits = [ly for nm, ly in by_name.items() if nm == onnx_name or nm.endswith("_" + onnx_name)]
+    exact = [ly for ly in hits if ly.name == onnx_name]
+    if len(exact) == 1:
+        return exact[0]
+    if len(hits) != 1:
+        raise UserError(f"hls4ml backend: {len(hits)} hls4ml layers are named after ONNX node {onnx_name}")
+    return hits[0]
+
+
+def read_back(hls_model: Any, program: CnnProgram, model: Any) -> CnnProgram:
+    """Our program with the types hls4ml's model holds, its stages in the cleaned ``model``'s
+    order; refuses any layer kind or weight that differs from the analysed program (so the
+    certificate is about what hls4ml built)."""
     all_layers = list(hls_model.get_layers())
     if all_layers[0].class_name != "Input":
         raise UserError(f"hls4ml model starts with {all_layers[0].class_name}, expected Input")
@@ -143,13 +206,20 @@ def read_back(hls_model: Any, program: CnnProgram) -> CnnProgram:
         raise UserError(
             f"hls4ml built {[ly.class_name for ly in layers]}, the analysis has {len(program.stages)} stages"
         )
-    stages: list[Any] = []
-    for ly, st in zip(layers[1:], program.stages, strict=True):
+    by_name = {ly.name: ly for ly in layers[1:]}
+    stages: list[Stage] = []
+    for onnx_name, k in match_layers(model, program):
+        st = program.stages[k]
+        ly = _hls_layer(by_name, onnx_name)
         res_t = HlsType.of_precision(ly.get_output_variable().type.precision)
         cls = ly.class_name
-        if isinstance(st, LinearStage):
-            want = "Dense" if st.gather is None else "Conv2D"
-            if cls != want:
+        if isinstance(st, AddStage):
+            if cls != "Merge" or str(ly.get_attr("op")).lower() != "add":
+                raise UserError(f"hls4ml layer {ly.name} is {cls} ({ly.get_attr('op')}), expected Merge add")
+            stages.append(replace(st, result_t=res_t))
+        elif isinstance(st, LinearStage):
+            want = ("Dense",) if st.gather is None else ("Conv2D", "PointwiseConv2D")
+            if cls not in want:
                 raise UserError(f"hls4ml layer {ly.name} is {cls}, expected {want}")
             d = st.dense
             w = np.asarray(ly.weights["weight"].data, dtype=np.float64).reshape(d.n_in, d.n_out).T
@@ -185,6 +255,7 @@ def read_back(hls_model: Any, program: CnnProgram) -> CnnProgram:
                     st.windows,
                     HlsType.of_precision(ly.types["accum_t"].precision),
                     res_t,
+                    st.src,
                 )
             )
-    return CnnProgram(input_t, program.input_perm, stages)
+    return CnnProgram(input_t, program.input_perm, stages, program.input_node)

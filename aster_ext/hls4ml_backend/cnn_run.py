@@ -143,7 +143,7 @@ def quantize_hls4ml_cnn(
             cleaned, cfg, out_dir / "hls4ml_prj", opts.io_type, opts.strategy, opts.reuse_factor
         )
         timings["hls4ml_convert_s"] = time.perf_counter() - t
-        built = CP.read_back(hls_model, res.program)
+        built = CP.read_back(hls_model, res.program, cleaned)
         cert = C.certify(s, regions, built)
         if not cert.ok or cert.max_bound > opts.error:
             why = "; ".join(cert.overflow) or f"bound {cert.max_bound:.4g}"
@@ -197,6 +197,8 @@ def types_json(program: C.CnnProgram) -> list[dict[str, Any]]:
             )
         elif isinstance(st, C.ReluStage):
             out.append({"stage": st.name, "kind": "relu", "result": st.result_t.to_string()})
+        elif isinstance(st, C.AddStage):
+            out.append({"stage": st.name, "kind": "add", "result": st.result_t.to_string()})
         else:
             out.append(
                 {
@@ -210,13 +212,23 @@ def types_json(program: C.CnnProgram) -> list[dict[str, Any]]:
 
 
 def program_from_types(s: C.CnnStructure, types: list[dict[str, Any]]) -> C.CnnProgram:
-    """Rebuild the program from report.json's types and the network's real parameters."""
-    if len(types) != len(s.layers) + 1:
+    """Rebuild the program from report.json's types (matched to the layers by name, in the
+    report's order) and the network's real parameters."""
+    by_node = {ly.node: ly for ly in s.layers}
+    names = [d.get("stage") for d in types[1:]]
+    if len(types) != len(s.layers) + 1 or sorted(map(str, names)) != sorted(by_node):
         raise UserError("report.json: the types do not match the network's layers")
     stages: list[C.Stage] = []
-    for ly, d in zip(s.layers, types[1:], strict=True):
+    for d in types[1:]:
+        ly = by_node[d["stage"]]
+        if d.get("kind", ly.kind) != ly.kind:
+            raise UserError(f"report.json: stage {ly.node} is a {ly.kind}, not {d.get('kind')}")
+        if any(src != s.net.input_name and src not in {st.node for st in stages} for src in ly.src):
+            raise UserError(f"report.json: stage {ly.node} comes before the layers it reads")
         res_t = HlsType.parse(d["result"])
-        if ly.kind in ("conv", "dense"):
+        if ly.kind == "add":
+            stages.append(C.AddStage(ly.node, ly.node, res_t, ly.n_in, ly.src))
+        elif ly.kind in ("conv", "dense"):
             assert ly.weight is not None and ly.bias is not None
             dense = C.DenseStage(
                 ly.node,
@@ -227,14 +239,16 @@ def program_from_types(s: C.CnnStructure, types: list[dict[str, Any]]) -> C.CnnP
                 HlsType.parse(d["accum"]),
                 res_t,
             )
-            stages.append(C.LinearStage(ly.node, ly.node, dense, ly.gather, ly.kind == "dense"))
+            stages.append(C.LinearStage(ly.node, ly.node, dense, ly.gather, ly.kind == "dense", ly.src))
         elif ly.kind == "relu":
-            stages.append(C.ReluStage(ly.node, ly.node, res_t))
+            stages.append(C.ReluStage(ly.node, ly.node, res_t, ly.src))
         else:
             assert ly.windows is not None
             kind = "max" if ly.kind == "maxpool" else "avg"
-            stages.append(C.PoolStage(ly.node, ly.node, kind, ly.windows, HlsType.parse(d["accum"]), res_t))
-    return C.CnnProgram(HlsType.parse(types[0]["result"]), s.input_perm, stages)
+            stages.append(
+                C.PoolStage(ly.node, ly.node, kind, ly.windows, HlsType.parse(d["accum"]), res_t, ly.src)
+            )
+    return C.CnnProgram(HlsType.parse(types[0]["result"]), s.input_perm, stages, s.net.input_name)
 
 
 def _report(

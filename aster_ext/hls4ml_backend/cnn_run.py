@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ import numpy as np
 from ..errors import UserError
 from ..frontend import load_model
 from ..ir import Network
-from ..outdir import OutputPlan
 from . import cnn as C
 from . import cnn_project as CP
 from . import project as P
@@ -130,12 +128,7 @@ def quantize_hls4ml_cnn(
     P.require_hls4ml()
     out_dir = Path(out_dir) if out_dir is not None else Path("out") / model_path.stem
     protected = [model_path] + ([Path(opts.spec_path)] if opts.spec_path is not None else [])
-    OutputPlan.prepare(out_dir, protected)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"--out {out_dir}: not empty; the hls4ml backend needs a new or empty folder")
-    existed = out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
+    with P.project_folder(out_dir, protected):
         t = time.perf_counter()
         cleaned = CP.cleaned_model(model_path)
         cfg = CP.cnn_config(cleaned, res.program, opts.strategy, opts.reuse_factor)
@@ -165,16 +158,6 @@ def quantize_hls4ml_cnn(
         report = _report(net, opts, model_path, built, cert, timings, hls_model)
         report["smoke_bit_exact_samples"] = len(xs)
         (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    except BaseException:
-        if existed:
-            for child in out_dir.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
     result.program, result.certificate, result.config, result.report = built, cert, cfg, report
     result.hls_model, result.out_dir = hls_model, out_dir
     return result

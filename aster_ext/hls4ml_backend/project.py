@@ -195,3 +195,34 @@ def read_program(hls_model: Any) -> Hls4mlProgram:
                 f"hls4ml backend: layer {layer.name} ({cls}) is not modelled for dense networks"
             )
     return Hls4mlProgram(input_t, stages)
+
+
+@contextlib.contextmanager
+def project_folder(out_dir: Path, protected: list[Path]):
+    """The output folder of an hls4ml run: the rules of every backend (:class:`~..outdir.OutputPlan`:
+    never '.', home, a protected file's folder or a parent of it), and only a new or empty folder,
+    because the compiled C simulation reads its weights from an absolute path baked in at compile
+    time, so the project is generated in place. A run that fails removes only what it created: the
+    folder's contents when it existed empty, else the folder."""
+    import shutil
+
+    from ..outdir import OutputPlan
+
+    OutputPlan.prepare(out_dir, protected)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"--out {out_dir}: not empty; the hls4ml backend needs a new or empty folder")
+    existed = out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield out_dir
+    except BaseException:
+        if existed:  # it was empty: everything inside is this run's
+            for child in out_dir.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+

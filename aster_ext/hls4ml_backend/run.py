@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ import numpy as np
 from ..errors import UserError
 from ..frontend import load_model
 from ..ir import DenseLayer, dense_chain
-from ..outdir import OutputPlan
 from ..refined.symbolic_ranges import symbolic_ranges
 from ..spec import Spec
 from . import project as P
@@ -203,17 +201,8 @@ def quantize_hls4ml(
         return result
     P.require_hls4ml()
     out_dir = Path(out_dir) if out_dir is not None else Path("out") / model_path.stem
-    # the output-folder rules of every backend (never '.', home, the model's or spec's folder or a
-    # parent of them, never a non-empty folder of the user's); the compiled C simulation reads its
-    # weights from an absolute path baked in at compile time, so the project is generated in place:
-    # only a new or empty folder is accepted, and a failed run removes only what it created
     protected = [model_path] + ([Path(opts.spec_path)] if opts.spec_path is not None else [])
-    OutputPlan.prepare(out_dir, protected)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"--out {out_dir}: not empty; the hls4ml backend needs a new or empty folder")
-    existed = out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
+    with P.project_folder(out_dir, protected):
         t = time.perf_counter()
         cleaned = P.clean_onnx(P.write_dense_onnx(layers, out_dir / "dense_chain.onnx"))
         cfg = hls4ml_config(cleaned, program, opts)
@@ -247,16 +236,6 @@ def quantize_hls4ml(
         report = _report(net, spec, opts, model_path, built, cert_built, timings, hls_model)
         report["smoke_bit_exact_samples"] = len(xs)
         (out_dir / "report.json").write_text(json.dumps(report, indent=1))
-    except BaseException:
-        if existed:  # it was empty: everything inside is this run's
-            for child in out_dir.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(out_dir, ignore_errors=True)
-        raise
     result.program, result.certificate, result.config, result.report = built, cert_built, cfg, report
     result.hls_model, result.out_dir = hls_model, out_dir
     return result

@@ -58,9 +58,8 @@ whole box when m_k + E_lo_l - E_hi_k > 0 for every k != l.
 
 from __future__ import annotations
 
-import heapq
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,6 +71,7 @@ from ..rigorous import Interval, down, matvec, scaled_sum_bound, up
 from .certify import int_bits_for
 from .forms import cast_interval
 from .program import DenseStage, auto_dense_type
+from .search import lazy_greedy_descent
 from .simulate import _dense
 from .types import HlsType, as_values, bring_in_range, from_doubles, requantize
 
@@ -950,43 +950,9 @@ def choose_types(
             if getattr(fr, name) is not None:
                 variables.append((li, name))
 
-    def decrement(var: tuple[int, str], step: int) -> tuple[int, list[StageFracs]] | None:
-        li, name = var
-        cur = f_in if li < 0 else getattr(fracs[li], name)
-        new = max(cur - step, F_MIN)
-        if new >= cur:
-            return None
-        if li < 0:
-            return new, fracs
-        cand = list(fracs)
-        cand[li] = replace(fracs[li], **{name: new})
-        return f_in, cand
-
-    # lazy greedy on the gain Δcost / Δbound (the cheap conv must not spend the error budget the
-    # dear dense layer needs): stale gains in a heap, the top one re-evaluated and taken if its
-    # fresh gain still beats the next stale one; galloping steps (doubled when taken, halved when
-    # not; a failed 1-bit step drops the variable)
-    heap: list[tuple[float, int, tuple[int, str], int]] = [
-        (-math.inf, k, v, 4) for k, v in enumerate(variables)
-    ]
-    heapq.heapify(heap)
-    while heap and evals < max_evaluations:
-        neg, k, var, step = heapq.heappop(heap)
-        cand = decrement(var, step)
-        if cand is None:
-            continue
-        p2, c2, cost2 = run(*cand)
-        if not good(c2) or cost2 > cost:
-            if step > 1:
-                heapq.heappush(heap, (neg, k, var, step // 2))
-            continue
-        gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
-        if heap and gain < -heap[0][0]:
-            heapq.heappush(heap, (-gain, k, var, max(1, step // 2)))
-            continue
-        f_in, fracs = cand
-        prog, cert, cost = p2, c2, cost2
-        heapq.heappush(heap, (-gain, k, var, step * 2))
+    f_in, fracs, prog, cert, cost = lazy_greedy_descent(
+        f_in, fracs, (prog, cert, cost), variables, run, good, eps, lambda: evals < max_evaluations
+    )
     if best_uniform[4] < cost:  # the descent from F + headroom may stop above uniform F
         f_in, fracs, prog, cert, cost = best_uniform
     return CnnSearchResult(prog, cert, f_in, fracs, cost, evals)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +75,64 @@ def _uniform(layers: list[DenseLayer], f: int) -> list[LayerFracs]:
             )
         )
     return out
+
+
+def lazy_greedy_descent(
+    f_in: int,
+    fracs: list[Any],
+    state: tuple[Any, Any, float],
+    variables: list[tuple[int, str]],
+    run: Callable[[int, list[Any]], tuple[Any, Any, float]],
+    good: Callable[[Any], bool],
+    eps: float,
+    budget_left: Callable[[], bool],
+) -> tuple[int, list[Any], Any, Any, float]:
+    """Lower fractional bits from (``f_in``, ``fracs``) while ``good`` certificates get cheaper.
+
+    ``state`` = (program, certificate, cost) of the start; ``variables`` the (layer, field) slots
+    (layer -1: the input F); ``run`` builds and certifies a candidate. Lazy greedy with galloping
+    steps: a priority queue of (stale) gains Δcost / Δbound, each variable with its current step
+    (bits removed at once, 4 at first); the top candidate is re-evaluated and taken when its fresh
+    gain still beats every other stale estimate (gains shrink as slack is used), else it goes back
+    with its step halved. A step that is taken doubles; one that fails or costs more is halved (a
+    failed 1-bit step drops the variable), so a variable with s bits of slack costs O(log s)
+    certifications instead of s. Returns the final (f_in, fracs, program, certificate, cost)."""
+    prog, cert, cost = state
+
+    def decrement(var: tuple[int, str], step: int) -> tuple[int, list[Any]] | None:
+        li, name = var
+        cur = f_in if li < 0 else getattr(fracs[li], name)
+        new = max(cur - step, F_MIN)
+        if new >= cur:
+            return None
+        if li < 0:
+            return new, fracs
+        cand = list(fracs)
+        cand[li] = replace(fracs[li], **{name: new})
+        return f_in, cand
+
+    heap: list[tuple[float, int, tuple[int, str], int]] = [
+        (-math.inf, k, v, 4) for k, v in enumerate(variables)
+    ]
+    heapq.heapify(heap)
+    while heap and budget_left():
+        neg, k, var, step = heapq.heappop(heap)
+        cand = decrement(var, step)
+        if cand is None:
+            continue
+        p2, c2, cost2 = run(*cand)
+        if not good(c2) or cost2 > cost:
+            if step > 1:
+                heapq.heappush(heap, (neg, k, var, step // 2))
+            continue  # no slack left for this variable
+        gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
+        if heap and gain < -heap[0][0]:
+            heapq.heappush(heap, (-gain, k, var, max(1, step // 2)))
+            continue
+        f_in, fracs = cand
+        prog, cert, cost = p2, c2, cost2
+        heapq.heappush(heap, (-gain, k, var, step * 2))
+    return f_in, fracs, prog, cert, cost
 
 
 def _variables(fracs: list[LayerFracs]) -> list[tuple[int, str]]:
@@ -148,45 +208,9 @@ def choose_types(
     f_in, fracs = hi, uniform(hi)
     prog, cert, cost = run(f_in, fracs)
 
-    def decrement(var: tuple[int, str], step: int) -> tuple[int, list[LayerFracs]] | None:
-        li, name = var
-        cur = f_in if li < 0 else getattr(fracs[li], name)
-        new = max(cur - step, F_MIN)
-        if new >= cur:
-            return None
-        if li < 0:
-            return new, fracs
-        cand = list(fracs)
-        cand[li] = replace(fracs[li], **{name: new})
-        return f_in, cand
-
-    # lazy greedy with galloping steps: a priority queue of (stale) gains, each variable with its
-    # current step (bits removed at once, 4 at first); the top candidate is re-evaluated and taken
-    # when its fresh gain still beats every other stale estimate (gains shrink as slack is used),
-    # else it goes back with its step halved. A step that is taken doubles; one that fails or
-    # costs more is halved (a failed 1-bit step drops the variable), so a variable with s bits of
-    # slack costs O(log s) certifications instead of s (about half the candidates overall).
-    heap: list[tuple[float, int, tuple[int, str], int]] = [
-        (-math.inf, k, v, 4) for k, v in enumerate(_variables(fracs))
-    ]
-    heapq.heapify(heap)
-    while heap and evals < max_evaluations:
-        neg, k, var, step = heapq.heappop(heap)
-        cand = decrement(var, step)
-        if cand is None:
-            continue
-        p2, c2, cost2 = run(*cand)
-        if not good(c2) or cost2 > cost:
-            if step > 1:
-                heapq.heappush(heap, (neg, k, var, step // 2))
-            continue  # no slack left for this variable
-        gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
-        if heap and gain < -heap[0][0]:
-            heapq.heappush(heap, (-gain, k, var, max(1, step // 2)))
-            continue
-        f_in, fracs = cand
-        prog, cert, cost = p2, c2, cost2
-        heapq.heappush(heap, (-gain, k, var, step * 2))
+    f_in, fracs, prog, cert, cost = lazy_greedy_descent(
+        f_in, fracs, (prog, cert, cost), _variables(fracs), run, good, eps, lambda: evals < max_evaluations
+    )
     # bias_t: no wider than accum_t's F (the bias is cast to accum_t first, so for TRN the extra
     # bits never reach the sum), kept only if that still certifies (RND rounds twice)
     trimmed = [replace(fr, bias=min(fr.bias, fr.accum)) for fr in fracs]

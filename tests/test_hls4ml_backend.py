@@ -19,7 +19,14 @@ from aster_ext.hls4ml_backend.certify import LayerFracs, build_program, walk
 from aster_ext.hls4ml_backend.program import ActStage, DenseStage, Hls4mlProgram, decimal_round_trip
 from aster_ext.hls4ml_backend.search import choose_types
 from aster_ext.hls4ml_backend.simulate import simulate
-from aster_ext.hls4ml_backend.tables import TABLE_FUNCS, table_error, table_index, table_values
+from aster_ext.hls4ml_backend.tables import (
+    TABLE_FUNCS,
+    slope_bound,
+    table_error,
+    table_error_signed,
+    table_index,
+    table_values,
+)
 from aster_ext.hls4ml_backend.types import HlsType, from_doubles, requantize
 from aster_ext.ir import DenseLayer
 from aster_ext.refined.symbolic_ranges import symbolic_ranges
@@ -124,6 +131,7 @@ def test_table_error_bound_holds_on_dense_samples(fn, size, width, quant):
     hi = lo + rng.uniform(0, 8, 6)
     lo[0], hi[0] = -20.0, 20.0
     bound = table_error(fn, size, t, lo, hi)
+    s_lo, s_hi = table_error_signed(fn, size, t, lo, hi)
     vals = table_values(fn, size, t)
     frac = 10
     f = mpmath.tanh if fn == "tanh" else (lambda v: 1 / (1 + mpmath.exp(-v)))
@@ -132,10 +140,53 @@ def test_table_error_bound_holds_on_dense_samples(fn, size, width, quant):
         k = np.concatenate([k, [int(np.ceil(lo[j] * 2**frac)), int(np.floor(hi[j] * 2**frac))]])
         idx = table_index(k.astype(object), frac, fn, size)
         x = k / 2.0**frac
-        worst = max(
-            abs(mpmath.mpf(float(vals[i])) - f(mpmath.mpf(float(v)))) for i, v in zip(idx, x, strict=True)
-        )
+        errs = [mpmath.mpf(float(vals[i])) - f(mpmath.mpf(float(v))) for i, v in zip(idx, x, strict=True)]
+        worst = max(abs(v) for v in errs)
         assert float(worst) <= bound[j], (j, float(worst), bound[j])
+        assert s_lo[j] <= min(errs) and max(errs) <= s_hi[j], (j, s_lo[j], s_hi[j])
+
+
+@given(
+    fn=st.sampled_from(["tanh", "sigmoid"]),
+    size=st.sampled_from([16, 64, 1000, 1024]),
+    width=st.integers(4, 20),
+    centre=st.floats(-14, 14),
+    radius=st.floats(0, 3),
+    frac=st.integers(2, 12),
+)
+@settings(max_examples=60, deadline=None)
+def test_signed_table_error_encloses_every_grid_input(fn, size, width, centre, radius, frac):
+    """T[idx(x)] - f(x) in [τ_lo, τ_hi] for every grid x of [lo, hi] (exact arithmetic on the
+    table entries, mpmath for f), also deep in the saturated tails, where the enclosure must be
+    narrow: the error there is a nearly constant offset."""
+    t = HlsType(width, 1, True, "TRN", "WRAP")
+    lo, hi = np.array([centre - radius]), np.array([centre + radius])
+    s_lo, s_hi = table_error_signed(fn, size, t, lo, hi)
+    vals = table_values(fn, size, t)
+    f = mpmath.tanh if fn == "tanh" else (lambda v: 1 / (1 + mpmath.exp(-v)))
+    k = np.arange(int(np.ceil(lo[0] * 2**frac)), int(np.floor(hi[0] * 2**frac)) + 1)
+    if k.size == 0:
+        return
+    idx = table_index(k.astype(object), frac, fn, size)
+    errs = [mpmath.mpf(float(vals[i])) - f(mpmath.mpf(int(v)) / 2**frac) for i, v in zip(idx, k, strict=True)]
+    assert s_lo[0] <= min(errs) and max(errs) <= s_hi[0]
+    half = TABLE_FUNCS[fn][0]
+    if lo[0] > half + 1 and hi[0] - lo[0] < 0.5:  # saturated: width ~ the variation of f there
+        assert s_hi[0] - s_lo[0] <= float(f(mpmath.mpf(hi[0])) - f(mpmath.mpf(lo[0]))) + 2 * 2.0 ** -(
+            width - 1
+        )
+
+
+@given(fn=st.sampled_from(["tanh", "sigmoid"]), a=st.floats(-20, 20), w=st.floats(0, 10))
+@settings(max_examples=100, deadline=None)
+def test_slope_bound_is_an_upper_bound_of_the_derivative(fn, a, w):
+    lo, hi = np.array([a]), np.array([a + w])
+    d = slope_bound(fn, lo, hi)[0]
+    with mpmath.workdps(40):  # 1 - tanh² cancels: enough digits for the comparison
+        for x in np.linspace(a, a + w, 41):
+            xm = mpmath.mpf(float(x))
+            true = 1 - mpmath.tanh(xm) ** 2 if fn == "tanh" else mpmath.exp(-xm) / (1 + mpmath.exp(-xm)) ** 2
+            assert true <= mpmath.mpf(float(d))
 
 
 # --- certificate -----------------------------------------------------------------------------
@@ -188,6 +239,34 @@ def test_certificate_is_sound_on_random_nets(seed, acts, fbits, tlog, quant):
     ]  # fmt: skip
     prog, cert = build_program(layers, ranges, lo, hi, fbits[0], fr, quant=quant)
     assert cert.ok, cert.overflow  # the builder fits every integer part to the certified ranges
+    _check_sound(layers, prog, cert, lo, hi, rng)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    acts=st.lists(st.sampled_from(["tanh", "sigmoid"]), min_size=1, max_size=2),
+    scale=st.sampled_from([4.0, 12.0]),
+    fbits=st.lists(st.integers(2, 12), min_size=5, max_size=5),
+    tlog=st.integers(5, 10),
+    quant=st.sampled_from(["TRN", "RND"]),
+)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_certificate_is_sound_with_saturated_tables(seed, acts, scale, fbits, tlog, quant):
+    """Large weights drive most pre-activations past the tables' ends (±4 tanh, ±8 sigmoid): the
+    signed table errors there are offsets that cancel through the next weights; the certificate
+    must still hold on random, corner and worst inputs (exactly re-evaluated)."""
+    rng = np.random.default_rng(seed)
+    sizes = [int(rng.integers(2, 5))] + [int(rng.integers(3, 9)) for _ in acts] + [2]
+    layers = _random_layers(rng, sizes, acts + ["identity"])
+    for layer in layers[:-1]:
+        layer.weight[:] = (layer.weight * scale).astype(np.float32)
+    lo = rng.uniform(-2, 1, sizes[0])
+    hi = lo + rng.uniform(0.01, 2, sizes[0])
+    ranges = symbolic_ranges(layers, lo, hi)
+    fr = [LayerFracs(fbits[0], fbits[1], fbits[2], fbits[3], fbits[4], tlog) for _ in acts]
+    fr.append(LayerFracs(fbits[0], fbits[1], fbits[2]))
+    prog, cert = build_program(layers, ranges, lo, hi, fbits[0], fr, quant=quant)
+    assert cert.ok, cert.overflow
     _check_sound(layers, prog, cert, lo, hi, rng)
 
 

@@ -12,8 +12,11 @@ where q_acc is accum_t's quantisation error (0 when accum_t keeps all F_x + F_w 
 nnz_j counts the nonzero quantised weights of row j. The cast to result_t adds its quantisation
 error when it drops bits. ReLU is 1-Lipschitz and its result cast adds its quantisation error; a neuron with
 z_hi + e <= 0 outputs exactly 0 in both networks (error 0).
-tanh/sigmoid: |T[idx(x~)] - f(x)| <= L·e + τ, τ the rigorous table error over the reachable x~
-(:func:`.tables.table_error`), L = 1 (tanh), 1/4 (sigmoid); then the result cast.
+tanh/sigmoid: T[idx(x~)] - f(x) lies in [τ_lo, τ_hi] + d·[min(E_lo, 0), max(E_hi, 0)], [τ_lo, τ_hi]
+the rigorous signed table error over the reachable x~ (:func:`.tables.table_error_signed`; a
+saturated neuron's error is a nearly constant offset, which the forms let cancel through later
+weights), d >= f' over the reachable inputs (:func:`.tables.slope_bound`, at most L = 1 for
+tanh, 1/4 for sigmoid) and [E_lo, E_hi] the signed input error; then the result cast.
 
 This magnitude bound multiplies by the absolute weight row sums at every layer; the walker also
 carries the error as an affine form (:mod:`.forms`: the same terms as signed column intervals,
@@ -49,7 +52,7 @@ from ..ranges import ExactParams, LayerRanges
 from ..rigorous import Interval, down, matvec, scaled_sum_bound, up
 from .forms import Forms, cast_interval, dense_local
 from .program import ActStage, DenseStage, Hls4mlProgram, auto_dense_type
-from .tables import TABLE_FUNCS, table_error, table_overflows, table_raw
+from .tables import TABLE_FUNCS, slope_bound, table_error_signed, table_overflows, table_raw
 from .types import HlsType, as_values, requantize
 
 _INFLATE = 1.0 + 1e-12
@@ -198,9 +201,12 @@ class _Walker:
                 cast = (np.zeros(n), np.zeros(n))
             self.forms, _ = self.forms.relu(pre, self.err, e_in, cast)
             self._set_error(self.forms.interval())
-        else:
-            self.forms = self.forms.restart(self.e)
-            self.err = Interval(-self.e, self.e)
+        else:  # a table: the form restarts from the signed enclosure (offsets cancel later)
+            sig = table_act_error(act, pre.lo, pre.hi, self.err, e_in)
+            lo, hi = np.maximum(sig.lo, -self.e), np.minimum(sig.hi, self.e)
+            self.forms = self.forms.restart_interval(lo, hi)
+            self.err = Interval(lo, hi)
+            self.e = np.minimum(self.e, up(self.err.mag()))
         self.stage_bounds.append(self.e)
 
     def next_layer(self) -> None:
@@ -341,7 +347,7 @@ def _act_bound(
     act: ActStage, in_t: HlsType, z_lo: np.ndarray, z_hi: np.ndarray, e: np.ndarray, over: list[str]
 ) -> np.ndarray:
     res_t = act.result_t
-    lo, hi = z_lo - e, z_hi + e
+    hi = z_hi + e
     if act.kind == "relu":
         # a neuron whose real and implemented pre-activations are both <= 0 outputs 0 in both
         out = np.where(z_hi + e <= 0, 0.0, e)
@@ -354,14 +360,34 @@ def _act_bound(
     assert act.table_t is not None and act.table_size is not None
     if table_overflows(act.kind, act.table_size, act.table_t):
         over.append(f"{act.name}: a table entry does not fit {act.table_t.to_string()}")
-    lip = TABLE_FUNCS[act.kind][2]
-    tau = table_error(act.kind, act.table_size, act.table_t, lo, hi)
-    out = _up(lip * e + tau)
-    if res_t.frac < act.table_t.frac:
-        out = _up(out + res_t.quant_error())
     if not table_cast_fits(act.kind, act.table_size, act.table_t, res_t):
         over.append(f"{act.name}: result type {res_t.to_string()} cannot hold every table value")
-    return out
+    return table_act_error(act, z_lo, z_hi, Interval(-e, e), e).mag()
+
+
+def table_act_error(
+    act: ActStage, z_lo: np.ndarray, z_hi: np.ndarray, err: Interval, e: np.ndarray
+) -> Interval:
+    """Signed enclosure of a~ - a after a tanh/sigmoid table, with x the real pre-activation in
+    [z_lo, z_hi], x~ - x in ``err`` and |x~ - x| <= e:
+
+        a~ - a = (T[idx(x~)] - f(x~)) + (f(x~) - f(x)) + (R(T) - T),
+
+    the first term in the signed table error over x~ in [z_lo - e, z_hi + e]
+    (:func:`.tables.table_error_signed`), the second f'(ξ)(x~ - x) with f'(ξ) in [0, d], d the
+    slope bound over the same hull (:func:`.tables.slope_bound`), so in
+    [d·min(err_lo, 0), d·max(err_hi, 0)], the third the result cast (when it drops bits)."""
+    assert act.table_t is not None and act.table_size is not None
+    lo, hi = z_lo - e, z_hi + e
+    t_lo, t_hi = table_error_signed(act.kind, act.table_size, act.table_t, lo, hi)
+    d = slope_bound(act.kind, lo, hi)
+    s_lo = down(d * np.minimum(err.lo, 0.0))
+    s_hi = up(d * np.maximum(err.hi, 0.0))
+    out_lo, out_hi = down(t_lo + s_lo), up(t_hi + s_hi)
+    if act.result_t.frac < act.table_t.frac:
+        c_lo, c_hi = cast_interval(act.result_t, np.ones_like(out_lo))
+        out_lo, out_hi = down(out_lo + c_lo), up(out_hi + c_hi)
+    return Interval(out_lo, out_hi)
 
 
 @lru_cache(maxsize=512)

@@ -31,8 +31,9 @@ both outputs are 0 (row and column 0); lo >= 0 and lo + E_lo >= 0 -> a~ - a = e 
 result cast); otherwise a~ - a = t·e for some t ∈ [0, 1] (ReLU is monotone and 1-Lipschitz), i.e.
 ½e + r with a fresh |r| <= ½ max|e| in the a column. The a column of a neuron is merged into the
 z column of the same neuron (both enter only through that neuron), so a form has n_0 + Σ n_l
-columns. tanh/sigmoid tables restart the form: the a
-column is the walker's sound bound ±e_a (no cancellation through tables, still sound).
+columns. tanh/sigmoid tables restart the form: the a column is the walker's signed enclosure
+of the activation error (no correlation with earlier columns kept through a table, but its
+offset, e.g. a saturated table's, still cancels through later weights).
 
 Float rigour: C is float64; the rounding of fl(w~ C) goes into the per-neuron slack s (the
 refined module's :func:`~aster_ext.refined.error_forms.linear_step`), and the range of a form is
@@ -134,10 +135,10 @@ class Forms:
         ca[:, -n:] = np.eye(n)
         return Forms(ca, sa, col_lo, col_hi), inactive
 
-    def restart(self, bound: np.ndarray) -> Forms:
-        """A fresh form e = δ, δ ∈ [-bound, bound] (after a table activation)."""
-        n = bound.shape[0]
-        return Forms(np.eye(n), np.zeros(n), -up(bound), up(bound))
+    def restart_interval(self, lo: np.ndarray, hi: np.ndarray) -> Forms:
+        """A fresh form e = δ, δ ∈ [lo, hi] per neuron (after a table activation)."""
+        n = lo.shape[0]
+        return Forms(np.eye(n), np.zeros(n), down(lo), up(hi))
 
 
 def dense_local(

@@ -225,4 +225,3 @@ def project_folder(out_dir: Path, protected: list[Path]):
         else:
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
-

@@ -33,6 +33,8 @@ import numpy as np
 from flint import arb
 
 from ..activations._arb import down, up, working_precision
+from ..rigorous import down as fdown
+from ..rigorous import up as fup
 from .types import HlsType, as_values, from_doubles
 
 #: (half range R of the table's x grid, divisor D in the index formula, Lipschitz constant, f(-inf), f(+inf))
@@ -163,31 +165,106 @@ def _f_bounds(fn: str, x: np.ndarray, lower: bool) -> np.ndarray:
         return np.array([down(v) if lower else up(v) for v in vals], dtype=np.float64).reshape(np.shape(x))
 
 
-def table_error(fn: str, size: int, table_t: HlsType, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Per neuron: an upper bound of |table[index(x)] - f(x)| over every x in [lo, hi]."""
+@dataclass(frozen=True)
+class _RangeExtrema:
+    """Sparse tables for O(1) range min of the cells' lower and range max of their upper errors:
+    level k holds the min (max) over the 2^k cells starting at each index."""
+
+    lo: list[np.ndarray]
+    hi: list[np.ndarray]
+
+    def query(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """min of lo and max of hi over the cells a..b (inclusive, a <= b, vectorised)."""
+        k = np.floor(np.log2(b - a + 1)).astype(np.int64)
+        out_lo = np.empty(a.shape)
+        out_hi = np.empty(a.shape)
+        for lev in np.unique(k):
+            m = k == lev
+            aa, bb = a[m], b[m] - (1 << int(lev)) + 1
+            out_lo[m] = np.minimum(self.lo[lev][aa], self.lo[lev][bb])
+            out_hi[m] = np.maximum(self.hi[lev][aa], self.hi[lev][bb])
+        return out_lo, out_hi
+
+
+@lru_cache(maxsize=64)
+def _cell_extrema(fn: str, size: int, table_t: HlsType) -> _RangeExtrema:
+    """Per cell i the signed error T_i - f(x) over the whole cell lies in [T_i - f(b_i), T_i - f(a_i)]
+    (f increasing); outward-rounded, as range-extrema tables."""
+    g = _grid(fn, size)
+    t = table_values(fn, size, table_t)
+    lo = [fdown(t - g.f_b_hi)]
+    hi = [fup(t - g.f_a_lo)]
+    step = 1
+    while 2 * step <= size:
+        lo.append(np.minimum(lo[-1][:-step], lo[-1][step:]))
+        hi.append(np.maximum(hi[-1][:-step], hi[-1][step:]))
+        step *= 2
+    return _RangeExtrema(lo, hi)
+
+
+def table_error_signed(
+    fn: str, size: int, table_t: HlsType, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per neuron an enclosure [τ_lo, τ_hi] of the signed error T[index(x)] - f(x) over every
+    x in [lo, hi].
+
+    The cells a..b that [lo, hi] can select are found with one cell of slack on each side (the
+    float index of an end point may sit on a cell boundary); every x of [lo, hi] lies in one of
+    them. Inside cell i, f(x) is enclosed by [f(a_i), f(b_i)] (f increasing), and in the end cells
+    also by f(lo) from below (cell a) and f(hi) from above (cell b), so T_i - f(x) lies in
+    [T_i - upper f, T_i - lower f]. The enclosure is the hull over the cells (an empty
+    intersection of a slack cell with [lo, hi] can only widen it). Every end point is an arb
+    enclosure of f rounded outwards; the differences are rounded outwards again."""
     g = _grid(fn, size)
     t = table_values(fn, size, table_t)
     lo = np.asarray(lo, dtype=np.float64)
     hi = np.asarray(hi, dtype=np.float64)
-    err_full = _err_full(fn, size, table_t)
-    # one cell of slack on each side: the float index of an end point may sit on a cell boundary
-    i_lo = np.maximum(_index_of_value(lo, fn, size) - 1, 0)
-    i_hi = np.minimum(_index_of_value(hi, fn, size) + 1, size - 1)
-    f_lo_lo = _f_bounds(fn, lo, lower=True)
-    f_hi_hi = _f_bounds(fn, hi, lower=False)
-    out = np.empty(lo.shape)
-    for j in range(lo.size):  # per neuron: the two clipped end cells plus a max over the cells between
-        a, b = int(i_lo[j]), int(i_hi[j])
-        fa = max(f_lo_lo[j], g.f_a_lo[a])
-        fb = min(f_hi_hi[j], g.f_b_hi[b])
-        e = max(np.nextafter(t[a] - fa, np.inf), np.nextafter(fb - t[a], np.inf) if a == b else 0.0)
-        if a != b:
-            e = max(e, np.nextafter(min(g.f_b_hi[a], fb) - t[a], np.inf))
-            e = max(e, np.nextafter(t[b] - max(g.f_a_lo[b], fa), np.inf), np.nextafter(fb - t[b], np.inf))
-            if b - a > 1:
-                e = max(e, float(err_full[a + 1 : b].max()))
-        out[j] = max(e, 0.0)
-    return out
+    shape = lo.shape
+    lo, hi = lo.reshape(-1), hi.reshape(-1)
+    a = np.maximum(_index_of_value(lo, fn, size) - 1, 0)
+    b = np.minimum(_index_of_value(hi, fn, size) + 1, size - 1)
+    fa = np.maximum(_f_bounds(fn, lo, lower=True), g.f_a_lo[a])  # lower enclosure of f over [lo, ..]
+    fb = np.minimum(_f_bounds(fn, hi, lower=False), g.f_b_hi[b])  # upper enclosure of f over [.., hi]
+    one = a == b
+    # cell a: x in [max(lo, a_a), min(hi, b_a)]
+    a_up = np.where(one, fb, np.minimum(g.f_b_hi[a], fb))
+    e_lo = fdown(t[a] - a_up)
+    e_hi = fup(t[a] - fa)
+    # cell b (a != b): x in [a_b, min(hi, b_b)]
+    b_lo_f = np.maximum(g.f_a_lo[b], fa)
+    e_lo = np.where(one, e_lo, np.minimum(e_lo, fdown(t[b] - fb)))
+    e_hi = np.where(one, e_hi, np.maximum(e_hi, fup(t[b] - b_lo_f)))
+    mid = b - a > 1  # the whole cells a+1 .. b-1
+    if np.any(mid):
+        m_lo, m_hi = _cell_extrema(fn, size, table_t).query(a[mid] + 1, b[mid] - 1)
+        e_lo[mid] = np.minimum(e_lo[mid], m_lo)
+        e_hi[mid] = np.maximum(e_hi[mid], m_hi)
+    return e_lo.reshape(shape), e_hi.reshape(shape)
+
+
+def table_error(fn: str, size: int, table_t: HlsType, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per neuron: an upper bound of |table[index(x)] - f(x)| over every x in [lo, hi]."""
+    e_lo, e_hi = table_error_signed(fn, size, table_t, lo, hi)
+    return np.maximum(np.maximum(-e_lo, e_hi), 0.0)
+
+
+def slope_bound(fn: str, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per neuron an upper bound of f' over [lo, hi] (f = tanh or sigmoid: f' > 0, even and
+    decreasing in |x|, so the maximum is at m = the point of [lo, hi] nearest 0):
+    tanh' = 1/cosh²(m), sigmoid' = e^-m/(1 + e^-m)². numpy's cosh/exp are accurate to a few
+    ulp; the result is inflated by 1e-9 relative (far above that) and capped by the global
+    Lipschitz constant (1, 1/4)."""
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    m = np.where(lo > 0, lo, np.where(hi < 0, -hi, 0.0))
+    m = np.maximum(fdown(m), 0.0)  # smaller |x|: larger slope
+    with np.errstate(over="ignore", under="ignore"):
+        if fn == "tanh":
+            d = 1.0 / np.cosh(m) ** 2
+        else:
+            em = np.exp(-m)
+            d = em / (1.0 + em) ** 2
+    return np.minimum(fup(d * (1 + 1e-9)), TABLE_FUNCS[fn][2])
 
 
 def _index_of_value(x: np.ndarray, fn: str, size: int) -> np.ndarray:

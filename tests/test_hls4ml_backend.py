@@ -182,10 +182,11 @@ def test_signed_table_error_encloses_every_grid_input(fn, size, width, centre, r
 def test_slope_bound_is_an_upper_bound_of_the_derivative(fn, a, w):
     lo, hi = np.array([a]), np.array([a + w])
     d = slope_bound(fn, lo, hi)[0]
-    with mpmath.workdps(40):  # 1 - tanh² cancels: enough digits for the comparison
+    with mpmath.workdps(40):
         for x in np.linspace(a, a + w, 41):
             xm = mpmath.mpf(float(x))
-            true = 1 - mpmath.tanh(xm) ** 2 if fn == "tanh" else mpmath.exp(-xm) / (1 + mpmath.exp(-xm)) ** 2
+            # tanh' = 1/cosh²(x), sigmoid' = 1/(4 cosh²(x/2)) (no cancellation)
+            true = 1 / mpmath.cosh(xm) ** 2 if fn == "tanh" else 1 / (4 * mpmath.cosh(xm / 2) ** 2)
             assert true <= mpmath.mpf(float(d))
 
 

@@ -2,8 +2,8 @@
 
 Per network (Aster benchmarks, ACAS Xu; ε0 = 1e-3; the tanh MNIST net tansig_200_50 of
 ../shared/benchmarks/external on a small box, its first sample image ± 2 grey levels, at ε0 = 0.3:
-hls4ml's tanh table saturates at ±4 (σ(4) misses 1 by 6.7e-4 per neuron), so its logits cannot
-be certified much below 0.3 with hls4ml's own tables):
+hls4ml's tanh table saturates at ±4 (tanh(4) misses 1 by 6.7e-4 per neuron) and its cells are
+2^-13 wide at most, so no type choice certifies its logits below 0.023 on this box):
   default  hls4ml's default fixed<16,6> everywhere (config_from_onnx_model, granularity 'model')
   auto     hls4ml's own 'auto' accum/result inference, with input/weight/bias types = ours at ε0
   ours     `quantize --backend hls4ml` at ε = auto's observed error (also reported: ours at ε0)

@@ -73,11 +73,17 @@ def geo(values: list[float]) -> float:
     return float(np.exp(np.mean(np.log(v)))) if v else float("nan")
 
 
-def write(rows: list[dict], out: Path, milp_s: float) -> None:
+def write(rows: list[dict], skipped: dict[str, str], out: Path, milp_s: float) -> None:
+    """The measured rows (.csv, .md) and the networks not measured with the reason (their own
+    small .csv beside it, listed at the end of the .md)."""
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
         w.writeheader()
         w.writerows(rows)
+    with open(skipped_csv(out), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["network", "reason"])
+        w.writeheader()
+        w.writerows({"network": k, "reason": v} for k, v in sorted(skipped.items()))
     opt = [r for r in rows if int(r["optimal"])]
     lines = [
         "# Refined certificates against the true maximum error (scripts/exact_tightness.py)",
@@ -96,7 +102,27 @@ def write(rows: list[dict], out: Path, milp_s: float) -> None:
         "|" + "---|" * len(FIELDS),
     ]
     lines += ["| " + " | ".join(str(r[k]) for k in FIELDS) + " |" for r in rows]
+    if skipped:
+        lines += ["", f"## Not measured ({len(skipped)} networks)", "", "| network | reason |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(skipped.items())]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def skipped_csv(out: Path) -> Path:
+    return out.with_name(out.name + "_skipped.csv")
+
+
+def read_previous(out: Path) -> tuple[list[dict], dict[str, str]]:
+    """Rows and skipped networks of an earlier run (a run with --nets replaces only those)."""
+    rows: list[dict] = []
+    skipped: dict[str, str] = {}
+    if out.with_suffix(".csv").is_file():
+        with open(out.with_suffix(".csv")) as f:
+            rows = list(csv.DictReader(f))
+    if skipped_csv(out).is_file():
+        with open(skipped_csv(out)) as f:
+            skipped = {r["network"]: r["reason"] for r in csv.DictReader(f)}
+    return rows, skipped
 
 
 def main() -> None:
@@ -110,15 +136,19 @@ def main() -> None:
     if not SHARED.is_dir():
         raise SystemExit(f"benchmarks not found at {SHARED}")
     names = args.nets or sorted(p.stem for p in (SHARED / "aster").glob("*.onnx"))
-    rows = []
+    rows, skipped = read_previous(args.out) if args.nets else ([], {})
     for name in names:
+        rows = [r for r in rows if r["network"] != name]
+        skipped.pop(name, None)
         try:
             rows.append(run_net(name, args.eps, args.setting, args.milp_s))
         except Exception as exc:  # an infeasible ε or a program the MILP does not model: say so, go on
-            print(f"{name}: skipped ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})", flush=True)
-            continue
-        print(rows[-1], flush=True)
-        write(rows, args.out, args.milp_s)
+            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}".replace("|", "/")
+            print(f"{name}: skipped ({skipped[name]})", flush=True)
+        else:
+            print(rows[-1], flush=True)
+        rows.sort(key=lambda r: r["network"])
+        write(rows, skipped, args.out, args.milp_s)
     print(f"wrote {args.out.with_suffix('.md')}")
 
 

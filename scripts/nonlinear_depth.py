@@ -46,12 +46,14 @@ FIELDS = [
 
 
 def table_shapes(program) -> str:
-    """Per activation layer with a table: "index bits/entry width:entries" (space-separated)."""
+    """Per activation layer with a table: "index bits/entry width:entries" (space-separated), with
+    "/sN" appended for a segmented table of N segments."""
     out = []
     for lp in program.layers:
         im = lp.act_impl
         if im is not None and hasattr(im, "entries"):
-            out.append(f"{im.index_bits}/{im.entry_width}:{im.entries.shape[0]}")
+            seg = f"/s{len(im.parts)}" if hasattr(im, "parts") else ""
+            out.append(f"{im.index_bits}/{im.entry_width}:{im.entries.shape[0]}{seg}")
     return " ".join(out)
 
 

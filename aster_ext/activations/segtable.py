@@ -292,7 +292,7 @@ def build_segmented(
             s_f -= 1
     else:
         s_f = max(int(finest_shift), 0)
-    shifts = list(range(s_f, min(s_f + max_coarsen, s_top) + 1))
+    shifts = list(range(s_f, max(s_f, min(s_f + max_coarsen, s_top)) + 1))
     bad = {s: [] if s == s_f else [int(c) for c in cell_bad(s)] for s in shifts}
     p0, p1 = t_lo >> s_f, (t_hi >> s_f) + 1  # finest cells p0 .. p1 - 1
     extra = 1 if interp else 0

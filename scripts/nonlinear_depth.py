@@ -57,7 +57,18 @@ def table_shapes(program) -> str:
     return " ".join(out)
 
 
+_CODE_ID: list[str] = []
+
+
 def code_id() -> str:
+    """:func:`_code_id` at the first call in this process (just after aster_ext is imported): later
+    edits of the worktree do not change the code a running process executes."""
+    if not _CODE_ID:
+        _CODE_ID.append(_code_id())
+    return _CODE_ID[0]
+
+
+def _code_id() -> str:
     """Folder of the imported aster_ext and its git commit (short hash, "+dirty" with uncommitted
     changes under aster_ext/): which code produced a row."""
     import subprocess
@@ -294,6 +305,9 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
         "`table_bits` = activation-table ROM bits; `violations` from the simulator check (exact",
         "re-evaluation); `cpp` = generated C++ bit-exact vs the simulator (blank: not compiled).",
         "`before` columns: the same grid on main's code before this change (blank: not run).",
+        "`tables` (csv): per hidden layer index bits/entry width:entries, `/sN` for a segmented table of",
+        "N segments (`aster_ext.activations.segtable`, used by the refined mode where cheaper since",
+        "issue 13's last step; rows whose `code` predates it have uniform tables only).",
         "Timings were taken on a shared 2-core machine with other jobs running (noisy).",
         "",
     ]
@@ -359,6 +373,17 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                 "count ratio times the cost per multiplier ratio, and the latter (median above) is what "
                 "the optimisation controls."
             )
+            for wd in sorted({k[2] for k in by}):
+                rs = []
+                for k, r in by.items():
+                    r2 = by.get((k[0], 2, k[2], k[3], k[4]))
+                    if k[1] == 3 and k[2] == wd and r2 is not None:
+                        rs.append(int(r["table_bits"]) / max(int(r2["table_bits"]), 1))
+                if rs:
+                    lines.append(
+                        f"  width {wd} ({len(rs)} pairs): table ROM ratio median {np.median(rs):.2f}, "
+                        f"max {max(rs):.2f}, > 3: {sum(x > 3 for x in rs)}"
+                    )
             per_table = [x / 1.5 for x in ratios_rom]  # one table per hidden layer: 3 vs 2 tables
             lines.append(
                 f"- table ROM per table (depth 3 has 3 tables, depth 2 has 2: ROM ratio / 1.5): median "

@@ -81,7 +81,7 @@ def _check(act, lo, hi, in_frac, out_frac, target, interp, max_coarsen=6, pad=40
 
 @pytest.mark.slow
 @pytest.mark.parametrize("act", SMOOTH, ids=[a.describe() for a in SMOOTH])
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     lo=st.floats(-7.0, 6.0),
     width=st.floats(0.0, 9.0),
@@ -202,6 +202,7 @@ def test_interp_boundary_nodes_shared() -> None:
     assert tab.entries.shape[0] == n_parts - (len(tab.parts) - 1)
 
 
+@pytest.mark.slow
 def test_refined_programs_use_segmented_tables_and_stay_certified() -> None:
     """A small refined run: the layers' tables are segmented where cheaper, the ROM the cost
     counts is theirs, and the simulated program stays within its certificate (exact reference)."""

@@ -406,14 +406,17 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                 )
                 lines.append(
                     "  Why (see the tables column): every table's error enters the certificate amplified "
-                    "by the layers after it, so at depth 3 the first hidden layer's table needs a smaller "
-                    "error than at depth 2 (more index and entry bits), and the input range of the last "
-                    "hidden layer grows with depth, which a table of uniform power-of-two cells covers "
-                    "at its finest cell width even where σ is nearly linear. Cell widths are powers of "
-                    "two, so a table's error moves in steps of 4x. `--neighbours` checks whether the "
-                    "post-ILP search (relax_act_budgets) left a cheaper certified point nearby (section "
-                    "below, when run). Closing the rest needs tables with non-uniform cells or linear "
-                    "tail extrapolation: a new implementation with its own C++ and error bound."
+                    "by the layers after it, so at depth 3 the first hidden layers' tables need a smaller "
+                    "error δ than at depth 2, and the later layers' input ranges grow with depth. Rows "
+                    "with `/sN` tables (segmented, `aster_ext.activations.segtable`) already use fine "
+                    "cells only where σ curves: their entries follow roughly ∫ sqrt(|σ''|/(8δ)) dz (cell "
+                    "widths are powers of two), so they still "
+                    "grow as δ^-1/2 (δ 4x smaller: 2x the entries, plus entry bits) — an interpolating "
+                    "table's order, not its cell layout, sets this growth. The depth-2 denominators also "
+                    "vary with where the ILP and the post-ILP search (relax_act_budgets) stop: compare "
+                    "the A and C rows of the same network. `--neighbours` checks whether that search "
+                    "left a cheaper certified point nearby (section below, when run). Tables without "
+                    "`/sN` are uniform: from code before segmented tables (see `code`), or cheaper."
                 )
         for d in sorted({k[1] for k in by if k[1] >= 4}):
             rd = [r for r in ok if int(r["depth"]) == d]

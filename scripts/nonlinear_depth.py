@@ -423,10 +423,12 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
             fbd = [r for r in rd if int(r["fallback"])]
             fbd_bad = [r for r in fbd if float(r["maxlen_bound"]) <= float(r["eps"]) / 4]
             hw_d, rom_d, per_m = [], [], []
+            mixed = 0  # pairs where one row has segmented tables ("/s" in tables) and the other none
             for r in rd:
                 r2 = by.get((r["act"], 2, int(r["width"]), float(r["eps"]), r["setting"]))
                 if r2 is None:
                     continue
+                mixed += ("/s" in (r.get("tables") or "")) != ("/s" in (r2.get("tables") or ""))
                 w = int(r["width"])
                 n_in, n_out = (4, 3) if w <= 32 else (8, 4)
                 m2, md = n_in * w + w * w + w * n_out, n_in * w + (d - 1) * w * w + w * n_out
@@ -444,6 +446,11 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                     f"multiplier {np.median(per_m):.2f}), table ROM ratio median {np.median(rom_d):.2f}, "
                     f"max {max(rom_d):.2f}"
                 )
+                if mixed:
+                    line += (
+                        f" ({mixed} of these pairs compare a row with segmented tables to one without: "
+                        "their ROM ratios mix two table implementations)"
+                    )
             lines.append(line)
         pairs = [(r, before[_key(r)]) for r in ok if _key(r) in before and before[_key(r)].get("hw")]
         if pairs:

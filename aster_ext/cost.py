@@ -8,10 +8,12 @@
 - ``mult_bilinear``: Σ W_w·W_x over multipliers (the multiplier-area proxy).
 - ``weight_bits``: Σ of the widths of every stored weight and bias (memory).
 - ``table_bits``: Σ over layers with a lookup-table activation of (stored entries) x (entry width):
-  one ROM per layer (the emitted C++ holds one ``static const`` array per layer).
+  one ROM per layer (the emitted C++ holds one ``static const`` array per layer; a segmented table's
+  ROM holds every segment's entries).
 
 Activation implementations add per neuron: an interpolating table one multiplier
-(entry difference, W_e + 1 bits, times the in-cell offset, ``shift`` bits) and one adder (W_e + 1);
+(entry difference, W_e + 1 bits, times the in-cell offset, ``shift`` bits; a segmented table's
+offset is normalised to its largest shift) and one adder (W_e + 1);
 a quantised piecewise-linear activation one multiplier (input width times the slope constant's
 width). They enter ``hw``, ``daisy_area``, ``mult_bilinear`` and the counts like every other
 operation; plain tables and ReLU/identity add no arithmetic.
@@ -37,7 +39,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .activations import PiecewiseImpl, TableImpl
+from .activations import PiecewiseImpl, SegmentedTableImpl, TableImpl
 from .activations._cpp import signed_width
 from .program import FixedProgram
 
@@ -60,7 +62,7 @@ def act_impl_ops(impl: object, in_width: np.ndarray) -> tuple[list[tuple[int, in
     """(multiplier operand widths, adder widths, table bits) of one layer's activation implementation
     for neurons whose input widths are ``in_width`` (module docstring)."""
     n = int(np.size(in_width))
-    if isinstance(impl, TableImpl):
+    if isinstance(impl, TableImpl | SegmentedTableImpl):
         bits = int(impl.entries.shape[0]) * impl.entry_width
         if not impl.interp:
             return [], [], bits

@@ -449,6 +449,8 @@ def _impl_summary(program: FixedProgram) -> list[dict[str, Any]]:
         if hasattr(impl, "entries"):
             d.update(kind="table", entries=int(impl.size), error_bound=float(impl.error_bound),
                      range=[float(impl.lo), float(impl.hi)], interpolating=bool(impl.interp))  # fmt: skip
+            if hasattr(impl, "parts"):  # SegmentedTableImpl: cells of different widths per segment
+                d.update(kind="segmented table", segments=len(impl.parts))
         else:
             d.update(kind="piecewise", const_frac=int(impl.const_frac), exact=bool(impl.exact))
         out.append(d)

@@ -31,10 +31,28 @@ def _int_or_none(v: Any) -> str | None:
 def act_impl_to_json(impl: Any) -> dict[str, Any] | None:
     """JSON of a TableImpl / PiecewiseImpl: every raw integer as a decimal string, floats as JSON
     floats (exact round trip), the activation by name and parameters."""
-    from .activations import PiecewiseImpl, TableImpl
+    from .activations import PiecewiseImpl, SegmentedTableImpl, TableImpl
 
     if impl is None:
         return None
+    if isinstance(impl, SegmentedTableImpl):
+        return {
+            "kind": "segmented_table",
+            "activation": impl.act.name,
+            "params": dict(impl.act.params),
+            "in_frac": int(impl.in_frac),
+            "out_frac": int(impl.out_frac),
+            "interp": bool(impl.interp),
+            "breaks": [str(int(b)) for b in impl.breaks],
+            "parts": [act_impl_to_json(p) for p in impl.parts],
+            "offsets": [int(o) for o in impl.offsets],
+            "entries": [str(int(v)) for v in impl.entries],
+            "lo": float(impl.lo),
+            "hi": float(impl.hi),
+            "error_bound": float(impl.error_bound),
+            "error_lo": float(impl.error_lo),
+            "error_hi": float(impl.error_hi),
+        }
     head = {"activation": impl.act.name, "params": dict(impl.act.params)}
     head.update({"in_frac": int(impl.in_frac), "out_frac": int(impl.out_frac)})
     if isinstance(impl, TableImpl):
@@ -68,11 +86,21 @@ def act_impl_to_json(impl: Any) -> dict[str, Any] | None:
 
 
 def act_impl_from_json(d: dict[str, Any] | None) -> Any:
-    from .activations import PiecewiseImpl, TableImpl, get_activation
+    from .activations import PiecewiseImpl, SegmentedTableImpl, TableImpl, get_activation
 
     if d is None:
         return None
     act = get_activation(d["activation"], **{k: float(v) for k, v in d.get("params", {}).items()})
+    if d["kind"] == "segmented_table":
+        entries = np.empty(len(d["entries"]), dtype=object)
+        entries[:] = [int(v) for v in d["entries"]]
+        return SegmentedTableImpl(
+            act=act, in_frac=int(d["in_frac"]), out_frac=int(d["out_frac"]), interp=bool(d["interp"]),
+            breaks=tuple(int(b) for b in d["breaks"]), parts=tuple(act_impl_from_json(p) for p in d["parts"]),
+            offsets=tuple(int(o) for o in d["offsets"]), entries=entries,
+            lo=float(d["lo"]), hi=float(d["hi"]),
+            error_bound=float(d["error_bound"]), error_lo=float(d["error_lo"]), error_hi=float(d["error_hi"]),
+        )  # fmt: skip
     if d["kind"] == "table":
         entries = np.empty(len(d["entries"]), dtype=object)
         entries[:] = [int(v) for v in d["entries"]]

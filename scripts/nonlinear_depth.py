@@ -46,16 +46,29 @@ FIELDS = [
 
 
 def table_shapes(program) -> str:
-    """Per activation layer with a table: "index bits/entry width:entries" (space-separated)."""
+    """Per activation layer with a table: "index bits/entry width:entries" (space-separated), with
+    "/sN" appended for a segmented table of N segments."""
     out = []
     for lp in program.layers:
         im = lp.act_impl
         if im is not None and hasattr(im, "entries"):
-            out.append(f"{im.index_bits}/{im.entry_width}:{im.entries.shape[0]}")
+            seg = f"/s{len(im.parts)}" if hasattr(im, "parts") else ""
+            out.append(f"{im.index_bits}/{im.entry_width}:{im.entries.shape[0]}{seg}")
     return " ".join(out)
 
 
+_CODE_ID: list[str] = []
+
+
 def code_id() -> str:
+    """:func:`_code_id` at the first call in this process (just after aster_ext is imported): later
+    edits of the worktree do not change the code a running process executes."""
+    if not _CODE_ID:
+        _CODE_ID.append(_code_id())
+    return _CODE_ID[0]
+
+
+def _code_id() -> str:
     """Folder of the imported aster_ext and its git commit (short hash, "+dirty" with uncommitted
     changes under aster_ext/): which code produced a row."""
     import subprocess
@@ -292,6 +305,9 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
         "`table_bits` = activation-table ROM bits; `violations` from the simulator check (exact",
         "re-evaluation); `cpp` = generated C++ bit-exact vs the simulator (blank: not compiled).",
         "`before` columns: the same grid on main's code before this change (blank: not run).",
+        "`tables` (csv): per hidden layer index bits/entry width:entries, `/sN` for a segmented table of",
+        "N segments (`aster_ext.activations.segtable`, used by the refined mode where cheaper since",
+        "issue 13's last step; rows whose `code` predates it have uniform tables only).",
         "Timings were taken on a shared 2-core machine with other jobs running (noisy).",
         "",
     ]
@@ -357,6 +373,17 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                 "count ratio times the cost per multiplier ratio, and the latter (median above) is what "
                 "the optimisation controls."
             )
+            for wd in sorted({k[2] for k in by}):
+                rs = []
+                for k, r in by.items():
+                    r2 = by.get((k[0], 2, k[2], k[3], k[4]))
+                    if k[1] == 3 and k[2] == wd and r2 is not None:
+                        rs.append(int(r["table_bits"]) / max(int(r2["table_bits"]), 1))
+                if rs:
+                    lines.append(
+                        f"  width {wd} ({len(rs)} pairs): table ROM ratio median {np.median(rs):.2f}, "
+                        f"max {max(rs):.2f}, > 3: {sum(x > 3 for x in rs)}"
+                    )
             per_table = [x / 1.5 for x in ratios_rom]  # one table per hidden layer: 3 vs 2 tables
             lines.append(
                 f"- table ROM per table (depth 3 has 3 tables, depth 2 has 2: ROM ratio / 1.5): median "
@@ -379,24 +406,29 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                 )
                 lines.append(
                     "  Why (see the tables column): every table's error enters the certificate amplified "
-                    "by the layers after it, so at depth 3 the first hidden layer's table needs a smaller "
-                    "error than at depth 2 (more index and entry bits), and the input range of the last "
-                    "hidden layer grows with depth, which a table of uniform power-of-two cells covers "
-                    "at its finest cell width even where σ is nearly linear. Cell widths are powers of "
-                    "two, so a table's error moves in steps of 4x. `--neighbours` checks whether the "
-                    "post-ILP search (relax_act_budgets) left a cheaper certified point nearby (section "
-                    "below, when run). Closing the rest needs tables with non-uniform cells or linear "
-                    "tail extrapolation: a new implementation with its own C++ and error bound."
+                    "by the layers after it, so at depth 3 the first hidden layers' tables need a smaller "
+                    "error δ than at depth 2, and the later layers' input ranges grow with depth. Rows "
+                    "with `/sN` tables (segmented, `aster_ext.activations.segtable`) already use fine "
+                    "cells only where σ curves: their entries follow roughly ∫ sqrt(|σ''|/(8δ)) dz (cell "
+                    "widths are powers of two), so they still "
+                    "grow as δ^-1/2 (δ 4x smaller: 2x the entries, plus entry bits) — an interpolating "
+                    "table's order, not its cell layout, sets this growth. The depth-2 denominators also "
+                    "vary with where the ILP and the post-ILP search (relax_act_budgets) stop: compare "
+                    "the A and C rows of the same network. `--neighbours` checks whether that search "
+                    "left a cheaper certified point nearby (section below, when run). Tables without "
+                    "`/sN` are uniform: from code before segmented tables (see `code`), or cheaper."
                 )
         for d in sorted({k[1] for k in by if k[1] >= 4}):
             rd = [r for r in ok if int(r["depth"]) == d]
             fbd = [r for r in rd if int(r["fallback"])]
             fbd_bad = [r for r in fbd if float(r["maxlen_bound"]) <= float(r["eps"]) / 4]
             hw_d, rom_d, per_m = [], [], []
+            mixed = 0  # pairs where one row has segmented tables ("/s" in tables) and the other none
             for r in rd:
                 r2 = by.get((r["act"], 2, int(r["width"]), float(r["eps"]), r["setting"]))
                 if r2 is None:
                     continue
+                mixed += ("/s" in (r.get("tables") or "")) != ("/s" in (r2.get("tables") or ""))
                 w = int(r["width"])
                 n_in, n_out = (4, 3) if w <= 32 else (8, 4)
                 m2, md = n_in * w + w * w + w * n_out, n_in * w + (d - 1) * w * w + w * n_out
@@ -414,6 +446,11 @@ def write_md(out: Path, wall_s: float | None, partial: int = 0) -> None:
                     f"multiplier {np.median(per_m):.2f}), table ROM ratio median {np.median(rom_d):.2f}, "
                     f"max {max(rom_d):.2f}"
                 )
+                if mixed:
+                    line += (
+                        f" ({mixed} of these pairs compare a row with segmented tables to one without: "
+                        "their ROM ratios mix two table implementations)"
+                    )
             lines.append(line)
         pairs = [(r, before[_key(r)]) for r in ok if _key(r) in before and before[_key(r)].get("hw")]
         if pairs:

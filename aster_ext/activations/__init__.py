@@ -14,6 +14,7 @@ from .gelu_tanh import GeluTanh
 from .hard import HardSigmoid, HardTanh
 from .piecewise import PiecewiseImpl, build_piecewise, choose_const_frac
 from .relu import Identity, LeakyRelu, Relu
+from .segtable import SegmentedTableImpl, build_segmented
 from .sigmoid import Sigmoid
 from .silu import Silu
 from .softplus import Softplus
@@ -77,9 +78,11 @@ __all__ = [
     "Silu",
     "Softplus",
     "Structure",
+    "SegmentedTableImpl",
     "TableImpl",
     "Tanh",
     "build_piecewise",
+    "build_segmented",
     "build_table",
     "choose_const_frac",
     "choose_index_bits",

@@ -518,6 +518,15 @@ def build_table(
                 f"a single table cell cannot cover [{lo}, {hi}] (the grid range crosses a cell "
                 "boundary at every shift); use index_bits >= 1"
             )
+    return _build_on_grid(act, t_lo, t_hi, in_frac, out_frac, shift, rule, interp, index_bits, lo, hi, start)
+
+
+def _build_on_grid(
+    act: Activation, t_lo: int, t_hi: int, in_frac: int, out_frac: int, shift: int, rule: str,
+    interp: bool, index_bits: int, lo: float, hi: float, start: float,
+) -> TableImpl:  # fmt: skip
+    """The table with cell width 2^shift grid points over the raw grid points t_lo..t_hi (the
+    real range [lo, hi] is recorded; its grid points must be t_lo..t_hi)."""
     base = t_lo >> shift
     size = (t_hi >> shift) - base + 1
     if interp:

@@ -33,7 +33,9 @@ the documented rule: smooth activations — a linearly interpolating lookup tabl
 <= δ_l/8, interpolation floor < δ_l/4), covering only the part of the range where σ is not flat
 to within δ_l/8 (:func:`~aster_ext.activations.table.trim_flat`; inputs outside clamp to the end
 nodes, their error is bounded rigorously by ``clamped_error``), and the smallest index_bits
-(<= MAX_INDEX_BITS) whose rigorous error over the whole range is <= δ_l; piecewise-linear ones
+(<= MAX_INDEX_BITS) whose rigorous error over the whole range is <= δ_l — or, when cheaper, a
+segmented table with that table's cell width only where σ curves most and coarser cells elsewhere
+(:mod:`~aster_ext.activations.segtable`, same per-cell target); piecewise-linear ones
 (leaky ReLU, hard sigmoid, hard tanh) — quantised
 clamp(s·t + c) with F_o = max(F_in, ceil(log2(2/δ_l))) and the smallest const_frac meeting δ_l.
 If δ_l is out of reach the best implementation is used and the certificate (which always uses the
@@ -48,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..activations import build_piecewise, build_table, choose_const_frac
+from ..activations import build_piecewise, build_segmented, build_table, choose_const_frac
 from ..activations.table import trim_flat
 from ..certify import Certificate, _needed_int_bits
 from ..cost import act_impl_ops, program_cost
@@ -86,6 +88,7 @@ SOLVE_CAP_S = 8.0  # seconds per HiGHS run (incumbent used; the certificate does
 WINDOW = 3  # provisional integer bits of the first (range-finding) pass
 MAX_INDEX_BITS = 16  # largest activation table: 2^16 entries (one per layer)
 MAX_ACT_FRAC = 40  # largest output frac of an activation implementation
+USE_SEGMENTED = True  # _best_table may return a segmented table (issue 13); False: uniform only
 
 
 @dataclass
@@ -174,7 +177,7 @@ def make_impl_factory(layers: list[DenseLayer], act_delta: list[float], cache: d
         if cache is not None and key in cache:
             lp.act_impl = cache[key]
         elif act.kind == "table":
-            lp.act_impl = _best_table(act, lo, hi, f_in, f_out, delta)
+            lp.act_impl = _best_table(act, lo, hi, f_in, f_out, delta, lp.n_out)
         else:
             f_out = max(f_out, f_in)
             try:
@@ -190,14 +193,22 @@ def make_impl_factory(layers: list[DenseLayer], act_delta: list[float], cache: d
     return factory
 
 
-def _best_table(act, lo: float, hi: float, f_in: int, f_out: int, delta: float):
-    """Smallest interpolating table meeting δ over [lo, hi] (module docstring).
+def _best_table(act, lo: float, hi: float, f_in: int, f_out: int, delta: float, n_neurons: int = 1):
+    """Cheapest interpolating table meeting δ over [lo, hi] (module docstring).
 
     The table covers only [lo', hi'] = :func:`trim_flat` (σ varies by <= δ/8 outside it); inputs
     outside clamp to the end nodes. Its error over the whole of [lo, hi] (``clamped_error``,
-    rigorous) is what is compared with δ. index_bits start from an estimate (interpolation error
-    ~ (h/4)·(spread of σ' over a cell)) and grow until δ is met, the cells are single grid points,
-    or MAX_INDEX_BITS is reached; the best table seen is returned."""
+    rigorous) is what is compared with δ. Uniform table: index_bits start from an estimate
+    (interpolation error ~ (h/4)·(spread of σ' over a cell)) and grow until δ is met, the cells are
+    single grid points, or MAX_INDEX_BITS is reached; the best table seen is kept. Then the
+    segmented table (:func:`~aster_ext.activations.segtable.build_segmented`: cells of that
+    table's width only where σ curves most, coarser elsewhere) with the same per-cell target is
+    built; it replaces the uniform one when its rigorous error over [lo, hi] is no larger than
+    max(δ, the uniform table's) and its cost — ROM_WEIGHT x ROM bits plus the hw of its
+    ``n_neurons`` interpolation multipliers and adders (:func:`~aster_ext.cost.act_impl_ops`) — is
+    lower."""
+    from .model import ROM_WEIGHT
+
     f_out = min(f_out + 1, MAX_ACT_FRAC)  # node rounding <= δ/8, interpolation floor < δ/4
     t_lo, t_hi = trim_flat(act, lo, hi, 0.125 * delta)
     grid = 2.0**-f_in
@@ -215,8 +226,24 @@ def _best_table(act, lo: float, hi: float, f_in: int, f_out: int, delta: float):
         if best is None or err < best_err:
             best, best_err = tab, err
         if err <= delta or tab.shift == 0 or bits >= MAX_INDEX_BITS:
-            return best
+            break
         bits += 1
+    if not USE_SEGMENTED:
+        return best
+
+    def cost(impl) -> float:
+        mults, adds, rom = act_impl_ops(impl, np.zeros(n_neurons))
+        return sum(a + b for a, b in mults) + sum(adds) + ROM_WEIGHT * rom
+
+    try:
+        seg = build_segmented(act, t_lo, t_hi, f_in, f_out, max(delta, best.error_bound),
+                              interp=True, finest_shift=best.shift)  # fmt: skip
+    except ValueError:  # a breakpoint not exact as a float (extreme fracs): keep the uniform table
+        return best
+    e_lo, e_hi = seg.clamped_error(lo, hi)
+    if max(-e_lo, e_hi) <= max(delta, best_err) and cost(seg) < cost(best):
+        return seg
+    return best
 
 
 def polish_act_budgets(

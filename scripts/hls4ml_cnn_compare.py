@@ -45,7 +45,7 @@ SHARED = (
 )
 WORK = ROOT / "out" / "hls4ml_cnn_compare"
 CSV = ROOT / "results" / "hls4ml_cnn.csv"
-NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b"]
+NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small"]
 FIELDS = [
     "network", "eps0", "regions",
     "default_cost", "default_err", "default_overflow", "default_flips",

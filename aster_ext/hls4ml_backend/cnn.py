@@ -200,17 +200,51 @@ SUPPORTED = (
 )
 
 
+def transpose_layout(in_shape: tuple[int, ...], perm: tuple[int, ...], lp_in: np.ndarray) -> np.ndarray:
+    """Layout of a Transpose's output when it aliases its input's stored array.
+
+    A tensor's layout ``lp`` says where hls4ml keeps its values: stored[k] = natural_flat[lp[k]].
+    out = in.transpose(perm) has out_flat[j] = in_flat[m[j]] with m the transposed index array, so
+    stored[k] = in_flat[lp_in[k]] = out_flat[m^-1[lp_in[k]]]: lp_out = m^-1[lp_in]."""
+    m = np.arange(int(np.prod(in_shape))).reshape(in_shape).transpose(perm).reshape(-1)
+    inv = np.empty_like(m)
+    inv[m] = np.arange(m.size)
+    return inv[lp_in]
+
+
 def structure(net: Network) -> CnnStructure:
     """The hls4ml layers of a CNN classifier in the graph's topological order (a DAG: an Add reads
-    two earlier tensors), or a one-line UnsupportedError."""
-    ops = [op for op in net.ops() if op.kind != "input"]
+    two earlier tensors), or a one-line UnsupportedError.
+
+    Layouts: hls4ml keeps every 3-d tensor channels-last. A channels-first input (C, H, W) is
+    permuted to (H, W, C) by hls4ml's input Transpose; an input whose graph starts with a
+    Transpose to (C, H, W) (a channels-last ONNX input, e.g. a tf2onnx export) is used as is, the
+    Transpose being an index permutation that qonnx removes. Every Transpose/Flatten aliases its
+    input's stored array (:func:`transpose_layout`); a Conv2D/pooling must read a tensor stored
+    channels-last and a Dense reading a flattened tensor gets its columns permuted to the stored
+    order."""
     in_shape = tuple(net.input_shape)
     if len(in_shape) != 3:
-        raise UnsupportedError(f"hls4ml CNN backend: input shape {in_shape} is not (C, H, W)")
+        raise UnsupportedError(f"hls4ml CNN backend: input shape {in_shape} is not 3-d")
+    first = [op for op in net.ops() if op.kind != "input" and net.input_name in op.inputs]
+    if first and all(op.kind == "transpose" for op in first):
+        return _structure(net, np.arange(int(np.prod(in_shape))))  # channels-last input, stored as is
+    return _structure(net, chw_to_hwc(in_shape))
+
+
+def _structure(net: Network, input_layout: np.ndarray) -> CnnStructure:
+    ops = [op for op in net.ops() if op.kind != "input"]
     layers: list[Layout] = []
-    perms: dict[str, np.ndarray] = {net.input_name: chw_to_hwc(in_shape)}
+    perms: dict[str, np.ndarray] = {net.input_name: input_layout}
+    lp: dict[str, np.ndarray] = {net.input_name: input_layout}  # graph node -> its stored layout
     alias: dict[str, str] = {net.input_name: net.input_name}  # graph node -> node holding its values
-    flat_of: dict[str, tuple[int, ...]] = {}  # Flatten node -> the (C, H, W) shape it flattened
+
+    def channels_last(node: str, shape: tuple[int, ...], what: str) -> None:
+        if len(shape) != 3 or not np.array_equal(lp[node], chw_to_hwc(shape)):
+            raise UnsupportedError(
+                f"hls4ml CNN backend: {what} reads {node}, which is not stored channels-last"
+            )
+
     for op in ops:
         if op.kind == "add":
             if len(op.inputs) != 2 or any(tuple(net.op(i).shape) != tuple(op.shape) for i in op.inputs):
@@ -225,6 +259,7 @@ def structure(net: Network) -> CnnStructure:
         prev = op.inputs[0]
         ishape = tuple(net.op(prev).shape)
         perms[op.name] = chw_to_hwc(tuple(op.shape))
+        lp[op.name] = perms[op.name]
         alias[op.name] = op.name
         n_layers = len(layers)
         if op.kind == "conv2d":
@@ -232,6 +267,7 @@ def structure(net: Network) -> CnnStructure:
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: grouped/dilated conv")
             if op.attrs.get("kernel_exact") is not None:
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: folded (non-double) kernel")
+            channels_last(prev, ishape, op.describe())
             k = np.asarray(op.attrs["kernel"], dtype=np.float64)
             c_out, c_in, kh, kw = k.shape
             pads = tuple(int(v) for v in op.attrs.get("padding", (0, 0, 0, 0)))
@@ -261,6 +297,7 @@ def structure(net: Network) -> CnnStructure:
             padded = any(int(v) for v in op.attrs.get("padding", ()))
             if padded or tuple(op.attrs.get("dilation", (1, 1))) != (1, 1):
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: padded/dilated pooling")
+            channels_last(prev, ishape, op.describe())
             c = ishape[0]
             table = window_table(
                 tuple(ishape[1:]),
@@ -274,16 +311,19 @@ def structure(net: Network) -> CnnStructure:
             layers.append(Layout(op.kind, op.name, windows=win.reshape(-1, table.shape[1])))
         elif op.kind == "flatten":
             alias[op.name] = src[0]  # io_parallel Reshape/Flatten: an alias of its input array
-            if len(ishape) == 3:
-                flat_of[op.name] = ishape
+            lp[op.name] = lp[prev]  # natural flat order = the input's natural flat order
+            del perms[op.name]
+        elif op.kind == "transpose":
+            alias[op.name] = src[0]  # an index permutation: an alias of the stored array
+            lp[op.name] = transpose_layout(ishape, tuple(int(v) for v in op.attrs["perm"]), lp[prev])
+            del perms[op.name]
         elif op.kind == "affine":
             w = np.asarray(op.attrs["weight"], dtype=np.float64)
             if op.attrs.get("weight_exact") is not None:
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: folded (non-double) weights")
-            if prev in flat_of:  # columns in (c, h, w) order -> hls4ml's (h, w, c)
-                w = w[:, chw_to_hwc(flat_of[prev])]
-            elif len(ishape) == 3:
-                raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} reads a 3-d tensor")
+            if len(ishape) != 1:
+                raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} reads a {len(ishape)}-d tensor")
+            w = w[:, lp[prev]]  # columns in the natural flat order -> the stored order
             b = np.asarray(op.attrs.get("bias", np.zeros(w.shape[0])), dtype=np.float64)
             layers.append(Layout("dense", op.name, w.copy(), b, n_in=w.shape[1]))
         elif op.kind == "add":
@@ -296,7 +336,7 @@ def structure(net: Network) -> CnnStructure:
             layers[-1].src = src
     if not layers or layers[-1].kind != "dense" or alias.get(ops[-1].name) != layers[-1].node:
         raise UnsupportedError("hls4ml CNN backend: the network must end with a Dense (Gemm/MatMul) layer")
-    return CnnStructure(net, chw_to_hwc(in_shape), layers, perms)
+    return CnnStructure(net, input_layout, layers, perms)
 
 
 # ---------------------------------------------------------------------------------------------

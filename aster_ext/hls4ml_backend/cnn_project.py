@@ -66,9 +66,50 @@ def rewrite_avgpool(model: Any) -> Any:
     return model
 
 
+def explicit_defaults(model: Any) -> bool:
+    """Write ONNX's default Conv attributes (``pads`` all 0, ``group`` 1) onto Conv nodes that omit
+    them, and give symbolic batch dimensions the value 1; True if anything changed.
+
+    Same network: these are the values ONNX defines for absent attributes, and the spec's regions
+    are single inputs. qonnx's channels-last Conv requires ``pads`` to be present (a tf2onnx export
+    such as cifar10_small omits it) and its shape inference needs a numeric batch."""
+    from onnx import helper
+
+    changed = False
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        have = {a.name for a in n.attribute}
+        if "pads" not in have:
+            ks = [a for a in n.attribute if a.name == "kernel_shape"]
+            rank = len(ks[0].ints) if ks else 2
+            n.attribute.append(helper.make_attribute("pads", [0] * (2 * rank)))
+            changed = True
+        if "group" not in have:
+            n.attribute.append(helper.make_attribute("group", 1))
+            changed = True
+    for vi in list(model.graph.input) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+            changed = True
+    return changed
+
+
 def cleaned_model(onnx_path: Path) -> Any:
-    m = P.clean_onnx(onnx_path)
-    return rewrite_avgpool(m)
+    """qonnx's clean-up (:func:`.project.clean_onnx`) of the model with explicit default Conv
+    attributes (:func:`explicit_defaults`), then :func:`rewrite_avgpool`."""
+    import tempfile
+
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    if not explicit_defaults(model):
+        return rewrite_avgpool(P.clean_onnx(onnx_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(onnx_path).name
+        onnx.save(model, str(path))
+        return rewrite_avgpool(P.clean_onnx(path))
 
 
 def layer_nodes(model: Any) -> list[tuple[str, str]]:

@@ -246,7 +246,124 @@ def residual_onnx(path: Path, seed: int, c_in: int = 2, hw: int = 6, c: int = 3,
     return path
 
 
-@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool", "residual"])
+def nhwc_onnx(
+    path: Path,
+    seed: int,
+    hw: int = 9,
+    c_in: int = 3,
+    c1: int = 3,
+    c2: int = 4,
+    n_cls: int = 3,
+    in_perm: tuple[int, ...] = (0, 3, 1, 2),
+) -> Path:
+    """A tf2onnx-style channels-last CNN as cifar10_small: input [N, hw, hw, c_in] (symbolic batch),
+    Transpose(in_perm) -> Conv(3x3/2, no pads/group attributes) -> Relu -> Conv(2x2/1) -> Relu ->
+    Transpose(0, 2, 3, 1) -> Reshape [-1, n] -> MatMul + Add -> Relu -> MatMul + Add. Spec as
+    cnn_onnx (its boxes in the NHWC input order); labels from onnxruntime."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    h1 = (hw - 3) // 2 + 1
+    h2 = h1 - 1
+    n = h2 * h2 * c2
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (c1, c_in, 3, 3)).astype(f32), "k1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, c1).astype(f32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (c2, c1, 2, 2)).astype(f32), "k2"),
+        numpy_helper.from_array(rng.normal(0, 0.2, c2).astype(f32), "b2"),
+        numpy_helper.from_array(np.array([-1, n], dtype=np.int64), "shape"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (n, 5)).astype(f32), "m1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, 5).astype(f32), "a1"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (5, n_cls)).astype(f32), "m2"),
+        numpy_helper.from_array(rng.normal(0, 0.2, n_cls).astype(f32), "a2"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t0"], perm=list(in_perm)),
+        helper.make_node(
+            "Conv", ["t0", "k1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2], dilations=[1, 1]
+        ),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node(
+            "Conv", ["r1", "k2", "b2"], ["c2"], kernel_shape=[2, 2], strides=[1, 1], dilations=[1, 1]
+        ),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Transpose", ["r2"], ["t1"], perm=[0, 2, 3, 1]),
+        helper.make_node("Reshape", ["t1", "shape"], ["f"]),
+        helper.make_node("MatMul", ["f", "m1"], ["g1"]),
+        helper.make_node("Add", ["g1", "a1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["q1"]),
+        helper.make_node("MatMul", ["q1", "m2"], ["g2"]),
+        helper.make_node("Add", ["g2", "a2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_nhwc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", hw, hw, c_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_cls])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)]), str(path))
+    d = hw * hw * c_in
+    centres = rng.random((3, d))
+    labels = np.argmax(_onnxruntime(path, centres), axis=1)
+    regions = [
+        {
+            "lower": np.clip(c - 0.05, 0, 1).tolist(),
+            "upper": np.clip(c + 0.05, 0, 1).tolist(),
+            "label": int(lb),
+        }
+        for c, lb in zip(centres, labels, strict=True)
+    ]
+    spec = {"name": path.stem, "input_lower": [0.0] * d, "input_upper": [1.0] * d,
+            "task": "classification", "regions": regions}  # fmt: skip
+    path.with_name(path.stem + ".spec.json").write_text(json.dumps(spec))
+    return path
+
+
+def _onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
+    """The ONNX model itself (onnxruntime, float32) on flat inputs in the ONNX input's order."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape][1:]
+    return np.concatenate(
+        [sess.run(None, {inp.name: xi.reshape([1, *shape]).astype(np.float32)})[0] for xi in x]
+    ).astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["MaxPool", "AveragePool", "residual", "nhwc"])
+def test_layouts_match_the_onnx_model(tmp_path, kind):
+    """The structure's layouts (channels-first inputs permuted by hls4ml, channels-last inputs behind
+    a Transpose kept as they are, Flatten/Transpose aliases, Dense columns permuted to the stored
+    order) give the ONNX model's outputs: real_forward (input in the ONNX input's order) against
+    onnxruntime, to float32 precision."""
+    rng = np.random.default_rng(3)
+    if kind == "residual":
+        path = residual_onnx(tmp_path / "n.onnx", 3)
+    elif kind == "nhwc":
+        path = nhwc_onnx(tmp_path / "n.onnx", 3)
+    else:
+        path = cnn_onnx(tmp_path / "n.onnx", 3, kind, c_in=2)
+    s, _ = _setup(path)
+    x = rng.random((8, s.input_perm.size))
+    y = _onnxruntime(path, x)
+    assert np.allclose(C.real_forward(s, x), y, atol=1e-4 * (1 + np.abs(y).max()))
+    if kind == "nhwc":  # stored as given (no input Transpose in hls4ml), Dense columns unpermuted
+        assert np.array_equal(s.input_perm, np.arange(s.input_perm.size))
+        assert [ly.kind for ly in s.layers] == ["conv", "relu", "conv", "relu", "dense", "relu", "dense"]
+
+
+def test_transpose_to_a_non_channels_last_layout_is_refused(tmp_path):
+    """An NHWC input transposed to (C, W, H) before the conv: the conv would not read hls4ml's
+    channels-last array; refused in one line."""
+    path = nhwc_onnx(tmp_path / "n.onnx", 0, in_perm=(0, 3, 2, 1))
+    net, _ = load_model(path)
+    with pytest.raises(UnsupportedError, match="not stored channels-last") as exc:
+        C.structure(net)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool", "residual", "nhwc"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cnn_certificate_is_sound_under_attack(tmp_path, pool, seed):
     """Random types (some accumulators/results dropping bits, random TRN/RND and WRAP/SAT): where a
@@ -257,6 +374,8 @@ def test_cnn_certificate_is_sound_under_attack(tmp_path, pool, seed):
     if pool == "residual":
         s, regions = _setup(residual_onnx(tmp_path / "n.onnx", seed, c_in=1 + seed % 2))
         assert [ly.kind for ly in s.layers].count("add") == 2
+    elif pool == "nhwc":
+        s, regions = _setup(nhwc_onnx(tmp_path / "n.onnx", seed, c_in=1 + seed % 3))
     else:
         s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=1 + seed % 2, conv_pad=seed % 2))
     issued = 0
@@ -499,3 +618,28 @@ def test_simulator_bit_exact_with_hls4ml_residual(tmp_path):
             built, stages=[replace(st, result_t=t) if st.node == adds[k].node else st for st in built.stages]
         )
         assert not np.array_equal(C.simulate(wide, x), y_s)
+
+
+@pytest.mark.slow
+@needs_hls4ml
+def test_simulator_bit_exact_with_hls4ml_nhwc(tmp_path):
+    """A channels-last ONNX input behind a Transpose (as cifar10_small; Conv without pads/group
+    attributes, symbolic batch): qonnx removes both Transposes, hls4ml builds no Transpose layer
+    and takes the inputs in the ONNX input's order; with random narrow types and modes our
+    simulator equals hls_model.predict bit for bit."""
+    from aster_ext.hls4ml_backend.cnn_run import predict
+
+    rng = np.random.default_rng(12)
+    path = nhwc_onnx(tmp_path / "n.onnx", 12)
+    s, regions = _setup(path)
+    prog, _ = C.build_program(s, regions, 6, _random_fracs(rng, s, 6))
+    prog = _with_modes(prog, rng)
+    hm, built = _build_hls4ml(path, prog, tmp_path / "prj")
+    assert not any(ly.class_name == "Transpose" for ly in hm.get_layers())
+    d = s.input_perm.size
+    x = np.concatenate(
+        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
+    )
+    y_h = predict(hm, built, x)
+    y_s = C.simulate(built, x)
+    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))

@@ -486,13 +486,15 @@ def test_search_meets_target_on_a_tiny_cnn(tmp_path):
 # --- through hls4ml itself (slow) -------------------------------------------------------------
 
 
-def _build_hls4ml(path: Path, program: C.CnnProgram, out: Path):
+def _build_hls4ml(
+    path: Path, program: C.CnnProgram, out: Path, io_type: str = "io_parallel", strategy: str = "Latency"
+):
     from aster_ext.hls4ml_backend import cnn_project as CP
     from aster_ext.hls4ml_backend import project as P
 
     model = CP.cleaned_model(path)
-    cfg = CP.cnn_config(model, program, "Latency", 1)
-    hm = P.convert(model, cfg, out, "io_parallel", "Latency", 1)
+    cfg = CP.cnn_config(model, program, strategy, 1)
+    hm = P.convert(model, cfg, out, io_type, strategy, 1)
     built = CP.read_back(hm, program, model)
     P.compile_model(hm)
     return hm, built
@@ -562,21 +564,48 @@ def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir):
 
 
 def test_cnn_options_not_modelled_are_refused(tmp_path):
-    """io_stream / Resource are not modelled for CNNs: one line (exit 2 at the CLI), no output."""
+    """An io type / strategy not modelled for CNNs (here hls4ml's Resource_Unrolled): one line, no
+    output."""
     from aster_ext.errors import UserError
     from aster_ext.hls4ml_backend import Hls4mlOptions, quantize_hls4ml
 
     path = cnn_onnx(tmp_path / "n.onnx", 0)
-    with pytest.raises(UserError, match="io_parallel"):
-        quantize_hls4ml(path, Hls4mlOptions(error=0.1, strategy="Resource"), tmp_path / "out")
-    res = subprocess.run(
-        [sys.executable, "-m", "aster_ext.cli", "quantize", str(path), "--backend", "hls4ml",
-         "--error", "0.1", "--out", str(tmp_path / "out"), "--io-type", "io_stream"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert res.returncode == 2 and "io_parallel" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
+    with pytest.raises(UserError, match="io_parallel/io_stream") as exc:
+        quantize_hls4ml(path, Hls4mlOptions(error=0.1, strategy="Resource_Unrolled"), tmp_path / "out")
+    assert "\n" not in str(exc.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stream_certificate_is_sound_under_attack(tmp_path, pool, seed):
+    """io_stream pooling (every window value cast to accum_t, then max / tree sum): random types and
+    modes, some pool accumulators narrower than their inputs; where a certificate is issued no
+    random, corner or adversarial input exceeds it."""
+    rng = np.random.default_rng(200 + seed)
+    s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=2, conv_pad=1, hw=8, pool_k=3))
+    issued = 0
+    for trial in range(8):
+        base = int(rng.integers(5, 12))
+        prog, _ = C.build_program(s, regions, base, _random_fracs(rng, s, base), stream=True)
+        prog = _with_modes(prog, rng) if trial % 2 else prog
+        assert prog.stream
+        cert = C.certify(s, regions, prog)
+        if not cert.ok:
+            continue
+        issued += 1
+        for rr, rc in zip(regions, cert.regions, strict=True):
+            lo, hi = np.asarray(rr.lower), np.asarray(rr.upper)
+            x = np.concatenate(
+                [
+                    lo + (hi - lo) * rng.random((64, lo.size)),
+                    np.where(rng.random((32, lo.size)) < 0.5, hi, lo),
+                    _attack(prog, s, rr, rc.bound, rng),
+                ]
+            )
+            err = C.simulate(prog, x) - C.real_forward(s, x)
+            assert np.all(err >= rc.err_lo - 1e-9) and np.all(err <= rc.err_hi + 1e-9)
+    assert issued >= 2
 
 
 @pytest.mark.slow
@@ -643,3 +672,44 @@ def test_simulator_bit_exact_with_hls4ml_nhwc(tmp_path):
     y_h = predict(hm, built, x)
     y_s = C.simulate(built, x)
     assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+
+
+@pytest.mark.slow
+@needs_hls4ml
+@pytest.mark.parametrize(
+    "io_type,strategy,net,seed",
+    [("io_stream", "Latency", "AveragePool", 8), ("io_stream", "Latency", "MaxPool", 9),
+     ("io_parallel", "Resource", "AveragePool", 7), ("io_stream", "Resource", "residual", 11)],
+)  # fmt: skip
+def test_simulator_bit_exact_with_hls4ml_stream_resource(tmp_path, io_type, strategy, net, seed):
+    """io_stream (line-buffer conv and pooling, ZeroPadding2D and Clone copies, the input
+    Transpose) and Resource (transposed weights, its own accumulation order): with random narrow
+    types and modes (a 3x3 average pool whose accumulator drops 2 bits and lacks an integer bit)
+    our simulator equals hls_model.predict bit for bit on random, corner and out-of-range inputs."""
+    from aster_ext.hls4ml_backend.cnn_run import predict
+
+    rng = np.random.default_rng(seed)
+    if net == "residual":
+        path = residual_onnx(tmp_path / "n.onnx", seed)
+    else:
+        path = cnn_onnx(tmp_path / "n.onnx", seed, net, c_in=2, conv_pad=1, hw=8, pool_k=3)
+    s, regions = _setup(path)
+    stream = io_type == "io_stream"
+    prog, _ = C.build_program(s, regions, 7, _random_fracs(rng, s, 7), stream=stream)
+    prog = _with_modes(prog, rng)
+    for st in prog.stages:
+        if isinstance(st, C.PoolStage):
+            a, f_in = st.accum_t, prog.stages[1].result_t.frac
+            ovf = "WRAP" if net == "MaxPool" else a.overflow  # window values that wrap: stream != parallel
+            st.accum_t = HlsType(a.int_bits - 1 + f_in - 2, a.int_bits - 1, True, a.quant, ovf)
+    hm, built = _build_hls4ml(path, prog, tmp_path / "prj", io_type, strategy)
+    assert built.stream == stream
+    d = s.input_perm.size
+    x = np.concatenate(
+        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
+    )
+    y_h = predict(hm, built, x)
+    y_s = C.simulate(built, x)
+    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    if net == "MaxPool":  # max of the wrapped values (stream) != the wrapped max (io_parallel)
+        assert not np.array_equal(C.simulate(replace(built, stream=False), x), y_h)

@@ -1,6 +1,6 @@
 """hls4ml's arithmetic for convolutional classifiers: program, bit-exact simulator, sound error bound.
 
-Scope: the layers hls4ml 1.3.0 builds (``io_parallel``, ``Latency``) from a qonnx-cleaned ONNX
+Scope: the layers hls4ml 1.3.0 builds (``io_parallel``/``io_stream``, ``Latency``/``Resource``) from a qonnx-cleaned ONNX
 Conv2D (padded, strided, 1x1 pointwise) / ReLU / MaxPool / AveragePool / Flatten / Dense and the
 merge Add of two same-shape tensors (residual connections), as a DAG walked in topological order
 (every stage names the graph nodes it reads, ``Stage.src``). Tensors are
@@ -24,6 +24,18 @@ Template facts (``templates/vivado/nnet_utils`` of the 1.3.0 wheel):
 - ``nnet_merge.h`` ``add``: ``res[i] = data1[i] + data2[i]``, the ap_fixed sum exact, then one
   assignment to ``res_T``. ``pointwise_conv_2d_cl`` (a 1x1 Conv2D) calls ``conv_2d_latency_cl``.
 - ReLU and Dense as in :mod:`.program`.
+- ``Resource`` (``nnet_conv2d_resource.h`` ``conv_2d_resource_cl``, ``nnet_dense_resource.h``):
+  the same products into accum_t, bias cast, accum_t additions and result cast; with ReuseFactor 1
+  in the same order, otherwise reordered (the same bits with WRAP accumulators, and certified SAT
+  ones cannot saturate). hls4ml stores its weights transposed (read back accordingly).
+- ``io_stream`` (``CnnProgram.stream``): Conv2D (``nnet_conv_stream.h`` line buffer) gathers the
+  same (kh, kw, c) window and calls the same dense kernel; padding is a ZeroPadding2D copy, a
+  tensor read twice a Clone copy, Flatten a Reshape copy (all checked to keep the type); ReLU and
+  merge Add as in io_parallel; pooling (``nnet_pooling_stream.h`` ``reduce_pool``) differs: every
+  window value is first assigned to accum_t (cast + overflow), then max, or the balanced-tree sum
+  of ``nnet_common.h`` ``reduce`` (each addition assigned to accum_t) divided by N. The
+  certificate then also requires every window value's reachable range to fit accum_t (so no
+  value wraps or saturates and the analysis above applies unchanged).
 
 Error bound (per region: input box + label, real ranges from the graph's back-substitution,
 :func:`aster_ext.graph_program.certify.prepare`): every stored value carries a *signed* error
@@ -153,6 +165,7 @@ class CnnProgram:
     input_perm: np.ndarray  # HWC flat position -> CHW flat index of the network's input
     stages: list[Stage]
     input_node: str = "\x00input"  # the graph node stages read as the input (see Stage.src)
+    stream: bool = False  # io_stream pooling (each window value cast to accum_t first, tree sum)
 
     @property
     def output_t(self) -> HlsType:
@@ -364,6 +377,21 @@ def _avg_sum(xw: np.ndarray, x_frac: int, acc_t: HlsType) -> np.ndarray:
     return y
 
 
+def _tree_sum(q: np.ndarray, acc_t: HlsType) -> np.ndarray:
+    """``reduce<accum_t, N, Op_add>`` of ``nnet_common.h`` over the last axis: N = 1 -> x[0];
+    N = 2 -> x[0] + x[1]; else the first L = 2^floor(log2(N - 1)) values and the other N - L
+    reduced separately and added; every addition is assigned to accum_t (overflow)."""
+    n = q.shape[-1]
+    if n == 1:
+        return q[..., 0]
+    if acc_t.overflow == "WRAP":  # modular: the order does not matter
+        return bring_in_range(q.sum(axis=-1), acc_t)
+    if n == 2:
+        return bring_in_range(q[..., 0] + q[..., 1], acc_t)
+    left = 1 << int(math.floor(math.log2(n - 1)))
+    return bring_in_range(_tree_sum(q[..., :left], acc_t) + _tree_sum(q[..., left:], acc_t), acc_t)
+
+
 def _trunc_div(y: np.ndarray, n: int) -> np.ndarray:
     """C integer division (truncation towards zero) by a positive n."""
     q = np.abs(y) // n
@@ -397,7 +425,10 @@ def simulate_raw(program: CnnProgram, x: np.ndarray) -> tuple[np.ndarray, int]:
             raw = np.where(raw > 0, requantize(raw, frac, st.result_t), 0)
         else:
             xw = raw[:, st.windows]
-            if st.kind == "max":
+            if program.stream:  # nnet_pooling_stream.h: accum_t window, reduce, sum / N
+                q = requantize(xw.astype(object) if raw.dtype == object else xw, frac, st.accum_t)
+                y = q.max(axis=-1) if st.kind == "max" else _trunc_div(_tree_sum(q, st.accum_t), st.size)
+            elif st.kind == "max":
                 y = requantize(xw.max(axis=-1), frac, st.accum_t)
             else:
                 xw = xw.astype(object) if raw.dtype == object else xw
@@ -560,8 +591,9 @@ def _fits(t: HlsType, lo: np.ndarray, hi: np.ndarray) -> bool:
 class CnnWalker:
     """Error/range state of one region through the program's stages (module docstring)."""
 
-    def __init__(self, s: CnnStructure, rr: RegionRanges, input_t: HlsType):
+    def __init__(self, s: CnnStructure, rr: RegionRanges, input_t: HlsType, stream: bool = False):
         self.s, self.rr = s, rr
+        self.stream = stream
         self.over: list[str] = []
         lo = np.asarray(rr.lower, dtype=np.float64)[s.input_perm]
         hi = np.asarray(rr.upper, dtype=np.float64)[s.input_perm]
@@ -703,9 +735,23 @@ class CnnWalker:
         self._avg_sum = (y_lo, y_hi)
         return err, reach
 
+    def pool_inputs(self, st: PoolStage) -> Interval:
+        """Reachable range of the window values once assigned to accum_t (io_stream casts each)."""
+        w = np.unique(st.windows)
+        c_lo, c_hi = _cast_if(st.accum_t, self.cur_t.frac, w.size)
+        lo = down(down(self.r.lo[w] + self.e.lo[w]) + c_lo)
+        if not self.cur_t.signed:  # a value >= 0 stays >= 0 when cast
+            lo = np.maximum(lo, 0.0)
+        return _iv(lo, up(up(self.r.hi[w] + self.e.hi[w]) + c_hi))
+
     def pool(self, st: PoolStage) -> None:
         err, reach = self.pool_accum(st)
         acc_t = st.accum_t
+        if self.stream:  # every window value is cast to accum_t: none may overflow (then the max
+            # of the casts is the cast of the max, and the sums are those analysed below)
+            iv = self.pool_inputs(st)
+            if not _fits(acc_t, iv.lo, iv.hi):
+                self.over.append(f"{st.name}: a pooled window value exceeds {acc_t.to_string()}")
         if st.kind == "max":
             if not _fits(acc_t, reach.lo, reach.hi):
                 self.over.append(f"{st.name}: pooled value exceeds {acc_t.to_string()}")
@@ -751,7 +797,7 @@ def certify(s: CnnStructure, regions: list[RegionRanges], program: CnnProgram) -
     """Certify ``program`` on every region, from scratch."""
     out = []
     for rr in regions:
-        w = CnnWalker(s, rr, program.input_t)
+        w = CnnWalker(s, rr, program.input_t, program.stream)
         for st in program.stages:
             w.step(st, program.input_node)
         out.append(w.certificate())
@@ -799,6 +845,7 @@ def build_program(
     fracs: list[StageFracs],
     quant: str = "TRN",
     unsigned: bool = True,
+    stream: bool = False,
 ) -> tuple[CnnProgram, CnnCertificate]:
     """The program whose integer bits fit every region's certified reachable ranges, certified.
 
@@ -812,7 +859,7 @@ def build_program(
     lo0 = min(float(np.min(r.lower)) for r in regions) - e0
     hi0 = max(float(np.max(r.upper)) for r in regions) + e0
     input_t = _fit(input_frac, quant, lo0, hi0)
-    walkers = [CnnWalker(s, rr, input_t) for rr in regions]
+    walkers = [CnnWalker(s, rr, input_t, stream) for rr in regions]
     stages: list[Stage] = []
     in_node = s.net.input_name
     for ly, fr in zip(s.layers, fracs, strict=True):
@@ -876,6 +923,10 @@ def build_program(
             if kind == "avg":
                 lo = min(lo, min(float(w._avg_sum[0].min()) for w in walkers))
                 hi = max(hi, max(float(w._avg_sum[1].max()) for w in walkers))
+            if stream:  # the window values cast to accum_t (same frac: the ranges do not change)
+                ivs = [w.pool_inputs(st) for w in walkers]
+                lo = min(lo, min(float(iv.lo.min()) for iv in ivs))
+                hi = max(hi, max(float(iv.hi.max()) for iv in ivs))
             u = 2.0**-fr.result
             if unsigned and lo >= 0:
                 st.accum_t = _fit_unsigned(fr.accum, quant, hi)
@@ -888,7 +939,7 @@ def build_program(
         for w in walkers:
             w.end(st)
         stages.append(st)
-    prog = CnnProgram(input_t, s.input_perm, stages, in_node)
+    prog = CnnProgram(input_t, s.input_perm, stages, in_node, stream)
     return prog, CnnCertificate([w.certificate() for w in walkers])
 
 
@@ -952,6 +1003,7 @@ def choose_types(
     quant: str = "TRN",
     headroom: int = 2,
     max_evaluations: int = 800,
+    stream: bool = False,
 ) -> CnnSearchResult:
     """Smallest uniform F certifying ε on every region (no overflow, logits' error <= ε), then from
     F + ``headroom``, a lazy greedy: repeatedly the single-variable decrement with the best cost
@@ -963,7 +1015,7 @@ def choose_types(
     def run(f_in: int, fr: list[StageFracs]) -> tuple[CnnProgram, CnnCertificate, int]:
         nonlocal evals
         evals += 1
-        p, c = build_program(s, regions, f_in, fr, quant)
+        p, c = build_program(s, regions, f_in, fr, quant, stream=stream)
         return p, c, program_cost(p)["cost"]
 
     def good(c: CnnCertificate) -> bool:

@@ -25,6 +25,10 @@ from .program import DenseStage
 from .types import HlsType
 
 _SKIP = ("Transpose", "Flatten", "Reshape", "Add")
+# layers hls4ml adds or keeps that only move or copy values: Reshape (Flatten), and in io_stream
+# ZeroPadding2D (nnet_padding_stream.h: the padded conv reads a zero-padded copy) and Clone (a
+# tensor read by two layers: nnet_stream.h clone_stream writes the value to both outputs)
+_COPIES = ("Reshape", "ZeroPadding2D", "Clone")
 
 
 def rewrite_avgpool(model: Any) -> Any:
@@ -242,7 +246,13 @@ def read_back(hls_model: Any, program: CnnProgram, model: Any) -> CnnProgram:
             raise UserError("hls4ml's input Transpose is not the plain CHW -> HWC permutation")
     if any(ly.class_name == "Transpose" for ly in all_layers[2:]):
         raise UserError("hls4ml built a Transpose layer inside the network; not modelled")
-    layers = [ly for ly in all_layers if ly.class_name not in ("Reshape", "Transpose")]
+    for ly in all_layers[1:]:
+        if ly.class_name in _COPIES:  # element moves / copies: they must not cast
+            t_in = HlsType.of_precision(ly.get_input_variable().type.precision)
+            outs = [ly.get_output_variable(o) for o in ly.outputs]
+            if any(HlsType.of_precision(v.type.precision) != t_in for v in outs):
+                raise UserError(f"hls4ml's {ly.class_name} layer {ly.name} changes the type of its values")
+    layers = [ly for ly in all_layers if ly.class_name not in ("Transpose", *_COPIES)]
     if len(layers) - 1 != len(program.stages):
         raise UserError(
             f"hls4ml built {[ly.class_name for ly in layers]}, the analysis has {len(program.stages)} stages"
@@ -263,7 +273,11 @@ def read_back(hls_model: Any, program: CnnProgram, model: Any) -> CnnProgram:
             if cls not in want:
                 raise UserError(f"hls4ml layer {ly.name} is {cls}, expected {want}")
             d = st.dense
-            w = np.asarray(ly.weights["weight"].data, dtype=np.float64).reshape(d.n_in, d.n_out).T
+            w = np.asarray(ly.weights["weight"].data, dtype=np.float64)
+            if ly.get_attr("_weights_transposed", False):  # Resource: (F, H, W, C) / (n_out, n_in)
+                w = w.reshape(d.n_out, d.n_in)
+            else:  # (H, W, C, F) / (n_in, n_out)
+                w = w.reshape(d.n_in, d.n_out).T
             b = np.asarray(ly.weights["bias"].data, dtype=np.float64).reshape(-1)
             if not (np.array_equal(w, d.weight) and np.array_equal(b, d.bias)):
                 raise UserError(f"hls4ml layer {ly.name}: its weights differ from the analysed network's")
@@ -299,4 +313,4 @@ def read_back(hls_model: Any, program: CnnProgram, model: Any) -> CnnProgram:
                     st.src,
                 )
             )
-    return CnnProgram(input_t, program.input_perm, stages, program.input_node)
+    return CnnProgram(input_t, program.input_perm, stages, program.input_node, program.stream)

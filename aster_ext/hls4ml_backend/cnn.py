@@ -1,9 +1,9 @@
 """hls4ml's arithmetic for convolutional classifiers: program, bit-exact simulator, sound error bound.
 
 Scope: the layers hls4ml 1.3.0 builds (``io_parallel``/``io_stream``, ``Latency``/``Resource``)
-from a qonnx-cleaned ONNX Conv2D (padded, strided, 1x1 pointwise) / ReLU / MaxPool / AveragePool / Flatten / Dense and the
-merge Add of two same-shape tensors (residual connections), as a DAG walked in topological order
-(every stage names the graph nodes it reads, ``Stage.src``). Tensors are
+from a qonnx-cleaned ONNX Conv2D (padded, strided, 1x1 pointwise) / ReLU / MaxPool / AveragePool /
+Flatten / Dense and the merge Add of two same-shape tensors (residual connections), as a DAG
+walked in topological order (every stage names the graph nodes it reads, ``Stage.src``). Tensors are
 channels-last (hls4ml's layout), flattened as (h, w, c); the real network (the graph IR of the
 ONNX importer, CHW) is mapped to that layout by permuting its parameters and ranges.
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import UnsupportedError, UserError
 from . import project as P
-from .cnn import AddStage, CnnProgram, LinearStage, PoolStage, ReluStage, Stage
+from .cnn import AddStage, CnnProgram, LinearStage, PoolStage, ReluStage, Stage, chw_to_hwc
 from .program import DenseStage
 from .types import HlsType
 
@@ -234,16 +234,18 @@ def read_back(hls_model: Any, program: CnnProgram, model: Any) -> CnnProgram:
     if all_layers[0].class_name != "Input":
         raise UserError(f"hls4ml model starts with {all_layers[0].class_name}, expected Input")
     input_t = HlsType.of_precision(all_layers[0].get_output_variable().type.precision)
-    n_chan = int(program.input_perm.size) != 0 and not np.array_equal(
-        program.input_perm, np.arange(program.input_perm.size)
-    )
     has_tr = len(all_layers) > 1 and all_layers[1].class_name == "Transpose"
-    if n_chan != has_tr:
-        raise UserError("hls4ml's input layout differs from the analysis (input Transpose layer)")
     if has_tr:  # CHW -> HWC permutation of the input values; it must not cast them
-        t_tr = HlsType.of_precision(all_layers[1].get_output_variable().type.precision)
-        if t_tr != input_t or list(all_layers[1].get_attr("perm")) != [1, 2, 0]:
+        tr = all_layers[1]
+        t_tr = HlsType.of_precision(tr.get_output_variable().type.precision)
+        if t_tr != input_t or list(tr.get_attr("perm")) != [1, 2, 0]:
             raise UserError("hls4ml's input Transpose is not the plain CHW -> HWC permutation")
+        shape = tuple(int(v) for v in all_layers[0].get_output_variable().shape)
+        layout = chw_to_hwc(shape)
+    else:  # the values are stored in the input's order
+        layout = np.arange(program.input_perm.size)
+    if not np.array_equal(layout, program.input_perm):
+        raise UserError("hls4ml's input layout differs from the analysis (input Transpose layer)")
     if any(ly.class_name == "Transpose" for ly in all_layers[2:]):
         raise UserError("hls4ml built a Transpose layer inside the network; not modelled")
     for ly in all_layers[1:]:

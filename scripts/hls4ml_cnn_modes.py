@@ -1,8 +1,8 @@
 """hls4ml on CNN classifiers: the io types / strategies, and the time to a certified config.
 
 ``modes`` (results/hls4ml_cnn_modes.csv): per network of ../shared/benchmarks/cnn and per
-(io_type, strategy) in {io_parallel, io_stream} x {Latency, Resource} other than io_parallel +
-Latency (that one is results/hls4ml_cnn.csv, scripts/hls4ml_cnn_compare.py) (ReuseFactor 1),
+(io_type, strategy) in {io_parallel, io_stream} x {Latency, Resource} (ReuseFactor 1; io_parallel
++ Latency is also in results/hls4ml_cnn.csv, on other inputs),
 `quantize --backend hls4ml --error ε0` (the certified config, hls4ml's project generated and
 compiled by hls4ml itself), then hls_model.predict on per region 40 random points, 10 corners,
 the centre, and an adversarial local search against the certificate (on our simulator):

@@ -713,3 +713,30 @@ def test_simulator_bit_exact_with_hls4ml_stream_resource(tmp_path, io_type, stra
     assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
     if net == "MaxPool":  # max of the wrapped values (stream) != the wrapped max (io_parallel)
         assert not np.array_equal(C.simulate(replace(built, stream=False), x), y_h)
+
+
+@pytest.mark.parametrize("quant,overflow", [("TRN", "WRAP"), ("RND", "WRAP"), ("TRN", "SAT"), ("RND", "SAT")])
+def test_split_products_equal_exact_integers(monkeypatch, quant, overflow):
+    """Products wider than int64 (33-bit inputs x 31-bit weights) quantised into accum_t: the split
+    int64 evaluation equals the exact Python-integer one, incl. negative values, ties of RND and
+    narrow accumulators that wrap or saturate."""
+    from aster_ext.hls4ml_backend import simulate as S
+    from aster_ext.hls4ml_backend.program import DenseStage
+
+    rng = np.random.default_rng(7)
+    w = rng.uniform(-1.5, 1.5, (5, 9))
+    w[0, :3] = [-1.5, 1.5, -(2.0**-30)]
+    for acc_i in (12, 3):
+        w_t, b_t = HlsType(32, 2, True, "TRN", "WRAP"), HlsType(40, 8, True, quant, "WRAP")
+        acc_t = HlsType(31 + acc_i, acc_i, True, quant, overflow)
+        st = DenseStage("d", w, rng.uniform(-1, 1, 5), w_t, b_t, acc_t, HlsType(24, 8, True, quant, overflow))
+        x = rng.integers(-(2**32), 2**32, (300, 9), dtype=np.int64)
+        x[0], x[1] = 2**32 - 1, -(2**32)
+        x[2] = (2**30) * rng.integers(-3, 3, 9)  # products on exact tie points of the quantisation
+        assert S._split_bits(x, st, 31 + 30 - 31) > 0
+        got = S._dense(x, 31, st)
+        monkeypatch.setattr(S, "_split_bits", lambda *a: 0)
+        ref = S._dense(x.astype(object), 31, st)
+        monkeypatch.undo()
+        assert got.dtype == np.int64 and ref.dtype == object
+        assert np.array_equal(got.astype(object), ref)

@@ -255,11 +255,13 @@ def nhwc_onnx(
     c2: int = 4,
     n_cls: int = 3,
     in_perm: tuple[int, ...] = (0, 3, 1, 2),
+    relu_last: bool = False,
 ) -> Path:
     """A tf2onnx-style channels-last CNN as cifar10_small: input [N, hw, hw, c_in] (symbolic batch),
     Transpose(in_perm) -> Conv(3x3/2, no pads/group attributes) -> Relu -> Conv(2x2/1) -> Relu ->
     Transpose(0, 2, 3, 1) -> Reshape [-1, n] -> MatMul + Add -> Relu -> MatMul + Add. Spec as
-    cnn_onnx (its boxes in the NHWC input order); labels from onnxruntime."""
+    cnn_onnx (its boxes in the NHWC input order); labels from onnxruntime. ``relu_last``: the second
+    ReLU after the second Transpose (an elementwise layer on a channels-last natural tensor)."""
     rng = np.random.default_rng(seed)
     f32 = np.float32
     h1 = (hw - 3) // 2 + 1
@@ -285,8 +287,17 @@ def nhwc_onnx(
         helper.make_node(
             "Conv", ["r1", "k2", "b2"], ["c2"], kernel_shape=[2, 2], strides=[1, 1], dilations=[1, 1]
         ),
-        helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("Transpose", ["r2"], ["t1"], perm=[0, 2, 3, 1]),
+        *(
+            [
+                helper.make_node("Transpose", ["c2"], ["t2"], perm=[0, 2, 3, 1]),
+                helper.make_node("Relu", ["t2"], ["t1"]),
+            ]
+            if relu_last
+            else [
+                helper.make_node("Relu", ["c2"], ["r2"]),
+                helper.make_node("Transpose", ["r2"], ["t1"], perm=[0, 2, 3, 1]),
+            ]
+        ),
         helper.make_node("Reshape", ["t1", "shape"], ["f"]),
         helper.make_node("MatMul", ["f", "m1"], ["g1"]),
         helper.make_node("Add", ["g1", "a1"], ["h1"]),
@@ -331,7 +342,7 @@ def _onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
     ).astype(np.float64)
 
 
-@pytest.mark.parametrize("kind", ["MaxPool", "AveragePool", "residual", "nhwc"])
+@pytest.mark.parametrize("kind", ["MaxPool", "AveragePool", "residual", "nhwc", "nhwc_relu_last"])
 def test_layouts_match_the_onnx_model(tmp_path, kind):
     """The structure's layouts (channels-first inputs permuted by hls4ml, channels-last inputs behind
     a Transpose kept as they are, Flatten/Transpose aliases, Dense columns permuted to the stored
@@ -340,8 +351,8 @@ def test_layouts_match_the_onnx_model(tmp_path, kind):
     rng = np.random.default_rng(3)
     if kind == "residual":
         path = residual_onnx(tmp_path / "n.onnx", 3)
-    elif kind == "nhwc":
-        path = nhwc_onnx(tmp_path / "n.onnx", 3)
+    elif kind.startswith("nhwc"):
+        path = nhwc_onnx(tmp_path / "n.onnx", 3, relu_last=kind == "nhwc_relu_last")
     else:
         path = cnn_onnx(tmp_path / "n.onnx", 3, kind, c_in=2)
     s, _ = _setup(path)

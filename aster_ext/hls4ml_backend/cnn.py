@@ -305,6 +305,7 @@ def _structure(net: Network, input_layout: np.ndarray) -> CnnStructure:
                 raise UnsupportedError(
                     f"hls4ml CNN backend: activation {op.attrs.get('fn')} ({op.describe()}) not supported"
                 )
+            lp[op.name] = perms[op.name] = lp[prev]  # elementwise: stored in its input's order
             layers.append(Layout("relu", op.name))
         elif op.kind in ("maxpool", "avgpool"):
             padded = any(int(v) for v in op.attrs.get("padding", ()))
@@ -340,6 +341,9 @@ def _structure(net: Network, input_layout: np.ndarray) -> CnnStructure:
             b = np.asarray(op.attrs.get("bias", np.zeros(w.shape[0])), dtype=np.float64)
             layers.append(Layout("dense", op.name, w.copy(), b, n_in=w.shape[1]))
         elif op.kind == "add":
+            if not np.array_equal(lp[op.inputs[0]], lp[op.inputs[1]]):
+                raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} adds tensors in two layouts")
+            lp[op.name] = perms[op.name] = lp[op.inputs[0]]  # elementwise, like its inputs
             layers.append(Layout("add", op.name, n_in=int(np.prod(op.shape))))
         else:
             raise UnsupportedError(

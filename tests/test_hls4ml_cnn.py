@@ -545,8 +545,10 @@ def test_simulator_bit_exact_with_hls4ml_cnn(tmp_path, pool, seed, pool_k):
 
 @pytest.mark.slow
 @needs_hls4ml
-def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir):
-    """Convnet_avgpool (the AveragePool rewrite for qonnx) on its first region, through the CLI:
+@pytest.mark.parametrize("mode", [(), ("--io-type", "io_stream", "--strategy", "Resource")])
+def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir, mode):
+    """Convnet_avgpool (the AveragePool rewrite for qonnx) on its first region, through the CLI
+    (io_parallel + Latency, and io_stream + Resource):
     quantize certifies ε on the logits and top-1, verify runs hls4ml's compiled model on random,
     corner and adversarial inputs: bit-exact, no violation."""
     src = shared_dir / "benchmarks" / "cnn"
@@ -558,12 +560,15 @@ def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir):
     cmd = [sys.executable, "-m", "aster_ext.cli"]
     res = subprocess.run(
         [*cmd, "quantize", str(src / "Convnet_avgpool.onnx"), "--backend", "hls4ml", "--error", "0.05",
-         "--spec", str(spec_path), "--out", str(out), "--quiet"],
+         "--spec", str(spec_path), "--out", str(out), "--quiet", *mode],
         capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["certified_error"] <= 0.05 and report["regions"][0]["top1_preserved"]
+    assert (report["io_type"], report["strategy"]) == (
+        ("io_stream", "Resource") if mode else ("io_parallel", "Latency")
+    )
     assert (out / "hls4ml_config.yml").is_file()
     res = subprocess.run(
         [*cmd, "verify", str(out), "--samples", "200", "--search-iters", "15"], capture_output=True, text=True

@@ -45,7 +45,7 @@ SHARED = (
 )
 WORK = ROOT / "out" / "hls4ml_cnn_compare"
 CSV = ROOT / "results" / "hls4ml_cnn.csv"
-NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b"]
+NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small"]
 FIELDS = [
     "network", "eps0", "regions",
     "default_cost", "default_err", "default_overflow", "default_flips",
@@ -223,8 +223,10 @@ def cnn_md_lines() -> list[str]:
         "## CNN classifiers (scripts/hls4ml_cnn_compare.py, results/hls4ml_cnn.csv)",
         "",
         "CNNs of ../shared/benchmarks/cnn: the MNIST Convnets (Conv2D 2x2x32 + ReLU + 4x4 max/average "
-        "pooling + Dense) and resnet_2b (CIFAR-10, 2 residual blocks: padded/strided Conv2D, a 1x1 "
-        "shortcut conv, two merge Adds, Dense 1024-100-10), each on the 5 regions of its spec (L-inf "
+        "pooling + Dense), resnet_2b (CIFAR-10, 2 residual blocks: padded/strided Conv2D, a 1x1 "
+        "shortcut conv, two merge Adds, Dense 1024-100-10) and cifar10_small (tf2onnx, NHWC input: "
+        "Transpose, 2 strided Conv2D + ReLU, Transpose, Reshape, Dense 576-128-64-10; qonnx removes "
+        "both Transposes, hls4ml takes the NHWC input as is), each on the 5 regions of its spec (L-inf "
         "boxes with a label); a merge Add costs one result-width adder per element. Every configuration is "
         "built and compiled by hls4ml 1.3.0 (io_parallel, Latency) and run with `hls_model.predict` on "
         "the same inputs: per region 60 random points, 20 corners, the centre and an adversarial "
@@ -263,7 +265,9 @@ def cnn_md_lines() -> list[str]:
             f"{r['ours_bit_exact']} | {r['ratio_vs_auto']} | {r['ours_eps0_cost']} "
             f"({r['ours_eps0_certified']}) | {r['ours_certify_s']} | {r['samples']} | {r.get('code', '')} |"
         )
-    return lines
+    from hls4ml_cnn_modes import md_lines  # io types / strategies and timing (scripts/hls4ml_cnn_modes.py)
+
+    return lines + md_lines()
 
 
 def main() -> int:

@@ -246,7 +246,135 @@ def residual_onnx(path: Path, seed: int, c_in: int = 2, hw: int = 6, c: int = 3,
     return path
 
 
-@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool", "residual"])
+def nhwc_onnx(
+    path: Path,
+    seed: int,
+    hw: int = 9,
+    c_in: int = 3,
+    c1: int = 3,
+    c2: int = 4,
+    n_cls: int = 3,
+    in_perm: tuple[int, ...] = (0, 3, 1, 2),
+    relu_last: bool = False,
+) -> Path:
+    """A tf2onnx-style channels-last CNN as cifar10_small: input [N, hw, hw, c_in] (symbolic batch),
+    Transpose(in_perm) -> Conv(3x3/2, no pads/group attributes) -> Relu -> Conv(2x2/1) -> Relu ->
+    Transpose(0, 2, 3, 1) -> Reshape [-1, n] -> MatMul + Add -> Relu -> MatMul + Add. Spec as
+    cnn_onnx (its boxes in the NHWC input order); labels from onnxruntime. ``relu_last``: the second
+    ReLU after the second Transpose (an elementwise layer on a channels-last natural tensor)."""
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    h1 = (hw - 3) // 2 + 1
+    h2 = h1 - 1
+    n = h2 * h2 * c2
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (c1, c_in, 3, 3)).astype(f32), "k1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, c1).astype(f32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (c2, c1, 2, 2)).astype(f32), "k2"),
+        numpy_helper.from_array(rng.normal(0, 0.2, c2).astype(f32), "b2"),
+        numpy_helper.from_array(np.array([-1, n], dtype=np.int64), "shape"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (n, 5)).astype(f32), "m1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, 5).astype(f32), "a1"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (5, n_cls)).astype(f32), "m2"),
+        numpy_helper.from_array(rng.normal(0, 0.2, n_cls).astype(f32), "a2"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t0"], perm=list(in_perm)),
+        helper.make_node(
+            "Conv", ["t0", "k1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2], dilations=[1, 1]
+        ),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node(
+            "Conv", ["r1", "k2", "b2"], ["c2"], kernel_shape=[2, 2], strides=[1, 1], dilations=[1, 1]
+        ),
+        *(
+            [
+                helper.make_node("Transpose", ["c2"], ["t2"], perm=[0, 2, 3, 1]),
+                helper.make_node("Relu", ["t2"], ["t1"]),
+            ]
+            if relu_last
+            else [
+                helper.make_node("Relu", ["c2"], ["r2"]),
+                helper.make_node("Transpose", ["r2"], ["t1"], perm=[0, 2, 3, 1]),
+            ]
+        ),
+        helper.make_node("Reshape", ["t1", "shape"], ["f"]),
+        helper.make_node("MatMul", ["f", "m1"], ["g1"]),
+        helper.make_node("Add", ["g1", "a1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["q1"]),
+        helper.make_node("MatMul", ["q1", "m2"], ["g2"]),
+        helper.make_node("Add", ["g2", "a2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny_nhwc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", hw, hw, c_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n_cls])],
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)]), str(path))
+    d = hw * hw * c_in
+    centres = rng.random((3, d))
+    labels = np.argmax(_onnxruntime(path, centres), axis=1)
+    regions = [
+        {
+            "lower": np.clip(c - 0.05, 0, 1).tolist(),
+            "upper": np.clip(c + 0.05, 0, 1).tolist(),
+            "label": int(lb),
+        }
+        for c, lb in zip(centres, labels, strict=True)
+    ]
+    spec = {"name": path.stem, "input_lower": [0.0] * d, "input_upper": [1.0] * d,
+            "task": "classification", "regions": regions}  # fmt: skip
+    path.with_name(path.stem + ".spec.json").write_text(json.dumps(spec))
+    return path
+
+
+def _onnxruntime(path: Path, x: np.ndarray) -> np.ndarray:
+    """The ONNX model itself (onnxruntime, float32) on flat inputs in the ONNX input's order."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape][1:]
+    return np.concatenate(
+        [sess.run(None, {inp.name: xi.reshape([1, *shape]).astype(np.float32)})[0] for xi in x]
+    ).astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["MaxPool", "AveragePool", "residual", "nhwc", "nhwc_relu_last"])
+def test_layouts_match_the_onnx_model(tmp_path, kind):
+    """The structure's layouts (channels-first inputs permuted by hls4ml, channels-last inputs behind
+    a Transpose kept as they are, Flatten/Transpose aliases, Dense columns permuted to the stored
+    order) give the ONNX model's outputs: real_forward (input in the ONNX input's order) against
+    onnxruntime, to float32 precision."""
+    rng = np.random.default_rng(3)
+    if kind == "residual":
+        path = residual_onnx(tmp_path / "n.onnx", 3)
+    elif kind.startswith("nhwc"):
+        path = nhwc_onnx(tmp_path / "n.onnx", 3, relu_last=kind == "nhwc_relu_last")
+    else:
+        path = cnn_onnx(tmp_path / "n.onnx", 3, kind, c_in=2)
+    s, _ = _setup(path)
+    x = rng.random((8, s.input_perm.size))
+    y = _onnxruntime(path, x)
+    assert np.allclose(C.real_forward(s, x), y, atol=1e-4 * (1 + np.abs(y).max()))
+    if kind == "nhwc":  # stored as given (no input Transpose in hls4ml), Dense columns unpermuted
+        assert np.array_equal(s.input_perm, np.arange(s.input_perm.size))
+        assert [ly.kind for ly in s.layers] == ["conv", "relu", "conv", "relu", "dense", "relu", "dense"]
+
+
+def test_transpose_to_a_non_channels_last_layout_is_refused(tmp_path):
+    """An NHWC input transposed to (C, W, H) before the conv: the conv would not read hls4ml's
+    channels-last array; refused in one line."""
+    path = nhwc_onnx(tmp_path / "n.onnx", 0, in_perm=(0, 3, 2, 1))
+    net, _ = load_model(path)
+    with pytest.raises(UnsupportedError, match="not stored channels-last") as exc:
+        C.structure(net)
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool", "residual", "nhwc"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cnn_certificate_is_sound_under_attack(tmp_path, pool, seed):
     """Random types (some accumulators/results dropping bits, random TRN/RND and WRAP/SAT): where a
@@ -257,6 +385,8 @@ def test_cnn_certificate_is_sound_under_attack(tmp_path, pool, seed):
     if pool == "residual":
         s, regions = _setup(residual_onnx(tmp_path / "n.onnx", seed, c_in=1 + seed % 2))
         assert [ly.kind for ly in s.layers].count("add") == 2
+    elif pool == "nhwc":
+        s, regions = _setup(nhwc_onnx(tmp_path / "n.onnx", seed, c_in=1 + seed % 3))
     else:
         s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=1 + seed % 2, conv_pad=seed % 2))
     issued = 0
@@ -367,13 +497,15 @@ def test_search_meets_target_on_a_tiny_cnn(tmp_path):
 # --- through hls4ml itself (slow) -------------------------------------------------------------
 
 
-def _build_hls4ml(path: Path, program: C.CnnProgram, out: Path):
+def _build_hls4ml(
+    path: Path, program: C.CnnProgram, out: Path, io_type: str = "io_parallel", strategy: str = "Latency"
+):
     from aster_ext.hls4ml_backend import cnn_project as CP
     from aster_ext.hls4ml_backend import project as P
 
     model = CP.cleaned_model(path)
-    cfg = CP.cnn_config(model, program, "Latency", 1)
-    hm = P.convert(model, cfg, out, "io_parallel", "Latency", 1)
+    cfg = CP.cnn_config(model, program, strategy, 1)
+    hm = P.convert(model, cfg, out, io_type, strategy, 1)
     built = CP.read_back(hm, program, model)
     P.compile_model(hm)
     return hm, built
@@ -413,8 +545,10 @@ def test_simulator_bit_exact_with_hls4ml_cnn(tmp_path, pool, seed, pool_k):
 
 @pytest.mark.slow
 @needs_hls4ml
-def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir):
-    """Convnet_avgpool (the AveragePool rewrite for qonnx) on its first region, through the CLI:
+@pytest.mark.parametrize("mode", [(), ("--io-type", "io_stream", "--strategy", "Resource")])
+def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir, mode):
+    """Convnet_avgpool (the AveragePool rewrite for qonnx) on its first region, through the CLI
+    (io_parallel + Latency, and io_stream + Resource):
     quantize certifies ε on the logits and top-1, verify runs hls4ml's compiled model on random,
     corner and adversarial inputs: bit-exact, no violation."""
     src = shared_dir / "benchmarks" / "cnn"
@@ -426,12 +560,15 @@ def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir):
     cmd = [sys.executable, "-m", "aster_ext.cli"]
     res = subprocess.run(
         [*cmd, "quantize", str(src / "Convnet_avgpool.onnx"), "--backend", "hls4ml", "--error", "0.05",
-         "--spec", str(spec_path), "--out", str(out), "--quiet"],
+         "--spec", str(spec_path), "--out", str(out), "--quiet", *mode],
         capture_output=True, text=True,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["certified_error"] <= 0.05 and report["regions"][0]["top1_preserved"]
+    assert (report["io_type"], report["strategy"]) == (
+        ("io_stream", "Resource") if mode else ("io_parallel", "Latency")
+    )
     assert (out / "hls4ml_config.yml").is_file()
     res = subprocess.run(
         [*cmd, "verify", str(out), "--samples", "200", "--search-iters", "15"], capture_output=True, text=True
@@ -443,21 +580,48 @@ def test_quantize_and_verify_benchmark_cnn_one_region(tmp_path, shared_dir):
 
 
 def test_cnn_options_not_modelled_are_refused(tmp_path):
-    """io_stream / Resource are not modelled for CNNs: one line (exit 2 at the CLI), no output."""
+    """An io type / strategy not modelled for CNNs (here hls4ml's Resource_Unrolled): one line, no
+    output."""
     from aster_ext.errors import UserError
     from aster_ext.hls4ml_backend import Hls4mlOptions, quantize_hls4ml
 
     path = cnn_onnx(tmp_path / "n.onnx", 0)
-    with pytest.raises(UserError, match="io_parallel"):
-        quantize_hls4ml(path, Hls4mlOptions(error=0.1, strategy="Resource"), tmp_path / "out")
-    res = subprocess.run(
-        [sys.executable, "-m", "aster_ext.cli", "quantize", str(path), "--backend", "hls4ml",
-         "--error", "0.1", "--out", str(tmp_path / "out"), "--io-type", "io_stream"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert res.returncode == 2 and "io_parallel" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
+    with pytest.raises(UserError, match="io_parallel/io_stream") as exc:
+        quantize_hls4ml(path, Hls4mlOptions(error=0.1, strategy="Resource_Unrolled"), tmp_path / "out")
+    assert "\n" not in str(exc.value)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stream_certificate_is_sound_under_attack(tmp_path, pool, seed):
+    """io_stream pooling (every window value cast to accum_t, then max / tree sum): random types and
+    modes, some pool accumulators narrower than their inputs; where a certificate is issued no
+    random, corner or adversarial input exceeds it."""
+    rng = np.random.default_rng(200 + seed)
+    s, regions = _setup(cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=2, conv_pad=1, hw=8, pool_k=3))
+    issued = 0
+    for trial in range(8):
+        base = int(rng.integers(5, 12))
+        prog, _ = C.build_program(s, regions, base, _random_fracs(rng, s, base), stream=True)
+        prog = _with_modes(prog, rng) if trial % 2 else prog
+        assert prog.stream
+        cert = C.certify(s, regions, prog)
+        if not cert.ok:
+            continue
+        issued += 1
+        for rr, rc in zip(regions, cert.regions, strict=True):
+            lo, hi = np.asarray(rr.lower), np.asarray(rr.upper)
+            x = np.concatenate(
+                [
+                    lo + (hi - lo) * rng.random((64, lo.size)),
+                    np.where(rng.random((32, lo.size)) < 0.5, hi, lo),
+                    _attack(prog, s, rr, rc.bound, rng),
+                ]
+            )
+            err = C.simulate(prog, x) - C.real_forward(s, x)
+            assert np.all(err >= rc.err_lo - 1e-9) and np.all(err <= rc.err_hi + 1e-9)
+    assert issued >= 2
 
 
 @pytest.mark.slow
@@ -499,3 +663,96 @@ def test_simulator_bit_exact_with_hls4ml_residual(tmp_path):
             built, stages=[replace(st, result_t=t) if st.node == adds[k].node else st for st in built.stages]
         )
         assert not np.array_equal(C.simulate(wide, x), y_s)
+
+
+@pytest.mark.slow
+@needs_hls4ml
+def test_simulator_bit_exact_with_hls4ml_nhwc(tmp_path):
+    """A channels-last ONNX input behind a Transpose (as cifar10_small; Conv without pads/group
+    attributes, symbolic batch): qonnx removes both Transposes, hls4ml builds no Transpose layer
+    and takes the inputs in the ONNX input's order; with random narrow types and modes our
+    simulator equals hls_model.predict bit for bit."""
+    from aster_ext.hls4ml_backend.cnn_run import predict
+
+    rng = np.random.default_rng(12)
+    path = nhwc_onnx(tmp_path / "n.onnx", 12)
+    s, regions = _setup(path)
+    prog, _ = C.build_program(s, regions, 6, _random_fracs(rng, s, 6))
+    prog = _with_modes(prog, rng)
+    hm, built = _build_hls4ml(path, prog, tmp_path / "prj")
+    assert not any(ly.class_name == "Transpose" for ly in hm.get_layers())
+    d = s.input_perm.size
+    x = np.concatenate(
+        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
+    )
+    y_h = predict(hm, built, x)
+    y_s = C.simulate(built, x)
+    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+
+
+@pytest.mark.slow
+@needs_hls4ml
+@pytest.mark.parametrize(
+    "io_type,strategy,net,seed",
+    [("io_stream", "Latency", "AveragePool", 8), ("io_stream", "Latency", "MaxPool", 9),
+     ("io_parallel", "Resource", "AveragePool", 7), ("io_stream", "Resource", "residual", 11)],
+)  # fmt: skip
+def test_simulator_bit_exact_with_hls4ml_stream_resource(tmp_path, io_type, strategy, net, seed):
+    """io_stream (line-buffer conv and pooling, ZeroPadding2D and Clone copies, the input
+    Transpose) and Resource (transposed weights, its own accumulation order): with random narrow
+    types and modes (a 3x3 average pool whose accumulator drops 2 bits and lacks an integer bit)
+    our simulator equals hls_model.predict bit for bit on random, corner and out-of-range inputs."""
+    from aster_ext.hls4ml_backend.cnn_run import predict
+
+    rng = np.random.default_rng(seed)
+    if net == "residual":
+        path = residual_onnx(tmp_path / "n.onnx", seed)
+    else:
+        path = cnn_onnx(tmp_path / "n.onnx", seed, net, c_in=2, conv_pad=1, hw=8, pool_k=3)
+    s, regions = _setup(path)
+    stream = io_type == "io_stream"
+    prog, _ = C.build_program(s, regions, 7, _random_fracs(rng, s, 7), stream=stream)
+    prog = _with_modes(prog, rng)
+    for st in prog.stages:
+        if isinstance(st, C.PoolStage):
+            a, f_in = st.accum_t, prog.stages[1].result_t.frac
+            ovf = "WRAP" if net == "MaxPool" else a.overflow  # window values that wrap: stream != parallel
+            st.accum_t = HlsType(a.int_bits - 1 + f_in - 2, a.int_bits - 1, True, a.quant, ovf)
+    hm, built = _build_hls4ml(path, prog, tmp_path / "prj", io_type, strategy)
+    assert built.stream == stream
+    d = s.input_perm.size
+    x = np.concatenate(
+        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
+    )
+    y_h = predict(hm, built, x)
+    y_s = C.simulate(built, x)
+    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    if net == "MaxPool":  # max of the wrapped values (stream) != the wrapped max (io_parallel)
+        assert not np.array_equal(C.simulate(replace(built, stream=False), x), y_h)
+
+
+@pytest.mark.parametrize("quant,overflow", [("TRN", "WRAP"), ("RND", "WRAP"), ("TRN", "SAT"), ("RND", "SAT")])
+def test_split_products_equal_exact_integers(monkeypatch, quant, overflow):
+    """Products wider than int64 (33-bit inputs x 31-bit weights) quantised into accum_t: the split
+    int64 evaluation equals the exact Python-integer one, incl. negative values, ties of RND and
+    narrow accumulators that wrap or saturate."""
+    from aster_ext.hls4ml_backend import simulate as S
+    from aster_ext.hls4ml_backend.program import DenseStage
+
+    rng = np.random.default_rng(7)
+    w = rng.uniform(-1.5, 1.5, (5, 9))
+    w[0, :3] = [-1.5, 1.5, -(2.0**-30)]
+    for acc_i in (12, 3):
+        w_t, b_t = HlsType(32, 2, True, "TRN", "WRAP"), HlsType(40, 8, True, quant, "WRAP")
+        acc_t = HlsType(31 + acc_i, acc_i, True, quant, overflow)
+        st = DenseStage("d", w, rng.uniform(-1, 1, 5), w_t, b_t, acc_t, HlsType(24, 8, True, quant, overflow))
+        x = rng.integers(-(2**32), 2**32, (300, 9), dtype=np.int64)
+        x[0], x[1] = 2**32 - 1, -(2**32)
+        x[2] = (2**30) * rng.integers(-3, 3, 9)  # products on exact tie points of the quantisation
+        assert S._split_bits(x, st, 31 + 30 - 31) > 0
+        got = S._dense(x, 31, st)
+        monkeypatch.setattr(S, "_split_bits", lambda *a: 0)
+        ref = S._dense(x.astype(object), 31, st)
+        monkeypatch.undo()
+        assert got.dtype == np.int64 and ref.dtype == object
+        assert np.array_equal(got.astype(object), ref)

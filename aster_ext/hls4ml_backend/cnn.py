@@ -1,9 +1,9 @@
 """hls4ml's arithmetic for convolutional classifiers: program, bit-exact simulator, sound error bound.
 
-Scope: the layers hls4ml 1.3.0 builds (``io_parallel``, ``Latency``) from a qonnx-cleaned ONNX
-Conv2D (padded, strided, 1x1 pointwise) / ReLU / MaxPool / AveragePool / Flatten / Dense and the
-merge Add of two same-shape tensors (residual connections), as a DAG walked in topological order
-(every stage names the graph nodes it reads, ``Stage.src``). Tensors are
+Scope: the layers hls4ml 1.3.0 builds (``io_parallel``/``io_stream``, ``Latency``/``Resource``)
+from a qonnx-cleaned ONNX Conv2D (padded, strided, 1x1 pointwise) / ReLU / MaxPool / AveragePool /
+Flatten / Dense and the merge Add of two same-shape tensors (residual connections), as a DAG
+walked in topological order (every stage names the graph nodes it reads, ``Stage.src``). Tensors are
 channels-last (hls4ml's layout), flattened as (h, w, c); the real network (the graph IR of the
 ONNX importer, CHW) is mapped to that layout by permuting its parameters and ranges.
 
@@ -24,6 +24,18 @@ Template facts (``templates/vivado/nnet_utils`` of the 1.3.0 wheel):
 - ``nnet_merge.h`` ``add``: ``res[i] = data1[i] + data2[i]``, the ap_fixed sum exact, then one
   assignment to ``res_T``. ``pointwise_conv_2d_cl`` (a 1x1 Conv2D) calls ``conv_2d_latency_cl``.
 - ReLU and Dense as in :mod:`.program`.
+- ``Resource`` (``nnet_conv2d_resource.h`` ``conv_2d_resource_cl``, ``nnet_dense_resource.h``):
+  the same products into accum_t, bias cast, accum_t additions and result cast; with ReuseFactor 1
+  in the same order, otherwise reordered (the same bits with WRAP accumulators, and certified SAT
+  ones cannot saturate). hls4ml stores its weights transposed (read back accordingly).
+- ``io_stream`` (``CnnProgram.stream``): Conv2D (``nnet_conv_stream.h`` line buffer) gathers the
+  same (kh, kw, c) window and calls the same dense kernel; padding is a ZeroPadding2D copy, a
+  tensor read twice a Clone copy, Flatten a Reshape copy (all checked to keep the type); ReLU and
+  merge Add as in io_parallel; pooling (``nnet_pooling_stream.h`` ``reduce_pool``) differs: every
+  window value is first assigned to accum_t (cast + overflow), then max, or the balanced-tree sum
+  of ``nnet_common.h`` ``reduce`` (each addition assigned to accum_t) divided by N. The
+  certificate then also requires every window value's reachable range to fit accum_t (so no
+  value wraps or saturates and the analysis above applies unchanged).
 
 Error bound (per region: input box + label, real ranges from the graph's back-substitution,
 :func:`aster_ext.graph_program.certify.prepare`): every stored value carries a *signed* error
@@ -153,6 +165,7 @@ class CnnProgram:
     input_perm: np.ndarray  # HWC flat position -> CHW flat index of the network's input
     stages: list[Stage]
     input_node: str = "\x00input"  # the graph node stages read as the input (see Stage.src)
+    stream: bool = False  # io_stream pooling (each window value cast to accum_t first, tree sum)
 
     @property
     def output_t(self) -> HlsType:
@@ -200,17 +213,51 @@ SUPPORTED = (
 )
 
 
+def transpose_layout(in_shape: tuple[int, ...], perm: tuple[int, ...], lp_in: np.ndarray) -> np.ndarray:
+    """Layout of a Transpose's output when it aliases its input's stored array.
+
+    A tensor's layout ``lp`` says where hls4ml keeps its values: stored[k] = natural_flat[lp[k]].
+    out = in.transpose(perm) has out_flat[j] = in_flat[m[j]] with m the transposed index array, so
+    stored[k] = in_flat[lp_in[k]] = out_flat[m^-1[lp_in[k]]]: lp_out = m^-1[lp_in]."""
+    m = np.arange(int(np.prod(in_shape))).reshape(in_shape).transpose(perm).reshape(-1)
+    inv = np.empty_like(m)
+    inv[m] = np.arange(m.size)
+    return inv[lp_in]
+
+
 def structure(net: Network) -> CnnStructure:
     """The hls4ml layers of a CNN classifier in the graph's topological order (a DAG: an Add reads
-    two earlier tensors), or a one-line UnsupportedError."""
-    ops = [op for op in net.ops() if op.kind != "input"]
+    two earlier tensors), or a one-line UnsupportedError.
+
+    Layouts: hls4ml keeps every 3-d tensor channels-last. A channels-first input (C, H, W) is
+    permuted to (H, W, C) by hls4ml's input Transpose; an input whose graph starts with a
+    Transpose to (C, H, W) (a channels-last ONNX input, e.g. a tf2onnx export) is used as is, the
+    Transpose being an index permutation that qonnx removes. Every Transpose/Flatten aliases its
+    input's stored array (:func:`transpose_layout`); a Conv2D/pooling must read a tensor stored
+    channels-last and a Dense reading a flattened tensor gets its columns permuted to the stored
+    order."""
     in_shape = tuple(net.input_shape)
     if len(in_shape) != 3:
-        raise UnsupportedError(f"hls4ml CNN backend: input shape {in_shape} is not (C, H, W)")
+        raise UnsupportedError(f"hls4ml CNN backend: input shape {in_shape} is not 3-d")
+    first = [op for op in net.ops() if op.kind != "input" and net.input_name in op.inputs]
+    if first and all(op.kind == "transpose" for op in first):
+        return _structure(net, np.arange(int(np.prod(in_shape))))  # channels-last input, stored as is
+    return _structure(net, chw_to_hwc(in_shape))
+
+
+def _structure(net: Network, input_layout: np.ndarray) -> CnnStructure:
+    ops = [op for op in net.ops() if op.kind != "input"]
     layers: list[Layout] = []
-    perms: dict[str, np.ndarray] = {net.input_name: chw_to_hwc(in_shape)}
+    perms: dict[str, np.ndarray] = {net.input_name: input_layout}
+    lp: dict[str, np.ndarray] = {net.input_name: input_layout}  # graph node -> its stored layout
     alias: dict[str, str] = {net.input_name: net.input_name}  # graph node -> node holding its values
-    flat_of: dict[str, tuple[int, ...]] = {}  # Flatten node -> the (C, H, W) shape it flattened
+
+    def channels_last(node: str, shape: tuple[int, ...], what: str) -> None:
+        if len(shape) != 3 or not np.array_equal(lp[node], chw_to_hwc(shape)):
+            raise UnsupportedError(
+                f"hls4ml CNN backend: {what} reads {node}, which is not stored channels-last"
+            )
+
     for op in ops:
         if op.kind == "add":
             if len(op.inputs) != 2 or any(tuple(net.op(i).shape) != tuple(op.shape) for i in op.inputs):
@@ -225,6 +272,7 @@ def structure(net: Network) -> CnnStructure:
         prev = op.inputs[0]
         ishape = tuple(net.op(prev).shape)
         perms[op.name] = chw_to_hwc(tuple(op.shape))
+        lp[op.name] = perms[op.name]
         alias[op.name] = op.name
         n_layers = len(layers)
         if op.kind == "conv2d":
@@ -232,6 +280,7 @@ def structure(net: Network) -> CnnStructure:
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: grouped/dilated conv")
             if op.attrs.get("kernel_exact") is not None:
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: folded (non-double) kernel")
+            channels_last(prev, ishape, op.describe())
             k = np.asarray(op.attrs["kernel"], dtype=np.float64)
             c_out, c_in, kh, kw = k.shape
             pads = tuple(int(v) for v in op.attrs.get("padding", (0, 0, 0, 0)))
@@ -256,11 +305,13 @@ def structure(net: Network) -> CnnStructure:
                 raise UnsupportedError(
                     f"hls4ml CNN backend: activation {op.attrs.get('fn')} ({op.describe()}) not supported"
                 )
+            lp[op.name] = perms[op.name] = lp[prev]  # elementwise: stored in its input's order
             layers.append(Layout("relu", op.name))
         elif op.kind in ("maxpool", "avgpool"):
             padded = any(int(v) for v in op.attrs.get("padding", ()))
             if padded or tuple(op.attrs.get("dilation", (1, 1))) != (1, 1):
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: padded/dilated pooling")
+            channels_last(prev, ishape, op.describe())
             c = ishape[0]
             table = window_table(
                 tuple(ishape[1:]),
@@ -274,19 +325,25 @@ def structure(net: Network) -> CnnStructure:
             layers.append(Layout(op.kind, op.name, windows=win.reshape(-1, table.shape[1])))
         elif op.kind == "flatten":
             alias[op.name] = src[0]  # io_parallel Reshape/Flatten: an alias of its input array
-            if len(ishape) == 3:
-                flat_of[op.name] = ishape
+            lp[op.name] = lp[prev]  # natural flat order = the input's natural flat order
+            del perms[op.name]
+        elif op.kind == "transpose":
+            alias[op.name] = src[0]  # an index permutation: an alias of the stored array
+            lp[op.name] = transpose_layout(ishape, tuple(int(v) for v in op.attrs["perm"]), lp[prev])
+            del perms[op.name]
         elif op.kind == "affine":
             w = np.asarray(op.attrs["weight"], dtype=np.float64)
             if op.attrs.get("weight_exact") is not None:
                 raise UnsupportedError(f"hls4ml CNN backend: {op.describe()}: folded (non-double) weights")
-            if prev in flat_of:  # columns in (c, h, w) order -> hls4ml's (h, w, c)
-                w = w[:, chw_to_hwc(flat_of[prev])]
-            elif len(ishape) == 3:
-                raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} reads a 3-d tensor")
+            if len(ishape) != 1:
+                raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} reads a {len(ishape)}-d tensor")
+            w = w[:, lp[prev]]  # columns in the natural flat order -> the stored order
             b = np.asarray(op.attrs.get("bias", np.zeros(w.shape[0])), dtype=np.float64)
             layers.append(Layout("dense", op.name, w.copy(), b, n_in=w.shape[1]))
         elif op.kind == "add":
+            if not np.array_equal(lp[op.inputs[0]], lp[op.inputs[1]]):
+                raise UnsupportedError(f"hls4ml CNN backend: {op.describe()} adds tensors in two layouts")
+            lp[op.name] = perms[op.name] = lp[op.inputs[0]]  # elementwise, like its inputs
             layers.append(Layout("add", op.name, n_in=int(np.prod(op.shape))))
         else:
             raise UnsupportedError(
@@ -296,7 +353,7 @@ def structure(net: Network) -> CnnStructure:
             layers[-1].src = src
     if not layers or layers[-1].kind != "dense" or alias.get(ops[-1].name) != layers[-1].node:
         raise UnsupportedError("hls4ml CNN backend: the network must end with a Dense (Gemm/MatMul) layer")
-    return CnnStructure(net, chw_to_hwc(in_shape), layers, perms)
+    return CnnStructure(net, input_layout, layers, perms)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +379,21 @@ def _avg_sum(xw: np.ndarray, x_frac: int, acc_t: HlsType) -> np.ndarray:
     for i in range(q.shape[-1]):
         y = bring_in_range(y + q[..., i], acc_t)
     return y
+
+
+def _tree_sum(q: np.ndarray, acc_t: HlsType) -> np.ndarray:
+    """``reduce<accum_t, N, Op_add>`` of ``nnet_common.h`` over the last axis: N = 1 -> x[0];
+    N = 2 -> x[0] + x[1]; else the first L = 2^floor(log2(N - 1)) values and the other N - L
+    reduced separately and added; every addition is assigned to accum_t (overflow)."""
+    n = q.shape[-1]
+    if n == 1:
+        return q[..., 0]
+    if acc_t.overflow == "WRAP":  # modular: the order does not matter
+        return bring_in_range(q.sum(axis=-1), acc_t)
+    if n == 2:
+        return bring_in_range(q[..., 0] + q[..., 1], acc_t)
+    left = 1 << int(math.floor(math.log2(n - 1)))
+    return bring_in_range(_tree_sum(q[..., :left], acc_t) + _tree_sum(q[..., left:], acc_t), acc_t)
 
 
 def _trunc_div(y: np.ndarray, n: int) -> np.ndarray:
@@ -357,7 +429,10 @@ def simulate_raw(program: CnnProgram, x: np.ndarray) -> tuple[np.ndarray, int]:
             raw = np.where(raw > 0, requantize(raw, frac, st.result_t), 0)
         else:
             xw = raw[:, st.windows]
-            if st.kind == "max":
+            if program.stream:  # nnet_pooling_stream.h: accum_t window, reduce, sum / N
+                q = requantize(xw.astype(object) if raw.dtype == object else xw, frac, st.accum_t)
+                y = q.max(axis=-1) if st.kind == "max" else _trunc_div(_tree_sum(q, st.accum_t), st.size)
+            elif st.kind == "max":
                 y = requantize(xw.max(axis=-1), frac, st.accum_t)
             else:
                 xw = xw.astype(object) if raw.dtype == object else xw
@@ -520,8 +595,9 @@ def _fits(t: HlsType, lo: np.ndarray, hi: np.ndarray) -> bool:
 class CnnWalker:
     """Error/range state of one region through the program's stages (module docstring)."""
 
-    def __init__(self, s: CnnStructure, rr: RegionRanges, input_t: HlsType):
+    def __init__(self, s: CnnStructure, rr: RegionRanges, input_t: HlsType, stream: bool = False):
         self.s, self.rr = s, rr
+        self.stream = stream
         self.over: list[str] = []
         lo = np.asarray(rr.lower, dtype=np.float64)[s.input_perm]
         hi = np.asarray(rr.upper, dtype=np.float64)[s.input_perm]
@@ -663,9 +739,23 @@ class CnnWalker:
         self._avg_sum = (y_lo, y_hi)
         return err, reach
 
+    def pool_inputs(self, st: PoolStage) -> Interval:
+        """Reachable range of the window values once assigned to accum_t (io_stream casts each)."""
+        w = np.unique(st.windows)
+        c_lo, c_hi = _cast_if(st.accum_t, self.cur_t.frac, w.size)
+        lo = down(down(self.r.lo[w] + self.e.lo[w]) + c_lo)
+        if not self.cur_t.signed:  # a value >= 0 stays >= 0 when cast
+            lo = np.maximum(lo, 0.0)
+        return _iv(lo, up(up(self.r.hi[w] + self.e.hi[w]) + c_hi))
+
     def pool(self, st: PoolStage) -> None:
         err, reach = self.pool_accum(st)
         acc_t = st.accum_t
+        if self.stream:  # every window value is cast to accum_t: none may overflow (then the max
+            # of the casts is the cast of the max, and the sums are those analysed below)
+            iv = self.pool_inputs(st)
+            if not _fits(acc_t, iv.lo, iv.hi):
+                self.over.append(f"{st.name}: a pooled window value exceeds {acc_t.to_string()}")
         if st.kind == "max":
             if not _fits(acc_t, reach.lo, reach.hi):
                 self.over.append(f"{st.name}: pooled value exceeds {acc_t.to_string()}")
@@ -711,7 +801,7 @@ def certify(s: CnnStructure, regions: list[RegionRanges], program: CnnProgram) -
     """Certify ``program`` on every region, from scratch."""
     out = []
     for rr in regions:
-        w = CnnWalker(s, rr, program.input_t)
+        w = CnnWalker(s, rr, program.input_t, program.stream)
         for st in program.stages:
             w.step(st, program.input_node)
         out.append(w.certificate())
@@ -759,6 +849,7 @@ def build_program(
     fracs: list[StageFracs],
     quant: str = "TRN",
     unsigned: bool = True,
+    stream: bool = False,
 ) -> tuple[CnnProgram, CnnCertificate]:
     """The program whose integer bits fit every region's certified reachable ranges, certified.
 
@@ -772,7 +863,7 @@ def build_program(
     lo0 = min(float(np.min(r.lower)) for r in regions) - e0
     hi0 = max(float(np.max(r.upper)) for r in regions) + e0
     input_t = _fit(input_frac, quant, lo0, hi0)
-    walkers = [CnnWalker(s, rr, input_t) for rr in regions]
+    walkers = [CnnWalker(s, rr, input_t, stream) for rr in regions]
     stages: list[Stage] = []
     in_node = s.net.input_name
     for ly, fr in zip(s.layers, fracs, strict=True):
@@ -836,6 +927,10 @@ def build_program(
             if kind == "avg":
                 lo = min(lo, min(float(w._avg_sum[0].min()) for w in walkers))
                 hi = max(hi, max(float(w._avg_sum[1].max()) for w in walkers))
+            if stream:  # the window values cast to accum_t (same frac: the ranges do not change)
+                ivs = [w.pool_inputs(st) for w in walkers]
+                lo = min(lo, min(float(iv.lo.min()) for iv in ivs))
+                hi = max(hi, max(float(iv.hi.max()) for iv in ivs))
             u = 2.0**-fr.result
             if unsigned and lo >= 0:
                 st.accum_t = _fit_unsigned(fr.accum, quant, hi)
@@ -848,7 +943,7 @@ def build_program(
         for w in walkers:
             w.end(st)
         stages.append(st)
-    prog = CnnProgram(input_t, s.input_perm, stages, in_node)
+    prog = CnnProgram(input_t, s.input_perm, stages, in_node, stream)
     return prog, CnnCertificate([w.certificate() for w in walkers])
 
 
@@ -912,6 +1007,7 @@ def choose_types(
     quant: str = "TRN",
     headroom: int = 2,
     max_evaluations: int = 800,
+    stream: bool = False,
 ) -> CnnSearchResult:
     """Smallest uniform F certifying ε on every region (no overflow, logits' error <= ε), then from
     F + ``headroom``, a lazy greedy: repeatedly the single-variable decrement with the best cost
@@ -923,7 +1019,7 @@ def choose_types(
     def run(f_in: int, fr: list[StageFracs]) -> tuple[CnnProgram, CnnCertificate, int]:
         nonlocal evals
         evals += 1
-        p, c = build_program(s, regions, f_in, fr, quant)
+        p, c = build_program(s, regions, f_in, fr, quant, stream=stream)
         return p, c, program_cost(p)["cost"]
 
     def good(c: CnnCertificate) -> bool:

@@ -20,11 +20,15 @@ import numpy as np
 
 from ..errors import UnsupportedError, UserError
 from . import project as P
-from .cnn import AddStage, CnnProgram, LinearStage, PoolStage, ReluStage, Stage
+from .cnn import AddStage, CnnProgram, LinearStage, PoolStage, ReluStage, Stage, chw_to_hwc
 from .program import DenseStage
 from .types import HlsType
 
 _SKIP = ("Transpose", "Flatten", "Reshape", "Add")
+# layers hls4ml adds or keeps that only move or copy values: Reshape (Flatten), and in io_stream
+# ZeroPadding2D (nnet_padding_stream.h: the padded conv reads a zero-padded copy) and Clone (a
+# tensor read by two layers: nnet_stream.h clone_stream writes the value to both outputs)
+_COPIES = ("Reshape", "ZeroPadding2D", "Clone")
 
 
 def rewrite_avgpool(model: Any) -> Any:
@@ -66,9 +70,50 @@ def rewrite_avgpool(model: Any) -> Any:
     return model
 
 
+def explicit_defaults(model: Any) -> bool:
+    """Write ONNX's default Conv attributes (``pads`` all 0, ``group`` 1) onto Conv nodes that omit
+    them, and give symbolic batch dimensions the value 1; True if anything changed.
+
+    Same network: these are the values ONNX defines for absent attributes, and the spec's regions
+    are single inputs. qonnx's channels-last Conv requires ``pads`` to be present (a tf2onnx export
+    such as cifar10_small omits it) and its shape inference needs a numeric batch."""
+    from onnx import helper
+
+    changed = False
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        have = {a.name for a in n.attribute}
+        if "pads" not in have:
+            ks = [a for a in n.attribute if a.name == "kernel_shape"]
+            rank = len(ks[0].ints) if ks else 2
+            n.attribute.append(helper.make_attribute("pads", [0] * (2 * rank)))
+            changed = True
+        if "group" not in have:
+            n.attribute.append(helper.make_attribute("group", 1))
+            changed = True
+    for vi in list(model.graph.input) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+            changed = True
+    return changed
+
+
 def cleaned_model(onnx_path: Path) -> Any:
-    m = P.clean_onnx(onnx_path)
-    return rewrite_avgpool(m)
+    """qonnx's clean-up (:func:`.project.clean_onnx`) of the model with explicit default Conv
+    attributes (:func:`explicit_defaults`), then :func:`rewrite_avgpool`."""
+    import tempfile
+
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    if not explicit_defaults(model):
+        return rewrite_avgpool(P.clean_onnx(onnx_path))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(onnx_path).name
+        onnx.save(model, str(path))
+        return rewrite_avgpool(P.clean_onnx(path))
 
 
 def layer_nodes(model: Any) -> list[tuple[str, str]]:
@@ -189,19 +234,27 @@ def read_back(hls_model: Any, program: CnnProgram, model: Any) -> CnnProgram:
     if all_layers[0].class_name != "Input":
         raise UserError(f"hls4ml model starts with {all_layers[0].class_name}, expected Input")
     input_t = HlsType.of_precision(all_layers[0].get_output_variable().type.precision)
-    n_chan = int(program.input_perm.size) != 0 and not np.array_equal(
-        program.input_perm, np.arange(program.input_perm.size)
-    )
     has_tr = len(all_layers) > 1 and all_layers[1].class_name == "Transpose"
-    if n_chan != has_tr:
-        raise UserError("hls4ml's input layout differs from the analysis (input Transpose layer)")
     if has_tr:  # CHW -> HWC permutation of the input values; it must not cast them
-        t_tr = HlsType.of_precision(all_layers[1].get_output_variable().type.precision)
-        if t_tr != input_t or list(all_layers[1].get_attr("perm")) != [1, 2, 0]:
+        tr = all_layers[1]
+        t_tr = HlsType.of_precision(tr.get_output_variable().type.precision)
+        if t_tr != input_t or list(tr.get_attr("perm")) != [1, 2, 0]:
             raise UserError("hls4ml's input Transpose is not the plain CHW -> HWC permutation")
+        shape = tuple(int(v) for v in all_layers[0].get_output_variable().shape)
+        layout = chw_to_hwc(shape)
+    else:  # the values are stored in the input's order
+        layout = np.arange(program.input_perm.size)
+    if not np.array_equal(layout, program.input_perm):
+        raise UserError("hls4ml's input layout differs from the analysis (input Transpose layer)")
     if any(ly.class_name == "Transpose" for ly in all_layers[2:]):
         raise UserError("hls4ml built a Transpose layer inside the network; not modelled")
-    layers = [ly for ly in all_layers if ly.class_name not in ("Reshape", "Transpose")]
+    for ly in all_layers[1:]:
+        if ly.class_name in _COPIES:  # element moves / copies: they must not cast
+            t_in = HlsType.of_precision(ly.get_input_variable().type.precision)
+            outs = [ly.get_output_variable(o) for o in ly.outputs]
+            if any(HlsType.of_precision(v.type.precision) != t_in for v in outs):
+                raise UserError(f"hls4ml's {ly.class_name} layer {ly.name} changes the type of its values")
+    layers = [ly for ly in all_layers if ly.class_name not in ("Transpose", *_COPIES)]
     if len(layers) - 1 != len(program.stages):
         raise UserError(
             f"hls4ml built {[ly.class_name for ly in layers]}, the analysis has {len(program.stages)} stages"
@@ -222,7 +275,11 @@ def read_back(hls_model: Any, program: CnnProgram, model: Any) -> CnnProgram:
             if cls not in want:
                 raise UserError(f"hls4ml layer {ly.name} is {cls}, expected {want}")
             d = st.dense
-            w = np.asarray(ly.weights["weight"].data, dtype=np.float64).reshape(d.n_in, d.n_out).T
+            w = np.asarray(ly.weights["weight"].data, dtype=np.float64)
+            if ly.get_attr("_weights_transposed", False):  # Resource: (F, H, W, C) / (n_out, n_in)
+                w = w.reshape(d.n_out, d.n_in)
+            else:  # (H, W, C, F) / (n_in, n_out)
+                w = w.reshape(d.n_in, d.n_out).T
             b = np.asarray(ly.weights["bias"].data, dtype=np.float64).reshape(-1)
             if not (np.array_equal(w, d.weight) and np.array_equal(b, d.bias)):
                 raise UserError(f"hls4ml layer {ly.name}: its weights differ from the analysed network's")
@@ -258,4 +315,4 @@ def read_back(hls_model: Any, program: CnnProgram, model: Any) -> CnnProgram:
                     st.src,
                 )
             )
-    return CnnProgram(input_t, program.input_perm, stages, program.input_node)
+    return CnnProgram(input_t, program.input_perm, stages, program.input_node, program.stream)

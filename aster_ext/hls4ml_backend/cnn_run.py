@@ -75,9 +75,14 @@ def analyse_cnn(
 
 
 def check_options(opts: Any) -> None:
-    if opts.io_type != "io_parallel" or opts.strategy != "Latency":
+    """io_parallel and io_stream, Latency and Resource. Resource performs the same products, bias
+    cast, accum_t additions and result cast as Latency (``nnet_conv2d_resource.h``,
+    ``nnet_dense_resource.h``) in another order when ReuseFactor > 1: the same bits with WRAP
+    accumulators (modular), and certified SAT ones cannot saturate; io_stream: see
+    :class:`.cnn.CnnProgram` ``stream``."""
+    if opts.io_type not in ("io_parallel", "io_stream") or opts.strategy not in ("Latency", "Resource"):
         raise UserError(
-            f"--backend hls4ml for CNNs models io_parallel with the Latency strategy only "
+            f"--backend hls4ml for CNNs models io_parallel/io_stream with the Latency/Resource strategy "
             f"(got {opts.io_type}, {opts.strategy})"
         )
 
@@ -114,7 +119,7 @@ def quantize_hls4ml_cnn(
     model_path = Path(model_path)
     net, s, regions, timings = analyse_cnn(model_path, opts.spec_path)
     t = time.perf_counter()
-    res = C.choose_types(s, regions, opts.error)
+    res = C.choose_types(s, regions, opts.error, stream=opts.io_type == "io_stream")
     timings["certify_s"] = time.perf_counter() - t
     if progress:
         progress(
@@ -194,7 +199,9 @@ def types_json(program: C.CnnProgram) -> list[dict[str, Any]]:
     return out
 
 
-def program_from_types(s: C.CnnStructure, types: list[dict[str, Any]]) -> C.CnnProgram:
+def program_from_types(
+    s: C.CnnStructure, types: list[dict[str, Any]], stream: bool = False
+) -> C.CnnProgram:
     """Rebuild the program from report.json's types (matched to the layers by name, in the
     report's order) and the network's real parameters."""
     by_node = {ly.node: ly for ly in s.layers}
@@ -231,7 +238,7 @@ def program_from_types(s: C.CnnStructure, types: list[dict[str, Any]]) -> C.CnnP
             stages.append(
                 C.PoolStage(ly.node, ly.node, kind, ly.windows, HlsType.parse(d["accum"]), res_t, ly.src)
             )
-    return C.CnnProgram(HlsType.parse(types[0]["result"]), s.input_perm, stages, s.net.input_name)
+    return C.CnnProgram(HlsType.parse(types[0]["result"]), s.input_perm, stages, s.net.input_name, stream)
 
 
 def _report(
@@ -354,7 +361,7 @@ def verify_cnn_dir(
         raise UserError(f"{out_dir}: {model_path} changed since it was quantised (sha256 differs)")
     spec_path = Path(report["spec_path"]) if report.get("spec_path") else None
     net, s, regions, _ = analyse_cnn(model_path, spec_path)
-    program = program_from_types(s, report["types"])
+    program = program_from_types(s, report["types"], report.get("io_type") == "io_stream")
     cert = C.certify(s, regions, program)
     bound = np.asarray(report["certified_per_output"], dtype=np.float64)
     if not cert.ok or np.any(cert.bound > bound * (1 + 1e-9)):

@@ -18,6 +18,28 @@ from .types import as_values, bring_in_range, from_doubles, requantize
 _BATCH = 256
 
 
+def _split_bits(x: np.ndarray, st: DenseStage, k: int) -> int:
+    """m for :func:`_split_product` (0: not applicable): the products x·w need more than 60 bits but
+    are quantised by k >= 1 bits; w = w_h·2^m + w_l (0 <= w_l < 2^m) keeps x·w_h and x·w_l within
+    61 bits, with m <= k (TRN) or m <= k - 1 (RND)."""
+    bx = max(int(np.max(np.abs(x), initial=0)).bit_length(), 1)
+    bw = max(int(np.max(np.abs(st.weight_raw), initial=0)).bit_length(), 1) + 1
+    m = min(k - (st.accum_t.quant == "RND"), 61 - bx)
+    return m if k >= 1 and m >= 1 and bx + bw - m <= 61 else 0
+
+
+def _split_product(xb: np.ndarray, w: np.ndarray, m: int, k: int, quant: str) -> np.ndarray:
+    """Q(x·w) on int64 for products wider than int64: with w = w_h·2^m + w_l, A = x·w_h,
+    B = x·w_l, x·w = A·2^m + B, and for TRN floor(x·w / 2^k) = (A + (B >> m)) >> (k - m) (floor of a
+    floor: A is an integer); RND adds 2^(k-1) = 2^(k-1-m)·2^m to A first (m <= k - 1)."""
+    wh, wl = w >> m, w & ((1 << m) - 1)
+    a = xb[:, None, :] * wh[None, :, :]
+    b = xb[:, None, :] * wl[None, :, :]
+    if quant == "RND":
+        a = a + (1 << (k - 1 - m))
+    return (a + (b >> m)) >> (k - m)
+
+
 def _dense(x: np.ndarray, x_frac: int, st: DenseStage) -> np.ndarray:
     acc_t = st.accum_t
     prod_frac = x_frac + st.weight_t.frac
@@ -25,16 +47,21 @@ def _dense(x: np.ndarray, x_frac: int, st: DenseStage) -> np.ndarray:
         int(np.max(np.abs(st.weight_raw), initial=0)).bit_length(), 1
     )
     shift_up = max(acc_t.frac - prod_frac, 0)
-    small = bits + shift_up <= 60 and acc_t.width + int(np.ceil(np.log2(st.n_in + 2))) <= 60
-    dt = np.int64 if small else object
+    acc_fits = acc_t.width + int(np.ceil(np.log2(st.n_in + 2))) <= 60
+    small = bits + shift_up <= 60 and acc_fits
+    split = 0 if small or not acc_fits else _split_bits(x, st, prod_frac - acc_t.frac)
+    dt = np.int64 if small or split else object
     w = st.weight_raw.astype(dt)
     xs = x.astype(dt)
     bias = requantize(st.bias_raw.astype(dt), st.bias_t.frac, acc_t)
     out = np.empty((x.shape[0], st.n_out), dtype=dt)
     for s in range(0, x.shape[0], _BATCH):
         xb = xs[s : s + _BATCH]
-        prod = xb[:, None, :] * w[None, :, :]  # [b, n_out, n_in] at prod_frac
-        prod = requantize(prod, prod_frac, acc_t)
+        if split:  # products too wide for int64, quantised by k = prod_frac - F_acc bits
+            prod = bring_in_range(_split_product(xb, w, split, prod_frac - acc_t.frac, acc_t.quant), acc_t)
+        else:
+            prod = xb[:, None, :] * w[None, :, :]  # [b, n_out, n_in] at prod_frac
+            prod = requantize(prod, prod_frac, acc_t)
         if acc_t.overflow == "WRAP":
             acc = bring_in_range(prod.sum(axis=2) + bias[None, :], acc_t)
         else:

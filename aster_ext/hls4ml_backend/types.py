@@ -128,6 +128,8 @@ def bring_in_range(raw: np.ndarray, t: HlsType) -> np.ndarray:
     if t.overflow == "SAT":
         return np.minimum(np.maximum(raw, t.raw_min), t.raw_max)
     mod = 1 << t.width
+    if raw.dtype != object and raw.size and raw.min() >= t.raw_min and raw.max() <= t.raw_max:
+        return raw  # already in range: wrapping is the identity (two passes instead of a modulo)
     if raw.dtype == object:
         out = (raw - t.raw_min) % mod + t.raw_min
     else:

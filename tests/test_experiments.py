@@ -489,6 +489,8 @@ def test_reproduce_records_failed_steps_and_keeps_older_entries(
         rep.reproduce(results, tmp_path / "work", True, 1, None, progress=False)
     m = json.loads((results / "MANIFEST.json").read_text())
     assert m["tables"]["good.md"]["wall_s"] == 0.5 and len(m["tables"]["good.md"]["commit"]) == 40
+    good_entry = m["tables"]["good.md"]
+    assert good_entry["step"] == "good" and good_entry["step_cpu_s"] >= 0 and good_entry["step_wall_s"] >= 0
     assert "broken table" in m["tables"]["bad.md"]["error"] and "broken table" in m["failed"]["bad"]
     kept = {"wall_s": 9, "date_utc": older["date_utc"], "commit": "c0ffee", "dirty": None}
     assert m["tables"]["old.md"] == kept

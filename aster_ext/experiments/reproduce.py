@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import json
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -126,6 +127,7 @@ def reproduce(
     def do(step: str, step_run: _Run) -> None:
         nonlocal manifest
         t0 = time.perf_counter()
+        c0 = _cpu_s()
         try:
             entries = STEPS[step](step_run)
         except Exception as exc:  # recorded, the other tables still run
@@ -134,6 +136,15 @@ def reproduce(
                 entries = {f"{step}.md": {"error": failed[step], "wall_s": time.perf_counter() - t0}}
         with lock:
             stamp = {"date_utc": _now(), "commit": code["commit"], "dirty": code["dirty"]}
+            # the step's own wall and CPU time (this process + its finished children; steps that ran
+            # beside it in other threads are counted in it too) and the load when it ended
+            stamp |= {
+                "step": step,
+                "step_wall_s": time.perf_counter() - t0,
+                "step_cpu_s": _cpu_s() - c0,
+                "load_avg_end": _load_avg(),
+                "concurrent": len(background) > 0,
+            }
             for name, entry in entries.items():
                 run.tables[name] = {**entry, **stamp}
             kept = {k: v for k, v in old.items() if k not in run.tables}
@@ -364,6 +375,22 @@ def _previous_tables(path: Path) -> dict[str, dict[str, Any]]:
         return {}
     stamp = {"date_utc": old.get("date_utc"), "commit": old.get("commit"), "dirty": old.get("dirty")}
     return {k: {**stamp, **v} for k, v in old.get("tables", {}).items() if "error" not in v}
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process and of its children that have been waited for
+    (the cells' and g++'s processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_avg() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the platform has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _now() -> str:

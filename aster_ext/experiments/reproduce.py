@@ -52,7 +52,7 @@ from .cell import ROW_FIELDS
 from .figures import write_figures
 from .grid import DEFAULT_VERIFY, VARIANTS, Grid
 from .manifest import build_manifest, git_commit
-from .runner import run_sweep
+from .runner import children_cpu_s, run_sweep
 from .store import ResultStore, row_key
 from .tables import read_reference, write_modes, write_reproduction, write_violations
 from .tasks import TableRun
@@ -378,11 +378,11 @@ def _previous_tables(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def _cpu_s() -> float:
-    """User + system CPU seconds of this process and of its children that have been waited for
-    (the cells' and g++'s processes)."""
+    """User + system CPU seconds of this process, of its waited-for children, and of the cells'
+    child processes (with their g++ runs) that reported back (``runner.children_cpu_s``)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + children_cpu_s()
 
 
 def _load_avg() -> list[float] | None:

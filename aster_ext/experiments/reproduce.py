@@ -40,6 +40,7 @@ from typing import Any
 from ..errors import UserError
 from . import (
     activations_e2e,
+    analysis_cache,
     aster_lp_match,
     cpp_check,
     nonlinear,
@@ -118,6 +119,31 @@ def reproduce(
         raise UserError(f"unknown tables {sorted(unknown)} (choose from {', '.join(STEPS)})")
     results.mkdir(parents=True, exist_ok=True)
     code = git_commit(Path(__file__).resolve().parents[2])  # the code the cells run, taken at the start
+    # the sweep cells share their analyses with tightness_breakdown and cpp_check (analysis_cache;
+    # set before the first cell starts the fork server, whose children inherit it)
+    previous_cache = os.environ.get(analysis_cache.ENV)
+    os.environ[analysis_cache.ENV] = str((work / "analysis-cache").resolve())
+    try:
+        return _reproduce(results, work, quick, workers, ray_address, progress, tables, chosen, code)
+    finally:
+        if previous_cache is None:
+            os.environ.pop(analysis_cache.ENV, None)
+        else:
+            os.environ[analysis_cache.ENV] = previous_cache
+
+
+def _reproduce(
+    results: Path,
+    work: Path,
+    quick: bool,
+    workers: int,
+    ray_address: str | None,
+    progress: bool,
+    tables: tuple[str, ...] | None,
+    chosen: list[str],
+    code: dict[str, Any],
+) -> dict[str, Any]:
+    """``reproduce`` once its arguments are checked and the analysis cache is set."""
     run = _Run(results, work, quick, workers, ray_address, progress, code)
     old = _previous_tables(results / "MANIFEST.json")
     failed: dict[str, str] = {}

@@ -37,7 +37,7 @@ def check_one(model_path: str, mode: str) -> dict[str, Any]:
     from ..codegen.layout import layer_layouts
     from ..pipeline import QuantizeOptions
     from ..verify_dir import cpp_matches_simulator
-    from .analysis_cache import analyse_cached
+    from .analysis_cache import analyse_cached, cache_dir
 
     t0 = time.perf_counter()
     row: dict[str, Any] = {}
@@ -55,7 +55,9 @@ def check_one(model_path: str, mode: str) -> dict[str, Any]:
         generate_hls(got.program, out)
         lo, hi = np.asarray(got.input_lower), np.asarray(got.input_upper)
         try:
-            same, n = cpp_matches_simulator(got.program, out, lo, hi, 0, n=INPUTS)
+            # in a reproduce run every program's units share one precompiled ap_fixed.h
+            pch = None if cache_dir() is None else cache_dir() / "pch"
+            same, n = cpp_matches_simulator(got.program, out, lo, hi, 0, n=INPUTS, pch_dir=pch)
             row.update(status="ok", bit_exact=same, inputs=n, note="")
         except Exception as exc:  # a compile failure is a finding, reported in the table
             row.update(status="compile-error", note=f"{type(exc).__name__}: {exc}"[:160])

@@ -491,6 +491,8 @@ def test_reproduce_records_failed_steps_and_keeps_older_entries(
     assert m["tables"]["good.md"]["wall_s"] == 0.5 and len(m["tables"]["good.md"]["commit"]) == 40
     good_entry = m["tables"]["good.md"]
     assert good_entry["step"] == "good" and good_entry["step_cpu_s"] >= 0 and good_entry["step_wall_s"] >= 0
+    summary = rep.step_times(m, 2)
+    assert [ln.split()[0] for ln in summary[1:]] == ["good", "bad", "sum"]  # a failed step took time too
     assert "broken table" in m["tables"]["bad.md"]["error"] and "broken table" in m["failed"]["bad"]
     kept = {"wall_s": 9, "date_utc": older["date_utc"], "commit": "c0ffee", "dirty": None}
     assert m["tables"]["old.md"] == kept

@@ -470,7 +470,33 @@ def run(args: argparse.Namespace) -> int:
         f"reproduce: {len(m['tables'])} tables/figure sets in {results} from {work / 'results.csv'} "
         f"in {(time.perf_counter() - t0) / 60:.1f} min; manifest {results / 'MANIFEST.json'}"
     )
+    print("\n".join(step_times(m, args.workers)))
     return 0
+
+
+def step_times(manifest: dict[str, Any], workers: int) -> list[str]:
+    """One line per step of ``manifest`` that recorded its times (wall, CPU, load at its end), and the
+    sums: CPU / ``workers`` is what the steps would take on ``workers`` otherwise idle cores, were
+    every core busy throughout (a lower bound: the tail of each step leaves cores idle)."""
+    steps: dict[str, dict[str, Any]] = {}
+    for entry in manifest.get("tables", {}).values():
+        if "step" in entry and "step_cpu_s" in entry:
+            steps.setdefault(entry["step"], entry)
+    if not steps:
+        return []
+    lines = [f"{'step':<22} {'wall s':>8} {'CPU s':>8}  load (1/5/15 min) at its end; commit"]
+    for name, e in steps.items():
+        load = "/".join(f"{v:g}" for v in e.get("load_avg_end") or [])
+        lines.append(
+            f"{name:<22} {e['step_wall_s']:8.0f} {e['step_cpu_s']:8.0f}  {load}; {str(e.get('commit'))[:8]}"
+        )
+    wall = sum(e["step_wall_s"] for e in steps.values())
+    cpu = sum(e["step_cpu_s"] for e in steps.values())
+    lines.append(
+        f"{'sum':<22} {wall:8.0f} {cpu:8.0f}  "
+        f"(CPU / {workers} = {cpu / workers / 60:.1f} min on {workers} idle cores)"
+    )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -220,8 +220,10 @@ def cpp_matches_simulator(
     seed: int,
     progress: Callable[[str], None] | None = None,
     n: int = 200,
+    pch_dir: Path | None = None,
 ) -> tuple[bool, int]:
-    """Compile the emitted C++ with a harness and compare raw outputs with the simulator."""
+    """Compile the emitted C++ with a harness and compare raw outputs with the simulator
+    (``pch_dir``: where a precompiled ap_fixed.h is kept, see ``codegen.compile.compile_harness``)."""
     from .codegen.compile import compile_harness, run_harness
     from .codegen.hls import c_identifier, generate_harness
 
@@ -238,7 +240,9 @@ def cpp_matches_simulator(
         harness = generate_harness(program, tmp_path)
         cpp = out_dir / f"{c_identifier(program.name)}.cpp"
         with phase(progress, "verify: compiling the generated C++ with g++ (ap_types)"):
-            binary = compile_harness([cpp, harness], tmp_path / "harness", include_dirs=[out_dir])
+            binary = compile_harness(
+                [cpp, harness], tmp_path / "harness", include_dirs=[out_dir], pch_dir=pch_dir
+            )
         with phase(progress, f"verify: running the C++ on {len(x_raw)} inputs"):
             y_cpp = run_harness(binary, x_raw)
     same = bool(np.array_equal(np.asarray(y_cpp, dtype=object), np.asarray(y_sim, dtype=object)))

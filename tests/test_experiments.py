@@ -489,6 +489,10 @@ def test_reproduce_records_failed_steps_and_keeps_older_entries(
         rep.reproduce(results, tmp_path / "work", True, 1, None, progress=False)
     m = json.loads((results / "MANIFEST.json").read_text())
     assert m["tables"]["good.md"]["wall_s"] == 0.5 and len(m["tables"]["good.md"]["commit"]) == 40
+    good_entry = m["tables"]["good.md"]
+    assert good_entry["step"] == "good" and good_entry["step_cpu_s"] >= 0 and good_entry["step_wall_s"] >= 0
+    summary = rep.step_times(m, 2)
+    assert [ln.split()[0] for ln in summary[1:]] == ["good", "bad", "sum"]  # a failed step took time too
     assert "broken table" in m["tables"]["bad.md"]["error"] and "broken table" in m["failed"]["bad"]
     kept = {"wall_s": 9, "date_utc": older["date_utc"], "commit": "c0ffee", "dirty": None}
     assert m["tables"]["old.md"] == kept
@@ -645,3 +649,22 @@ def test_timing_sums_cell_times_and_lists_logged_runs(tmp_path: Path) -> None:
     assert "2 cells; quantize 32 s (HiGHS 21 s), verify 28 s; sum 1.0 min, /2 workers = 0.5 min" in lines[0]
     assert any("m 1e-05 A refined full ok: 30.0 / 20.0 / 24.0" in ln for ln in lines)
     assert lines[-1].startswith("run modes") and "2 rows in 2.0 min wall" in lines[-1]
+
+
+def busy_task(x: float) -> dict[str, Any]:
+    """A stand-in cell that burns about ``x`` s of CPU in the child."""
+    t0 = time.process_time()
+    while time.process_time() - t0 < x:
+        pass
+    return {"status": "ok", "x": x}
+
+
+def test_children_report_their_cpu_time_to_the_driver() -> None:
+    """The manifest's per-step CPU time counts the cells' child processes (forkserver children are
+    not the driver's, so getrusage(RUSAGE_CHILDREN) alone would miss them)."""
+    from aster_ext.experiments.runner import children_cpu_s, run_limited
+
+    before = children_cpu_s()
+    row = run_limited(0.3, 60, busy_task, lambda x: {"x": x})
+    assert row == {"status": "ok", "x": 0.3}
+    assert 0.3 <= children_cpu_s() - before < 5

@@ -6,6 +6,7 @@ located with ``importlib.util.find_spec`` and never imported.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -64,10 +65,14 @@ def compile_harness(
     include_dirs: Sequence[Path] = (),
     jobs: int | None = None,
     extra_flags: Sequence[str] = (),
+    pch_dir: Path | None = None,
 ) -> Path:
     """Compile ``cpp_files`` (each its own translation unit, in parallel) and link ``out_binary``.
 
     Include path: the ap_types headers, the folder of every source file, then ``include_dirs``.
+    With ``pch_dir`` every unit is compiled with ``ap_fixed.h`` precompiled (``precompiled_ap_fixed``,
+    built once per compiler, flags and header contents): the same code with the same types (g++
+    emits the same object code) without parsing the ap_types headers once per unit.
     """
     cxx = find_cxx()
     ap = find_ap_types()
@@ -77,6 +82,9 @@ def compile_harness(
         if d not in incs:
             incs.append(d)
     flags = [CXX_STD, opt, "-Wno-unknown-pragmas", *extra_flags, *(f"-I{d}" for d in incs)]
+    if pch_dir is not None:
+        header = precompiled_ap_fixed(Path(pch_dir), cxx, [CXX_STD, opt, *extra_flags], ap)
+        flags += ["-Winvalid-pch", "-include", str(header)]
     out_binary = Path(out_binary)
     out_binary.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="aster-ext-obj-", dir=out_binary.parent) as tmp:
@@ -88,6 +96,37 @@ def compile_harness(
                 fut.result()
         _run([cxx, *(str(o) for o in objs), "-o", str(out_binary)])
     return out_binary
+
+
+def precompiled_ap_fixed(folder: Path, cxx: str, flags: Sequence[str], ap: Path) -> Path:
+    """``folder/<key>/ap_fixed.h`` (a link to the real header) beside its precompiled
+    ``ap_fixed.h.gch``; ``<key>``: SHA-256 of the compiler's version text and path, the flags and the
+    name and bytes of every file of the ap_types folder, so another compiler, other flags or other
+    headers never use it. Built on first use (atomically: concurrent builders keep the first).
+    ``-include`` of the returned path reads the .gch; were it unusable, g++ reads the linked header
+    (``-Winvalid-pch`` says so), so the code compiled is the same either way."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    h = hashlib.sha256(f"{cxx}\0{version}\0{' '.join(flags)}\0".encode())
+    for f in sorted(p for p in ap.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(ap)).encode() + b"\0" + f.read_bytes())
+    target = Path(folder) / h.hexdigest()[:24]
+    header = target / "ap_fixed.h"
+    if (target / "ap_fixed.h.gch").is_file():
+        return header
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=".pch-", dir=folder))
+    try:
+        (build / "ap_fixed.h").symlink_to(ap / "ap_fixed.h")
+        _run([cxx, *flags, "-Wno-unknown-pragmas", f"-I{ap}", "-x", "c++-header", str(ap / "ap_fixed.h"),
+              "-o", str(build / "ap_fixed.h.gch")])  # fmt: skip
+        try:
+            build.rename(target)
+        except OSError:  # another process built it meanwhile: keep theirs
+            pass
+    finally:
+        if build.exists():
+            shutil.rmtree(build)
+    return header
 
 
 def run_harness(

@@ -102,6 +102,7 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
         row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
         if exc.smallest_error is not None:
             row["smallest_eps"] = float(exc.smallest_error)
+        _share(cell, opts, None, str(exc), exc.smallest_error)
         return _add_size(row, cell.model_path)
     except UserError as exc:
         row.update(status="error", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
@@ -112,6 +113,7 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
         )
         return _add_size(row, cell.model_path)
     row["time_s"] = time.perf_counter() - t0
+    _share(cell, opts, res)
     row.update(layers_size(res.layers))
     r = res.report
     cost = r["cost"]
@@ -130,6 +132,30 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     )
     per_output = np.asarray(r["certified_error_per_output"], dtype=np.float64)
     return _verify(cell, row, res.program, res.layers, res.spec, per_output, bool(r["input_on_grid"]))
+
+
+#: cells whose analysis a reproduce run shares with its other tables (``analysis_cache``): the
+#: tightness_breakdown and cpp_check tables ask for ε >= 1e-3 only
+SHARE_MIN_EPS = 1e-3
+
+
+def _share(cell: Cell, opts: Any, res: Any, infeasible: str | None = None, smallest: float | None = None
+           ) -> None:  # fmt: skip
+    """Store the cell's analysis for the other tables of a reproduce run (no-op outside one); a
+    failure to store never changes the cell's row."""
+    from . import analysis_cache as ac
+
+    if ac.cache_dir() is None or cell.eps < SHARE_MIN_EPS:
+        return
+    try:
+        if res is None:
+            got = ac.Analysis(None, None, None, None, None, infeasible, smallest)
+        else:
+            spec = res.spec
+            got = ac.Analysis(res.layers, res.program, res.certificate, spec.input_lower, spec.input_upper)
+        ac.store(Path(cell.model_path), opts, got)
+    except Exception:  # the cache is an optimisation only
+        pass
 
 
 def _run_original(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:

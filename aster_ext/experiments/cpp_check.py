@@ -27,33 +27,41 @@ CELL_TIME_LIMIT = 1800.0
 
 
 def check_one(model_path: str, mode: str) -> dict[str, Any]:
-    """Quantise at the first feasible target of TRIES, compile, compare with the simulator."""
+    """Quantise at the first feasible target of TRIES, write the C++, compile, compare with the
+    simulator. The analysis is the modes sweep's when a reproduce run shared it (``analysis_cache``:
+    same model, options and code), else computed here; the C++ is written by ``generate_hls`` from
+    that program, as ``quantize`` writes it."""
     import numpy as np
 
-    from ..errors import UserError
-    from ..pipeline import QuantizeOptions, quantize
+    from ..codegen.hls import generate_hls
+    from ..codegen.layout import layer_layouts
+    from ..pipeline import QuantizeOptions
     from ..verify_dir import cpp_matches_simulator
+    from .analysis_cache import analyse_cached, cache_dir
 
     t0 = time.perf_counter()
     row: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="aster-ext-cppcheck-") as tmp:
         out = Path(tmp) / "out"
         for setting, eps in TRIES:
-            try:
-                res = quantize(Path(model_path), QuantizeOptions(error=eps, mode=mode, setting=setting), out)
+            got = analyse_cached(Path(model_path), QuantizeOptions(error=eps, mode=mode, setting=setting))
+            if got.infeasible is None:
                 break
-            except UserError as exc:
-                row["note"] = str(exc)[:160]
+            row["note"] = got.infeasible[:160]
         else:
             row.update(status="infeasible", time_s=round(time.perf_counter() - t0, 1))
             return row
-        lo, hi = res.spec.input_lower, res.spec.input_upper
+        out.mkdir()
+        generate_hls(got.program, out)
+        lo, hi = np.asarray(got.input_lower), np.asarray(got.input_upper)
         try:
-            same, n = cpp_matches_simulator(res.program, out, np.asarray(lo), np.asarray(hi), 0, n=INPUTS)
+            # in a reproduce run every program's units share one precompiled ap_fixed.h
+            pch = None if cache_dir() is None else cache_dir() / "pch"
+            same, n = cpp_matches_simulator(got.program, out, lo, hi, 0, n=INPUTS, pch_dir=pch)
             row.update(status="ok", bit_exact=same, inputs=n, note="")
         except Exception as exc:  # a compile failure is a finding, reported in the table
             row.update(status="compile-error", note=f"{type(exc).__name__}: {exc}"[:160])
-        row.update(setting=setting, eps=eps, layouts=" ".join(sorted(set(res.report["codegen"]["layouts"]))))
+        row.update(setting=setting, eps=eps, layouts=" ".join(sorted(set(layer_layouts(got.program)))))
     row["time_s"] = round(time.perf_counter() - t0, 1)
     return row
 

@@ -28,6 +28,7 @@ import dataclasses
 import datetime
 import json
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from typing import Any
 from ..errors import UserError
 from . import (
     activations_e2e,
+    analysis_cache,
     aster_lp_match,
     cpp_check,
     nonlinear,
@@ -51,7 +53,7 @@ from .cell import ROW_FIELDS
 from .figures import write_figures
 from .grid import DEFAULT_VERIFY, VARIANTS, Grid
 from .manifest import build_manifest, git_commit
-from .runner import run_sweep
+from .runner import children_cpu_s, run_sweep
 from .store import ResultStore, row_key
 from .tables import read_reference, write_modes, write_reproduction, write_violations
 from .tasks import TableRun
@@ -117,6 +119,31 @@ def reproduce(
         raise UserError(f"unknown tables {sorted(unknown)} (choose from {', '.join(STEPS)})")
     results.mkdir(parents=True, exist_ok=True)
     code = git_commit(Path(__file__).resolve().parents[2])  # the code the cells run, taken at the start
+    # the sweep cells share their analyses with tightness_breakdown and cpp_check (analysis_cache;
+    # set before the first cell starts the fork server, whose children inherit it)
+    previous_cache = os.environ.get(analysis_cache.ENV)
+    os.environ[analysis_cache.ENV] = str((work / "analysis-cache").resolve())
+    try:
+        return _reproduce(results, work, quick, workers, ray_address, progress, tables, chosen, code)
+    finally:
+        if previous_cache is None:
+            os.environ.pop(analysis_cache.ENV, None)
+        else:
+            os.environ[analysis_cache.ENV] = previous_cache
+
+
+def _reproduce(
+    results: Path,
+    work: Path,
+    quick: bool,
+    workers: int,
+    ray_address: str | None,
+    progress: bool,
+    tables: tuple[str, ...] | None,
+    chosen: list[str],
+    code: dict[str, Any],
+) -> dict[str, Any]:
+    """``reproduce`` once its arguments are checked and the analysis cache is set."""
     run = _Run(results, work, quick, workers, ray_address, progress, code)
     old = _previous_tables(results / "MANIFEST.json")
     failed: dict[str, str] = {}
@@ -126,6 +153,7 @@ def reproduce(
     def do(step: str, step_run: _Run) -> None:
         nonlocal manifest
         t0 = time.perf_counter()
+        c0 = _cpu_s()
         try:
             entries = STEPS[step](step_run)
         except Exception as exc:  # recorded, the other tables still run
@@ -134,6 +162,15 @@ def reproduce(
                 entries = {f"{step}.md": {"error": failed[step], "wall_s": time.perf_counter() - t0}}
         with lock:
             stamp = {"date_utc": _now(), "commit": code["commit"], "dirty": code["dirty"]}
+            # the step's own wall and CPU time (this process + its finished children; steps that ran
+            # beside it in other threads are counted in it too) and the load when it ended
+            stamp |= {
+                "step": step,
+                "step_wall_s": time.perf_counter() - t0,
+                "step_cpu_s": _cpu_s() - c0,
+                "load_avg_end": _load_avg(),
+                "concurrent": len(background) > 0,
+            }
             for name, entry in entries.items():
                 run.tables[name] = {**entry, **stamp}
             kept = {k: v for k, v in old.items() if k not in run.tables}
@@ -366,6 +403,22 @@ def _previous_tables(path: Path) -> dict[str, dict[str, Any]]:
     return {k: {**stamp, **v} for k, v in old.get("tables", {}).items() if "error" not in v}
 
 
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process, of its waited-for children, and of the cells'
+    child processes (with their g++ runs) that reported back (``runner.children_cpu_s``)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + children_cpu_s()
+
+
+def _load_avg() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the platform has none)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
@@ -417,7 +470,33 @@ def run(args: argparse.Namespace) -> int:
         f"reproduce: {len(m['tables'])} tables/figure sets in {results} from {work / 'results.csv'} "
         f"in {(time.perf_counter() - t0) / 60:.1f} min; manifest {results / 'MANIFEST.json'}"
     )
+    print("\n".join(step_times(m, args.workers)))
     return 0
+
+
+def step_times(manifest: dict[str, Any], workers: int) -> list[str]:
+    """One line per step of ``manifest`` that recorded its times (wall, CPU, load at its end), and the
+    sums: CPU / ``workers`` is what the steps would take on ``workers`` otherwise idle cores, were
+    every core busy throughout (a lower bound: the tail of each step leaves cores idle)."""
+    steps: dict[str, dict[str, Any]] = {}
+    for entry in manifest.get("tables", {}).values():
+        if "step" in entry and "step_cpu_s" in entry:
+            steps.setdefault(entry["step"], entry)
+    if not steps:
+        return []
+    lines = [f"{'step':<22} {'wall s':>8} {'CPU s':>8}  load (1/5/15 min) at its end; commit"]
+    for name, e in steps.items():
+        load = "/".join(f"{v:g}" for v in e.get("load_avg_end") or [])
+        lines.append(
+            f"{name:<22} {e['step_wall_s']:8.0f} {e['step_cpu_s']:8.0f}  {load}; {str(e.get('commit'))[:8]}"
+        )
+    wall = sum(e["step_wall_s"] for e in steps.values())
+    cpu = sum(e["step_cpu_s"] for e in steps.values())
+    lines.append(
+        f"{'sum':<22} {wall:8.0f} {cpu:8.0f}  "
+        f"(CPU / {workers} = {cpu / workers / 60:.1f} min on {workers} idle cores)"
+    )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

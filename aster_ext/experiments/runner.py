@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import multiprocessing
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -47,8 +48,26 @@ def _child(cell: Any, conn: Any, watch: Any, cell_fn: Callable[[Any], dict[str, 
         os._exit(3)
 
     threading.Thread(target=watchdog, daemon=True).start()
-    conn.send(cell_fn(cell))
+    row = cell_fn(cell)
+    conn.send((row, _own_cpu_s()))
     conn.close()
+
+
+def _own_cpu_s() -> float:
+    """User + system CPU seconds of this process and of its waited-for children (g++, ...)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+_cpu_lock = threading.Lock()
+_child_cpu = [0.0]
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of every child that sent its row to this process so far (``run_limited`` on the
+    local pool; children killed at their time limit or crashed are not counted, nor Ray tasks)."""
+    with _cpu_lock:
+        return _child_cpu[0]
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -84,7 +103,9 @@ def run_limited(item: Any, time_limit: float, fn: Callable[[Any], dict[str, Any]
     try:
         if recv_end.poll(time_limit):
             try:
-                row = recv_end.recv()
+                row, cpu = recv_end.recv()
+                with _cpu_lock:
+                    _child_cpu[0] += cpu
             except EOFError:
                 row = None
         else:

@@ -107,10 +107,10 @@ def make_net(act: str, depth: int, width: int) -> list:
 
 def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     """One grid point (module docstring)."""
+    from aster_ext.aster.settings import SETTINGS
     from aster_ext.codegen.hls import generate_hls
     from aster_ext.cost import program_cost
     from aster_ext.errors import UserError
-    from aster_ext.refined.model import SETTINGS
     from aster_ext.refined.solve import assign_refined, max_len_program
     from aster_ext.verify import VerifyBudget, verify_program
     from aster_ext.verify_dir import cpp_matches_simulator
@@ -167,10 +167,11 @@ def run_neighbours(point: str) -> list[dict]:
     activation layers δ_i / 4 with δ_j x4 (and / 2 with x2); each program is built and certified
     like the search's own (build_program, certify_forms). Row 0 (move "result") is the returned
     program itself; ``cheaper`` = 1 where a move certifies within ε at a lower cost."""
+    from aster_ext.aster.settings import SETTINGS
     from aster_ext.cost import program_cost
     from aster_ext.ranges import ExactParams
     from aster_ext.refined import build_program, certify_forms, symbolic_ranges
-    from aster_ext.refined.model import ROM_WEIGHT, SETTINGS
+    from aster_ext.refined.model import ROM_WEIGHT
     from aster_ext.refined.solve import assign_refined
 
     act, depth, width, eps, setting = point.split(":")
@@ -235,12 +236,12 @@ MNIST_FIELDS = ["network", "box", "eps", "maxlen_bound", "fallback", "certified"
 
 def run_mnist(job: tuple[str, float, float, float, str]) -> dict:
     """One external MNIST network on the full box or sample 0 ± r levels, setting A (same checks)."""
+    from aster_ext.aster.settings import SETTINGS
     from aster_ext.cost import program_cost
     from aster_ext.errors import UserError
     from aster_ext.frontend import load_model
     from aster_ext.ir import dense_chain
     from aster_ext.pipeline import allowed_activations
-    from aster_ext.refined.model import SETTINGS
     from aster_ext.refined.solve import assign_refined, max_len_program
     from aster_ext.spec import load_spec
     from aster_ext.verify import VerifyBudget, verify_program

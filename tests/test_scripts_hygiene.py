@@ -61,3 +61,22 @@ def test_the_checker_finds_each_kind_of_problem() -> None:
 def test_script_uses_only_the_installed_package(path: Path) -> None:
     siblings = {p.stem for p in _script_paths()} - {path.stem}
     assert problems(path.read_text(), siblings) == [], path.name
+
+
+def test_every_results_file_has_a_producer() -> None:
+    """Each table of results/ is rebuilt by a reproduce step or a script step, or is a declared
+    record (so ``reproduce --all`` regenerates every table); every script step's script exists."""
+    from aster_ext.experiments.reproduce import STEP_FILES, STEPS
+    from aster_ext.experiments.script_steps import RECORDS, SCRIPT_STEPS
+
+    assert set(STEP_FILES) == set(STEPS)
+    produced = {f for files in STEP_FILES.values() for f in files}
+    produced |= {f for step in SCRIPT_STEPS.values() for f in step.writes}
+    produced |= set(RECORDS) | {"MANIFEST.json"}
+    results = SCRIPTS.parent / "results"
+    on_disk = {p.name for p in results.iterdir() if p.is_file()}
+    assert on_disk, f"no results in {results}"
+    assert sorted(on_disk - produced) == []
+    assert sorted(produced - on_disk) == []  # a declared file that no longer exists: fix the registry
+    for name, step in SCRIPT_STEPS.items():
+        assert (SCRIPTS / step.script).is_file(), (name, step.script)

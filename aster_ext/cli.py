@@ -286,8 +286,9 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
             "reproduce",
             help="rerun the sweeps and rewrite results/ tables, figures and MANIFEST.json",
             description="Rerun the benchmark sweeps behind results/modes.md and "
-            "results/aster_reproduction.md (--quick: four small benchmarks) and rewrite the tables, "
-            "results/figures/ and results/MANIFEST.json.",
+            "results/aster_reproduction.md and the dense-network tables of their own cells (--quick: "
+            "four small benchmarks), with --all also every table the checkout's scripts write, and "
+            "rewrite the tables, results/figures/ and results/MANIFEST.json.",
         )
     )
 

@@ -285,7 +285,7 @@ def infeasible_hint(exc: InfeasibleError, net: Network, spec: Spec, opts: Quanti
         except UserError:
             layers = []
         if layers and sum(layer.n_out for layer in layers) <= HINT_MAX_NEURONS:
-            from .refined.model import SETTINGS as REFINED_SETTINGS
+            from .aster.settings import SETTINGS as REFINED_SETTINGS
             from .refined.solve import smallest_certifiable
 
             for name, other in REFINED_SETTINGS.items():

@@ -242,7 +242,9 @@ def _sample_box(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, n: int
     return lo + (hi - lo) * rng.random((n, lo.size))
 
 
-def _corners(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, limit: int) -> np.ndarray:
+def box_corners(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, limit: int) -> np.ndarray:
+    """Corners of the box [lo, hi]: all 2^d when d <= 12 and 2^d <= ``limit``, else ``limit``
+    random ones (each coordinate lo or hi with probability 1/2)."""
     d = lo.size
     if d <= 12 and 2**d <= limit:
         bits = ((np.arange(2**d)[:, None] >> np.arange(d)[None, :]) & 1).astype(bool)
@@ -283,7 +285,7 @@ def verify_program(
     base = np.vstack(
         [
             _sample_box(rng, np.zeros_like(lo), np.ones_like(lo), b.samples),
-            _corners(rng, np.zeros_like(lo), np.ones_like(lo), 256),
+            box_corners(rng, np.zeros_like(lo), np.ones_like(lo), 256),
             np.full((1, lo.size), 0.5),
         ]
     )

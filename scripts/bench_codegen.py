@@ -1,6 +1,6 @@
 """Code generation at scale: generation time, .cpp size, g++ compile time and peak memory, bit-exactness.
 
-    python scripts/bench_codegen.py [--label after] [--code-root PATH] [--nets rand784 tansig]
+    python scripts/bench_codegen.py [--label after] [--nets rand784 tansig]
                                     [--opt -O1] [--timeout 1800] [--samples 20] [--no-compile]
 
 Networks (both quantised by the pipeline, refined mode):
@@ -15,9 +15,11 @@ Per network it times ``generate_hls``, measures the emitted ``<net>.cpp``, compi
 harness and compares ``--samples`` random raw inputs with the simulator bit for bit. When the
 generator also writes a testbench (``<net>_tb.cpp``), that is compiled and run too.
 
-``--code-root`` imports ``aster_ext`` from another checkout (e.g. /work/main for the code before
-a change); ``--label`` names the rows. Rows of other labels already in results/codegen.csv are
-kept, so "before" and "after" runs end up in one table (results/codegen.md + .csv).
+To measure another checkout's code (e.g. main before a change), run the script with that
+checkout first on the import path: ``PYTHONPATH=/path/to/checkout python scripts/bench_codegen.py
+--label before`` (the script prints which ``aster_ext`` it imported); ``--label`` names the rows.
+Rows of other labels already in results/codegen.csv are kept, so "before" and "after" runs end up
+in one table (results/codegen.md + .csv).
 Timings are wall-clock on a shared 2-core machine: noisy when other jobs run.
 """
 
@@ -35,8 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
+from aster_ext.experiments.benchmarks import shared_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-EXTERNAL = Path("/work/shared/benchmarks/external")
+EXTERNAL = shared_dir() / "benchmarks" / "external"
 FIELDS = [
     "label",
     "network",
@@ -178,7 +182,8 @@ def write_tables(rows: list[dict[str, object]], opt: str) -> None:
         "# Code generation at scale: C++ size, g++ compile time and memory",
         "",
         "Written by `scripts/bench_codegen.py` (one row per label and network; `before` = the code "
-        "generator of main before the loop emitter, run with `--code-root`). Compile: the network's "
+        "generator of main before the loop emitter, run with that checkout on PYTHONPATH). Compile: the "
+        "network's "
         f"`.cpp` alone, `g++ -std=c++14 {opt} -c` against the hls4ml ap_types headers, under "
         "`/usr/bin/time -v` (wall time, CPU time = user + system, peak resident memory). "
         "bit_exact: the compiled C++ against "
@@ -198,14 +203,12 @@ def write_tables(rows: list[dict[str, object]], opt: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--label", default="after")
-    ap.add_argument("--code-root", type=Path, default=ROOT)
     ap.add_argument("--nets", nargs="*", default=["rand784", "tansig"])
     ap.add_argument("--opt", default="-O1")
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--no-compile", action="store_true", help="only generation time and .cpp size")
     args = ap.parse_args()
-    sys.path.insert(0, str(args.code_root.resolve()))
     mod = importlib.import_module("aster_ext")
     print(f"aster_ext from {mod.__file__}", flush=True)
     rows = [bench_one(n, args.label, args) for n in args.nets]

@@ -31,14 +31,12 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "benchmarks"
 NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small", "cifar_base_kw"]
 FIELDS = [

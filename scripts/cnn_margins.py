@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import os
-import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -29,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the checkout this script belongs to, not another editable install
 SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "benchmarks"
 NETS = [
     "cnn/Convnet_avgpool", "cnn/Convnet_maxpool", "cnn/cifar10_small", "cnn/resnet_2b",

@@ -37,15 +37,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from aster_ext.experiments.benchmarks import shared_dir  # noqa: E402
+from aster_ext.experiments.hls4ml_tables import CNN_NETS, code_version, read_csv  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = (
-    Path("/work/shared/benchmarks")
-    if Path("/work/shared/benchmarks").is_dir()
-    else ROOT.parent / "shared" / "benchmarks"
-)
+SHARED = shared_dir() / "benchmarks"
 WORK = ROOT / "out" / "hls4ml_cnn_compare"
 CSV = ROOT / "results" / "hls4ml_cnn.csv"
-NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small"]
+NETS = CNN_NETS
 FIELDS = [
     "network", "eps0", "regions",
     "default_cost", "default_err", "default_overflow", "default_flips",
@@ -54,14 +53,6 @@ FIELDS = [
     "ours_bit_exact", "ours_violations", "ours_eps0_certified", "ours_eps0_cost", "ratio_vs_auto",
     "ours_certify_s", "samples", "code", "note",
 ]  # fmt: skip
-
-
-def code_version() -> str:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    tree = git("rev-parse", "HEAD:aster_ext/hls4ml_backend")[:10] or "unknown"
-    return tree + ("-dirty" if git("status", "--porcelain", "--", "aster_ext/hls4ml_backend") else "")
 
 
 def run_one(name: str, eps0: float, seed: int = 0) -> dict[str, object]:
@@ -201,82 +192,14 @@ def hls_model_cost(hm) -> int:
     return cost
 
 
-def read_rows() -> list[dict[str, str]]:
-    if not CSV.is_file():
-        return []
-    with open(CSV) as fh:
-        return list(csv.DictReader(fh))
-
-
-def _geo(vals: list[float]) -> float:
-    return float(np.exp(np.mean(np.log(vals)))) if vals else float("nan")
-
-
-def cnn_md_lines() -> list[str]:
-    """The CNN section of results/hls4ml.md (empty without results/hls4ml_cnn.csv)."""
-    rows = read_rows()
-    if not rows:
-        return []
-    ok = [r for r in rows if r.get("ratio_vs_auto") not in (None, "")]
-    lines = [
-        "",
-        "## CNN classifiers (scripts/hls4ml_cnn_compare.py, results/hls4ml_cnn.csv)",
-        "",
-        "CNNs of ../shared/benchmarks/cnn: the MNIST Convnets (Conv2D 2x2x32 + ReLU + 4x4 max/average "
-        "pooling + Dense), resnet_2b (CIFAR-10, 2 residual blocks: padded/strided Conv2D, a 1x1 "
-        "shortcut conv, two merge Adds, Dense 1024-100-10) and cifar10_small (tf2onnx, NHWC input: "
-        "Transpose, 2 strided Conv2D + ReLU, Transpose, Reshape, Dense 576-128-64-10; qonnx removes "
-        "both Transposes, hls4ml takes the NHWC input as is), each on the 5 regions of its spec (L-inf "
-        "boxes with a label); a merge Add costs one result-width adder per element. Every configuration is "
-        "built and compiled by hls4ml 1.3.0 (io_parallel, Latency) and run with `hls_model.predict` on "
-        "the same inputs: per region 60 random points, 20 corners, the centre and an adversarial "
-        "search against ours' certificate. Errors: max over the logits against the real network "
-        "(float64). `ours` certifies ε on the logits over every region and is checked bit for bit "
-        "against our simulator; `top-1` = regions where the certificate proves the label kept on the "
-        "whole box (real margin lower bound > certified margin error) / regions whose real margin lower "
-        "bound is positive (the real network provably robust there) / regions. Cost = bits of the "
-        "multipliers "
-        "(W_x + W_w) and adders (W_acc) hls4ml instantiates: one K·C_out array per Conv2D (the latency "
-        "conv pipelines its pixel loop), n_in·n_out per Dense, S adders per average-pool output; "
-        "max pooling and ReLU are comparisons, not counted. `overflow` = a sound range of the real "
-        "network on a region leaves [-32, 32) or the observed error exceeds 1. hls4ml's default config "
-        "keeps the Dense bias as an ApplyAlpha layer (costed as n multipliers and n adders); 'auto' "
-        "and ours fuse it into the Dense. ε0 = 0.01 on the logits.",
-        "",
-        f"Cost ours / auto (geo-mean over {len(ok)} CNNs), ours at ε = auto's observed error: "
-        f"{_geo([float(r['ratio_vs_auto']) for r in ok]):.3f}; certificate violations by hls4ml's "
-        f"compiled model: {sum(int(r['ours_violations']) for r in ok)}; our simulator bit-exact: "
-        f"{'yes, every run' if all(r['ours_bit_exact'] == 'True' for r in ok) else 'NO'}.",
-        "",
-        "| network | ε0 | default cost | default err | overflow | flips | auto cost | auto err | flips | "
-        "ours ε | certified | top-1 | ours cost | ours err | flips | violations | bit-exact | ours/auto | "
-        "ours@ε0 (certified) | certify s | inputs | code |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if r.get("ratio_vs_auto") in (None, ""):
-            lines.append(f"| {r['network']} | {r['eps0']} | failed: {r.get('note', '')} |" + " |" * 18)
-            continue
-        lines.append(
-            f"| {r['network']} | {r['eps0']} | {r['default_cost']} | {r['default_err']} | "
-            f"{r['default_overflow']} | {r['default_flips']} | {r['auto_cost']} | {r['auto_err']} | "
-            f"{r['auto_flips']} | {r['ours_eps']} | {r['ours_certified']} | {r['ours_top1_regions']} | "
-            f"{r['ours_cost']} | {r['ours_err']} | {r['ours_flips']} | {r['ours_violations']} | "
-            f"{r['ours_bit_exact']} | {r['ratio_vs_auto']} | {r['ours_eps0_cost']} "
-            f"({r['ours_eps0_certified']}) | {r['ours_certify_s']} | {r['samples']} | {r.get('code', '')} |"
-        )
-    from hls4ml_cnn_modes import md_lines  # io types / strategies and timing (scripts/hls4ml_cnn_modes.py)
-
-    return lines + md_lines()
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--eps", type=float, default=0.01)
     args = ap.parse_args()
-    rows = read_rows()
-    code = code_version()
+    rows = read_csv(CSV)
+    code = code_version(ROOT)
     for name in NETS:
         if args.only and name not in args.only:
             continue

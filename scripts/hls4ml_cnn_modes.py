@@ -23,7 +23,6 @@ Usage: python scripts/hls4ml_cnn_modes.py {modes,time} [--only NAME ...] [--eps 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -37,11 +36,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from aster_ext.experiments.benchmarks import shared_dir  # noqa: E402
+from aster_ext.experiments.hls4ml_tables import (  # noqa: E402
+    CNN_NETS as NETS,
+)
+from aster_ext.experiments.hls4ml_tables import (
+    TIME_FIELDS,
+    code_version,
+    read_csv,
+    write_csv,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from hls4ml_cnn_compare import NETS, SHARED, code_version  # noqa: E402
 
 WORK = ROOT / "out" / "hls4ml_cnn_modes"
+SHARED = shared_dir() / "benchmarks"
 MODES_CSV = ROOT / "results" / "hls4ml_cnn_modes.csv"
 TIME_CSV = ROOT / "results" / "hls4ml_cnn_time.csv"
 MODES = [
@@ -53,10 +62,6 @@ MODES = [
 MODE_FIELDS = [
     "network", "io_type", "strategy", "eps", "certified", "cost", "max_err", "bit_exact", "mismatches",
     "violations", "samples", "certify_s", "convert_s", "compile_s", "code", "note",
-]  # fmt: skip
-TIME_FIELDS = [
-    "network", "eps", "hls4ml_total_s", "hls4ml_convert_compile_s", "hls4ml_s", "hls4ml_certify_s",
-    "hls4ml_certified", "own_s", "own_ok", "own_certified", "ratio", "code", "note",
 ]  # fmt: skip
 
 
@@ -155,84 +160,6 @@ def run_time(name: str, eps: float, timeout: float) -> dict[str, object]:
     return row
 
 
-def _read(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with open(path) as fh:
-        return list(csv.DictReader(fh))
-
-
-def _write(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-
-
-def md_lines() -> list[str]:
-    """The io-type/strategy and timing parts of the CNN section of results/hls4ml.md."""
-    lines: list[str] = []
-    modes = _read(MODES_CSV)
-    if modes:
-        ok = [r for r in modes if r.get("bit_exact") in ("True", "False")]
-        lines += [
-            "",
-            "### io types and strategies (scripts/hls4ml_cnn_modes.py modes, results/hls4ml_cnn_modes.csv)",
-            "",
-            "`quantize --backend hls4ml --error ε` with each io type / strategy (ReuseFactor 1); hls4ml's "
-            "compiled model on per region 40 random points, 10 corners, the centre and an adversarial search "
-            "against the certificate. io_stream pools differently (every window value cast to accum_t "
-            "first), so its certified types can differ; the cost column uses the io_parallel cost rule for "
-            "every mode (it does not model stream buffers or the Resource reuse).",
-            "",
-            f"Runs: {len(ok)}; bit-exact: {sum(r['bit_exact'] == 'True' for r in ok)}; certificate "
-            f"violations: {sum(int(r['violations']) for r in ok)}.",
-            "",
-            "| network | io type | strategy | ε | certified | cost | max err | bit-exact | violations | "
-            "inputs | "
-            "certify s | hls4ml convert s | compile s | code |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in modes:
-            if r.get("bit_exact") not in ("True", "False"):
-                head = f"| {r['network']} | {r['io_type']} | {r['strategy']} | "
-                lines.append(head + f"failed: {r.get('note', '')} |"
-                             + " |" * 10)  # fmt: skip
-                continue
-            lines.append(
-                f"| {r['network']} | {r['io_type']} | {r['strategy']} | {r['eps']} | {r['certified']} | "
-                f"{r['cost']} | {r['max_err']} | {r['bit_exact']} | {r['violations']} | {r['samples']} | "
-                f"{r['certify_s']} | "
-                f"{r['convert_s']} | {r['compile_s']} | {r.get('code', '')} |"
-            )
-    times = _read(TIME_CSV)
-    if times:
-        rat = [float(r["ratio"]) for r in times if r.get("ratio")]
-        lines += [
-            "",
-            "### time to a certified config (scripts/hls4ml_cnn_modes.py time, results/hls4ml_cnn_time.csv)",
-            "",
-            "Wall clock of whole CLI runs at the same ε on the same spec, one at a time, on a shared and "
-            "loaded 2-core machine (noisy). `hls4ml s` = `quantize --backend hls4ml --error ε` minus "
-            "hls4ml's "
-            "own conversion + compilation (reported by the run); `certify s` = its load + type search only; "
-            "`own s` = `quantize --task classify --error ε` (our own backend). "
-            "Target: hls4ml s / own s <= 2.",
-            "",
-            f"hls4ml s / own s: median {np.median(rat):.2f}, max {max(rat):.2f} over {len(rat)} CNNs."
-            if rat
-            else "no complete pair",
-            "",
-            "| network | ε | hls4ml total s | hls4ml convert+compile s | hls4ml s | certify s | certified | "
-            "own s | "
-            "own ok | own certified | hls4ml/own | code | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in times:
-            lines.append("| " + " | ".join(str(r.get(k, "")) for k in TIME_FIELDS) + " |")
-    return lines
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -241,7 +168,7 @@ def main() -> int:
     ap.add_argument("--eps", type=float, default=0.01)
     ap.add_argument("--timeout", type=float, default=1800.0, help="time: per CLI run (s)")
     args = ap.parse_args()
-    code = code_version()
+    code = code_version(ROOT)
     nets = [n for n in NETS if not args.only or n in args.only]
     for name in nets:
         if args.what == "modes":
@@ -254,22 +181,22 @@ def main() -> int:
                            "note": f"{type(exc).__name__}: {str(exc)[:120]}"}  # fmt: skip
                 row["code"] = code
                 key = (name, io_type, strategy)
-                rows = [r for r in _read(MODES_CSV) if (r["network"], r["io_type"], r["strategy"]) != key]
+                rows = [r for r in read_csv(MODES_CSV) if (r["network"], r["io_type"], r["strategy"]) != key]
                 rows.append({k: str(v) for k, v in row.items()})
                 rows.sort(
                     key=lambda r: (NETS.index(r["network"]), MODES.index((r["io_type"], r["strategy"])))
                 )
-                _write(MODES_CSV, MODE_FIELDS, rows)
+                write_csv(MODES_CSV, MODE_FIELDS, rows)
                 print(f"{name} {io_type} {strategy}: {row.get('bit_exact', row.get('note'))} "
                       f"({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
         else:
             row = run_time(name, args.eps, args.timeout)
             row["code"] = code
-            rows = [r for r in _read(TIME_CSV) if r["network"] != name] + [
+            rows = [r for r in read_csv(TIME_CSV) if r["network"] != name] + [
                 {k: str(v) for k, v in row.items()}
             ]
             rows.sort(key=lambda r: NETS.index(r["network"]))
-            _write(TIME_CSV, TIME_FIELDS, rows)
+            write_csv(TIME_CSV, TIME_FIELDS, rows)
             print(f"{name}: {row}", flush=True)
     subprocess.run([sys.executable, str(ROOT / "scripts" / "hls4ml_compare.py"), "--tables-only"], check=True)
     return 0

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import os
 import shutil
 import sys
@@ -42,12 +41,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
+from aster_ext.experiments.benchmarks import shared_dir  # noqa: E402
+from aster_ext.experiments.hls4ml_tables import code_version, geo_mean  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = (
-    Path("/work/shared/benchmarks")
-    if Path("/work/shared/benchmarks").is_dir()
-    else ROOT.parent / "shared" / "benchmarks"
-)
+SHARED = shared_dir() / "benchmarks"
 WORK = ROOT / "out" / "hls4ml_compare"
 CSV = ROOT / "results" / "hls4ml.csv"
 MD = ROOT / "results" / "hls4ml.md"
@@ -62,19 +60,6 @@ FIELDS = [
 CLASSIFIERS = {"ACASXU_run2a_1_1_batch_2000": "argmin", "tansig_200_50_onnx@sample0+-2lv": "argmax"}
 # networks analysed on a box other than their spec's: name -> (model, sample index, radius, ε0)
 SMALL_BOX = {"tansig_200_50_onnx@sample0+-2lv": ("tansig_200_50_onnx", 0, 2.0, 0.3)}
-
-
-def code_version() -> str:
-    """git tree hash of aster_ext/hls4ml_backend (+ '-dirty' with uncommitted changes there):
-    the version of the code a row was computed with (--resume keeps rows of the same version)."""
-    import subprocess
-
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    tree = git("rev-parse", "HEAD:aster_ext/hls4ml_backend")[:10] or "unknown"
-    dirty = git("status", "--porcelain", "--", "aster_ext/hls4ml_backend")
-    return tree + ("-dirty" if dirty else "")
 
 
 def networks() -> list[tuple[str, Path]]:
@@ -129,7 +114,7 @@ def run_one(name: str, path: Path, eps0: float, samples: int) -> dict[str, objec
     from aster_ext.hls4ml_backend.search import program_cost
     from aster_ext.hls4ml_backend.simulate import simulate
     from aster_ext.pipeline import QuantizeOptions, quantize
-    from aster_ext.verify import _corners, real_forward_float
+    from aster_ext.verify import box_corners, real_forward_float
 
     row: dict[str, object] = {"network": name, "eps0": eps0}
     work = WORK / name
@@ -140,7 +125,7 @@ def run_one(name: str, path: Path, eps0: float, samples: int) -> dict[str, objec
     layers, spec = ours0.layers, ours0.spec
     lo, hi = spec.input_lower, spec.input_upper
     rng = np.random.default_rng(0)
-    x = np.concatenate([lo + (hi - lo) * rng.random((samples, lo.size)), _corners(rng, lo, hi, 64)])
+    x = np.concatenate([lo + (hi - lo) * rng.random((samples, lo.size)), box_corners(rng, lo, hi, 64)])
     ref = real_forward_float(layers, x)
     kind = CLASSIFIERS.get(name)
     row["samples"] = len(x)
@@ -229,17 +214,13 @@ def ours0_ranges(res):
     return symbolic_ranges(res.layers, res.spec.input_lower, res.spec.input_upper)
 
 
-def _geo(vals: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
-
-
 def write_md(rows: list[dict[str, str]]) -> None:
     rank = {name: k for k, (name, _) in enumerate(networks())}
     rows = sorted(rows, key=lambda r: rank.get(r["network"], len(rank)))  # smallest networks first
     ok = [r for r in rows if r.get("ratio_vs_auto") not in (None, "")]
     ratios = [float(r["ratio_vs_auto"]) for r in ok]
     tr = [float(r["time_ratio"]) for r in ok]
-    geo = _geo(ratios)
+    geo = geo_mean(ratios)
     # stricter reading: ours at min(ε0, auto's error), i.e. never less accurate than ε0 either
     strict = [
         (float(r["ours_eps0_cost"]) if float(r["auto_err"]) >= float(r["eps0"]) else float(r["ours_cost"]))
@@ -270,9 +251,9 @@ def write_md(rows: list[dict[str, str]]) -> None:
         f"| our simulator bit-exact with hls_model.predict | {'yes, every run' if exact else 'NO'} "
         "| every run |",
         f"| cost ours / auto (geo-mean), ours at ε = auto's observed error | {geo:.3f} | <= 0.6 |",
-        f"| same, leaving out networks where auto overflows (error > 1) | {_geo(sane):.3f} "
+        f"| same, leaving out networks where auto overflows (error > 1) | {geo_mean(sane):.3f} "
         f"({len(sane)} nets) | |",
-        f"| cost ours / auto (geo-mean), ours at ε = min(ε0, auto's error) | {_geo(strict):.3f} | |",
+        f"| cost ours / auto (geo-mean), ours at ε = min(ε0, auto's error) | {geo_mean(strict):.3f} | |",
         f"| time ours / `--backend hls` (median, max) | {np.median(tr) if tr else float('nan'):.2f}, "
         f"{max(tr) if tr else float('nan'):.2f} | <= 2 |",
         f"| same, only where `--backend hls` finds a config at ε0 ({len(hls_ok)} nets; elsewhere it stops "
@@ -305,15 +286,15 @@ def write_md(rows: list[dict[str, str]]) -> None:
             f"{r['ratio_vs_auto']} | {r['ours_eps0_cost']} | {r['ours_certify_s']} | {r['hls_backend_s']} | "
             f"{r.get('code') or 'older'} |"
         )
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from hls4ml_cnn_compare import cnn_md_lines, read_rows  # the CNN section, results/hls4ml_cnn.csv
+    from aster_ext.experiments.hls4ml_tables import CNN_CSV, cnn_section, read_csv
 
-    cnn = [float(r["ratio_vs_auto"]) for r in read_rows() if r.get("ratio_vs_auto") not in (None, "")]
+    cnn_rows = read_csv(ROOT / "results" / CNN_CSV)  # the CNN section, results/hls4ml_cnn.csv
+    cnn = [float(r["ratio_vs_auto"]) for r in cnn_rows if r.get("ratio_vs_auto") not in (None, "")]
     lines[lines.index("| metric | value | target |") + 6 : 0] = [
         f"| same, over every network of this file (dense above and CNNs below: {len(ratios)} + "
-        f"{len(cnn)}) | {_geo(ratios + cnn):.3f} | <= 0.6 |"
+        f"{len(cnn)}) | {geo_mean(ratios + cnn):.3f} | <= 0.6 |"
     ]
-    lines += cnn_md_lines()
+    lines += cnn_section(ROOT / "results")
     MD.write_text("\n".join(lines) + "\n")
 
 
@@ -352,7 +333,7 @@ def main() -> int:
             w.writeheader()
             w.writerows(rows)
     elif not args.tables_only:
-        code = code_version()
+        code = code_version(ROOT)
         done_now = {
             r["network"] for r in rows if r.get("ratio_vs_auto") not in (None, "") and r.get("code") == code
         }

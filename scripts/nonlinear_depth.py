@@ -30,7 +30,6 @@ import csv
 import sys
 import tempfile
 import time
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -38,7 +37,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 ACTS = ["tanh", "sigmoid", "softplus", "elu", "silu", "gelu"]
-ALPHA = {"elu": 1.0}
 FIELDS = [
     "act", "depth", "width", "eps", "setting", "maxlen_bound", "fallback", "certified", "hw",
     "table_bits", "time_s", "violations", "max_observed", "cpp_bit_exact", "status", "code", "tables",
@@ -86,38 +84,21 @@ def _code_id() -> str:
     return f"{root.name}@{head}" + ("+dirty" if dirty else "")
 
 
-def make_net(act: str, depth: int, width: int) -> list:
-    """The random network of (act, depth, width) (module docstring)."""
-    from aster_ext.ir import DenseLayer
-
-    rng = np.random.default_rng(zlib.crc32(f"{act}-{depth}-{width}".encode()))
-    n_in, n_out = (4, 3) if width <= 32 else (8, 4)
-    widths = [n_in] + [width] * depth + [n_out]
-    layers = []
-    for li in range(len(widths) - 1):
-        w = (rng.normal(0, 1, (widths[li + 1], widths[li])) / np.sqrt(widths[li])).astype(np.float32)
-        b = rng.normal(0, 0.1, widths[li + 1]).astype(np.float32)
-        fn = "identity" if li == len(widths) - 2 else act
-        layers.append(
-            DenseLayer(f"l{li}", w.astype(np.float64), b.astype(np.float64), fn,
-                       alpha=ALPHA.get(fn))
-        )  # fmt: skip
-    return layers
-
-
 def run_one(job: tuple[str, int, int, float, str, bool, str]) -> dict:
     """One grid point (module docstring)."""
+    from aster_ext.aster.settings import SETTINGS
     from aster_ext.codegen.hls import generate_hls
     from aster_ext.cost import program_cost
     from aster_ext.errors import UserError
-    from aster_ext.refined.model import SETTINGS
+    from aster_ext.experiments.random_nets import random_activation_net
     from aster_ext.refined.solve import assign_refined, max_len_program
     from aster_ext.verify import VerifyBudget, verify_program
     from aster_ext.verify_dir import cpp_matches_simulator
 
     act, depth, width, eps, setting, with_cpp, label = job
     with_maxlen = label == "before"
-    layers = make_net(act, depth, width)
+
+    layers = random_activation_net(act, depth, width)
     n = layers[0].n_in
     lo, hi = -np.ones(n), np.ones(n)
     st = SETTINGS[setting]
@@ -167,15 +148,18 @@ def run_neighbours(point: str) -> list[dict]:
     activation layers δ_i / 4 with δ_j x4 (and / 2 with x2); each program is built and certified
     like the search's own (build_program, certify_forms). Row 0 (move "result") is the returned
     program itself; ``cheaper`` = 1 where a move certifies within ε at a lower cost."""
+    from aster_ext.aster.settings import SETTINGS
     from aster_ext.cost import program_cost
     from aster_ext.ranges import ExactParams
     from aster_ext.refined import build_program, certify_forms, symbolic_ranges
-    from aster_ext.refined.model import ROM_WEIGHT, SETTINGS
+    from aster_ext.refined.model import ROM_WEIGHT
     from aster_ext.refined.solve import assign_refined
 
     act, depth, width, eps, setting = point.split(":")
     depth, width, eps = int(depth), int(width), float(eps)
-    layers = make_net(act, depth, width)
+    from aster_ext.experiments.random_nets import random_activation_net
+
+    layers = random_activation_net(act, depth, width)
     n = layers[0].n_in
     lo, hi = -np.ones(n), np.ones(n)
     st = SETTINGS[setting]
@@ -235,12 +219,12 @@ MNIST_FIELDS = ["network", "box", "eps", "maxlen_bound", "fallback", "certified"
 
 def run_mnist(job: tuple[str, float, float, float, str]) -> dict:
     """One external MNIST network on the full box or sample 0 ± r levels, setting A (same checks)."""
+    from aster_ext.aster.settings import SETTINGS
     from aster_ext.cost import program_cost
     from aster_ext.errors import UserError
     from aster_ext.frontend import load_model
     from aster_ext.ir import dense_chain
     from aster_ext.pipeline import allowed_activations
-    from aster_ext.refined.model import SETTINGS
     from aster_ext.refined.solve import assign_refined, max_len_program
     from aster_ext.spec import load_spec
     from aster_ext.verify import VerifyBudget, verify_program

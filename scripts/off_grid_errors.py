@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +34,6 @@ def model_path(name: str) -> Path:
 
 
 def run(name: str, setting: str) -> dict[str, object]:
-    sys.path.insert(0, str(ROOT))
     from aster_ext.errors import UserError
     from aster_ext.pipeline import QuantizeOptions, quantize
     from aster_ext.verify import VerifyBudget, verify_program

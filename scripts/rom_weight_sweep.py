@@ -19,14 +19,12 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def main() -> int:
-    from nonlinear_depth import make_net
-
     import aster_ext.refined.model as refined_model
     from aster_ext.cost import program_cost
+    from aster_ext.experiments.random_nets import random_activation_net
     from aster_ext.refined.solve import assign_refined
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +38,7 @@ def main() -> int:
         refined_model.ROM_WEIGHT = w
         for act in args.acts:
             for depth in (2, 3):
-                layers = make_net(act, depth, 32)
+                layers = random_activation_net(act, depth, 32)
                 n = layers[0].n_in
                 t0 = time.perf_counter()
                 res = assign_refined(layers, -np.ones(n), np.ones(n), args.eps, args.setting, name="net")

@@ -8,10 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aster_ext.aster.settings import SETTINGS
 from aster_ext.cost import program_cost
 from aster_ext.ranges import ExactParams
 from aster_ext.refined import build_program, certify_forms, symbolic_ranges
-from aster_ext.refined.model import SETTINGS
 from aster_ext.refined.solve import RefinedResult, relax_act_budgets
 from aster_ext.verify import REF_MARGIN
 from tests.programs import normal_dense_net

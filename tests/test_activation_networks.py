@@ -18,12 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from aster_ext.aster.settings import SETTINGS
 from aster_ext.certify import certify_program
 from aster_ext.cli import main
 from aster_ext.program_io import program_from_json, program_to_json
 from aster_ext.ranges import ExactParams, interval_ranges
 from aster_ext.refined import build_program, certify_forms, symbolic_ranges
-from aster_ext.refined.model import SETTINGS
 from aster_ext.simulate import simulate, simulate_raw
 from aster_ext.verify import REF_MARGIN, real_forward_exact, real_forward_float
 from tests.programs import random_dense_net

@@ -155,6 +155,19 @@ def _attack(program, s, rr, bound, rng, iters=25):
     return adversarial_inputs(program, s, rr, bound, rng, iters=iters)
 
 
+def _region_points(prog, s, rr, rc, rng) -> np.ndarray:
+    """64 random points and 32 random corners of the region's box, and the points of an attack on
+    the certificate ``rc``."""
+    lo, hi = np.asarray(rr.lower), np.asarray(rr.upper)
+    return np.concatenate(
+        [
+            lo + (hi - lo) * rng.random((64, lo.size)),
+            np.where(rng.random((32, lo.size)) < 0.5, hi, lo),
+            _attack(prog, s, rr, rc.bound, rng),
+        ]
+    )
+
+
 def _exact_real(s: C.CnnStructure, x: np.ndarray) -> list[Fraction]:
     """The real network on one input in exact rationals (loops, independent of real_forward)."""
     v = [Fraction(float(t)) for t in np.asarray(x, float)[s.input_perm]]
@@ -400,14 +413,7 @@ def test_cnn_certificate_is_sound_under_attack(tmp_path, pool, seed):
             continue
         issued += 1
         for rr, rc in zip(regions, cert.regions, strict=True):
-            lo, hi = np.asarray(rr.lower), np.asarray(rr.upper)
-            x = np.concatenate(
-                [
-                    lo + (hi - lo) * rng.random((64, lo.size)),
-                    np.where(rng.random((32, lo.size)) < 0.5, hi, lo),
-                    _attack(prog, s, rr, rc.bound, rng),
-                ]
-            )
+            x = _region_points(prog, s, rr, rc, rng)
             y = C.simulate(prog, x)
             err = y - C.real_forward(s, x)
             assert np.all(err >= rc.err_lo - 1e-9) and np.all(err <= rc.err_hi + 1e-9)
@@ -611,14 +617,7 @@ def test_stream_certificate_is_sound_under_attack(tmp_path, pool, seed):
             continue
         issued += 1
         for rr, rc in zip(regions, cert.regions, strict=True):
-            lo, hi = np.asarray(rr.lower), np.asarray(rr.upper)
-            x = np.concatenate(
-                [
-                    lo + (hi - lo) * rng.random((64, lo.size)),
-                    np.where(rng.random((32, lo.size)) < 0.5, hi, lo),
-                    _attack(prog, s, rr, rc.bound, rng),
-                ]
-            )
+            x = _region_points(prog, s, rr, rc, rng)
             err = C.simulate(prog, x) - C.real_forward(s, x)
             assert np.all(err >= rc.err_lo - 1e-9) and np.all(err <= rc.err_hi + 1e-9)
     assert issued >= 2

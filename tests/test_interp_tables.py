@@ -21,13 +21,13 @@ from hypothesis import strategies as st
 
 from aster_ext.activations import build_table, get_activation
 from aster_ext.activations.table import trim_flat
+from aster_ext.aster.settings import SETTINGS
 from aster_ext.certify import act_error_cap
 from aster_ext.ir import DenseLayer
 from aster_ext.program_io import act_impl_from_json, act_impl_to_json
 from aster_ext.ranges import ExactParams
 from aster_ext.refined import build_program, symbolic_ranges
 from aster_ext.refined.error_forms import forms_analysis
-from aster_ext.refined.model import SETTINGS
 from aster_ext.rigorous import Interval
 from aster_ext.simulate import simulate
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from aster_ext.aster.settings import SETTINGS
 from aster_ext.ranges import ExactParams
 from aster_ext.refined import build_program, certify_forms, symbolic_ranges
-from aster_ext.refined.model import SETTINGS
 from aster_ext.refined.solve import assign_refined, max_len_program
 from aster_ext.verify import REF_MARGIN
 from tests.programs import normal_dense_net

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aster_ext.aster.settings import SETTINGS
 from aster_ext.certify import certify_program
 from aster_ext.errors import InfeasibleError
 from aster_ext.fixedpoint import FixedFormat, quantize_fractions
@@ -19,7 +20,6 @@ from aster_ext.program import FixedProgram, FormatArray, LayerProgram
 from aster_ext.ranges import interval_ranges
 from aster_ext.refined import assign_refined, build_program, certify_forms, forms_analysis, symbolic_ranges
 from aster_ext.refined.exact_check import check_run
-from aster_ext.refined.model import SETTINGS
 from aster_ext.simulate import simulate, simulate_raw
 
 # ------------------------------------------------------------------------------------------------

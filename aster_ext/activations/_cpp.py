@@ -79,6 +79,25 @@ def rom_lines(name: str, values: list[int], width: int, per_line: int = 12) -> l
     return lines
 
 
+def table_head_lines(
+    nm: str, in_type: str, out_type: str, in_frac: int, entries: list[int], width: int
+) -> list[str]:
+    """Start of a lookup-table function ``out_type nm(in_type t)``: signature, a static check that
+    the input type has ``in_frac`` fractional bits, the ROM ``nm_rom`` of ``entries`` (``width``-bit
+    words), the input's raw bits ``raw`` and the index variable ``idx``."""
+    return [
+        f"inline {out_type} {nm}({in_type} t) {{",
+        "#pragma HLS INLINE",
+        f"  typedef {in_type} {nm}_in_t;",
+        f"  static_assert({nm}_in_t::width - {nm}_in_t::iwidth == {in_frac}, "
+        f'"{nm}: the input type must have {in_frac} fractional bits");',
+        *rom_lines(f"{nm}_rom", entries, width),
+        f"  ap_int<{nm}_in_t::width> raw;",
+        "  raw.range() = t.range();",
+        "  int idx;",
+    ]
+
+
 def assign_raw_lines(var: str, rom: str, index: str, width: int) -> list[str]:
     """Statements setting the raw bits of ap_fixed ``var`` (``width`` bits) from a ROM entry."""
     if width <= LIMB:

@@ -165,15 +165,7 @@ class SegmentedTableImpl:
             f"{self.entries.shape[0]} entries, input frac {self.in_frac}, output frac {self.out_frac},",
             f"// breaks (raw) {list(self.breaks)}; |table - {self.act.name}| <= {self.error_bound:.6g} "
             f"on [{self.lo:.17g}, {self.hi:.17g}]",
-            f"inline {out_type} {nm}({in_type} t) {{",
-            "#pragma HLS INLINE",
-            f"  typedef {in_type} {nm}_in_t;",
-            f"  static_assert({nm}_in_t::width - {nm}_in_t::iwidth == {self.in_frac}, "
-            f'"{nm}: the input type must have {self.in_frac} fractional bits");',
-            *_cpp.rom_lines(f"{nm}_rom", [int(v) for v in self.entries], we),
-            f"  ap_int<{nm}_in_t::width> raw;",
-            "  raw.range() = t.range();",
-            "  int idx;",
+            *_cpp.table_head_lines(nm, in_type, out_type, self.in_frac, [int(v) for v in self.entries], we),
         ]
         if self.interp:
             head.append(f"  ap_int<{big_s + 2}> r = 0;")

@@ -198,20 +198,10 @@ class TableImpl:
         return "\n".join(lines) + "\n"
 
     def _cpp_head(self, nm: str, in_type: str, out_type: str, we: int) -> list[str]:
-        """Shared start of both table functions: signature, input-frac check, ROM, raw input and
-        k = raw >> shift (declared with one spare bit), and the index variable."""
-        return [
-            f"inline {out_type} {nm}({in_type} t) {{",
-            "#pragma HLS INLINE",
-            f"  typedef {in_type} {nm}_in_t;",
-            f"  static_assert({nm}_in_t::width - {nm}_in_t::iwidth == {self.in_frac}, "
-            f'"{nm}: the input type must have {self.in_frac} fractional bits");',
-            *_cpp.rom_lines(f"{nm}_rom", [int(v) for v in self.entries], we),
-            f"  ap_int<{nm}_in_t::width> raw;",
-            "  raw.range() = t.range();",
-            f"  const ap_int<{nm}_in_t::width + 1> k = raw >> {self.shift};",
-            "  int idx;",
-        ]
+        """Shared start of both table functions (:func:`._cpp.table_head_lines`) with
+        k = raw >> shift (declared with one spare bit) before the index variable."""
+        head = _cpp.table_head_lines(nm, in_type, out_type, self.in_frac, [int(v) for v in self.entries], we)
+        return head[:-1] + [f"  const ap_int<{nm}_in_t::width + 1> k = raw >> {self.shift};", head[-1]]
 
     def _cpp_interp(self, nm: str, in_type: str, out_type: str, we: int) -> str:
         """C++ of the interpolating table (same bit-level semantics as :meth:`_apply_interp`)."""

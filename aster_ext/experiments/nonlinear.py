@@ -132,11 +132,11 @@ def run_box(name: str, box: str, lower: list[float], upper: list[float], samples
     """One row of the table (module docstring)."""
     lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
     samples = np.asarray(samples, dtype=np.float64)
+    from ..aster.settings import SETTINGS
     from ..errors import UserError
     from ..frontend import load_model
     from ..ir import dense_chain
     from ..pipeline import QuantizeOptions, allowed_activations, quantize
-    from ..refined.model import SETTINGS
     from ..refined.solve import max_len_program
 
     path = external_dir() / f"{name}.onnx"

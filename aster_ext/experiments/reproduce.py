@@ -14,6 +14,10 @@ Steps (``STEPS``; ``--tables`` picks some, run in the order given):
   ``tightness_nonlinear``, ``cpp_check``: tables of their own cells (module of the same name in this
   package, ``build``), each with its store ``WORK/<table>``.
 
+The tables that the checkout's scripts write (hls4ml, CNNs, nonlinear depth, exact tightness, ...:
+:data:`.script_steps.SCRIPT_STEPS`, hours on two cores) run with ``--all`` (after the steps above)
+or by name with ``--tables``; they write the checkout's ``results/`` only.
+
 After every step ``MANIFEST.json`` is rewritten (commit, versions, CPU, date, seeds, wall time per
 table). A rerun with ``--resume WORK`` skips every finished cell. ``--quick`` runs a small version
 of each (four small benchmarks for the sweeps; see each module's ``QUICK``), for CI, into
@@ -54,6 +58,7 @@ from .figures import write_figures
 from .grid import DEFAULT_VERIFY, VARIANTS, Grid
 from .manifest import build_manifest, git_commit
 from .runner import children_cpu_s, run_sweep
+from .script_steps import SCRIPT_STEPS, check_can_run, run_script_step
 from .store import ResultStore, row_key
 from .tables import read_reference, write_modes, write_reproduction, write_violations
 from .tasks import TableRun
@@ -106,17 +111,29 @@ def reproduce(
     ray_address: str | None,
     progress: bool,
     tables: tuple[str, ...] | None = None,
+    all_tables: bool = False,
 ) -> dict[str, Any]:
-    """Run (or resume) the experiments of ``tables`` (in the order given; default: all of ``STEPS``) in
+    """Run (or resume) the experiments of ``tables`` (in the order given; default: all of ``STEPS``,
+    then with ``all_tables`` every script table of ``SCRIPT_STEPS``) in
     ``work``; write their tables, figures and MANIFEST.json to ``results``. The manifest is rewritten
     after every step, so a run stopped half-way leaves the tables it finished described; entries of
     tables this run did not rebuild are kept from an earlier MANIFEST.json (each with its own date
     and commit). A step that fails is recorded in the manifest and the others still run; then
     RuntimeError names the failed steps."""
-    chosen = list(STEPS) if tables is None else list(dict.fromkeys(tables))
-    unknown = set(tables or ()) - set(STEPS)
+    if tables is None:
+        chosen = list(STEPS) + (list(SCRIPT_STEPS) if all_tables else [])
+    else:
+        chosen = list(dict.fromkeys(tables))
+    unknown = set(chosen) - set(STEPS) - set(SCRIPT_STEPS)
     if unknown:
-        raise UserError(f"unknown tables {sorted(unknown)} (choose from {', '.join(STEPS)})")
+        raise UserError(
+            f"unknown tables {sorted(unknown)} (choose from {', '.join([*STEPS, *SCRIPT_STEPS])})"
+        )
+    scripted = [s for s in chosen if s in SCRIPT_STEPS]
+    if scripted and quick:
+        raise UserError(f"--quick has no short version of the script tables {', '.join(scripted)}")
+    if scripted:
+        check_can_run(results)
     results.mkdir(parents=True, exist_ok=True)
     code = git_commit(Path(__file__).resolve().parents[2])  # the code the cells run, taken at the start
     # the sweep cells share their analyses with tightness_breakdown and cpp_check (analysis_cache;
@@ -155,7 +172,10 @@ def _reproduce(
         t0 = time.perf_counter()
         c0 = _cpu_s()
         try:
-            entries = STEPS[step](step_run)
+            if step in SCRIPT_STEPS:
+                entries = run_script_step(step, SCRIPT_STEPS[step], results, work / "scripts")
+            else:
+                entries = STEPS[step](step_run)
         except Exception as exc:  # recorded, the other tables still run
             with lock:
                 failed[step] = f"{type(exc).__name__}: {exc}"[:500]
@@ -390,6 +410,20 @@ STEPS: dict[str, Callable[[_Run], dict[str, dict[str, Any]]]] = {
 }
 
 
+#: the files of results/ each step writes (besides MANIFEST.json; ``modes`` also writes figures/)
+STEP_FILES: dict[str, tuple[str, ...]] = {
+    "aster_lp_match": ("aster_lp_match.csv", "aster_lp_match.md"),
+    "refined_timing": ("refined_timing.csv", "refined_timing.md"),
+    "tightness_breakdown": ("tightness_breakdown.csv", "tightness_breakdown.md"),
+    "modes": ("modes.md", "modes.csv", "ablation.csv", "aster_reproduction.md", "aster_reproduction.csv"),
+    "aster_violations": ("aster_violations.md", "aster_violations.csv"),
+    "activations_e2e": ("activations_e2e.csv", "activations_e2e.md"),
+    "tightness_nonlinear": ("tightness_nonlinear.csv", "tightness_nonlinear.md"),
+    "nonlinear": ("nonlinear.csv", "nonlinear.md"),
+    "cpp_check": ("cpp_check.csv", "cpp_check.md"),
+}
+
+
 def _previous_tables(path: Path) -> dict[str, dict[str, Any]]:
     """Table entries of an earlier MANIFEST.json in the same results folder (stamped with its date and
     commit where they have none of their own)."""
@@ -449,12 +483,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
+        "--all",
+        action="store_true",
+        dest="all_tables",
+        help="also the tables the checkout's scripts write (hls4ml, CNNs, nonlinear depth, exact "
+        "tightness, ...; hours on 2 cores), after the others, into the checkout's results/",
+    )
+    p.add_argument(
         "--tables",
         nargs="+",
-        choices=list(STEPS),
+        choices=[*STEPS, *SCRIPT_STEPS],
         default=None,
         metavar="TABLE",
-        help=f"only these steps, in this order (default: all: {' '.join(STEPS)})",
+        help=f"only these steps, in this order (default: {' '.join(STEPS)}; script tables, with --all "
+        f"or by name: {' '.join(SCRIPT_STEPS)})",
     )
 
 
@@ -465,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     address = args.ray or os.environ.get("RAY_ADDRESS") or None
     tables = tuple(args.tables) if args.tables else None
-    m = reproduce(results, work, args.quick, args.workers, address, not args.quiet, tables)
+    m = reproduce(results, work, args.quick, args.workers, address, not args.quiet, tables, args.all_tables)
     print(
         f"reproduce: {len(m['tables'])} tables/figure sets in {results} from {work / 'results.csv'} "
         f"in {(time.perf_counter() - t0) / 60:.1f} min; manifest {results / 'MANIFEST.json'}"

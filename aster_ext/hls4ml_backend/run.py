@@ -341,7 +341,7 @@ def verify_hls4ml_dir(
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> Hls4mlVerifyResult:
-    from ..verify import _corners, real_forward_exact, real_forward_float
+    from ..verify import box_corners, real_forward_exact, real_forward_float
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -364,7 +364,7 @@ def verify_hls4ml_dir(
     rng = np.random.default_rng(seed)
     xs = [
         lo + (hi - lo) * rng.random((samples, lo.size)),
-        _corners(rng, lo, hi, 256),
+        box_corners(rng, lo, hi, 256),
         ((lo + hi) / 2)[None, :],
     ]
     x = np.concatenate(xs)

@@ -61,26 +61,15 @@ from fractions import Fraction
 import numpy as np
 import scipy.sparse as sp
 
+from ..aster.settings import AsterSetting
 from ..ir import DenseLayer
 from ..ranges import ExactParams, LayerRanges
 from ..rigorous import Interval
 from .error_forms import ACTIVE, INACTIVE, UNSTABLE, FormLayout, slope_of
 
-
-@dataclass(frozen=True)
-class Setting:
-    min_len: int
-    max_len: int
-    init_len: int
-    no_init_error: bool
-
-
-SETTINGS: dict[str, Setting] = {
-    "A": Setting(5, 32, 20, False),
-    "B": Setting(10, 32, 32, False),
-    "C": Setting(5, 32, 10, True),
-    "D": Setting(10, 32, 17, True),
-}
+# Settings A-D (fractional-bit range, input bits, noInitError): the one table of
+# :mod:`aster_ext.aster.settings`, under the name this module's signatures use.
+Setting = AsterSetting
 
 
 def guard_bits(n_in: int) -> int:

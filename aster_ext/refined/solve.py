@@ -52,6 +52,7 @@ import numpy as np
 
 from ..activations import build_piecewise, build_segmented, build_table, choose_const_frac
 from ..activations.table import trim_flat
+from ..aster.settings import SETTINGS
 from ..certify import Certificate, _needed_int_bits
 from ..cost import act_impl_ops, program_cost
 from ..errors import InfeasibleError, UserError
@@ -62,7 +63,6 @@ from ..ranges import ExactParams, LayerRanges, interval_ranges
 from ..rigorous import Interval
 from .error_forms import FormsRun, certify_forms, forms_analysis
 from .model import (
-    SETTINGS,
     RefinedModel,
     Setting,
     SolveOutcome,

@@ -1,0 +1,169 @@
+"""The long tables of ``results/`` that the checkout's own scripts write (``reproduce --all``).
+
+The steps of :mod:`.reproduce` rebuild the dense-network tables from sweep stores in about half
+an hour; the later tables (hls4ml, CNNs, nonlinear depth, exact tightness, splitting, code size)
+are written by the scripts in ``scripts/``, each with its own command line, and take hours on two
+cores (hls4ml compiles every configuration it compares). A :class:`ScriptStep` names a table's
+script invocations and the files they write, so ``aster-ext experiments reproduce --all`` (or
+``--tables NAME``) runs them in one command and records them in ``MANIFEST.json`` like the others.
+
+The scripts write into the checkout's ``results/`` (their ``ROOT / "results"``): a script step
+therefore runs only when the reproduction's results folder is that folder, and only from a
+checkout (the scripts are not part of an installed wheel). Each invocation runs in a fresh
+process (``sys.executable``) with the checkout as working directory; its output goes to
+``WORK/scripts/<step>.log``; a non-zero exit fails the step (the manifest records it and the
+other steps still run).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ScriptStep:
+    """One table of a script: ``runs`` = the argument lists of its invocations, in order."""
+
+    script: str  # file name in scripts/
+    runs: tuple[tuple[str, ...], ...]
+    writes: tuple[str, ...]  # files of results/ the invocations (re)write
+    about: str
+
+
+#: every table written by a script, in the order ``--all`` runs them (cheap ones first; the hls4ml
+#: CNN tables before hls4ml.md, whose CNN section reads them)
+SCRIPT_STEPS: dict[str, ScriptStep] = {
+    "rom_weight": ScriptStep(
+        "rom_weight_sweep.py", ((),), ("rom_weight.csv", "rom_weight.md"),
+        "price of a table ROM bit in the refined objective",
+    ),
+    "off_grid": ScriptStep(
+        "off_grid_errors.py", ((),), ("off_grid.csv", "off_grid.md"),
+        "errors of inputs off the input grid (settings C/D)",
+    ),
+    "exact_tightness": ScriptStep(
+        "exact_tightness.py", ((),),
+        ("exact_tightness.csv", "exact_tightness.md", "exact_tightness_skipped.csv"),
+        "certified / true maximum error by the MILP of verify --exact",
+    ),
+    "path_sensitive": ScriptStep(
+        "path_sensitive.py", ((),), ("path_sensitive.csv", "path_sensitive.md"),
+        "input splitting of refined certificates",
+    ),
+    "nonlinear_depth": ScriptStep(
+        "nonlinear_depth.py",
+        (
+            ("--neighbours", "gelu:3:64:0.001:A", "silu:3:64:0.001:A", "softplus:3:64:0.01:A"),
+            ("--label", "timing", "--depths", "2", "--widths", "64"),
+            ("--mnist",),
+            (),
+            ("--md-only",),
+        ),
+        (
+            "nonlinear_depth.csv", "nonlinear_depth.md", "nonlinear_depth_timing.csv",
+            "nonlinear_depth_mnist_after.csv", "nonlinear_depth_neighbours.csv",
+        ),
+        "refined mode on random smooth-activation nets of depth 2-5 and the MNIST nets",
+    ),
+    "codegen": ScriptStep(
+        "bench_codegen.py", ((),), ("codegen.csv", "codegen.md"),
+        "code generation at scale: .cpp size, g++ time and memory",
+    ),
+    "cnn": ScriptStep(
+        "cnn_certify.py", ((),), ("cnn.csv", "cnn.md", "cnn_networks.csv"),
+        "certified CNN classifiers per region (greedy per-layer formats)",
+    ),
+    "cnn_ilp": ScriptStep(
+        "cnn_ilp.py", ((),), ("cnn_ilp.csv", "cnn_ilp.md", "cnn_ilp_regions.csv"),
+        "per-channel ILP formats for the CNNs",
+    ),
+    "cnn_margins": ScriptStep(
+        "cnn_margins.py", ((),), ("cnn_margins.csv", "cnn_margins.md"),
+        "margin lower bounds of the real CNNs per region",
+    ),
+    "cnn_codegen": ScriptStep(
+        "cnn_codegen.py", ((),), ("cnn_codegen.csv", "cnn_codegen.md"),
+        "CNN C++: size, compile time, bit-exactness",
+    ),
+    "classify_cli": ScriptStep(
+        "classify_cli_times.py", ((),), ("classify_cli.csv", "classify_cli.md"),
+        "the classifier CLI end to end (quantize + verify)",
+    ),
+    "hls4ml_cnn": ScriptStep(
+        "hls4ml_cnn_compare.py", ((),), ("hls4ml_cnn.csv",),
+        "hls4ml default / auto / ours on the CNNs",
+    ),
+    "hls4ml_cnn_modes": ScriptStep(
+        "hls4ml_cnn_modes.py", (("modes",), ("time",)), ("hls4ml_cnn_modes.csv", "hls4ml_cnn_time.csv"),
+        "hls4ml io types / strategies and time to a certified CNN config",
+    ),
+    "hls4ml": ScriptStep(
+        "hls4ml_compare.py", ((),), ("hls4ml.csv", "hls4ml.md"),
+        "hls4ml default / auto / ours on the dense networks (and the CNN section)",
+    ),
+}  # fmt: skip
+
+
+#: files of results/ kept as records of runs that today's code cannot repeat (rows computed with the
+#: code before a change, for the before/after comparisons of the tables that read them)
+RECORDS: dict[str, str] = {
+    "nonlinear_depth_before.csv": "nonlinear_depth's grid on main's code before issue 13's changes",
+    "nonlinear_depth_mnist_before.csv": "the MNIST nets on main's code before issue 13's changes",
+}
+
+
+def check_can_run(results: Path, scripts_dir: Path = CHECKOUT / "scripts") -> None:
+    """UserError unless the script steps can run: a checkout with scripts/, writing to its results/."""
+    if not scripts_dir.is_dir():
+        raise UserError(f"the script tables need the checkout's scripts/ folder, not found at {scripts_dir}")
+    own = (scripts_dir.parent / "results").resolve()
+    if results.resolve() != own:
+        raise UserError(
+            f"the script tables are written by scripts/ into {own}; run them without --results "
+            f"(asked for {results})"
+        )
+
+
+def run_script_step(
+    name: str,
+    step: ScriptStep,
+    results: Path,
+    log_dir: Path,
+    scripts_dir: Path = CHECKOUT / "scripts",
+) -> dict[str, dict[str, Any]]:
+    """Run every invocation of ``step``; the manifest entry of its table (files, commands, log, wall
+    time). Raises RuntimeError naming the log when an invocation exits with a non-zero status."""
+    check_can_run(results, scripts_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    commands: list[list[str]] = []
+    t0 = time.perf_counter()
+    with open(log, "a") as fh:
+        for args in step.runs:
+            cmd = [sys.executable, str(scripts_dir / step.script), *args]
+            commands.append(["python", f"scripts/{step.script}", *args])
+            fh.write(f"$ {' '.join(commands[-1])}\n")
+            fh.flush()
+            done = subprocess.run(cmd, cwd=scripts_dir.parent, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(commands[-1])} exited with {done.returncode} (log: {log})")
+    files = [f for f in step.writes if (results / f).exists()]
+    return {
+        f"{name}.md" if f"{name}.md" in step.writes else step.writes[0]: {
+            "files": files,
+            "commands": [" ".join(c) for c in commands],
+            "log": str(log),
+            "wall_s": time.perf_counter() - t0,
+        }
+    }

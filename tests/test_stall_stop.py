@@ -9,10 +9,10 @@ import math
 
 import numpy as np
 
+from aster_ext.aster.settings import SETTINGS
 from aster_ext.ranges import ExactParams
 from aster_ext.refined import certify_forms, symbolic_ranges
 from aster_ext.refined.model import (
-    SETTINGS,
     StallRule,
     _d_segments,
     build_model,

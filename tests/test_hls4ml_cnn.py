@@ -517,6 +517,24 @@ def _build_hls4ml(
     return hm, built
 
 
+def _bit_exact_inputs(s: C.CnnStructure, rng) -> np.ndarray:
+    """150 random points of [0, 1]^d, 50 of its corners and 50 points of [-3, 3]^d (out of range)."""
+    d = s.input_perm.size
+    return np.concatenate(
+        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
+    )
+
+
+def _assert_bit_exact(hm, built: C.CnnProgram, x: np.ndarray) -> np.ndarray:
+    """hls_model.predict equals our simulator bit for bit on ``x``; returns hls4ml's outputs."""
+    from aster_ext.hls4ml_backend.cnn_run import predict
+
+    y_h = predict(hm, built, x)
+    y_s = C.simulate(built, x)
+    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    return y_h
+
+
 @pytest.mark.slow
 @needs_hls4ml
 @pytest.mark.parametrize(
@@ -526,7 +544,6 @@ def test_simulator_bit_exact_with_hls4ml_cnn(tmp_path, pool, seed, pool_k):
     """Types with bits dropped at every cast (narrow accumulators, pool accum below its input's F),
     random TRN/RND and WRAP/SAT modes, some of them overflowing: our simulator equals
     hls_model.predict bit for bit on random, corner and out-of-range inputs."""
-    from aster_ext.hls4ml_backend.cnn_run import predict
 
     rng = np.random.default_rng(seed)
     path = cnn_onnx(tmp_path / "n.onnx", seed, pool, c_in=2, conv_pad=1, hw=8, pool_k=pool_k)
@@ -540,13 +557,8 @@ def test_simulator_bit_exact_with_hls4ml_cnn(tmp_path, pool, seed, pool_k):
     pool_st.accum_t = HlsType(a.int_bits - 1 + f_in - 2, a.int_bits - 1, True, a.quant, a.overflow)
     hm, built = _build_hls4ml(path, prog, tmp_path / "prj")
     assert built.stages[2].accum_t == pool_st.accum_t  # hls4ml holds the types we asked for
-    d = s.input_perm.size
-    x = np.concatenate(
-        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
-    )
-    y_h = predict(hm, built, x)
-    y_s = C.simulate(built, x)
-    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    x = _bit_exact_inputs(s, rng)
+    _assert_bit_exact(hm, built, x)
 
 
 @pytest.mark.slow
@@ -629,7 +641,6 @@ def test_simulator_bit_exact_with_hls4ml_residual(tmp_path):
     """The two-block residual net (merge Adds of a conv with a 1x1 shortcut conv and with a ReLU
     output; padded, strided and pointwise convs) with random narrow types and modes: our simulator
     equals hls_model.predict bit for bit, and hls4ml holds the Add types we asked for."""
-    from aster_ext.hls4ml_backend.cnn_run import predict
 
     rng = np.random.default_rng(11)
     path = residual_onnx(tmp_path / "r.onnx", 11)
@@ -639,10 +650,7 @@ def test_simulator_bit_exact_with_hls4ml_residual(tmp_path):
     adds = [st for st in prog.stages if isinstance(st, C.AddStage)]
     # the first Add too narrow for its sums (its overflow mode acts), the second 2 fractional
     # bits below its inputs' (its rounding mode acts)
-    d = s.input_perm.size
-    x = np.concatenate(
-        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
-    )
+    x = _bit_exact_inputs(s, rng)
     upto = replace(prog, stages=prog.stages[: prog.stages.index(adds[0]) + 1])
     big = float(np.max(np.abs(C.simulate(upto, x))))  # the implemented sums' largest magnitude
     t0, t1 = adds[0].result_t, adds[1].result_t
@@ -653,15 +661,13 @@ def test_simulator_bit_exact_with_hls4ml_residual(tmp_path):
     hm, built = _build_hls4ml(path, prog, tmp_path / "prj")
     got = {st.node: st.result_t for st in built.stages if isinstance(st, C.AddStage)}
     assert got == {st.node: st.result_t for st in adds}
-    y_h = predict(hm, built, x)
-    y_s = C.simulate(built, x)
-    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    y_h = _assert_bit_exact(hm, built, x)
     # the narrow Adds change the outputs (so the test sees their overflow and rounding)
     for k, t in ((0, t0), (1, t1)):
         wide = replace(
             built, stages=[replace(st, result_t=t) if st.node == adds[k].node else st for st in built.stages]
         )
-        assert not np.array_equal(C.simulate(wide, x), y_s)
+        assert not np.array_equal(C.simulate(wide, x), y_h)
 
 
 @pytest.mark.slow
@@ -671,7 +677,6 @@ def test_simulator_bit_exact_with_hls4ml_nhwc(tmp_path):
     attributes, symbolic batch): qonnx removes both Transposes, hls4ml builds no Transpose layer
     and takes the inputs in the ONNX input's order; with random narrow types and modes our
     simulator equals hls_model.predict bit for bit."""
-    from aster_ext.hls4ml_backend.cnn_run import predict
 
     rng = np.random.default_rng(12)
     path = nhwc_onnx(tmp_path / "n.onnx", 12)
@@ -680,13 +685,8 @@ def test_simulator_bit_exact_with_hls4ml_nhwc(tmp_path):
     prog = _with_modes(prog, rng)
     hm, built = _build_hls4ml(path, prog, tmp_path / "prj")
     assert not any(ly.class_name == "Transpose" for ly in hm.get_layers())
-    d = s.input_perm.size
-    x = np.concatenate(
-        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
-    )
-    y_h = predict(hm, built, x)
-    y_s = C.simulate(built, x)
-    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    x = _bit_exact_inputs(s, rng)
+    _assert_bit_exact(hm, built, x)
 
 
 @pytest.mark.slow
@@ -701,7 +701,6 @@ def test_simulator_bit_exact_with_hls4ml_stream_resource(tmp_path, io_type, stra
     Transpose) and Resource (transposed weights, its own accumulation order): with random narrow
     types and modes (a 3x3 average pool whose accumulator drops 2 bits and lacks an integer bit)
     our simulator equals hls_model.predict bit for bit on random, corner and out-of-range inputs."""
-    from aster_ext.hls4ml_backend.cnn_run import predict
 
     rng = np.random.default_rng(seed)
     if net == "residual":
@@ -719,13 +718,8 @@ def test_simulator_bit_exact_with_hls4ml_stream_resource(tmp_path, io_type, stra
             st.accum_t = HlsType(a.int_bits - 1 + f_in - 2, a.int_bits - 1, True, a.quant, ovf)
     hm, built = _build_hls4ml(path, prog, tmp_path / "prj", io_type, strategy)
     assert built.stream == stream
-    d = s.input_perm.size
-    x = np.concatenate(
-        [rng.random((150, d)), (rng.random((50, d)) < 0.5).astype(float), rng.uniform(-3, 3, (50, d))]
-    )
-    y_h = predict(hm, built, x)
-    y_s = C.simulate(built, x)
-    assert np.array_equal(y_h, y_s), int(np.sum(np.any(y_h != y_s, axis=1)))
+    x = _bit_exact_inputs(s, rng)
+    y_h = _assert_bit_exact(hm, built, x)
     if net == "MaxPool":  # max of the wrapped values (stream) != the wrapped max (io_parallel)
         assert not np.array_equal(C.simulate(replace(built, stream=False), x), y_h)
 

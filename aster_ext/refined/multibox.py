@@ -1,0 +1,401 @@
+"""Multi-box refined ILP: one program whose error rows hold on every sub-box of a cover (issue 12).
+
+The single-box ILP (:mod:`.model`) bounds the error of the program by affine forms built from ONE
+analysis of the input box B: real ranges, ReLU stability (from range ⊕ cap), centre slopes. On a
+sub-box B_i ⊂ B the ranges are tighter, fewer ReLUs are unstable and the forms' remainders
+shrink, so the same formats satisfy smaller rows. For a cover B = ∪_i B_i (finite, closed boxes)
+
+    max_{x in B} |P(x) - N(x)|_o = max_i max_{x in B_i} |P(x) - N(x)|_o,
+
+so a program P whose error rows hold on every B_i meets ε on B. The multi-box model
+(:func:`stack_models`) has
+
+- shared columns: the one-hot F / Fw binaries b, w (one program), the activation-budget binaries
+  d (one implementation per layer), and the objective (hw cost of b, w, d: it depends on the
+  formats only, the d costs from the whole box's ranges);
+- per sub-box i its own continuous columns ctr^i, rad^i, m^i (the error-form values of the
+  z columns and the per-neuron error bounds on B_i) with its own definition, cap and output rows
+  — exactly the rows :func:`.model.build_model` writes for B_i (its ranges, its ReLU decisions
+  from range_i ⊕ E^i_j, its error forms; the d coefficients on the shared candidates ``act_k``).
+
+Constraint matrix (columns b w | ctr^1 rad^1 m^1 | ... | ctr^K rad^K m^K | d)::
+
+    [ one-hot rows of b, w, d                           ]   (once)
+    [ R^1_bw   R^1_c   0     ...  0      R^1_d ]            (rows of B_1)
+    [   ...                                    ]
+    [ R^K_bw   0       ...        R^K_c  R^K_d ]            (rows of B_K)
+
+Stacking K = 1 gives the single-box model itself (same matrix, bounds, costs; names unchanged).
+
+Soundness does not rest on the ILP. The loop (:func:`assign_multibox`) builds every candidate
+program on the WHOLE box (integer bits from the whole-box ranges ⊕ the program's own errors: every
+sub-box value is a whole-box value, so no overflow on B means none on any B_i), requires its
+whole-box certificate to be overflow-free, and certifies it on every leaf of the current cover
+with :func:`.error_forms.certify_forms` (the program fixed, as :func:`.split.certify_by_splitting`
+does). The certificate is min(whole-box bound, max over the leaves' bounds) per output; a program
+is accepted only when that is <= ε. The exact row check of :func:`.model.exact_row_check` is run on
+every sub-box model and reported (as in the single-box path, where it is reported too).
+
+Counterexample-guided loop: start from the leaves of the base result's split certificate; each
+round sets per-box caps E^i_j = 2·max|e_z,j| of the incumbent program on B_i (the refinement
+rule of :mod:`.solve`), solves the stacked ILP at target t (warm start: the incumbent), builds and
+certifies the program; leaves whose bound exceeds ε are bisected (:func:`.split.split_dimension`)
+and the model re-solved — or, when the box budget is spent, t is tightened by ε / bound. A
+certified, cheaper program becomes the incumbent; then the worst leaves are split further (more
+boxes: tighter rows) while the budget lasts. The result is the cheapest certified program, never
+the base's inferior: the base is kept when nothing cheaper certifies.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..certify import Certificate
+from ..cost import program_cost
+from ..errors import InfeasibleError
+from ..ir import DenseLayer
+from ..ranges import ExactParams
+from ..rigorous import up
+from .error_forms import certify_forms, forms_analysis
+from .model import (
+    SETTINGS,
+    RefinedModel,
+    build_model,
+    exact_row_check,
+    lp_text,
+    solve_model,
+    uniform_start,
+)
+from .split import bisect, certify_by_splitting, input_sensitivity, split_dimension
+from .symbolic_ranges import symbolic_ranges
+
+INIT_BOXES = 4  # leaves of the base's split certificate the loop starts from (at most the budget)
+MAX_ROUNDS = 8  # ILP solves of one multi-box search
+CAP_FACTOR = 2.0  # per-box caps E^i_j = CAP_FACTOR·max|e_z,j| of the incumbent on B_i (as .solve)
+SOLVE_CAP_S = 10.0  # seconds per HiGHS run of the stacked model
+
+
+# --------------------------------------------------------------------------------------------
+# the stacked model
+# --------------------------------------------------------------------------------------------
+
+
+def _is_onehot(name: str) -> bool:
+    return name.startswith("onehot")
+
+
+def stack_models(models: list[RefinedModel], cost: np.ndarray | None = None) -> RefinedModel:
+    """The multi-box ILP of the module docstring from one single-box model per sub-box.
+
+    Every model must come from :func:`.model.build_model` on the same layers, setting, granularity
+    and activation candidates ``act_k`` (so the b, w, d columns mean the same in each); the result
+    keeps the one-hot rows of the first model once and every model's other rows with its
+    continuous columns moved to its own block. ``cost`` (default: the first model's) is the
+    objective over the stacked columns' shared part (b, w, d). The returned model's per-neuron
+    data (ctr_f, cz, caps, ...) are the first model's: use the models themselves for
+    :func:`.model.exact_row_check`; the stacked one is for :func:`.model.solve_model` and
+    :func:`.model.lp_text`. One model is returned as is."""
+    if len(models) == 1 and cost is None:
+        return models[0]
+    m0 = models[0]
+    nshared = m0.d_off - 3 * m0.n_neurons  # b and w columns
+    nblk = 3 * m0.n_neurons
+    nd = m0.n_cols - m0.d_off
+    k_all = len(models)
+    for m in models[1:]:
+        if (
+            m.n_cols != m0.n_cols
+            or m.d_off != m0.d_off
+            or not np.array_equal(m.fracs, m0.fracs)
+            or len(m.act_k) != len(m0.act_k)
+            or any(not np.array_equal(a, b) for a, b in zip(m.act_k, m0.act_k, strict=True))
+        ):
+            raise ValueError("stack_models: the sub-box models do not share their binary columns")
+    d_new = nshared + k_all * nblk
+    ncol = d_new + nd
+    blocks, lo_l, hi_l, names = [], [], [], []
+    for k, m in enumerate(models):
+        a = m.a.tocoo()
+        col = a.col.astype(np.int64)
+        new_col = np.where(col < nshared, col, np.where(col < m.d_off, col + k * nblk, col - m.d_off + d_new))
+        keep_row = np.array([not _is_onehot(nm) for nm in m.row_names]) if k else np.ones(a.shape[0], bool)
+        rows_kept = np.nonzero(keep_row)[0]
+        row_map = np.full(a.shape[0], -1, dtype=np.int64)
+        row_map[rows_kept] = np.arange(rows_kept.size)
+        sel = keep_row[a.row]
+        blocks.append(
+            sp.csr_matrix((a.data[sel], (row_map[a.row[sel]], new_col[sel])), shape=(rows_kept.size, ncol))
+        )
+        lo_l.append(m.row_lo[rows_kept])
+        hi_l.append(m.row_hi[rows_kept])
+        names += [
+            nm if _is_onehot(nm) else f"b{k}_{nm}" for nm in (m.row_names[i] for i in rows_kept)
+        ]
+    a_st = sp.vstack(blocks, format="csr")
+
+    def per_box(v0: np.ndarray, arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([v0[:nshared], *[v[nshared : m0.d_off] for v in arrays], v0[m0.d_off :]])
+
+    col_lo = per_box(m0.col_lo, [m.col_lo for m in models])
+    col_hi = per_box(m0.col_hi, [m.col_hi for m in models])
+    integer = per_box(m0.integer, [m.integer for m in models])
+    c0 = m0.cost if cost is None else cost
+    cost_st = np.concatenate([c0[:nshared], np.zeros(k_all * nblk), c0[m0.d_off :]])
+    col_names = (
+        m0.col_names[:nshared]
+        + [f"b{k}_{nm}" for k in range(k_all) for nm in m0.col_names[nshared : m0.d_off]]
+        + m0.col_names[m0.d_off :]
+    )
+    return RefinedModel(
+        m0.setting, m0.layout, m0.decisions, m0.caps, m0.target, m0.fracs, m0.n_neurons, m0.group_f,
+        m0.group_w, m0.n_gf, m0.n_gw, m0.ctr_f, m0.rad_f, m0.ctr_w, m0.rad_w, m0.unit, a_st,
+        np.concatenate(lo_l), np.concatenate(hi_l), col_lo, col_hi, cost_st, integer, names, col_names,
+        m0.cap_rows, m0.out_rows, m0.cz, m0.co, m0.const_ctr, m0.const_rad, m0.rem, m0.act_k, d_new,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MultiBoxLog:
+    """What :func:`assign_multibox` did (report.json ``split_search`` with method multibox-ilp)."""
+
+    max_boxes: int
+    base_hw: int | None
+    base_bound: float | None
+    rows: list[dict] = field(default_factory=list)
+    chosen: int | None = None  # index into rows of the accepted round (None: base kept)
+    leaves: int = 0  # sub-boxes of the returned certificate (1: whole box)
+    final_hw: int | None = None
+    final_bound: float | None = None
+    time_s: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "method": "multibox-ilp",
+            "max_boxes": self.max_boxes,
+            "base_hw": self.base_hw,
+            "base_single_pass_bound": self.base_bound,
+            "rounds": self.rows,
+            "chosen": self.chosen,
+            "leaves": self.leaves,
+            "hw_before": self.base_hw,
+            "hw_after": self.final_hw,
+            "bound_before": self.base_bound,
+            "bound_after": self.final_bound,
+            "time_s": round(self.time_s, 3),
+        }
+
+
+def _flat(v: list[list[int]] | list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(x, dtype=np.int64) for x in v])
+
+
+def _act_choice(model: RefinedModel, deltas: list[float]) -> list[int] | None:
+    """Candidate index per activation layer nearest to δ_l (None when the layers have none)."""
+    out = []
+    for ks, d in zip(model.act_k, deltas, strict=False):
+        if ks.size:
+            k = -math.log2(d) if d > 0 else float(ks[-1])
+            out.append(int(np.clip(np.searchsorted(ks, k), 0, ks.size - 1)))
+    return out if out else None
+
+
+def _certify_cover(program, layers, lower, upper, leaves, on_grid) -> tuple[Certificate, list[np.ndarray]]:
+    """Whole-box certificate (overflow checks) and per-leaf bounds of a fixed program; the returned
+    certificate's bound is min(whole, max over the leaves) per output (module docstring)."""
+    whole = certify_forms(program, layers, lower, upper, on_grid)
+    if not whole.ok:
+        return whole, []
+    lb = [np.asarray(certify_forms(program, layers, a, b, on_grid).output_bound, dtype=np.float64)
+          for a, b in leaves]  # fmt: skip
+    bound = np.minimum(np.asarray(whole.output_bound, dtype=np.float64), up(np.max(np.stack(lb), axis=0)))
+    return Certificate(whole.errors, whole.ranges, bound, [], on_grid, whole.relu_states), lb
+
+
+def assign_multibox(
+    layers: list[DenseLayer],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    eps: float,
+    base,
+    setting: str,
+    granularity: str,
+    time_limit: float,
+    name: str,
+    max_boxes: int,
+    progress=None,
+    solve_cap_s: float = SOLVE_CAP_S,
+):
+    """Counterexample-guided multi-box search (module docstring).
+
+    ``base`` is the certified single-box :class:`~.solve.RefinedResult` (or None when the
+    single-box search found none: the loop then starts from ``initial_caps`` on each box and the
+    whole box bisected into INIT_BOXES leaves). Returns (result, certificate, :class:`MultiBoxLog`):
+    ``base`` and its certificate unless a cheaper program's cover certificate is <= ε. Raises
+    InfeasibleError when ``base`` is None and no program is certified."""
+    from .solve import RefinedResult, _split, build_program, initial_caps
+
+    t0 = time.perf_counter()
+    st = SETTINGS[setting]
+    on_grid = st.no_init_error
+    lower = np.asarray(lower, dtype=np.float64).reshape(-1)
+    upper = np.asarray(upper, dtype=np.float64).reshape(-1)
+    params = [ExactParams.of(layer) for layer in layers]
+    whole_ranges = symbolic_ranges(layers, lower, upper, params)
+    sens = input_sensitivity(layers)
+    log = MultiBoxLog(max_boxes, None if base is None else int(base.hw_cost),
+                      None if base is None else float(base.certificate.bound))  # fmt: skip
+    best, best_cert = base, None if base is None else base.certificate
+    # initial cover
+    k0 = max(1, min(INIT_BOXES, max_boxes))
+    if base is not None:
+        sc = certify_by_splitting(base.program, layers, lower, upper, 0.0, k0, on_grid)
+        leaves = list(sc.leaves)
+    else:
+        leaves = [(lower, upper)]
+        while len(leaves) < k0:
+            i = int(np.argmax([np.max((b - a) * sens) for a, b in leaves]))
+            a, b = leaves.pop(i)
+            leaves += bisect(a, b, split_dimension(a, b, sens))
+    box_ranges = {}
+
+    def ranges_of(a: np.ndarray, b: np.ndarray):
+        key = (a.tobytes(), b.tobytes())
+        if key not in box_ranges:
+            box_ranges[key] = symbolic_ranges(layers, a, b, params)
+        return box_ranges[key]
+
+    def caps_for(program, a, b):
+        if program is None:
+            return initial_caps(layers, ranges_of(a, b), eps, st)
+        run = forms_analysis(program, layers, a, b, on_grid, params, ranges_of(a, b))
+        return [np.maximum(CAP_FACTOR * e.mag(), 2.0**-st.max_len) for e in run.z_err]
+
+    target = eps
+    improved_since_split = True
+    for rnd in range(MAX_ROUNDS):
+        left = time_limit - (time.perf_counter() - t0)
+        if left <= 1.0:
+            log.rows.append({"round": rnd + 1, "result": "time limit reached"})
+            break
+        inc = None if best is None else best.program
+        caps = [caps_for(inc, a, b) for a, b in leaves]
+        # shared activation candidates / d costs from the whole box (caps: the max over the boxes)
+        cap_whole = [np.max(np.stack([c[li] for c in caps]), axis=0) for li in range(len(layers))]
+        opts = {"fold_bias": True, "exact_dw": True, "relu_stability": True}
+        m_whole = build_model(layers, params, whole_ranges, lower, upper, st, target, cap_whole, granularity, **opts)
+        models = [
+            build_model(layers, params, ranges_of(a, b), a, b, st, target, c, granularity, act_k=m_whole.act_k,
+                        **opts)
+            for (a, b), c in zip(leaves, caps, strict=True)
+        ]  # fmt: skip
+        stacked = stack_models(models, m_whole.cost)
+        if best is not None:
+            start = (_flat(best.dot_bits), _flat(best.weight_bits), _act_choice(stacked, best.act_delta))
+        else:  # the largest uniform F any box needs (None: some box admits none)
+            us = [uniform_start(m) for m in models]
+            start = None
+            if all(u is not None for u in us):
+                i = int(np.argmax([u[0][0] for u in us]))
+                start = us[i]
+        row: dict = {"round": rnd + 1, "boxes": len(leaves), "ilp_target": target,
+                     "ilp_rows": int(stacked.a.shape[0]), "ilp_cols": int(stacked.n_cols)}  # fmt: skip
+        sol = solve_model(stacked, min(max(left - 1.0, 0.5), solve_cap_s), 1e-2, start)
+        row.update(solver=sol.status, solver_s=round(sol.time_s, 2))
+        if sol.f is None:
+            row["result"] = "no ILP solution"
+            log.rows.append(row)
+            # counterexamples: the boxes whose rows no uniform F satisfies; split them
+            bad = [i for i, m in enumerate(models) if uniform_start(m) is None] or list(range(len(leaves)))
+            if len(leaves) >= max_boxes:
+                break
+            leaves = _split_leaves(leaves, bad, max_boxes, sens)
+            continue
+        f_l, fw_l = _split(sol.f, layers), _split(sol.fw, layers)
+        deltas = stacked.act_delta(sol.act_choice)
+        program, _ = build_program(name, layers, f_l, fw_l, st, lower, upper, params, whole_ranges, True, True,
+                                   deltas)  # fmt: skip
+        rows_ok = sum(exact_row_check(m, sol.f, sol.fw, sol.act_choice)[0] for m in models)
+        cert, leaf_bounds = _certify_cover(program, layers, lower, upper, leaves, on_grid)
+        hw = int(program_cost(program).hw)
+        row.update(hw=hw, exact_rows_ok=f"{rows_ok}/{len(models)}", overflow=not cert.ok,
+                   bound=cert.bound if cert.ok else None)  # fmt: skip
+        if progress is not None:
+            progress(f"multi-box ILP round {rnd + 1}: {len(leaves)} boxes, target {target:.4g}, "
+                     f"hw {hw}, certified {cert.bound:.4g}")  # fmt: skip
+        if not cert.ok:
+            row["result"] = "overflow on the whole box"
+            log.rows.append(row)
+            target *= 0.5
+            continue
+        if cert.bound <= eps:
+            if best is None or hw < best.hw_cost:
+                res = RefinedResult(
+                    program, cert, [list(map(int, v)) for v in f_l], [list(map(int, v)) for v in f_l],
+                    float(sol.objective) if sol.objective is not None else float("nan"), cert.bound,
+                    f"multibox {sol.status}", sol.time_s, lp_text(stacked, f"multi-box ILP, {len(leaves)} "
+                    f"sub-boxes, target {target!r}, setting {setting}"), rows_ok == len(models),
+                    list(base.notes) if base is not None else [], rnd + 1,
+                    [list(map(int, v)) for v in fw_l], hw, act_delta=deltas,
+                )  # fmt: skip
+                res.notes.append(
+                    f"multi-box ILP: one program certified {cert.bound:.6g} over {len(leaves)} sub-boxes "
+                    f"(single pass {certify_forms(program, layers, lower, upper, on_grid).bound:.6g}); "
+                    f"hw {hw}" + ("" if base is None else f" (single-box refined: hw {base.hw_cost})")
+                )
+                best, best_cert = res, cert
+                log.chosen, log.leaves = len(log.rows), len(leaves)
+                row["result"] = "accepted"
+                improved_since_split = True
+            else:
+                row["result"] = "certified, not cheaper"
+                improved_since_split = False
+            log.rows.append(row)
+            if len(leaves) >= max_boxes or not improved_since_split:
+                break
+            # more boxes, tighter rows: split the worse half of the leaves (by their bound)
+            order = list(np.argsort([-float(np.max(b)) for b in leaf_bounds]))
+            leaves = _split_leaves(leaves, order[: max(1, len(leaves) // 2)], max_boxes, sens)
+            continue
+        row["result"] = "not certified"
+        log.rows.append(row)
+        bad = [i for i, b in enumerate(leaf_bounds) if float(np.max(b)) > eps]
+        if len(leaves) < max_boxes and bad:
+            leaves = _split_leaves(leaves, bad, max_boxes, sens)
+        else:
+            target *= min(0.95, eps / cert.bound * 0.98)
+    log.time_s = time.perf_counter() - t0
+    if best is None:
+        raise InfeasibleError(
+            f"{name}: the multi-box ILP found no program certified at eps={eps:g} on up to {max_boxes} sub-boxes"
+        )
+    if log.chosen is None:
+        log.leaves = 1
+    log.final_hw, log.final_bound = int(best.hw_cost), float(best_cert.bound)
+    return best, best_cert, log
+
+
+def _split_leaves(leaves, which, max_boxes: int, sens: np.ndarray):
+    """Bisect the leaves with indices ``which`` (in that order) while the cover has fewer than
+    ``max_boxes`` leaves; each is replaced by its two halves (union exactly the leaf)."""
+    out = list(leaves)
+    chosen = [leaves[i] for i in which]
+    for box in chosen:
+        if len(out) >= max_boxes:
+            break
+        i = next(j for j, b in enumerate(out) if b is box)
+        a, b = out.pop(i)
+        out += bisect(a, b, split_dimension(a, b, sens))
+    return out
+
+
+__all__ = ["MultiBoxLog", "assign_multibox", "stack_models"]

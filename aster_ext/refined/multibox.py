@@ -133,9 +133,7 @@ def stack_models(models: list[RefinedModel], cost: np.ndarray | None = None) -> 
         )
         lo_l.append(m.row_lo[rows_kept])
         hi_l.append(m.row_hi[rows_kept])
-        names += [
-            nm if _is_onehot(nm) else f"b{k}_{nm}" for nm in (m.row_names[i] for i in rows_kept)
-        ]
+        names += [nm if _is_onehot(nm) else f"b{k}_{nm}" for nm in (m.row_names[i] for i in rows_kept)]
     a_st = sp.vstack(blocks, format="csr")
 
     def per_box(v0: np.ndarray, arrays: list[np.ndarray]) -> np.ndarray:
@@ -292,12 +290,15 @@ def assign_multibox(
         # shared activation candidates / d costs from the whole box (caps: the max over the boxes)
         cap_whole = [np.max(np.stack([c[li] for c in caps]), axis=0) for li in range(len(layers))]
         opts = {"fold_bias": True, "exact_dw": True, "relu_stability": True}
-        m_whole = build_model(layers, params, whole_ranges, lower, upper, st, target, cap_whole, granularity, **opts)
+        m_whole = build_model(
+            layers, params, whole_ranges, lower, upper, st, target, cap_whole, granularity, **opts
+        )
         models = [
-            build_model(layers, params, ranges_of(a, b), a, b, st, target, c, granularity, act_k=m_whole.act_k,
-                        **opts)
+            build_model(
+                layers, params, ranges_of(a, b), a, b, st, target, c, granularity, act_k=m_whole.act_k, **opts
+            )
             for (a, b), c in zip(leaves, caps, strict=True)
-        ]  # fmt: skip
+        ]
         stacked = stack_models(models, m_whole.cost)
         if best is not None:
             start = (_flat(best.dot_bits), _flat(best.weight_bits), _act_choice(stacked, best.act_delta))
@@ -322,8 +323,9 @@ def assign_multibox(
             continue
         f_l, fw_l = _split(sol.f, layers), _split(sol.fw, layers)
         deltas = stacked.act_delta(sol.act_choice)
-        program, _ = build_program(name, layers, f_l, fw_l, st, lower, upper, params, whole_ranges, True, True,
-                                   deltas)  # fmt: skip
+        program, _ = build_program(
+            name, layers, f_l, fw_l, st, lower, upper, params, whole_ranges, True, True, deltas
+        )
         rows_ok = sum(exact_row_check(m, sol.f, sol.fw, sol.act_choice)[0] for m in models)
         cert, leaf_bounds = _certify_cover(program, layers, lower, upper, leaves, on_grid)
         hw = int(program_cost(program).hw)
@@ -376,7 +378,8 @@ def assign_multibox(
     log.time_s = time.perf_counter() - t0
     if best is None:
         raise InfeasibleError(
-            f"{name}: the multi-box ILP found no program certified at eps={eps:g} on up to {max_boxes} sub-boxes"
+            f"{name}: the multi-box ILP found no program certified at eps={eps:g} "
+            f"on up to {max_boxes} sub-boxes"
         )
     if log.chosen is None:
         log.leaves = 1

@@ -133,7 +133,9 @@ def stack_models(models: list[RefinedModel], cost: np.ndarray | None = None) -> 
         )
         lo_l.append(m.row_lo[rows_kept])
         hi_l.append(m.row_hi[rows_kept])
-        names += [nm if _is_onehot(nm) else f"b{k}_{nm}" for nm in (m.row_names[i] for i in rows_kept)]
+        names += [
+            nm if _is_onehot(nm) or k_all == 1 else f"b{k}_{nm}" for nm in (m.row_names[i] for i in rows_kept)
+        ]
     a_st = sp.vstack(blocks, format="csr")
 
     def per_box(v0: np.ndarray, arrays: list[np.ndarray]) -> np.ndarray:
@@ -146,7 +148,11 @@ def stack_models(models: list[RefinedModel], cost: np.ndarray | None = None) -> 
     cost_st = np.concatenate([c0[:nshared], np.zeros(k_all * nblk), c0[m0.d_off :]])
     col_names = (
         m0.col_names[:nshared]
-        + [f"b{k}_{nm}" for k in range(k_all) for nm in m0.col_names[nshared : m0.d_off]]
+        + [
+            nm if k_all == 1 else f"b{k}_{nm}"
+            for k in range(k_all)
+            for nm in m0.col_names[nshared : m0.d_off]
+        ]
         + m0.col_names[m0.d_off :]
     )
     return RefinedModel(

@@ -153,3 +153,35 @@ def test_multibox_without_base_and_on_grid() -> None:
     xs = np.concatenate([xs, [[-(2**f_in), -(2**f_in)], [2**f_in, 2**f_in], [-(2**f_in), 2**f_in]]])
     obs = observed_errors(best.program, layers, xs, True)
     assert np.all(obs.max(axis=0) <= cert.output_bound)
+
+
+def test_split_ilp_needs_split_boxes(capsys) -> None:
+    from pathlib import Path
+
+    from aster_ext.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "tiny_controller.scala"
+    assert main(["quantize", str(example), "--error", "1e-3", "--split-ilp", "--quiet"]) == 2
+    assert "--split-ilp needs --split-boxes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quantize_split_ilp_report_and_verify(tmp_path, capsys) -> None:
+    """``quantize --split-boxes 6 --split-ilp``: report.json's split_search (multibox-ilp) says
+    sub-boxes, hw and bound before/after; the written program verifies against its certificate."""
+    import json
+    from pathlib import Path
+
+    from aster_ext.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "tiny_controller.scala"
+    out = tmp_path / "tiny"
+    args = ["quantize", str(example), "--error", "1e-3", "--out", str(out), "--quiet"]
+    assert main([*args, "--split-boxes", "6", "--split-ilp"]) == 0
+    r = json.loads((out / "report.json").read_text())
+    s = r["split_search"]
+    assert s["method"] == "multibox-ilp" and 1 <= s["leaves"] <= 6 and s["rounds"]
+    assert s["hw_after"] <= s["hw_before"] and s["bound_after"] <= 1e-3
+    assert r["certified_error"] == pytest.approx(s["bound_after"]) and r["cost"]["hw"] == s["hw_after"]
+    capsys.readouterr()
+    assert main(["verify", str(out), "--no-cpp", "--quiet", "--samples", "300", "--search-iters", "5"]) == 0

@@ -37,13 +37,20 @@ is accepted only when that is <= ε. The exact row check of :func:`.model.exact_
 every sub-box model and reported (as in the single-box path, where it is reported too).
 
 Counterexample-guided loop: start from the leaves of the base result's split certificate; each
-round sets per-box caps E^i_j = 2·max|e_z,j| of the incumbent program on B_i (the refinement
-rule of :mod:`.solve`), solves the stacked ILP at target t (warm start: the incumbent), builds and
-certifies the program; leaves whose bound exceeds ε are bisected (:func:`.split.split_dimension`)
-and the model re-solved — or, when the box budget is spent, t is tightened by ε / bound. A
-certified, cheaper program becomes the incumbent; then the worst leaves are split further (more
-boxes: tighter rows) while the budget lasts. The result is the cheapest certified program, never
-the base's inferior: the base is kept when nothing cheaper certifies.
+round sets per-box caps E^i_j = CAP_FACTOR·max|e_z,j| of the incumbent program on B_i (the
+refinement rule of :mod:`.solve`, which lets each neuron's error grow CAP_FACTOR-fold), solves the
+stacked ILP at target t (warm start: the incumbent), builds and certifies the program. Leaves
+whose bound exceeds ε are bisected (:func:`.split.split_dimension`) and the model re-solved — or,
+when the box budget is spent, t is tightened by ε / bound. The caps fix the rows' ReLU decisions
+(range ⊕ cap), so fresh caps can exclude the incumbent itself: an infeasible model is re-solved
+with the caps the incumbent was found with (split boxes inherit their parent's), under which it
+is feasible up to the sub-box ranges; without such caps every cap is scaled by CAP_RELAX (at most
+CAP_RELAX_MAX in all); then the boxes no uniform F satisfies are split. A certified, cheaper
+program becomes the incumbent; then the worst leaves are split further (more boxes: tighter rows)
+while the budget lasts, and t is raised by the certificate's slack ε / bound (at most RELAX_MAX:
+the rows are conservative, the certificate decides), until PATIENCE + 1 certified rounds in a row
+were not cheaper or MAX_ROUNDS solves ran. The result is the cheapest certified program, never
+costlier than the base: the base is kept when nothing cheaper certifies.
 """
 
 from __future__ import annotations
@@ -76,8 +83,11 @@ from .symbolic_ranges import symbolic_ranges
 
 INIT_BOXES = 4  # leaves of the base's split certificate the loop starts from (at most the budget)
 MAX_ROUNDS = 8  # ILP solves of one multi-box search
-CAP_FACTOR = 2.0  # per-box caps E^i_j = CAP_FACTOR·max|e_z,j| of the incumbent on B_i (as .solve)
+CAP_FACTOR = 3.0  # per-box caps E^i_j = CAP_FACTOR·max|e_z,j| of the incumbent on B_i (as .solve)
 SOLVE_CAP_S = 10.0  # seconds per HiGHS run of the stacked model
+CAP_RELAX, CAP_RELAX_MAX = 4.0, 16.0  # caps x4 (at most x16 in all) after an infeasible model
+RELAX_MAX = 1.5  # largest factor a certified round's slack ε / bound raises the ILP target by
+PATIENCE = 1  # certified rounds that were not cheaper before the search stops (more boxes each)
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,16 +223,19 @@ def _act_choice(model: RefinedModel, deltas: list[float]) -> list[int] | None:
     return out if out else None
 
 
-def _certify_cover(program, layers, lower, upper, leaves, on_grid) -> tuple[Certificate, list[np.ndarray]]:
-    """Whole-box certificate (overflow checks) and per-leaf bounds of a fixed program; the returned
-    certificate's bound is min(whole, max over the leaves) per output (module docstring)."""
+def _certify_cover(
+    program, layers, lower, upper, leaves, on_grid
+) -> tuple[Certificate, list[np.ndarray], float]:
+    """Whole-box certificate (overflow checks), per-leaf bounds of a fixed program and the whole-box
+    (single-pass) bound; the returned certificate's bound is min(whole, max over the leaves) per
+    output (module docstring)."""
     whole = certify_forms(program, layers, lower, upper, on_grid)
     if not whole.ok:
-        return whole, []
+        return whole, [], whole.bound
     lb = [np.asarray(certify_forms(program, layers, a, b, on_grid).output_bound, dtype=np.float64)
           for a, b in leaves]  # fmt: skip
     bound = np.minimum(np.asarray(whole.output_bound, dtype=np.float64), up(np.max(np.stack(lb), axis=0)))
-    return Certificate(whole.errors, whole.ranges, bound, [], on_grid, whole.relu_states), lb
+    return Certificate(whole.errors, whole.ranges, bound, [], on_grid, whole.relu_states), lb, whole.bound
 
 
 def assign_multibox(
@@ -246,7 +259,7 @@ def assign_multibox(
     whole box bisected into INIT_BOXES leaves). Returns (result, certificate, :class:`MultiBoxLog`):
     ``base`` and its certificate unless a cheaper program's cover certificate is <= ε. Raises
     InfeasibleError when ``base`` is None and no program is certified."""
-    from .solve import RefinedResult, _split, build_program, initial_caps
+    from .solve import LARGE, WINDOW, RefinedResult, _split, build_program, initial_caps
 
     t0 = time.perf_counter()
     st = SETTINGS[setting]
@@ -278,14 +291,20 @@ def assign_multibox(
             box_ranges[key] = symbolic_ranges(layers, a, b, params)
         return box_ranges[key]
 
+    cap_scale = 1.0  # x CAP_RELAX after an infeasible model without kept caps (reset on acceptance)
+    acc_caps: dict[bytes, list[np.ndarray]] = {}  # box key -> caps the incumbent was found with
+    keep = False  # this round: the incumbent's own caps (acc_caps) instead of fresh ones
+
     def caps_for(program, a, b):
+        if keep and _key(a, b) in acc_caps:
+            return acc_caps[_key(a, b)]
         if program is None:
-            return initial_caps(layers, ranges_of(a, b), eps, st)
+            return [c * cap_scale for c in initial_caps(layers, ranges_of(a, b), eps, st)]
         run = forms_analysis(program, layers, a, b, on_grid, params, ranges_of(a, b))
-        return [np.maximum(CAP_FACTOR * e.mag(), 2.0**-st.max_len) for e in run.z_err]
+        return [np.maximum(cap_scale * CAP_FACTOR * e.mag(), 2.0**-st.max_len) for e in run.z_err]
 
     target = eps
-    improved_since_split = True
+    stale = 0  # certified rounds in a row that were not cheaper
     for rnd in range(MAX_ROUNDS):
         left = time_limit - (time.perf_counter() - t0)
         if left <= 1.0:
@@ -316,16 +335,30 @@ def assign_multibox(
                 start = us[i]
         row: dict = {"round": rnd + 1, "boxes": len(leaves), "ilp_target": target,
                      "ilp_rows": int(stacked.a.shape[0]), "ilp_cols": int(stacked.n_cols)}  # fmt: skip
-        sol = solve_model(stacked, min(max(left - 1.0, 0.5), solve_cap_s), 1e-2, start)
+        # large nets: F/Fw candidates within ±WINDOW of the incumbent (as .solve's warm start does)
+        window = WINDOW if best is not None and stacked.n_neurons > LARGE else None
+        sol = solve_model(stacked, min(max(left - 1.0, 0.5), solve_cap_s), 1e-2, start, window)
         row.update(solver=sol.status, solver_s=round(sol.time_s, 2))
         if sol.f is None:
             row["result"] = "no ILP solution"
             log.rows.append(row)
+            if sol.status == "infeasible" and not keep and acc_caps:
+                # fresh caps (CAP_FACTOR x the incumbent's errors) change the rows' ReLU decisions and
+                # can exclude the incumbent itself; its own caps (inherited by split boxes) admit it
+                keep = True
+                row["result"] += "; back to the incumbent's caps"
+                continue
+            if sol.status == "infeasible" and not acc_caps and cap_scale < CAP_RELAX_MAX:
+                # the caps (not the boxes) are the likely culprit: the rows' ReLU decisions of range ⊕ cap
+                # make an unstable chain's m_j exceed CAP_FACTOR x the certified error; relax them
+                cap_scale *= CAP_RELAX
+                row["result"] += f"; caps x{cap_scale:g}"
+                continue
             # counterexamples: the boxes whose rows no uniform F satisfies; split them
             bad = [i for i, m in enumerate(models) if uniform_start(m) is None] or list(range(len(leaves)))
             if len(leaves) >= max_boxes:
                 break
-            leaves = _split_leaves(leaves, bad, max_boxes, sens)
+            leaves = _split_leaves(leaves, bad, max_boxes, sens, acc_caps)
             continue
         f_l, fw_l = _split(sol.f, layers), _split(sol.fw, layers)
         deltas = stacked.act_delta(sol.act_choice)
@@ -333,9 +366,10 @@ def assign_multibox(
             name, layers, f_l, fw_l, st, lower, upper, params, whole_ranges, True, True, deltas
         )
         rows_ok = sum(exact_row_check(m, sol.f, sol.fw, sol.act_choice)[0] for m in models)
-        cert, leaf_bounds = _certify_cover(program, layers, lower, upper, leaves, on_grid)
+        cert, leaf_bounds, single = _certify_cover(program, layers, lower, upper, leaves, on_grid)
         hw = int(program_cost(program).hw)
         row.update(hw=hw, exact_rows_ok=f"{rows_ok}/{len(models)}", overflow=not cert.ok,
+                   single_pass=single,
                    bound=cert.bound if cert.ok else None)  # fmt: skip
         if progress is not None:
             progress(f"multi-box ILP round {rnd + 1}: {len(leaves)} boxes, target {target:.4g}, "
@@ -357,28 +391,40 @@ def assign_multibox(
                 )  # fmt: skip
                 res.notes.append(
                     f"multi-box ILP: one program certified {cert.bound:.6g} over {len(leaves)} sub-boxes "
-                    f"(single pass {certify_forms(program, layers, lower, upper, on_grid).bound:.6g}); "
+                    f"(single pass {single:.6g}); "
                     f"hw {hw}" + ("" if base is None else f" (single-box refined: hw {base.hw_cost})")
                 )
                 best, best_cert = res, cert
                 log.chosen, log.leaves = len(log.rows), len(leaves)
+                cap_scale, keep = 1.0, False
+                acc_caps = {_key(a, b): c for (a, b), c in zip(leaves, caps, strict=True)}
                 row["result"] = "accepted"
-                improved_since_split = True
+                stale = 0
             else:
                 row["result"] = "certified, not cheaper"
-                improved_since_split = False
+                stale += 1
             log.rows.append(row)
-            if len(leaves) >= max_boxes or not improved_since_split:
+            if stale > PATIENCE:
                 break
-            # more boxes, tighter rows: split the worse half of the leaves (by their bound)
-            order = list(np.argsort([-float(np.max(b)) for b in leaf_bounds]))
-            leaves = _split_leaves(leaves, order[: max(1, len(leaves) // 2)], max_boxes, sens)
+            # the rows are conservative (ReLU decisions of range ⊕ cap): aim the next solve at the
+            # slack the certificate left (the certificate, not the rows, decides acceptance)
+            relax = min(eps / cert.bound * 0.99, RELAX_MAX) if cert.bound > 0 else 1.0
+            if relax > 1.0:
+                target *= relax
+            if len(leaves) < max_boxes:
+                # more boxes, tighter rows: split the worse half of the leaves (by their bound)
+                order = list(np.argsort([-float(np.max(b)) for b in leaf_bounds]))
+                leaves = _split_leaves(leaves, order[: max(1, len(leaves) // 2)], max_boxes, sens, acc_caps)
+            elif relax <= 1.0:
+                break
             continue
         row["result"] = "not certified"
         log.rows.append(row)
         bad = [i for i, b in enumerate(leaf_bounds) if float(np.max(b)) > eps]
+        if target > eps:  # a raised target overshot: take back the part the certificate exceeded
+            target = max(eps, target * eps / cert.bound * 0.98)
         if len(leaves) < max_boxes and bad:
-            leaves = _split_leaves(leaves, bad, max_boxes, sens)
+            leaves = _split_leaves(leaves, bad, max_boxes, sens, acc_caps)
         else:
             target *= min(0.95, eps / cert.bound * 0.98)
     log.time_s = time.perf_counter() - t0
@@ -393,9 +439,14 @@ def assign_multibox(
     return best, best_cert, log
 
 
-def _split_leaves(leaves, which, max_boxes: int, sens: np.ndarray):
+def _key(a: np.ndarray, b: np.ndarray) -> bytes:
+    return a.tobytes() + b.tobytes()
+
+
+def _split_leaves(leaves, which, max_boxes: int, sens: np.ndarray, inherit: dict | None = None):
     """Bisect the leaves with indices ``which`` (in that order) while the cover has fewer than
-    ``max_boxes`` leaves; each is replaced by its two halves (union exactly the leaf)."""
+    ``max_boxes`` leaves; each is replaced by its two halves (union exactly the leaf). ``inherit``
+    (box key -> data) gives both halves their parent's entry."""
     out = list(leaves)
     chosen = [leaves[i] for i in which]
     for box in chosen:
@@ -403,7 +454,11 @@ def _split_leaves(leaves, which, max_boxes: int, sens: np.ndarray):
             break
         i = next(j for j, b in enumerate(out) if b is box)
         a, b = out.pop(i)
-        out += bisect(a, b, split_dimension(a, b, sens))
+        halves = bisect(a, b, split_dimension(a, b, sens))
+        if inherit is not None and _key(a, b) in inherit:
+            for h in halves:
+                inherit[_key(*h)] = inherit[_key(a, b)]
+        out += halves
     return out
 
 

@@ -85,6 +85,7 @@ INIT_BOXES = 4  # leaves of the base's split certificate the loop starts from (a
 MAX_ROUNDS = 8  # ILP solves of one multi-box search
 CAP_FACTOR = 3.0  # per-box caps E^i_j = CAP_FACTOR·max|e_z,j| of the incumbent on B_i (as .solve)
 SOLVE_CAP_S = 10.0  # seconds per HiGHS run of the stacked model
+CAP_ROOM, CAP_ITER = 1.5, 2  # caps below CAP_ROOM x the incumbent's row value are raised (loop)
 CAP_RELAX, CAP_RELAX_MAX = 4.0, 16.0  # caps x4 (at most x16 in all) after an infeasible model
 RELAX_MAX = 1.5  # largest factor a certified round's slack ε / bound raises the ILP target by
 PATIENCE = 1  # certified rounds that were not cheaper before the search stops (more boxes each)
@@ -223,6 +224,41 @@ def _act_choice(model: RefinedModel, deltas: list[float]) -> list[int] | None:
     return out if out else None
 
 
+def _rows_m(model: RefinedModel, f: np.ndarray, fw: np.ndarray, dsel: list[int] | None) -> np.ndarray:
+    """Per neuron the smallest m_j the cap rows of ``model`` admit for formats F, Fw (and activation
+    budget choice ``dsel``): ctr/rad by their definition rows, then layer by layer m_j = max of its
+    two cap rows with m_j = 0 (as :func:`.model.uniform_start`; float, a heuristic for the caps)."""
+    nf = model.fracs.size
+    nb, nw = model.n_gf * nf, model.n_gw * nf
+    n = model.n_neurons
+    c_m = nb + nw + 2 * n
+    idx_f = np.searchsorted(model.fracs, f)
+    idx_w = np.searchsorted(model.fracs, fw)
+    rows = np.arange(n)
+    x = np.zeros(model.n_cols)
+    gf = np.zeros(model.n_gf, dtype=np.int64)
+    gw = np.zeros(model.n_gw, dtype=np.int64)
+    gf[model.group_f], gw[model.group_w] = idx_f, idx_w
+    x[np.arange(model.n_gf) * nf + gf] = 1.0
+    x[nb + np.arange(model.n_gw) * nf + gw] = 1.0
+    x[nb + nw : nb + nw + n] = (model.ctr_f[rows, idx_f] + model.ctr_w[rows, idx_w]) / model.unit
+    x[nb + nw + n : c_m] = (model.rad_f[rows, idx_f] + model.rad_w[rows, idx_w]) / model.unit
+    pos = model.d_off
+    for t, ks in enumerate(k for k in model.act_k if k.size):
+        x[pos + (dsel[t] if dsel is not None else ks.size - 1)] = 1.0
+        pos += ks.size
+    names = np.array([nm.rsplit("_", 1)[0] for nm in model.row_names])
+    offs = np.concatenate([[0], np.cumsum(model.layout.sizes)]).astype(int)
+    out = np.zeros(n)
+    for li in range(len(model.layout.sizes)):
+        up_, dn_ = np.nonzero(names == f"capup_{li}")[0], np.nonzero(names == f"capdn_{li}")[0]
+        m = np.maximum(model.a[up_] @ x - model.row_hi[up_], model.a[dn_] @ x - model.row_hi[dn_])
+        m = np.maximum(m, 0.0)
+        x[c_m + offs[li] : c_m + offs[li + 1]] = m
+        out[offs[li] : offs[li + 1]] = m
+    return out * model.unit
+
+
 def _certify_cover(
     program, layers, lower, upper, leaves, on_grid
 ) -> tuple[Certificate, list[np.ndarray], float]:
@@ -324,6 +360,23 @@ def assign_multibox(
             )
             for (a, b), c in zip(leaves, caps, strict=True)
         ]
+        if inc is not None and not keep:
+            # the rows' own error of the incumbent can exceed CAP_FACTOR x its certified error (ReLU
+            # decisions of range ⊕ cap, no sign cancellation through unstable neurons): then the caps
+            # leave it no room (ACAS Xu: the same program every round). Raise such caps to
+            # CAP_FACTOR x the rows' value, at most CAP_ITER times per box (decisions move with caps)
+            x0 = (_flat(best.dot_bits), _flat(best.weight_bits), _act_choice(m_whole, best.act_delta))
+            for i, (a, b) in enumerate(leaves):
+                for _ in range(CAP_ITER):
+                    mm = _rows_m(models[i], *x0)
+                    cur = np.concatenate(caps[i])
+                    if np.all(CAP_ROOM * mm <= cur):
+                        break
+                    caps[i] = _split(np.maximum(cur, CAP_FACTOR * mm), layers)
+                    models[i] = build_model(
+                        layers, params, ranges_of(a, b), a, b, st, target, caps[i], granularity,
+                        act_k=m_whole.act_k, **opts,
+                    )  # fmt: skip
         stacked = stack_models(models, m_whole.cost)
         if best is not None:
             start = (_flat(best.dot_bits), _flat(best.weight_bits), _act_choice(stacked, best.act_delta))

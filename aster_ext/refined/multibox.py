@@ -82,7 +82,7 @@ from .split import bisect, certify_by_splitting, input_sensitivity, split_dimens
 from .symbolic_ranges import symbolic_ranges
 
 INIT_BOXES = 4  # leaves of the base's split certificate the loop starts from (at most the budget)
-MAX_ROUNDS = 8  # ILP solves of one multi-box search
+MAX_ROUNDS = 10  # ILP solves of one multi-box search
 CAP_FACTOR = 3.0  # per-box caps E^i_j = CAP_FACTOR·max|e_z,j| of the incumbent on B_i (as .solve)
 SOLVE_CAP_S = 10.0  # seconds per HiGHS run of the stacked model
 CAP_ROOM, CAP_ITER = 1.5, 2  # caps below CAP_ROOM x the incumbent's row value are raised (loop)

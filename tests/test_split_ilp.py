@@ -185,3 +185,31 @@ def test_quantize_split_ilp_report_and_verify(tmp_path, capsys) -> None:
     assert r["certified_error"] == pytest.approx(s["bound_after"]) and r["cost"]["hw"] == s["hw_after"]
     capsys.readouterr()
     assert main(["verify", str(out), "--no-cpp", "--quiet", "--samples", "300", "--search-iters", "5"]) == 0
+
+
+def test_models_with_different_binaries_are_not_stacked() -> None:
+    rng = np.random.default_rng(6)
+    layers = random_net(rng, 2, [2, 4, 1])
+    lo, hi = -np.ones(2), np.ones(2)
+    m = _model(layers, lo, hi)
+    other = _model(layers, lo, hi, setting="B")  # other F candidates
+    with pytest.raises(ValueError, match="share"):
+        stack_models([m, other])
+
+
+def test_rows_m_of_the_uniform_start_fits_its_caps() -> None:
+    """_rows_m (the caps heuristic) evaluates the cap rows as uniform_start does: the uniform start's
+    m values fit the caps, and a uniform F far below it does not."""
+    from aster_ext.refined.model import uniform_start
+    from aster_ext.refined.multibox import _rows_m
+
+    rng = np.random.default_rng(8)
+    layers = random_net(rng, 3, [2, 6, 6, 1])
+    m = _model(layers, -np.ones(2), np.ones(2))
+    start = uniform_start(m)
+    assert start is not None
+    caps = np.concatenate(m.caps)
+    mm = _rows_m(m, start[0], start[1], start[2])
+    assert np.all(mm <= caps * (1 + 1e-6)) and np.any(mm > 0)
+    low = np.full(m.n_neurons, m.fracs[0])
+    assert np.any(_rows_m(m, low, low, None) > caps)

@@ -213,3 +213,13 @@ def test_rows_m_of_the_uniform_start_fits_its_caps() -> None:
     assert np.all(mm <= caps * (1 + 1e-6)) and np.any(mm > 0)
     low = np.full(m.n_neurons, m.fracs[0])
     assert np.any(_rows_m(m, low, low, None) > caps)
+
+
+def test_no_base_gives_up_when_even_max_len_fails_on_the_cover() -> None:
+    from aster_ext.errors import InfeasibleError
+
+    rng = np.random.default_rng(3)
+    layers = random_net(rng, 2, [2, 4, 1])
+    with pytest.raises(InfeasibleError, match="all-maxLen program certifies only") as exc:
+        assign_multibox(layers, -np.ones(2), np.ones(2), 1e-14, None, "A", "neuron", 10, "net", 4)
+    assert exc.value.smallest_error is not None and exc.value.smallest_error > 1e-14

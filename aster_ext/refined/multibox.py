@@ -290,12 +290,14 @@ def assign_multibox(
 ):
     """Counterexample-guided multi-box search (module docstring).
 
-    ``base`` is the certified single-box :class:`~.solve.RefinedResult` (or None when the
-    single-box search found none: the loop then starts from ``initial_caps`` on each box and the
-    whole box bisected into INIT_BOXES leaves). Returns (result, certificate, :class:`MultiBoxLog`):
-    ``base`` and its certificate unless a cheaper program's cover certificate is <= ε. Raises
-    InfeasibleError when ``base`` is None and no program is certified."""
-    from .solve import LARGE, WINDOW, RefinedResult, _split, build_program, initial_caps
+    ``base`` is the certified single-box :class:`~.solve.RefinedResult`, or None when the
+    single-box search found none: then the all-maxLen program is split-certified first
+    (:func:`.split.certify_by_splitting` at target ε, up to ``max_boxes`` leaves); if its bound over
+    the cover exceeds ε, InfeasibleError is raised at once (its message gives that bound), else it is
+    the incumbent (``max_width_fallback`` set) and the loop starts from its cover (at least
+    INIT_BOXES leaves). Returns (result, certificate, :class:`MultiBoxLog`): the incumbent and its
+    certificate unless a cheaper program's cover certificate is <= ε."""
+    from .solve import LARGE, WINDOW, RefinedResult, _split, build_program, initial_caps, max_len_program
 
     t0 = time.perf_counter()
     st = SETTINGS[setting]
@@ -310,15 +312,41 @@ def assign_multibox(
     best, best_cert = base, None if base is None else base.certificate
     # initial cover
     k0 = max(1, min(INIT_BOXES, max_boxes))
+    fallback_leaves = 1  # leaves of the certificate of the result returned when no round is accepted
     if base is not None:
         sc = certify_by_splitting(base.program, layers, lower, upper, 0.0, k0, on_grid)
         leaves = list(sc.leaves)
     else:
-        leaves = [(lower, upper)]
+        # no single-box result: the all-maxLen program is the first counterexample test. Split where
+        # its bound exceeds ε (no format choice beats maxLen on a box, up to the analysis); if the
+        # budget runs out first, give up at once; else it is the incumbent (caps from its errors)
+        ml_prog, ml_cert = max_len_program(name, layers, lower, upper, st, params, whole_ranges)
+        if not ml_cert.ok:
+            raise InfeasibleError(f"{name}: the all-maxLen program overflows on the box", node=None)
+        sc = certify_by_splitting(ml_prog, layers, lower, upper, eps, max_boxes, on_grid)
+        if sc.max_bound > eps:
+            raise InfeasibleError(
+                f"{name}: even the all-maxLen program certifies only {sc.max_bound:.6g} > eps={eps:g} "
+                f"over {len(sc.leaves)} sub-boxes (single pass {ml_cert.bound:.6g})",
+                smallest_error=sc.max_bound,
+            )
+        leaves = list(sc.leaves)
         while len(leaves) < k0:
             i = int(np.argmax([np.max((b - a) * sens) for a, b in leaves]))
             a, b = leaves.pop(i)
             leaves += bisect(a, b, split_dimension(a, b, sens))
+        cert0, _, _ = _certify_cover(ml_prog, layers, lower, upper, leaves, on_grid)
+        ml = [np.full(layer.n_out, st.max_len, dtype=np.int64) for layer in layers]
+        mll = [list(map(int, v)) for v in ml]
+        best = RefinedResult(
+            ml_prog, cert0, mll, mll, float("nan"), cert0.bound, "all-maxLen over sub-boxes", 0.0,
+            "\\ no ILP solution accepted: the all-maxLen program (every F, Fw = maxLen)\n", False,
+            [f"all-maxLen program certified {cert0.bound:.6g} over {len(leaves)} sub-boxes "
+             f"(single pass {ml_cert.bound:.6g})"], 0, mll, int(program_cost(ml_prog).hw),
+            max_width_fallback=True, act_delta=[2.0**-st.max_len if ly.activation not in ("relu", "identity")
+                                                else 0.0 for ly in layers],
+        )  # fmt: skip
+        best_cert, fallback_leaves = cert0, len(leaves)
     box_ranges = {}
 
     def ranges_of(a: np.ndarray, b: np.ndarray):
@@ -346,7 +374,9 @@ def assign_multibox(
         if left <= 1.0:
             log.rows.append({"round": rnd + 1, "result": "time limit reached"})
             break
-        inc = None if best is None else best.program
+        # the all-maxLen fallback is no incumbent for the caps: 3x its tiny errors would pin every
+        # format near maxLen; the ε-derived caps of .solve's first round are used instead
+        inc = None if best is None or best.max_width_fallback else best.program
         caps = [caps_for(inc, a, b) for a, b in leaves]
         # shared activation candidates / d costs from the whole box (caps: the max over the boxes)
         cap_whole = [np.max(np.stack([c[li] for c in caps]), axis=0) for li in range(len(layers))]
@@ -378,7 +408,7 @@ def assign_multibox(
                         act_k=m_whole.act_k, **opts,
                     )  # fmt: skip
         stacked = stack_models(models, m_whole.cost)
-        if best is not None:
+        if inc is not None:
             start = (_flat(best.dot_bits), _flat(best.weight_bits), _act_choice(stacked, best.act_delta))
         else:  # the largest uniform F any box needs (None: some box admits none)
             us = [uniform_start(m) for m in models]
@@ -389,7 +419,7 @@ def assign_multibox(
         row: dict = {"round": rnd + 1, "boxes": len(leaves), "ilp_target": target,
                      "ilp_rows": int(stacked.a.shape[0]), "ilp_cols": int(stacked.n_cols)}  # fmt: skip
         # large nets: F/Fw candidates within ±WINDOW of the incumbent (as .solve's warm start does)
-        window = WINDOW if best is not None and stacked.n_neurons > LARGE else None
+        window = WINDOW if inc is not None and stacked.n_neurons > LARGE else None
         sol = solve_model(stacked, min(max(left - 1.0, 0.5), solve_cap_s), 1e-2, start, window)
         row.update(solver=sol.status, solver_s=round(sol.time_s, 2))
         if sol.f is None:
@@ -487,7 +517,7 @@ def assign_multibox(
             f"on up to {max_boxes} sub-boxes"
         )
     if log.chosen is None:
-        log.leaves = 1
+        log.leaves = fallback_leaves
     log.final_hw, log.final_bound = int(best.hw_cost), float(best_cert.bound)
     return best, best_cert, log
 

@@ -223,3 +223,16 @@ def test_no_base_gives_up_when_even_max_len_fails_on_the_cover() -> None:
     with pytest.raises(InfeasibleError, match="all-maxLen program certifies only") as exc:
         assign_multibox(layers, -np.ones(2), np.ones(2), 1e-14, None, "A", "neuron", 10, "net", 4)
     assert exc.value.smallest_error is not None and exc.value.smallest_error > 1e-14
+
+
+def test_cli_infeasible_names_both_searches(tmp_path, capsys) -> None:
+    from pathlib import Path
+
+    from aster_ext.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "tiny_controller.scala"
+    args = ["quantize", str(example), "--error", "1e-12", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*args, "--split-boxes", "4", "--split-ilp"]) == 2
+    err = capsys.readouterr().err
+    assert "refined mode found no certified assignment" in err and "over 4 sub-boxes" in err
+    assert not (tmp_path / "o").exists()

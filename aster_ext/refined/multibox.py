@@ -57,7 +57,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -80,6 +82,9 @@ from .model import (
 )
 from .split import bisect, certify_by_splitting, input_sensitivity, split_dimension
 from .symbolic_ranges import symbolic_ranges
+
+if TYPE_CHECKING:
+    from .solve import RefinedResult
 
 INIT_BOXES = 4  # leaves of the base's split certificate the loop starts from (at most the budget)
 MAX_ROUNDS = 10  # ILP solves of one multi-box search
@@ -279,15 +284,15 @@ def assign_multibox(
     lower: np.ndarray,
     upper: np.ndarray,
     eps: float,
-    base,
+    base: RefinedResult | None,
     setting: str,
     granularity: str,
     time_limit: float,
     name: str,
     max_boxes: int,
-    progress=None,
+    progress: Callable[[str], None] | None = None,
     solve_cap_s: float = SOLVE_CAP_S,
-):
+) -> tuple[RefinedResult, Certificate, MultiBoxLog]:
     """Counterexample-guided multi-box search (module docstring).
 
     ``base`` is the certified single-box :class:`~.solve.RefinedResult`, or None when the
@@ -319,7 +324,7 @@ def assign_multibox(
     else:
         # no single-box result: the all-maxLen program is the first counterexample test. Split where
         # its bound exceeds ε (no format choice beats maxLen on a box, up to the analysis); if the
-        # budget runs out first, give up at once; else it is the incumbent (caps from its errors)
+        # budget runs out first, give up at once; else it is the fallback result (not the caps' source)
         ml_prog, ml_cert = max_len_program(name, layers, lower, upper, st, params, whole_ranges)
         if not ml_cert.ok:
             raise InfeasibleError(f"{name}: the all-maxLen program overflows on the box", node=None)

@@ -203,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="refined mode: after the usual result, aim the ILP at a looser target and accept a cheaper "
         "program when its certificate over up to N sub-boxes of the input box is <= EPS (default 0: off)",
     )
+    q.add_argument(
+        "--split-ilp",
+        action="store_true",
+        help="with --split-boxes N: instead, solve ONE ILP whose error rows hold on every sub-box (per-box "
+        "ranges, ReLU stability, error forms; shared formats), certify each sub-box, bisect those above "
+        "EPS and re-solve; keeps the cheapest program certified over its cover, never costlier than the "
+        "usual result, and runs even when the usual (whole-box) search certifies nothing",
+    )
     q.add_argument("--quiet", action="store_true", help="no progress messages")
 
     v = sub.add_parser(
@@ -346,6 +354,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UserError("--ilp-rounds applies to --task classify")
     if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
         raise UserError("--split-boxes applies to --mode refined with the default backend")
+    if args.split_ilp and not args.split_boxes:
+        raise UserError("--split-ilp needs --split-boxes N (N >= 1)")
     if args.mode == "aster-original":
         return cmd_quantize_original(args)
     if args.backend == "hls4ml":
@@ -365,6 +375,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         time_limit=args.time_limit,
         reuse_factor=args.reuse_factor,
         split_boxes=args.split_boxes,
+        split_ilp=args.split_ilp,
     )
     from .report import summary_line
 
@@ -424,6 +435,7 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         ("--mode", args.mode, "refined"),
         ("--setting", args.setting, "A"),
         ("--split-boxes", args.split_boxes, 0),
+        ("--split-ilp", args.split_ilp, False),
     ):
         if value != default:
             raise UserError(f"{flag} applies to --task regress (dense chains), not to --task classify")

@@ -49,6 +49,8 @@ class QuantizeOptions:
     time_limit: float = 60.0
     reuse_factor: int = 1  # HLS reuse factor of the emitted code; the reported cost counts that hardware
     split_boxes: int = 0  # refined: also search formats certified on up to this many sub-boxes (0: off)
+    split_ilp: bool = False  # with split_boxes: the multi-box ILP (refined/multibox.py) instead of the
+    # relaxed-target search of refined/split.py; it also runs when the single-box search finds nothing
 
 
 @dataclass
@@ -125,26 +127,57 @@ def analyse(
     lo, hi = spec.input_lower, spec.input_upper
     if opts.mode == "refined":
         t = time.perf_counter()
+        base_error: InfeasibleError | None = None
         with phase(progress, "refined analysis: ranges, ILP (HiGHS), certificate", limit_s=opts.time_limit):
-            refined = assign_refined(
-                layers,
-                lo,
-                hi,
-                opts.error,
-                opts.setting,
-                opts.granularity,
-                opts.time_limit,
-                cpp_identifier(net.name),
-            )
-        refined.program.name = cpp_identifier(net.name)
+            try:
+                refined = assign_refined(
+                    layers,
+                    lo,
+                    hi,
+                    opts.error,
+                    opts.setting,
+                    opts.granularity,
+                    opts.time_limit,
+                    cpp_identifier(net.name),
+                )
+            except InfeasibleError as exc:
+                if not (opts.split_ilp and opts.split_boxes > 0):
+                    raise
+                base_error, refined = exc, None
         timings["assign_and_certify_s"] = time.perf_counter() - t
-        cert = refined.certificate
-        if not cert.ok or cert.bound > opts.error:
-            raise RuntimeError(
-                f"{net.name}: refined result not certified ({cert.bound:g}): a bug, please report"
-            )
+        if refined is not None:
+            refined.program.name = cpp_identifier(net.name)
+            cert = refined.certificate
+            if not cert.ok or cert.bound > opts.error:
+                raise RuntimeError(
+                    f"{net.name}: refined result not certified ({cert.bound:g}): a bug, please report"
+                )
         split_log = None
-        if opts.split_boxes > 0:
+        if opts.split_boxes > 0 and opts.split_ilp:
+            from .refined.multibox import assign_multibox
+
+            t = time.perf_counter()
+            with phase(
+                progress, f"multi-box ILP on up to {opts.split_boxes} sub-boxes", limit_s=opts.time_limit
+            ):
+                try:
+                    refined, cert, split_log = assign_multibox(
+                        layers, lo, hi, opts.error, refined, opts.setting, opts.granularity, opts.time_limit,
+                        cpp_identifier(net.name), opts.split_boxes, progress,
+                    )  # fmt: skip
+                except InfeasibleError as exc:
+                    if base_error is None:  # not reached: with a base, the base is returned
+                        raise
+                    raise InfeasibleError(
+                        f"{base_error}; {exc}", base_error.smallest_error, base_error.node
+                    ) from None
+            refined.program.name = cpp_identifier(net.name)
+            timings["split_search_s"] = time.perf_counter() - t
+            if not cert.ok or cert.bound > opts.error:
+                raise RuntimeError(
+                    f"{net.name}: multi-box result not certified ({cert.bound:g}): a bug, please report"
+                )
+        elif opts.split_boxes > 0:
             from .refined.split import assign_with_splitting
 
             t = time.perf_counter()

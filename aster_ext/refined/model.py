@@ -288,15 +288,26 @@ def build_model(
     fold_bias: bool = True,
     exact_dw: bool = True,
     relu_stability: bool = True,
+    act_k: list[np.ndarray] | None = None,
 ) -> RefinedModel:
-    """Assemble the refined ILP (module docstring)."""
+    """Assemble the refined ILP (module docstring).
+
+    ``act_k`` (per layer, the candidate exponents k of δ_l = 2^-k) replaces the candidates
+    :func:`act_candidates` derives from this box's output sensitivities; the multi-box model
+    (:mod:`.multibox`) passes the whole box's so that every sub-box model has the same d columns.
+    None (default): the box's own candidates (the single-box model is unchanged)."""
     fracs = np.arange(setting.min_len, setting.max_len + 1)
     nf = fracs.size
     unit = 2.0**-setting.max_len
     slopes = cap_slopes(ranges, layers, caps, relu_stability)
     decisions = slopes.decisions
     layout, czs, cas = structure_forms(layers, decisions, slopes.centre)
-    act_k = act_candidates(layers, cas[-1], layout, target, setting)
+    if act_k is None:
+        act_k = act_candidates(layers, cas[-1], layout, target, setting)
+    elif len(act_k) != len(layers) or any(
+        (k.size == 0) != (ly.activation in ("relu", "identity")) for ly, k in zip(layers, act_k, strict=True)
+    ):
+        raise ValueError("act_k: one candidate array per layer, empty exactly for relu/identity layers")
     act_delta = [2.0 ** -float(ks[0]) if ks.size else 0.0 for ks in act_k]  # largest candidate δ
     sizes = layout.sizes
     n = int(sum(sizes))

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aster_ext.aster.settings import SETTINGS
 from aster_ext.ranges import ExactParams
-from aster_ext.refined.model import SETTINGS, build_model, lp_text
+from aster_ext.refined.model import build_model, lp_text
 from aster_ext.refined.multibox import _split_leaves, assign_multibox, stack_models
 from aster_ext.refined.solve import initial_caps
 from aster_ext.refined.split import bisect

@@ -60,6 +60,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "path_sensitive.py", ((),), ("path_sensitive.csv", "path_sensitive.md"),
         "input splitting of refined certificates",
     ),
+    "path_sensitive_ilp": ScriptStep(
+        "path_sensitive_ilp.py", ((),), ("path_sensitive_ilp.csv", "path_sensitive_ilp.md"),
+        "single-box vs multi-box refined ILP (--split-ilp): hw, bound over the cover, time",
+    ),
     "nonlinear_depth": ScriptStep(
         "nonlinear_depth.py",
         (

@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from ..aster.settings import SETTINGS
 from ..certify import Certificate
 from ..cost import program_cost
 from ..errors import InfeasibleError
@@ -72,7 +73,6 @@ from ..ranges import ExactParams
 from ..rigorous import up
 from .error_forms import certify_forms, forms_analysis
 from .model import (
-    SETTINGS,
     RefinedModel,
     build_model,
     exact_row_check,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from aster_ext.aster.settings import SETTINGS
 from aster_ext.ranges import ExactParams
@@ -83,3 +84,34 @@ def _point(model, start) -> np.ndarray:
     for (pos, _), i in zip(_d_segments(model), start[2], strict=True):
         x[pos + i] = 1.0
     return x
+
+
+def test_warm_started_solves_return_the_cost_they_report(shared_dir, monkeypatch) -> None:
+    """HiGHS 1.16 with a partial start can report an objective the returned solution does not have
+    (LyapunovNN, setting A: reported 476 while returning its start, which costs 588). Every solve of
+    a refined run must return formats whose objective (decoded from F, Fw, δ choices) is the one it
+    reports, and the warm-started solve must not be worse than a solve of the same model without
+    the start."""
+    import aster_ext.refined.model as refined_model
+    import aster_ext.refined.solve as refined_solve
+    from aster_ext.frontend import load_model
+    from aster_ext.ir import dense_chain
+    from aster_ext.refined.multibox import _decoded_cost
+
+    seen: list[tuple[float, float, float]] = []
+    original = refined_model.solve_model
+
+    def checked(model, time_limit, mip_rel_gap=1e-3, start=None, window=None, stall_s=refined_model.STALL_S):
+        sol = original(model, time_limit, mip_rel_gap, start, window, stall_s)
+        if start is not None and window is None and sol.f is not None:
+            cold = original(model, time_limit, mip_rel_gap, None, None, stall_s)
+            seen.append((sol.objective, _decoded_cost(model, sol), _decoded_cost(model, cold)))
+        return sol
+
+    monkeypatch.setattr(refined_solve, "solve_model", checked)
+    net, spec = load_model(shared_dir / "benchmarks" / "aster" / "LyapunovNN.scala")
+    assign_refined(dense_chain(net), spec.input_lower, spec.input_upper, 1e-3, "A", name="LyapunovNN")
+    assert seen, "no warm-started solve happened"
+    for reported, decoded, cold in seen:
+        assert reported == pytest.approx(decoded, rel=1e-9)
+        assert decoded <= cold * (1 + 1e-3) + 1e-9

@@ -330,25 +330,25 @@ def test_folded_bias_and_forced_unstable_sound(seed: int, fold: bool, stable: bo
 
 @pytest.mark.slow
 def test_bias_folding_centres_the_rounding(shared_dir: Path) -> None:
-    """With folding Δb_j - ½κu_j lies within ½u_j of 0 (so the rounding mean -½κu_j is cancelled),
-    and the ILP buys no more bits than without it."""
+    """With folding Δb_j - ½κu_j lies within ½u_j of 0 (so the rounding mean -½κu_j is cancelled)
+    and the folded program meets ε. Folding is not a dominance: the bias constant's own rounding
+    is exact in the error forms, so at fixed formats either program can certify the smaller bound
+    (ACC5NN A at the unfolded ILP's formats: folded 1.016e-3, unfolded 0.9996e-3); its effect on
+    cost is measured by the ablation (results/ablation.csv, no-bias-folding 1.01x geo-mean)."""
     from aster_ext.refined.model import kappa
 
     layers, lo, hi = load_bench(shared_dir, "ACC5NN")
-    costs = {}
-    for fold in (True, False):
-        res = assign_refined(layers, lo, hi, 1e-3, "A", time_limit=30, fold_bias=fold)
-        assert res.certificate.ok and res.claimed_error <= 1e-3
-        costs[fold] = res.hw_cost
-        if fold:
-            for lp, layer in zip(res.program.layers, layers, strict=True):
-                f = lp.bias_t.frac
-                k = Fraction(kappa(layer.n_in))
-                for j, b in enumerate(layer.exact_bias()):
-                    u = Fraction(1, 2 ** int(f[j]))
-                    db = Fraction(int(lp.bias_raw[j])) * u - b
-                    assert abs(db - k * u / 2) <= u / 2
-    assert costs[True] <= costs[False]
+    res = assign_refined(layers, lo, hi, 1e-3, "A", time_limit=30, fold_bias=True)
+    assert res.certificate.ok and res.claimed_error <= 1e-3
+    cert = certify_forms(res.program, layers, lo, hi, SETTINGS["A"].no_init_error)
+    assert cert.ok and cert.bound == pytest.approx(res.claimed_error, rel=1e-12)
+    for lp, layer in zip(res.program.layers, layers, strict=True):
+        f = lp.bias_t.frac
+        k = Fraction(kappa(layer.n_in))
+        for j, b in enumerate(layer.exact_bias()):
+            u = Fraction(1, 2 ** int(f[j]))
+            db = Fraction(int(lp.bias_raw[j])) * u - b
+            assert abs(db - k * u / 2) <= u / 2
 
 
 @pytest.mark.parametrize(

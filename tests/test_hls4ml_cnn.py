@@ -417,6 +417,8 @@ def test_cnn_certificate_is_sound_under_attack(tmp_path, pool, seed):
             y = C.simulate(prog, x)
             err = y - C.real_forward(s, x)
             assert np.all(err >= rc.err_lo - 1e-9) and np.all(err <= rc.err_hi + 1e-9)
+            margin_err = np.delete(err[:, [rr.label]] - err, rr.label, axis=1)  # error of y_l - y_k
+            assert np.all(margin_err >= np.delete(rc.margin_error_lo(), rr.label)[None, :] - 1e-9)
             worst = int(np.argmax(np.max(np.abs(err) / rc.bound, axis=1)))
             exact = _exact_real(s, x[worst])
             for o in range(y.shape[1]):

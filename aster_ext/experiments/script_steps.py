@@ -107,6 +107,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "hls4ml_cnn_compare.py", ((),), ("hls4ml_cnn.csv",),
         "hls4ml default / auto / ours on the CNNs",
     ),
+    "hls4ml_cnn_backward": ScriptStep(
+        "hls4ml_cnn_backward.py", ((),), ("hls4ml_cnn_backward.csv", "hls4ml_cnn_backward.md"),
+        "hls4ml CNN certificate: forward intervals vs backward error forms",
+    ),
     "hls4ml_cnn_modes": ScriptStep(
         "hls4ml_cnn_modes.py", (("modes",), ("time",)), ("hls4ml_cnn_modes.csv", "hls4ml_cnn_time.csv"),
         "hls4ml io types / strategies and time to a certified CNN config",

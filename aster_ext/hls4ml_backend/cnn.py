@@ -65,7 +65,12 @@ on every partial sum (sum of magnitudes). A program failing a check gets no cert
 
 Certificate per region: the logits' error intervals E (certified ε = max |E|) and, with the
 region's real margin lower bounds m_k (y_l - y_k >= m_k on the box), top-1 is preserved on the
-whole box when m_k + E_lo_l - E_hi_k > 0 for every k != l.
+whole box when m_k + M_k > 0 for every k != l, M_k a lower bound of the error of y~_l - y~_k.
+The intervals above feed a second, backward pass (:mod:`.cnn_backward`): the errors as linear
+forms of every stage's local terms, back-substituted from each logit (up and down) and each
+margin, so that dependences cancel through consecutive layers. E is the intersection of the two
+(both sound) and M_k the larger of E_lo_l - E_hi_k and the backward margin bound
+(``scripts/hls4ml_cnn_backward.py`` measures the difference).
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ from ..errors import InfeasibleError, UnsupportedError
 from ..ir import Network
 from ..ops.windows import window_table
 from ..rigorous import Interval, down, matvec, scaled_sum_bound, up
+from . import cnn_backward as B
 from .certify import int_bits_for
 from .forms import cast_interval
 from .program import DenseStage, auto_dense_type
@@ -205,6 +211,7 @@ class CnnStructure:
     input_perm: np.ndarray
     layers: list[Layout]
     perms: dict[str, np.ndarray] = field(default_factory=dict)  # graph node -> CHW->HWC perm
+    scatter: B.Scatter = field(default_factory=B.Scatter, repr=False, compare=False)  # backward pass
 
 
 SUPPORTED = (
@@ -516,6 +523,7 @@ class RegionCert:
     err_hi: np.ndarray
     margin_lb: np.ndarray
     overflow: list[str] = field(default_factory=list)
+    margin_err_lo: np.ndarray | None = None  # a direct lower bound of each margin's error (+inf at l)
 
     @property
     def ok(self) -> bool:
@@ -532,6 +540,8 @@ class RegionCert:
     def margin_error_lo(self) -> np.ndarray:
         """Lower end of the error of y~_l - y~_k, per k (+inf at the label)."""
         out = down(self.err_lo[self.label] - self.err_hi)
+        if self.margin_err_lo is not None:
+            out = np.maximum(out, self.margin_err_lo)
         out[self.label] = np.inf
         return out
 
@@ -611,6 +621,11 @@ class CnnWalker:
         # state (e, r, cur_t) is the input of the stage being processed
         self.states: dict[str, tuple[Interval, Interval, HlsType]] = {}
         self.prev = ""
+        # the stages' records for the backward bound (:mod:`.cnn_backward`), in topological order
+        self.records: dict[str, B.Rec] = {}
+        self.order: list[str] = []
+        self._rec: B.Rec | None = None
+        self.src = ""  # the tensor the stage being processed reads (its first input)
 
     def begin(self, st: Stage, input_node: str) -> None:
         """Load the state of the stage's (first) input."""
@@ -620,11 +635,18 @@ class CnnWalker:
         if not self.states:
             self.states[input_node] = (self.e, self.r, self.cur_t)
             self.prev = input_node
+            self.records[input_node] = B.InputRec(self.e)
+            self.order.append(input_node)
         self.e, self.r, self.cur_t = self.states[src[0]]
+        self.src = src[0]
 
     def end(self, st: Stage) -> None:
         self.states[st.node] = (self.e, self.r, self.cur_t)
         self.prev = st.node
+        assert self._rec is not None
+        self.records[st.node] = self._rec
+        self.order.append(st.node)
+        self._rec = None
 
     # -- merge add ------------------------------------------------------------------------------
     def add(self, st: AddStage) -> None:
@@ -634,6 +656,7 @@ class CnnWalker:
         frac = max(t1.frac, t2.frac)
         c_lo, c_hi = _cast_if(st.result_t, frac, e1.lo.size)
         self.e = _iv(down(down(e1.lo + e2.lo) + c_lo), up(up(e1.hi + e2.hi) + c_hi))
+        self._rec = B.AddRec((st.src[0], st.src[1]), _iv(c_lo, c_hi))
         out = self.rr.ranges[st.node]
         if not _fits(st.result_t, down(out.lo + self.e.lo), up(out.hi + self.e.hi)):
             self.over.append(f"{st.name}: sum range exceeds {st.result_t.to_string()}")
@@ -655,7 +678,9 @@ class CnnWalker:
         if acc_t.frac < self.cur_t.frac + d.weight_t.frac:
             p_lo, p_hi = cast_interval(acc_t, d.nnz)
             loc_lo, loc_hi = down(loc_lo + p_lo), up(loc_hi + p_hi)
-        e_acc = prop.add(wq).add(_iv(np.tile(loc_lo, n_pix), np.tile(loc_hi, n_pix)))
+        local = wq.add(_iv(np.tile(loc_lo, n_pix), np.tile(loc_hi, n_pix)))
+        e_acc = prop.add(local)
+        self._acc_local = local  # what the stage adds to W~ e (the backward bound's ν, before the cast)
         pre = self.rr.ranges[st.node]
         reach = _iv(down(pre.lo + e_acc.lo), up(pre.hi + e_acc.hi))
         return e_acc, reach
@@ -685,6 +710,9 @@ class CnnWalker:
                 self.over.append(f"{st.name}: a partial sum may saturate {acc_t.to_string()}")
         c_lo, c_hi = _cast_if(st.result_t, acc_t.frac, e_acc.lo.size)
         self.e = e_acc.add(_iv(c_lo, c_hi))
+        self._rec = B.LinearRec(
+            self.src, d.weight_q, st.gather, self._acc_local.add(_iv(c_lo, c_hi)), st.node
+        )
         if not _fits(st.result_t, down(reach.lo + c_lo), up(reach.hi + c_hi)):
             self.over.append(f"{st.name}: result range exceeds {st.result_t.to_string()}")
         self.r = self.rr.ranges[st.node]
@@ -700,6 +728,8 @@ class CnnWalker:
         c_lo, c_hi = _cast_if(st.result_t, self.cur_t.frac, lo.size)
         lo, hi = down(lo + c_lo), up(hi + c_hi)
         self.e = _iv(np.where(inactive, 0.0, lo), np.where(inactive, 0.0, hi))
+        cast = _iv(np.where(inactive, 0.0, c_lo), np.where(inactive, 0.0, c_hi))
+        self._rec = B.ReluRec(self.src, e, active, inactive, cast)
         top = up(np.maximum(pre.hi + e.hi, 0.0) + c_hi)
         if not _fits(st.result_t, 0.0, top):
             self.over.append(f"{st.name}: ReLU result range exceeds {st.result_t.to_string()}")
@@ -715,6 +745,7 @@ class CnnWalker:
         if st.kind == "max":
             c_lo, c_hi = _cast_if(st.accum_t, self.cur_t.frac, w.shape[0])
             err = _iv(down(el.min(axis=1) + c_lo), up(eh.max(axis=1) + c_hi))
+            self._max_pick = self._dominating(w), _iv(c_lo, c_hi)
             reach = _iv(down(out.lo + err.lo), up(out.hi + err.hi))
             if not self.cur_t.signed:  # the max of ufixed values (and its cast) is >= 0
                 reach = _iv(np.maximum(reach.lo, 0.0), reach.hi)
@@ -733,11 +764,25 @@ class CnnWalker:
         d_lo = np.where(y_lo >= 0, -u, np.where(y_hi <= 0, 0.0, -u))
         d_hi = np.where(y_lo >= 0, 0.0, u)
         err = _iv(down(down(s_lo / n) + d_lo), up(up(s_hi / n) + d_hi))
+        self._avg_local = _iv(down(q_lo[0] + d_lo), up(q_hi[0] + d_hi))  # mean of the casts + division
         reach = _iv(down(out.lo + err.lo), up(out.hi + err.hi))
         if not self.cur_t.signed:
             reach = _iv(np.maximum(reach.lo, 0.0), reach.hi)
         self._avg_sum = (y_lo, y_hi)
         return err, reach
+
+    def _dominating(self, w: np.ndarray) -> np.ndarray:
+        """Per window, the flat index of an element whose real and implemented values are >= every
+        other element's (both maxima are that element), else -1."""
+        rows = np.arange(w.shape[0])
+        lo_r, hi_r = self.r.lo[w], self.r.hi[w]
+        lo_i, hi_i = down(lo_r + self.e.lo[w]), up(hi_r + self.e.hi[w])
+        j = np.argmax(lo_i, axis=1)
+        others_r, others_i = hi_r.copy(), hi_i.copy()
+        others_r[rows, j] = -np.inf
+        others_i[rows, j] = -np.inf
+        ok = (lo_r[rows, j] >= others_r.max(axis=1)) & (lo_i[rows, j] >= others_i.max(axis=1))
+        return np.where(ok, w[rows, j], -1)
 
     def pool_inputs(self, st: PoolStage) -> Interval:
         """Reachable range of the window values once assigned to accum_t (io_stream casts each)."""
@@ -771,6 +816,13 @@ class CnnWalker:
                     self.over.append(f"{st.name}: an average-pool partial sum may saturate {acc_t}")
         c_lo, c_hi = _cast_if(st.result_t, acc_t.frac, err.lo.size)
         self.e = err.add(_iv(c_lo, c_hi))
+        if st.kind == "max":
+            pick, casts = self._max_pick
+            noise = _iv(np.where(pick >= 0, down(casts.lo + c_lo), self.e.lo),
+                        np.where(pick >= 0, up(casts.hi + c_hi), self.e.hi))  # fmt: skip
+            self._rec = B.MaxRec(self.src, pick, noise)
+        else:
+            self._rec = B.AvgRec(self.src, st.windows, self._avg_local.add(_iv(c_lo, c_hi)))
         r_lo = down(reach.lo + c_lo)
         if not self.cur_t.signed:  # casting a value >= 0 keeps it >= 0
             r_lo = np.maximum(r_lo, 0.0)
@@ -792,9 +844,20 @@ class CnnWalker:
         self.end(st)
 
     def certificate(self) -> RegionCert:
-        return RegionCert(
-            self.rr.name, self.rr.label, self.e.lo, self.e.hi, self.rr.margin_lb, list(self.over)
+        """The logits' error intervals: the forward ones intersected with the backward bounds
+        (:mod:`.cnn_backward`, which also bound each margin's error directly)."""
+        if self.over:
+            return RegionCert(
+                self.rr.name, self.rr.label, self.e.lo, self.e.hi, self.rr.margin_lb, list(self.over)
+            )
+        e_fwd = {node: st[0] for node, st in self.states.items()}
+        lo, hi, m_lo = B.logit_and_margin_bounds(
+            self.records, self.order, e_fwd, self.prev, self.rr.label, self.s.scatter
         )
+        return RegionCert(
+            self.rr.name, self.rr.label, np.maximum(self.e.lo, lo), np.minimum(self.e.hi, hi),
+            self.rr.margin_lb, [], m_lo,
+        )  # fmt: skip
 
 
 def certify(s: CnnStructure, regions: list[RegionRanges], program: CnnProgram) -> CnnCertificate:

@@ -1,0 +1,272 @@
+"""Backward error bounds of an hls4ml CNN program: linear error forms back-substituted over the DAG.
+
+The forward walker (:class:`.cnn.CnnWalker`) encloses every stored tensor's error e = v~ - v in an
+interval per element; a linear layer then adds |W~|·rad(e) in magnitude, so errors that cancel
+through two layers (W2 W1 with mixed signs) are counted twice over. This module bounds c·e_out
+for given directions c (each logit up and down, each margin y_l - y_k) by back-substitution, as
+DeepPoly does for values, on the *errors*. Every stage's error is, exactly or within a sound
+linear relaxation, an affine function of its inputs' errors plus an independent local term ν
+(the walker's intervals of that stage's own roundings):
+
+- input: e = ν_in (the input cast);
+- Conv2D / Dense: e_out = W~ e_src (over each pixel's window; padding contributes 0) + ν, with
+  ν = (W~ - W) x + (A(b~) - b) + Σ (A(p) - p) + the result cast, enclosed per output by the walker
+  (x over the real range); exact in e_src;
+- ReLU (input error e ∈ [a, b] from the walker): stably inactive: 0; stably active: e + ν_cast;
+  otherwise d = relu(z + e) - relu(z) lies between min(0, e) and max(0, e), so
+  s_l e + μ_l <= d <= s_u e + μ_u on [a, b] with the chords s_u = (max(0,b) - max(0,a))/(b - a),
+  s_l = (min(0,b) - min(0,a))/(b - a) and μ_u (μ_l) the largest (smallest) gap at the endpoints
+  (max(0,e) - s_u e is convex, min(0,e) - s_l e concave: their extremes over [a, b] are at a or b);
+  a positive coefficient takes the upper line, a negative one the lower;
+- average pooling of n values: e_out = (1/n) Σ e_i + ν (the casts of the additions, the truncating
+  division and the result cast);
+- merge Add: e_out = e_1 + e_2 + ν_cast;
+- max pooling: where one window element j dominates, x_j >= x_i and x~_j >= x~_i for every other i
+  (from the real ranges and the walker's error intervals), both maxima pick it and
+  e_out = e_j + ν_casts (monotone casts keep the order, so io_stream's casts before the max agree);
+  elsewhere the walker's interval of the pooled error (the substitution stops there).
+
+With Λ the coefficients of c·e_out on a stage's error (Λ = c at the output), a stage contributes
+max over ν of Λ·ν and passes Λ W~ (resp. Λ s, Λ/n, Λ) to its sources, summed over a tensor's
+readers. c·e_out <= Σ stages max Λ·ν + relaxation offsets; every stage's forward interval is a
+sound enclosure, so the bound holds for every input of the region.
+
+Floating point: the coefficients are computed in float64; the identity above is kept exact by
+charging every rounded coefficient with its error, |fl(Λ') - Λ'| <= γ_m |Λ||W~| (m terms per
+entry), times max |e_src| from the walker; every sum of contributions is rounded upward
+(:func:`upper_dot`). The result is an upper bound in exact arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from ..rigorous import ETA, MU, Interval, down, gamma, up
+
+
+@dataclass
+class InputRec:
+    """The input tensor: e = ν (its cast); also any stage whose dependence is not kept (max pool)."""
+
+    noise: Interval
+
+
+@dataclass
+class LinearRec:
+    src: str
+    weight: np.ndarray  # [C_out, K] implemented weights W~ (exact float64 values)
+    gather: np.ndarray | None  # [P, K] flat indices into src (-1: zero padding); None: Dense
+    noise: Interval  # [P*C_out], (p, c_out) order
+    key: str  # cache key of the scatter matrix (the stage's node)
+
+
+@dataclass
+class ReluRec:
+    src: str
+    e_in: Interval  # the walker's interval of the pre-activation error
+    active: np.ndarray  # stably active (output error = input error + cast)
+    inactive: np.ndarray  # stably inactive (output error exactly 0)
+    noise: Interval  # the result cast (0 where inactive)
+
+
+@dataclass
+class MaxRec:
+    src: str
+    pick: np.ndarray  # [Q] flat input index of each window's dominating element, -1: none
+    noise: Interval  # the casts where pick >= 0, the walker's pooled error interval elsewhere
+
+
+@dataclass
+class AvgRec:
+    src: str
+    windows: np.ndarray  # [Q, S] flat input indices
+    noise: Interval
+
+
+@dataclass
+class AddRec:
+    srcs: tuple[str, str]
+    noise: Interval
+
+
+Rec = InputRec | LinearRec | ReluRec | MaxRec | AvgRec | AddRec
+
+
+def upper_dot(lam: np.ndarray, iv: Interval) -> np.ndarray:
+    """Per row d, an upper bound of max_{v ∈ iv} Σ_i lam[d, i] v_i (= Σ_i max(λ lo_i, λ hi_i));
+    columns where the interval is {0} are skipped."""
+    cols = np.flatnonzero((iv.lo != 0) | (iv.hi != 0))
+    if cols.size == 0:
+        return np.zeros(lam.shape[0])
+    lam = lam[:, cols]
+    t = np.maximum(lam * iv.lo[cols], lam * iv.hi[cols])
+    n = t.shape[1]
+    return up(up(t.sum(axis=1) + up(gamma(n + 4) * np.abs(t).sum(axis=1))) + (n + 1) * ETA)
+
+
+def upper_sum(parts: list[np.ndarray]) -> np.ndarray:
+    """An upper bound of the exact sum of the (already upward-rounded) arrays."""
+    p = np.stack(parts)
+    k = p.shape[0]
+    return up(up(p.sum(axis=0) + up(gamma(k + 2) * np.abs(p).sum(axis=0))) + (k + 1) * ETA)
+
+
+def _slack(coef_abs: np.ndarray, m: int, mag: np.ndarray) -> np.ndarray:
+    """Upper bound of Σ_i γ_m coef_abs[d, i] mag_i: the charge of coefficients rounded with at most
+    m-term sums (coef_abs = the exact terms' magnitudes, computed in float, hence inflated; mag
+    >= 0 may itself be a float sum of up to m terms, covered by the same inflation)."""
+    n = mag.size
+    s = up((coef_abs @ mag) * (1.0 + 2.0 * gamma(n + 4)) + (n + 1) * ETA)
+    g = gamma(m + 2)
+    return up(up(g * s) * (1.0 + 2.0 * g))  # coef_abs itself is within γ_m of the exact sums
+
+
+def _window_mag(w_abs: np.ndarray, mag: np.ndarray, gather: np.ndarray | None) -> np.ndarray:
+    """u[(p, j)] = Σ_k |W_jk| mag[gather[p, k]] (padding 0), flattened (p, c_out): then
+    Σ_i (|Λ||W~| scattered)_i mag_i = |Λ| · u, one product instead of a scatter per direction."""
+    if gather is None:
+        return w_abs @ mag
+    patch = np.where(gather >= 0, mag[np.maximum(gather, 0)], 0.0)  # [P, K]
+    return (patch @ w_abs.T).reshape(-1)
+
+
+class Scatter:
+    """Sparse 0/1 matrices mapping window slots to their tensor's elements, cached per stage."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int], tuple[sparse.csr_matrix, int]] = {}
+
+    def of(self, key: str, idx: np.ndarray, n_src: int) -> tuple[sparse.csr_matrix, int]:
+        """(G, the largest number of slots reading one element): G[slot, idx[slot]] = 1 for idx >= 0."""
+        hit = self._cache.get((key, n_src))
+        if hit is None:
+            flat = idx.reshape(-1)
+            rows = np.flatnonzero(flat >= 0)
+            cols = flat[rows]
+            g = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(flat.size, n_src))
+            mult = int(np.bincount(cols, minlength=n_src).max(initial=0))
+            hit = (g, mult)
+            self._cache[(key, n_src)] = hit
+        return hit
+
+
+def _times_sparse(a: np.ndarray, g: sparse.csr_matrix) -> np.ndarray:
+    """a @ g for dense a [n_dir, slots] and sparse g [slots, n]."""
+    return np.asarray((g.T @ a.T).T)
+
+
+def upper_bounds(
+    records: dict[str, Rec],
+    order: list[str],
+    e_fwd: dict[str, Interval],
+    out_node: str,
+    dirs: np.ndarray,
+    scatter: Scatter,
+) -> np.ndarray:
+    """Upper bounds of dirs[d] · e_out for every direction d (module docstring).
+
+    ``order``: the tensors in topological order (input first), ``records`` their stage records,
+    ``e_fwd`` the walker's error interval of every tensor."""
+    lam: dict[str, np.ndarray] = {out_node: np.asarray(dirs, dtype=np.float64)}
+    parts: list[np.ndarray] = [np.zeros(dirs.shape[0])]
+
+    def give(node: str, coef: np.ndarray) -> None:
+        if node in lam:  # a tensor read twice: fl(a + b) within MU |a + b| of the sum
+            lam[node] = lam[node] + coef
+            parts.append(_slack(np.abs(lam[node]), 0, e_fwd[node].mag()))
+        else:
+            lam[node] = coef
+
+    for node in reversed(order):
+        big_l = lam.pop(node, None)
+        if big_l is None:
+            continue
+        rec = records[node]
+        parts.append(upper_dot(big_l, rec.noise))
+        if isinstance(rec, InputRec):
+            continue
+        if isinstance(rec, LinearRec):
+            w = rec.weight
+            c_out, k = w.shape
+            mag = e_fwd[rec.src].mag()
+            if rec.gather is None:
+                coef, m = big_l @ w, c_out
+            else:
+                n_pix = rec.gather.shape[0]
+                g, mult = scatter.of(rec.key, rec.gather, mag.size)
+                coef = _times_sparse((big_l.reshape(-1, c_out) @ w).reshape(big_l.shape[0], n_pix * k), g)
+                m = c_out * max(mult, 1) + k
+            parts.append(_slack(np.abs(big_l), m, _window_mag(np.abs(w), mag, rec.gather)))
+            give(rec.src, coef)
+        elif isinstance(rec, ReluRec):
+            unstable = ~(rec.active | rec.inactive)
+            cols = np.flatnonzero(unstable)  # the relaxation works on these columns only
+            a, b = rec.e_in.lo[cols], rec.e_in.hi[cols]
+            width = b - a
+            safe = np.where(width > 0, width, 1.0)
+            s_u = np.where(width > 0, (np.maximum(b, 0.0) - np.maximum(a, 0.0)) / safe, (a > 0) * 1.0)
+            s_l = np.where(width > 0, (np.minimum(b, 0.0) - np.minimum(a, 0.0)) / safe, (a < 0) * 1.0)
+            s_u, s_l = np.clip(s_u, 0.0, 1.0), np.clip(s_l, 0.0, 1.0)
+            # endpoint gaps; the product and the subtraction each round by at most MU times a
+            # magnitude <= |a| + |b| (s in [0, 1]): charged 4 MU (|a| + |b|) + ETA
+            margin = up(4.0 * MU * (np.abs(a) + np.abs(b)) + ETA)
+            gap_u = np.maximum(np.maximum(a, 0.0) - s_u * a, np.maximum(b, 0.0) - s_u * b)
+            mu_u = up(gap_u + margin)
+            gap_l = np.minimum(np.minimum(a, 0.0) - s_l * a, np.minimum(b, 0.0) - s_l * b)
+            mu_l = down(gap_l - margin)
+            lu = big_l[:, cols]
+            pos, neg = np.maximum(lu, 0.0), np.minimum(lu, 0.0)
+            relaxed = pos * s_u + neg * s_l
+            coef = np.where(rec.active, big_l, 0.0)
+            coef[:, cols] = relaxed
+            if cols.size:
+                offs = pos * mu_u + neg * mu_l
+                parts.append(upper_dot(offs, Interval(np.ones(cols.size), np.ones(cols.size))))
+                parts.append(_slack(np.abs(relaxed), 1, e_fwd[rec.src].mag()[cols]))
+            give(rec.src, coef)
+        elif isinstance(rec, MaxRec):
+            mag = e_fwd[rec.src].mag()
+            g, mult = Scatter().of("", rec.pick, mag.size)  # the picks differ per region: not cached
+            coef = _times_sparse(big_l, g)
+            if mult > 1:  # overlapping windows can pick one element twice: summed
+                parts.append(_slack(_times_sparse(np.abs(big_l), g), mult, mag))
+            give(rec.src, coef)
+        elif isinstance(rec, AvgRec):
+            q, s = rec.windows.shape
+            mag = e_fwd[rec.src].mag()
+            g, mult = scatter.of(f"{node}\x00avg", rec.windows, mag.size)
+            share = big_l / s  # one rounding per entry
+            coef = _times_sparse(np.repeat(share, s, axis=1), g)  # slot (q, i) of output q
+            ones = np.ones((1, s))
+            parts.append(_slack(np.abs(share), mult + 1 + s, _window_mag(ones, mag, rec.windows)))
+            give(rec.src, coef)
+        else:  # AddRec
+            for src in rec.srcs:
+                give(src, big_l.copy())
+    return upper_sum(parts)
+
+
+def logit_and_margin_bounds(
+    records: dict[str, Rec],
+    order: list[str],
+    e_fwd: dict[str, Interval],
+    out_node: str,
+    label: int,
+    scatter: Scatter,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower, upper) bounds of every logit's error and, per k, a lower bound of the error of
+    y_l - y_k (+inf at the label)."""
+    n = e_fwd[out_node].lo.size
+    eye = np.eye(n)
+    others = np.array([k for k in range(n) if k != label], dtype=np.int64)
+    # lower bound of (e_l - e_k) = -upper(e_k - e_l)
+    marg = eye[others] - eye[label][None, :]
+    dirs = np.concatenate([eye, -eye, marg])
+    ub = upper_bounds(records, order, e_fwd, out_node, dirs, scatter)
+    hi, lo = ub[:n], -ub[n : 2 * n]
+    m_lo = np.full(n, np.inf)
+    m_lo[others] = -ub[2 * n :]
+    return lo, hi, m_lo

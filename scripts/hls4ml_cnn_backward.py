@@ -44,7 +44,7 @@ def forward_only(s: C.CnnStructure, rr: C.RegionRanges, prog: C.CnnProgram) -> t
     w = C.CnnWalker(s, rr, prog.input_t, prog.stream)
     for st in prog.stages:
         w.step(st, prog.input_node)
-    rc = C.RegionCert(rr.name, rr.label, w.e.lo, w.e.hi, rr.margin_lb, list(w.over))
+    rc = w.certificate("none")
     m = np.delete(rc.margin_error_lo(), rr.label)
     return rc.max_bound, float(m.min())
 

@@ -96,15 +96,19 @@ Rec = InputRec | LinearRec | ReluRec | MaxRec | AvgRec | AddRec
 
 
 def upper_dot(lam: np.ndarray, iv: Interval) -> np.ndarray:
-    """Per row d, an upper bound of max_{v ∈ iv} Σ_i lam[d, i] v_i (= Σ_i max(λ lo_i, λ hi_i));
-    columns where the interval is {0} are skipped."""
+    """Per row d, an upper bound of max_{v ∈ iv} Σ_i lam[d, i] v_i: with [lo, hi] ⊆ [m - r, m + r],
+    the maximum is at most Λ m + |Λ| r, and fl(Λ m) is within γ_n |Λ||m| (+ n η) of Λ m: so
+    fl(Λ m) + |Λ| (r + γ_n |m|), the last product rounded up. Columns where the interval is {0}
+    are skipped."""
     cols = np.flatnonzero((iv.lo != 0) | (iv.hi != 0))
     if cols.size == 0:
         return np.zeros(lam.shape[0])
-    lam = lam[:, cols]
-    t = np.maximum(lam * iv.lo[cols], lam * iv.hi[cols])
-    n = t.shape[1]
-    return up(up(t.sum(axis=1) + up(gamma(n + 4) * np.abs(t).sum(axis=1))) + (n + 1) * ETA)
+    lam = lam[:, cols] if cols.size < iv.lo.size else lam
+    m, r = Interval(iv.lo[cols], iv.hi[cols]).mid_rad()
+    n = cols.size
+    w = up(r + up(gamma(n + 2) * np.abs(m)))
+    spread = up(up((np.abs(lam) @ w) * (1.0 + 2.0 * gamma(n + 4))) + (n + 1) * ETA)
+    return up(up(lam @ m + spread) + (n + 1) * ETA)
 
 
 def upper_sum(parts: list[np.ndarray]) -> np.ndarray:
@@ -256,17 +260,20 @@ def logit_and_margin_bounds(
     out_node: str,
     label: int,
     scatter: Scatter,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(lower, upper) bounds of every logit's error and, per k, a lower bound of the error of
-    y_l - y_k (+inf at the label)."""
+    margins: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(lower, upper) bounds of every logit's error and, with ``margins``, per k a lower bound of
+    the error of y_l - y_k (+inf at the label; else None)."""
     n = e_fwd[out_node].lo.size
     eye = np.eye(n)
     others = np.array([k for k in range(n) if k != label], dtype=np.int64)
     # lower bound of (e_l - e_k) = -upper(e_k - e_l)
     marg = eye[others] - eye[label][None, :]
-    dirs = np.concatenate([eye, -eye, marg])
+    dirs = np.concatenate([eye, -eye, marg] if margins else [eye, -eye])
     ub = upper_bounds(records, order, e_fwd, out_node, dirs, scatter)
     hi, lo = ub[:n], -ub[n : 2 * n]
+    if not margins:
+        return lo, hi, None
     m_lo = np.full(n, np.inf)
     m_lo[others] = -ub[2 * n :]
     return lo, hi, m_lo

@@ -191,7 +191,9 @@ def write_md(rows: list[dict], net_rows: list[dict], path: Path) -> None:
     lines += ["Written by `scripts/cnn_certify.py`. " + doc[0], *doc[1:], ""]
     lines += [
         "Formats are per-layer uniform fractional bits (F) with per-output-channel integer bits (W<= is",
-        "the widest channel); the per-channel ILP is not implemented. AP_TRN, AP_WRAP everywhere.",
+        "the widest channel): the greedy per-layer search alone. The per-channel ILP (the default of",
+        "`quantize --task classify`) is measured in results/cnn_ilp.md (scripts/cnn_ilp.py). AP_TRN,",
+        "AP_WRAP everywhere.",
         "",
         "| " + " | ".join(NET_FIELDS) + " |",
         "|" + "---|" * len(NET_FIELDS),

@@ -623,7 +623,6 @@ class CnnWalker:
         self.prev = ""
         # the stages' records for the backward bound (:mod:`.cnn_backward`), in topological order
         self.records: dict[str, B.Rec] = {}
-        self.order: list[str] = []
         self._rec: B.Rec | None = None
         self.src = ""  # the tensor the stage being processed reads (its first input)
 
@@ -636,7 +635,6 @@ class CnnWalker:
             self.states[input_node] = (self.e, self.r, self.cur_t)
             self.prev = input_node
             self.records[input_node] = B.InputRec(self.e)
-            self.order.append(input_node)
         self.e, self.r, self.cur_t = self.states[src[0]]
         self.src = src[0]
 
@@ -645,7 +643,6 @@ class CnnWalker:
         self.prev = st.node
         assert self._rec is not None
         self.records[st.node] = self._rec
-        self.order.append(st.node)
         self._rec = None
 
     # -- merge add ------------------------------------------------------------------------------
@@ -710,9 +707,7 @@ class CnnWalker:
                 self.over.append(f"{st.name}: a partial sum may saturate {acc_t.to_string()}")
         c_lo, c_hi = _cast_if(st.result_t, acc_t.frac, e_acc.lo.size)
         self.e = e_acc.add(_iv(c_lo, c_hi))
-        self._rec = B.LinearRec(
-            self.src, d.weight_q, st.gather, self._acc_local.add(_iv(c_lo, c_hi)), st.node
-        )
+        self._rec = B.LinearRec(self.src, d.weight_q, st.gather, self._acc_local.add(_iv(c_lo, c_hi)))
         if not _fits(st.result_t, down(reach.lo + c_lo), up(reach.hi + c_hi)):
             self.over.append(f"{st.name}: result range exceeds {st.result_t.to_string()}")
         self.r = self.rr.ranges[st.node]
@@ -854,7 +849,7 @@ class CnnWalker:
             )
         e_fwd = {node: st[0] for node, st in self.states.items()}
         lo, hi, m_lo = B.logit_and_margin_bounds(
-            self.records, self.order, e_fwd, self.prev, self.rr.label, self.s.scatter, backward == "full"
+            self.records, e_fwd, self.prev, self.rr.label, self.s.scatter, backward == "full"
         )
         return RegionCert(
             self.rr.name, self.rr.label, np.maximum(self.e.lo, lo), np.minimum(self.e.hi, hi),

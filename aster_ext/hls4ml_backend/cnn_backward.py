@@ -49,7 +49,7 @@ from ..rigorous import ETA, MU, Interval, down, gamma, up
 
 @dataclass
 class InputRec:
-    """The input tensor: e = ν (its cast); also any stage whose dependence is not kept (max pool)."""
+    """The input tensor: e = ν (its cast)."""
 
     noise: Interval
 
@@ -60,7 +60,6 @@ class LinearRec:
     weight: np.ndarray  # [C_out, K] implemented weights W~ (exact float64 values)
     gather: np.ndarray | None  # [P, K] flat indices into src (-1: zero padding); None: Dense
     noise: Interval  # [P*C_out], (p, c_out) order
-    key: str  # cache key of the scatter matrix (the stage's node)
 
 
 @dataclass
@@ -137,23 +136,26 @@ def _window_mag(w_abs: np.ndarray, mag: np.ndarray, gather: np.ndarray | None) -
     return (patch @ w_abs.T).reshape(-1)
 
 
+def selection(idx: np.ndarray, n_src: int) -> tuple[sparse.csr_matrix, int]:
+    """(G, the largest number of slots reading one element): G[slot, idx[slot]] = 1 for idx >= 0
+    (slots = idx flattened)."""
+    flat = idx.reshape(-1)
+    rows = np.flatnonzero(flat >= 0)
+    cols = flat[rows]
+    g = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(flat.size, n_src))
+    return g, int(np.bincount(cols, minlength=n_src).max(initial=0))
+
+
 class Scatter:
-    """Sparse 0/1 matrices mapping window slots to their tensor's elements, cached per stage."""
+    """:func:`selection` matrices of the stages' fixed window tables, cached per stage (node)."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple[str, int], tuple[sparse.csr_matrix, int]] = {}
 
-    def of(self, key: str, idx: np.ndarray, n_src: int) -> tuple[sparse.csr_matrix, int]:
-        """(G, the largest number of slots reading one element): G[slot, idx[slot]] = 1 for idx >= 0."""
-        hit = self._cache.get((key, n_src))
+    def of(self, node: str, idx: np.ndarray, n_src: int) -> tuple[sparse.csr_matrix, int]:
+        hit = self._cache.get((node, n_src))
         if hit is None:
-            flat = idx.reshape(-1)
-            rows = np.flatnonzero(flat >= 0)
-            cols = flat[rows]
-            g = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(flat.size, n_src))
-            mult = int(np.bincount(cols, minlength=n_src).max(initial=0))
-            hit = (g, mult)
-            self._cache[(key, n_src)] = hit
+            hit = self._cache[(node, n_src)] = selection(idx, n_src)
         return hit
 
 
@@ -164,7 +166,6 @@ def _times_sparse(a: np.ndarray, g: sparse.csr_matrix) -> np.ndarray:
 
 def upper_bounds(
     records: dict[str, Rec],
-    order: list[str],
     e_fwd: dict[str, Interval],
     out_node: str,
     dirs: np.ndarray,
@@ -172,8 +173,8 @@ def upper_bounds(
 ) -> np.ndarray:
     """Upper bounds of dirs[d] · e_out for every direction d (module docstring).
 
-    ``order``: the tensors in topological order (input first), ``records`` their stage records,
-    ``e_fwd`` the walker's error interval of every tensor."""
+    ``records``: every tensor's stage record, in topological order (input first); ``e_fwd``: the
+    walker's error interval of every tensor."""
     lam: dict[str, np.ndarray] = {out_node: np.asarray(dirs, dtype=np.float64)}
     parts: list[np.ndarray] = [np.zeros(dirs.shape[0])]
 
@@ -184,7 +185,7 @@ def upper_bounds(
         else:
             lam[node] = coef
 
-    for node in reversed(order):
+    for node in reversed(records):
         big_l = lam.pop(node, None)
         if big_l is None:
             continue
@@ -200,7 +201,7 @@ def upper_bounds(
                 coef, m = big_l @ w, c_out
             else:
                 n_pix = rec.gather.shape[0]
-                g, mult = scatter.of(rec.key, rec.gather, mag.size)
+                g, mult = scatter.of(node, rec.gather, mag.size)
                 coef = _times_sparse((big_l.reshape(-1, c_out) @ w).reshape(big_l.shape[0], n_pix * k), g)
                 m = c_out * max(mult, 1) + k
             parts.append(_slack(np.abs(big_l), m, _window_mag(np.abs(w), mag, rec.gather)))
@@ -233,7 +234,7 @@ def upper_bounds(
             give(rec.src, coef)
         elif isinstance(rec, MaxRec):
             mag = e_fwd[rec.src].mag()
-            g, mult = Scatter().of("", rec.pick, mag.size)  # the picks differ per region: not cached
+            g, mult = selection(rec.pick, mag.size)  # the picks differ per region: not cached
             coef = _times_sparse(big_l, g)
             if mult > 1:  # overlapping windows can pick one element twice: summed
                 parts.append(_slack(_times_sparse(np.abs(big_l), g), mult, mag))
@@ -241,7 +242,7 @@ def upper_bounds(
         elif isinstance(rec, AvgRec):
             q, s = rec.windows.shape
             mag = e_fwd[rec.src].mag()
-            g, mult = scatter.of(f"{node}\x00avg", rec.windows, mag.size)
+            g, mult = scatter.of(node, rec.windows, mag.size)
             share = big_l / s  # one rounding per entry
             coef = _times_sparse(np.repeat(share, s, axis=1), g)  # slot (q, i) of output q
             ones = np.ones((1, s))
@@ -255,7 +256,6 @@ def upper_bounds(
 
 def logit_and_margin_bounds(
     records: dict[str, Rec],
-    order: list[str],
     e_fwd: dict[str, Interval],
     out_node: str,
     label: int,
@@ -270,7 +270,7 @@ def logit_and_margin_bounds(
     # lower bound of (e_l - e_k) = -upper(e_k - e_l)
     marg = eye[others] - eye[label][None, :]
     dirs = np.concatenate([eye, -eye, marg] if margins else [eye, -eye])
-    ub = upper_bounds(records, order, e_fwd, out_node, dirs, scatter)
+    ub = upper_bounds(records, e_fwd, out_node, dirs, scatter)
     hi, lo = ub[:n], -ub[n : 2 * n]
     if not margins:
         return lo, hi, None

@@ -75,7 +75,7 @@ class ClassifyOptions:
     reuse_factor: int = 1  # HLS pragmas of the emitted C++ (codegen/graph_hls.py)
     granularity: str = "channel"  # ILP knobs: per output channel / dense neuron, or one per layer
     time_limit: float = 60.0  # HiGHS time limit per ILP solve
-    ilp_rounds: int = 12  # ILP solves (each re-certified) at most
+    ilp_rounds: int = 12  # ILP solves (each re-certified) at most, per linear margin model
 
 
 @dataclass

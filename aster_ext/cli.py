@@ -193,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--ilp-rounds",
         type=_int_in("--ilp-rounds", 1, 1000),
         default=None,
-        help="--task classify: at most this many ILP solves, each re-certified by the sound analysis "
-        "(default 12; fewer: faster, possibly costlier formats)",
+        help="--task classify: at most this many ILP solves per linear margin model (two run in turn), "
+        "each re-certified by the sound analysis (default 12; fewer: faster, possibly costlier formats)",
     )
     q.add_argument(
         "--split-boxes",

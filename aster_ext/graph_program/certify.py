@@ -17,13 +17,19 @@ one F for all its weights: per-layer uniform.
 1. smallest global F (every knob equal) certifying all provable regions;
 2. greedy descent: knobs in topological order, each lowered by 1 while every provable region
    stays certified (repeated passes until no knob moves, at most ``passes``).
+The greedy steps are checked with the forward error intervals alone (``backward=False``): with
+the tighter back-substituted margin bound the topological descent ends in a costlier local
+optimum (Convnet_maxpool hw 418932 -> 441716), so it stays the ILP's starting point as before;
+every result the search returns (greedy or ILP) is certified with both bounds intersected.
 Integer bits then come from range ⊕ error over *all* regions (so the program never overflows on
 any of them), per output channel.
 
 ILP search (:func:`certify_cnn` with ``search="ilp"``, the default): per output channel (or per
 layer) fractional bits minimising the hardware cost under a linear model of every region's
 margin error, starting from the greedy result and re-certified by the sound analysis after every
-solve (:mod:`.ilp`); the cheapest certified program of the two is kept.
+solve (:mod:`.ilp`); it runs once per linear model (:data:`ADJOINTS`: the backward error forms,
+then the interval adjoints, each from the cheapest certified choice so far) and the cheapest
+certified program of all is kept.
 """
 
 from __future__ import annotations
@@ -216,7 +222,7 @@ def search_formats(
         nonlocal checks
         for r in provable:
             checks += 1
-            a = analyze_errors(net, r.ranges, fc, quant, r.label, deltas)
+            a = analyze_errors(net, r.ranges, fc, quant, r.label, deltas, backward=False)
             if not verdict(net, r, a).certified:
                 return False
         return True
@@ -349,6 +355,10 @@ class CertifyReport:
 
 
 SEARCHES = ("ilp", "greedy")
+# the ILP's linear margin models, run in turn, each from the cheapest certified choice so far
+# (:func:`.sensitivity.margin_model`): neither wins everywhere (per-channel hw, 30 s per solve:
+# Convnet_maxpool 291104 backward vs 309352 interval, Convnet_avgpool 311748 vs 296423)
+ADJOINTS = ("backward", "interval")
 
 
 def certify_cnn(
@@ -368,8 +378,8 @@ def certify_cnn(
     ``search`` "greedy": per-layer descent only (``granularity`` must be "layer"); "ilp": the
     greedy result, then the ILP (:mod:`.ilp`) with one format per output channel
     (``granularity="channel"``) or per layer (``"layer"``), ``time_limit`` seconds per solve, at
-    most ``max_rounds`` solves; every ILP choice is re-certified and the cheaper certified of
-    the two programs is returned."""
+    most ``max_rounds`` solves per linear margin model (:data:`ADJOINTS`); every ILP choice is
+    re-certified and the cheapest certified program is returned."""
     from ..errors import UnsupportedError
 
     if search not in SEARCHES:
@@ -419,7 +429,8 @@ def ilp_refine(
     time_limit: float,
     max_rounds: int,
 ) -> SearchResult:
-    """Run the ILP from the greedy result; return the cheaper certified of the two (hw cost)."""
+    """Run the ILP searches of :data:`ADJOINTS` in turn, the first from the greedy result, each next
+    one from the cheapest certified choice so far; return the cheapest certified (hw cost)."""
     t0 = time.perf_counter()
     deltas = DeltaCache()
     checks = 0
@@ -432,16 +443,32 @@ def ilp_refine(
         ok = all(v.certified for v in prov)
         return ok, program_cost(prog).hw, min(v.slack for v in prov), analyses
 
-    outcome = ilp_search(
-        net, regions, greedy.fracs, quant, min_frac, max_frac, granularity, time_limit, max_rounds,
-        deltas=deltas, check=check,
-    )  # fmt: skip
     log = [*greedy.log]
-    for i, rd in enumerate(outcome.rounds):
-        log.append(
-            f"ilp round {i}: {rd.status}, hw {rd.hw}, certified {rd.certified}, slack {rd.worst_slack}, "
-            f"solve {rd.solve_s:.1f}s {rd.note}"
-        )
+    outcome: IlpOutcome | None = None
+    best = (greedy.greedy_cost if greedy.greedy_cost is not None else program_cost(greedy.program).hw, None)
+    for adjoints in ADJOINTS:
+        anchor = best[1] if best[1] is not None else greedy.fracs
+        run = ilp_search(
+            net, regions, anchor, quant, min_frac, max_frac, granularity, time_limit, max_rounds,
+            deltas=deltas, check=check, adjoints=adjoints,
+        )  # fmt: skip
+        for i, rd in enumerate(run.rounds):
+            log.append(
+                f"ilp ({adjoints}) round {i}: {rd.status}, hw {rd.hw}, certified {rd.certified}, "
+                f"slack {rd.worst_slack}, solve {rd.solve_s:.1f}s {rd.note}"
+            )
+        if outcome is None:
+            outcome = run
+        else:
+            outcome.rounds += run.rounds
+            outcome.model_s += run.model_s
+            outcome.n_binaries = max(outcome.n_binaries, run.n_binaries)
+        if run.fracs is not None:
+            hw = program_cost(certify_choice(net, regions, run.fracs, quant, deltas)[0]).hw
+            if hw < best[0]:
+                best = (hw, run.fracs)
+    assert outcome is not None
+    outcome.fracs = best[1]
     seconds = greedy.seconds + time.perf_counter() - t0
     if outcome.fracs is None:
         log.append(f"ilp ({granularity}): no certified choice cheaper than greedy (hw {greedy.greedy_cost})")

@@ -27,7 +27,9 @@ Margins (classifier, label l): the error of y_l - y_k is bounded on the differen
 the logits node is dense, (W_l - W_k) e_a ⊕ (ΔW_l - ΔW_k)(R_a ⊕ e_a) ⊕ (Δb_l - Δb_k) ⊕
 (ρ_l - ρ_k) with e_a, R_a the error and range of its operand: sign cancellations between the two
 rows survive, so this is never looser than e_l - e_k of the per-logit intervals (and is
-intersected with it).
+intersected with it). With ``backward=True`` it is also intersected with the back-substituted
+bound of :mod:`.backward` (every node's error as a linear form of its operands' errors plus its
+own local terms, so that errors cancelling through several layers are not counted twice).
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from fractions import Fraction
 
 import numpy as np
 
+from ..backsub import dominating
 from ..errors import UnsupportedError
 from ..ir import Network, Op
 from ..ops import AnalysisContext, logits_node, op_class
 from ..ops.linalg import LinearMap, MapPart, linear_interval
 from ..ops.windows import channel_windows
 from ..rigorous import Interval, down, up
+from . import backward as BW
 from .program import (
     LINEAR_KINDS,
     MOVE_KINDS,
@@ -171,11 +175,14 @@ def _no_bias(lmap: LinearMap) -> LinearMap:
 class ErrorAnalysis:
     """Per node: ``err[name]`` (flattened Interval of x~ - x); per rounding point
     ``value[(name, stage)]`` the range of the value before quantisation (stages "input", "acc",
-    "out"); ``margin_err[k]`` the error interval of y_l - y_k (label index: 0)."""
+    "out"); ``margin_err[k]`` the error interval of y_l - y_k (label index: 0);
+    ``margin_err_forward`` the forward rule's interval alone (the ILP's linear model mirrors it)."""
 
     err: dict[str, Interval]
     value: dict[tuple[str, str], Interval]
     margin_err: Interval | None = None
+    margin_err_forward: Interval | None = None
+    records: dict | None = None  # the backward pass's linear error forms (``backward=True``)
     label: int | None = None
     stable: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # relu: active, inactive, unstable
 
@@ -206,15 +213,19 @@ def analyze_errors(
     quant: str = "TRN",
     label: int | None = None,
     deltas: DeltaCache | None = None,
+    backward: bool = True,
 ) -> ErrorAnalysis:
     """Error intervals of the program with fractional bits ``fracs`` (module docstring).
     ``ranges``: real-network ranges of every node over the box (ops.symbolic_ranges or
-    ops.interval_ranges); ``label``: also bound the margin errors of that class."""
+    ops.interval_ranges); ``label``: also bound the margin errors of that class; ``backward``
+    (default): intersect those margin errors with the back-substituted bound of :mod:`.backward`
+    (False: the forward intervals alone, which the greedy search uses)."""
     deltas = deltas or DeltaCache()
     err: dict[str, Interval] = {}
     val: dict[tuple[str, str], Interval] = {}
     stable: dict[str, tuple[int, int, int]] = {}
     frac_of: dict[str, np.ndarray] = {}
+    records: dict[str, BW.Rec] = {}  # linear error forms of every node (:mod:`.backward`)
     target = logits_node(net)
     R = {k: _flat(v) for k, v in ranges.ranges.items()}
     for op in net.ops():
@@ -225,6 +236,7 @@ def analyze_errors(
             err[name] = Interval(lo, hi)
             val[(name, "input")] = R[name]
             frac_of[name] = np.full(n, fracs.input, dtype=np.int64)
+            records[name] = BW.InputRec(err[name])
             continue
         if name not in R:
             continue  # after the logits (softmax/argmax/output markers)
@@ -236,18 +248,21 @@ def analyze_errors(
             facc = per_channel(op, wf + fx)
             fout = per_channel(op, fracs.out[name])
             _, dmap = deltas.get(net, op, wf)
-            e1 = linear_interval(_no_bias(ranges.linear_map(op)), [err[x]])
+            amap = _no_bias(ranges.linear_map(op))
+            e1 = linear_interval(amap, [err[x]])
             e2 = linear_interval(dmap, [R[x].add(err[x])])
             pre = e1.add(e2)
             val[(name, "acc")] = val[(name, "out")] = R[name].add(pre)
             rlo, rhi = rounding_interval(facc, fout, quant)
             err[name] = pre.add(Interval(rlo, rhi))
             frac_of[name] = fout
+            records[name] = BW.MapRec(x, amap, e2.add(Interval(rlo, rhi)))
         elif op.kind == "act":
             x = ins[0]
             e, r = err[x], R[x]
             if op.attrs["fn"] == "identity":
                 err[name] = e
+                records[name] = BW.AddRec((x,), Interval(np.zeros(e.lo.size), np.zeros(e.lo.size)))
             elif op.attrs["fn"] == "relu":
                 active = (r.lo >= 0) & (down(r.lo + e.lo) >= 0)
                 inactive = (r.hi <= 0) & (up(r.hi + e.hi) <= 0)
@@ -258,6 +273,7 @@ def analyze_errors(
                 hi = np.where(active, e.hi, np.where(inactive, 0.0, hi))
                 err[name] = Interval(lo, hi)
                 stable[name] = (int(active.sum()), int(inactive.sum()), int((~active & ~inactive).sum()))
+                records[name] = BW.ReluRec(x, e, active, inactive)
             else:
                 raise UnsupportedError(
                     f"{op.describe()}: the graph error analysis handles relu/identity only"
@@ -271,6 +287,10 @@ def analyze_errors(
             hi = np.where(idx >= 0, err[x].hi[safe], -np.inf).max(axis=1)
             err[name] = Interval(lo, hi)
             frac_of[name] = np.where(idx >= 0, frac_of[x][safe], -(1 << 30)).max(axis=1)
+            pick = dominating(idx, R[x], err[x])
+            records[name] = BW.MaxRec(
+                x, pick, Interval(np.where(pick >= 0, 0.0, lo), np.where(pick >= 0, 0.0, hi)), idx
+            )
         elif op.kind == "avgpool":
             x = ins[0]
             idx, count = avg_counts(op, tuple(net.op(x).shape))
@@ -302,7 +322,8 @@ def analyze_errors(
                 dc_rad[per_entry] if np.any(dc_rad) else None,
             )
             spart = MapPart.selection(idx.shape[0], n_in, rows, cols)
-            e1 = linear_interval(_no_bias(ranges.linear_map(op)), [err[x]])
+            amap = _no_bias(ranges.linear_map(op))
+            e1 = linear_interval(amap, [err[x]])
             xr = R[x].add(err[x])
             e2 = linear_interval(LinearMap((dpart,), np.zeros(idx.shape[0])), [xr])
             pre = e1.add(e2)
@@ -312,6 +333,7 @@ def analyze_errors(
             rlo, rhi = rounding_interval(np.full(fout.shape, fx + fc), fout, quant)
             err[name] = pre.add(Interval(rlo, rhi))
             frac_of[name] = fout
+            records[name] = BW.MapRec(x, amap, e2.add(Interval(rlo, rhi)))
         elif op.kind == "add":
             a, b = ins
             pre = err[a].add(err[b])
@@ -320,6 +342,7 @@ def analyze_errors(
             rlo, rhi = rounding_interval(np.maximum(frac_of[a], frac_of[b]), fout, quant)
             err[name] = pre.add(Interval(rlo, rhi))
             frac_of[name] = fout
+            records[name] = BW.AddRec((a, b), Interval(rlo, rhi))
         elif op.kind in MOVE_KINDS:
             which, src = op_class(op.kind).index_map(op, [tuple(net.op(i).shape) for i in ins])
             lo = np.empty(which.size)
@@ -332,6 +355,7 @@ def analyze_errors(
                 fr[sel] = frac_of[s][src[sel]]
             err[name] = Interval(lo, hi)
             frac_of[name] = fr
+            records[name] = BW.MoveRec(tuple(ins), which, src)
         else:
             raise UnsupportedError(f"{op.describe()}: not supported by the graph error analysis")
         if name == target:
@@ -339,7 +363,12 @@ def analyze_errors(
     res = ErrorAnalysis(err, val, stable=stable)
     if label is not None:
         res.label = label
-        res.margin_err = margin_errors(net, ranges, fracs, res, label, quant, deltas, frac_of)
+        fwd = margin_errors(net, ranges, fracs, res, label, quant, deltas, frac_of)
+        res.margin_err = res.margin_err_forward = fwd
+        if backward:
+            res.records = records
+            bwd = BW.margin_error_bounds(records, err, target, label)
+            res.margin_err = Interval(np.maximum(fwd.lo, bwd.lo), np.minimum(fwd.hi, bwd.hi))
     return res
 
 

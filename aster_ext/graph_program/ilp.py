@@ -20,7 +20,9 @@ residual add: Σ_c (I_c(F_c) + F_c). W_w,o(F) is the exact width of channel o's 
 I(F) the integer bits of range ⊕ error of the linearisation point (:func:`~.errors.int_bits_for`).
 
 Rows: for every provable region and class k != label, the linear margin-error model of
-:mod:`.sensitivity` (linearised at a point, calibrated to the sound analysis there):
+:mod:`.sensitivity` (linearised at a point, calibrated to the sound analysis there; ``adjoints``
+"backward": the back-substituted error forms, calibrated to the certified margin error, or
+"interval": the interval adjoints, calibrated to the forward rule's margin error they mirror):
 
     cal_k·Σ_g Σ_F E_gk(F)·b[g, F] <= (1 - δ)·margin_lb_k.
 
@@ -323,11 +325,9 @@ def solve_mip(
     h.setOptionValue("random_seed", 0)
     h.setOptionValue("small_matrix_value", 1e-13)
     h.passModel(lp)
-    if start is not None:
-        x0 = _encode(blocks, fracs, groups, start, nb)
-        if x0 is not None:
-            idx = np.arange(nb, dtype=np.int32)
-            h.setSolution(int(nb), idx, x0)
+    # no start solution is handed to HiGHS: with one (even complete and feasible) HiGHS 1.16 can
+    # run far past its time limit without calling its interrupt callbacks (measured: a per-channel
+    # Convnet_avgpool round still running after 10 minutes at a 30 s limit, 1.6 s without it)
     h.run()
     ms = h.modelStatusToString(h.getModelStatus()).lower()
     info = h.getInfo()
@@ -349,24 +349,6 @@ def solve_mip(
     return status, fc, float(info.objective_function_value), nb
 
 
-def _encode(
-    blocks: list[KnobBlock], fracs: np.ndarray, groups: list[np.ndarray], fc: FracChoice, nb: int
-) -> np.ndarray | None:
-    """One-hot vector of ``fc`` (None when it is not representable in these groups/candidates)."""
-    nf = fracs.size
-    x = np.zeros(nb)
-    for b, g in zip(blocks, groups, strict=True):
-        v = block_fracs(fc, b)
-        pos = np.searchsorted(fracs, v)
-        if np.any(pos >= nf) or np.any(fracs[np.minimum(pos, nf - 1)] != v):
-            return None
-        for ch in range(b.n):
-            x[g[ch] * nf + pos[ch]] = 1.0
-    if np.any(x.reshape(-1, nf).sum(axis=1) != 1.0):
-        return None  # channels of one layer group disagree
-    return x
-
-
 def ilp_search(
     net: Network,
     regions: list,
@@ -381,6 +363,7 @@ def ilp_search(
     safety: float = 1e-3,
     deltas: DeltaCache | None = None,
     check=None,
+    adjoints: str = "backward",
 ) -> IlpOutcome:
     """The loop of the module docstring, starting from the certified ``anchor`` (greedy result).
 
@@ -400,9 +383,10 @@ def ilp_search(
 
     def linearise(fc: FracChoice, analyses: list[ErrorAnalysis]) -> tuple[MarginModel, np.ndarray]:
         prov = [a for a, r in zip(analyses, regions, strict=True) if r.provable]
-        mm = margin_model(net, provable, fc, quant, fracs, deltas, prov)
+        mm = margin_model(net, provable, fc, quant, fracs, deltas, prov, adjoints)
         true = np.concatenate(
-            [-a.margin_err.lo[[k for k in range(a.margin_err.lo.size) if k != r.label]]
+            [-(a.margin_err if adjoints == "backward" else a.margin_err_forward).lo[
+                [k for k in range(a.margin_err.lo.size) if k != r.label]]
              for a, r in zip(prov, provable, strict=True)]
         )  # fmt: skip
         model = mm.evaluate(fc)

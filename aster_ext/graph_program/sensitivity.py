@@ -180,10 +180,11 @@ def margin_adjoints(
     sources: dict[str, tuple[np.ndarray, np.ndarray]] = {tgt: (pat_lo, pat_hi)}
     top = net.op(tgt)
     per_logit = np.ones(m, dtype=bool)
-    if top.kind == "affine" and top.attrs.get("weight_exact") is None and analysis.margin_err is not None:
+    fwd = analysis.margin_err_forward
+    if top.kind == "affine" and top.attrs.get("weight_exact") is None and fwd is not None:
         e = err[tgt]
         pl = e.lo[label] - e.hi[ks]
-        per_logit = analysis.margin_err.lo[ks] <= pl  # the per-logit difference was the tighter rule
+        per_logit = fwd.lo[ks] <= pl  # the per-logit difference was the tighter rule
         d_cols = ~per_logit
         if np.any(d_cols):
             from .program import weight_array
@@ -247,6 +248,26 @@ def margin_adjoints(
     return sources, ks
 
 
+def margin_adjoints_backward(
+    net: Network, analysis: ErrorAnalysis, label: int
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
+    """The same (γ_lo, γ_hi) per node as :func:`margin_adjoints`, from the backward error forms
+    (:func:`.backward.node_adjoints`) instead of the interval adjoints: with Λ the coefficient
+    of a node's local term in (e_k - e_l)·e_out, the lower end of the margin error is
+    -Σ (Λ⁺ ν_hi + Λ⁻ ν_lo), so γ_lo = max(-Λ, 0), γ_hi = -max(Λ, 0). Sign cancellations through
+    consecutive layers survive (the interval adjoints add magnitudes); ReLU relaxations use the
+    chords of the linearisation point and their offsets are left to the calibration."""
+    from . import backward as BW
+
+    assert analysis.records is not None, "analyse with backward=True"
+    tgt = logits_node(net)
+    n_t = analysis.err[tgt].lo.size
+    ks = np.array([k for k in range(n_t) if k != label])
+    eye = np.eye(n_t)
+    lam = BW.node_adjoints(analysis.records, analysis.err, tgt, eye[ks] - eye[label][None, :])
+    return {n: (np.maximum(-v, 0.0).T, -np.maximum(v, 0.0).T) for n, v in lam.items()}, ks
+
+
 def _rounding_contrib(s_lo: np.ndarray, s_hi: np.ndarray, fracs: np.ndarray, quant: str) -> np.ndarray:
     """[C, n_F, m] of S_lo·ρ_lo(F) + S_hi·ρ_hi(F) (ρ from any source grid)."""
     rlo, rhi = rounding_interval(np.inf, fracs, quant)
@@ -261,6 +282,7 @@ def margin_model(
     fracs: np.ndarray,
     deltas: DeltaCache | None = None,
     analyses: list[ErrorAnalysis] | None = None,
+    adjoints: str = "interval",
 ) -> MarginModel:
     """The linear model (module docstring) of the provable ``regions`` (prepared
     :class:`~.certify.Region` s) linearised at ``point``, for candidate fractional bits ``fracs``."""
@@ -276,7 +298,10 @@ def margin_model(
         a = analyses[ri] if analyses is not None else None
         if a is None:
             a = analyze_errors(net, reg.ranges, point, quant, reg.label, deltas)
-        src, ks = margin_adjoints(net, reg.ranges, a, reg.label, maps)
+        if adjoints == "backward":
+            src, ks = margin_adjoints_backward(net, a, reg.label)
+        else:
+            src, ks = margin_adjoints(net, reg.ranges, a, reg.label, maps)
         m = ks.size
         rows += [(ri, int(k)) for k in ks]
         mlb.append(reg.margin_lb[ks])

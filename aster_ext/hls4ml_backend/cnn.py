@@ -81,6 +81,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backsub import dominating
 from ..errors import InfeasibleError, UnsupportedError
 from ..ir import Network
 from ..ops.windows import window_table
@@ -740,7 +741,7 @@ class CnnWalker:
         if st.kind == "max":
             c_lo, c_hi = _cast_if(st.accum_t, self.cur_t.frac, w.shape[0])
             err = _iv(down(el.min(axis=1) + c_lo), up(eh.max(axis=1) + c_hi))
-            self._max_pick = self._dominating(w), _iv(c_lo, c_hi)
+            self._max_pick = dominating(w, self.r, self.e), _iv(c_lo, c_hi)
             reach = _iv(down(out.lo + err.lo), up(out.hi + err.hi))
             if not self.cur_t.signed:  # the max of ufixed values (and its cast) is >= 0
                 reach = _iv(np.maximum(reach.lo, 0.0), reach.hi)
@@ -765,19 +766,6 @@ class CnnWalker:
             reach = _iv(np.maximum(reach.lo, 0.0), reach.hi)
         self._avg_sum = (y_lo, y_hi)
         return err, reach
-
-    def _dominating(self, w: np.ndarray) -> np.ndarray:
-        """Per window, the flat index of an element whose real and implemented values are >= every
-        other element's (both maxima are that element), else -1."""
-        rows = np.arange(w.shape[0])
-        lo_r, hi_r = self.r.lo[w], self.r.hi[w]
-        lo_i, hi_i = down(lo_r + self.e.lo[w]), up(hi_r + self.e.hi[w])
-        j = np.argmax(lo_i, axis=1)
-        others_r, others_i = hi_r.copy(), hi_i.copy()
-        others_r[rows, j] = -np.inf
-        others_i[rows, j] = -np.inf
-        ok = (lo_r[rows, j] >= others_r.max(axis=1)) & (lo_i[rows, j] >= others_i.max(axis=1))
-        return np.where(ok, w[rows, j], -1)
 
     def pool_inputs(self, st: PoolStage) -> Interval:
         """Reachable range of the window values once assigned to accum_t (io_stream casts each)."""

@@ -34,7 +34,7 @@ sound enclosure, so the bound holds for every input of the region.
 Floating point: the coefficients are computed in float64; the identity above is kept exact by
 charging every rounded coefficient with its error, |fl(Λ') - Λ'| <= γ_m |Λ||W~| (m terms per
 entry), times max |e_src| from the walker; every sum of contributions is rounded upward
-(:func:`upper_dot`). The result is an upper bound in exact arithmetic.
+(:func:`aster_ext.backsub.upper_dot`). The result is an upper bound in exact arithmetic.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from ..rigorous import ETA, MU, Interval, down, gamma, up
+from ..backsub import relu_step, slack, upper_dot, upper_sum
+from ..rigorous import Interval
 
 
 @dataclass
@@ -92,39 +93,6 @@ class AddRec:
 
 
 Rec = InputRec | LinearRec | ReluRec | MaxRec | AvgRec | AddRec
-
-
-def upper_dot(lam: np.ndarray, iv: Interval) -> np.ndarray:
-    """Per row d, an upper bound of max_{v ∈ iv} Σ_i lam[d, i] v_i: with [lo, hi] ⊆ [m - r, m + r],
-    the maximum is at most Λ m + |Λ| r, and fl(Λ m) is within γ_n |Λ||m| (+ n η) of Λ m: so
-    fl(Λ m) + |Λ| (r + γ_n |m|), the last product rounded up. Columns where the interval is {0}
-    are skipped."""
-    cols = np.flatnonzero((iv.lo != 0) | (iv.hi != 0))
-    if cols.size == 0:
-        return np.zeros(lam.shape[0])
-    lam = lam[:, cols] if cols.size < iv.lo.size else lam
-    m, r = Interval(iv.lo[cols], iv.hi[cols]).mid_rad()
-    n = cols.size
-    w = up(r + up(gamma(n + 2) * np.abs(m)))
-    spread = up(up((np.abs(lam) @ w) * (1.0 + 2.0 * gamma(n + 4))) + (n + 1) * ETA)
-    return up(up(lam @ m + spread) + (n + 1) * ETA)
-
-
-def upper_sum(parts: list[np.ndarray]) -> np.ndarray:
-    """An upper bound of the exact sum of the (already upward-rounded) arrays."""
-    p = np.stack(parts)
-    k = p.shape[0]
-    return up(up(p.sum(axis=0) + up(gamma(k + 2) * np.abs(p).sum(axis=0))) + (k + 1) * ETA)
-
-
-def _slack(coef_abs: np.ndarray, m: int, mag: np.ndarray) -> np.ndarray:
-    """Upper bound of Σ_i γ_m coef_abs[d, i] mag_i: the charge of coefficients rounded with at most
-    m-term sums (coef_abs = the exact terms' magnitudes, computed in float, hence inflated; mag
-    >= 0 may itself be a float sum of up to m terms, covered by the same inflation)."""
-    n = mag.size
-    s = up((coef_abs @ mag) * (1.0 + 2.0 * gamma(n + 4)) + (n + 1) * ETA)
-    g = gamma(m + 2)
-    return up(up(g * s) * (1.0 + 2.0 * g))  # coef_abs itself is within γ_m of the exact sums
 
 
 def _window_mag(w_abs: np.ndarray, mag: np.ndarray, gather: np.ndarray | None) -> np.ndarray:
@@ -181,7 +149,7 @@ def upper_bounds(
     def give(node: str, coef: np.ndarray) -> None:
         if node in lam:  # a tensor read twice: fl(a + b) within MU |a + b| of the sum
             lam[node] = lam[node] + coef
-            parts.append(_slack(np.abs(lam[node]), 0, e_fwd[node].mag()))
+            parts.append(slack(np.abs(lam[node]), 0, e_fwd[node].mag()))
         else:
             lam[node] = coef
 
@@ -204,40 +172,18 @@ def upper_bounds(
                 g, mult = scatter.of(node, rec.gather, mag.size)
                 coef = _times_sparse((big_l.reshape(-1, c_out) @ w).reshape(big_l.shape[0], n_pix * k), g)
                 m = c_out * max(mult, 1) + k
-            parts.append(_slack(np.abs(big_l), m, _window_mag(np.abs(w), mag, rec.gather)))
+            parts.append(slack(np.abs(big_l), m, _window_mag(np.abs(w), mag, rec.gather)))
             give(rec.src, coef)
         elif isinstance(rec, ReluRec):
-            unstable = ~(rec.active | rec.inactive)
-            cols = np.flatnonzero(unstable)  # the relaxation works on these columns only
-            a, b = rec.e_in.lo[cols], rec.e_in.hi[cols]
-            width = b - a
-            safe = np.where(width > 0, width, 1.0)
-            s_u = np.where(width > 0, (np.maximum(b, 0.0) - np.maximum(a, 0.0)) / safe, (a > 0) * 1.0)
-            s_l = np.where(width > 0, (np.minimum(b, 0.0) - np.minimum(a, 0.0)) / safe, (a < 0) * 1.0)
-            s_u, s_l = np.clip(s_u, 0.0, 1.0), np.clip(s_l, 0.0, 1.0)
-            # endpoint gaps; the product and the subtraction each round by at most MU times a
-            # magnitude <= |a| + |b| (s in [0, 1]): charged 4 MU (|a| + |b|) + ETA
-            margin = up(4.0 * MU * (np.abs(a) + np.abs(b)) + ETA)
-            gap_u = np.maximum(np.maximum(a, 0.0) - s_u * a, np.maximum(b, 0.0) - s_u * b)
-            mu_u = up(gap_u + margin)
-            gap_l = np.minimum(np.minimum(a, 0.0) - s_l * a, np.minimum(b, 0.0) - s_l * b)
-            mu_l = down(gap_l - margin)
-            lu = big_l[:, cols]
-            pos, neg = np.maximum(lu, 0.0), np.minimum(lu, 0.0)
-            relaxed = pos * s_u + neg * s_l
-            coef = np.where(rec.active, big_l, 0.0)
-            coef[:, cols] = relaxed
-            if cols.size:
-                offs = pos * mu_u + neg * mu_l
-                parts.append(upper_dot(offs, Interval(np.ones(cols.size), np.ones(cols.size))))
-                parts.append(_slack(np.abs(relaxed), 1, e_fwd[rec.src].mag()[cols]))
+            coef, extra = relu_step(big_l, rec.e_in, rec.active, rec.inactive, e_fwd[rec.src].mag())
+            parts.extend(extra)
             give(rec.src, coef)
         elif isinstance(rec, MaxRec):
             mag = e_fwd[rec.src].mag()
             g, mult = selection(rec.pick, mag.size)  # the picks differ per region: not cached
             coef = _times_sparse(big_l, g)
             if mult > 1:  # overlapping windows can pick one element twice: summed
-                parts.append(_slack(_times_sparse(np.abs(big_l), g), mult, mag))
+                parts.append(slack(_times_sparse(np.abs(big_l), g), mult, mag))
             give(rec.src, coef)
         elif isinstance(rec, AvgRec):
             q, s = rec.windows.shape
@@ -246,7 +192,7 @@ def upper_bounds(
             share = big_l / s  # one rounding per entry
             coef = _times_sparse(np.repeat(share, s, axis=1), g)  # slot (q, i) of output q
             ones = np.ones((1, s))
-            parts.append(_slack(np.abs(share), mult + 1 + s, _window_mag(ones, mag, rec.windows)))
+            parts.append(slack(np.abs(share), mult + 1 + s, _window_mag(ones, mag, rec.windows)))
             give(rec.src, coef)
         else:  # AddRec
             for src in rec.srcs:

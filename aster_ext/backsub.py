@@ -1,0 +1,109 @@
+"""Rigorous pieces of error back-substitution shared by the CNN certificates.
+
+Both CNN certificates (:mod:`aster_ext.hls4ml_backend.cnn_backward` for hls4ml's arithmetic,
+:mod:`aster_ext.graph_program.backward` for our own graph programs) bound c·e_out, e the error of
+the logits, by substituting every stage's error as a linear form of its inputs' errors plus a
+local term ν in a known interval, from the output back to the input (DeepPoly's back-substitution
+applied to errors). This module holds what they share:
+
+- :func:`upper_dot` / :func:`upper_sum`: upper bounds of Σ max(λ lo, λ hi) and of sums of bounds,
+  under float64 rounding (|fl(Σ t) - Σ t| <= γ_n Σ |t|, γ_n = nμ/(1-nμ));
+- :func:`slack`: the charge γ_m·Σ |coef| mag of coefficients computed with at most m-term sums,
+  times the magnitude bound of the errors they multiply;
+- :func:`relu_step`: the ReLU error relaxation. With the input error e ∈ [a, b] (forward
+  interval) and d = relu(z + e) - relu(z) between min(0, e) and max(0, e) for every real z:
+  s_l e + μ_l <= d <= s_u e + μ_u on [a, b], s_u, s_l the chords of max(0, ·), min(0, ·) through
+  a and b, μ_u (μ_l) the largest (smallest) endpoint gap — max(0, e) - s e is convex and
+  min(0, e) - s e concave, so their extremes over [a, b] lie at a or b whatever float slope s is
+  used. A positive coefficient takes the upper line, a negative one the lower. Stably active
+  units pass the coefficient, stably inactive ones drop it.
+- :func:`dominating`: per max-pool window, an element whose real and implemented values are at
+  least every other element's (then both maxima are that element and the pooled error is its
+  error).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .rigorous import ETA, MU, Interval, down, gamma, up
+
+
+def upper_dot(lam: np.ndarray, iv: Interval) -> np.ndarray:
+    """Per row d, an upper bound of max_{v ∈ iv} Σ_i lam[d, i] v_i: with [lo, hi] ⊆ [m - r, m + r],
+    the maximum is at most Λ m + |Λ| r, and fl(Λ m) is within γ_n |Λ||m| (+ n η) of Λ m: so
+    fl(Λ m) + |Λ| (r + γ_n |m|), the last product rounded up. Columns where the interval is {0}
+    are skipped."""
+    cols = np.flatnonzero((iv.lo != 0) | (iv.hi != 0))
+    if cols.size == 0:
+        return np.zeros(lam.shape[0])
+    lam = lam[:, cols] if cols.size < iv.lo.size else lam
+    m, r = Interval(iv.lo[cols], iv.hi[cols]).mid_rad()
+    n = cols.size
+    w = up(r + up(gamma(n + 2) * np.abs(m)))
+    spread = up(up((np.abs(lam) @ w) * (1.0 + 2.0 * gamma(n + 4))) + (n + 1) * ETA)
+    return up(up(lam @ m + spread) + (n + 1) * ETA)
+
+
+def upper_sum(parts: list[np.ndarray]) -> np.ndarray:
+    """An upper bound of the exact sum of the (already upward-rounded) arrays."""
+    p = np.stack(parts)
+    k = p.shape[0]
+    return up(up(p.sum(axis=0) + up(gamma(k + 2) * np.abs(p).sum(axis=0))) + (k + 1) * ETA)
+
+
+def slack(coef_abs: np.ndarray, m: int, mag: np.ndarray) -> np.ndarray:
+    """Upper bound of Σ_i γ_m coef_abs[d, i] mag_i: the charge of coefficients rounded with at most
+    m-term sums (coef_abs = the exact terms' magnitudes, computed in float, hence inflated; mag
+    >= 0 may itself be a float sum of up to m terms, covered by the same inflation)."""
+    n = mag.size
+    s = up((coef_abs @ mag) * (1.0 + 2.0 * gamma(n + 4)) + (n + 1) * ETA)
+    g = gamma(m + 2)
+    return up(up(g * s) * (1.0 + 2.0 * g))  # coef_abs itself is within γ_m of the exact sums
+
+
+def relu_step(
+    lam: np.ndarray, e_in: Interval, active: np.ndarray, inactive: np.ndarray, mag_in: np.ndarray
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(coefficients on the ReLU's input error, upper bounds to add) for Λ on its output error
+    (module docstring); ``mag_in`` bounds |e_in| (for the rounding charge of Λ·s)."""
+    unstable = ~(active | inactive)
+    cols = np.flatnonzero(unstable)
+    coef = np.where(active, lam, 0.0)
+    if cols.size == 0:
+        return coef, []
+    a, b = e_in.lo[cols], e_in.hi[cols]
+    width = b - a
+    safe = np.where(width > 0, width, 1.0)
+    s_u = np.where(width > 0, (np.maximum(b, 0.0) - np.maximum(a, 0.0)) / safe, (a > 0) * 1.0)
+    s_l = np.where(width > 0, (np.minimum(b, 0.0) - np.minimum(a, 0.0)) / safe, (a < 0) * 1.0)
+    s_u, s_l = np.clip(s_u, 0.0, 1.0), np.clip(s_l, 0.0, 1.0)
+    # endpoint gaps; the product and the subtraction each round by at most MU times a magnitude
+    # <= |a| + |b| (s in [0, 1]): charged 4 MU (|a| + |b|) + ETA
+    margin = up(4.0 * MU * (np.abs(a) + np.abs(b)) + ETA)
+    mu_u = up(np.maximum(np.maximum(a, 0.0) - s_u * a, np.maximum(b, 0.0) - s_u * b) + margin)
+    mu_l = down(np.minimum(np.minimum(a, 0.0) - s_l * a, np.minimum(b, 0.0) - s_l * b) - margin)
+    lu = lam[:, cols]
+    pos, neg = np.maximum(lu, 0.0), np.minimum(lu, 0.0)
+    relaxed = pos * s_u + neg * s_l
+    coef[:, cols] = relaxed
+    ones = Interval(np.ones(cols.size), np.ones(cols.size))
+    return coef, [upper_dot(pos * mu_u + neg * mu_l, ones), slack(np.abs(relaxed), 1, mag_in[cols])]
+
+
+def dominating(windows: np.ndarray, real: Interval, err: Interval) -> np.ndarray:
+    """Per window (rows of flat input indices, -1 = padding, never the max), the index of an
+    element j with x_j >= x_i and x~_j >= x~_i for every other element i of the window (real
+    range ``real``, implemented range real ⊕ err), else -1."""
+    valid = windows >= 0
+    w = np.maximum(windows, 0)
+    rows = np.arange(windows.shape[0])
+    lo_r = np.where(valid, real.lo[w], -np.inf)
+    hi_r = np.where(valid, real.hi[w], -np.inf)
+    lo_i = np.where(valid, down(real.lo[w] + err.lo[w]), -np.inf)
+    hi_i = np.where(valid, up(real.hi[w] + err.hi[w]), -np.inf)
+    j = np.argmax(lo_i, axis=1)
+    hi_r[rows, j] = -np.inf
+    hi_i[rows, j] = -np.inf
+    ok = valid[rows, j] & (lo_r[rows, j] >= hi_r.max(axis=1)) & (lo_i[rows, j] >= hi_i.max(axis=1))
+    return np.where(ok, windows[rows, j], -1)

@@ -1,0 +1,204 @@
+"""Backward bound of a graph program's margin errors: linear error forms back-substituted over the DAG.
+
+The forward analysis (:mod:`.errors`) encloses every node's error e = x~ - x in an interval per
+element; a linear node then adds |A|·rad(e) in magnitude, so errors that cancel through two
+layers are counted in full. Here each node's error is written, exactly or within a sound linear
+relaxation, as a linear function of its operands' errors plus an independent local term ν in
+an interval that the forward pass already computed:
+
+- input: e = ν (the input rounding);
+- conv / dense / avg-pool: e = A e_x + ν with A the exact real map of the node (its ``LinearMap``,
+  exact entries within their radii) and ν = ΔA (R_x ⊕ e_x) ⊕ Δb ⊕ ρ (the forward pass's
+  parameter and rounding terms; for avg-pool the constant's error);
+- ReLU: :func:`aster_ext.backsub.relu_step` on the forward interval of its input error (identity
+  activations pass e);
+- max-pool: e = e_j where one element j dominates its window (:func:`aster_ext.backsub.dominating`),
+  else ν = the forward interval of the pooled error (the substitution stops there);
+- residual add: e = e_a + e_b + ρ; element moves (flatten, reshape, transpose, concat): e moves.
+
+For a direction c on the logits, c·e <= Σ_nodes max_ν Λ_node·ν + the relaxation offsets + the
+rounding charges, Λ_node the coefficients of c·e on the node's error (summed over its readers),
+computed from the logits back with :func:`aster_ext.ops.linalg.linear_backward` (which charges the
+rounding of Λ A and the radii of non-double entries). With c = e_k - e_l this bounds the error of
+the margin y_l - y_k from below (-c·e), which :func:`.errors.analyze_errors` intersects with its
+forward margin interval.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..backsub import relu_step, slack, upper_dot, upper_sum
+from ..ops.linalg import LinearMap, linear_backward
+from ..rigorous import Interval
+
+
+@dataclass
+class InputRec:
+    """A node whose error is its own interval ν (the input; a max-pool without substitution)."""
+
+    noise: Interval
+
+
+@dataclass
+class MapRec:
+    src: str
+    lmap: LinearMap  # one part (the operand), no bias
+    noise: Interval
+
+
+@dataclass
+class ReluRec:
+    src: str
+    e_in: Interval
+    active: np.ndarray
+    inactive: np.ndarray
+
+
+@dataclass
+class MaxRec:
+    src: str
+    pick: np.ndarray  # flat operand index of each window's dominating element, -1: none
+    noise: Interval  # 0 where pick >= 0, the forward pooled error elsewhere
+    windows: np.ndarray  # [Q, S] flat operand indices of every window (-1: padding)
+
+
+@dataclass
+class AddRec:
+    srcs: tuple[str, ...]
+    noise: Interval
+
+
+@dataclass
+class MoveRec:
+    srcs: tuple[str, ...]
+    which: np.ndarray  # operand of every output element
+    index: np.ndarray  # flat index in that operand
+
+
+Rec = InputRec | MapRec | ReluRec | MaxRec | AddRec | MoveRec
+
+
+def upper_bounds(
+    records: dict[str, Rec], e_fwd: dict[str, Interval], out_node: str, dirs: np.ndarray
+) -> np.ndarray:
+    """Upper bounds of dirs[d] · e_out for every direction d (module docstring); ``records`` holds
+    every recorded node in topological order (dict insertion order)."""
+    lam: dict[str, np.ndarray] = {out_node: np.asarray(dirs, dtype=np.float64)}
+    parts: list[np.ndarray] = [np.zeros(dirs.shape[0])]
+
+    def give(node: str, coef: np.ndarray) -> None:
+        if node in lam:  # a node read twice: fl(a + b) within MU |a + b| of the sum
+            lam[node] = lam[node] + coef
+            parts.append(slack(np.abs(lam[node]), 0, e_fwd[node].mag()))
+        else:
+            lam[node] = coef
+
+    for node in reversed(records):
+        big_l = lam.pop(node, None)
+        if big_l is None:
+            continue
+        rec = records[node]
+        if isinstance(rec, InputRec):
+            parts.append(upper_dot(big_l, rec.noise))
+        elif isinstance(rec, MapRec):
+            parts.append(upper_dot(big_l, rec.noise))
+            outs, const = linear_backward(rec.lmap, big_l, [e_fwd[rec.src].mag()], True)
+            parts.append(const)
+            give(rec.src, outs[0])
+        elif isinstance(rec, ReluRec):
+            coef, extra = relu_step(big_l, rec.e_in, rec.active, rec.inactive, e_fwd[rec.src].mag())
+            parts.extend(extra)
+            give(rec.src, coef)
+        elif isinstance(rec, MaxRec):
+            parts.append(upper_dot(big_l, rec.noise))
+            n_src = e_fwd[rec.src].lo.size
+            rows = np.flatnonzero(rec.pick >= 0)
+            g = sp.csr_matrix(
+                (np.ones(rows.size), (rows, rec.pick[rows])), shape=(rec.pick.size, n_src)
+            )  # fmt: skip
+            mult = int(np.bincount(rec.pick[rows], minlength=n_src).max(initial=0))
+            coef = np.asarray((g.T @ big_l.T).T)
+            if mult > 1:  # overlapping windows can pick one element twice: summed
+                parts.append(slack(np.asarray((g.T @ np.abs(big_l).T).T), mult, e_fwd[rec.src].mag()))
+            give(rec.src, coef)
+        elif isinstance(rec, AddRec):
+            parts.append(upper_dot(big_l, rec.noise))
+            for src in rec.srcs:
+                give(src, big_l.copy())
+        else:  # MoveRec: every operand element is read at most once (exact scatter)
+            for i, src in enumerate(rec.srcs):
+                sel = rec.which == i
+                coef = np.zeros((big_l.shape[0], e_fwd[src].lo.size))
+                coef[:, rec.index[sel]] = big_l[:, sel]
+                give(src, coef)
+    return upper_sum(parts)
+
+
+def margin_error_bounds(
+    records: dict[str, Rec], e_fwd: dict[str, Interval], out_node: str, label: int
+) -> Interval:
+    """Interval of the error of y_label - y_k for every k (entry ``label``: [0, 0])."""
+    n = e_fwd[out_node].lo.size
+    eye = np.eye(n)
+    ks = np.array([k for k in range(n) if k != label], dtype=np.int64)
+    diff = eye[label][None, :] - eye[ks]  # rows e_l - e_k
+    ub = upper_bounds(records, e_fwd, out_node, np.concatenate([diff, -diff]))
+    lo, hi = np.zeros(n), np.zeros(n)
+    hi[ks] = ub[: ks.size]
+    lo[ks] = -ub[ks.size :]
+    return Interval(lo, hi)
+
+
+def node_adjoints(
+    records: dict[str, Rec], e_fwd: dict[str, Interval], out_node: str, dirs: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per recorded node, Λ [n_dirs, n_node]: the coefficient of that node's own local term ν in
+    dirs · e_out, as :func:`upper_bounds` substitutes it (float, no rounding charges: a *model*
+    for the format search, :mod:`.sensitivity`, never a bound). Where a max-pool window has no
+    dominating element the bound stops substituting; the model instead passes the positive part
+    of Λ to the element of largest upper error and the negative part to the one of smallest
+    lower error (the elements the forward interval of the pooled error comes from)."""
+    lam: dict[str, np.ndarray] = {out_node: np.asarray(dirs, dtype=np.float64)}
+    seen: dict[str, np.ndarray] = {}
+
+    def give(node: str, coef: np.ndarray) -> None:
+        lam[node] = lam[node] + coef if node in lam else coef
+
+    for node in reversed(records):
+        big_l = lam.pop(node, None)
+        if big_l is None:
+            continue
+        seen[node] = big_l
+        rec = records[node]
+        if isinstance(rec, MapRec):
+            give(rec.src, np.asarray((rec.lmap.parts[0].csr_t @ big_l.T).T))
+        elif isinstance(rec, ReluRec):
+            coef, _ = relu_step(big_l, rec.e_in, rec.active, rec.inactive, e_fwd[rec.src].mag())
+            give(rec.src, coef)
+        elif isinstance(rec, MaxRec):
+            e = e_fwd[rec.src]
+            idx = rec.windows
+            safe = np.maximum(idx, 0)
+            rows = np.arange(idx.shape[0])
+            amax = safe[rows, np.where(idx >= 0, e.hi[safe], -np.inf).argmax(axis=1)]
+            amin = safe[rows, np.where(idx >= 0, e.lo[safe], np.inf).argmin(axis=1)]
+            up_to = np.where(rec.pick >= 0, rec.pick, amax)
+            down_to = np.where(rec.pick >= 0, rec.pick, amin)
+            coef = np.zeros((big_l.shape[0], e.lo.size))
+            np.add.at(coef.T, up_to, np.maximum(big_l, 0.0).T)
+            np.add.at(coef.T, down_to, np.minimum(big_l, 0.0).T)
+            give(rec.src, coef)
+        elif isinstance(rec, AddRec):
+            for src in rec.srcs:
+                give(src, big_l)
+        elif isinstance(rec, MoveRec):
+            for i, src in enumerate(rec.srcs):
+                sel = rec.which == i
+                coef = np.zeros((big_l.shape[0], e_fwd[src].lo.size))
+                coef[:, rec.index[sel]] = big_l[:, sel]
+                give(src, coef)
+    return seen

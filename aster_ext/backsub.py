@@ -17,12 +17,17 @@ applied to errors). This module holds what they share:
   min(0, e) - s e concave, so their extremes over [a, b] lie at a or b whatever float slope s is
   used. A positive coefficient takes the upper line, a negative one the lower. Stably active
   units pass the coefficient, stably inactive ones drop it.
+- :class:`BackSubstitution`: the walk itself — the coefficients Λ of every node still to
+  substitute (summed over a node's readers, each float sum charged), in reverse topological
+  order, and the collected upper-bound parts;
 - :func:`dominating`: per max-pool window, an element whose real and implemented values are at
   least every other element's (then both maxima are that element and the pooled error is its
   error).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -107,3 +112,35 @@ def dominating(windows: np.ndarray, real: Interval, err: Interval) -> np.ndarray
     hi_i[rows, j] = -np.inf
     ok = valid[rows, j] & (lo_r[rows, j] >= hi_r.max(axis=1)) & (lo_i[rows, j] >= hi_i.max(axis=1))
     return np.where(ok, windows[rows, j], -1)
+
+
+class BackSubstitution:
+    """One back-substitution of the directions ``dirs`` from ``out_node``: Λ per node not yet
+    substituted, and the parts of the upper bound collected so far. ``mag(node)`` bounds |e| of a
+    node (for the charge of summing the coefficients of a node read twice: fl(a + b) is within
+    μ|a + b| of the sum); with ``mag=None`` nothing is charged (a float model, not a bound)."""
+
+    def __init__(self, out_node: str, dirs: np.ndarray, mag: Callable[[str], np.ndarray] | None) -> None:
+        self.lam: dict[str, np.ndarray] = {out_node: np.asarray(dirs, dtype=np.float64)}
+        self.parts: list[np.ndarray] = [np.zeros(np.shape(dirs)[0])]
+        self._mag = mag
+
+    def give(self, node: str, coef: np.ndarray) -> None:
+        """Add ``coef`` to the coefficients of ``node``'s error."""
+        if node in self.lam:
+            self.lam[node] = self.lam[node] + coef
+            if self._mag is not None:
+                self.parts.append(slack(np.abs(self.lam[node]), 0, self._mag(node)))
+        else:
+            self.lam[node] = coef
+
+    def walk(self, nodes: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
+        """(node, its final Λ) for every node reached, ``nodes`` given in topological order."""
+        for node in reversed(list(nodes)):
+            big_l = self.lam.pop(node, None)
+            if big_l is not None:
+                yield node, big_l
+
+    def bound(self) -> np.ndarray:
+        """An upper bound of the sum of the collected parts."""
+        return upper_sum(self.parts)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..backsub import relu_step, slack, upper_dot, upper_sum
+from ..backsub import BackSubstitution, relu_step, slack, upper_dot
 from ..ops.linalg import LinearMap, linear_backward
 from ..rigorous import Interval
 
@@ -87,20 +87,9 @@ def upper_bounds(
 ) -> np.ndarray:
     """Upper bounds of dirs[d] · e_out for every direction d (module docstring); ``records`` holds
     every recorded node in topological order (dict insertion order)."""
-    lam: dict[str, np.ndarray] = {out_node: np.asarray(dirs, dtype=np.float64)}
-    parts: list[np.ndarray] = [np.zeros(dirs.shape[0])]
-
-    def give(node: str, coef: np.ndarray) -> None:
-        if node in lam:  # a node read twice: fl(a + b) within MU |a + b| of the sum
-            lam[node] = lam[node] + coef
-            parts.append(slack(np.abs(lam[node]), 0, e_fwd[node].mag()))
-        else:
-            lam[node] = coef
-
-    for node in reversed(records):
-        big_l = lam.pop(node, None)
-        if big_l is None:
-            continue
+    bs = BackSubstitution(out_node, dirs, lambda node: e_fwd[node].mag())
+    parts, give = bs.parts, bs.give
+    for node, big_l in bs.walk(records):
         rec = records[node]
         if isinstance(rec, InputRec):
             parts.append(upper_dot(big_l, rec.noise))
@@ -135,7 +124,7 @@ def upper_bounds(
                 coef = np.zeros((big_l.shape[0], e_fwd[src].lo.size))
                 coef[:, rec.index[sel]] = big_l[:, sel]
                 give(src, coef)
-    return upper_sum(parts)
+    return bs.bound()
 
 
 def margin_error_bounds(
@@ -162,16 +151,10 @@ def node_adjoints(
     dominating element the bound stops substituting; the model instead passes the positive part
     of Λ to the element of largest upper error and the negative part to the one of smallest
     lower error (the elements the forward interval of the pooled error comes from)."""
-    lam: dict[str, np.ndarray] = {out_node: np.asarray(dirs, dtype=np.float64)}
+    bs = BackSubstitution(out_node, dirs, None)
+    give = bs.give
     seen: dict[str, np.ndarray] = {}
-
-    def give(node: str, coef: np.ndarray) -> None:
-        lam[node] = lam[node] + coef if node in lam else coef
-
-    for node in reversed(records):
-        big_l = lam.pop(node, None)
-        if big_l is None:
-            continue
+    for node, big_l in bs.walk(records):
         seen[node] = big_l
         rec = records[node]
         if isinstance(rec, MapRec):

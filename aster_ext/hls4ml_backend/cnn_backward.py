@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from ..backsub import relu_step, slack, upper_dot, upper_sum
+from ..backsub import BackSubstitution, relu_step, slack, upper_dot
 from ..rigorous import Interval
 
 
@@ -143,20 +143,9 @@ def upper_bounds(
 
     ``records``: every tensor's stage record, in topological order (input first); ``e_fwd``: the
     walker's error interval of every tensor."""
-    lam: dict[str, np.ndarray] = {out_node: np.asarray(dirs, dtype=np.float64)}
-    parts: list[np.ndarray] = [np.zeros(dirs.shape[0])]
-
-    def give(node: str, coef: np.ndarray) -> None:
-        if node in lam:  # a tensor read twice: fl(a + b) within MU |a + b| of the sum
-            lam[node] = lam[node] + coef
-            parts.append(slack(np.abs(lam[node]), 0, e_fwd[node].mag()))
-        else:
-            lam[node] = coef
-
-    for node in reversed(records):
-        big_l = lam.pop(node, None)
-        if big_l is None:
-            continue
+    bs = BackSubstitution(out_node, dirs, lambda node: e_fwd[node].mag())
+    parts, give = bs.parts, bs.give
+    for node, big_l in bs.walk(records):
         rec = records[node]
         parts.append(upper_dot(big_l, rec.noise))
         if isinstance(rec, InputRec):
@@ -197,7 +186,7 @@ def upper_bounds(
         else:  # AddRec
             for src in rec.srcs:
                 give(src, big_l.copy())
-    return upper_sum(parts)
+    return bs.bound()
 
 
 def logit_and_margin_bounds(

@@ -357,7 +357,12 @@ def assign_multibox(
             i = int(np.argmax([np.max((b - a) * sens) for a, b in leaves]))
             a, b = leaves.pop(i)
             leaves += bisect(a, b, split_dimension(a, b, sens))
-        cert0, _, _ = _certify_cover(ml_prog, layers, lower, upper, leaves, on_grid)
+        if len(leaves) == len(sc.leaves):
+            # the split certificate already holds every leaf's bound (certify_forms per leaf, as
+            # _certify_cover would recompute them) and the whole box was checked overflow-free
+            cert0 = Certificate(ml_cert.errors, ml_cert.ranges, sc.bound, [], on_grid, ml_cert.relu_states)
+        else:
+            cert0, _, _ = _certify_cover(ml_prog, layers, lower, upper, leaves, on_grid)
         ml = [np.full(layer.n_out, st.max_len, dtype=np.int64) for layer in layers]
         mll = [list(map(int, v)) for v in ml]
         best = RefinedResult(

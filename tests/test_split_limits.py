@@ -138,3 +138,35 @@ def test_unknown_lower_slope_choice_is_refused() -> None:
         symbolic_ranges(layers, np.zeros(2), np.ones(2), None, ("steep",))
     with pytest.raises(ValueError, match="slopes"):
         symbolic_ranges(layers, np.zeros(2), np.ones(2), None, ())
+
+
+class _SteppingClock:
+    """perf_counter that advances ``step`` seconds per call (deterministic stand-in for a slow round)."""
+
+    def __init__(self, step: float) -> None:
+        self.t, self.step = 0.0, step
+
+    def perf_counter(self) -> float:
+        self.t += self.step
+        return self.t
+
+
+def test_multibox_stops_at_the_time_limit_while_building_and_keeps_a_certified_result(monkeypatch) -> None:
+    """A round whose per-box caps/models would run past the time limit is cut off (not only checked at
+    its start); the result is then the all-maxLen fallback, still certified over its cover and exact on
+    grid inputs."""
+    from aster_ext.refined import multibox
+
+    rng = np.random.default_rng(3)
+    layers = random_net(rng, 3, [2, 6, 6, 1])
+    lo, hi = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
+    monkeypatch.setattr(multibox, "time", _SteppingClock(1.0))
+    best, cert, log = multibox.assign_multibox(layers, lo, hi, 1e-3, None, "C", "neuron", 6.0, "net", 6)
+    assert any("time limit reached while" in str(r.get("result")) for r in log.rows), log.rows
+    assert best.max_width_fallback and log.chosen is None
+    assert cert.ok and cert.bound <= 1e-3
+    f_in = best.program.input_t.frac_bits
+    xs = rng.integers(-(2**f_in), 2**f_in + 1, (150, 2))
+    xs = np.concatenate([xs, [[-(2**f_in), -(2**f_in)], [2**f_in, 2**f_in], [-(2**f_in), 2**f_in]]])
+    obs = observed_errors(best.program, layers, xs, True)
+    assert np.all(obs.max(axis=0) <= cert.output_bound)

@@ -20,6 +20,16 @@ in a known range |(Λ M_exact - fl(Λ M)) v| <= (γ_n |Λ||M| + |Λ| R) mag(v), 
 (upper) or subtracted from (lower) c. R is the radius of the exact real weights around their
 float64 values (:class:`~aster_ext.ranges.ExactParams`); mag(v) comes from the ranges of earlier
 layers. The result is intersected with the interval ranges, so it is never wider than them.
+
+Several lower slopes (``slopes``, opt-in; default the area heuristic alone): λz <= relu(z) holds for
+every real z and every λ in [0, 1], so back-substitution through the relaxations built with λ = 0
+(``"zero"``), λ = 1 (``"one"``) or the area choice (``"area"``) each yields a sound enclosure of z_l; the
+per-neuron intersection of them is sound too. It is taken layer by layer, so every relaxation of
+layer l (all choices) is built on the intersected range of z_l, and tighter early ranges tighten the
+chords of the later ones. Slopes other than 0/1 never occur, so the float rigor is unchanged.
+Not guaranteed: never wider than the area choice alone (back-substitution is not monotone in the
+earlier ranges: the area λ and the chords move with them); measured by
+scripts/path_sensitive_limits.py (``multi`` columns): slightly tighter on ACAS Xu / ACC10NN sub-boxes.
 """
 
 from __future__ import annotations
@@ -144,19 +154,38 @@ def _box_bound(lam: np.ndarray, c: np.ndarray, x: Interval, upper: bool) -> np.n
     return down(down(val - spread) + c)
 
 
+SLOPES = ("area", "zero", "one")  # lower-slope choices of unstable ReLUs (module docstring)
+
+
+def _with_lower_slope(rx: Relaxation, pre: Interval, choice: str) -> Relaxation:
+    """``rx`` (a ReLU relaxation on ``pre``) with the lower slope of its unstable neurons set to
+    0 (``"zero"``) or 1 (``"one"``); ``"area"`` keeps the heuristic's choice."""
+    if choice == "area":
+        return rx
+    unstable = (pre.lo < 0) & (pre.hi > 0)
+    lam = np.where(unstable, 1.0 if choice == "one" else 0.0, rx.lo_slope)
+    return Relaxation(rx.up_slope, rx.up_icpt, lam, rx.exact, rx.lo_icpt)
+
+
 def symbolic_ranges(
     layers: list[DenseLayer],
     lower: np.ndarray,
     upper: np.ndarray,
     params: list[ExactParams] | None = None,
+    slopes: tuple[str, ...] = ("area",),
 ) -> list[LayerRanges]:
     """Per-neuron pre/post-activation ranges by back-substitution, intersected with the interval
-    step W·[post range of the previous layer] + b (the previous layer's *tightened* range)."""
+    step W·[post range of the previous layer] + b (the previous layer's *tightened* range).
+
+    ``slopes``: the lower-slope choices of unstable ReLUs whose back-substitutions are intersected
+    (module docstring; each costs one back-substitution pass per layer)."""
+    if not slopes or any(c not in SLOPES for c in slopes):
+        raise ValueError(f"slopes: a non-empty tuple of {SLOPES}, got {slopes!r}")
     ps = params if params is not None else [ExactParams.of(layer) for layer in layers]
     plain = interval_ranges(layers, lower, upper, ps)
     x = Interval(np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64))
     out: list[LayerRanges] = []
-    relax: list[Relaxation] = []
+    relax: dict[str, list[Relaxation]] = {c: [] for c in slopes}
     for li, layer in enumerate(layers):
         note(f"symbolic ranges, layer {li + 1}/{len(layers)}")
         step = affine_interval(ps[li], out[-1].post if out else x)
@@ -164,16 +193,19 @@ def symbolic_ranges(
         base = Interval(np.maximum(step.lo, plain[li].pre.lo), np.minimum(step.hi, plain[li].pre.hi))
         pre = base
         if li > 0:
-            hi = _backsub(li, ps, out, relax, x, upper=True)
-            lo = _backsub(li, ps, out, relax, x, upper=False)
-            pre = Interval(np.maximum(pre.lo, lo), np.minimum(pre.hi, hi))
+            for c in slopes:
+                hi = _backsub(li, ps, out, relax[c], x, upper=True)
+                lo = _backsub(li, ps, out, relax[c], x, upper=False)
+                pre = Interval(np.maximum(pre.lo, lo), np.minimum(pre.hi, hi))
             # guard against an empty intersection from an (impossible) inconsistency
             bad = pre.lo > pre.hi
             if np.any(bad):
                 pre = Interval(np.where(bad, base.lo, pre.lo), np.where(bad, base.hi, pre.hi))
         post = apply_activation(layer.activation, pre, layer)
         out.append(LayerRanges(pre, post))
-        relax.append(relaxation_of(layer.activation, pre, layer))
+        rx = relaxation_of(layer.activation, pre, layer)
+        for c in slopes:
+            relax[c].append(_with_lower_slope(rx, pre, c) if layer.activation == "relu" else rx)
     return out
 
 

@@ -93,7 +93,7 @@ def _fits(v: Interval, fmt_int_bits: np.ndarray, frac: np.ndarray, quant: str) -
     return (v.lo >= -top - shift) & (v.hi < top - shift)
 
 
-def _raw_to_float(raw: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def raw_to_float(raw: np.ndarray, frac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Float enclosure (value, radius) of raw·2^-frac for object-int raws of any width."""
     flat = raw.reshape(-1)
     vals = np.array([float(r) for r in flat], dtype=np.float64).reshape(raw.shape)
@@ -189,8 +189,8 @@ def _layer_error(
     also the ReLU state of each neuron (0 stably inactive, 1 stably active, 2 unstable)."""
     n_out, n_in = lp.n_out, lp.n_in
     x_fix = x_real.add(x_err)  # range of the finite-precision inputs
-    w_t, w_rad = _raw_to_float(lp.weight_raw, lp.weight_t.frac)
-    b_t, b_rad = _raw_to_float(lp.bias_raw, lp.bias_t.frac)
+    w_t, w_rad = raw_to_float(lp.weight_raw, lp.weight_t.frac)
+    b_t, b_rad = raw_to_float(lp.bias_raw, lp.bias_t.frac)
 
     # products w~ x~ (exact), then assigned to product_t
     pl = w_t * x_fix.lo[None, :]

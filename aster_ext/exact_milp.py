@@ -256,7 +256,7 @@ def _affine(x: VarVec, w: np.ndarray, bias: np.ndarray) -> _Lin:
     return _Lin(jj, x.idx[kk], w[jj, kk], np.asarray(bias, dtype=np.float64).copy())
 
 
-def _raw_to_float(raw: np.ndarray, frac: np.ndarray) -> np.ndarray:
+def raw_to_float(raw: np.ndarray, frac: np.ndarray) -> np.ndarray:
     """raw·2^-frac as float64 (exact below 2^53; the caller bounds the widths)."""
     return np.ldexp(np.asarray(raw, dtype=object).astype(np.float64), -np.asarray(frac, dtype=np.int64))
 
@@ -272,7 +272,7 @@ def _program_layer(
             f"verify --exact models ReLU and identity layers only; layer {lp.name} is {lp.activation}"
         )
     wf = lp.weight_t.frac
-    w = _raw_to_float(lp.weight_raw, wf)
+    w = raw_to_float(lp.weight_raw, wf)
     pf, sf = lp.product_t.frac, lp.psum_t.frac
     src = wf + x_frac[None, :]  # grid of the exact product
     prod_rounds = (src > pf) & (w != 0)
@@ -294,7 +294,7 @@ def _program_layer(
         s = _affine(x, w, np.zeros(lp.n_out))
     s_frac = np.minimum(src, pf).max(axis=1)  # the exact sum lies on the finest product grid
     d = _assign(b, s, s_frac, lp.dot_t.frac, quant)
-    bias = _raw_to_float(lp.bias_raw, lp.bias_t.frac)
+    bias = raw_to_float(lp.bias_raw, lp.bias_t.frac)
     c_frac = np.maximum(lp.dot_t.frac, lp.bias_t.frac)
     t = _assign(b, _Lin(np.arange(lp.n_out), d.idx, np.ones(lp.n_out), bias), c_frac, lp.bsum_t.frac, quant)
     steps = (
@@ -393,7 +393,7 @@ def build_milp(
         w_real = np.asarray(layer.weight, dtype=np.float64)
         l1, h1 = _interval_matvec(w_real, dlo, dhi)
         l2, h2 = _interval_matvec(w_prog - w_real, a_prog.lo, a_prog.hi)
-        db = _raw_to_float(lp.bias_raw, lp.bias_t.frac) - np.asarray(layer.bias, dtype=np.float64)
+        db = raw_to_float(lp.bias_raw, lp.bias_t.frac) - np.asarray(layer.bias, dtype=np.float64)
         tlo, thi = l1 + l2 + db + rnd[0], h1 + h2 + db + rnd[1]
         _link(b, t, z, tlo, thi)
         if layer.activation == "relu":

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from aster_ext.aster.settings import SETTINGS
-from aster_ext.certify import _raw_to_float
+from aster_ext.certify import raw_to_float
 from aster_ext.cost import program_cost
 from aster_ext.frontend import load_model
 from aster_ext.ir import DenseLayer, dense_chain
@@ -150,7 +150,7 @@ def breakdown(program, layers: list[DenseLayer], run: FormsRun, lo: np.ndarray, 
     x_real = Interval(lo, hi)
     for li, lp in enumerate(program.layers):
         x_mag = x_real.add(run.a_err[li - 1] if li > 0 else Interval(-mag[: lay.n_in], mag[: lay.n_in])).mag()
-        w_t, _ = _raw_to_float(lp.weight_raw, lp.weight_t.frac)
+        w_t, _ = raw_to_float(lp.weight_raw, lp.weight_t.frac)
         dw = np.abs(w_t - layers[li].weight) @ x_mag
         zc, ac = lay.z_cols(li), lay.a_cols(li)
         dw_part = np.minimum(dw, mag[zc])

@@ -60,6 +60,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "path_sensitive.py", ((),), ("path_sensitive.csv", "path_sensitive.md"),
         "input splitting of refined certificates",
     ),
+    "path_sensitive_limits": ScriptStep(
+        "path_sensitive_limits.py", ((),), ("path_sensitive_limits.csv", "path_sensitive_limits.md"),
+        "where the all-maxLen bound of issue 12's targets comes from and how it falls with sub-boxes",
+    ),
     "path_sensitive_ilp": ScriptStep(
         "path_sensitive_ilp.py", ((),), ("path_sensitive_ilp.csv", "path_sensitive_ilp.md"),
         "single-box vs multi-box refined ILP (--split-ilp): hw, bound over the cover, time",

@@ -45,7 +45,6 @@ from ..certify import (
     _cumsum_interval,
     _diff_enclosure,
     _needed_int_bits,
-    _raw_to_float,
     _row_sum,
     act_error_cap,
     act_impl_error,
@@ -53,6 +52,7 @@ from ..certify import (
     act_slope,
     certify_program,
     check_activations,
+    raw_to_float,
     rounding_interval,
 )
 from ..errors import UnsupportedError
@@ -202,8 +202,8 @@ def forms_analysis(
         x_fmt = program.input_formats(li)
         e_x = form_interval(ca, sa, ctr, rad)
         x_fix = x_real.add(e_x)
-        w_t, w_rad = _raw_to_float(lp.weight_raw, lp.weight_t.frac)
-        b_t, b_rad = _raw_to_float(lp.bias_raw, lp.bias_t.frac)
+        w_t, w_rad = raw_to_float(lp.weight_raw, lp.weight_t.frac)
+        b_t, b_rad = raw_to_float(lp.bias_raw, lp.bias_t.frac)
         n_out, n_in = lp.n_out, lp.n_in
         # roundings of the program (as in certify.py)
         prod_src = lp.weight_t.frac + x_fmt.frac[None, :]

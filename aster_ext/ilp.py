@@ -405,6 +405,69 @@ class Solution:
     message: str = ""
 
 
+@dataclass
+class GuardedRun:
+    """What :func:`run_highs_guarded` brings back: HiGHS's model status string (lower case; "killed"
+    when the wall-clock guard stopped it), whether a primal solution exists, its column values and
+    objective."""
+
+    model_status: str
+    has_solution: bool
+    x: np.ndarray | None
+    objective: float | None
+
+
+def _guarded_child(conn, lp, options: dict) -> None:
+    """Child process of :func:`run_highs_guarded`: solve and send the result back."""
+    try:
+        h = new_highs(threads=int(options.get("threads", 1)))
+        for key, value in options.items():
+            if key != "threads":
+                h.setOptionValue(key, value)
+        h.passModel(lp)
+        h.run()
+        info = h.getInfo()
+        ok = info.primal_solution_status == 2
+        x = np.asarray(h.getSolution().col_value) if ok else None
+        conn.send(GuardedRun(h.modelStatusToString(h.getModelStatus()).lower(), ok, x,
+                             float(info.objective_function_value) if ok else None))  # fmt: skip
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
+        conn.send(GuardedRun(f"error: {exc}", False, None, None))
+    finally:
+        conn.close()
+
+
+def run_highs_guarded(lp, options: dict, wall_s: float) -> GuardedRun:
+    """Solve ``lp`` (a highspy HighsLp) with ``options`` in a forked child process and kill it if
+    it has not answered after ``wall_s`` seconds of wall clock.
+
+    Why: HiGHS 1.16 can run far past its own ``time_limit`` without calling its interrupt
+    callbacks (measured on the per-channel CNN ILP: Convnet_avgpool and Convnet_maxpool rounds
+    still running after 10 minutes at a 30 s limit, stuck after the root's first sub-MIP; with
+    presolve off the dumped models solve in 2-3 s, which the graph ILP now uses, but nothing
+    shows the cause is gone for good). A killed run returns no solution; callers treat it like a
+    time limit without an incumbent."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_guarded_child, args=(child, lp, options), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if parent.poll(wall_s):
+            try:
+                return parent.recv()
+            except EOFError:  # the child died without an answer
+                return GuardedRun("error: solver process ended without a result", False, None, None)
+        return GuardedRun("killed", False, None, None)
+    finally:
+        parent.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
 def new_highs(threads: int | None = None):
     """A HiGHS instance; the plain binding class avoids the Python wrapper's banner on stdout.
 

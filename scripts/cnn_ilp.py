@@ -4,11 +4,12 @@ For each benchmark CNN and its spec regions (box + label): prepare every region 
 margin lower bounds), run the greedy per-layer search (smallest global F, then per-layer
 descent), then the ILP of ``aster_ext.graph_program.ilp`` twice from that result: one format per
 layer (``granularity="layer"``) and one per output channel / dense neuron (``"channel"``); each
-runs with the linear margin model from the backward error forms, then with the interval
-adjoints from the cheapest certified choice so far (``rounds_*`` counts the solves of both).
+runs with the linear margin model from the backward error forms and with the interval
+adjoints, both from the greedy result (``rounds_*`` counts the solves of both).
 Every ILP choice is re-certified by the sound error analysis (forward ∩ backward bound); a
-choice that fails is cut off and the ILP re-solved. Costs are ``program_cost`` of the emitted program (ONE multiply-accumulate array
-per conv layer reused over all output pixels; hw = multiplier operand bits + adder bits, the
+choice that fails is cut off and the ILP re-solved. Costs are ``program_cost`` of the emitted
+program (ONE multiply-accumulate array per conv layer reused over all output pixels; hw =
+multiplier operand bits + adder bits, the
 ILP's objective; bilinear = Σ W_w·W_x over multipliers). ``uniform_F`` = the program with one F
 everywhere (the smallest certifying one), ``best_layer`` = the cheaper of the greedy and the
 per-layer ILP (the cheapest certified per-layer format found), ``ratio`` = hw(channel ILP) /

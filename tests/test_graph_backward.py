@@ -131,3 +131,26 @@ def test_backward_margin_model_reproduces_the_bound_it_linearises(seed: int) -> 
             top = bound * (1 + 1e-9) + excess[f_out] + 1e-12
             assert np.all(got[adj] <= top), (adj, f_out, got[adj], bound)
         assert np.all(got["backward"] <= got["interval"] + 1e-12)
+
+
+def test_backward_model_counts_the_relu_offsets() -> None:
+    """On random CNNs with unstable ReLUs (boxes of radius 0.1, F = 4) the backward model at its
+    point stays close to the bound it linearises: the chords' offsets |Λ|·s(1 - s)·(b - a) are
+    modelled through the interval adjoints of the ReLU inputs' widths (without them the bound
+    reached 3.6x the model on these nets; with them at most 1.04x)."""
+    from aster_ext.graph_program.sensitivity import margin_model
+
+    from .graph_program_support import random_cnn
+
+    ratios = []
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        net = random_cnn(rng, bool(seed % 2), ["none", "max", "avg"][seed % 3])
+        centre = rng.uniform(-1, 1, size=net.input_shape)
+        label = int(np.argmax(ops.evaluate(net, centre[None])[ops.logits_node(net)][0]))
+        region = prepare(net, Region("r", centre - 0.1, centre + 0.1, label))
+        fc = FracChoice.uniform(net, 4)
+        a = analyze_errors(net, region.ranges, fc, "TRN", label)
+        mm = margin_model(net, [region], fc, "TRN", np.arange(0, 20), analyses=[a], adjoints="backward")
+        ratios += list(-a.margin_err.lo[[k for _, k in mm.rows]] / mm.evaluate(fc))
+    assert max(ratios) <= 1.25, max(ratios)

@@ -27,9 +27,9 @@ any of them), per output channel.
 ILP search (:func:`certify_cnn` with ``search="ilp"``, the default): per output channel (or per
 layer) fractional bits minimising the hardware cost under a linear model of every region's
 margin error, starting from the greedy result and re-certified by the sound analysis after every
-solve (:mod:`.ilp`); it runs once per linear model (:data:`ADJOINTS`: the backward error forms,
-then the interval adjoints, each from the cheapest certified choice so far) and the cheapest
-certified program of all is kept.
+solve (:mod:`.ilp`); it runs once per linear model (:data:`ADJOINTS`: the backward error forms
+and the interval adjoints, each from the greedy result) and the cheapest certified program of
+all is kept.
 """
 
 from __future__ import annotations
@@ -355,9 +355,10 @@ class CertifyReport:
 
 
 SEARCHES = ("ilp", "greedy")
-# the ILP's linear margin models, run in turn, each from the cheapest certified choice so far
-# (:func:`.sensitivity.margin_model`): neither wins everywhere (per-channel hw, 30 s per solve:
-# Convnet_maxpool 291104 backward vs 309352 interval, Convnet_avgpool 311748 vs 296423)
+# the ILP's linear margin models (:func:`.sensitivity.margin_model`), each run from the greedy
+# result: neither wins everywhere (per-channel hw, 30 s per solve: Convnet_maxpool 291104 backward
+# vs 309352 interval, Convnet_avgpool 311748 vs 296423); chaining the second from the first's
+# result was measured to end costlier than either alone (Convnet_avgpool per layer 347961)
 ADJOINTS = ("backward", "interval")
 
 
@@ -429,8 +430,8 @@ def ilp_refine(
     time_limit: float,
     max_rounds: int,
 ) -> SearchResult:
-    """Run the ILP searches of :data:`ADJOINTS` in turn, the first from the greedy result, each next
-    one from the cheapest certified choice so far; return the cheapest certified (hw cost)."""
+    """Run the ILP search once per model of :data:`ADJOINTS`, each from the greedy result; return
+    the cheapest certified program of the greedy and all of them (hw cost)."""
     t0 = time.perf_counter()
     deltas = DeltaCache()
     checks = 0
@@ -447,9 +448,8 @@ def ilp_refine(
     outcome: IlpOutcome | None = None
     best = (greedy.greedy_cost if greedy.greedy_cost is not None else program_cost(greedy.program).hw, None)
     for adjoints in ADJOINTS:
-        anchor = best[1] if best[1] is not None else greedy.fracs
         run = ilp_search(
-            net, regions, anchor, quant, min_frac, max_frac, granularity, time_limit, max_rounds,
+            net, regions, greedy.fracs, quant, min_frac, max_frac, granularity, time_limit, max_rounds,
             deltas=deltas, check=check, adjoints=adjoints,
         )  # fmt: skip
         for i, rd in enumerate(run.rounds):

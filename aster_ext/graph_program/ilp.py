@@ -62,6 +62,7 @@ from .program import (
 from .sensitivity import KnobBlock, MarginModel, block_fracs, knob_blocks, margin_model, set_block_fracs
 
 GRANULARITIES = ("channel", "layer")
+GUARD_S = 30.0  # wall-clock grace beyond HiGHS's own time limit before its process is killed
 TINY = 1e-9  # margin-row coefficients below this (in units of the row's budget) are dropped
 
 
@@ -238,7 +239,7 @@ def solve_mip(
     """Build and solve the MIP (module docstring); ``rows``: (model, calibration [M]) pairs;
     ``window``: candidates of every group restricted to ``start`` ± window (trust region).
     Returns (status, fracs, objective, number of binaries)."""
-    from ..ilp import highs_lp, new_highs
+    from ..ilp import highs_lp, run_highs_guarded
 
     nf = fracs.size
     ng = int(max(g.max() for g in groups)) + 1
@@ -318,35 +319,30 @@ def solve_mip(
     integer = np.concatenate([np.ones(nb, dtype=bool), np.zeros(2 * n_cons, dtype=bool)])
     col_upper = np.concatenate([col_hi, np.full(2 * n_cons, np.inf)])
     lp = highs_lp(a, obj, np.zeros(ncol), col_upper, np.asarray(lo, float), np.asarray(hi, float), integer)
-    h = new_highs(threads=1)
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", float(max(time_limit, 0.5)))
-    h.setOptionValue("mip_rel_gap", 1e-3)
-    h.setOptionValue("random_seed", 0)
-    h.setOptionValue("small_matrix_value", 1e-13)
-    h.passModel(lp)
-    # no start solution is handed to HiGHS: with one (even complete and feasible) HiGHS 1.16 can
-    # run far past its time limit without calling its interrupt callbacks (measured: a per-channel
-    # Convnet_avgpool round still running after 10 minutes at a 30 s limit, 1.6 s without it)
-    h.run()
-    ms = h.modelStatusToString(h.getModelStatus()).lower()
-    info = h.getInfo()
+    # HiGHS 1.16 can run far past its time limit on these models after its presolve (a dumped
+    # Convnet_avgpool round: stuck after the root's first sub-MIP for > 10 minutes at a 30 s limit,
+    # with or without a start solution depending on the round; with presolve off 1.8-3.1 s). So
+    # presolve is off, no start solution is handed over, and the run is killed at limit + GUARD_S
+    opts = {"output_flag": False, "time_limit": float(max(time_limit, 0.5)), "mip_rel_gap": 1e-3,
+            "random_seed": 0, "small_matrix_value": 1e-13, "threads": 1, "presolve": "off"}  # fmt: skip
+    run = run_highs_guarded(lp, opts, float(max(time_limit, 0.5)) + GUARD_S)
+    ms = run.model_status
     status = (
         "optimal" if "optimal" in ms
         else "infeasible" if "infeasible" in ms
         else "time_limit" if "time" in ms
         else ms
     )  # fmt: skip
-    if info.primal_solution_status != 2:
+    if not run.has_solution or run.x is None:
         return status, None, None, nb
-    x = np.asarray(h.getSolution().col_value)
+    x = run.x
     sel = fracs[x[:nb].reshape(ng, nf).argmax(axis=1)]
     fc = start.copy() if start is not None else None
     if fc is None:
         raise ValueError("solve_mip needs a start FracChoice to shape its result")
     for b, g in zip(blocks, groups, strict=True):
         set_block_fracs(fc, b, sel[g])
-    return status, fc, float(info.objective_function_value), nb
+    return status, fc, run.objective, nb
 
 
 def ilp_search(

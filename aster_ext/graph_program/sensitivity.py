@@ -145,39 +145,17 @@ def margin_adjoints(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """Per node, the adjoint (γ_lo, γ_hi) [n_elements, m] of the sources injected at its output,
     for the margins y_label - y_k, k in the returned ``ks`` (module docstring)."""
-    maps = {} if maps is None else maps
     tgt = logits_node(net)
     err = analysis.err
-    R = {k: _flat(v) for k, v in ranges.ranges.items()}
-    order: list[Op] = []
-    for op in net.ops():
-        if op.kind == "input" or op.name in R:
-            order.append(op)
-        if op.name == tgt:
-            break
     n_t = err[tgt].lo.size
     ks = np.array([k for k in range(n_t) if k != label])
     m = ks.size
     cols = np.arange(m)
-    g: dict[str, list[np.ndarray]] = {}
-
-    def acc(name: str, lo: np.ndarray, hi: np.ndarray) -> None:
-        if name not in g:
-            n = err[name].lo.size
-            g[name] = [np.zeros((n, m)), np.zeros((n, m))]
-        g[name][0] += lo
-        g[name][1] += hi
-
-    def signed(op: Op) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        if op.name not in maps:
-            maps[op.name] = _signed_parts(ranges.linear_map(op).parts[0].csr)
-        return maps[op.name]
-
     pat_lo = np.zeros((n_t, m))
     pat_hi = np.zeros((n_t, m))
     pat_lo[label, :] = 1.0
     pat_hi[ks, cols] = -1.0
-    sources: dict[str, tuple[np.ndarray, np.ndarray]] = {tgt: (pat_lo, pat_hi)}
+    seeds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     top = net.op(tgt)
     per_logit = np.ones(m, dtype=bool)
     fwd = analysis.margin_err_forward
@@ -192,14 +170,56 @@ def margin_adjoints(
             w = weight_array(top)
             dw = (w[label][None, :] - w[ks]).T  # [n_in, m]
             dw[:, per_logit] = 0.0
-            acc(top.inputs[0], np.maximum(dw, 0.0), np.minimum(dw, 0.0))
-    acc(tgt, pat_lo * per_logit[None, :], pat_hi * per_logit[None, :])
+            seeds[top.inputs[0]] = (np.maximum(dw, 0.0), np.minimum(dw, 0.0))
+    seeds[tgt] = (pat_lo * per_logit[None, :], pat_hi * per_logit[None, :])
+    sources = interval_adjoints(net, ranges, analysis, seeds, m, maps)
+    sources[tgt] = (pat_lo, pat_hi)
+    return sources, ks
+
+
+def interval_adjoints(
+    net: Network,
+    ranges,
+    analysis: ErrorAnalysis,
+    seeds: dict[str, tuple[np.ndarray, np.ndarray]],
+    m: int,
+    maps: dict | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per node, (γ_lo, γ_hi) [n_elements, m]: the weights of its error interval's endpoints in
+    Σ_seeds (γ_lo·lo + γ_hi·hi) of the seeded nodes, by the transposed interval maps (module
+    docstring), from the seeds back to the input."""
+    maps = {} if maps is None else maps
+    tgt = logits_node(net)
+    err = analysis.err
+    R = {k: _flat(v) for k, v in ranges.ranges.items()}
+    order: list[Op] = []
+    for op in net.ops():
+        if op.kind == "input" or op.name in R:
+            order.append(op)
+        if op.name == tgt:
+            break
+    g: dict[str, list[np.ndarray]] = {}
+
+    def acc(name: str, lo: np.ndarray, hi: np.ndarray) -> None:
+        if name not in g:
+            n = err[name].lo.size
+            g[name] = [np.zeros((n, m)), np.zeros((n, m))]
+        g[name][0] += lo
+        g[name][1] += hi
+
+    def signed(op: Op) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        if op.name not in maps:
+            maps[op.name] = _signed_parts(ranges.linear_map(op).parts[0].csr)
+        return maps[op.name]
+
+    for name, (lo, hi) in seeds.items():
+        acc(name, lo, hi)
+    sources: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for op in reversed(order):
         if op.name not in g:
             continue
         lo, hi = g[op.name]
-        if op.name != tgt:
-            sources[op.name] = (lo, hi)
+        sources[op.name] = (lo, hi)
         if op.kind == "input":
             continue
         ins = op.inputs
@@ -245,18 +265,25 @@ def margin_adjoints(
                 acc(name, glo, ghi)
         else:
             raise NotImplementedError(f"{op.describe()}: no adjoint for this node kind")
-    return sources, ks
+    return sources
 
 
 def margin_adjoints_backward(
-    net: Network, analysis: ErrorAnalysis, label: int
+    net: Network, ranges, analysis: ErrorAnalysis, label: int, maps: dict | None = None
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """The same (γ_lo, γ_hi) per node as :func:`margin_adjoints`, from the backward error forms
     (:func:`.backward.node_adjoints`) instead of the interval adjoints: with Λ the coefficient
     of a node's local term in (e_k - e_l)·e_out, the lower end of the margin error is
     -Σ (Λ⁺ ν_hi + Λ⁻ ν_lo), so γ_lo = max(-Λ, 0), γ_hi = -max(Λ, 0). Sign cancellations through
-    consecutive layers survive (the interval adjoints add magnitudes); ReLU relaxations use the
-    chords of the linearisation point and their offsets are left to the calibration."""
+    consecutive layers survive (the interval adjoints add magnitudes).
+
+    An unstable ReLU with input error [a, b] adds the offsets of its chords,
+    Λ⁺μ_u + Λ⁻μ_l = |Λ|·s(1 - s)·(b - a) with s = (max(b, 0) - max(a, 0))/(b - a) the upper
+    chord's slope (μ_u = -μ_l = s(1 - s)(b - a); 0 when [a, b] does not contain 0), s fixed at the
+    linearisation point: linear in the width of that interval, whose dependence on the sources
+    comes from the interval adjoints (:func:`interval_adjoints` seeded with γ_lo = c, γ_hi = -c,
+    c = |Λ|·s(1 - s)). Without them the model misses most of a deep ReLU network's bound
+    (resnet_2b: bound / model 15-47 at the greedy result)."""
     from . import backward as BW
 
     assert analysis.records is not None, "analyse with backward=True"
@@ -265,7 +292,26 @@ def margin_adjoints_backward(
     ks = np.array([k for k in range(n_t) if k != label])
     eye = np.eye(n_t)
     lam = BW.node_adjoints(analysis.records, analysis.err, tgt, eye[ks] - eye[label][None, :])
-    return {n: (np.maximum(-v, 0.0).T, -np.maximum(v, 0.0).T) for n, v in lam.items()}, ks
+    out = {n: (np.maximum(-v, 0.0).T, -np.maximum(v, 0.0).T) for n, v in lam.items()}
+    seeds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for node, rec in analysis.records.items():
+        if not isinstance(rec, BW.ReluRec) or node not in lam:
+            continue
+        a, b = rec.e_in.lo, rec.e_in.hi
+        width = b - a
+        rise = np.maximum(b, 0.0) - np.maximum(a, 0.0)
+        s_u = np.clip(np.where(width > 0, rise / np.where(width > 0, width, 1.0), 0.0), 0.0, 1.0)
+        w = np.where(rec.active | rec.inactive, 0.0, s_u * (1.0 - s_u))
+        if not np.any(w > 0):
+            continue
+        c = np.abs(lam[node]).T * w[:, None]  # [n, m]
+        lo, hi = seeds.get(rec.src, (0.0, 0.0))
+        seeds[rec.src] = (lo + c, hi - c)
+    if seeds:
+        for n, (g_lo, g_hi) in interval_adjoints(net, ranges, analysis, seeds, ks.size, maps).items():
+            lo, hi = out.get(n, (0.0, 0.0))
+            out[n] = (lo + g_lo, hi + g_hi)
+    return out, ks
 
 
 def _rounding_contrib(s_lo: np.ndarray, s_hi: np.ndarray, fracs: np.ndarray, quant: str) -> np.ndarray:
@@ -299,7 +345,7 @@ def margin_model(
         if a is None:
             a = analyze_errors(net, reg.ranges, point, quant, reg.label, deltas)
         if adjoints == "backward":
-            src, ks = margin_adjoints_backward(net, a, reg.label)
+            src, ks = margin_adjoints_backward(net, reg.ranges, a, reg.label, maps)
         else:
             src, ks = margin_adjoints(net, reg.ranges, a, reg.label, maps)
         m = ks.size

@@ -62,7 +62,7 @@ from .program import (
 from .sensitivity import KnobBlock, MarginModel, block_fracs, knob_blocks, margin_model, set_block_fracs
 
 GRANULARITIES = ("channel", "layer")
-GUARD_S = 30.0  # wall-clock grace beyond HiGHS's own time limit before its process is killed
+GUARD_S = 10.0  # wall-clock grace beyond HiGHS's own time limit before its process is killed
 TINY = 1e-9  # margin-row coefficients below this (in units of the row's budget) are dropped
 
 

@@ -17,6 +17,8 @@ applied to errors). This module holds what they share:
   min(0, e) - s e concave, so their extremes over [a, b] lie at a or b whatever float slope s is
   used. A positive coefficient takes the upper line, a negative one the lower. Stably active
   units pass the coefficient, stably inactive ones drop it.
+- :func:`selection` / :func:`times_sparse`: the 0/1 matrix of a window table or a max-pool's picks
+  and Λ·G with it (scatter of coefficients back to the elements read);
 - :class:`BackSubstitution`: the walk itself — the coefficients Λ of every node still to
   substitute (summed over a node's readers, each float sum charged), in reverse topological
   order, and the collected upper-bound parts;
@@ -30,6 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
+from scipy import sparse
 
 from .rigorous import ETA, MU, Interval, down, gamma, up
 
@@ -112,6 +115,21 @@ def dominating(windows: np.ndarray, real: Interval, err: Interval) -> np.ndarray
     hi_i[rows, j] = -np.inf
     ok = valid[rows, j] & (lo_r[rows, j] >= hi_r.max(axis=1)) & (lo_i[rows, j] >= hi_i.max(axis=1))
     return np.where(ok, windows[rows, j], -1)
+
+
+def selection(idx: np.ndarray, n_src: int) -> tuple[sparse.csr_matrix, int]:
+    """(G, the largest number of slots reading one element): G[slot, idx[slot]] = 1 for idx >= 0
+    (slots = idx flattened)."""
+    flat = idx.reshape(-1)
+    rows = np.flatnonzero(flat >= 0)
+    cols = flat[rows]
+    g = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(flat.size, n_src))
+    return g, int(np.bincount(cols, minlength=n_src).max(initial=0))
+
+
+def times_sparse(a: np.ndarray, g: sparse.csr_matrix) -> np.ndarray:
+    """a @ g for dense a [n_dir, slots] and sparse g [slots, n]."""
+    return np.asarray((g.T @ a.T).T)
 
 
 class BackSubstitution:

@@ -29,9 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
-from ..backsub import BackSubstitution, relu_step, slack, upper_dot
+from ..backsub import BackSubstitution, relu_step, selection, slack, times_sparse, upper_dot
 from ..ops.linalg import LinearMap, linear_backward
 from ..rigorous import Interval
 
@@ -104,27 +103,30 @@ def upper_bounds(
             give(rec.src, coef)
         elif isinstance(rec, MaxRec):
             parts.append(upper_dot(big_l, rec.noise))
-            n_src = e_fwd[rec.src].lo.size
-            rows = np.flatnonzero(rec.pick >= 0)
-            g = sp.csr_matrix(
-                (np.ones(rows.size), (rows, rec.pick[rows])), shape=(rec.pick.size, n_src)
-            )  # fmt: skip
-            mult = int(np.bincount(rec.pick[rows], minlength=n_src).max(initial=0))
-            coef = np.asarray((g.T @ big_l.T).T)
+            g, mult = selection(rec.pick, e_fwd[rec.src].lo.size)
             if mult > 1:  # overlapping windows can pick one element twice: summed
-                parts.append(slack(np.asarray((g.T @ np.abs(big_l).T).T), mult, e_fwd[rec.src].mag()))
-            give(rec.src, coef)
+                parts.append(slack(times_sparse(np.abs(big_l), g), mult, e_fwd[rec.src].mag()))
+            give(rec.src, times_sparse(big_l, g))
         elif isinstance(rec, AddRec):
             parts.append(upper_dot(big_l, rec.noise))
             for src in rec.srcs:
                 give(src, big_l.copy())
-        else:  # MoveRec: every operand element is read at most once (exact scatter)
-            for i, src in enumerate(rec.srcs):
-                sel = rec.which == i
-                coef = np.zeros((big_l.shape[0], e_fwd[src].lo.size))
-                coef[:, rec.index[sel]] = big_l[:, sel]
+        else:
+            for src, coef in _moved(rec, big_l, e_fwd):
                 give(src, coef)
     return bs.bound()
+
+
+def _moved(rec: MoveRec, big_l: np.ndarray, e_fwd: dict[str, Interval]) -> list[tuple[str, np.ndarray]]:
+    """(operand, its coefficients) of an element move: every operand element is read at most once
+    by one operand slot, so the scatter is exact."""
+    out = []
+    for i, src in enumerate(rec.srcs):
+        sel = rec.which == i
+        coef = np.zeros((big_l.shape[0], e_fwd[src].lo.size))
+        coef[:, rec.index[sel]] = big_l[:, sel]
+        out.append((src, coef))
+    return out
 
 
 def margin_error_bounds(
@@ -179,9 +181,6 @@ def node_adjoints(
             for src in rec.srcs:
                 give(src, big_l)
         elif isinstance(rec, MoveRec):
-            for i, src in enumerate(rec.srcs):
-                sel = rec.which == i
-                coef = np.zeros((big_l.shape[0], e_fwd[src].lo.size))
-                coef[:, rec.index[sel]] = big_l[:, sel]
+            for src, coef in _moved(rec, big_l, e_fwd):
                 give(src, coef)
     return seen

@@ -463,12 +463,10 @@ def ilp_refine(
             outcome.rounds += run.rounds
             outcome.model_s += run.model_s
             outcome.n_binaries = max(outcome.n_binaries, run.n_binaries)
-        if run.fracs is not None:
-            hw = program_cost(certify_choice(net, regions, run.fracs, quant, deltas)[0]).hw
-            if hw < best[0]:
-                best = (hw, run.fracs)
+        if run.fracs is not None and run.hw is not None and run.hw < best[0]:
+            best = (run.hw, run.fracs)
     assert outcome is not None
-    outcome.fracs = best[1]
+    outcome.fracs, outcome.hw = best[1], (best[0] if best[1] is not None else None)
     seconds = greedy.seconds + time.perf_counter() - t0
     if outcome.fracs is None:
         log.append(f"ilp ({granularity}): no certified choice cheaper than greedy (hw {greedy.greedy_cost})")

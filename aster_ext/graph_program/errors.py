@@ -287,10 +287,11 @@ def analyze_errors(
             hi = np.where(idx >= 0, err[x].hi[safe], -np.inf).max(axis=1)
             err[name] = Interval(lo, hi)
             frac_of[name] = np.where(idx >= 0, frac_of[x][safe], -(1 << 30)).max(axis=1)
-            pick = dominating(idx, R[x], err[x])
-            records[name] = BW.MaxRec(
-                x, pick, Interval(np.where(pick >= 0, 0.0, lo), np.where(pick >= 0, 0.0, hi)), idx
-            )
+            if backward:  # the picks serve the backward bound only
+                pick = dominating(idx, R[x], err[x])
+                records[name] = BW.MaxRec(
+                    x, pick, Interval(np.where(pick >= 0, 0.0, lo), np.where(pick >= 0, 0.0, hi)), idx
+                )
         elif op.kind == "avgpool":
             x = ins[0]
             idx, count = avg_counts(op, tuple(net.op(x).shape))

@@ -220,6 +220,7 @@ class IlpRound:
 @dataclass
 class IlpOutcome:
     fracs: FracChoice | None  # cheapest certified ILP solution (None: none certified)
+    hw: int | None = None  # its hw cost, as its re-certification computed it
     rounds: list[IlpRound] = field(default_factory=list)
     model_s: float = 0.0
     n_binaries: int = 0
@@ -420,7 +421,7 @@ def ilp_search(
         row = linearise(fc, analyses)
         if ok:
             if hw < best_hw:
-                best_hw, out.fracs = hw, fc
+                best_hw, out.fracs, out.hw = hw, fc, hw
             anchor_row, current = row, fc
             window = min(2 * window, window0)
         else:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from ..backsub import BackSubstitution, relu_step, slack, upper_dot
+from ..backsub import BackSubstitution, relu_step, selection, slack, times_sparse, upper_dot
 from ..rigorous import Interval
 
 
@@ -104,16 +104,6 @@ def _window_mag(w_abs: np.ndarray, mag: np.ndarray, gather: np.ndarray | None) -
     return (patch @ w_abs.T).reshape(-1)
 
 
-def selection(idx: np.ndarray, n_src: int) -> tuple[sparse.csr_matrix, int]:
-    """(G, the largest number of slots reading one element): G[slot, idx[slot]] = 1 for idx >= 0
-    (slots = idx flattened)."""
-    flat = idx.reshape(-1)
-    rows = np.flatnonzero(flat >= 0)
-    cols = flat[rows]
-    g = sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(flat.size, n_src))
-    return g, int(np.bincount(cols, minlength=n_src).max(initial=0))
-
-
 class Scatter:
     """:func:`selection` matrices of the stages' fixed window tables, cached per stage (node)."""
 
@@ -125,11 +115,6 @@ class Scatter:
         if hit is None:
             hit = self._cache[(node, n_src)] = selection(idx, n_src)
         return hit
-
-
-def _times_sparse(a: np.ndarray, g: sparse.csr_matrix) -> np.ndarray:
-    """a @ g for dense a [n_dir, slots] and sparse g [slots, n]."""
-    return np.asarray((g.T @ a.T).T)
 
 
 def upper_bounds(
@@ -159,7 +144,7 @@ def upper_bounds(
             else:
                 n_pix = rec.gather.shape[0]
                 g, mult = scatter.of(node, rec.gather, mag.size)
-                coef = _times_sparse((big_l.reshape(-1, c_out) @ w).reshape(big_l.shape[0], n_pix * k), g)
+                coef = times_sparse((big_l.reshape(-1, c_out) @ w).reshape(big_l.shape[0], n_pix * k), g)
                 m = c_out * max(mult, 1) + k
             parts.append(slack(np.abs(big_l), m, _window_mag(np.abs(w), mag, rec.gather)))
             give(rec.src, coef)
@@ -170,16 +155,16 @@ def upper_bounds(
         elif isinstance(rec, MaxRec):
             mag = e_fwd[rec.src].mag()
             g, mult = selection(rec.pick, mag.size)  # the picks differ per region: not cached
-            coef = _times_sparse(big_l, g)
+            coef = times_sparse(big_l, g)
             if mult > 1:  # overlapping windows can pick one element twice: summed
-                parts.append(slack(_times_sparse(np.abs(big_l), g), mult, mag))
+                parts.append(slack(times_sparse(np.abs(big_l), g), mult, mag))
             give(rec.src, coef)
         elif isinstance(rec, AvgRec):
             q, s = rec.windows.shape
             mag = e_fwd[rec.src].mag()
             g, mult = scatter.of(node, rec.windows, mag.size)
             share = big_l / s  # one rounding per entry
-            coef = _times_sparse(np.repeat(share, s, axis=1), g)  # slot (q, i) of output q
+            coef = times_sparse(np.repeat(share, s, axis=1), g)  # slot (q, i) of output q
             ones = np.ones((1, s))
             parts.append(slack(np.abs(share), mult + 1 + s, _window_mag(ones, mag, rec.windows)))
             give(rec.src, coef)

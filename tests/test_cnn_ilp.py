@@ -131,6 +131,44 @@ def test_model_is_monotone_in_precision():
             assert np.all(e[:, 1:, :] <= e[:, :-1, :] + 1e-15)
 
 
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), pool=st.sampled_from(POOLS), residual=st.booleans())
+def test_cost_model_is_the_program_cost_at_its_point(seed, pool, residual):
+    """The ILP objective at its linearisation point is the program's hw minus the constants it
+    drops (the accumulators' integer bits): per-lane operand widths (each multiplier reads its
+    input channel's / element's own format) included, not a container width."""
+    from aster_ext.graph_program.certify import program_for
+    from aster_ext.graph_program.ilp import cost_model
+    from aster_ext.graph_program.program import LINEAR_KINDS, weight_array
+
+    rng = np.random.default_rng(seed)
+    net = random_cnn(rng, residual, pool)
+    regs = [prepare(net, r) for r in _regions(rng, net, 2, 0.05)]
+    fc = FracChoice.uniform(net, 6)
+    for d in (fc.out, fc.weight):
+        for name in d:
+            d[name] = rng.integers(3, 12, size=d[name].size).astype(np.int64)
+    analyses = [analyze_errors(net, r.ranges, fc, "TRN", r.label) for r in regs]
+    prog = program_for(net, fc, analyses, "TRN")
+    fracs = np.arange(0, 20)
+    blocks = knob_blocks(net)
+    cm = cost_model(net, blocks, fracs, fc, analyses, "TRN")
+    pairs = zip(blocks, cm.own, strict=True)
+    model = sum(float(own[np.arange(b.n), block_fracs(fc, b)].sum()) for b, own in pairs)
+    for con in cm.consumers:
+        f_src = [int(block_fracs(fc, blocks[bi])[ch]) for bi, ch in con.sources]
+        i_src = [cm.width[bi][ch, f] - f for (bi, ch), f in zip(con.sources, f_src, strict=True)]
+        model += con.c_frac * max(f_src) + con.c_width * (max(i_src) + max(f_src))
+    dropped = 0
+    for op in net.ops():
+        nd = prog.nodes.get(op.name)
+        if op.kind in LINEAR_KINDS:
+            dropped += int(np.prod(weight_array(op).shape[1:])) * int(nd.acc_t.int_bits.sum())
+        elif op.kind == "avgpool":
+            dropped += (int(np.prod(op.attrs["kernel"])) - 1) * int(nd.acc_t.int_bits.sum())
+    assert model == pytest.approx(program_cost(prog).hw - dropped)
+
+
 # ------------------------------------------------------------------------------------------
 # the search
 

@@ -175,6 +175,43 @@ def test_every_channel_format_is_a_typedef(tmp_path):
     assert "AP_RND, AP_WRAP" in cpp
 
 
+def test_multipliers_read_each_operand_class_in_its_own_format(tmp_path):
+    """The cost counts per multiplier (o, t) its weight width plus the width of the format its
+    lane reads: the union format of the input channel (conv) or element (dense). Checked
+    against an independent count over every multiplier, and the code declares each class's type
+    (a cast of the container element) wherever a node's classes differ."""
+    from aster_ext.graph_program.certify import program_cost
+
+    prog = _program(3)
+    bits = 0
+    for op in prog.net.ops():
+        if op.kind == "avgpool":  # the 1/k constant multipliers (none when every k is a shift)
+            nd = prog.nodes[op.name]
+            consts = [int(v) for v in nd.const_raw]
+            if any(v <= 0 or v & (v - 1) for v in consts):
+                bits += int(np.sum(nd.acc_t.width)) + op.shape[0] * (max(consts).bit_length() + 1)
+        if op.kind not in LINEAR_KINDS:
+            continue
+        nd, x_t = prog.nodes[op.name], prog.out_t(op.inputs[0])
+        w = nd.weight_raw
+        in_shape = prog.net.op(op.inputs[0]).shape
+        for o in range(w.shape[0]):
+            for t in range(int(np.prod(w.shape[1:]))):
+                if op.kind == "affine":
+                    elems = [t]
+                else:
+                    c_in = int(in_shape[0])
+                    og = w.shape[0] // int(op.attrs.get("group", 1))
+                    c = (o // og) * w.shape[1] + t // int(np.prod(w.shape[2:]))
+                    per = int(np.prod(in_shape)) // c_in
+                    elems = list(range(c * per, (c + 1) * per))
+                wx = int(x_t.int_bits[elems].max()) + int(x_t.frac[elems].max())
+                bits += int(nd.weight_width[o]) + wx
+    assert program_cost(prog).mult_operand_bits == bits
+    cpp = generate_graph_hls(prog, tmp_path)[1].read_text()
+    assert re.search(r"\* fx\d+_\d+\(x\[", cpp)  # a narrowed operand read
+
+
 def test_code_size_does_not_grow_with_pixels(tmp_path):
     """Loops over constant arrays: the same layers on a 4x larger image give the same code size
     (up to the digits of the loop bounds)."""

@@ -23,10 +23,13 @@ accumulator type, output type; avg-pool: window-sum type, output type; add: outp
 ``typedef ap_fixed<W, I, AP_TRN|AP_RND, AP_WRAP> fx<W>_<I>;`` per distinct format, and each
 group is one block of code (an unrolled loop over its channels) using those typedefs:
 
-- conv / dense channel o: ``AT acc = bias (raw, wrapped to AT)``, ``acc += WT(w) * x`` over the
-  window (the product of ``WT`` (F_w[o]) and the container (F = F_x) has F_acc = F_w + F_x
-  fractional bits: exact; assigning to ``AT`` wraps, and the chain of wrapped partial sums
-  equals the wrapped exact sum mod 2^W), padding skipped (reads 0), then ``y = Q(acc -> OT)``;
+- conv / dense channel o: ``AT acc = bias (raw, wrapped to AT)``, ``acc += WT(w) * XT_q(x)`` over
+  the window, where x is read in its *operand class*'s type XT_q (class = input channel of a conv,
+  input element of a dense node; XT_q = the union of the class's element formats, so the cast from
+  the container is exact; one loop per class of distinct type). The product has at most
+  F_w + F_x = F_acc fractional bits: exact; assigning to ``AT`` wraps, and the chain of wrapped
+  partial sums equals the wrapped exact sum mod 2^W whatever the order of the classes), padding
+  skipped (reads 0), then ``y = Q(acc -> OT)``;
 - avg-pool: ``AT s += x`` (exact, wraps to the sum type), ``y = Q(s * CT(c~) -> OT)`` with the
   exact product and the raw 1/k constant (one, one per output position, or one per element,
   whichever ``count_include_pad`` and the pads need);
@@ -42,8 +45,8 @@ signatures, and the code is one block per group, independent of the number of pi
 
 Hardware and pragmas (``reuse_factor`` R). Conv, avg-pool and add nodes are one function whose
 pixel loop is ``#pragma HLS PIPELINE II=R`` and holds every channel group's block, unrolled: one
-multiply-accumulate array of C_out x K lanes per conv layer (K = C_in/G · kernel size; each
-channel's lanes of its own weight width times the input container width), reused over all
+multiply-accumulate array of C_out x K lanes per conv layer (K = C_in/G · kernel size; lane
+(o, t) of output channel o's weight width times the width of the operand class it reads), reused over all
 output pixels -- the hardware :func:`~aster_ext.graph_program.certify.program_cost` counts;
 with R > 1 each operator may be shared by R cycles. Dense nodes are the same array without a
 pixel loop (function-level PIPELINE II=R). Weight ROMs are partitioned ``complete`` along the
@@ -67,7 +70,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..fixedpoint import FixedFormat, wrap_or_saturate
-from ..graph_program.program import GraphProgram
+from ..graph_program.program import GraphProgram, class_formats, operand_classes
 from ..graph_program.simulate import simulate_graph
 from ..ir import Op
 from ..ops import logits_node
@@ -197,6 +200,21 @@ def _channel_loop(pre: str, chans: np.ndarray, decls: list[str], depth: int) -> 
     return [head, "#pragma HLS UNROLL", f"{pad}  const int o = {index};"]
 
 
+def _index_table(name: str, members: np.ndarray, decls: list[str]) -> str:
+    """The C expression of ``members[j]``: ``first + j`` when consecutive, else a static table."""
+    n, first = int(members.size), int(members[0])
+    if np.array_equal(members, np.arange(first, first + n)):
+        return f"{first} + j"
+    decls.append(f"static const int {name}_idx[{n}] = {{" + ", ".join(map(str, members.tolist())) + "};")
+    return f"{name}_idx[j]"
+
+
+def _narrow(xt: str, x: _Node, read: str) -> str:
+    """``read`` (an element of x's container) in its class's type ``xt`` (exact: the value was
+    produced in a format the class's union holds); no conversion when ``xt`` is the container."""
+    return read if xt == x.ctype else f"{xt}({read})"
+
+
 def _window_guard(g: dict[str, int]) -> list[str]:
     """Statements computing (iy, ix) of window offset (ky, kx) at pixel (oy, ox) and its test."""
     return [
@@ -270,6 +288,22 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     else:
         lines.append(em.pipeline())
     d = 6 if conv else 2
+    # the operand, read class by class (input channel / element) in each class's own union
+    # format: an exact narrowing of the container, so each multiplier is W_w + W_class wide.
+    # One class: the plain loop over o's inputs; several: one loop per class over its members
+    of_element, _ = operand_classes(op, em.shape(op.inputs[0]))
+    cls_w, cls_i = class_formats(em.prog.out_t(op.inputs[0]), of_element)
+    classes = channel_groups(np.stack([cls_w, cls_i], axis=1))
+    operand: list[tuple[str | None, str]] = []
+    len_of: list[int] = []
+    for qi, members in enumerate(classes):
+        xt = em.types(int(cls_w[members[0]]), int(cls_i[members[0]]))
+        len_of.append(int(members.size))
+        if len(classes) == 1:
+            operand.append((None, xt))
+        else:
+            operand.append((_index_table(f"{pre}_x{qi}", members, em.decls), xt))
+    grouped = conv and int(op.attrs.get("group", 1)) > 1
     for gi, chans in enumerate(_linear_groups(nd, out_first)):
         o0 = int(chans[0])
         wt = em.types(int(nd.weight_width[o0]), int(nd.weight_width[o0] - nd.weight_frac[o0]))
@@ -281,29 +315,36 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
             f"output {ot}"
         )
         lines += _channel_loop(gpre, chans, em.decls, d)
+        body = [f"const int cb = (o / {og}) * {cg};  // first input channel of o's group"] if conv else []
+        body.append(f"{at} acc = fx_raw<{at}>({b_read});")
+        for qi, (index, xt) in enumerate(operand):
+            if conv:
+                read = _narrow(xt, x, f"x[(c * {g['H']} + iy) * {g['W']} + ix]")
+                skip = [f"  if (c < cb || c >= cb + {cg}) continue;"] if grouped and index is not None else []
+                body += [
+                    f"{gpre}_mac{qi}: for (int j = 0; j < {cg if index is None else len_of[qi]}; j++) {{",
+                    "  const int c = cb + j;" if index is None else f"  const int c = {index};",
+                    *skip,
+                    f"  for (int ky = 0; ky < {g['KH']}; ky++) {{",
+                    f"    for (int kx = 0; kx < {g['KW']}; kx++) {{",
+                    *_indent(_window_guard(g), 6),
+                    f"      const int t = ((c - cb) * {g['KH']} + ky) * {g['KW']} + kx;",
+                    f"      acc += fx_raw<{wt}>({w_read}) * {read};",
+                    "    }",
+                    "  }",
+                    "}",
+                ]
+            else:
+                body += [
+                    f"{gpre}_mac{qi}: for (int j = 0; j < {n_k if index is None else len_of[qi]}; j++) {{",
+                    "  const int t = j;" if index is None else f"  const int t = {index};",
+                    f"  acc += fx_raw<{wt}>({w_read}) * {_narrow(xt, x, 'x[t]')};",
+                    "}",
+                ]
         if conv:
-            body = [
-                f"const int cb = (o / {og}) * {cg};  // first input channel of o's group",
-                f"{at} acc = fx_raw<{at}>({b_read});",
-                f"{gpre}_mac: for (int c = 0; c < {cg}; c++) {{",
-                f"  for (int ky = 0; ky < {g['KH']}; ky++) {{",
-                f"    for (int kx = 0; kx < {g['KW']}; kx++) {{",
-                *_indent(_window_guard(g), 6),
-                f"      const int t = (c * {g['KH']} + ky) * {g['KW']} + kx;",
-                f"      acc += fx_raw<{wt}>({w_read}) * x[((cb + c) * {g['H']} + iy) * {g['W']} + ix];",
-                "    }",
-                "  }",
-                "}",
-                f"y[(o * {g['OH']} + oy) * {g['OW']} + ox] = fx_q<{ot}>(acc);",
-            ]
+            body.append(f"y[(o * {g['OH']} + oy) * {g['OW']} + ox] = fx_q<{ot}>(acc);")
         else:
-            body = [
-                f"{at} acc = fx_raw<{at}>({b_read});",
-                f"{gpre}_mac: for (int t = 0; t < {n_k}; t++) {{",
-                f"  acc += fx_raw<{wt}>({w_read}) * x[t];",
-                "}",
-                f"y[o] = fx_q<{ot}>(acc);",
-            ]
+            body.append(f"y[o] = fx_q<{ot}>(acc);")
         lines += _indent(body, d + 2) + [" " * d + "}"]
     if conv:
         lines += ["    }", "  }"]

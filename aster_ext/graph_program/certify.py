@@ -51,7 +51,9 @@ from .program import (
     FracChoice,
     GraphProgram,
     build_program,
+    class_formats,
     n_channels,
+    operand_classes,
     per_channel,
 )
 
@@ -292,7 +294,10 @@ def _set(fc: FracChoice, knob: tuple[str, str], value: int) -> None:
 class ProgramCost:
     """Hardware cost with ONE multiply-accumulate array per conv layer, reused over all output
     pixels (a dense layer's array is its n_out x n_in weights): per multiplier, operand bits
-    W_w + W_x summed and the bilinear W_w·W_x summed; per adder, its accumulator width summed.
+    W_w + W_x summed and the bilinear W_w·W_x summed, W_w the output channel's weight width and
+    W_x the width its lane reads (the input channel's union format for a conv, the input
+    element's format for a dense node: :func:`.program.operand_classes`, as the emitted code
+    narrows its operand); per adder, its accumulator width summed.
     Avg-pool: K-1 adders per channel (window sum) plus one constant multiplier per channel unless
     the divisor is a power of two (a shift). Residual add: one adder per channel."""
 
@@ -316,15 +321,16 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
             continue
         nd = prog.nodes[op.name]
         if op.kind in LINEAR_KINDS:
-            # the emitted code multiplies by the input node's container element (one array type
-            # holding every channel's format: max integer bits + max fractional bits)
-            x_t = prog.out_t(op.inputs[0])
-            wx = int(x_t.int_bits.max()) + int(x_t.frac.max())
+            # the multiplier of lane (o, t) reads its operand class (input channel of a conv,
+            # input element of a dense node) narrowed to the class's own union format
+            x = op.inputs[0]
+            of_element, lane_class = operand_classes(op, tuple(net.op(x).shape))
+            wx = class_formats(prog.out_t(x), of_element)[0][lane_class]  # [C_out, K]
             per_out = int(np.prod(nd.weight_raw.shape[1:]))
             ww = nd.weight_width.astype(np.int64)
             mc += per_out * ww.size
-            mob += int(per_out * np.sum(ww + wx))
-            mbl += int(per_out * np.sum(ww * wx))
+            mob += int(per_out * np.sum(ww) + np.sum(wx))
+            mbl += int(np.sum(ww * wx.sum(axis=1)))
             ac += per_out * ww.size
             ab += int(per_out * np.sum(nd.acc_t.width))
         elif op.kind == "avgpool":

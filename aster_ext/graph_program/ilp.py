@@ -4,16 +4,19 @@ Variables (never per pixel): one-hot binaries b[g, F] for every knob group g and
 [min_frac, max_frac]. Groups (``granularity``): "channel" = one group per output channel of
 every conv (per neuron of every dense) for its output F and its weight F, one per avg-pool /
 residual-add channel, one for the input, one per avg-pool constant; "layer" = one group per
-node and knob kind (one format per layer). Continuous w_L, f_L per consumer L (conv, dense,
-avg-pool): the operand's container width (max I + max F: the one element type the emitted code
-multiplies by) and the operand alignment F_x = max F over its operand.
+node and knob kind (one format per layer). Continuous f_L per consumer L (conv, dense,
+avg-pool): the operand alignment F_x = max F over its operand.
 
 Objective (the hardware ``program_cost`` counts, one MAC array per conv layer reused over
 pixels; hw = multiplier operand bits + adder bits, constants dropped), for a conv/dense L with
-P products per output channel, operand sources s (channels of earlier nodes or the input):
+P products per output channel and operand sources s (channels of earlier nodes or the input):
 
-    Σ_o P·(W_w,o(F_w,o) + F_w,o) + C_out·P·(w_L + f_L),   w_L >= I_s(F_s) + f_L,  f_L >= F_s,
+    Σ_o P·(W_w,o(F_w,o) + F_w,o) + Σ_s n_L,s·(I_s(F_s) + F_s) + C_out·P·f_L,   f_L >= F_s,
 
+n_L,s = the multipliers whose operand class (:func:`.program.operand_classes`: input channel of
+a conv, input element of a dense node) reads source s; a class whose elements come from several
+sources (rare: a concat or reshape inside one channel) costs n·w instead, with a container
+w >= I_s(F_s) + f, f >= F_s of its own
 (the accumulator width of channel o is I_acc,o + F_w,o + F_x with I_acc,o from the ranges);
 avg-pool: (K-1)·C·f_L plus its constant multiplier when the divisor is not an exact shift;
 residual add: Σ_c (I_c(F_c) + F_c). W_w,o(F) is the exact width of channel o's raw weights at F,
@@ -56,6 +59,7 @@ from .program import (
     avg_counts,
     int_bits_needed,
     n_channels,
+    operand_classes,
     quantize_params,
     weight_array,
 )
@@ -163,8 +167,22 @@ def cost_model(
                 ww = int_bits_needed(w_raw.reshape(w_raw.shape[0], -1), axis=(1,))
                 own[wb][:, i] = per_out * (ww + f)
             c_out = n_channels(op)
-            src = sorted(set(ids[op.inputs[0]].tolist()))
-            consumers.append(Consumer(op.name, per_out * c_out, per_out * c_out, [flat_of[s] for s in src]))
+            x = op.inputs[0]
+            src = sorted(set(ids[x].tolist()))
+            consumers.append(Consumer(op.name, 0.0, per_out * c_out, [flat_of[s] for s in src]))
+            # multipliers: lane (o, t) reads its operand class in the class's union format; a
+            # class whose elements share one source costs that source's width per lane (into
+            # ``own``), a class of several sources gets a container pair of its own
+            of_element, lane_class = operand_classes(op, tuple(net.op(x).shape))
+            lanes_of = np.bincount(lane_class.reshape(-1), minlength=int(of_element.max()) + 1)
+            pairs = np.unique(np.stack([of_element, ids[x]], axis=1), axis=0)  # (class, source)
+            n_src = np.bincount(pairs[:, 0], minlength=lanes_of.size)
+            for cls, s_id in pairs[n_src[pairs[:, 0]] == 1].tolist():
+                sb, sc = flat_of[s_id]
+                own[sb][sc] += lanes_of[cls] * width[sb][sc]
+            for cls in np.flatnonzero(n_src > 1).tolist():
+                srcs = pairs[pairs[:, 0] == cls, 1].tolist()
+                consumers.append(Consumer(op.name, float(lanes_of[cls]), 0.0, [flat_of[s] for s in srcs]))
         elif op.kind == "avgpool":
             k = int(np.prod(op.attrs["kernel"]))
             c = n_channels(op)
@@ -297,8 +315,9 @@ def solve_mip(
             lo.append(-np.inf)
             hi.append(float(rhs[i]))
             row += 1
-    # consumer rows: f_L - Σ_F F·b >= 0 and w_L - f_L - Σ_F I(F)·b >= 0 (I(F) = width - F): w_L is
-    # the operand's container width max I + max F, the element type the emitted code multiplies by
+    # consumer rows: f_L - Σ_F F·b >= 0 and w_L - f_L - Σ_F I(F)·b >= 0 (I(F) = width - F): f_L is
+    # the operand alignment max F (accumulator bits), w_L a container width max I + max F (only
+    # for operand classes of several sources; the width row is left out where nothing costs it)
     for ci, con in enumerate(cost.consumers):
         wcol, fcol = nb + 2 * ci, nb + 2 * ci + 1
         obj[wcol] = con.c_width
@@ -307,7 +326,8 @@ def solve_mip(
             g = int(groups[bi][ch])
             cols = np.arange(g * nf, (g + 1) * nf)
             int_bits = cost.width[bi][ch] - fracs.astype(np.float64)
-            for aux, extra, coefs in ((wcol, [fcol], int_bits), (fcol, [], fracs.astype(np.float64))):
+            pairs = ((wcol, [fcol], int_bits), (fcol, [], fracs.astype(np.float64)))
+            for aux, extra, coefs in pairs if con.c_width else pairs[1:]:
                 r_idx.append(np.full(nf + 1 + len(extra), row))
                 c_idx.append(np.concatenate([[aux], extra, cols]).astype(np.int64))
                 vals.append(np.concatenate([[1.0], [-1.0] * len(extra), -coefs]))

@@ -75,6 +75,37 @@ def bias_array(op: Op) -> np.ndarray:
     return np.zeros(n) if b is None else np.asarray(b, dtype=np.float64)
 
 
+def operand_classes(op: Op, in_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """How the multipliers of a conv / dense node read its operand. Returns ``of_element`` [n_in]
+    (the operand class of every input element) and ``lane_class`` [C_out, K] (the class the
+    multiplier of output channel o and weight position t reads). Classes: conv = input channel
+    (channel c of group-conv output o: c = (o // (C_out/G))·C_in/G + t // kernel size);
+    dense = input element t. The emitted code reads every class in one type, the union of its
+    elements' formats (an exact narrowing of the operand's container)."""
+    w_shape = weight_array(op).shape
+    c_out, k = int(w_shape[0]), int(np.prod(w_shape[1:]))
+    n_in = int(np.prod(in_shape))
+    if op.kind == "affine":
+        return np.arange(n_in), np.broadcast_to(np.arange(k), (c_out, k))
+    c_in = int(in_shape[0])
+    ksize = int(np.prod(w_shape[2:]))
+    per_group_in, per_group_out = int(w_shape[1]), c_out // int(op.attrs.get("group", 1))
+    first = (np.arange(c_out) // per_group_out) * per_group_in
+    lane = first[:, None] + (np.arange(k) // ksize)[None, :]
+    return np.repeat(np.arange(c_in), n_in // c_in), lane
+
+
+def class_formats(fmt: FormatArray, of_element: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(width, int_bits) per operand class: the union (max I + max F, max I) of its elements'
+    formats ``fmt`` (flattened operand formats; ``of_element`` from :func:`operand_classes`)."""
+    n = int(of_element.max()) + 1
+    ib = np.full(n, np.iinfo(np.int64).min)
+    fr = np.full(n, np.iinfo(np.int64).min)
+    np.maximum.at(ib, of_element, fmt.int_bits.astype(np.int64))
+    np.maximum.at(fr, of_element, fmt.frac.astype(np.int64))
+    return ib + fr, ib
+
+
 def int_bits_needed(raw: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
     """Smallest signed width holding each group of raw integers (reduced over ``axis``)."""
     r = np.asarray(raw, dtype=object)

@@ -18,7 +18,8 @@ program and an all-``ap_fixed<16,6>`` program (hls4ml's default precision; weigh
 ap_fixed's constructor does; our exact accumulators, which hls4ml does not have) are simulated
 bit-exactly: max |logit error| vs the real network (float64), label agreement with the real
 network's prediction, and overflow counts.
-Cost: ONE multiply-accumulate array per conv layer reused over all output pixels (see
+Cost: ONE multiply-accumulate array per conv layer reused over all output pixels, each
+multiplier as wide as its weight plus the input channel (dense: element) format it reads (see
 ``program_cost``). Times: wall-clock of one process on a shared 2-core machine (noisy); peak =
 tracemalloc peak of ``certify_cnn`` for the network.
 Writes results/cnn.md, results/cnn.csv and results/cnn_networks.csv; with --nets, the rows of the

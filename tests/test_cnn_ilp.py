@@ -253,6 +253,38 @@ def test_wrong_ilp_answer_is_rejected(monkeypatch):
     assert program_cost(prog).hw == rep.cost.hw == res.greedy_cost
 
 
+def test_a_round_out_of_time_retries_in_a_smaller_window(monkeypatch):
+    """A solve killed by the guard (or out of time without a solution) is not the end of the
+    search: the next round runs with half the trust region; a proven-infeasible one ends it."""
+    rng, net, regs = _search_case(11, "max", True)
+    real, windows = ilp_mod.solve_mip, []
+
+    def flaky(blocks, fracs, groups, cost, rows, safety, time_limit, start=None, window=None):
+        windows.append(window)
+        if len(windows) == 1:
+            return "killed", None, None, 1
+        if len(windows) == 2:
+            return "time_limit", None, None, 1
+        return real(blocks, fracs, groups, cost, rows, safety, time_limit, start, window)
+
+    monkeypatch.setattr(ilp_mod, "solve_mip", flaky)
+    rep = certify_cnn(net, regs, max_frac=20, time_limit=5, max_rounds=3)
+    rounds = rep.search.ilp.rounds
+    # the first linear model's search: killed, out of time, then a real solve in window 6 // 4
+    assert [r.status for r in rounds[:2]] == ["killed", "time_limit"] and len(rounds) >= 3
+    assert windows[:3] == [6, 3, 1]
+    windows.clear()
+
+    def infeasible(blocks, fracs, groups, cost, rows, safety, time_limit, start=None, window=None):
+        windows.append(window)
+        return "infeasible", None, None, 1
+
+    monkeypatch.setattr(ilp_mod, "solve_mip", infeasible)
+    rep = certify_cnn(net, regs, max_frac=20, time_limit=5, max_rounds=3)
+    # one round per linear model (ADJOINTS), each ended by the proven infeasibility
+    assert len(rep.search.ilp.rounds) == len(windows) == 2 and rep.search.method == "greedy"
+
+
 def test_options_are_checked():
     rng, net, regs = _search_case(2, "none", False)
     with pytest.raises(UnsupportedError, match="greedy search chooses one format per layer"):

@@ -35,7 +35,9 @@ solution with the sound analysis (:mod:`.errors`, :func:`.certify.verdict`, inte
 :func:`.certify.program_for`); a failing solution is added as a cut (its own calibrated model,
 which its own formats violate) and the window shrinks by 2 (at least 1); a certified one becomes
 the new anchor (and the window doubles again, up to its first size).
-Stops when the ILP returns a choice already tried, or after ``max_rounds`` solves. The
+A solve that ends without a solution for lack of time (HiGHS's limit or the wall-clock guard)
+halves the window and tries again. Stops when the ILP returns a choice already tried, proves the
+model infeasible, or after ``max_rounds`` solves. The
 cheapest certified program (by ``program_cost`` hw) among the greedy result and every certified
 ILP solution is returned: soundness comes only from re-certification.
 """
@@ -430,6 +432,9 @@ def ilp_search(
         solve_s = time.perf_counter() - ts
         if fc is None:
             out.rounds.append(IlpRound(status, None, None, False, None, solve_s, 0.0, "no solution"))
+            if status in ("killed", "time_limit") and window > 1:
+                window = max(1, window // 2)  # out of time, not proven infeasible: a smaller trust region
+                continue
             break
         if _key(fc) in seen:
             out.rounds.append(IlpRound(status, objective, None, False, None, solve_s, 0.0, "repeated choice"))

@@ -134,12 +134,13 @@ def test_model_is_monotone_in_precision():
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), pool=st.sampled_from(POOLS), residual=st.booleans())
 def test_cost_model_is_the_program_cost_at_its_point(seed, pool, residual):
-    """The ILP objective at its linearisation point is the program's hw minus the constants it
-    drops (the accumulators' integer bits): per-lane operand widths (each multiplier reads its
-    input channel's / element's own format) included, not a container width."""
+    """The ILP objective at its linearisation point is the program's hw minus what it leaves out:
+    the accumulators' integer bits (constants), and per output channel the merge adders of its
+    partial sums and the alignment bits of lanes not worth a partial sum. Per-lane operand widths
+    (each multiplier reads its input channel's / element's own format) are in, not a container."""
     from aster_ext.graph_program.certify import program_for
     from aster_ext.graph_program.ilp import cost_model
-    from aster_ext.graph_program.program import LINEAR_KINDS, weight_array
+    from aster_ext.graph_program.program import LINEAR_KINDS, partial_sums, weight_array
 
     rng = np.random.default_rng(seed)
     net = random_cnn(rng, residual, pool)
@@ -164,6 +165,13 @@ def test_cost_model_is_the_program_cost_at_its_point(seed, pool, residual):
         nd = prog.nodes.get(op.name)
         if op.kind in LINEAR_KINDS:
             dropped += int(np.prod(weight_array(op).shape[1:])) * int(nd.acc_t.int_bits.sum())
+            # the model takes every lane adder at its operand's own F and no merge adders
+            plan = partial_sums(op, tuple(net.op(op.inputs[0]).shape), prog.out_t(op.inputs[0]), nd.acc_t,
+                                nd.x_frac)  # fmt: skip
+            gap = plan.lanes * (nd.x_frac - plan.fvals[None, :])
+            merge = nd.acc_t.width[:, None].astype(np.int64)
+            if int(op.attrs.get("group", 1)) == 1:  # grouped convs align every lane to F_x (exact)
+                dropped += int(np.where(plan.partial, merge, gap).sum())
         elif op.kind == "avgpool":
             dropped += (int(np.prod(op.attrs["kernel"])) - 1) * int(nd.acc_t.int_bits.sum())
     assert model == pytest.approx(program_cost(prog).hw - dropped)

@@ -70,7 +70,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..fixedpoint import FixedFormat, wrap_or_saturate
-from ..graph_program.program import GraphProgram, class_formats, operand_classes
+from ..graph_program.program import GraphProgram, class_formats, operand_classes, partial_sums
 from ..graph_program.simulate import simulate_graph
 from ..ir import Op
 from ..ops import logits_node
@@ -296,6 +296,8 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     classes = channel_groups(np.stack([cls_w, cls_i], axis=1))
     operand: list[tuple[str | None, str]] = []
     len_of: list[int] = []
+    plan = partial_sums(op, em.shape(op.inputs[0]), em.prog.out_t(op.inputs[0]), nd.acc_t, nd.x_frac)
+    f_index = [int(np.searchsorted(plan.fvals, cls_w[m[0]] - cls_i[m[0]])) for m in classes]
     for qi, members in enumerate(classes):
         xt = em.types(int(cls_w[members[0]]), int(cls_i[members[0]]))
         len_of.append(int(members.size))
@@ -317,7 +319,14 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
         lines += _channel_loop(gpre, chans, em.decls, d)
         body = [f"const int cb = (o / {og}) * {cg};  // first input channel of o's group"] if conv else []
         body.append(f"{at} acc = fx_raw<{at}>({b_read});")
+        apart = np.flatnonzero(plan.partial[o0])  # F groups summed in a partial sum first
+        if np.any(plan.partial[chans] != plan.partial[o0]):  # same acc type and lanes: never
+            raise AssertionError(f"{op.describe()}: channels of one group accumulate differently")
+        for d in apart.tolist():
+            pt = em.types(int(plan.width[o0, d]), int(nd.acc_t.int_bits[o0]))
+            body.append(f"{pt} ps{d} = 0;  // classes at F = {int(plan.fvals[d])}: exact, acc's modulus")
         for qi, (index, xt) in enumerate(operand):
+            into = f"ps{f_index[qi]}" if f_index[qi] in apart else "acc"
             if conv:
                 read = _narrow(xt, x, f"x[(c * {g['H']} + iy) * {g['W']} + ix]")
                 skip = [f"  if (c < cb || c >= cb + {cg}) continue;"] if grouped and index is not None else []
@@ -329,7 +338,7 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
                     f"    for (int kx = 0; kx < {g['KW']}; kx++) {{",
                     *_indent(_window_guard(g), 6),
                     f"      const int t = ((c - cb) * {g['KH']} + ky) * {g['KW']} + kx;",
-                    f"      acc += fx_raw<{wt}>({w_read}) * {read};",
+                    f"      {into} += fx_raw<{wt}>({w_read}) * {read};",
                     "    }",
                     "  }",
                     "}",
@@ -338,9 +347,10 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
                 body += [
                     f"{gpre}_mac{qi}: for (int j = 0; j < {n_k if index is None else len_of[qi]}; j++) {{",
                     "  const int t = j;" if index is None else f"  const int t = {index};",
-                    f"  acc += fx_raw<{wt}>({w_read}) * {_narrow(xt, x, 'x[t]')};",
+                    f"  {into} += fx_raw<{wt}>({w_read}) * {_narrow(xt, x, 'x[t]')};",
                     "}",
                 ]
+        body += [f"acc += ps{d};" for d in apart.tolist()]
         if conv:
             body.append(f"y[(o * {g['OH']} + oy) * {g['OW']} + ox] = fx_q<{ot}>(acc);")
         else:

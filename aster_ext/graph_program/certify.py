@@ -54,6 +54,7 @@ from .program import (
     class_formats,
     n_channels,
     operand_classes,
+    partial_sums,
     per_channel,
 )
 
@@ -297,7 +298,10 @@ class ProgramCost:
     W_w + W_x summed and the bilinear W_w·W_x summed, W_w the output channel's weight width and
     W_x the width its lane reads (the input channel's union format for a conv, the input
     element's format for a dense node: :func:`.program.operand_classes`, as the emitted code
-    narrows its operand); per adder, its accumulator width summed.
+    narrows its operand); per adder, its width summed: K lane adders per output channel at the
+    accumulator width, except lanes whose operand class has fewer fractional bits than the
+    operand's alignment where a partial sum saves bits (:func:`.program.partial_sums`: narrower
+    lane adders plus one merge adder).
     Avg-pool: K-1 adders per channel (window sum) plus one constant multiplier per channel unless
     the divisor is a power of two (a shift). Residual add: one adder per channel."""
 
@@ -331,8 +335,9 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
             mc += per_out * ww.size
             mob += int(per_out * np.sum(ww) + np.sum(wx))
             mbl += int(np.sum(ww * wx.sum(axis=1)))
-            ac += per_out * ww.size
-            ab += int(per_out * np.sum(nd.acc_t.width))
+            plan = partial_sums(op, tuple(net.op(x).shape), prog.out_t(x), nd.acc_t, nd.x_frac)
+            ac += per_out * ww.size + int(plan.partial.sum())
+            ab += int(plan.adder_bits(nd.acc_t.width.astype(np.int64)).sum())
         elif op.kind == "avgpool":
             k = int(np.prod(op.attrs["kernel"]))
             c = n_channels(op)

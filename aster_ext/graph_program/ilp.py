@@ -11,13 +11,16 @@ Objective (the hardware ``program_cost`` counts, one MAC array per conv layer re
 pixels; hw = multiplier operand bits + adder bits, constants dropped), for a conv/dense L with
 P products per output channel and operand sources s (channels of earlier nodes or the input):
 
-    Σ_o P·(W_w,o(F_w,o) + F_w,o) + Σ_s n_L,s·(I_s(F_s) + F_s) + C_out·P·f_L,   f_L >= F_s,
+    Σ_o P·(W_w,o(F_w,o) + F_w,o) + Σ_s n_L,s·(I_s(F_s) + F_s) + Σ_s n_L,s·F_s,
 
 n_L,s = the multipliers whose operand class (:func:`.program.operand_classes`: input channel of
-a conv, input element of a dense node) reads source s; a class whose elements come from several
-sources (rare: a concat or reshape inside one channel) costs n·w instead, with a container
-w >= I_s(F_s) + f, f >= F_s of its own
-(the accumulator width of channel o is I_acc,o + F_w,o + F_x with I_acc,o from the ranges);
+a conv, input element of a dense node) reads source s (their width W_w + I_s + F_s), and as many
+lane adders, each taken at I_acc,o + F_w,o + F_s (a partial sum per operand F,
+:func:`.program.partial_sums`; the model leaves out their merge adders and the lanes where a
+partial sum would not pay, which ``program_cost`` counts); a grouped conv's lane adders align to
+F_x instead (C_out·P·f_L, f_L >= F_s). A class whose elements come from several sources (rare: a
+concat or reshape inside one channel) costs n·(w + f) with a container w >= I_s(F_s) + f,
+f >= F_s of its own (I_acc,o from the ranges: a constant of the model);
 avg-pool: (K-1)·C·f_L plus its constant multiplier when the divisor is not an exact shift;
 residual add: Σ_c (I_c(F_c) + F_c). W_w,o(F) is the exact width of channel o's raw weights at F,
 I(F) the integer bits of range ⊕ error of the linearisation point (:func:`~.errors.int_bits_for`).
@@ -171,20 +174,27 @@ def cost_model(
             c_out = n_channels(op)
             x = op.inputs[0]
             src = sorted(set(ids[x].tolist()))
-            consumers.append(Consumer(op.name, 0.0, per_out * c_out, [flat_of[s] for s in src]))
             # multipliers: lane (o, t) reads its operand class in the class's union format; a
             # class whose elements share one source costs that source's width per lane (into
-            # ``own``), a class of several sources gets a container pair of its own
+            # ``own``), a class of several sources gets a container pair of its own. Lane adders:
+            # a grouped conv aligns every lane to F_x (f_L); otherwise the lane adder is taken
+            # at the class's own F (partial sums, :func:`.program.partial_sums`; the model leaves
+            # out their merge adders and the lanes a partial sum would not pay for)
+            apart = int(op.attrs.get("group", 1)) == 1
+            if not apart:
+                consumers.append(Consumer(op.name, 0.0, per_out * c_out, [flat_of[s] for s in src]))
             of_element, lane_class = operand_classes(op, tuple(net.op(x).shape))
             lanes_of = np.bincount(lane_class.reshape(-1), minlength=int(of_element.max()) + 1)
             pairs = np.unique(np.stack([of_element, ids[x]], axis=1), axis=0)  # (class, source)
             n_src = np.bincount(pairs[:, 0], minlength=lanes_of.size)
+            per_f = fracs.astype(np.float64) if apart else 0.0
             for cls, s_id in pairs[n_src[pairs[:, 0]] == 1].tolist():
                 sb, sc = flat_of[s_id]
-                own[sb][sc] += lanes_of[cls] * width[sb][sc]
+                own[sb][sc] += lanes_of[cls] * (width[sb][sc] + per_f)
             for cls in np.flatnonzero(n_src > 1).tolist():
                 srcs = pairs[pairs[:, 0] == cls, 1].tolist()
-                consumers.append(Consumer(op.name, float(lanes_of[cls]), 0.0, [flat_of[s] for s in srcs]))
+                n = float(lanes_of[cls])
+                consumers.append(Consumer(op.name, n, n if apart else 0.0, [flat_of[s] for s in srcs]))
         elif op.kind == "avgpool":
             k = int(np.prod(op.attrs["kernel"]))
             c = n_channels(op)

@@ -106,6 +106,51 @@ def class_formats(fmt: FormatArray, of_element: np.ndarray) -> tuple[np.ndarray,
     return ib + fr, ib
 
 
+@dataclass
+class PartialSums:
+    """How output channel o of a conv / dense node accumulates (:func:`partial_sums`): the operand
+    classes are grouped by their fractional bits ``fvals`` [D] (``lanes`` [D] of o's K lanes read
+    each); ``partial`` [C_out, D] marks the groups summed first in a partial accumulator of width
+    ``width`` [C_out, D] = W_acc,o - (F_x - f) (integer bits I_acc,o, F_w,o + f fractional) and
+    then added once into the accumulator; the other lanes add into it directly."""
+
+    fvals: np.ndarray
+    lanes: np.ndarray
+    partial: np.ndarray
+    width: np.ndarray
+
+    def adder_bits(self, acc_width: np.ndarray) -> np.ndarray:
+        """[C_out] Σ over o's adders of their widths: one per lane (W_acc,o, or the partial
+        width), plus one W_acc,o merge per partial group."""
+        per_lane = np.where(self.partial, self.width, acc_width[:, None])
+        return (per_lane * self.lanes).sum(axis=1) + (self.partial * acc_width[:, None]).sum(axis=1)
+
+
+def partial_sums(
+    op: Op, in_shape: tuple[int, ...], x_fmt: FormatArray, acc_t: FormatArray, x_frac: int
+) -> PartialSums:
+    """Where lanes reading an operand class of F_q < F_x (the alignment) are cheaper summed apart:
+    products w·x of such a class have F_w,o + F_q fractional bits, so a partial sum with the
+    accumulator's integer bits I_acc,o and F_w,o + f fractional bits holds them exactly and wraps
+    with the same modulus 2^I_acc,o; adding it into the accumulator is exact. The sum of a channel
+    is therefore the same wrapped exact sum. A group of n lanes at F = f goes apart when that
+    saves bits, n·(F_x - f) > W_acc,o (one merge adder of W_acc,o), and its width is >= 1.
+    Grouped convs (each output channel reads its own channels) add everything directly."""
+    of_element, lane_class = operand_classes(op, in_shape)
+    cls_w, cls_i = class_formats(x_fmt, of_element)
+    cls_f = cls_w - cls_i
+    c_out = lane_class.shape[0]
+    fvals = np.unique(cls_f)
+    lane_f = np.searchsorted(fvals, cls_f[lane_class])  # [C_out, K]
+    lanes = np.zeros((c_out, fvals.size), dtype=np.int64)
+    np.add.at(lanes, (np.repeat(np.arange(c_out), lane_f.shape[1]), lane_f.reshape(-1)), 1)
+    acc_w = acc_t.width.astype(np.int64)
+    width = acc_w[:, None] - (x_frac - fvals[None, :])
+    saves = lanes * (x_frac - fvals[None, :]) > acc_w[:, None]
+    partial = saves & (width >= 1) & (int(op.attrs.get("group", 1)) == 1)
+    return PartialSums(fvals, lanes, partial, width)
+
+
 def int_bits_needed(raw: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:
     """Smallest signed width holding each group of raw integers (reduced over ``axis``)."""
     r = np.asarray(raw, dtype=object)

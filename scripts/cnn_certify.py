@@ -19,9 +19,10 @@ ap_fixed's constructor does; our exact accumulators, which hls4ml does not have)
 bit-exactly: max |logit error| vs the real network (float64), label agreement with the real
 network's prediction, and overflow counts.
 Cost: ONE multiply-accumulate array per conv layer reused over all output pixels, each
-multiplier as wide as its weight plus the input channel (dense: element) format it reads (see
-``program_cost``). Times: wall-clock of one process on a shared 2-core machine (noisy); peak =
-tracemalloc peak of ``certify_cnn`` for the network.
+multiplier as wide as its weight plus the input channel (dense: element) format it reads, each
+adder at the F of the products it sums where a partial sum pays (see ``program_cost``).
+Times: wall-clock of one process on a shared 2-core machine (noisy); peak = tracemalloc peak
+of ``certify_cnn`` for the network.
 Writes results/cnn.md, results/cnn.csv and results/cnn_networks.csv; with --nets, the rows of the
 other networks are kept from the existing csv files (not recomputed).
 Usage: python scripts/cnn_certify.py [--nets NAME ...] [--points N]

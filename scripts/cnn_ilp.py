@@ -10,7 +10,8 @@ Every ILP choice is re-certified by the sound error analysis (forward ∩ backwa
 choice that fails is cut off and the ILP re-solved. Costs are ``program_cost`` of the emitted
 program (ONE multiply-accumulate array per conv layer reused over all output pixels, each
 multiplier its output channel's weight width plus the width of the input channel (dense: input
-element) it reads, as the emitted code narrows it; hw = multiplier operand bits + adder bits, the
+element) it reads, as the emitted code narrows it, lane adders at the F of their products
+where a partial sum pays (``program.partial_sums``); hw = multiplier operand bits + adder bits, the
 ILP's objective; bilinear = Σ W_w·W_x over multipliers). ``uniform_F`` = the program with one F
 everywhere (the smallest certifying one), ``best_layer`` = the cheaper of the greedy and the
 per-layer ILP (the cheapest certified per-layer format found), ``ratio`` = hw(channel ILP) /

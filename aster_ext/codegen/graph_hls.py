@@ -29,7 +29,9 @@ group is one block of code (an unrolled loop over its channels) using those type
   the container is exact; one loop per class of distinct type). The product has at most
   F_w + F_x = F_acc fractional bits: exact; assigning to ``AT`` wraps, and the chain of wrapped
   partial sums equals the wrapped exact sum mod 2^W whatever the order of the classes), padding
-  skipped (reads 0), then ``y = Q(acc -> OT)``;
+  skipped (reads 0), then ``y = Q(acc -> OT)``. Classes at an F below F_x are summed first in a
+  partial sum ``ps`` of their own F (integer bits of AT: exact, same modulus) where that saves
+  adder bits (:func:`~aster_ext.graph_program.program.partial_sums`), then ``acc += ps``;
 - avg-pool: ``AT s += x`` (exact, wraps to the sum type), ``y = Q(s * CT(c~) -> OT)`` with the
   exact product and the raw 1/k constant (one, one per output position, or one per element,
   whichever ``count_include_pad`` and the pads need);

@@ -72,7 +72,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..fixedpoint import FixedFormat, wrap_or_saturate
-from ..graph_program.program import GraphProgram, class_formats, operand_classes, partial_sums
+from ..graph_program.program import GraphProgram, partial_sums
 from ..graph_program.simulate import simulate_graph
 from ..ir import Op
 from ..ops import logits_node
@@ -191,24 +191,21 @@ def _spatial2(op: Op, in_shape: tuple[int, ...], kernel: tuple[int, ...]) -> dic
 def _channel_loop(pre: str, chans: np.ndarray, decls: list[str], depth: int) -> list[str]:
     """Header of an unrolled loop over a group's channels (``o`` takes each channel index),
     indented by ``depth`` spaces; the caller closes the brace."""
-    n, first = int(chans.size), int(chans[0])
+    n = int(chans.size)
     pad = " " * depth
-    if np.array_equal(chans, np.arange(first, first + n)):
-        index = f"{first} + i"
-    else:
-        decls.append(f"static const int {pre}_idx[{n}] = {{" + ", ".join(map(str, chans.tolist())) + "};")
-        index = f"{pre}_idx[i]"
+    index = _index_table(pre, chans, decls, "i")
     head = f"{pad}{pre}: for (int i = 0; i < {n}; i++) {{"
     return [head, "#pragma HLS UNROLL", f"{pad}  const int o = {index};"]
 
 
-def _index_table(name: str, members: np.ndarray, decls: list[str]) -> str:
-    """The C expression of ``members[j]``: ``first + j`` when consecutive, else a static table."""
+def _index_table(name: str, members: np.ndarray, decls: list[str], counter: str = "j") -> str:
+    """The C expression of ``members[counter]``: ``first + counter`` when consecutive, else a
+    static table ``<name>_idx`` (declared into ``decls``)."""
     n, first = int(members.size), int(members[0])
     if np.array_equal(members, np.arange(first, first + n)):
-        return f"{first} + j"
+        return f"{first} + {counter}"
     decls.append(f"static const int {name}_idx[{n}] = {{" + ", ".join(map(str, members.tolist())) + "};")
-    return f"{name}_idx[j]"
+    return f"{name}_idx[{counter}]"
 
 
 def _narrow(xt: str, x: _Node, read: str) -> str:
@@ -293,12 +290,11 @@ def _emit_linear(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     # the operand, read class by class (input channel / element) in each class's own union
     # format: an exact narrowing of the container, so each multiplier is W_w + W_class wide.
     # One class: the plain loop over o's inputs; several: one loop per class over its members
-    of_element, _ = operand_classes(op, em.shape(op.inputs[0]))
-    cls_w, cls_i = class_formats(em.prog.out_t(op.inputs[0]), of_element)
+    plan = partial_sums(op, em.shape(op.inputs[0]), em.prog.out_t(op.inputs[0]), nd.acc_t, nd.x_frac)
+    cls_w, cls_i = plan.cls_width, plan.cls_int_bits
     classes = channel_groups(np.stack([cls_w, cls_i], axis=1))
     operand: list[tuple[str | None, str]] = []
     len_of: list[int] = []
-    plan = partial_sums(op, em.shape(op.inputs[0]), em.prog.out_t(op.inputs[0]), nd.acc_t, nd.x_frac)
     f_index = [int(np.searchsorted(plan.fvals, cls_w[m[0]] - cls_i[m[0]])) for m in classes]
     for qi, members in enumerate(classes):
         xt = em.types(int(cls_w[members[0]]), int(cls_i[members[0]]))

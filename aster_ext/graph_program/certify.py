@@ -51,9 +51,7 @@ from .program import (
     FracChoice,
     GraphProgram,
     build_program,
-    class_formats,
     n_channels,
-    operand_classes,
     partial_sums,
     per_channel,
 )
@@ -328,14 +326,13 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
             # the multiplier of lane (o, t) reads its operand class (input channel of a conv,
             # input element of a dense node) narrowed to the class's own union format
             x = op.inputs[0]
-            of_element, lane_class = operand_classes(op, tuple(net.op(x).shape))
-            wx = class_formats(prog.out_t(x), of_element)[0][lane_class]  # [C_out, K]
+            plan = partial_sums(op, tuple(net.op(x).shape), prog.out_t(x), nd.acc_t, nd.x_frac)
+            wx = plan.lane_width()  # [C_out, K]
             per_out = int(np.prod(nd.weight_raw.shape[1:]))
             ww = nd.weight_width.astype(np.int64)
             mc += per_out * ww.size
             mob += int(per_out * np.sum(ww) + np.sum(wx))
             mbl += int(np.sum(ww * wx.sum(axis=1)))
-            plan = partial_sums(op, tuple(net.op(x).shape), prog.out_t(x), nd.acc_t, nd.x_frac)
             ac += per_out * ww.size + int(plan.partial.sum())
             ab += int(plan.adder_bits(nd.acc_t.width.astype(np.int64)).sum())
         elif op.kind == "avgpool":

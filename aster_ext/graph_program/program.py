@@ -108,16 +108,26 @@ def class_formats(fmt: FormatArray, of_element: np.ndarray) -> tuple[np.ndarray,
 
 @dataclass
 class PartialSums:
-    """How output channel o of a conv / dense node accumulates (:func:`partial_sums`): the operand
-    classes are grouped by their fractional bits ``fvals`` [D] (``lanes`` [D] of o's K lanes read
-    each); ``partial`` [C_out, D] marks the groups summed first in a partial accumulator of width
-    ``width`` [C_out, D] = W_acc,o - (F_x - f) (integer bits I_acc,o, F_w,o + f fractional) and
-    then added once into the accumulator; the other lanes add into it directly."""
+    """How the lanes of a conv / dense node read and sum its operand (:func:`partial_sums`). Lane
+    (o, t) reads operand class ``lane_class`` [C_out, K] in that class's union format
+    (``cls_width``, ``cls_int_bits`` [n_classes], :func:`class_formats`). Per output channel o the
+    lanes are grouped by their class's fractional bits ``fvals`` [D] (``lanes`` [C_out, D]: how
+    many of o's K lanes read each); ``partial`` [C_out, D] marks the groups summed first in a
+    partial accumulator of width ``width`` [C_out, D] = W_acc,o - (F_x - f) (integer bits
+    I_acc,o, F_w,o + f fractional) and then added once into the accumulator; the other lanes add
+    into it directly."""
 
+    lane_class: np.ndarray
+    cls_width: np.ndarray
+    cls_int_bits: np.ndarray
     fvals: np.ndarray
     lanes: np.ndarray
     partial: np.ndarray
     width: np.ndarray
+
+    def lane_width(self) -> np.ndarray:
+        """[C_out, K] the operand width each multiplier reads."""
+        return self.cls_width[self.lane_class]
 
     def adder_bits(self, acc_width: np.ndarray) -> np.ndarray:
         """[C_out] Σ over o's adders of their widths: one per lane (W_acc,o, or the partial
@@ -129,8 +139,9 @@ class PartialSums:
 def partial_sums(
     op: Op, in_shape: tuple[int, ...], x_fmt: FormatArray, acc_t: FormatArray, x_frac: int
 ) -> PartialSums:
-    """Where lanes reading an operand class of F_q < F_x (the alignment) are cheaper summed apart:
-    products w·x of such a class have F_w,o + F_q fractional bits, so a partial sum with the
+    """The operand classes of a conv / dense node (:func:`operand_classes`, formats ``x_fmt``) and
+    where lanes reading a class of F_q < F_x (the alignment) are cheaper summed apart: products
+    w·x of such a class have F_w,o + F_q fractional bits, so a partial sum with the
     accumulator's integer bits I_acc,o and F_w,o + f fractional bits holds them exactly and wraps
     with the same modulus 2^I_acc,o; adding it into the accumulator is exact. The sum of a channel
     is therefore the same wrapped exact sum. A group of n lanes at F = f goes apart when that
@@ -148,7 +159,7 @@ def partial_sums(
     width = acc_w[:, None] - (x_frac - fvals[None, :])
     saves = lanes * (x_frac - fvals[None, :]) > acc_w[:, None]
     partial = saves & (width >= 1) & (int(op.attrs.get("group", 1)) == 1)
-    return PartialSums(fvals, lanes, partial, width)
+    return PartialSums(lane_class, cls_w, cls_i, fvals, lanes, partial, width)
 
 
 def int_bits_needed(raw: np.ndarray, axis: tuple[int, ...] | None = None) -> np.ndarray:

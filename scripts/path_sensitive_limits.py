@@ -49,6 +49,7 @@ import numpy as np
 from aster_ext.aster.settings import SETTINGS
 from aster_ext.certify import raw_to_float
 from aster_ext.cost import program_cost
+from aster_ext.experiments.tables import write_csv
 from aster_ext.frontend import load_model
 from aster_ext.ir import DenseLayer, dense_chain
 from aster_ext.pipeline import QuantizeOptions, allowed_activations, resolve_spec
@@ -58,7 +59,7 @@ from aster_ext.refined.solve import build_program, max_len_program
 from aster_ext.refined.split import certify_by_splitting
 from aster_ext.refined.symbolic_ranges import SLOPES, symbolic_ranges
 from aster_ext.rigorous import Interval
-from aster_ext.verify import VerifyBudget, verify_program
+from aster_ext.verify import VerifyBudget, box_corners, verify_program
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "benchmarks"
@@ -130,14 +131,9 @@ def sample_ranges(layers: list[DenseLayer], xs: np.ndarray) -> tuple[list[LayerR
     return out, unstable
 
 
-def corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    n = lo.size
-    bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
-    return np.where(bits == 1, hi[None, :], lo[None, :])
-
-
 def in_box(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray, m: int) -> np.ndarray:
-    return np.vstack([lo + (hi - lo) * rng.random((m, lo.size)), corners(lo, hi)])
+    """``m`` uniform points of the box and all its corners (the targets have 5 inputs)."""
+    return np.vstack([lo + (hi - lo) * rng.random((m, lo.size)), box_corners(rng, lo, hi, 2**lo.size)])
 
 
 def breakdown(program, layers: list[DenseLayer], run: FormsRun, lo: np.ndarray, hi: np.ndarray) -> list[dict]:
@@ -396,10 +392,7 @@ def md_table(rows: list[dict], cols: list[str]) -> list[str]:
 
 
 def write(rows: list[dict], out: Path, args: argparse.Namespace) -> None:
-    with open(out.with_suffix(".csv"), "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(out.with_suffix(".csv"), rows, FIELDS)
     lines = [
         "# Limits of input splitting on issue 12's targets (scripts/path_sensitive_limits.py)",
         "",

@@ -30,7 +30,6 @@ import csv
 import importlib
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from aster_ext.experiments.benchmarks import shared_dir
+from aster_ext.experiments.script_steps import run_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTERNAL = shared_dir() / "benchmarks" / "external"
@@ -223,4 +223,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_recorded(__file__, main))

@@ -207,4 +207,6 @@ def write_md(rows: list[dict], net_rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from aster_ext.experiments.script_steps import run_recorded
+
+    raise SystemExit(run_recorded(__file__, main))

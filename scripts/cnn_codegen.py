@@ -190,4 +190,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from aster_ext.experiments.script_steps import run_recorded
+
+    raise SystemExit(run_recorded(__file__, main))

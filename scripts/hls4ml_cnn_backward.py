@@ -20,6 +20,7 @@ import numpy as np
 
 from aster_ext.experiments.benchmarks import shared_dir
 from aster_ext.experiments.hls4ml_tables import CNN_NETS
+from aster_ext.experiments.script_steps import run_recorded
 from aster_ext.hls4ml_backend import cnn as C
 from aster_ext.hls4ml_backend.cnn_run import analyse_cnn
 
@@ -127,4 +128,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_recorded(__file__, main))

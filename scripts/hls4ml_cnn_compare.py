@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 from aster_ext.experiments.benchmarks import shared_dir  # noqa: E402
 from aster_ext.experiments.hls4ml_tables import CNN_NETS, code_version, read_csv  # noqa: E402
+from aster_ext.experiments.script_steps import run_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_dir() / "benchmarks"
@@ -226,4 +227,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_recorded(__file__, main))

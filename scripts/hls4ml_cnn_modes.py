@@ -46,6 +46,7 @@ from aster_ext.experiments.hls4ml_tables import (
     read_csv,
     write_csv,
 )
+from aster_ext.experiments.script_steps import run_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -203,4 +204,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_recorded(__file__, main))

@@ -30,7 +30,6 @@ import argparse
 import csv
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -43,6 +42,7 @@ import numpy as np  # noqa: E402
 
 from aster_ext.experiments.benchmarks import shared_dir  # noqa: E402
 from aster_ext.experiments.hls4ml_tables import code_version, geo_mean  # noqa: E402
+from aster_ext.experiments.script_steps import run_recorded
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_dir() / "benchmarks"
@@ -366,4 +366,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(run_recorded(__file__, main))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -630,4 +629,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from aster_ext.experiments.script_steps import run_recorded
+
+    raise SystemExit(run_recorded(__file__, main))

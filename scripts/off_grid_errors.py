@@ -110,4 +110,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from aster_ext.experiments.script_steps import run_recorded
+
+    raise SystemExit(run_recorded(__file__, main))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from aster_ext.errors import InfeasibleError
+from aster_ext.experiments.script_steps import run_recorded
 from aster_ext.pipeline import QuantizeOptions, quantize
 from aster_ext.verify import VerifyBudget, verify_program
 
@@ -161,4 +162,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_recorded(__file__, main))

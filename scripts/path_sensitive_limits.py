@@ -49,6 +49,7 @@ import numpy as np
 from aster_ext.aster.settings import SETTINGS
 from aster_ext.certify import raw_to_float
 from aster_ext.cost import program_cost
+from aster_ext.experiments.script_steps import run_recorded
 from aster_ext.experiments.tables import write_csv
 from aster_ext.frontend import load_model
 from aster_ext.ir import DenseLayer, dense_chain
@@ -497,4 +498,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_recorded(__file__, main))

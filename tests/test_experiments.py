@@ -483,6 +483,7 @@ def test_reproduce_records_failed_steps_and_keeps_older_entries(
     results = tmp_path / "results"
     results.mkdir()
     older = {"date_utc": "2026-01-01T00:00:00+00:00", "commit": "c0ffee", "tables": {"old.md": {"wall_s": 9}}}
+    older |= {"work": "w0", "sweeps": {"modes": {"cells": 3}}, "sweep_stores": {"modes": "w0/results.csv"}}
     (results / "MANIFEST.json").write_text(json.dumps(older))
     monkeypatch.setattr(rep, "STEPS", {"good": good, "bad": bad})
     with pytest.raises(RuntimeError, match="broken table"):
@@ -496,6 +497,10 @@ def test_reproduce_records_failed_steps_and_keeps_older_entries(
     assert "broken table" in m["tables"]["bad.md"]["error"] and "broken table" in m["failed"]["bad"]
     kept = {"wall_s": 9, "date_utc": older["date_utc"], "commit": "c0ffee", "dirty": None}
     assert m["tables"]["old.md"] == kept
+    # the earlier run's sweep details stay beside the tables they describe (no sweep ran here)
+    stamp = {"date_utc": older["date_utc"], "commit": "c0ffee", "work": "w0"}
+    assert m["sweeps"]["modes"] == {"cells": 3, **stamp}
+    assert m["sweep_stores"] == {"modes": "w0/results.csv"}
     with pytest.raises(UserError, match="unknown tables"):
         rep.reproduce(results, tmp_path / "work", True, 1, None, progress=False, tables=("nope",))
 

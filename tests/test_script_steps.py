@@ -67,3 +67,64 @@ def test_reproduce_refuses_script_tables_in_quick_mode_or_elsewhere(tmp_path: Pa
         reproduce(tmp_path / "r", tmp_path / "w", False, 1, None, False, ("cnn",))
     with pytest.raises(UserError, match="unknown tables"):
         reproduce(tmp_path / "r", tmp_path / "w", False, 1, None, False, ("no_such_table",))
+
+
+def test_a_direct_run_records_the_files_it_rewrote(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_recorded: a script run by hand gets a manifest entry naming its command and, per file, the
+    run that last wrote it; files it did not rewrite keep the earlier entry's record; a failed run
+    and a run under ``reproduce`` (SCRIPT_RUN_ENV set) record nothing."""
+    import json
+    import sys
+
+    from aster_ext.experiments import script_steps as ss
+
+    step = ScriptStep("table.py", ((),), ("t.md", "t.csv", "u.csv"), "a stand-in table")
+    monkeypatch.setattr(ss, "SCRIPT_STEPS", {"t": step})
+    monkeypatch.delenv(ss.SCRIPT_RUN_ENV, raising=False)
+    results = checkout / "results"
+    (results / "u.csv").write_text("old\n")
+    older = {"date_utc": "2026-01-01T00:00:00+00:00", "commit": "c0ffee", "packages": {"numpy": "1"}}
+    older["tables"] = {"t.md": {"files": ["t.md", "u.csv"], "commands": ["python scripts/table.py"]}}
+    (results / "MANIFEST.json").write_text(json.dumps(older))
+    script = str(checkout / "scripts" / "table.py")
+    monkeypatch.setattr(sys, "argv", [script, "--fast"])
+
+    def writes_two() -> int:
+        (results / "t.md").write_text("new\n")
+        (results / "t.csv").write_text("new\n")
+        return 0
+
+    assert ss.run_recorded(script, writes_two) == 0
+    m = json.loads((results / "MANIFEST.json").read_text())
+    entry = m["tables"]["t.md"]
+    assert entry["files"] == ["t.md", "t.csv", "u.csv"] and entry["run"] == "direct"
+    assert entry["commands"] == ["python scripts/table.py --fast"]
+    runs = entry["file_runs"]
+    assert runs["t.md"]["command"] == runs["t.csv"]["command"] == "python scripts/table.py --fast"
+    earlier = {"date_utc": older["date_utc"], "commit": "c0ffee", "command": "python scripts/table.py"}
+    assert runs["u.csv"] == earlier
+    assert m["packages"] == {"numpy": "1"} and m["commit"] == "c0ffee"  # the run's block: not its to rewrite
+
+    before = (results / "MANIFEST.json").read_text()
+
+    def fails() -> int:
+        (results / "t.md").write_text("half\n")
+        return 1
+
+    assert ss.run_recorded(script, fails) == 1
+    monkeypatch.setenv(ss.SCRIPT_RUN_ENV, "t")
+    assert ss.run_recorded(script, writes_two) == 0
+    assert (results / "MANIFEST.json").read_text() == before
+    monkeypatch.delenv(ss.SCRIPT_RUN_ENV)
+    assert ss.run_recorded(script, lambda: None) == 0  # wrote nothing: nothing to record
+    assert (results / "MANIFEST.json").read_text() == before
+
+
+def test_every_script_step_records_its_direct_runs() -> None:
+    """Each step's script calls run_recorded from its __main__ block (checked on the source)."""
+    from aster_ext.experiments.script_steps import CHECKOUT, SCRIPT_STEPS
+
+    for name, step in SCRIPT_STEPS.items():
+        source = (CHECKOUT / "scripts" / step.script).read_text()
+        main_block = source[source.rindex('if __name__ == "__main__":') :]
+        assert "run_recorded(__file__, main)" in main_block, name

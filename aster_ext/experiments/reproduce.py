@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
 import resource
 import threading
@@ -56,7 +55,7 @@ from .benchmarks import QUICK, aster_model_paths, aster_reference_csv
 from .cell import ROW_FIELDS
 from .figures import write_figures
 from .grid import DEFAULT_VERIFY, VARIANTS, Grid
-from .manifest import build_manifest, git_commit
+from .manifest import build_manifest, git_commit, read_manifest, write_manifest
 from .runner import children_cpu_s, run_sweep
 from .script_steps import SCRIPT_STEPS, check_can_run, run_script_step
 from .store import ResultStore, row_key
@@ -118,7 +117,8 @@ def reproduce(
     ``work``; write their tables, figures and MANIFEST.json to ``results``. The manifest is rewritten
     after every step, so a run stopped half-way leaves the tables it finished described; entries of
     tables this run did not rebuild are kept from an earlier MANIFEST.json (each with its own date
-    and commit). A step that fails is recorded in the manifest and the others still run; then
+    and commit), and so are the details of the sweeps it did not rerun (``sweeps``,
+    ``sweep_stores``). A step that fails is recorded in the manifest and the others still run; then
     RuntimeError names the failed steps."""
     if tables is None:
         chosen = list(STEPS) + (list(SCRIPT_STEPS) if all_tables else [])
@@ -162,7 +162,6 @@ def _reproduce(
 ) -> dict[str, Any]:
     """``reproduce`` once its arguments are checked and the analysis cache is set."""
     run = _Run(results, work, quick, workers, ray_address, progress, code)
-    old = _previous_tables(results / "MANIFEST.json")
     failed: dict[str, str] = {}
     manifest: dict[str, Any] = {}
     lock = threading.Lock()
@@ -193,9 +192,14 @@ def _reproduce(
             }
             for name, entry in entries.items():
                 run.tables[name] = {**entry, **stamp}
-            kept = {k: v for k, v in old.items() if k not in run.tables}
-            manifest = build_manifest({**kept, **run.tables}, run.extra(chosen, failed))
-            (results / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
+            # re-read at every write: a script run directly meanwhile may have recorded its table
+            previous = read_manifest(results / "MANIFEST.json")
+            kept = {k: v for k, v in _previous_tables(previous).items() if k not in run.tables}
+            extra = run.extra(chosen, failed)
+            for block, earlier in _previous_sweeps(previous).items():
+                extra[block] = {**{k: v for k, v in earlier.items() if k not in run.walls}, **extra[block]}
+            manifest = build_manifest({**kept, **run.tables}, extra)
+            write_manifest(results / "MANIFEST.json", manifest)
 
     # --quick: a step of one long task runs beside the others (no progress bar: one live display)
     background = [s for s in chosen if quick and s in QUICK_BACKGROUND and len(chosen) > 1]
@@ -424,17 +428,22 @@ STEP_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _previous_tables(path: Path) -> dict[str, dict[str, Any]]:
-    """Table entries of an earlier MANIFEST.json in the same results folder (stamped with its date and
-    commit where they have none of their own)."""
-    if not path.exists():
-        return {}
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+def _previous_tables(old: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Table entries of an earlier MANIFEST.json ``old`` in the same results folder (stamped with its
+    date and commit where they have none of their own); failed entries are dropped."""
     stamp = {"date_utc": old.get("date_utc"), "commit": old.get("commit"), "dirty": old.get("dirty")}
     return {k: {**stamp, **v} for k, v in old.get("tables", {}).items() if "error" not in v}
+
+
+def _previous_sweeps(old: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``sweeps`` and ``sweep_stores`` blocks of an earlier MANIFEST.json ``old``, each sweep
+    stamped with the date, commit and work folder of the run that made it (where it has none of its
+    own), so a run of a few tables keeps the details of the sweeps it did not rerun, which the kept
+    tables' entries still describe."""
+    stamp = {"date_utc": old.get("date_utc"), "commit": old.get("commit"), "work": old.get("work")}
+    sweeps = {k: {**stamp, **v} for k, v in (old.get("sweeps") or {}).items() if isinstance(v, dict)}
+    stores = dict(old.get("sweep_stores") or {})
+    return {"sweeps": sweeps, "sweep_stores": stores}
 
 
 def _cpu_s() -> float:

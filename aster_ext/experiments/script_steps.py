@@ -7,6 +7,12 @@ cores (hls4ml compiles every configuration it compares). A :class:`ScriptStep` n
 script invocations and the files they write, so ``aster-ext experiments reproduce --all`` (or
 ``--tables NAME``) runs them in one command and records them in ``MANIFEST.json`` like the others.
 
+A script run directly (``python scripts/cnn_ilp.py --time-limit 30``) records itself too: its
+``__main__`` calls :func:`run_recorded`, which, after a successful run, writes the table's entry
+with the command actually run and, per file it rewrote, the date and commit (files of the table it
+did not rewrite keep their earlier record). Under ``reproduce`` (``SCRIPT_RUN_ENV`` set) the
+script leaves that to the step.
+
 The scripts write into the checkout's ``results/`` (their ``ROOT / "results"``): a script step
 therefore runs only when the reproduction's results folder is that folder, and only from a
 checkout (the scripts are not part of an installed wheel). Each invocation runs in a fresh
@@ -17,17 +23,22 @@ other steps still run).
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .manifest import git_commit, read_manifest, write_manifest
 
 CHECKOUT = Path(__file__).resolve().parents[2]
+#: set by :func:`run_script_step` for its scripts: they leave the manifest entry to the step
+SCRIPT_RUN_ENV = "ASTER_EXT_SCRIPT_STEP"
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,7 @@ def run_script_step(
     check_can_run(results, scripts_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", SCRIPT_RUN_ENV: name}
     commands: list[list[str]] = []
     t0 = time.perf_counter()
     with open(log, "a") as fh:
@@ -172,10 +183,109 @@ def run_script_step(
                 raise RuntimeError(f"{' '.join(commands[-1])} exited with {done.returncode} (log: {log})")
     files = [f for f in step.writes if (results / f).exists()]
     return {
-        f"{name}.md" if f"{name}.md" in step.writes else step.writes[0]: {
+        table_key(name, step): {
             "files": files,
             "commands": [" ".join(c) for c in commands],
             "log": str(log),
             "wall_s": time.perf_counter() - t0,
         }
     }
+
+
+def table_key(name: str, step: ScriptStep) -> str:
+    """The manifest key of a script step's table: its Markdown file, else its first file."""
+    return f"{name}.md" if f"{name}.md" in step.writes else step.writes[0]
+
+
+def step_of_script(script: str) -> str | None:
+    """The name of the script step whose script file is ``script`` (a file name), if any."""
+    return next((name for name, step in SCRIPT_STEPS.items() if step.script == script), None)
+
+
+def record_direct_run(
+    results: Path,
+    name: str,
+    step: ScriptStep,
+    command: str,
+    rewritten: list[str],
+    wall_s: float,
+    repo: Path = CHECKOUT,
+) -> dict[str, Any] | None:
+    """Record in ``results/MANIFEST.json`` a direct run of ``step``'s script (``command``, ``wall_s``)
+    that rewrote the files ``rewritten`` of the step; the new entry, or None when it rewrote none.
+
+    The entry lists the step's files with, in ``file_runs``, per file the date, commit and command of
+    the run that last wrote it: this run for ``rewritten``, the earlier entry's record for the others
+    (an earlier entry without ``file_runs`` lends its own date, commit and commands)."""
+    if not rewritten:
+        return None
+    path = results / "MANIFEST.json"
+    manifest = read_manifest(path)
+    tables = manifest.setdefault("tables", {})
+    key = table_key(name, step)
+    old = tables.get(key) or {}
+    file_runs: dict[str, Any] = dict(old.get("file_runs") or {})
+    for f in old.get("files", []):
+        file_runs.setdefault(
+            f,
+            {
+                "date_utc": old.get("date_utc", manifest.get("date_utc")),
+                "commit": old.get("commit", manifest.get("commit")),
+                "command": "; ".join(old.get("commands", [])) or None,
+            },
+        )
+    code = git_commit(repo)
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    for f in rewritten:
+        file_runs[f] = {"date_utc": now, **code, "command": command}
+    entry = {
+        "files": [f for f in step.writes if f in file_runs and (results / f).exists()],
+        "file_runs": {f: file_runs[f] for f in step.writes if f in file_runs},
+        "commands": [command],
+        "wall_s": wall_s,
+        "step": name,
+        "run": "direct",
+        "date_utc": now,
+        **code,
+    }
+    tables[key] = entry
+    write_manifest(path, manifest)
+    return entry
+
+
+def _stamps(paths: list[Path]) -> list[tuple[int, int] | None]:
+    """(mtime in ns, size) of each path, None where it does not exist."""
+    out: list[tuple[int, int] | None] = []
+    for p in paths:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            out.append(None)
+            continue
+        out.append((st.st_mtime_ns, st.st_size))
+    return out
+
+
+def run_recorded(script_file: str, main: Callable[[], int | None], results: Path | None = None) -> int:
+    """Run a script's ``main`` and, when it succeeds and the script is a step's (and not run by
+    ``reproduce``), record the run in the manifest (:func:`record_direct_run`; a file counts as
+    rewritten when its modification time or size changed or it is new). Returns main's exit status
+    (None counts as 0), for ``raise SystemExit(run_recorded(__file__, main))``."""
+    script = Path(script_file).resolve()
+    name = step_of_script(script.name)
+    folder = results if results is not None else script.parent.parent / "results"
+    paths = [folder / f for f in SCRIPT_STEPS[name].writes] if name is not None else []
+    before = _stamps(paths)
+    t0 = time.perf_counter()
+    status = main() or 0
+    if status == 0 and name is not None and not os.environ.get(SCRIPT_RUN_ENV):
+        rewritten = [
+            p.name for p, b, a in zip(paths, before, _stamps(paths), strict=True) if a is not None and a != b
+        ]
+        command = " ".join(["python", f"scripts/{script.name}", *sys.argv[1:]])
+        wall_s = time.perf_counter() - t0
+        repo = script.parent.parent
+        entry = record_direct_run(folder, name, SCRIPT_STEPS[name], command, rewritten, wall_s, repo)
+        if entry is not None:
+            print(f"recorded in {folder / 'MANIFEST.json'}: {', '.join(rewritten)} ({command})")
+    return int(status)

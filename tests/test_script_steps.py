@@ -119,6 +119,12 @@ def test_a_direct_run_records_the_files_it_rewrote(checkout: Path, monkeypatch: 
     assert ss.run_recorded(script, lambda: None) == 0  # wrote nothing: nothing to record
     assert (results / "MANIFEST.json").read_text() == before
 
+    def same_bytes() -> None:  # e.g. a re-render from the csv: the computing run keeps its record
+        (results / "t.csv").write_text("new\n")
+
+    assert ss.run_recorded(script, same_bytes) == 0
+    assert (results / "MANIFEST.json").read_text() == before
+
 
 def test_every_script_step_records_its_direct_runs() -> None:
     """Each step's script calls run_recorded from its __main__ block (checked on the source)."""

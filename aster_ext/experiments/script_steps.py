@@ -9,8 +9,8 @@ script invocations and the files they write, so ``aster-ext experiments reproduc
 
 A script run directly (``python scripts/cnn_ilp.py --time-limit 30``) records itself too: its
 ``__main__`` calls :func:`run_recorded`, which, after a successful run, writes the table's entry
-with the command actually run and, per file it rewrote, the date and commit (files of the table it
-did not rewrite keep their earlier record). Under ``reproduce`` (``SCRIPT_RUN_ENV`` set) the
+with the command actually run and, per file whose bytes it changed, the date and commit (the other
+files of the table keep their earlier record). Under ``reproduce`` (``SCRIPT_RUN_ENV`` set) the
 script leaves that to the step.
 
 The scripts write into the checkout's ``results/`` (their ``ROOT / "results"``): a script step
@@ -24,6 +24,7 @@ other steps still run).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import subprocess
 import sys
@@ -253,34 +254,27 @@ def record_direct_run(
     return entry
 
 
-def _stamps(paths: list[Path]) -> list[tuple[int, int] | None]:
-    """(mtime in ns, size) of each path, None where it does not exist."""
-    out: list[tuple[int, int] | None] = []
-    for p in paths:
-        try:
-            st = p.stat()
-        except FileNotFoundError:
-            out.append(None)
-            continue
-        out.append((st.st_mtime_ns, st.st_size))
-    return out
+def _digests(paths: list[Path]) -> list[str | None]:
+    """SHA-256 of each file's bytes, None where it does not exist."""
+    return [hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None for p in paths]
 
 
 def run_recorded(script_file: str, main: Callable[[], int | None], results: Path | None = None) -> int:
     """Run a script's ``main`` and, when it succeeds and the script is a step's (and not run by
     ``reproduce``), record the run in the manifest (:func:`record_direct_run`; a file counts as
-    rewritten when its modification time or size changed or it is new). Returns main's exit status
+    rewritten when its bytes changed or it is new: a run that rewrites a file identically, e.g. a
+    re-render from the csv, leaves the record of the run that computed it). Returns main's exit status
     (None counts as 0), for ``raise SystemExit(run_recorded(__file__, main))``."""
     script = Path(script_file).resolve()
     name = step_of_script(script.name)
     folder = results if results is not None else script.parent.parent / "results"
     paths = [folder / f for f in SCRIPT_STEPS[name].writes] if name is not None else []
-    before = _stamps(paths)
+    before = _digests(paths)
     t0 = time.perf_counter()
     status = main() or 0
     if status == 0 and name is not None and not os.environ.get(SCRIPT_RUN_ENV):
         rewritten = [
-            p.name for p, b, a in zip(paths, before, _stamps(paths), strict=True) if a is not None and a != b
+            p.name for p, b, a in zip(paths, before, _digests(paths), strict=True) if a is not None and a != b
         ]
         command = " ".join(["python", f"scripts/{script.name}", *sys.argv[1:]])
         wall_s = time.perf_counter() - t0

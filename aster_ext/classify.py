@@ -15,8 +15,10 @@ R in input units. ``certify_cnn`` (graph_program/certify.py) picks the formats: 
 fractional bits, per-channel integer bits from range ⊕ error over all regions.
 
 With ``--error EPS`` the program must also keep every logit within EPS of the real one on every
-region: all fractional bits of the margin-driven choice are raised together by the smallest d
-that gets the per-logit error bound <= EPS (or, with no provable region, the smallest uniform F).
+region: all fractional bits of the margin-driven greedy choice are raised together by the
+smallest d that gets the per-logit error bound <= EPS (or, with no provable region, the smallest
+uniform F), and the ILP starts from there with the logits' error rows beside the margins'
+(``certify_cnn(logit_eps=...)``).
 
 Outputs (through :class:`~.outdir.OutputPlan`): ``program.json`` (graph program,
 graph_program/io.py), ``regions.npz`` (the boxes: ``lower``, ``upper`` [R, n_in], ``label``
@@ -42,11 +44,11 @@ from .graph_program.certify import (
     Region,
     RegionVerdict,
     certify_cnn,
+    logit_error_bound,
     program_cost,
-    program_for,
     verdict,
 )
-from .graph_program.errors import DeltaCache, ErrorAnalysis, analyze_errors
+from .graph_program.errors import DeltaCache, ErrorAnalysis, analyze_errors, logit_interval
 from .graph_program.program import LINEAR_KINDS, ROUNDING_KINDS, FracChoice, GraphProgram
 from .ir import Network
 from .spec import Spec
@@ -230,52 +232,11 @@ def regions_from_data(path: Path, radius: float, spec: Spec, net: Network) -> li
 # --------------------------------------------------------------------------------------------
 
 
-def shifted(fc: FracChoice, d: int) -> FracChoice:
-    """Every fractional bit of ``fc`` raised by d."""
-    out = fc.copy()
-    out.input += d
-    for table in (out.out, out.weight):
-        for k in table:
-            table[k] = table[k] + d
-    for k in out.const:
-        out.const[k] += d
-    return out
+def _analyses(
+    net: Network, regions: list[Region], fc: FracChoice, deltas: DeltaCache, logits: bool = False
+) -> list[ErrorAnalysis]:
+    return [analyze_errors(net, r.ranges, fc, QUANT, r.label, deltas, logits=logits) for r in regions]
 
-
-def logit_error_bound(net: Network, a: ErrorAnalysis) -> float:
-    """max_j max(|lo_j|, |hi_j|) of the logits' error intervals."""
-    from .ops import logits_node
-
-    e = a.err[logits_node(net)]
-    return float(max(np.max(np.abs(e.lo)), np.max(np.abs(e.hi))))
-
-
-def _analyses(net: Network, regions: list[Region], fc: FracChoice, deltas: DeltaCache) -> list[ErrorAnalysis]:
-    return [analyze_errors(net, r.ranges, fc, QUANT, r.label, deltas) for r in regions]
-
-
-def meet_logit_target(
-    net: Network, regions: list[Region], base: FracChoice | None, eps: float, keep: list[bool]
-) -> tuple[FracChoice, int]:
-    """The first candidate whose logit error bound is <= eps on every region and which keeps the
-    regions of ``keep`` certified: ``base`` raised by d = 0, 1, ... (or, without ``base``, uniform
-    F = 0, 1, ...). Returns (fracs, d or F); InfeasibleError when none up to MAX_FRAC works."""
-    deltas = DeltaCache()
-    best = math.inf
-    for step in range(MAX_FRAC + 1):
-        fc = shifted(base, step) if base is not None else FracChoice.uniform(net, step)
-        analyses = _analyses(net, regions, fc, deltas)
-        worst = max(logit_error_bound(net, a) for a in analyses)
-        best = min(best, worst)
-        if worst <= eps and all(
-            verdict(net, r, a).certified for r, a, k in zip(regions, analyses, keep, strict=True) if k
-        ):
-            return fc, step
-    raise InfeasibleError(
-        f"{net.name}: no format choice up to {MAX_FRAC} extra fractional bits keeps every logit within "
-        f"--error {eps:g} on the regions (smallest logit error bound found {best:.3g})",
-        smallest_error=best,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,23 +326,15 @@ def quantize_classify(
             granularity=opts.granularity,
             time_limit=opts.time_limit,
             max_rounds=opts.ilp_rounds,
+            logit_eps=opts.error,
         )
     timings["certify_s"] = time.perf_counter() - t
     provable = [r.provable for r in regions]
     if not any(provable) and opts.error is None:
         raise InfeasibleError(no_provable_message(net, regions))
     fc, prog = rep.search.fracs, rep.search.program
-    eps_step = None
-    if opts.error is not None:
-        t = time.perf_counter()
-        with phase(progress, f"meet the logit error target {opts.error:g} on every region"):
-            base = fc if rep.search.global_frac is not None else None
-            keep = [v.certified for v in rep.search.verdicts]
-            fc, eps_step = meet_logit_target(net, regions, base, opts.error, keep)
-        timings["error_target_s"] = time.perf_counter() - t
-    analyses = _analyses(net, regions, fc, DeltaCache())
-    if opts.error is not None:
-        prog = program_for(net, fc, analyses, QUANT)
+    eps_step = rep.search.target_step
+    analyses = _analyses(net, regions, fc, DeltaCache(), logits=opts.error is not None)
     verdicts = [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
     report = build_classify_report(
         net, spec, opts, model_path, source, regions, verdicts, analyses, prog, rep, eps_step, timings
@@ -430,9 +383,8 @@ def _finite_or_none(v: float) -> float | None:
 
 def region_entry(net: Network, r: Region, v: RegionVerdict, a: ErrorAnalysis) -> dict[str, Any]:
     """report.json ``regions[i]``: the verdict at the class of least slack, per-class bounds
-    (``null`` at the label), the per-logit error intervals and whether the bounds hold (no overflow)."""
-    from .ops import logits_node
-
+    (``null`` at the label), the per-logit error intervals (forward ∩ backward where the analysis
+    computed both, :func:`.graph_program.errors.logit_interval`) and whether the bounds hold."""
     assert r.margin_lb is not None and a.margin_err is not None
     ks = [k for k in range(r.margin_lb.size) if k != r.label]
     mlb: list[float | None] = [None] * r.margin_lb.size
@@ -440,7 +392,7 @@ def region_entry(net: Network, r: Region, v: RegionVerdict, a: ErrorAnalysis) ->
     for k in ks:
         mlb[k] = _finite_or_none(float(r.margin_lb[k]))
         meb[k] = _finite_or_none(float(-a.margin_err.lo[k]))
-    e = a.err[logits_node(net)]
+    e = logit_interval(net, a)
     return {
         "name": r.name,
         "label": r.label,
@@ -514,10 +466,15 @@ def build_classify_report(
     res = rep.search
     notes = [CPP_NOTE]
     if opts.error is not None:
-        notes.append(
-            f"--error {opts.error:g}: fractional bits raised by {eps_step} over the margin-driven choice"
+        start = (
+            f"the margin-driven greedy choice raised by {eps_step} bits"
             if res.global_frac is not None
-            else f"--error {opts.error:g}: no provable region, uniform F = {eps_step} meets the logit target"
+            else f"uniform F = {eps_step} (no provable region)"
+        )
+        notes.append(
+            f"--error {opts.error:g}: every logit within the target on every region; the search started "
+            f"from {start}"
+            + (", then the ILP with the logit-error rows in its model" if res.method == "ilp" else "")
         )
     return {
         "tool": "aster_ext",

@@ -361,3 +361,102 @@ def test_ilp_solves_after_another_highs_run_in_the_same_process():
     rep = certify_cnn(net, regs, max_frac=20, time_limit=30, max_rounds=2)
     assert rep.search.ilp is not None and rep.search.ilp.rounds
     assert rep.search.ilp.rounds[0].note != "no solution"
+
+
+# ------------------------------------------------------------------------------------------
+# an ε on the logits (--error with --task classify): the model's logit rows and the search
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    pool=st.sampled_from(POOLS),
+    residual=st.booleans(),
+    quant=st.sampled_from(["TRN", "RND"]),
+)
+def test_logit_rows_bound_the_analysis_at_their_point(seed, pool, residual, quant):
+    """The logit-error rows (e_j <= ε, -e_j <= ε) of the interval-adjoint model are >= the
+    analysis' logit error interval at the linearisation point (same argument as the margins);
+    ``bound`` holds the analysis' own values; adding them leaves the margin rows unchanged; a
+    region that is not provable gets logit rows only."""
+    rng = np.random.default_rng(seed)
+    net = random_cnn(rng, residual, pool)
+    regs = [prepare(net, r) for r in _regions(rng, net, 2, float(rng.choice([0.0, 0.01, 0.1])))]
+    fc = FracChoice.uniform(net, int(rng.integers(3, 12)))
+    for d in (fc.out, fc.weight):
+        for name in d:
+            d[name] = rng.integers(3, 12, size=d[name].size).astype(np.int64)
+    fracs = np.arange(0, 20)
+    flags = [True, False]
+    model = margin_model(net, regs, fc, quant, fracs, logit_eps=0.5, margins=flags)
+    est = model.evaluate(fc)
+    n_t = int(np.prod(net.op(ops.logits_node(net)).shape))
+    assert len(model.rows) == (n_t - 1) + 2 * n_t + 2 * n_t
+    only = margin_model(net, regs[:1], fc, quant, fracs)
+    margin_rows = [i for i, (_, k) in enumerate(model.rows) if k >= 0]
+    assert [model.rows[i] for i in margin_rows] == only.rows
+    assert np.allclose(est[margin_rows], only.evaluate(fc), rtol=1e-12, atol=0)
+    for i, ((ri, k), e) in enumerate(zip(model.rows, est, strict=True)):
+        a = analyze_errors(net, regs[ri].ranges, fc, quant, regs[ri].label, logits=True)
+        if k >= 0:
+            true = -a.margin_err_forward.lo[k]
+            assert model.margin_lb[i] == regs[ri].margin_lb[k] and model.bound[i] == true
+        else:
+            r = -1 - k  # the row's quantity: hi_j (r = j < n_t) or -lo_j (r = n_t + j)
+            ends = [np.concatenate([iv.hi.reshape(-1), -iv.lo.reshape(-1)])[r]
+                    for iv in (a.logit_err, a.err[ops.logits_node(net)])]  # fmt: skip
+            assert model.margin_lb[i] == 0.5 and model.bound[i] == ends[0]
+            true = ends[1]  # the forward rule, which the model mirrors
+            assert true >= model.bound[i]
+        assert e >= true - 1e-9 * abs(true) - 1e-15, (ri, k, e, true)
+
+
+def test_backward_logit_rows_stay_close_to_the_bound():
+    """With ``logits=True`` the analysis intersects the logits' forward error with the
+    back-substituted bounds of ±e_j (never wider), and the backward model's logit rows at their
+    point stay close to that bound (within 1.25x; random CNNs with unstable ReLUs, radius 0.05,
+    F = 6), as the margin rows do."""
+    ratios = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        net = random_cnn(rng, bool(seed % 2), POOLS[seed % 3])
+        regs = [prepare(net, r) for r in _regions(rng, net, 1, 0.05)]
+        fc = FracChoice.uniform(net, 6)
+        a = analyze_errors(net, regs[0].ranges, fc, "TRN", regs[0].label, logits=True)
+        fwd = a.err[ops.logits_node(net)]
+        assert np.all(a.logit_err.lo >= fwd.lo) and np.all(a.logit_err.hi <= fwd.hi)
+        kw = dict(analyses=[a], logit_eps=1.0, margins=[False])
+        back = margin_model(net, regs, fc, "TRN", np.arange(0, 20), adjoints="backward", **kw)
+        mb = back.evaluate(fc)
+        assert np.array_equal(back.bound, np.concatenate([a.logit_err.hi, -a.logit_err.lo]))
+        big = back.bound > 1e-12
+        ratios += list(back.bound[big] / mb[big])
+    assert ratios and max(ratios) <= 1.25, max(ratios)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [3, 5])
+def test_logit_target_search_is_certified_and_never_exceeded(seed):
+    """certify_cnn(logit_eps=ε): every region's certified logit error <= ε, every provable region
+    certified, no bit-exact run on random, corner and attacked points leaves ε or drops a margin
+    by more than its bound, and the ILP never returns more than its uniformly raised start."""
+    from aster_ext.graph_program.certify import logit_error_bound
+
+    rng, net, regs = _search_case(seed, POOLS[seed % 3], bool(seed % 2))
+    base = certify_cnn(net, regs, max_frac=20, search="greedy", granularity="layer")
+    eps = max(logit_error_bound(net, analyze_errors(net, r.ranges, base.search.fracs, "TRN", r.label))
+              for r in regs) / 8  # fmt: skip
+    rep = certify_cnn(net, regs, max_frac=24, time_limit=10, max_rounds=4, logit_eps=eps)
+    res = rep.search
+    assert res.target_step is not None and res.target_step >= 1
+    assert rep.cost.hw <= res.greedy_cost  # greedy_cost: the raised start's
+    logits = ops.logits_node(net)
+    for reg, v in zip(regs, res.verdicts, strict=True):
+        assert v.certified == reg.provable
+        _check_program(net, reg, res.program, v, rng)
+        a = analyze_errors(net, reg.ranges, res.fracs, "TRN", reg.label, logits=True)
+        assert logit_error_bound(net, a) <= eps  # forward ∩ backward, as certified
+        x = _points(rng, reg, net)
+        y = simulate_graph(res.program, x).value(res.program, logits)
+        yr = ops.evaluate(net, x)[logits].reshape(x.shape[0], -1)
+        assert np.max(np.abs(y - yr)) <= eps

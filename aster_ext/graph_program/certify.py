@@ -34,16 +34,18 @@ all is kept.
 
 from __future__ import annotations
 
+import math
 import time
 import tracemalloc
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InfeasibleError
 from ..ir import Network
 from ..ops import AnalysisContext, symbolic_margins, symbolic_ranges
 from ..rigorous import down
-from .errors import DeltaCache, ErrorAnalysis, analyze_errors, fits, int_bits_for
+from .errors import DeltaCache, ErrorAnalysis, analyze_errors, fits, int_bits_for, logit_interval
 from .ilp import GRANULARITIES, IlpOutcome, ilp_search
 from .program import (
     LINEAR_KINDS,
@@ -203,6 +205,7 @@ class SearchResult:
     method: str = "greedy"
     greedy_cost: int | None = None
     ilp: IlpOutcome | None = None
+    target_step: int | None = None  # logit target: bits added to the greedy result (or uniform F)
 
 
 def search_formats(
@@ -380,9 +383,15 @@ def certify_cnn(
     granularity: str = "channel",
     time_limit: float = 60.0,
     max_rounds: int = 12,
+    logit_eps: float | None = None,
 ) -> CertifyReport:
     """The API for the CLI: prepare every region (real ranges + margin bounds), search formats,
     build the program, certify every region. Peak memory: tracemalloc over the whole call.
+
+    ``logit_eps``: every region's logits must also stay within ε of the real ones (provable
+    regions certified too): the greedy result (uniform F without a provable region) is raised
+    uniformly until it meets that (:func:`meet_logit_target`; InfeasibleError when nothing up to
+    ``max_frac`` does), then the ILP, with the logit-error rows in its model, starts from there.
 
     ``search`` "greedy": per-layer descent only (``granularity`` must be "layer"); "ilp": the
     greedy result, then the ILP (:mod:`.ilp`) with one format per output channel
@@ -406,10 +415,12 @@ def certify_cnn(
             prepare(net, r)
             times.append(time.perf_counter() - t)
         res = search_formats(net, regions, quant, min_frac, max_frac)
+        if logit_eps is not None:
+            res = _meet_target(net, regions, res, quant, max_frac, logit_eps)
         res.greedy_cost = program_cost(res.program).hw
-        if search == "ilp" and res.global_frac is not None:
+        if search == "ilp" and (res.global_frac is not None or logit_eps is not None):
             res = ilp_refine(
-                net, regions, res, quant, min_frac, max_frac, granularity, time_limit, max_rounds
+                net, regions, res, quant, min_frac, max_frac, granularity, time_limit, max_rounds, logit_eps
             )
         peak = tracemalloc.get_traced_memory()[1] / 2**20
     finally:
@@ -417,12 +428,85 @@ def certify_cnn(
     return CertifyReport(res, regions, program_cost(res.program), times, peak)
 
 
+# ---------------------------------------------------------------------------------------------
+# an ε on the logits over every region (--error with --task classify)
+# ---------------------------------------------------------------------------------------------
+
+
+def shifted(fc: FracChoice, d: int) -> FracChoice:
+    """Every fractional bit of ``fc`` raised by d."""
+    out = fc.copy()
+    out.input += d
+    for table in (out.out, out.weight):
+        for k in table:
+            table[k] = table[k] + d
+    for k in out.const:
+        out.const[k] += d
+    return out
+
+
+def logit_error_bound(net: Network, a: ErrorAnalysis) -> float:
+    """max_j max(|lo_j|, |hi_j|) of the logits' error intervals (:func:`.errors.logit_interval`)."""
+    e = logit_interval(net, a)
+    return float(max(np.max(np.abs(e.lo)), np.max(np.abs(e.hi))))
+
+
+def meet_logit_target(
+    net: Network,
+    regions: list[Region],
+    base: FracChoice | None,
+    eps: float,
+    keep: list[bool],
+    quant: str = "TRN",
+    max_frac: int = 32,
+) -> tuple[FracChoice, int]:
+    """The first candidate whose logit error bound is <= eps on every region and which keeps the
+    regions of ``keep`` certified: ``base`` raised by d = 0, 1, ... (or, without ``base``, uniform
+    F = 0, 1, ...). Returns (fracs, d or F); InfeasibleError when none up to ``max_frac`` works."""
+    deltas = DeltaCache()
+    best = math.inf
+    for step in range(max_frac + 1):
+        fc = shifted(base, step) if base is not None else FracChoice.uniform(net, step)
+        analyses = [analyze_errors(net, r.ranges, fc, quant, r.label, deltas, logits=True) for r in regions]
+        worst = max(logit_error_bound(net, a) for a in analyses)
+        best = min(best, worst)
+        if worst <= eps and all(
+            verdict(net, r, a).certified for r, a, k in zip(regions, analyses, keep, strict=True) if k
+        ):
+            return fc, step
+    raise InfeasibleError(
+        f"{net.name}: no format choice up to {max_frac} extra fractional bits keeps every logit within "
+        f"--error {eps:g} on the regions (smallest logit error bound found {best:.3g})",
+        smallest_error=best,
+    )
+
+
+def _meet_target(
+    net: Network, regions: list[Region], res: SearchResult, quant: str, max_frac: int, eps: float
+) -> SearchResult:
+    """``res`` (the greedy result) raised uniformly until every logit is within ``eps`` on every
+    region and every region it certified stays certified (uniform F when it had no provable region)."""
+    base = res.fracs if res.global_frac is not None else None
+    keep = [v.certified for v in res.verdicts] if base is not None else [False] * len(regions)
+    fc, step = meet_logit_target(net, regions, base, eps, keep, quant, max_frac)
+    prog, _, verdicts = certify_choice(net, regions, fc, quant, logits=True)
+    how = f"+{step} bits" if base is not None else f"uniform F = {step}"
+    log = [*res.log, f"logit target {eps:g}: {how}"]
+    return SearchResult(fc, prog, verdicts, res.global_frac, res.checks, res.seconds, log, target_step=step)
+
+
 def certify_choice(
-    net: Network, regions: list[Region], fc: FracChoice, quant: str, deltas: DeltaCache | None = None
+    net: Network,
+    regions: list[Region],
+    fc: FracChoice,
+    quant: str,
+    deltas: DeltaCache | None = None,
+    logits: bool = False,
 ) -> tuple[GraphProgram, list[ErrorAnalysis], list[RegionVerdict]]:
-    """The sound check of one choice: error analyses of every region, the program with integer
-    bits from all of them, and every region's verdict (overflow included)."""
-    analyses = [analyze_errors(net, r.ranges, fc, quant, r.label, deltas) for r in regions]
+    """The sound check of one choice: error analyses of every region (``logits``: with the
+    logits' backward bound too), the program with integer bits from all of them, and every
+    region's verdict (overflow included)."""
+    analyses = [analyze_errors(net, r.ranges, fc, quant, r.label, deltas, logits=logits) for r in regions]
     prog = program_for(net, fc, analyses, quant)
     return prog, analyses, [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
 
@@ -437,20 +521,28 @@ def ilp_refine(
     granularity: str,
     time_limit: float,
     max_rounds: int,
+    logit_eps: float | None = None,
 ) -> SearchResult:
     """Run the ILP search once per model of :data:`ADJOINTS`, each from the greedy result; return
-    the cheapest certified program of the greedy and all of them (hw cost)."""
+    the cheapest certified program of the greedy and all of them (hw cost). With ``logit_eps``
+    (the greedy result must meet it) a choice is certified only if every region's logits also
+    stay within ε."""
     t0 = time.perf_counter()
     deltas = DeltaCache()
     checks = 0
 
     def check(fc: FracChoice) -> tuple[bool, int, float, list[ErrorAnalysis]]:
+        """(certified, hw, worst slack, analyses): the slack of a logit row is ε - its bound."""
         nonlocal checks
         checks += len(regions)
-        prog, analyses, vs = certify_choice(net, regions, fc, quant, deltas)
+        prog, analyses, vs = certify_choice(net, regions, fc, quant, deltas, logit_eps is not None)
         prov = [v for v, r in zip(vs, regions, strict=True) if r.provable]
+        slacks = [v.slack for v in prov]
         ok = all(v.certified for v in prov)
-        return ok, program_cost(prog).hw, min(v.slack for v in prov), analyses
+        if logit_eps is not None:
+            slacks += [logit_eps - logit_error_bound(net, a) for a in analyses]
+            ok = ok and min(slacks) >= 0 and not any(v.reason.startswith("overflow") for v in vs)
+        return ok, program_cost(prog).hw, min(slacks), analyses
 
     log = [*greedy.log]
     outcome: IlpOutcome | None = None
@@ -458,7 +550,7 @@ def ilp_refine(
     for adjoints in ADJOINTS:
         run = ilp_search(
             net, regions, greedy.fracs, quant, min_frac, max_frac, granularity, time_limit, max_rounds,
-            deltas=deltas, check=check, adjoints=adjoints,
+            deltas=deltas, check=check, adjoints=adjoints, logit_eps=logit_eps,
         )  # fmt: skip
         for i, rd in enumerate(run.rounds):
             log.append(
@@ -480,12 +572,14 @@ def ilp_refine(
         log.append(f"ilp ({granularity}): no certified choice cheaper than greedy (hw {greedy.greedy_cost})")
         return SearchResult(
             greedy.fracs, greedy.program, greedy.verdicts, greedy.global_frac, greedy.checks + checks,
-            seconds, log, "greedy", greedy.greedy_cost, outcome,
+            seconds, log, "greedy", greedy.greedy_cost, outcome, greedy.target_step,
         )  # fmt: skip
-    prog, _, verdicts = certify_choice(net, regions, outcome.fracs, quant, deltas)
+    with_logits = logit_eps is not None
+    prog, analyses, verdicts = certify_choice(net, regions, outcome.fracs, quant, deltas, with_logits)
     assert all(v.certified for v, r in zip(verdicts, regions, strict=True) if r.provable)
+    assert logit_eps is None or max(logit_error_bound(net, a) for a in analyses) <= logit_eps
     log.append(f"ilp ({granularity}): hw {program_cost(prog).hw} vs greedy {greedy.greedy_cost}")
     return SearchResult(
         outcome.fracs, prog, verdicts, greedy.global_frac, greedy.checks + checks + len(regions), seconds,
-        log, "ilp", greedy.greedy_cost, outcome,
+        log, "ilp", greedy.greedy_cost, outcome, greedy.target_step,
     )  # fmt: skip

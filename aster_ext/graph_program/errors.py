@@ -176,7 +176,9 @@ class ErrorAnalysis:
     """Per node: ``err[name]`` (flattened Interval of x~ - x); per rounding point
     ``value[(name, stage)]`` the range of the value before quantisation (stages "input", "acc",
     "out"); ``margin_err[k]`` the error interval of y_l - y_k (label index: 0);
-    ``margin_err_forward`` the forward rule's interval alone (the ILP's linear model mirrors it)."""
+    ``margin_err_forward`` the forward rule's interval alone (the ILP's linear model mirrors it);
+    ``logit_err`` (when asked for) the logits' error interval ``err[logits]`` intersected with the
+    back-substituted upper bounds of +e_j and -e_j (:func:`logit_interval` reads it)."""
 
     err: dict[str, Interval]
     value: dict[tuple[str, str], Interval]
@@ -184,6 +186,7 @@ class ErrorAnalysis:
     margin_err_forward: Interval | None = None
     records: dict | None = None  # the backward pass's linear error forms (``backward=True``)
     label: int | None = None
+    logit_err: Interval | None = None  # logits' error, forward ∩ backward (``logits=True``)
     stable: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # relu: active, inactive, unstable
 
 
@@ -214,12 +217,15 @@ def analyze_errors(
     label: int | None = None,
     deltas: DeltaCache | None = None,
     backward: bool = True,
+    logits: bool = False,
 ) -> ErrorAnalysis:
     """Error intervals of the program with fractional bits ``fracs`` (module docstring).
     ``ranges``: real-network ranges of every node over the box (ops.symbolic_ranges or
     ops.interval_ranges); ``label``: also bound the margin errors of that class; ``backward``
     (default): intersect those margin errors with the back-substituted bound of :mod:`.backward`
-    (False: the forward intervals alone, which the greedy search uses)."""
+    (False: the forward intervals alone, which the greedy search uses); ``logits`` (with
+    ``backward``): also bound each logit's error by back-substitution (``logit_err``; one more
+    backward pass with 2·n_logits directions, so only where an ε on the logits is asked for)."""
     deltas = deltas or DeltaCache()
     err: dict[str, Interval] = {}
     val: dict[tuple[str, str], Interval] = {}
@@ -362,6 +368,14 @@ def analyze_errors(
         if name == target:
             break
     res = ErrorAnalysis(err, val, stable=stable)
+    if logits and backward:
+        e = err[target]
+        n = e.lo.size
+        eye = np.eye(n)
+        ub = BW.upper_bounds(records, err, target, np.vstack([eye, -eye]))
+        lo = np.maximum(e.lo.reshape(-1), -ub[n:]).reshape(e.lo.shape)
+        hi = np.minimum(e.hi.reshape(-1), ub[:n]).reshape(e.hi.shape)
+        res.logit_err = Interval(lo, hi)
     if label is not None:
         res.label = label
         fwd = margin_errors(net, ranges, fracs, res, label, quant, deltas, frac_of)
@@ -446,3 +460,9 @@ def fits(lo: np.ndarray, hi: np.ndarray, int_bits: np.ndarray, frac: np.ndarray,
     top = np.ldexp(1.0, np.asarray(int_bits, dtype=np.int64) - 1)
     half = np.ldexp(1.0, -(np.asarray(frac, dtype=np.int64) + 1)) if quant == "RND" else 0.0
     return (up(hi + half) < top) & (down(lo + half) >= -top)
+
+
+def logit_interval(net: Network, a: ErrorAnalysis) -> Interval:
+    """The tightest error interval of the logits ``a`` holds: ``logit_err`` when it was computed
+    (forward ∩ backward), else the forward ``err[logits]``."""
+    return a.logit_err if a.logit_err is not None else a.err[logits_node(net)]

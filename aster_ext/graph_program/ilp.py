@@ -393,31 +393,33 @@ def ilp_search(
     deltas: DeltaCache | None = None,
     check=None,
     adjoints: str = "backward",
+    logit_eps: float | None = None,
 ) -> IlpOutcome:
     """The loop of the module docstring, starting from the certified ``anchor`` (greedy result).
 
     ``check(fc) -> (certified, hw, worst_slack, analyses)`` re-certifies a choice with the sound
-    analysis (certify.py supplies it); only choices it certifies are ever returned."""
+    analysis (certify.py supplies it; analyses of every region); only choices it certifies are
+    ever returned. With ``logit_eps`` the model also has every region's logit-error rows
+    (:func:`.sensitivity.logit_adjoints`), and ``check`` must demand that target too."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
     deltas = deltas or DeltaCache()
-    provable = [r for r in regions if r.provable]
+    used = [i for i, r in enumerate(regions) if r.provable or logit_eps is not None]
     out = IlpOutcome(None)
-    if not provable:
+    if not used:
         return out
+    modelled = [regions[i] for i in used]
+    flags = [regions[i].provable for i in used]
     fracs = np.arange(min_frac, max_frac + 1, dtype=np.int64)
     blocks = knob_blocks(net)
     groups = _groups(blocks, granularity)
     t0 = time.perf_counter()
 
     def linearise(fc: FracChoice, analyses: list[ErrorAnalysis]) -> tuple[MarginModel, np.ndarray]:
-        prov = [a for a, r in zip(analyses, regions, strict=True) if r.provable]
-        mm = margin_model(net, provable, fc, quant, fracs, deltas, prov, adjoints)
-        true = np.concatenate(
-            [-(a.margin_err if adjoints == "backward" else a.margin_err_forward).lo[
-                [k for k in range(a.margin_err.lo.size) if k != r.label]]
-             for a, r in zip(prov, provable, strict=True)]
-        )  # fmt: skip
+        mm = margin_model(
+            net, modelled, fc, quant, fracs, deltas, [analyses[i] for i in used], adjoints, logit_eps, flags
+        )
+        true = mm.bound
         model = mm.evaluate(fc)
         cal = np.where(model > 0, np.clip(true / np.maximum(model, 1e-300), 0.25, 4.0), 1.0)
         return mm, cal

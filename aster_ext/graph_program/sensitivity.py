@@ -48,7 +48,7 @@ from ..ops import logits_node, op_class
 from ..ops.linalg import linear_interval
 from ..ops.windows import channel_windows
 from ..rigorous import Interval
-from .errors import DeltaCache, ErrorAnalysis, analyze_errors, rounding_interval
+from .errors import DeltaCache, ErrorAnalysis, analyze_errors, logit_interval, rounding_interval
 from .program import (
     LINEAR_KINDS,
     MOVE_KINDS,
@@ -106,14 +106,17 @@ def set_block_fracs(fc: FracChoice, b: KnobBlock, values: np.ndarray) -> None:
 class MarginModel:
     """err[b] [n_b, n_F, M]: modelled contribution of channel c of block b at candidate
     ``fracs[i]`` to the downward margin error -err_lo of row m (rows: (region index, class k));
-    the modelled margin error of a choice is the sum over blocks and channels."""
+    the modelled margin error of a choice is the sum over blocks and channels. Logit-error rows
+    (an ε on the logits, :func:`logit_adjoints`) are rows (region index, -1 - r) with r < n_t for
+    e_j <= ε (j = r) and r >= n_t for -e_j <= ε (j = r - n_t); their budget is ε."""
 
     blocks: list[KnobBlock]
     fracs: np.ndarray  # candidate F values, increasing
     rows: list[tuple[int, int]]
-    margin_lb: np.ndarray  # [M] real margin lower bounds of the rows
+    margin_lb: np.ndarray  # [M] each row's budget: the real margin lower bound, or ε of a logit row
     err: list[np.ndarray]
     point: FracChoice  # linearisation point
+    bound: np.ndarray  # [M] the sound analysis' value of each row at the point (calibration)
 
     def evaluate(self, fc: FracChoice) -> np.ndarray:
         """Modelled margin error [M] of the choice ``fc`` (every F must be a candidate)."""
@@ -272,10 +275,39 @@ def margin_adjoints_backward(
     net: Network, ranges, analysis: ErrorAnalysis, label: int, maps: dict | None = None
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray]:
     """The same (γ_lo, γ_hi) per node as :func:`margin_adjoints`, from the backward error forms
-    (:func:`.backward.node_adjoints`) instead of the interval adjoints: with Λ the coefficient
-    of a node's local term in (e_k - e_l)·e_out, the lower end of the margin error is
-    -Σ (Λ⁺ ν_hi + Λ⁻ ν_lo), so γ_lo = max(-Λ, 0), γ_hi = -max(Λ, 0). Sign cancellations through
-    consecutive layers survive (the interval adjoints add magnitudes).
+    (:func:`.backward.node_adjoints`) instead of the interval adjoints (:func:`direction_adjoints`
+    with the directions e_k - e_l, whose upper end is the downward margin error)."""
+    n_t = analysis.err[logits_node(net)].lo.size
+    ks = np.array([k for k in range(n_t) if k != label])
+    eye = np.eye(n_t)
+    return direction_adjoints(net, ranges, analysis, eye[ks] - eye[label][None, :], True, maps), ks
+
+
+def logit_adjoints(
+    net: Network, ranges, analysis: ErrorAnalysis, backward: bool, maps: dict | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(γ_lo, γ_hi) per node for the 2·n_t logit-error rows: e_j <= ε (row j) and -e_j <= ε (row
+    n_t + j), i.e. :func:`direction_adjoints` with the directions +e_j and -e_j."""
+    eye = np.eye(analysis.err[logits_node(net)].lo.size)
+    return direction_adjoints(net, ranges, analysis, np.vstack([eye, -eye]), backward, maps)
+
+
+def direction_adjoints(
+    net: Network,
+    ranges,
+    analysis: ErrorAnalysis,
+    directions: np.ndarray,
+    backward: bool,
+    maps: dict | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per node, (γ_lo, γ_hi) [n_elements, m] such that the upper end of d_r·e (e the logits'
+    error, d_r row r of ``directions`` [m, n_t]) is modelled as -Σ (γ_lo·src_lo + γ_hi·src_hi).
+
+    ``backward=False``: the interval adjoints (:func:`interval_adjoints`) seeded at the logits
+    with the lower end of -d_r·e, γ_lo = max(-d, 0), γ_hi = min(-d, 0). ``backward=True``: from
+    the backward error forms: with Λ the coefficient of a node's local term in d_r·e, the upper
+    end is Σ (Λ⁺ ν_hi + Λ⁻ ν_lo), so γ_lo = max(-Λ, 0), γ_hi = -max(Λ, 0); sign cancellations
+    through consecutive layers survive (the interval adjoints add magnitudes).
 
     An unstable ReLU with input error [a, b] adds the offsets of its chords,
     Λ⁺μ_u + Λ⁻μ_l = |Λ|·s(1 - s)·(b - a) with s = (max(b, 0) - max(a, 0))/(b - a) the upper
@@ -286,12 +318,15 @@ def margin_adjoints_backward(
     (resnet_2b: bound / model 15-47 at the greedy result)."""
     from . import backward as BW
 
-    assert analysis.records is not None, "analyse with backward=True"
     tgt = logits_node(net)
-    n_t = analysis.err[tgt].lo.size
-    ks = np.array([k for k in range(n_t) if k != label])
-    eye = np.eye(n_t)
-    lam = BW.node_adjoints(analysis.records, analysis.err, tgt, eye[ks] - eye[label][None, :])
+    m = directions.shape[0]
+    if not backward:
+        seed = (np.maximum(-directions, 0.0).T, np.minimum(-directions, 0.0).T)
+        sources = interval_adjoints(net, ranges, analysis, {tgt: seed}, m, maps)
+        sources[tgt] = seed
+        return sources
+    assert analysis.records is not None, "analyse with backward=True"
+    lam = BW.node_adjoints(analysis.records, analysis.err, tgt, directions)
     out = {n: (np.maximum(-v, 0.0).T, -np.maximum(v, 0.0).T) for n, v in lam.items()}
     seeds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for node, rec in analysis.records.items():
@@ -308,10 +343,10 @@ def margin_adjoints_backward(
         lo, hi = seeds.get(rec.src, (0.0, 0.0))
         seeds[rec.src] = (lo + c, hi - c)
     if seeds:
-        for n, (g_lo, g_hi) in interval_adjoints(net, ranges, analysis, seeds, ks.size, maps).items():
+        for n, (g_lo, g_hi) in interval_adjoints(net, ranges, analysis, seeds, m, maps).items():
             lo, hi = out.get(n, (0.0, 0.0))
             out[n] = (lo + g_lo, hi + g_hi)
-    return out, ks
+    return out
 
 
 def _rounding_contrib(s_lo: np.ndarray, s_hi: np.ndarray, fracs: np.ndarray, quant: str) -> np.ndarray:
@@ -329,9 +364,13 @@ def margin_model(
     deltas: DeltaCache | None = None,
     analyses: list[ErrorAnalysis] | None = None,
     adjoints: str = "interval",
+    logit_eps: float | None = None,
+    margins: list[bool] | None = None,
 ) -> MarginModel:
-    """The linear model (module docstring) of the provable ``regions`` (prepared
-    :class:`~.certify.Region` s) linearised at ``point``, for candidate fractional bits ``fracs``."""
+    """The linear model (module docstring) of the ``regions`` (prepared :class:`~.certify.Region`
+    s) linearised at ``point``, for candidate fractional bits ``fracs``: the margin rows of the
+    regions flagged in ``margins`` (default: all; they must be provable) and, with ``logit_eps``,
+    the 2·n_t logit-error rows of every region (budget ε each)."""
     deltas = deltas or DeltaCache()
     fracs = np.asarray(fracs, dtype=np.int64)
     blocks = knob_blocks(net)
@@ -339,18 +378,36 @@ def margin_model(
     pieces: list[list[np.ndarray]] = [[] for _ in blocks]
     rows: list[tuple[int, int]] = []
     mlb: list[np.ndarray] = []
+    bound: list[np.ndarray] = []
     maps: dict = {}
+    margins = [True] * len(regions) if margins is None else margins
     for ri, reg in enumerate(regions):
         a = analyses[ri] if analyses is not None else None
         if a is None:
-            a = analyze_errors(net, reg.ranges, point, quant, reg.label, deltas)
-        if adjoints == "backward":
-            src, ks = margin_adjoints_backward(net, reg.ranges, a, reg.label, maps)
-        else:
-            src, ks = margin_adjoints(net, reg.ranges, a, reg.label, maps)
-        m = ks.size
-        rows += [(ri, int(k)) for k in ks]
-        mlb.append(reg.margin_lb[ks])
+            a = analyze_errors(net, reg.ranges, point, quant, reg.label, deltas, logits=logit_eps is not None)
+        parts: list[tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]] = []
+        if margins[ri]:
+            if adjoints == "backward":
+                src, ks = margin_adjoints_backward(net, reg.ranges, a, reg.label, maps)
+                merr = a.margin_err
+            else:
+                src, ks = margin_adjoints(net, reg.ranges, a, reg.label, maps)
+                merr = a.margin_err_forward
+            parts.append((src, ks.size))
+            rows += [(ri, int(k)) for k in ks]
+            mlb.append(reg.margin_lb[ks])
+            bound.append(-merr.lo[ks])
+        if logit_eps is not None:
+            e = logit_interval(net, a)
+            n_t = e.lo.size
+            parts.append((logit_adjoints(net, reg.ranges, a, adjoints == "backward", maps), 2 * n_t))
+            rows += [(ri, -1 - r) for r in range(2 * n_t)]
+            mlb.append(np.full(2 * n_t, float(logit_eps)))
+            bound.append(np.concatenate([e.hi.reshape(-1), -e.lo.reshape(-1)]))
+        if not parts:
+            continue
+        src = _stack_sources(parts)
+        m = sum(k for _, k in parts)
         R = {k: _flat(v) for k, v in reg.ranges.ranges.items()}
         for bi, b in enumerate(blocks):
             if b.node not in src:
@@ -376,7 +433,25 @@ def margin_model(
             pieces[bi].append(-c)
     err = [np.concatenate([np.zeros((b.n, nf, 0)), *p], axis=2) for p, b in zip(pieces, blocks, strict=True)]
     margin = np.concatenate(mlb) if mlb else np.zeros(0)
-    return MarginModel(blocks, fracs, rows, margin, err, point.copy())
+    sound = np.concatenate(bound) if bound else np.zeros(0)
+    return MarginModel(blocks, fracs, rows, margin, err, point.copy(), sound)
+
+
+def _stack_sources(
+    parts: list[tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Adjoints of several row sets side by side ([n_elements, Σ m]; zeros where a set has none)."""
+    if len(parts) == 1:
+        return parts[0][0]
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for node in set().union(*(src for src, _ in parts)):
+        n = next(np.shape(src[node][0])[0] for src, _ in parts if node in src)
+        cols = []
+        for src, m in parts:
+            glo, ghi = src.get(node, (np.zeros((n, m)), np.zeros((n, m))))
+            cols.append((np.broadcast_to(glo, (n, m)), np.broadcast_to(ghi, (n, m))))
+        out[node] = (np.hstack([c[0] for c in cols]), np.hstack([c[1] for c in cols]))
+    return out
 
 
 def _avg_const_contrib(

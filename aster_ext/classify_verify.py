@@ -50,7 +50,7 @@ import numpy as np
 from .classify import CPP_NOTE, REGIONS_FILE, fracs_of_program
 from .errors import UserError
 from .graph_program.certify import Region, prepare, verdict
-from .graph_program.errors import DeltaCache, analyze_errors
+from .graph_program.errors import DeltaCache, analyze_errors, logit_interval
 from .graph_program.program import ROUNDING_KINDS, GraphProgram, build_program, n_channels
 from .graph_program.simulate import simulate_graph
 from .ir import Network
@@ -356,8 +356,6 @@ def recheck_claims(
 ) -> list[str]:
     """Re-derive every region's bounds from program.json and the model; the claims that are
     stronger than the derivation supports (module docstring, 1)."""
-    from .ops import logits_node
-
     problems = []
     diffs = rebuilt_program_differences(prog)
     if diffs:
@@ -368,10 +366,9 @@ def recheck_claims(
         return problems
     fc = fracs_of_program(prog)
     deltas = DeltaCache()
-    logits = logits_node(net)
     for r, c in zip(regions, claims, strict=True):
         prepare(net, r)
-        a = analyze_errors(net, r.ranges, fc, prog.quant, r.label, deltas)
+        a = analyze_errors(net, r.ranges, fc, prog.quant, r.label, deltas, logits=True)
         v = verdict(net, r, a, prog)
         assert r.margin_lb is not None and a.margin_err is not None
         ks = [k for k in range(r.margin_lb.size) if k != r.label]
@@ -386,7 +383,7 @@ def recheck_claims(
                 f"error <= {c.margin_error_bounds[k]:.6g}; program.json gives {r.margin_lb[k]:.6g} and "
                 f"{meb[k]:.6g}"
             )
-        e = a.err[logits]
+        e = logit_interval(net, a)  # forward ∩ backward, as quantize reports it under --error
         if np.any(c.logit_lo > e.lo.reshape(-1)) or np.any(c.logit_hi < e.hi.reshape(-1)):
             problems.append(f"region {c.name}: logit error intervals narrower than program.json gives")
         if c.certified and not v.certified:

@@ -460,3 +460,28 @@ def test_logit_target_search_is_certified_and_never_exceeded(seed):
         y = simulate_graph(res.program, x).value(res.program, logits)
         yr = ops.evaluate(net, x)[logits].reshape(x.shape[0], -1)
         assert np.max(np.abs(y - yr)) <= eps
+
+
+def test_verify_accepts_the_backward_logit_bound_and_nothing_narrower():
+    """verify's re-derivation (classify_verify.recheck_claims) bounds the logits as quantize does
+    under --error (forward ∩ backward): claims equal to that bound pass although they are narrower
+    than the forward intervals, claims narrower than it are reported."""
+    from aster_ext.classify_verify import RegionClaim, recheck_claims
+
+    rng = np.random.default_rng(6)  # a net where the backward logit bound is 1.38x tighter
+    net = random_cnn(rng, False, "none")
+    regs = [prepare(net, r) for r in _regions(rng, net, 1, 0.05)]
+    prog, analyses, verdicts = certify_choice(net, regs, FracChoice.uniform(net, 6), "TRN", logits=True)
+    a, v, r = analyses[0], verdicts[0], regs[0]
+    fwd = a.err[ops.logits_node(net)]
+    assert np.any(a.logit_err.hi < fwd.hi) or np.any(a.logit_err.lo > fwd.lo)
+    mlb = np.where(np.arange(r.margin_lb.size) == r.label, -np.inf, r.margin_lb)
+    meb = np.where(np.arange(r.margin_lb.size) == r.label, np.inf, -a.margin_err.lo)
+
+    def claim(lo, hi):
+        return RegionClaim(r.name, r.label, v.certified, True, mlb, meb, lo.reshape(-1), hi.reshape(-1))
+
+    assert recheck_claims(net, prog, regs, [claim(a.logit_err.lo, a.logit_err.hi)]) == []
+    narrow = a.logit_err.hi - 0.01 * (a.logit_err.hi - a.logit_err.lo)
+    problems = recheck_claims(net, prog, regs, [claim(a.logit_err.lo, narrow)])
+    assert any("logit error intervals narrower" in p for p in problems), problems

@@ -93,16 +93,8 @@ def _fracs_of(prog) -> FracChoice:
 # the linear model
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    pool=st.sampled_from(POOLS),
-    residual=st.booleans(),
-    quant=st.sampled_from(["TRN", "RND"]),
-)
-def test_model_bounds_analysis_at_its_point(seed, pool, residual, quant):
-    """At the linearisation point the modelled margin error is >= the analysis' (module
-    docstring of sensitivity.py: hulls with 0 and inclusion monotonicity)."""
+def _model_case(seed: int, pool: str, residual: bool):
+    """A random CNN, two prepared regions (radius 0, 0.01 or 0.1) and random per-channel F in [3, 12)."""
     rng = np.random.default_rng(seed)
     net = random_cnn(rng, residual, pool)
     regs = [prepare(net, r) for r in _regions(rng, net, 2, float(rng.choice([0.0, 0.01, 0.1])))]
@@ -110,6 +102,24 @@ def test_model_bounds_analysis_at_its_point(seed, pool, residual, quant):
     for d in (fc.out, fc.weight):
         for name in d:
             d[name] = rng.integers(3, 12, size=d[name].size).astype(np.int64)
+    return net, regs, fc
+
+
+#: hypothesis over the random linearisation cases of :func:`_model_case`
+MODEL_CASES = given(
+    seed=st.integers(0, 2**31 - 1),
+    pool=st.sampled_from(POOLS),
+    residual=st.booleans(),
+    quant=st.sampled_from(["TRN", "RND"]),
+)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@MODEL_CASES
+def test_model_bounds_analysis_at_its_point(seed, pool, residual, quant):
+    """At the linearisation point the modelled margin error is >= the analysis' (module
+    docstring of sensitivity.py: hulls with 0 and inclusion monotonicity)."""
+    net, regs, fc = _model_case(seed, pool, residual)
     model = margin_model(net, regs, fc, quant, np.arange(0, 20))
     est = model.evaluate(fc)
     for (ri, k), e in zip(model.rows, est, strict=True):
@@ -368,24 +378,13 @@ def test_ilp_solves_after_another_highs_run_in_the_same_process():
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    pool=st.sampled_from(POOLS),
-    residual=st.booleans(),
-    quant=st.sampled_from(["TRN", "RND"]),
-)
+@MODEL_CASES
 def test_logit_rows_bound_the_analysis_at_their_point(seed, pool, residual, quant):
     """The logit-error rows (e_j <= ε, -e_j <= ε) of the interval-adjoint model are >= the
     analysis' logit error interval at the linearisation point (same argument as the margins);
     ``bound`` holds the analysis' own values; adding them leaves the margin rows unchanged; a
     region that is not provable gets logit rows only."""
-    rng = np.random.default_rng(seed)
-    net = random_cnn(rng, residual, pool)
-    regs = [prepare(net, r) for r in _regions(rng, net, 2, float(rng.choice([0.0, 0.01, 0.1])))]
-    fc = FracChoice.uniform(net, int(rng.integers(3, 12)))
-    for d in (fc.out, fc.weight):
-        for name in d:
-            d[name] = rng.integers(3, 12, size=d[name].size).astype(np.int64)
+    net, regs, fc = _model_case(seed, pool, residual)
     fracs = np.arange(0, 20)
     flags = [True, False]
     model = margin_model(net, regs, fc, quant, fracs, logit_eps=0.5, margins=flags)

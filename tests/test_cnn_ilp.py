@@ -484,3 +484,32 @@ def test_verify_accepts_the_backward_logit_bound_and_nothing_narrower():
     narrow = a.logit_err.hi - 0.01 * (a.logit_err.hi - a.logit_err.lo)
     problems = recheck_claims(net, prog, regs, [claim(a.logit_err.lo, narrow)])
     assert any("logit error intervals narrower" in p for p in problems), problems
+
+
+def test_patience_stops_a_search_that_no_longer_saves(monkeypatch):
+    """ilp_search(patience=P): a search whose certified solves save less than PROGRESS stops after
+    P solves in a row without progress (here every round returns a new certified choice 0.1 %
+    cheaper: 1 + P rounds), and without patience runs all its rounds."""
+    rng, net, regs = _search_case(11, "max", True)
+    for r in regs:
+        prepare(net, r)
+    anchor = FracChoice.uniform(net, 12)
+    costs = iter(range(10**6, 0, -1000))
+    calls = []
+
+    def fake_solve(blocks, fracs, groups, cost, rows, safety, time_limit, start=None, window=None):
+        fc = start.copy()
+        fc.input = 1 + len(calls)  # a new choice every round
+        calls.append(1)
+        return "optimal", fc, 0.0, 1
+
+    def check(fc):
+        _, analyses, _ = certify_choice(net, regs, anchor, "TRN")
+        return True, next(costs), 1.0, analyses
+
+    monkeypatch.setattr(ilp_mod, "solve_mip", fake_solve)
+    out = ilp_mod.ilp_search(net, regs, anchor, "TRN", 0, 20, max_rounds=8, check=check, patience=3)
+    assert len(out.rounds) == 3 and "stop: 3 solves without progress" in out.rounds[-1].note
+    calls.clear()
+    out = ilp_mod.ilp_search(net, regs, anchor, "TRN", 0, 20, max_rounds=8, check=check)
+    assert len(out.rounds) == 8

@@ -40,7 +40,8 @@ which its own formats violate) and the window shrinks by 2 (at least 1); a certi
 the new anchor (and the window doubles again, up to its first size).
 A solve that ends without a solution for lack of time (HiGHS's limit or the wall-clock guard)
 halves the window and tries again. Stops when the ILP returns a choice already tried, proves the
-model infeasible, or after ``max_rounds`` solves. The
+model infeasible, after ``max_rounds`` solves, or (with ``patience`` P) after P solves in a row
+that did not lower the best certified cost by more than ``PROGRESS`` (0.5 %). The
 cheapest certified program (by ``program_cost`` hw) among the greedy result and every certified
 ILP solution is returned: soundness comes only from re-certification.
 """
@@ -394,6 +395,7 @@ def ilp_search(
     check=None,
     adjoints: str = "backward",
     logit_eps: float | None = None,
+    patience: int | None = None,
 ) -> IlpOutcome:
     """The loop of the module docstring, starting from the certified ``anchor`` (greedy result).
 
@@ -435,7 +437,13 @@ def ilp_search(
     current = anchor
     window0 = window
     seen = {_key(anchor)}
+    stalled = 0  # solves in a row without progress (patience)
     for _ in range(max_rounds):
+        if patience is not None and stalled >= patience:
+            last = out.rounds[-1]
+            last.note = f"{last.note} (stop: {patience} solves without progress)".strip()
+            break
+        stalled += 1
         ts = time.perf_counter()
         status, fc, objective, nb = solve_mip(
             blocks, fracs, groups, cost, [anchor_row, *cuts], safety, time_limit, current, window
@@ -458,6 +466,8 @@ def ilp_search(
         row = linearise(fc, analyses)
         if ok:
             if hw < best_hw:
+                if hw < (1.0 - PROGRESS) * best_hw:
+                    stalled = 0
                 best_hw, out.fracs, out.hw = hw, fc, hw
             anchor_row, current = row, fc
             window = min(2 * window, window0)
@@ -465,6 +475,10 @@ def ilp_search(
             cuts.append(row)
             window = max(1, window - 2)
     return out
+
+
+#: the relative saving a certified solve must bring to count as progress (``patience``)
+PROGRESS = 0.005
 
 
 def _key(fc: FracChoice) -> bytes:

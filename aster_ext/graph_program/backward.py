@@ -20,8 +20,8 @@ For a direction c on the logits, c·e <= Σ_nodes max_ν Λ_node·ν + the relax
 rounding charges, Λ_node the coefficients of c·e on the node's error (summed over its readers),
 computed from the logits back with :func:`aster_ext.ops.linalg.linear_backward` (which charges the
 rounding of Λ A and the radii of non-double entries). With c = e_k - e_l this bounds the error of
-the margin y_l - y_k from below (-c·e), which :func:`.errors.analyze_errors` intersects with its
-forward margin interval.
+the margin y_l - y_k from below (-c·e), with c = ±e_j a logit's error; :func:`error_bounds` does
+both in one pass and :func:`.errors.analyze_errors` intersects them with its forward intervals.
 """
 
 from __future__ import annotations
@@ -129,19 +129,32 @@ def _moved(rec: MoveRec, big_l: np.ndarray, e_fwd: dict[str, Interval]) -> list[
     return out
 
 
-def margin_error_bounds(
-    records: dict[str, Rec], e_fwd: dict[str, Interval], out_node: str, label: int
-) -> Interval:
-    """Interval of the error of y_label - y_k for every k (entry ``label``: [0, 0])."""
+def error_bounds(
+    records: dict[str, Rec], e_fwd: dict[str, Interval], out_node: str, label: int | None, logits: bool
+) -> tuple[Interval | None, Interval | None]:
+    """In one back-substitution (the directions stacked): with ``label``, the interval of the error
+    of y_label - y_k for every k (entry ``label``: [0, 0]); with ``logits``, the interval of every
+    logit's error (upper bounds of +e_j and -e_j). None for what was not asked."""
     n = e_fwd[out_node].lo.size
     eye = np.eye(n)
-    ks = np.array([k for k in range(n) if k != label], dtype=np.int64)
-    diff = eye[label][None, :] - eye[ks]  # rows e_l - e_k
-    ub = upper_bounds(records, e_fwd, out_node, np.concatenate([diff, -diff]))
-    lo, hi = np.zeros(n), np.zeros(n)
-    hi[ks] = ub[: ks.size]
-    lo[ks] = -ub[ks.size :]
-    return Interval(lo, hi)
+    dirs = [np.zeros((0, n))]
+    if label is not None:
+        ks = np.array([k for k in range(n) if k != label], dtype=np.int64)
+        diff = eye[label][None, :] - eye[ks]  # rows e_l - e_k
+        dirs += [diff, -diff]
+    if logits:
+        dirs += [eye, -eye]
+    ub = upper_bounds(records, e_fwd, out_node, np.concatenate(dirs))
+    margin = logit = None
+    if label is not None:
+        m = ks.size
+        lo, hi = np.zeros(n), np.zeros(n)
+        hi[ks] = ub[:m]
+        lo[ks] = -ub[m : 2 * m]
+        margin, ub = Interval(lo, hi), ub[2 * m :]
+    if logits:
+        logit = Interval(-ub[n:], ub[:n])
+    return margin, logit
 
 
 def node_adjoints(

@@ -368,22 +368,21 @@ def analyze_errors(
         if name == target:
             break
     res = ErrorAnalysis(err, val, stable=stable)
-    if logits and backward:
+    # one back-substitution for the margins and (``logits``) the logits, directions stacked
+    asked = backward and (label is not None or logits)
+    bwd_margin, bwd_logit = BW.error_bounds(records, err, target, label, logits) if asked else (None, None)
+    if bwd_logit is not None:
         e = err[target]
-        n = e.lo.size
-        eye = np.eye(n)
-        ub = BW.upper_bounds(records, err, target, np.vstack([eye, -eye]))
-        lo = np.maximum(e.lo.reshape(-1), -ub[n:]).reshape(e.lo.shape)
-        hi = np.minimum(e.hi.reshape(-1), ub[:n]).reshape(e.hi.shape)
+        lo = np.maximum(e.lo.reshape(-1), bwd_logit.lo).reshape(e.lo.shape)
+        hi = np.minimum(e.hi.reshape(-1), bwd_logit.hi).reshape(e.hi.shape)
         res.logit_err = Interval(lo, hi)
     if label is not None:
         res.label = label
         fwd = margin_errors(net, ranges, fracs, res, label, quant, deltas, frac_of)
         res.margin_err = res.margin_err_forward = fwd
-        if backward:
+        if bwd_margin is not None:
             res.records = records
-            bwd = BW.margin_error_bounds(records, err, target, label)
-            res.margin_err = Interval(np.maximum(fwd.lo, bwd.lo), np.minimum(fwd.hi, bwd.hi))
+            res.margin_err = Interval(np.maximum(fwd.lo, bwd_margin.lo), np.minimum(fwd.hi, bwd_margin.hi))
     return res
 
 

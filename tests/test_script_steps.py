@@ -134,3 +134,39 @@ def test_every_script_step_records_its_direct_runs() -> None:
         source = (CHECKOUT / "scripts" / step.script).read_text()
         main_block = source[source.rindex('if __name__ == "__main__":') :]
         assert "run_recorded(__file__, main)" in main_block, name
+
+
+def test_a_manifest_that_is_not_ours_is_never_replaced(
+    checkout: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A MANIFEST.json the tool did not write (not JSON, or JSON without ``tables``) is left
+    byte for byte: reproduce refuses before any step runs, a script run by hand keeps its tables
+    and records nothing."""
+    import json
+    import sys
+
+    from aster_ext.experiments import reproduce as rep
+    from aster_ext.experiments import script_steps as ss
+
+    ran = []
+    monkeypatch.setattr(rep, "STEPS", {"good": lambda run: ran.append(1) or {}})
+    table = checkout / "results" / "t.csv"
+    for text in ("my own notes\n", json.dumps({"mine": [1, 2]})):
+        results = tmp_path / "r"
+        results.mkdir(exist_ok=True)
+        (results / "MANIFEST.json").write_text(text)
+        with pytest.raises(UserError, match="not a manifest written by aster-ext"):
+            rep.reproduce(results, tmp_path / "work", True, 1, None, progress=False)
+        assert (results / "MANIFEST.json").read_text() == text and not ran
+        assert sorted(p.name for p in results.iterdir()) == ["MANIFEST.json"]
+
+        step = ScriptStep("table.py", ((),), ("t.csv",), "a stand-in table")
+        monkeypatch.setattr(ss, "SCRIPT_STEPS", {"t": step})
+        monkeypatch.delenv(ss.SCRIPT_RUN_ENV, raising=False)
+        mine = checkout / "results" / "MANIFEST.json"
+        mine.write_text(text)
+        script = str(checkout / "scripts" / "table.py")
+        monkeypatch.setattr(sys, "argv", [script])
+        assert ss.run_recorded(script, lambda t=text: table.write_text(t) and 0) == 0
+        assert mine.read_text() == text and table.read_text() == text
+        assert "not recorded" in capsys.readouterr().err

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
+
 PACKAGES = (
     "aster_ext",
     "numpy",
@@ -89,8 +91,23 @@ def build_manifest(tables: dict[str, dict[str, Any]], extra: dict[str, Any]) -> 
     }
 
 
+def check_manifest_is_ours(path: Path) -> None:
+    """UserError unless ``path`` is absent or a manifest this tool wrote (a JSON object with a
+    ``tables`` object): someone else's MANIFEST.json is never replaced."""
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None
+    if not (isinstance(data, dict) and isinstance(data.get("tables"), dict)):
+        raise UserError(f"{path} is not a manifest written by aster-ext; not replacing it (move it away)")
+
+
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest`` to ``path`` atomically (a reader never sees a half-written file)."""
+    """Write ``manifest`` to ``path`` atomically (a reader never sees a half-written file); a file
+    there that is not one of our manifests is refused (:func:`check_manifest_is_ours`)."""
+    check_manifest_is_ours(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     os.replace(tmp, path)

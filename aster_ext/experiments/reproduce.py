@@ -55,7 +55,7 @@ from .benchmarks import QUICK, aster_model_paths, aster_reference_csv
 from .cell import ROW_FIELDS
 from .figures import write_figures
 from .grid import DEFAULT_VERIFY, VARIANTS, Grid
-from .manifest import build_manifest, git_commit, read_manifest, write_manifest
+from .manifest import build_manifest, check_manifest_is_ours, git_commit, read_manifest, write_manifest
 from .runner import children_cpu_s, run_sweep
 from .script_steps import SCRIPT_STEPS, check_can_run, run_script_step
 from .store import ResultStore, row_key
@@ -134,6 +134,7 @@ def reproduce(
         raise UserError(f"--quick has no short version of the script tables {', '.join(scripted)}")
     if scripted:
         check_can_run(results)
+    check_manifest_is_ours(results / "MANIFEST.json")  # before any step writes there
     results.mkdir(parents=True, exist_ok=True)
     code = git_commit(Path(__file__).resolve().parents[2])  # the code the cells run, taken at the start
     # the sweep cells share their analyses with tightness_breakdown and cpp_check (analysis_cache;

@@ -279,7 +279,11 @@ def run_recorded(script_file: str, main: Callable[[], int | None], results: Path
         command = " ".join(["python", f"scripts/{script.name}", *sys.argv[1:]])
         wall_s = time.perf_counter() - t0
         repo = script.parent.parent
-        entry = record_direct_run(folder, name, SCRIPT_STEPS[name], command, rewritten, wall_s, repo)
+        try:
+            entry = record_direct_run(folder, name, SCRIPT_STEPS[name], command, rewritten, wall_s, repo)
+        except UserError as exc:  # someone else's MANIFEST.json: the tables stand, no record
+            print(f"not recorded: {exc}", file=sys.stderr)
+            return int(status)
         if entry is not None:
             print(f"recorded in {folder / 'MANIFEST.json'}: {', '.join(rewritten)} ({command})")
     return int(status)

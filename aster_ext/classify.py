@@ -46,9 +46,8 @@ from .graph_program.certify import (
     certify_cnn,
     logit_error_bound,
     program_cost,
-    verdict,
 )
-from .graph_program.errors import DeltaCache, ErrorAnalysis, analyze_errors, logit_interval
+from .graph_program.errors import ErrorAnalysis, logit_interval
 from .graph_program.program import LINEAR_KINDS, ROUNDING_KINDS, FracChoice, GraphProgram
 from .ir import Network
 from .spec import Spec
@@ -228,18 +227,6 @@ def regions_from_data(path: Path, radius: float, spec: Spec, net: Network) -> li
 
 
 # --------------------------------------------------------------------------------------------
-# The logit-error target (--error)
-# --------------------------------------------------------------------------------------------
-
-
-def _analyses(
-    net: Network, regions: list[Region], fc: FracChoice, deltas: DeltaCache, logits: bool = False
-) -> list[ErrorAnalysis]:
-    return [analyze_errors(net, r.ranges, fc, QUANT, r.label, deltas, logits=logits) for r in regions]
-
-
-
-# --------------------------------------------------------------------------------------------
 # The job
 # --------------------------------------------------------------------------------------------
 
@@ -332,10 +319,8 @@ def quantize_classify(
     provable = [r.provable for r in regions]
     if not any(provable) and opts.error is None:
         raise InfeasibleError(no_provable_message(net, regions))
-    fc, prog = rep.search.fracs, rep.search.program
-    eps_step = rep.search.target_step
-    analyses = _analyses(net, regions, fc, DeltaCache(), logits=opts.error is not None)
-    verdicts = [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
+    prog, eps_step = rep.search.program, rep.search.target_step
+    analyses, verdicts = rep.search.analyses, rep.search.verdicts  # the certificate of prog
     report = build_classify_report(
         net, spec, opts, model_path, source, regions, verdicts, analyses, prog, rep, eps_step, timings
     )

@@ -206,6 +206,7 @@ class SearchResult:
     greedy_cost: int | None = None
     ilp: IlpOutcome | None = None
     target_step: int | None = None  # logit target: bits added to the greedy result (or uniform F)
+    analyses: list[ErrorAnalysis] = field(default_factory=list)  # what the verdicts were read from
 
 
 def search_formats(
@@ -255,10 +256,8 @@ def search_formats(
                 if not moved:
                     break
             log.append("final " + ", ".join(f"{k[0]}:{k[1]}={_get(fc, k)}" for k in knobs))
-    analyses = [analyze_errors(net, r.ranges, fc, quant, r.label, deltas) for r in regions]
-    prog = program_for(net, fc, analyses, quant)
-    verdicts = [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
-    return SearchResult(fc, prog, verdicts, g_frac, checks, time.perf_counter() - t0, log)
+    prog, analyses, verdicts = certify_choice(net, regions, fc, quant, deltas)
+    return SearchResult(fc, prog, verdicts, g_frac, checks, time.perf_counter() - t0, log, analyses=analyses)
 
 
 def _knobs(net: Network) -> list[tuple[str, str]]:
@@ -494,10 +493,12 @@ def _meet_target(
     base = res.fracs if res.global_frac is not None else None
     keep = [v.certified for v in res.verdicts] if base is not None else [False] * len(regions)
     fc, step = meet_logit_target(net, regions, base, eps, keep, quant, max_frac)
-    prog, _, verdicts = certify_choice(net, regions, fc, quant, logits=True)
+    prog, analyses, verdicts = certify_choice(net, regions, fc, quant, logits=True)
     how = f"+{step} bits" if base is not None else f"uniform F = {step}"
     log = [*res.log, f"logit target {eps:g}: {how}"]
-    return SearchResult(fc, prog, verdicts, res.global_frac, res.checks, res.seconds, log, target_step=step)
+    return SearchResult(
+        fc, prog, verdicts, res.global_frac, res.checks, res.seconds, log, target_step=step, analyses=analyses
+    )
 
 
 def certify_choice(
@@ -578,7 +579,7 @@ def ilp_refine(
         log.append(f"ilp ({granularity}): no certified choice cheaper than greedy (hw {greedy.greedy_cost})")
         return SearchResult(
             greedy.fracs, greedy.program, greedy.verdicts, greedy.global_frac, greedy.checks + checks,
-            seconds, log, "greedy", greedy.greedy_cost, outcome, greedy.target_step,
+            seconds, log, "greedy", greedy.greedy_cost, outcome, greedy.target_step, greedy.analyses,
         )  # fmt: skip
     with_logits = logit_eps is not None
     prog, analyses, verdicts = certify_choice(net, regions, outcome.fracs, quant, deltas, with_logits)
@@ -587,5 +588,5 @@ def ilp_refine(
     log.append(f"ilp ({granularity}): hw {program_cost(prog).hw} vs greedy {greedy.greedy_cost}")
     return SearchResult(
         outcome.fracs, prog, verdicts, greedy.global_frac, greedy.checks + checks + len(regions), seconds,
-        log, "ilp", greedy.greedy_cost, outcome, greedy.target_step,
+        log, "ilp", greedy.greedy_cost, outcome, greedy.target_step, analyses,
     )  # fmt: skip

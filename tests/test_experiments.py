@@ -673,3 +673,63 @@ def test_children_report_their_cpu_time_to_the_driver() -> None:
     row = run_limited(0.3, 60, busy_task, lambda x: {"x": x})
     assert row == {"status": "ok", "x": 0.3}
     assert 0.3 <= children_cpu_s() - before < 5
+
+
+def test_reproduce_never_writes_over_files_it_did_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --results folder holding a user's file named like one of the tables: reproduce refuses
+    before any step runs and leaves the folder as it was. Files a run wrote (even one whose step
+    failed half-way) are the tool's from then on, so a rerun replaces them."""
+    from aster_ext.experiments import reproduce as rep
+    from aster_ext.experiments.manifest import check_files_are_ours
+
+    ran: list[str] = []
+    fail = {"now": False}
+
+    def mine(run: Any) -> dict[str, Any]:
+        ran.append("mine")
+        (run.results / "t.md").write_text("table\n")
+        if fail["now"]:
+            raise ValueError("half-way")
+        return {"t.md": {"files": ["t.md"], "wall_s": 0.1}}
+
+    monkeypatch.setattr(rep, "STEPS", {"mine": mine})
+    monkeypatch.setattr(rep, "STEP_FILES", {"mine": ("t.md",)})
+    results = tmp_path / "r"
+    results.mkdir()
+    (results / "t.md").write_text("my notes\n")
+    with pytest.raises(UserError, match=r"did not write and would replace: t\.md"):
+        rep.reproduce(results, tmp_path / "w", True, 1, None, progress=False)
+    assert not ran and (results / "t.md").read_text() == "my notes\n"
+    assert sorted(p.name for p in results.iterdir()) == ["t.md"]
+
+    # an empty folder: the run writes t.md and lists it; a rerun may replace it
+    fresh = tmp_path / "fresh"
+    fail["now"] = True  # the step writes t.md, then fails
+    with pytest.raises(RuntimeError, match="half-way"):
+        rep.reproduce(fresh, tmp_path / "w2", True, 1, None, progress=False)
+    assert json.loads((fresh / "MANIFEST.json").read_text())["written_files"] == ["t.md"]
+    fail["now"] = False
+    rep.reproduce(fresh, tmp_path / "w2", True, 1, None, progress=False)
+    assert ran == ["mine", "mine"]
+    # a file our manifest does not list stays foreign
+    (fresh / "u.md").write_text("mine\n")
+    with pytest.raises(UserError, match=r"u\.md"):
+        check_files_are_ours(fresh, ["t.md", "u.md"])
+    check_files_are_ours(fresh, ["t.md", "u.md"], {"u.md"})
+
+
+def test_git_tracked_lists_the_committed_files_of_a_folder(tmp_path: Path) -> None:
+    import subprocess
+
+    from aster_ext.experiments.manifest import git_tracked
+
+    repo = tmp_path / "repo"
+    (repo / "results" / "figures").mkdir(parents=True)
+    for name in ("results/a.md", "results/figures/f.png", "results/untracked.md", "other.md"):
+        (repo / name).write_text("x\n")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "results/a.md", "results/figures/f.png", "other.md"], check=True)
+    assert git_tracked(repo, repo / "results") == {"a.md", "figures/f.png"}
+    assert git_tracked(tmp_path / "not-a-repo", tmp_path) == set()

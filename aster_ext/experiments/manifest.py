@@ -104,6 +104,62 @@ def check_manifest_is_ours(path: Path) -> None:
         raise UserError(f"{path} is not a manifest written by aster-ext; not replacing it (move it away)")
 
 
+def owned_files(manifest: dict[str, Any]) -> set[str]:
+    """The files of its results folder that ``manifest`` says this tool wrote (paths relative to the
+    folder): every table entry's ``files`` (failed entries included) and the ``written_files`` list
+    that each reproduction extends with what it planned to write."""
+    tables = manifest.get("tables")
+    owned = {str(f) for f in manifest.get("written_files") or []}
+    for entry in tables.values() if isinstance(tables, dict) else []:
+        if isinstance(entry, dict):
+            owned |= {str(f) for f in entry.get("files") or []}
+    return owned
+
+
+def git_tracked(repo: Path, folder: Path) -> set[str]:
+    """Files under ``folder`` that the git checkout ``repo`` tracks, relative to ``folder`` (the
+    project's own committed tables); empty when ``repo`` is not a checkout or git is missing."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "ls-files", "-z", "--", str(folder.resolve())],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        top = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    base = folder.resolve()
+    found = set()
+    for name in filter(None, out.decode().split("\0")):
+        path = (Path(top) / name).resolve()
+        if path.is_relative_to(base):
+            found.add(str(path.relative_to(base)))
+    return found
+
+
+def check_files_are_ours(
+    results: Path, files: list[str], also_ours: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """UserError unless each of ``files`` (relative to ``results``) is absent there or was written by
+    this tool: listed by the folder's MANIFEST.json (:func:`owned_files`) or in ``also_ours``. A table
+    of the same name as a user's file in a ``--results`` folder is never written over it."""
+    owned = owned_files(read_manifest(results / "MANIFEST.json")) | set(also_ours)
+    foreign = [f for f in files if (results / f).exists() and f not in owned]
+    if foreign:
+        shown = ", ".join(foreign[:6]) + (f" and {len(foreign) - 6} more" if len(foreign) > 6 else "")
+        raise UserError(
+            f"{results} holds files this tool did not write and would replace: {shown}; "
+            "choose an empty --results folder or move them away"
+        )
+
+
 def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     """Write ``manifest`` to ``path`` atomically (a reader never sees a half-written file); a file
     there that is not one of our manifests is refused (:func:`check_manifest_is_ours`)."""

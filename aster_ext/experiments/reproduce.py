@@ -53,11 +53,19 @@ from . import (
 )
 from .benchmarks import QUICK, aster_model_paths, aster_reference_csv
 from .cell import ROW_FIELDS
-from .figures import write_figures
+from .figures import FIGURES, write_figures
 from .grid import DEFAULT_VERIFY, VARIANTS, Grid
-from .manifest import build_manifest, check_manifest_is_ours, git_commit, read_manifest, write_manifest
+from .manifest import (
+    build_manifest,
+    check_files_are_ours,
+    check_manifest_is_ours,
+    git_commit,
+    git_tracked,
+    read_manifest,
+    write_manifest,
+)
 from .runner import children_cpu_s, run_sweep
-from .script_steps import SCRIPT_STEPS, check_can_run, run_script_step
+from .script_steps import CHECKOUT, SCRIPT_STEPS, check_can_run, run_script_step
 from .store import ResultStore, row_key
 from .tables import read_reference, write_modes, write_reproduction, write_violations
 from .tasks import TableRun
@@ -119,7 +127,9 @@ def reproduce(
     tables this run did not rebuild are kept from an earlier MANIFEST.json (each with its own date
     and commit), and so are the details of the sweeps it did not rerun (``sweeps``,
     ``sweep_stores``). A step that fails is recorded in the manifest and the others still run; then
-    RuntimeError names the failed steps."""
+    RuntimeError names the failed steps. Before any step runs, UserError if ``results`` holds a file
+    a chosen step would write that this tool did not write (not listed by the folder's manifest, nor,
+    for the script tables, committed in the checkout): a user's file is never replaced."""
     if tables is None:
         chosen = list(STEPS) + (list(SCRIPT_STEPS) if all_tables else [])
     else:
@@ -135,6 +145,9 @@ def reproduce(
     if scripted:
         check_can_run(results)
     check_manifest_is_ours(results / "MANIFEST.json")  # before any step writes there
+    planned = planned_files(chosen)
+    tracked = git_tracked(CHECKOUT, results) if scripted else set()  # the checkout's committed tables
+    check_files_are_ours(results, planned, tracked)
     results.mkdir(parents=True, exist_ok=True)
     code = git_commit(Path(__file__).resolve().parents[2])  # the code the cells run, taken at the start
     # the sweep cells share their analyses with tightness_breakdown and cpp_check (analysis_cache;
@@ -142,7 +155,7 @@ def reproduce(
     previous_cache = os.environ.get(analysis_cache.ENV)
     os.environ[analysis_cache.ENV] = str((work / "analysis-cache").resolve())
     try:
-        return _reproduce(results, work, quick, workers, ray_address, progress, tables, chosen, code)
+        return _reproduce(results, work, quick, workers, ray_address, progress, tables, chosen, code, planned)
     finally:
         if previous_cache is None:
             os.environ.pop(analysis_cache.ENV, None)
@@ -160,8 +173,10 @@ def _reproduce(
     tables: tuple[str, ...] | None,
     chosen: list[str],
     code: dict[str, Any],
+    planned: list[str],
 ) -> dict[str, Any]:
-    """``reproduce`` once its arguments are checked and the analysis cache is set."""
+    """``reproduce`` once its arguments are checked and the analysis cache is set; ``planned``: the
+    files of ``results`` the chosen steps may write (each absent or ours when the run started)."""
     run = _Run(results, work, quick, workers, ray_address, progress, code)
     failed: dict[str, str] = {}
     manifest: dict[str, Any] = {}
@@ -197,6 +212,11 @@ def _reproduce(
             previous = read_manifest(results / "MANIFEST.json")
             kept = {k: v for k, v in _previous_tables(previous).items() if k not in run.tables}
             extra = run.extra(chosen, failed)
+            # what this run may have written is ours from now on, even if its step failed half-way
+            extra["written_files"] = sorted(
+                {str(f) for f in previous.get("written_files") or []}
+                | {f for f in planned if (results / f).exists()}
+            )
             for block, earlier in _previous_sweeps(previous).items():
                 extra[block] = {**{k: v for k, v in earlier.items() if k not in run.walls}, **extra[block]}
             manifest = build_manifest({**kept, **run.tables}, extra)
@@ -429,6 +449,15 @@ STEP_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
+def planned_files(chosen: list[str]) -> list[str]:
+    """The files of the results folder (relative paths) that the steps ``chosen`` write."""
+    files = [f for s in chosen for f in STEP_FILES.get(s, ())]
+    if "modes" in chosen:
+        files += [f"figures/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+    files += [f for s in chosen if s in SCRIPT_STEPS for f in SCRIPT_STEPS[s].writes]
+    return list(dict.fromkeys(files))
+
+
 def _previous_tables(old: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Table entries of an earlier MANIFEST.json ``old`` in the same results folder (stamped with its
     date and commit where they have none of their own); failed entries are dropped."""
@@ -478,7 +507,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--results",
         type=Path,
         default=None,
-        help="where tables go (default: results/, or out/reproduce-quick/results with --quick)",
+        help="where tables go (default: results/, or out/reproduce-quick/results with --quick); a file "
+        "there that a table would replace and that this tool did not write stops the run before it starts",
     )
     p.add_argument(
         "--resume",

@@ -730,6 +730,7 @@ def test_git_tracked_lists_the_committed_files_of_a_folder(tmp_path: Path) -> No
     for name in ("results/a.md", "results/figures/f.png", "results/untracked.md", "other.md"):
         (repo / name).write_text("x\n")
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(["git", "-C", str(repo), "add", "results/a.md", "results/figures/f.png", "other.md"], check=True)
+    tracked = ["results/a.md", "results/figures/f.png", "other.md"]
+    subprocess.run(["git", "-C", str(repo), "add", *tracked], check=True)
     assert git_tracked(repo, repo / "results") == {"a.md", "figures/f.png"}
     assert git_tracked(tmp_path / "not-a-repo", tmp_path) == set()

@@ -737,10 +737,16 @@ def test_split_products_equal_exact_integers(monkeypatch, quant, overflow):
     rng = np.random.default_rng(7)
     w = rng.uniform(-1.5, 1.5, (5, 9))
     w[0, :3] = [-1.5, 1.5, -(2.0**-30)]
-    for acc_i in (12, 3):
+    # result types: narrow, and wider than the products (72 fractional bits, like hls4ml's 'auto'), whose
+    # cast from the int64 accumulator leaves int64 (ACAS Xu's 'auto' results wrapped there)
+    for acc_i, res_t in [
+        (12, HlsType(24, 8, True, quant, overflow)),
+        (3, HlsType(24, 8, True, quant, overflow)),
+        (3, HlsType(80, 8, True, quant, overflow)),
+    ]:
         w_t, b_t = HlsType(32, 2, True, "TRN", "WRAP"), HlsType(40, 8, True, quant, "WRAP")
         acc_t = HlsType(31 + acc_i, acc_i, True, quant, overflow)
-        st = DenseStage("d", w, rng.uniform(-1, 1, 5), w_t, b_t, acc_t, HlsType(24, 8, True, quant, overflow))
+        st = DenseStage("d", w, rng.uniform(-1, 1, 5), w_t, b_t, acc_t, res_t)
         x = rng.integers(-(2**32), 2**32, (300, 9), dtype=np.int64)
         x[0], x[1] = 2**32 - 1, -(2**32)
         x[2] = (2**30) * rng.integers(-3, 3, 9)  # products on exact tie points of the quantisation
@@ -749,5 +755,5 @@ def test_split_products_equal_exact_integers(monkeypatch, quant, overflow):
         monkeypatch.setattr(S, "_split_bits", lambda *a: 0)
         ref = S._dense(x.astype(object), 31, st)
         monkeypatch.undo()
-        assert got.dtype == np.int64 and ref.dtype == object
         assert np.array_equal(got.astype(object), ref)
+        assert ref.dtype == object and got.dtype == (np.int64 if res_t.width < 62 else object)

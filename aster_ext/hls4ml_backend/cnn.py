@@ -377,6 +377,7 @@ def _gather(raw: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def _avg_sum(xw: np.ndarray, x_frac: int, acc_t: HlsType) -> np.ndarray:
     """Σ accum_t-assignments of y + x_i (y on accum_t's grid): y + Q(x_i), overflow per addition."""
     shift = x_frac - acc_t.frac
+    xw = _room(xw, max(-shift, 1) + xw.shape[-1].bit_length(), acc_t)
     if shift > 0:
         q = (xw + (1 << (shift - 1))) >> shift if acc_t.quant == "RND" else xw >> shift
     else:
@@ -402,6 +403,15 @@ def _tree_sum(q: np.ndarray, acc_t: HlsType) -> np.ndarray:
         return bring_in_range(q[..., 0] + q[..., 1], acc_t)
     left = 1 << int(math.floor(math.log2(n - 1)))
     return bring_in_range(_tree_sum(q[..., :left], acc_t) + _tree_sum(q[..., left:], acc_t), acc_t)
+
+
+def _room(raw: np.ndarray, grow: int, t: HlsType) -> np.ndarray:
+    """``raw`` as Python integers when int64 might not hold it grown by ``grow`` bits, or sums
+    assigned to ``t`` (exact arithmetic for any width); else ``raw`` unchanged."""
+    if raw.dtype == object or not raw.size:
+        return raw
+    top = max(-int(raw.min()), int(raw.max())).bit_length()
+    return raw.astype(object) if max(top, t.width) + grow > 62 else raw
 
 
 def _trunc_div(y: np.ndarray, n: int) -> np.ndarray:
@@ -438,12 +448,11 @@ def simulate_raw(program: CnnProgram, x: np.ndarray) -> tuple[np.ndarray, int]:
         else:
             xw = raw[:, st.windows]
             if program.stream:  # nnet_pooling_stream.h: accum_t window, reduce, sum / N
-                q = requantize(xw.astype(object) if raw.dtype == object else xw, frac, st.accum_t)
+                q = _room(requantize(xw, frac, st.accum_t), st.size.bit_length(), st.accum_t)
                 y = q.max(axis=-1) if st.kind == "max" else _trunc_div(_tree_sum(q, st.accum_t), st.size)
             elif st.kind == "max":
                 y = requantize(xw.max(axis=-1), frac, st.accum_t)
             else:
-                xw = xw.astype(object) if raw.dtype == object else xw
                 y = _trunc_div(_avg_sum(xw, frac, st.accum_t), st.size)
             raw = requantize(y, st.accum_t.frac, st.result_t)
         frac = st.result_t.frac

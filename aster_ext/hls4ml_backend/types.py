@@ -138,9 +138,18 @@ def bring_in_range(raw: np.ndarray, t: HlsType) -> np.ndarray:
 
 
 def requantize(raw: np.ndarray, src_frac: int, t: HlsType) -> np.ndarray:
-    """Assign raw integers at ``src_frac`` fractional bits to type ``t`` (quantise, then overflow)."""
+    """Assign raw integers at ``src_frac`` fractional bits to type ``t`` (quantise, then overflow).
+
+    int64 input whose shift to t's fractional bits (or RND's half-LSB) could leave int64 is promoted
+    to Python integers first, so the result is exact for any widths (e.g. a 36-bit accumulator cast
+    to hls4ml's 'auto' result type of 72 bits)."""
     raw = np.asarray(raw)
     shift = src_frac - t.frac
+    grow = -shift if shift < 0 else int(shift > 0 and t.quant == "RND")
+    if grow and raw.dtype != object and raw.size:
+        top = max(-int(raw.min()), int(raw.max()))
+        if top.bit_length() + grow > 62:
+            raw = raw.astype(object)
     if shift > 0:
         if t.quant == "RND":
             raw = (raw + (1 << (shift - 1))) >> shift

@@ -11,7 +11,7 @@ from pathlib import Path
 import mpmath
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aster_ext.fixedpoint import convert
@@ -155,6 +155,13 @@ def test_table_error_bound_holds_on_dense_samples(fn, size, width, quant):
     frac=st.integers(2, 12),
 )
 @settings(max_examples=60, deadline=None)
+@example(fn="tanh", size=16, width=11, centre=6.0, radius=0.0, frac=2)  # saturated: one cell
+@example(fn="tanh", size=16, width=11, centre=0.5, radius=0.0, frac=2)  # on cell boundaries
+@example(fn="tanh", size=16, width=11, centre=-0.5, radius=0.0, frac=2)
+@example(fn="tanh", size=16, width=11, centre=1.0, radius=0.5, frac=3)
+@example(fn="sigmoid", size=64, width=12, centre=-2.0, radius=0.0, frac=4)
+@example(fn="tanh", size=1000, width=14, centre=0.008, radius=0.0, frac=12)  # D/N not binary
+@example(fn="sigmoid", size=1000, width=14, centre=-0.032, radius=0.016, frac=12)
 def test_signed_table_error_encloses_every_grid_input(fn, size, width, centre, radius, frac):
     """T[idx(x)] - f(x) in [τ_lo, τ_hi] for every grid x of [lo, hi] (exact arithmetic on the
     table entries, mpmath for f), also deep in the saturated tails, where the enclosure must be

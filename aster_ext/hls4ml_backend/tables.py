@@ -140,15 +140,16 @@ def _grid(fn: str, size: int) -> _Grid:
     f_a_lo = np.empty(size)
     f_b_hi = np.empty(size)
     with working_precision():
-        cache: dict[float, arb] = {}
+        cache: dict[int, arb] = {}
         for i in range(size):
-            for x, dst, lo_side in ((a[i], f_a_lo, True), (b[i], f_b_hi, False)):
+            for x, kk, dst, lo_side in ((a[i], lo_k[i], f_a_lo, True), (b[i], hi_k[i], f_b_hi, False)):
                 if np.isinf(x):
                     dst[i] = f_minf if x < 0 else f_pinf
                     continue
-                if x not in cache:
-                    cache[x] = _f_arb(fn, arb(float(x)))
-                dst[i] = down(cache[x]) if lo_side else up(cache[x])
+                key = int(kk)
+                if key not in cache:  # f at the exact boundary k·D/N (a[i], b[i] are its float roundings)
+                    cache[key] = _f_arb(fn, arb(key * div) / size)
+                dst[i] = down(cache[key]) if lo_side else up(cache[key])
     return _Grid(a, b, f_a_lo, f_b_hi)
 
 
@@ -208,12 +209,14 @@ def table_error_signed(
     """Per neuron an enclosure [τ_lo, τ_hi] of the signed error T[index(x)] - f(x) over every
     x in [lo, hi].
 
-    The cells a..b that [lo, hi] can select are found with one cell of slack on each side (the
-    float index of an end point may sit on a cell boundary); every x of [lo, hi] lies in one of
-    them. Inside cell i, f(x) is enclosed by [f(a_i), f(b_i)] (f increasing), and in the end cells
-    also by f(lo) from below (cell a) and f(hi) from above (cell b), so T_i - f(x) lies in
-    [T_i - upper f, T_i - lower f]. The enclosure is the hull over the cells (an empty
-    intersection of a slack cell with [lo, hi] can only widen it). Every end point is an arb
+    The cells a..b that [lo, hi] can select are the indices (monotone in x) of lo - |lo|·1e-12 -
+    1e-300 and hi + |hi|·1e-12 + 1e-300: the index formula trunc(x·N/D) evaluated in floats is off
+    by at most two roundings (relative 2^-51), far inside that slack, so every x of [lo, hi] lies in
+    one of them; an end point on a cell boundary keeps the neighbouring cell. Inside cell i, f(x) is
+    enclosed by [f(a_i), f(b_i)] (f increasing), and in the end cells also by f(lo) from below
+    (cell a) and f(hi) from above (cell b), so T_i - f(x) lies in [T_i - upper f, T_i - lower f].
+    The enclosure is the hull over the cells (an empty intersection of a slack cell with [lo, hi]
+    can only widen it). Every end point is an arb
     enclosure of f rounded outwards; the differences are rounded outwards again."""
     g = _grid(fn, size)
     t = table_values(fn, size, table_t)
@@ -221,8 +224,8 @@ def table_error_signed(
     hi = np.asarray(hi, dtype=np.float64)
     shape = lo.shape
     lo, hi = lo.reshape(-1), hi.reshape(-1)
-    a = np.maximum(_index_of_value(lo, fn, size) - 1, 0)
-    b = np.minimum(_index_of_value(hi, fn, size) + 1, size - 1)
+    a = _index_of_value(lo - np.abs(lo) * 1e-12 - 1e-300, fn, size)
+    b = _index_of_value(hi + np.abs(hi) * 1e-12 + 1e-300, fn, size)
     fa = np.maximum(_f_bounds(fn, lo, lower=True), g.f_a_lo[a])  # lower enclosure of f over [lo, ..]
     fb = np.minimum(_f_bounds(fn, hi, lower=False), g.f_b_hi[b])  # upper enclosure of f over [.., hi]
     one = a == b

@@ -370,6 +370,31 @@ def test_simulator_bit_exact_with_hls4ml_relu(tmp_path):
 
 @pytest.mark.slow
 @needs_hls4ml
+def test_simulator_bit_exact_with_hls4ml_wide_types(tmp_path):
+    """Types as the search picks them for a tight ε on ACAS Xu: 34-bit inputs x 34-bit weights
+    (68-bit products, evaluated split in int64) into a 36-bit accumulator, and hls4ml's 'auto'
+    dense result of about 72 bits; the simulator wrapped that cast in int64 until f6eabd2."""
+    from aster_ext.hls4ml_backend import project as P
+
+    path = dense_onnx(tmp_path / "wide.onnx", [5, 12, 12, 3], ["Relu", "Relu", None], seed=3, scale=1.5)
+    prec = {
+        "input": "fixed<34,1>",
+        "dense": [
+            {"weight": "fixed<34,3>", "bias": "fixed<34,1>", "accum": "fixed<36,3>"},
+            {"weight": "fixed<33,3>", "bias": "fixed<35,2>", "accum": "fixed<39,6>"},
+            {"weight": "fixed<34,3>", "bias": "fixed<31,3>", "accum": "fixed<37,9>"},
+        ],
+        "act": [{"result": "fixed<34,3>"}, {"result": "fixed<31,5>"}, None],
+    }
+    hm, prog = _convert(tmp_path, path, prec)
+    first = prog.stages[0]
+    assert isinstance(first, DenseStage) and first.result_t.width > 64  # hls4ml's 'auto' result
+    x = np.random.default_rng(1).uniform(-0.5, 0.5, (300, 5))
+    assert np.array_equal(P.predict(hm, x), simulate(prog, x))
+
+
+@pytest.mark.slow
+@needs_hls4ml
 def test_simulator_bit_exact_with_hls4ml_tanh_sigmoid(tmp_path):
     from aster_ext.hls4ml_backend import project as P
 

@@ -734,3 +734,40 @@ def test_git_tracked_lists_the_committed_files_of_a_folder(tmp_path: Path) -> No
     subprocess.run(["git", "-C", str(repo), "add", *tracked], check=True)
     assert git_tracked(repo, repo / "results") == {"a.md", "figures/f.png"}
     assert git_tracked(tmp_path / "not-a-repo", tmp_path) == set()
+
+
+def test_reproduce_plan_lists_steps_with_their_last_recorded_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``reproduce --plan`` runs nothing and writes nothing; it lists the chosen steps with the
+    wall time of their last recorded run (a step's own time, a script run by hand with its
+    command), unknown where the manifest has none, and the sum of the known ones."""
+    from aster_ext.experiments import reproduce as rep
+
+    ran: list[str] = []
+    monkeypatch.setattr(rep, "STEPS", {"a": lambda run: ran.append("a"), "b": lambda run: ran.append("b")})
+    results = tmp_path / "r"
+    results.mkdir()
+    manifest = {
+        "tables": {
+            "a.md": {"step": "a", "step_wall_s": 120.0, "wall_s": 100.0, "commit": "c" * 40},
+            "a2.md": {"step": "a", "step_wall_s": 120.0, "wall_s": 5.0},  # same step: counted once
+            "b.md": {"step": "b", "error": "broken", "wall_s": 9.0},  # a failed run is no record
+        }
+    }
+    (results / "MANIFEST.json").write_text(json.dumps(manifest))
+    before = sorted(p.name for p in results.iterdir())
+    assert rep.main(["reproduce", "--results", str(results), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert not ran and sorted(p.name for p in results.iterdir()) == before
+    line_a = next(ln for ln in out.splitlines() if ln.startswith("a "))
+    assert "2.0m" in line_a and "cccccccc" in line_a
+    assert "no run recorded" in next(ln for ln in out.splitlines() if ln.startswith("b "))
+    assert "2 steps; recorded wall times sum to 2.0 min, 1 without a record (b)" in out
+    lines = rep.plan_lines(
+        {"tables": {"t.md": {"step": "a", "wall_s": 60.0, "run": "direct", "commands": ["python s.py --x"]}}},
+        ["a"],
+    )
+    assert "by hand: python s.py --x" in lines[1] and "1.0m" in lines[1]
+    with pytest.raises(UserError, match="unknown tables"):
+        rep.chosen_steps(("nope",), False)

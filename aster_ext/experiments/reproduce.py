@@ -130,15 +130,7 @@ def reproduce(
     RuntimeError names the failed steps. Before any step runs, UserError if ``results`` holds a file
     a chosen step would write that this tool did not write (not listed by the folder's manifest, nor,
     for the script tables, committed in the checkout): a user's file is never replaced."""
-    if tables is None:
-        chosen = list(STEPS) + (list(SCRIPT_STEPS) if all_tables else [])
-    else:
-        chosen = list(dict.fromkeys(tables))
-    unknown = set(chosen) - set(STEPS) - set(SCRIPT_STEPS)
-    if unknown:
-        raise UserError(
-            f"unknown tables {sorted(unknown)} (choose from {', '.join([*STEPS, *SCRIPT_STEPS])})"
-        )
+    chosen = chosen_steps(tables, all_tables)
     scripted = [s for s in chosen if s in SCRIPT_STEPS]
     if scripted and quick:
         raise UserError(f"--quick has no short version of the script tables {', '.join(scripted)}")
@@ -161,6 +153,54 @@ def reproduce(
             os.environ.pop(analysis_cache.ENV, None)
         else:
             os.environ[analysis_cache.ENV] = previous_cache
+
+
+def chosen_steps(tables: tuple[str, ...] | None, all_tables: bool) -> list[str]:
+    """The steps a reproduction runs, in order: ``tables`` as given, else every step of ``STEPS``
+    (then, with ``all_tables``, every script table); UserError names unknown tables."""
+    if tables is None:
+        chosen = list(STEPS) + (list(SCRIPT_STEPS) if all_tables else [])
+    else:
+        chosen = list(dict.fromkeys(tables))
+    unknown = set(chosen) - set(STEPS) - set(SCRIPT_STEPS)
+    if unknown:
+        raise UserError(
+            f"unknown tables {sorted(unknown)} (choose from {', '.join([*STEPS, *SCRIPT_STEPS])})"
+        )
+    return chosen
+
+
+def plan_lines(manifest: dict[str, Any], chosen: list[str]) -> list[str]:
+    """What ``reproduce`` would run, one line per step of ``chosen``: the wall time its last
+    recorded run took (``manifest``'s entries carrying that ``step``: the step's own wall time, or
+    for a script run by hand the run's; such a run may have been partial, e.g. ``--resume``, so its
+    command is shown), with date and commit; then the sum of the known times and the steps with
+    none. Wall times were measured on a shared machine beside other work: a guide, not a promise."""
+    last: dict[str, dict[str, Any]] = {}
+    for entry in manifest.get("tables", {}).values():
+        if isinstance(entry, dict) and entry.get("step") in chosen and "error" not in entry:
+            last.setdefault(entry["step"], entry)
+    lines = [f"{'step':<22} {'kind':<7} {'last wall':>10}  recorded"]
+    known = 0.0
+    for name in chosen:
+        sweep = name in ("modes", "aster_violations")
+        kind = "script" if name in SCRIPT_STEPS else "sweep" if sweep else "table"
+        e = last.get(name)
+        if e is None:
+            lines.append(f"{name:<22} {kind:<7} {'?':>10}  no run recorded in MANIFEST.json")
+            continue
+        wall = float(e.get("step_wall_s", e.get("wall_s", 0.0)))
+        known += wall
+        how = f"{str(e.get('date_utc'))[:16]} at {str(e.get('commit'))[:8]}"
+        if e.get("run") == "direct":
+            how += f" by hand: {'; '.join(e.get('commands', []))}"
+        lines.append(f"{name:<22} {kind:<7} {wall / 60:9.1f}m  {how}")
+    missing = [n for n in chosen if n not in last]
+    lines.append(
+        f"{len(chosen)} steps; recorded wall times sum to {known / 60:.1f} min"
+        + (f", {len(missing)} without a record ({', '.join(missing)})" if missing else "")
+    )
+    return lines
 
 
 def _reproduce(
@@ -523,6 +563,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
+        "--plan",
+        action="store_true",
+        help="run nothing: list the steps this command would run with the wall time each took when "
+        "last recorded in the results folder's MANIFEST.json, and their sum",
+    )
+    p.add_argument(
         "--all",
         action="store_true",
         dest="all_tables",
@@ -547,6 +593,11 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     address = args.ray or os.environ.get("RAY_ADDRESS") or None
     tables = tuple(args.tables) if args.tables else None
+    if args.plan:
+        chosen = chosen_steps(tables, args.all_tables)
+        print(f"reproduce would run into {results} (MANIFEST.json there gives the times):")
+        print("\n".join(plan_lines(read_manifest(results / "MANIFEST.json"), chosen)))
+        return 0
     m = reproduce(results, work, args.quick, args.workers, address, not args.quiet, tables, args.all_tables)
     print(
         f"reproduce: {len(m['tables'])} tables/figure sets in {results} from {work / 'results.csv'} "

@@ -351,8 +351,6 @@ def _inputs(rng: np.random.Generator, n_in: int) -> np.ndarray:
 @pytest.mark.slow
 @needs_hls4ml
 def test_simulator_bit_exact_with_hls4ml_relu(tmp_path):
-    from aster_ext.hls4ml_backend import project as P
-
     path = dense_onnx(tmp_path / "relu.onnx", [4, 8, 8, 2], ["Relu", "Relu", None], seed=5, scale=2.0)
     prec = {
         "input": "fixed<10,4,RND,SAT>",
@@ -363,9 +361,17 @@ def test_simulator_bit_exact_with_hls4ml_relu(tmp_path):
         ],
         "act": [{"result": "fixed<9,5,RND,SAT>"}, {"result": "fixed<7,3>"}, None],
     }
+    _assert_bit_exact(tmp_path, path, prec, _inputs(np.random.default_rng(0), 4))
+
+
+def _assert_bit_exact(tmp_path: Path, path: Path, prec: dict, x: np.ndarray) -> Hls4mlProgram:
+    """hls4ml's compiled model of ``path`` with the precisions ``prec`` equals the simulator of the
+    program read back from it, bit for bit on ``x``; returns that program."""
+    from aster_ext.hls4ml_backend import project as P
+
     hm, prog = _convert(tmp_path, path, prec)
-    x = _inputs(np.random.default_rng(0), 4)
     assert np.array_equal(P.predict(hm, x), simulate(prog, x))
+    return prog
 
 
 @pytest.mark.slow
@@ -374,8 +380,6 @@ def test_simulator_bit_exact_with_hls4ml_wide_types(tmp_path):
     """Types as the search picks them for a tight ε on ACAS Xu: 34-bit inputs x 34-bit weights
     (68-bit products, evaluated split in int64) into a 36-bit accumulator, and hls4ml's 'auto'
     dense result of about 72 bits; the simulator wrapped that cast in int64 until f6eabd2."""
-    from aster_ext.hls4ml_backend import project as P
-
     path = dense_onnx(tmp_path / "wide.onnx", [5, 12, 12, 3], ["Relu", "Relu", None], seed=3, scale=1.5)
     prec = {
         "input": "fixed<34,1>",
@@ -386,11 +390,9 @@ def test_simulator_bit_exact_with_hls4ml_wide_types(tmp_path):
         ],
         "act": [{"result": "fixed<34,3>"}, {"result": "fixed<31,5>"}, None],
     }
-    hm, prog = _convert(tmp_path, path, prec)
-    first = prog.stages[0]
-    assert isinstance(first, DenseStage) and first.result_t.width > 64  # hls4ml's 'auto' result
     x = np.random.default_rng(1).uniform(-0.5, 0.5, (300, 5))
-    assert np.array_equal(P.predict(hm, x), simulate(prog, x))
+    first = _assert_bit_exact(tmp_path, path, prec, x).stages[0]
+    assert isinstance(first, DenseStage) and first.result_t.width > 64  # hls4ml's 'auto' result
 
 
 @pytest.mark.slow

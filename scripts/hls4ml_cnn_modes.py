@@ -13,7 +13,8 @@ real network (float64) exceeds their region's certified bound.
   ours-hls4ml  `aster-ext quantize MODEL --backend hls4ml --error ε0`, minus hls4ml's own
                conversion and compilation (report.json timings); certify = load + type search only
   own          `aster-ext quantize MODEL --task classify --error ε0` (our own graph-program
-               backend: margin-driven formats raised until every logit error <= ε0)
+               backend: per-channel formats searched by the ILP with every region's logit-error
+               rows, each logit within ε0, every provable region's label kept)
 Both are whole processes (Python start-up and model loading included), run one at a time on a
 shared, loaded 2-core machine: the numbers are noisy.
 

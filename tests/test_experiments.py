@@ -769,5 +769,23 @@ def test_reproduce_plan_lists_steps_with_their_last_recorded_times(
         ["a"],
     )
     assert "by hand: python s.py --x" in lines[1] and "1.0m" in lines[1]
+    # a script table written file by file: the runs that last wrote each file are summed; a
+    # record without its time takes the entry's when it is the entry's own run; a file of the
+    # step with no record, or a run of unknown time, makes the step partly recorded
+    from aster_ext.experiments.script_steps import ScriptStep
+
+    step = ScriptStep("s.py", ((),), ("a.csv", "b.csv", "c.csv"), "a stand-in")
+    monkeypatch.setattr(rep, "SCRIPT_STEPS", {"s": step})
+    runs = {
+        "a.csv": {"date_utc": "2026-01-02T00:00", "command": "python s.py --resume"},  # the entry's run
+        "b.csv": {"date_utc": "2026-01-01T00:00", "command": "python s.py", "wall_s": 120.0},
+    }
+    entry = {"step": "s", "run": "direct", "date_utc": "2026-01-02T00:00", "wall_s": 60.0}
+    entry |= {"commands": ["python s.py --resume"], "file_runs": runs}
+    lines = rep.plan_lines({"tables": {"s.md": entry}}, ["s"])
+    assert ">=3.0m" in lines[1] and "no record of c.csv" in lines[1] and "1 partly recorded (s)" in lines[2]
+    runs["c.csv"] = dict(runs["b.csv"])
+    lines = rep.plan_lines({"tables": {"s.md": entry}}, ["s"])
+    assert "  3.0m" in lines[1] and "partly" not in lines[2]
     with pytest.raises(UserError, match="unknown tables"):
         rep.chosen_steps(("nope",), False)

@@ -173,15 +173,17 @@ def chosen_steps(tables: tuple[str, ...] | None, all_tables: bool) -> list[str]:
 def plan_lines(manifest: dict[str, Any], chosen: list[str]) -> list[str]:
     """What ``reproduce`` would run, one line per step of ``chosen``: the wall time its last
     recorded run took (``manifest``'s entries carrying that ``step``: the step's own wall time, or
-    for a script run by hand the run's; such a run may have been partial, e.g. ``--resume``, so its
-    command is shown), with date and commit; then the sum of the known times and the steps with
-    none. Wall times were measured on a shared machine beside other work: a guide, not a promise."""
+    for a script run by hand the runs that last wrote each of its files, with their commands, since
+    a run may redo part of a table, e.g. ``--resume`` or a re-render), with date and commit; then
+    the sum of the known times and the steps with none or with runs of unknown time. Wall times
+    were measured on a shared machine beside other work: a guide, not a promise."""
     last: dict[str, dict[str, Any]] = {}
     for entry in manifest.get("tables", {}).values():
         if isinstance(entry, dict) and entry.get("step") in chosen and "error" not in entry:
             last.setdefault(entry["step"], entry)
     lines = [f"{'step':<22} {'kind':<7} {'last wall':>10}  recorded"]
     known = 0.0
+    partial: list[str] = []
     for name in chosen:
         sweep = name in ("modes", "aster_violations")
         kind = "script" if name in SCRIPT_STEPS else "sweep" if sweep else "table"
@@ -189,18 +191,49 @@ def plan_lines(manifest: dict[str, Any], chosen: list[str]) -> list[str]:
         if e is None:
             lines.append(f"{name:<22} {kind:<7} {'?':>10}  no run recorded in MANIFEST.json")
             continue
-        wall = float(e.get("step_wall_s", e.get("wall_s", 0.0)))
+        if e.get("run") == "direct" and e.get("file_runs"):
+            wall, complete, how = _direct_runs(e)
+            writes = SCRIPT_STEPS[name].writes if name in SCRIPT_STEPS else ()
+            unrecorded = [f for f in writes if f not in e["file_runs"]]
+            if unrecorded:
+                complete = False
+                how += f"; no record of {', '.join(unrecorded)}"
+            partial.extend([] if complete else [name])
+        else:
+            wall = float(e.get("step_wall_s", e.get("wall_s", 0.0)))
+            how = f"{str(e.get('date_utc'))[:16]} at {str(e.get('commit'))[:8]}"
+            if e.get("run") == "direct":
+                how += f" by hand: {'; '.join(e.get('commands', []))}"
+            complete = True
         known += wall
-        how = f"{str(e.get('date_utc'))[:16]} at {str(e.get('commit'))[:8]}"
-        if e.get("run") == "direct":
-            how += f" by hand: {'; '.join(e.get('commands', []))}"
-        lines.append(f"{name:<22} {kind:<7} {wall / 60:9.1f}m  {how}")
+        shown = f"{wall / 60:9.1f}m" if complete else f">={wall / 60:.1f}m".rjust(10)
+        lines.append(f"{name:<22} {kind:<7} {shown}  {how}")
     missing = [n for n in chosen if n not in last]
     lines.append(
         f"{len(chosen)} steps; recorded wall times sum to {known / 60:.1f} min"
         + (f", {len(missing)} without a record ({', '.join(missing)})" if missing else "")
+        + (f", {len(partial)} partly recorded ({', '.join(partial)})" if partial else "")
     )
     return lines
+
+
+def _direct_runs(entry: dict[str, Any]) -> tuple[float, bool, str]:
+    """A script table written by hand (``entry``), file by file: the runs that last wrote its files
+    (one per date and command), their summed wall time (a file record without one, written before
+    ``wall_s`` was kept per file, takes the entry's own when it is the entry's run), whether every
+    run has a time, and a description."""
+    last = (str(entry.get("date_utc"))[:16], "; ".join(entry.get("commands", [])))
+    runs: dict[tuple[str, str], float | None] = {}
+    for rec in entry["file_runs"].values():
+        key = (str(rec.get("date_utc"))[:16], str(rec.get("command")))
+        runs[key] = rec.get("wall_s", entry.get("wall_s") if key == last else None)
+    wall = sum(float(w) for w in runs.values() if w is not None)
+    complete = all(w is not None for w in runs.values())
+    how = "; ".join(
+        f"{d} {c}" + (f" ({w / 60:.1f}m)" if w is not None else " (time not recorded)")
+        for (d, c), w in sorted(runs.items())
+    )
+    return wall, complete, f"by hand: {how}"
 
 
 def _reproduce(

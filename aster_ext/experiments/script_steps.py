@@ -215,9 +215,10 @@ def record_direct_run(
     """Record in ``results/MANIFEST.json`` a direct run of ``step``'s script (``command``, ``wall_s``)
     that rewrote the files ``rewritten`` of the step; the new entry, or None when it rewrote none.
 
-    The entry lists the step's files with, in ``file_runs``, per file the date, commit and command of
-    the run that last wrote it: this run for ``rewritten``, the earlier entry's record for the others
-    (an earlier entry without ``file_runs`` lends its own date, commit and commands)."""
+    The entry lists the step's files with, in ``file_runs``, per file the date, commit, command and
+    wall time of the run that last wrote it: this run for ``rewritten``, the earlier entry's record
+    for the others (an earlier entry without ``file_runs`` lends its own date, commit and
+    commands)."""
     if not rewritten:
         return None
     path = results / "MANIFEST.json"
@@ -238,7 +239,7 @@ def record_direct_run(
     code = git_commit(repo)
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     for f in rewritten:
-        file_runs[f] = {"date_utc": now, **code, "command": command}
+        file_runs[f] = {"date_utc": now, **code, "command": command, "wall_s": wall_s}
     entry = {
         "files": [f for f in step.writes if f in file_runs and (results / f).exists()],
         "file_runs": {f: file_runs[f] for f in step.writes if f in file_runs},

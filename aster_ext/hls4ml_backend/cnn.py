@@ -92,7 +92,7 @@ from .forms import cast_interval
 from .program import DenseStage, auto_dense_type
 from .search import lazy_greedy_descent
 from .simulate import _dense
-from .types import HlsType, as_values, bring_in_range, from_doubles, requantize
+from .types import HlsType, as_values, bring_in_range, from_doubles, requantize, with_room
 
 _INFLATE = 1.0 + 1e-12
 
@@ -377,7 +377,7 @@ def _gather(raw: np.ndarray, idx: np.ndarray) -> np.ndarray:
 def _avg_sum(xw: np.ndarray, x_frac: int, acc_t: HlsType) -> np.ndarray:
     """Σ accum_t-assignments of y + x_i (y on accum_t's grid): y + Q(x_i), overflow per addition."""
     shift = x_frac - acc_t.frac
-    xw = _room(xw, max(-shift, 1) + xw.shape[-1].bit_length(), acc_t)
+    xw = with_room(xw, max(-shift, 1) + xw.shape[-1].bit_length(), acc_t.width)
     if shift > 0:
         q = (xw + (1 << (shift - 1))) >> shift if acc_t.quant == "RND" else xw >> shift
     else:
@@ -403,15 +403,6 @@ def _tree_sum(q: np.ndarray, acc_t: HlsType) -> np.ndarray:
         return bring_in_range(q[..., 0] + q[..., 1], acc_t)
     left = 1 << int(math.floor(math.log2(n - 1)))
     return bring_in_range(_tree_sum(q[..., :left], acc_t) + _tree_sum(q[..., left:], acc_t), acc_t)
-
-
-def _room(raw: np.ndarray, grow: int, t: HlsType) -> np.ndarray:
-    """``raw`` as Python integers when int64 might not hold it grown by ``grow`` bits, or sums
-    assigned to ``t`` (exact arithmetic for any width); else ``raw`` unchanged."""
-    if raw.dtype == object or not raw.size:
-        return raw
-    top = max(-int(raw.min()), int(raw.max())).bit_length()
-    return raw.astype(object) if max(top, t.width) + grow > 62 else raw
 
 
 def _trunc_div(y: np.ndarray, n: int) -> np.ndarray:
@@ -448,7 +439,7 @@ def simulate_raw(program: CnnProgram, x: np.ndarray) -> tuple[np.ndarray, int]:
         else:
             xw = raw[:, st.windows]
             if program.stream:  # nnet_pooling_stream.h: accum_t window, reduce, sum / N
-                q = _room(requantize(xw, frac, st.accum_t), st.size.bit_length(), st.accum_t)
+                q = with_room(requantize(xw, frac, st.accum_t), st.size.bit_length(), st.accum_t.width)
                 y = q.max(axis=-1) if st.kind == "max" else _trunc_div(_tree_sum(q, st.accum_t), st.size)
             elif st.kind == "max":
                 y = requantize(xw.max(axis=-1), frac, st.accum_t)

@@ -137,19 +137,25 @@ def bring_in_range(raw: np.ndarray, t: HlsType) -> np.ndarray:
     return out
 
 
+def with_room(raw: np.ndarray, grow: int, width: int = 0) -> np.ndarray:
+    """``raw`` as Python integers when int64 might not hold its values (or values of ``width``
+    bits) grown by ``grow`` bits (a left shift, a rounding offset, a sum of 2^grow terms), so the
+    arithmetic that follows stays exact for any width; else ``raw`` unchanged."""
+    if raw.dtype == object or not raw.size:
+        return raw
+    top = max(-int(raw.min()), int(raw.max())).bit_length()
+    return raw.astype(object) if max(top, width) + grow > 62 else raw
+
+
 def requantize(raw: np.ndarray, src_frac: int, t: HlsType) -> np.ndarray:
     """Assign raw integers at ``src_frac`` fractional bits to type ``t`` (quantise, then overflow).
 
     int64 input whose shift to t's fractional bits (or RND's half-LSB) could leave int64 is promoted
     to Python integers first, so the result is exact for any widths (e.g. a 36-bit accumulator cast
     to hls4ml's 'auto' result type of 72 bits)."""
-    raw = np.asarray(raw)
     shift = src_frac - t.frac
     grow = -shift if shift < 0 else int(shift > 0 and t.quant == "RND")
-    if grow and raw.dtype != object and raw.size:
-        top = max(-int(raw.min()), int(raw.max()))
-        if top.bit_length() + grow > 62:
-            raw = raw.astype(object)
+    raw = with_room(np.asarray(raw), grow) if grow else np.asarray(raw)
     if shift > 0:
         if t.quant == "RND":
             raw = (raw + (1 << (shift - 1))) >> shift

@@ -31,16 +31,20 @@ PACKAGES = (
 )
 
 
+def _git(repo: Path, *args: str, strip: bool = True) -> str:
+    """Output of ``git -C repo ARGS`` (``strip``: without surrounding white space);
+    CalledProcessError / OSError when it fails."""
+    out = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    return out.strip() if strip else out
+
+
 def git_commit(repo: Path) -> dict[str, Any]:
     """HEAD of the checkout holding the package, and whether its tracked files differ from it."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "-uno"))}
+        head = _git(repo, "rev-parse", "HEAD")
+        return {"commit": head, "dirty": bool(_git(repo, "status", "--porcelain", "-uno"))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
@@ -119,29 +123,13 @@ def owned_files(manifest: dict[str, Any]) -> set[str]:
 def git_tracked(repo: Path, folder: Path) -> set[str]:
     """Files under ``folder`` that the git checkout ``repo`` tracks, relative to ``folder`` (the
     project's own committed tables); empty when ``repo`` is not a checkout or git is missing."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), "ls-files", "-z", "--", str(folder.resolve())],
-            capture_output=True,
-            check=True,
-            timeout=30,
-        ).stdout
-        top = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
+    base = folder.resolve()
+    try:  # ls-files names paths relative to the folder git runs in (-C repo)
+        out = _git(repo, "ls-files", "-z", "--", str(base), strip=False)
     except (OSError, subprocess.SubprocessError):
         return set()
-    base = folder.resolve()
-    found = set()
-    for name in filter(None, out.decode().split("\0")):
-        path = (Path(top) / name).resolve()
-        if path.is_relative_to(base):
-            found.add(str(path.relative_to(base)))
-    return found
+    paths = ((repo.resolve() / name).resolve() for name in out.split("\0") if name)
+    return {str(p.relative_to(base)) for p in paths if p.is_relative_to(base)}
 
 
 def check_files_are_ours(

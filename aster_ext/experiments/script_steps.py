@@ -80,6 +80,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "path_sensitive_ilp.py", ((),), ("path_sensitive_ilp.csv", "path_sensitive_ilp.md"),
         "single-box vs multi-box refined ILP (--split-ilp): hw, bound over the cover, time",
     ),
+    "certificate_ceiling": ScriptStep(
+        "certificate_ceiling.py", ((),), ("certificate_ceiling.csv", "certificate_ceiling.md"),
+        "refined hw at the target relaxed by its tightness: what any tighter certificate could save",
+    ),
     "nonlinear_depth": ScriptStep(
         "nonlinear_depth.py",
         (

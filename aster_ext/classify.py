@@ -494,7 +494,8 @@ def build_classify_report(
             "method": (
                 f"ILP (HiGHS) per-{opts.granularity} fractional bits over a linear model of every "
                 "region's margin error, each solution re-certified by the sound analysis "
-                "(graph_program/ilp.py)"
+                "(graph_program/ilp.py), then a descent lowering one group by one bit at a time while "
+                "the sound analysis certifies (graph_program/descent.py)"
                 if res.method == "ilp"
                 else "greedy per-layer fractional bits (graph_program/certify.py)"
             )

@@ -7,16 +7,18 @@ layer (``granularity="layer"``) and one per output channel / dense neuron (``"ch
 runs with the linear margin model from the backward error forms and with the interval
 adjoints, both from the greedy result (``rounds_*`` counts the solves of both).
 Every ILP choice is re-certified by the sound error analysis (forward ∩ backward bound); a
-choice that fails is cut off and the ILP re-solved. Costs are ``program_cost`` of the emitted
-program (ONE multiply-accumulate array per conv layer reused over all output pixels, each
-multiplier its output channel's weight width plus the width of the input channel (dense: input
-element) it reads, as the emitted code narrows it, lane adders at the F of their products
-where a partial sum pays (``program.partial_sums``); hw = multiplier operand bits + adder bits, the
-ILP's objective; bilinear = Σ W_w·W_x over multipliers). ``uniform_F`` = the program with one F
-everywhere (the smallest certifying one), ``best_layer`` = the cheaper of the greedy and the
-per-layer ILP (the cheapest certified per-layer format found), ``ratio`` = hw(channel ILP) /
-hw(best_layer) (target <= 0.7), ``ratio_vs_greedy`` and ``ratio_vs_uniform_F`` the same against
-the greedy per-layer program and the one-F-everywhere program.
+choice that fails is cut off and the ILP re-solved; from the cheapest certified choice, a sound
+descent (``aster_ext.graph_program.descent``) lowers one group (a channel, or a whole layer in
+the per-layer run) by one bit at a time while the analysis certifies. Costs are ``program_cost``
+of the emitted program (ONE multiply-accumulate array per conv layer reused over all output
+pixels, each multiplier its output channel's weight width plus the width of the input channel
+(dense: input element) it reads, as the emitted code narrows it, lane adders at the F of their
+products where a partial sum pays (``program.partial_sums``); hw = multiplier operand bits +
+adder bits, the ILP's objective; bilinear = Σ W_w·W_x over multipliers). ``uniform_F`` = the
+program with one F everywhere (the smallest certifying one), ``best_layer`` = the cheaper of the
+greedy and the per-layer ILP (the cheapest certified per-layer format found), ``ratio`` =
+hw(channel ILP) / hw(best_layer) (target <= 0.7), ``ratio_vs_greedy`` and ``ratio_vs_uniform_F``
+the same against the greedy per-layer program and the one-F-everywhere program.
 
 Per region, the channel-ILP program is simulated bit-exactly on random, corner and
 gradient-attack points (signed steps from the centre along each margin's gradient) and compared

@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 
 from aster_ext import ops
 from aster_ext.errors import UnsupportedError
+from aster_ext.graph_program import certify as certify_mod
 from aster_ext.graph_program import ilp as ilp_mod
 from aster_ext.graph_program.certify import Region, certify_choice, certify_cnn, prepare, program_cost
+from aster_ext.graph_program.descent import sound_descent
 from aster_ext.graph_program.errors import analyze_errors
 from aster_ext.graph_program.program import FracChoice
 from aster_ext.graph_program.sensitivity import block_fracs, knob_blocks, margin_model
@@ -258,6 +260,7 @@ def test_wrong_ilp_answer_is_rejected(monkeypatch):
         return "optimal", fc, 0.0, 1
 
     monkeypatch.setattr(ilp_mod, "solve_mip", tiny)
+    monkeypatch.setattr(certify_mod, "DESCENT_PASSES", 0)  # the greedy program itself comes back
     rep = certify_cnn(net, regs, max_frac=20, time_limit=5, max_rounds=2)
     res = rep.search
     assert any(r.provable for r in regs)
@@ -298,9 +301,82 @@ def test_a_round_out_of_time_retries_in_a_smaller_window(monkeypatch):
         return "infeasible", None, None, 1
 
     monkeypatch.setattr(ilp_mod, "solve_mip", infeasible)
+    monkeypatch.setattr(certify_mod, "DESCENT_PASSES", 0)
     rep = certify_cnn(net, regs, max_frac=20, time_limit=5, max_rounds=3)
     # one round per linear model (ADJOINTS), each ended by the proven infeasibility
     assert len(rep.search.ilp.rounds) == len(windows) == 2 and rep.search.method == "greedy"
+
+
+# ------------------------------------------------------------------------------------------
+# the sound descent after the ILP
+
+
+def _knob_sum(fc: FracChoice) -> int:
+    arrays = (*fc.out.values(), *fc.weight.values())
+    return fc.input + sum(int(v.sum()) for v in arrays) + sum(fc.const.values())
+
+
+@pytest.mark.parametrize("granularity", ["channel", "layer"])
+def test_descent_lowers_groups_until_the_check_refuses(granularity):
+    """With a stand-in check (certified iff the sum of all fractional bits stays >= a threshold,
+    hw = that sum): every accepted step was certified, the result is certified, cheaper than the
+    start, at a local optimum (no single group can go one bit lower), never below min_frac, and
+    at "layer" granularity every block keeps one format."""
+    rng, net, _ = _search_case(3, "avg", True)
+    start = FracChoice.uniform(net, 9)
+    threshold = _knob_sum(start) - 40
+    calls: list[tuple[bool, int]] = []
+
+    def check(fc):
+        ok = _knob_sum(fc) >= threshold
+        calls.append((ok, _knob_sum(fc)))
+        return ok, _knob_sum(fc), 0.0, None
+
+    res = sound_descent(net, start, _knob_sum(start), check, granularity, min_frac=7)
+    assert res.checks == len(calls) and res.moves == sum(ok for ok, _ in calls)
+    assert res.hw == _knob_sum(res.fracs) < _knob_sum(start) and _knob_sum(res.fracs) >= threshold
+    for b in knob_blocks(net):
+        fr = block_fracs(res.fracs, b)
+        assert fr.min() >= 7
+        if granularity == "layer":
+            assert np.unique(fr).size == 1, b
+    # local optimum: lowering any group that may still go down would cross the threshold
+    for b in knob_blocks(net):
+        if block_fracs(res.fracs, b).min() > 7:
+            assert _knob_sum(res.fracs) - (1 if granularity == "channel" else b.n) < threshold, b
+    assert _knob_sum(start) == _knob_sum(FracChoice.uniform(net, 9))  # the start is not changed in place
+
+
+@pytest.mark.slow
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1), pool=st.sampled_from(POOLS), residual=st.booleans())
+def test_descent_from_wide_formats_stays_certified_and_never_exceeded(seed, pool, residual):
+    """From a wide certified choice (uniform F = 20) the descent with the real check returns a
+    choice the sound analysis certifies on every provable region, no dearer than the start, and no
+    bit-exact execution on random, corner or attacked points drops a margin by more than its
+    certified error bound."""
+    rng, net, regs = _search_case(seed, pool, residual)
+    for r in regs:
+        prepare(net, r)
+    provable = [r.provable for r in regs]
+    if not any(provable):
+        return
+
+    def check(fc):
+        prog, analyses, vs = certify_choice(net, regs, fc, "TRN")
+        ok = all(v.certified for v, p in zip(vs, provable, strict=True) if p)
+        return ok, program_cost(prog).hw, 0.0, analyses
+
+    start = FracChoice.uniform(net, 20)
+    ok, hw0, _, _ = check(start)
+    assert ok
+    res = sound_descent(net, start, hw0, check, "channel", min_frac=0)
+    assert res.hw <= hw0 and (res.moves == 0) == (res.hw == hw0)
+    prog, _, verdicts = certify_choice(net, regs, res.fracs, "TRN")
+    assert program_cost(prog).hw == res.hw
+    for reg, v in zip(regs, verdicts, strict=True):
+        assert v.certified == reg.provable
+        _check_program(net, reg, prog, v, rng)
 
 
 def test_options_are_checked():

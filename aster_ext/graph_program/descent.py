@@ -1,0 +1,87 @@
+"""Sound descent after the ILP: lower one knob group at a time while the sound analysis certifies.
+
+The ILP of :mod:`.ilp` chooses formats under a linear model of every region's margin error,
+calibrated at one point; near the boundary of the certified set that model misjudges steps of
+several bits, so its last certified solution usually leaves slack on every row. The descent spends
+that slack with the sound analysis itself. A *group* is one channel of one knob block (the input,
+an output format, a weight format, an average-pool constant) at granularity "channel", or the
+whole block at "layer". Starting from a certified choice c with hw cost h, in reverse topological
+order of the blocks, each group's fractional bits F_g are lowered to F_g - 1 (not below
+``min_frac``) as long as
+
+    check(c') certifies c'  and  hw(c') < h      (c' = c with F_g - 1),
+
+accepting every such step at once (first improvement) and moving to the next group at the first
+refusal. Passes repeat until one accepts nothing or ``max_passes`` have run. Only choices that
+``check`` certified are ever returned: the descent adds search, not trust.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..ir import Network
+from .program import FracChoice
+from .sensitivity import block_fracs, knob_blocks, set_block_fracs
+
+#: (certified, hw, worst slack, analyses) of a choice: the ILP search's re-certification
+Check = Callable[[FracChoice], tuple[bool, int, float, Any]]
+
+
+@dataclass
+class DescentResult:
+    """The cheapest certified choice found (``start`` itself when no step certified)."""
+
+    fracs: FracChoice
+    hw: int
+    moves: int
+    checks: int
+    pass_hw: list[int]  # hw after each pass
+    seconds: float
+
+
+def sound_descent(
+    net: Network,
+    start: FracChoice,
+    start_hw: int,
+    check: Check,
+    granularity: str,
+    min_frac: int,
+    max_passes: int = 1,
+) -> DescentResult:
+    """The descent of the module docstring from the certified ``start`` (hw ``start_hw``)."""
+    if granularity not in ("channel", "layer"):
+        raise ValueError(f"granularity must be 'channel' or 'layer', not {granularity!r}")
+    t0 = time.perf_counter()
+    blocks = knob_blocks(net)
+    fc, hw = start, int(start_hw)
+    moves = checks = 0
+    pass_hw: list[int] = []
+    for _ in range(max_passes):
+        moved = 0
+        for b in reversed(blocks):
+            members = [np.arange(b.n)] if granularity == "layer" else [np.array([c]) for c in range(b.n)]
+            for group in members:
+                while True:
+                    fr = block_fracs(fc, b).copy()
+                    if fr[group].min() <= min_frac:
+                        break
+                    fr[group] -= 1
+                    cand = fc.copy()
+                    set_block_fracs(cand, b, fr)
+                    checks += 1
+                    ok, cand_hw, _, _ = check(cand)
+                    if not (ok and cand_hw < hw):
+                        break
+                    fc, hw = cand, int(cand_hw)
+                    moved += 1
+        moves += moved
+        pass_hw.append(hw)
+        if not moved:
+            break
+    return DescentResult(fc, hw, moves, checks, pass_hw, time.perf_counter() - t0)

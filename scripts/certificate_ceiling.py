@@ -35,7 +35,7 @@ from aster_ext.experiments.grid import DEFAULT_VERIFY, Cell
 from aster_ext.experiments.reproduce import CELL_TIME_LIMIT, ILP_TIME_LIMIT
 from aster_ext.experiments.runner import results_of
 from aster_ext.experiments.script_steps import run_recorded
-from aster_ext.experiments.tables import geomean
+from aster_ext.experiments.tables import by_setting, geomean
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ["network", "setting", "eps", "hw", "certified", "observed", "tightness", "eps_relaxed",
@@ -105,15 +105,13 @@ def markdown(rows: list[dict], modes_csv: str) -> str:
         "| within ε: runs | within ε: geo-mean |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for s in sorted({r["setting"] for r in rows}) + ["all"]:
-        sel = [r for r in rows if r.get("hw_ratio") and (s == "all" or r["setting"] == s)]
-        if sel:
-            v = [float(r["hw_ratio"]) for r in sel]
-            within = [float(r["hw_ratio"]) for r in sel if r["over_eps"] == "no"]
-            lines.append(
-                f"| {s} | {len(v)} | {geomean(v):.3f} | {min(v):.3f} | {max(v):.3f} | {len(v) - len(within)} "
-                f"| {len(within)} | {geomean(within):.3f} |"
-            )
+    for s, sel in by_setting(rows, "hw_ratio"):
+        v = [float(r["hw_ratio"]) for r in sel]
+        within = [float(r["hw_ratio"]) for r in sel if r["over_eps"] == "no"]
+        lines.append(
+            f"| {s} | {len(v)} | {geomean(v):.3f} | {min(v):.3f} | {max(v):.3f} | {len(v) - len(within)} "
+            f"| {len(within)} | {geomean(within):.3f} |"
+        )
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         lines += [

@@ -29,6 +29,7 @@ import numpy as np
 
 from aster_ext.errors import InfeasibleError
 from aster_ext.experiments.script_steps import run_recorded
+from aster_ext.experiments.tables import by_setting
 from aster_ext.pipeline import QuantizeOptions, quantize
 from aster_ext.verify import VerifyBudget, verify_program
 
@@ -126,13 +127,11 @@ def write(rows: list[dict], out: Path, boxes: int, time_limit: float) -> None:
         "| setting | runs | geo-mean hw ratio | min | max | relaxed-target search: geo-mean (runs) |",
         "|---|---|---|---|---|---|",
     ]
-    for s in sorted({r["setting"] for r in rows}) + ["all"]:
-        sel = [r for r in rows if r.get("hw_ratio") and (s == "all" or r["setting"] == s)]
-        if sel:
-            v = [float(r["hw_ratio"]) for r in sel]
-            rel = [float(r["relaxed_ratio"]) for r in sel if r.get("relaxed_ratio")]
-            rel_s = f"{geo(rel):.3f} ({len(rel)} runs)" if rel else ""
-            lines.append(f"| {s} | {len(v)} | {geo(v):.3f} | {min(v):.3f} | {max(v):.3f} | {rel_s} |")
+    for s, sel in by_setting(rows, "hw_ratio"):
+        v = [float(r["hw_ratio"]) for r in sel]
+        rel = [float(r["relaxed_ratio"]) for r in sel if r.get("relaxed_ratio")]
+        rel_s = f"{geo(rel):.3f} ({len(rel)} runs)" if rel else ""
+        lines.append(f"| {s} | {len(v)} | {geo(v):.3f} | {min(v):.3f} | {max(v):.3f} | {rel_s} |")
     lines += ["", "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in FIELDS) + " |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

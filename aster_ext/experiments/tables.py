@@ -81,6 +81,14 @@ REPRODUCTION_FIELDS = [
 ]
 
 
+def by_setting(rows: list[dict[str, Any]], key: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The rows with a value in column ``key``, grouped per setting (sorted), then all of them as
+    setting "all"; groups without a row are left out (the summary tables of the scripts)."""
+    have = [r for r in rows if r.get(key)]
+    groups = [(s, [r for r in have if r["setting"] == s]) for s in sorted({r["setting"] for r in rows})]
+    return [(s, sel) for s, sel in [*groups, ("all", have)] if sel]
+
+
 def geomean(values: list[float]) -> float:
     vals = [v for v in values if v > 0 and math.isfinite(v)]
     return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")

@@ -381,7 +381,8 @@ LOGIT_PATIENCE = 3
 # passes of the sound descent after the ILP (:mod:`.descent`), per channel from the ILP's choice:
 # Convnet_maxpool 238908 -> 227632 after the first pass (104 checks, -4.7 %), 227488 after a
 # second (-0.06 %, 73 more checks); Convnet_avgpool 252301 -> 251578 -> 251474; resnet_2b
-# 4412544 -> 4390163 after two (968 checks, 277 s): the second pass is not worth its checks
+# 4412544 -> 4390163 after the first (543 checks), the same after a second (968 in all): the
+# second pass is not worth its checks
 DESCENT_PASSES = 1
 
 

@@ -150,14 +150,12 @@ def main() -> int:
         raise SystemExit(f"{aster_dir} not found: the Aster benchmarks live in ../shared/benchmarks/aster")
     cells = [relaxed_cell(b, aster_dir / f"{b['benchmark']}.onnx") for b in bases]
     by_key = {c.key: b for c, b in zip(cells, bases, strict=True)}
-    rows: list[dict] = []
+    done: dict[tuple, dict] = {}
     for cell, result in results_of(cells, CELL_TIME_LIMIT, args.workers, None, run_cell, cell_identity):
-        row = row_of(by_key[cell.key], cell, result)
-        rows.append(row)
-        print(f"[{len(rows)}/{len(cells)}] {row['network']} {row['setting']}: hw {row['hw']} -> "
+        row = done[cell.key] = row_of(by_key[cell.key], cell, result)
+        print(f"[{len(done)}/{len(cells)}] {row['network']} {row['setting']}: hw {row['hw']} -> "
               f"{row.get('hw_relaxed', row['status'])}", flush=True)  # fmt: skip
-    order = {(c.model, c.setting): i for i, c in enumerate(cells)}
-    rows.sort(key=lambda r: order[(r["network"], r["setting"])])
+    rows = [done[c.key] for c in cells if c.key in done]  # in the modes table's order
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import Network
+from .ilp import GRANULARITIES, knob_groups
 from .program import FracChoice
 from .sensitivity import block_fracs, knob_blocks, set_block_fracs
 
@@ -55,18 +56,18 @@ def sound_descent(
     max_passes: int = 1,
 ) -> DescentResult:
     """The descent of the module docstring from the certified ``start`` (hw ``start_hw``)."""
-    if granularity not in ("channel", "layer"):
-        raise ValueError(f"granularity must be 'channel' or 'layer', not {granularity!r}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
     t0 = time.perf_counter()
     blocks = knob_blocks(net)
+    group_ids = knob_groups(blocks, granularity)
     fc, hw = start, int(start_hw)
     moves = checks = 0
     pass_hw: list[int] = []
     for _ in range(max_passes):
         moved = 0
-        for b in reversed(blocks):
-            members = [np.arange(b.n)] if granularity == "layer" else [np.array([c]) for c in range(b.n)]
-            for group in members:
+        for b, ids in reversed(list(zip(blocks, group_ids, strict=True))):
+            for group in (ids == g for g in np.unique(ids)):  # the block's channels of group g
                 while True:
                     fr = block_fracs(fc, b).copy()
                     if fr[group].min() <= min_frac:

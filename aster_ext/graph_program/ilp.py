@@ -221,8 +221,8 @@ def cost_model(
     return CostModel(own, width, consumers)
 
 
-def _groups(blocks: list[KnobBlock], granularity: str) -> list[np.ndarray]:
-    """Per block, the group id of each channel."""
+def knob_groups(blocks: list[KnobBlock], granularity: str) -> list[np.ndarray]:
+    """Per block, the group id of each channel (one per channel, or one per block at "layer")."""
     out, g = [], 0
     for b in blocks:
         if granularity == "channel":
@@ -414,7 +414,7 @@ def ilp_search(
     flags = [regions[i].provable for i in used]
     fracs = np.arange(min_frac, max_frac + 1, dtype=np.int64)
     blocks = knob_blocks(net)
-    groups = _groups(blocks, granularity)
+    groups = knob_groups(blocks, granularity)
     t0 = time.perf_counter()
 
     def linearise(fc: FracChoice, analyses: list[ErrorAnalysis]) -> tuple[MarginModel, np.ndarray]:

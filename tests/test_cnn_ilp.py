@@ -347,6 +347,32 @@ def test_descent_lowers_groups_until_the_check_refuses(granularity):
     assert _knob_sum(start) == _knob_sum(FracChoice.uniform(net, 9))  # the start is not changed in place
 
 
+@pytest.mark.parametrize("budget", [0, 1, 7])
+def test_descent_stops_at_its_check_budget_with_the_best_choice_so_far(budget):
+    """With ``max_checks``: never more checks than the budget, the result is the last accepted
+    (certified) choice, and a budget the unlimited descent needs fewer checks than changes nothing."""
+    rng, net, _ = _search_case(3, "avg", True)
+    start = FracChoice.uniform(net, 9)
+    threshold = _knob_sum(start) - 40
+    accepted: list[int] = []
+
+    def check(fc):
+        ok = _knob_sum(fc) >= threshold
+        if ok:
+            accepted.append(_knob_sum(fc))
+        return ok, _knob_sum(fc), 0.0, None
+
+    full = sound_descent(net, start, _knob_sum(start), check, "channel", min_frac=7)
+    assert full.checks > 7 and not full.out_of_checks
+    accepted.clear()
+    res = sound_descent(net, start, _knob_sum(start), check, "channel", min_frac=7, max_checks=budget)
+    assert res.checks == budget and res.out_of_checks
+    assert res.hw == _knob_sum(res.fracs) == (accepted[-1] if accepted else _knob_sum(start))
+    assert res.moves == len(accepted) and _knob_sum(res.fracs) >= threshold
+    same = sound_descent(net, start, _knob_sum(start), check, "channel", min_frac=7, max_checks=full.checks)
+    assert (same.hw, same.checks, same.out_of_checks) == (full.hw, full.checks, False)
+
+
 @pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), pool=st.sampled_from(POOLS), residual=st.booleans())

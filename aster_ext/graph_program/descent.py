@@ -12,8 +12,10 @@ order of the blocks, each group's fractional bits F_g are lowered to F_g - 1 (no
     check(c') certifies c'  and  hw(c') < h      (c' = c with F_g - 1),
 
 accepting every such step at once (first improvement) and moving to the next group at the first
-refusal. Passes repeat until one accepts nothing or ``max_passes`` have run. Only choices that
-``check`` certified are ever returned: the descent adds search, not trust.
+refusal. Passes repeat until one accepts nothing or ``max_passes`` have run; with ``max_checks``
+the descent also stops once it has asked ``check`` that many times (each check is one sound
+analysis of every region), keeping the best choice so far. Only choices that ``check`` certified
+are ever returned: the descent adds search, not trust.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class DescentResult:
     checks: int
     pass_hw: list[int]  # hw after each pass
     seconds: float
+    out_of_checks: bool = False  # stopped by ``max_checks`` before the passes ended
 
 
 def sound_descent(
@@ -54,10 +57,14 @@ def sound_descent(
     granularity: str,
     min_frac: int,
     max_passes: int = 1,
+    max_checks: int | None = None,
 ) -> DescentResult:
-    """The descent of the module docstring from the certified ``start`` (hw ``start_hw``)."""
+    """The descent of the module docstring from the certified ``start`` (hw ``start_hw``), asking
+    ``check`` at most ``max_checks`` times (no limit when None)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    if max_checks is not None and max_checks < 0:
+        raise ValueError(f"max_checks must be >= 0 or None, not {max_checks}")
     t0 = time.perf_counter()
     blocks = knob_blocks(net)
     group_ids = knob_groups(blocks, granularity)
@@ -72,6 +79,11 @@ def sound_descent(
                     fr = block_fracs(fc, b).copy()
                     if fr[group].min() <= min_frac:
                         break
+                    if max_checks is not None and checks >= max_checks:  # a check is due: none left
+                        pass_hw.append(hw)
+                        return DescentResult(
+                            fc, hw, moves + moved, checks, pass_hw, time.perf_counter() - t0, True
+                        )
                     fr[group] -= 1
                     cand = fc.copy()
                     set_block_fracs(cand, b, fr)

@@ -290,3 +290,102 @@ def test_favourable_error_never_certifies_an_unprovable_region():
     assert not v.certified and v.reason == "real network not provably robust"  # ...but the real one is not
     region.margin_lb = np.array([np.inf, 0.001, 3.9])
     assert verdict(net, region, ana).certified
+
+
+# ------------------------------------------------------------------------------------------
+# every node kind a graph program has: the zoo graphs of the C++ tests (grouped, depthwise,
+# dilated, strided conv 2-D / 1-D with asymmetric pads; padded max / avg pools with both
+# count_include_pad; global pools; residual add; concat on channels and on flat vectors;
+# transpose; flatten; dense; relu) under the same never-exceeded check as the random CNNs
+
+
+def _zoo_region(rng, net, rad: float) -> Region:
+    centre = rng.uniform(-1, 1, size=net.input_shape)
+    lo, hi = centre - rad, centre + rad
+    label = int(np.argmax(ops.evaluate(net, centre[None])[ops.logits_node(net)][0]))
+    return prepare(net, Region("r", lo, hi, label))
+
+
+def _zoo_check(zoo, seed: int, quant: str, rad: float) -> None:
+    rng = np.random.default_rng(seed)
+    net = zoo(rng)
+    region = _zoo_region(rng, net, rad)
+    a = _check_bounds(net, region, _random_fracs(rng, net, 1, 10), quant, rng)
+    # the corner that minimises the relaxed lower bound of each margin: where a margin's error
+    # meets its steepest real slope
+    tgt = ops.logits_node(net)
+    lam = ops.interpreter.margin_matrix(a.margin_err.lo.size, region.label)
+    coeffs, _ = ops.backsubstitute(region.ranges, tgt, lam, upper=False)
+    m = coeffs[net.input_name].reshape(lam.shape[0], -1)
+    lo, hi = region.lower.reshape(-1), region.upper.reshape(-1)
+    adv = np.where(m > 0, lo[None, :], hi[None, :]).reshape(-1, *net.input_shape)
+    fc = _random_fracs(np.random.default_rng(seed + 1), net, 1, 10)
+    a2 = analyze_errors(net, region.ranges, fc, quant, region.label)
+    prog = program_for(net, fc, [a2], quant)
+    tr = simulate_graph(prog, adv)
+    assert sum(tr.overflows.values()) == 0
+    y = tr.value(prog, tgt)
+    yr = ops.evaluate(net, adv)[tgt].reshape(adv.shape[0], -1)
+    lab = region.label
+    dm = (y[:, [lab]] - y) - (yr[:, [lab]] - yr)
+    assert np.all(dm >= a2.margin_err.lo[None, :] - 1e-9) and np.all(dm <= a2.margin_err.hi[None, :] + 1e-9)
+
+
+def test_zoo_covers_every_graph_program_kind():
+    """The zoo graphs hold every node kind a graph program accepts, so the checks below reach them."""
+    from .graph_hls_support import zoo_1d, zoo_2d
+
+    rng = np.random.default_rng(0)
+    kinds = {op.kind for z in (zoo_2d, zoo_1d) for op in z(rng).ops()}
+    wanted = {"input", "conv2d", "conv1d", "act", "maxpool", "avgpool", "add", "concat", "transpose",
+              "flatten", "affine"}  # fmt: skip
+    assert wanted <= kinds, sorted(wanted - kinds)
+
+
+@pytest.mark.parametrize("quant", ["TRN", "RND"])
+@pytest.mark.parametrize("zoo_name", ["zoo_2d", "zoo_1d"])
+def test_error_bound_never_exceeded_on_every_node_kind(zoo_name, quant):
+    from . import graph_hls_support
+
+    _zoo_check(getattr(graph_hls_support, zoo_name), 3, quant, 0.1)
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    zoo_name=st.sampled_from(["zoo_2d", "zoo_1d"]),
+    quant=st.sampled_from(["TRN", "RND"]),
+    rad=st.sampled_from([0.0, 0.01, 0.1, 0.5]),
+)
+def test_error_bound_never_exceeded_on_every_node_kind_random(seed, zoo_name, quant, rad):
+    from . import graph_hls_support
+
+    _zoo_check(getattr(graph_hls_support, zoo_name), seed, quant, rad)
+
+
+def test_exact_cross_check_tiny_zoo():
+    """Exact rationals on the zoo graphs: program values (the simulator's raw integers times
+    2^-F, exact; the simulator itself is checked bit for bit against the compiled C++ on these
+    graphs in test_graph_hls) minus the exact real network lie in the float-computed error
+    intervals of every node, on random and corner points."""
+    from .graph_hls_support import zoo_1d, zoo_2d
+
+    rng = np.random.default_rng(7)
+    for zoo in (zoo_1d, zoo_2d):
+        net = zoo(rng)
+        region = _zoo_region(rng, net, 0.05)
+        fc = _random_fracs(rng, net, 2, 6)
+        a = analyze_errors(net, region.ranges, fc, "RND", region.label)
+        prog = program_for(net, fc, [a], "RND")
+        xs = _points(rng, region.lower, region.upper, n_rand=2, n_corner=2)
+        tr = simulate_graph(prog, xs)
+        for i, x in enumerate(xs):
+            real = exact_real(net, x)
+            for name, iv in a.err.items():
+                if name == net.input_name:
+                    continue
+                fr = prog.out_t(name).frac
+                for j, rv in enumerate(real[name]):
+                    fv = Fraction(int(tr.raw[name][i][j])) * Fraction(2) ** -int(fr[j])
+                    assert Fraction(float(iv.lo[j])) <= fv - rv <= Fraction(float(iv.hi[j])), (name, j)

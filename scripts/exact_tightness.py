@@ -1,6 +1,7 @@
 """Tightness of refined certificates against the true maximum error, by ``verify --exact`` (issue 12).
 
     python scripts/exact_tightness.py [--nets SmallNN ...] [--eps 1e-3] [--setting A] [--milp-s 60]
+                                      [--workers 1] [--out results/exact_tightness]
 
 Per Aster benchmark (../shared/benchmarks/aster, the .onnx network): refined ``quantize`` (no
 output folder); the observed maximum error of the program over its box (``verify_program``: 2000
@@ -23,6 +24,7 @@ import argparse
 import csv
 import math
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,16 @@ def run_net(name: str, eps: float, setting: str, milp_s: float) -> dict:
         "tight_obs": f"{c / ver.max_observed_error:.3g}" if ver.max_observed_error > 0 else "inf",
         "integer_cols": ex.n_integer, "quantize_s": round(q_s, 1), "milp_s": round(ex.time_s, 1),
     }  # fmt: skip
+
+
+def _try_net(name: str, eps: float, setting: str, milp_s: float) -> dict | Exception:
+    """:func:`run_net`, or the exception that stopped it (an unsound certificate still stops the run)."""
+    try:
+        return run_net(name, eps, setting, milp_s)
+    except SystemExit:
+        raise
+    except Exception as exc:
+        return exc
 
 
 def geo(values: list[float]) -> float:
@@ -132,24 +144,41 @@ def main() -> None:
     ap.add_argument("--eps", type=float, default=1e-3)
     ap.add_argument("--setting", default="A")
     ap.add_argument("--milp-s", type=float, default=60.0, help="seconds of MILP per network (all solves)")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "exact_tightness")
+    ap.add_argument("--workers", type=int, default=1, help="networks measured at once, one process each")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "results" / "exact_tightness",
+        help="path of the tables without suffix (.md, .csv and _skipped.csv are written)",
+    )
     args = ap.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"benchmarks not found at {SHARED}")
     names = args.nets or sorted(p.stem for p in (SHARED / "aster").glob("*.onnx"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     rows, skipped = read_previous(args.out) if args.nets else ([], {})
+    rows = [r for r in rows if r["network"] not in names]
     for name in names:
-        rows = [r for r in rows if r["network"] != name]
         skipped.pop(name, None)
-        try:
-            rows.append(run_net(name, args.eps, args.setting, args.milp_s))
-        except Exception as exc:  # an infeasible ε or a program the MILP does not model: say so, go on
-            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}".replace("|", "/")
+
+    def done(name: str, result: dict | Exception) -> None:
+        if isinstance(result, Exception):  # an infeasible ε or a program the MILP does not model
+            skipped[name] = f"{type(result).__name__}: {str(result).splitlines()[0][:160]}".replace("|", "/")
             print(f"{name}: skipped ({skipped[name]})", flush=True)
         else:
-            print(rows[-1], flush=True)
+            rows.append(result)
+            print(result, flush=True)
         rows.sort(key=lambda r: r["network"])
         write(rows, skipped, args.out, args.milp_s)
+
+    if args.workers <= 1:
+        for name in names:
+            done(name, _try_net(name, args.eps, args.setting, args.milp_s))
+    else:  # one network per worker process; each MILP keeps its own time limit
+        with ProcessPoolExecutor(max_workers=args.workers) as pool:
+            futures = {pool.submit(_try_net, n, args.eps, args.setting, args.milp_s): n for n in names}
+            for fut in as_completed(futures):
+                done(futures[fut], fut.result())
     print(f"wrote {args.out.with_suffix('.md')}")
 
 

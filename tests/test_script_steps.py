@@ -126,6 +126,37 @@ def test_a_direct_run_records_the_files_it_rewrote(checkout: Path, monkeypatch: 
     assert (results / "MANIFEST.json").read_text() == before
 
 
+def test_a_script_of_two_tables_records_the_one_it_wrote(
+    checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One script, two steps (e.g. the same measurement with a longer time limit into other files):
+    a direct run records the step whose files it changed, and only that one."""
+    import json
+    import sys
+
+    from aster_ext.experiments import script_steps as ss
+
+    short = ScriptStep("table.py", ((),), ("t.md",), "short")
+    long = ScriptStep("table.py", (("--long", "--out", "results/t_long"),), ("t_long.md",), "long")
+    monkeypatch.setattr(ss, "SCRIPT_STEPS", {"t": short, "t_long": long})
+    monkeypatch.delenv(ss.SCRIPT_RUN_ENV, raising=False)
+    results = checkout / "results"
+    (results / "MANIFEST.json").write_text(json.dumps({"tables": {}}))
+    script = str(checkout / "scripts" / "table.py")
+    monkeypatch.setattr(sys, "argv", [script, "--long", "--out", "results/t_long"])
+    assert ss.steps_of_script("table.py") == ["t", "t_long"]
+    long_cmd = "python scripts/table.py --long --out results/t_long"
+    assert ss.run_recorded(script, lambda: (results / "t_long.md").write_text("long\n") and 0) == 0
+    tables = json.loads((results / "MANIFEST.json").read_text())["tables"]
+    assert list(tables) == [ss.table_key("t_long", long)]
+    assert tables[ss.table_key("t_long", long)]["commands"] == [long_cmd]
+    monkeypatch.setattr(sys, "argv", [script])
+    assert ss.run_recorded(script, lambda: (results / "t.md").write_text("short\n") and 0) == 0
+    tables = json.loads((results / "MANIFEST.json").read_text())["tables"]
+    assert sorted(tables) == sorted([ss.table_key("t", short), ss.table_key("t_long", long)])
+    assert tables[ss.table_key("t_long", long)]["commands"] == [long_cmd]
+
+
 def test_every_script_step_records_its_direct_runs() -> None:
     """Each step's script calls run_recorded from its __main__ block (checked on the source)."""
     from aster_ext.experiments.script_steps import CHECKOUT, SCRIPT_STEPS

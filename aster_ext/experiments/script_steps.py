@@ -202,9 +202,10 @@ def table_key(name: str, step: ScriptStep) -> str:
     return f"{name}.md" if f"{name}.md" in step.writes else step.writes[0]
 
 
-def step_of_script(script: str) -> str | None:
-    """The name of the script step whose script file is ``script`` (a file name), if any."""
-    return next((name for name, step in SCRIPT_STEPS.items() if step.script == script), None)
+def steps_of_script(script: str) -> list[str]:
+    """The names of the script steps whose script file is ``script`` (a file name): one script may
+    write several tables, e.g. the same measurement with a longer time limit into other files."""
+    return [name for name, step in SCRIPT_STEPS.items() if step.script == script]
 
 
 def record_direct_run(
@@ -271,24 +272,27 @@ def run_recorded(script_file: str, main: Callable[[], int | None], results: Path
     re-render from the csv, leaves the record of the run that computed it). Returns main's exit status
     (None counts as 0), for ``raise SystemExit(run_recorded(__file__, main))``."""
     script = Path(script_file).resolve()
-    name = step_of_script(script.name)
+    names = steps_of_script(script.name)
     folder = results if results is not None else script.parent.parent / "results"
-    paths = [folder / f for f in SCRIPT_STEPS[name].writes] if name is not None else []
-    before = _digests(paths)
+    paths = {name: [folder / f for f in SCRIPT_STEPS[name].writes] for name in names}
+    before = {name: _digests(p) for name, p in paths.items()}
     t0 = time.perf_counter()
     status = main() or 0
-    if status == 0 and name is not None and not os.environ.get(SCRIPT_RUN_ENV):
-        rewritten = [
-            p.name for p, b, a in zip(paths, before, _digests(paths), strict=True) if a is not None and a != b
-        ]
+    if status == 0 and names and not os.environ.get(SCRIPT_RUN_ENV):
         command = " ".join(["python", f"scripts/{script.name}", *sys.argv[1:]])
         wall_s = time.perf_counter() - t0
         repo = script.parent.parent
-        try:
-            entry = record_direct_run(folder, name, SCRIPT_STEPS[name], command, rewritten, wall_s, repo)
-        except UserError as exc:  # someone else's MANIFEST.json: the tables stand, no record
-            print(f"not recorded: {exc}", file=sys.stderr)
-            return int(status)
-        if entry is not None:
-            print(f"recorded in {folder / 'MANIFEST.json'}: {', '.join(rewritten)} ({command})")
+        for name in names:  # each table whose files the run changed
+            rewritten = [
+                p.name
+                for p, b, a in zip(paths[name], before[name], _digests(paths[name]), strict=True)
+                if a is not None and a != b
+            ]
+            try:
+                entry = record_direct_run(folder, name, SCRIPT_STEPS[name], command, rewritten, wall_s, repo)
+            except UserError as exc:  # someone else's MANIFEST.json: the tables stand, no record
+                print(f"not recorded: {exc}", file=sys.stderr)
+                return int(status)
+            if entry is not None:
+                print(f"recorded in {folder / 'MANIFEST.json'}: {', '.join(rewritten)} ({command})")
     return int(status)

@@ -35,7 +35,7 @@ from aster_ext.ops.interpreter import interval_margins, margin_matrix
 # --------------------------------------------------------------------------------------
 
 
-def _fill_heads(nodes, in_shape, inits) -> None:
+def _fill_heads(nodes, in_shape, inits, opset: int = 17) -> None:
     """Give each pending dense head (inits value (n_out, rng)) its input size, by shape inference."""
     for key, val in list(inits.items()):
         if not isinstance(val, tuple):
@@ -50,7 +50,7 @@ def _fill_heads(nodes, in_shape, inits) -> None:
             initializer=[numpy_helper.from_array(np.asarray(v), name=k) for k, v in inits.items()
                          if not isinstance(v, tuple)],
         )  # fmt: skip
-        m = helper.make_model(probe, opset_imports=[helper.make_opsetid("", 17)])
+        m = helper.make_model(probe, opset_imports=[helper.make_opsetid("", opset)])
         m.ir_version = 8
         x = np.zeros((1, *in_shape), np.float32)
         y = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
@@ -61,7 +61,7 @@ def _fill_heads(nodes, in_shape, inits) -> None:
 
 def make_model(nodes, in_shape, inits=(), opset: int = 17) -> onnx.ModelProto:
     inits = dict(inits)
-    _fill_heads(list(nodes), in_shape, inits)
+    _fill_heads(list(nodes), in_shape, inits, opset)
     graph = helper.make_graph(
         list(nodes),
         "g",
@@ -317,6 +317,72 @@ def box_around(rng, size: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
 def imported(case: str):
     model, shape = CASES[case]()
     return model, shape, import_model(model, name=case)
+
+
+# --------------------------------------------------------------------------------------
+# the battery over the activation registry: every activation on a conv tensor
+
+
+def _act_nodes(name: str, x: str, y: str, inits: dict) -> list:
+    """ONNX node(s) computing activation ``name`` elementwise (opset 20 for Gelu)."""
+    single = {
+        "relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softplus": "Softplus", "identity": "Identity",
+    }  # fmt: skip
+    if name in single:
+        return [helper.make_node(single[name], [x], [y])]
+    if name == "elu":
+        return [helper.make_node("Elu", [x], [y], alpha=0.7)]
+    if name == "leaky_relu":
+        return [helper.make_node("LeakyRelu", [x], [y], alpha=0.1)]
+    if name == "hard_sigmoid":
+        return [helper.make_node("HardSigmoid", [x], [y], alpha=0.25, beta=0.5)]
+    if name == "hard_tanh":
+        inits["clip_lo"], inits["clip_hi"] = np.array(-1.0, np.float32), np.array(1.0, np.float32)
+        return [helper.make_node("Clip", [x, "clip_lo", "clip_hi"], [y])]
+    if name == "silu":  # x·sigmoid(x), as exporters write it
+        return [helper.make_node("Sigmoid", [x], [f"{y}_s"]), helper.make_node("Mul", [x, f"{y}_s"], [y])]
+    if name in ("gelu", "gelu_tanh"):
+        return [helper.make_node("Gelu", [x], [y], approximate="tanh" if name == "gelu_tanh" else "none")]
+    raise AssertionError(f"no ONNX spelling for activation {name!r}: add one to _act_nodes")
+
+
+def case_activation(name: str):
+    """conv (2 -> 3 channels, 2x2) -> σ -> avg-pool 2x2 -> conv 1x1 -> σ -> flatten -> dense (3 logits)."""
+    rng, inits = np.random.default_rng(12), {}
+    nodes = [
+        _conv("c1", "x", "h", rng, 3, 2, (2, 2), inits),
+        *_act_nodes(name, "h", "a", inits),
+        helper.make_node("AveragePool", ["a"], ["p"], kernel_shape=[2, 2], strides=[1, 1]),
+        _conv("c2", "p", "h2", rng, 3, 3, (1, 1), inits),
+        *_act_nodes(name, "h2", "a2", inits),
+        *_head("a2", None, 3, rng, inits),
+    ]
+    return make_model(nodes, [2, 5, 5], inits, opset=20), (2, 5, 5)
+
+
+def test_every_activation_has_a_case() -> None:
+    from aster_ext.activations import ACTIVATION_CLASSES
+
+    for name in ACTIVATION_CLASSES:
+        model, _ = case_activation(name)
+        fns = {o.attrs.get("fn") for o in import_model(model, name=name).ops() if o.kind == "act"}
+        assert fns == {name} or (name == "identity" and not fns), (name, fns)
+
+
+@pytest.mark.parametrize("radius", [0.05, 0.5])
+@pytest.mark.parametrize("act", sorted(__import__("aster_ext.activations").activations.ACTIVATION_CLASSES))
+def test_each_activation_on_tensors(act: str, radius: float) -> None:
+    """Per activation of the registry, applied to conv feature maps: float evaluation equals
+    onnxruntime, interval ranges contain samples, symbolic ranges lie inside them and contain the
+    samples, and the margin bounds stay below every sampled margin."""
+    model, shape = case_activation(act)
+    net = import_model(model, name=act)
+    n = int(np.prod(shape))
+    x = np.random.default_rng(5).uniform(-1, 1, (4, n))
+    y = ops.evaluate(net, x)[net.output_names[0]].reshape(4, -1)
+    assert np.max(np.abs(y - ort_run(model, shape, x))) <= 2e-5 * max(1.0, np.max(np.abs(y)))
+    lower, upper = box_around(np.random.default_rng(6), n, radius)
+    check_ranges_and_margins(net, lower, upper, n_samples=30, seed=6)
 
 
 def test_cases_cover_every_registered_kind() -> None:

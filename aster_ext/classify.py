@@ -77,6 +77,7 @@ class ClassifyOptions:
     granularity: str = "channel"  # ILP knobs: per output channel / dense neuron, or one per layer
     time_limit: float = 60.0  # HiGHS time limit per ILP solve
     ilp_rounds: int = 12  # ILP solves (each re-certified) at most, per linear margin model
+    descent_checks: int | None = None  # sound checks of the descent after the ILP (None: DESCENT_CHECKS)
 
 
 @dataclass
@@ -314,6 +315,7 @@ def quantize_classify(
             time_limit=opts.time_limit,
             max_rounds=opts.ilp_rounds,
             logit_eps=opts.error,
+            descent_checks=opts.descent_checks,
         )
     timings["certify_s"] = time.perf_counter() - t
     provable = [r.provable for r in regions]

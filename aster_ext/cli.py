@@ -198,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         "with --error a model also stops after 3 solves in a row that save less than 0.5%%)",
     )
     q.add_argument(
+        "--descent-checks",
+        type=_int_in("--descent-checks", 0, 100000),
+        default=None,
+        help="--task classify: after the ILP, lower one channel (or layer) by one bit at a time while "
+        "the sound analysis still certifies, with at most this many analyses (default 200; 0: no "
+        "descent; more: possibly cheaper formats, each check re-analyses every region)",
+    )
+    q.add_argument(
         "--split-boxes",
         type=_int_in("--split-boxes", 0, MAX_SPLIT_BOXES),
         default=0,
@@ -333,9 +341,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     explicit = args.input_lower is not None or args.input_upper is not None
     task = decide_task(args.task, args.model, args.spec, explicit, args.regions_data)
     if task == "classify" and args.backend == "hls4ml":  # CNN/classifier: the spec's regions
-        if args.regions_data is not None or args.radius is not None or args.ilp_rounds is not None:
-            raise UserError("--backend hls4ml certifies the spec's regions; --regions-data, --radius and "
-                            "--ilp-rounds do not apply")  # fmt: skip
+        if (
+            args.regions_data is not None
+            or args.radius is not None
+            or args.ilp_rounds is not None
+            or args.descent_checks is not None
+        ):
+            raise UserError("--backend hls4ml certifies the spec's regions; --regions-data, --radius, "
+                            "--ilp-rounds and --descent-checks do not apply")  # fmt: skip
         if args.error is None:
             raise UserError("--backend hls4ml on a classifier needs --error EPS (the certified logit "
                             "error on every region); margin-driven --task classify is the default "
@@ -353,6 +366,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         )
     if args.ilp_rounds is not None:
         raise UserError("--ilp-rounds applies to --task classify")
+    if args.descent_checks is not None:
+        raise UserError("--descent-checks applies to --task classify")
     if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
         raise UserError("--split-boxes applies to --mode refined with the default backend")
     if args.split_ilp and not args.split_boxes:
@@ -451,6 +466,7 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         granularity="channel" if args.granularity == "neuron" else "layer",
         time_limit=args.time_limit,
         **({} if args.ilp_rounds is None else {"ilp_rounds": args.ilp_rounds}),
+        descent_checks=args.descent_checks,
     )
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)

@@ -372,6 +372,17 @@ def test_option_errors(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     regress = ["--task", "regress", "--error", "0.1"]
     assert _run(["quantize", model, *regress, "--ilp-rounds", "3", "--out", out]) == 2
     assert "--ilp-rounds applies to --task classify" in capsys.readouterr().err
+    assert _run(["quantize", model, *regress, "--descent-checks", "3", "--out", out]) == 2
+    assert "--descent-checks applies to --task classify" in capsys.readouterr().err
+    assert _run(["quantize", model, "--descent-checks", "-1", "--out", out]) == 2
+    assert "--descent-checks" in capsys.readouterr().err
+    # --descent-checks reaches the descent: 0 skips it, 1 spends one check and says it stopped
+    for checks, said in ((0, "0 checks"), (1, "1 checks (stopped: its check budget")):
+        out_d = tmp_path / f"o_d{checks}"
+        assert _run(["quantize", model, "--descent-checks", str(checks), "--out", out_d, "--quiet"]) == 0
+        log = json.loads((out_d / "report.json").read_text())["frac_search"]["log"]
+        line = next(x for x in log if x.startswith("descent"))
+        assert said in line, line
     # a CNN on the regression path is refused as before (one line naming a node)
     assert _run(["quantize", model, "--task", "regress", "--error", "0.1", "--out", out, "--quiet"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -401,6 +401,7 @@ def certify_cnn(
     time_limit: float = 60.0,
     max_rounds: int = 12,
     logit_eps: float | None = None,
+    descent_checks: int | None = None,
 ) -> CertifyReport:
     """The API for the CLI: prepare every region (real ranges + margin bounds), search formats,
     build the program, certify every region. Peak memory: tracemalloc over the whole call.
@@ -414,7 +415,8 @@ def certify_cnn(
     greedy result, then the ILP (:mod:`.ilp`) with one format per output channel
     (``granularity="channel"``) or per layer (``"layer"``), ``time_limit`` seconds per solve, at
     most ``max_rounds`` solves per linear margin model (:data:`ADJOINTS`); every ILP choice is
-    re-certified and the cheapest certified program is returned."""
+    re-certified and the cheapest certified program is returned; ``descent_checks`` caps the
+    sound descent after it (:data:`DESCENT_CHECKS` when None, 0: no descent)."""
     from ..errors import UnsupportedError
 
     if search not in SEARCHES:
@@ -437,8 +439,9 @@ def certify_cnn(
         res.greedy_cost = program_cost(res.program).hw
         if search == "ilp" and (res.global_frac is not None or logit_eps is not None):
             res = ilp_refine(
-                net, regions, res, quant, min_frac, max_frac, granularity, time_limit, max_rounds, logit_eps
-            )
+                net, regions, res, quant, min_frac, max_frac, granularity, time_limit, max_rounds, logit_eps,
+                descent_checks,
+            )  # fmt: skip
         peak = tracemalloc.get_traced_memory()[1] / 2**20
     finally:
         tracemalloc.stop()
@@ -541,6 +544,7 @@ def ilp_refine(
     time_limit: float,
     max_rounds: int,
     logit_eps: float | None = None,
+    descent_checks: int | None = None,
 ) -> SearchResult:
     """Run the ILP search once per model of :data:`ADJOINTS`, each from the greedy result, then the
     sound descent (:mod:`.descent`, same granularity) from the cheapest certified choice of the
@@ -589,12 +593,12 @@ def ilp_refine(
     assert outcome is not None
     descent = sound_descent(
         net, best[1] if best[1] is not None else greedy.fracs, best[0], check, granularity, min_frac,
-        DESCENT_PASSES, DESCENT_CHECKS,
+        DESCENT_PASSES, DESCENT_CHECKS if descent_checks is None else descent_checks,
     )  # fmt: skip
     log.append(
         f"descent ({granularity}): hw {best[0]} -> {descent.hw} (after each pass: "
         f"{', '.join(map(str, descent.pass_hw)) or 'none'}), {descent.moves} steps, {descent.checks} checks"
-        f"{' (stopped: check budget DESCENT_CHECKS reached)' if descent.out_of_checks else ''}, "
+        f"{' (stopped: its check budget, --descent-checks, was spent)' if descent.out_of_checks else ''}, "
         f"{descent.seconds:.1f}s"
     )
     if descent.moves:

@@ -368,7 +368,7 @@ def analyze_errors(
         if name == target:
             break
     res = ErrorAnalysis(err, val, stable=stable)
-    # one back-substitution for the margins and (``logits``) the logits, directions stacked
+    # back-substitutions for the margins and (``logits``) the logits (:func:`.backward.error_bounds`)
     asked = backward and (label is not None or logits)
     bwd_margin, bwd_logit = BW.error_bounds(records, err, target, label, logits) if asked else (None, None)
     if bwd_logit is not None:

@@ -468,6 +468,32 @@ def test_value_keys_match_across_csv_round_trips() -> None:
     assert value_key(["sample0±2lv", "True"]) == ("sample0±2lv", "True")
 
 
+def test_reproduce_cli_reports_failed_tables_in_one_line_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failed table ends `aster-ext experiments reproduce` with exit status 1 and one line per
+    failed table naming why, not a traceback; the tables that worked are written."""
+    from aster_ext.cli import main
+    from aster_ext.experiments import reproduce as rep
+
+    def good(run: Any) -> dict[str, Any]:
+        (run.results / "good.md").write_text("ok\n")
+        return {"good.md": {"files": ["good.md"], "wall_s": 0.5}}
+
+    def bad(run: Any) -> dict[str, Any]:
+        raise ValueError("broken table")
+
+    monkeypatch.setattr(rep, "STEPS", {"good": good, "bad": bad})
+    results = tmp_path / "results"
+    argv = ["experiments", "reproduce", "--quick", "--quiet", "--results", str(results)]
+    assert main([*argv, "--resume", str(tmp_path / "work")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[0].startswith("aster-ext: error: 1 table(s) failed")
+    assert any(ln.strip().startswith("bad:") and "broken table" in ln for ln in err.splitlines())
+    assert (results / "good.md").read_text() == "ok\n"
+
+
 def test_reproduce_records_failed_steps_and_keeps_older_entries(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,7 @@ import dataclasses
 import datetime
 import os
 import resource
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -309,8 +310,16 @@ def _reproduce(
     for t in threads:
         t.join()
     if failed:
-        raise RuntimeError(f"tables that failed (see MANIFEST.json): {failed}")
+        raise StepsFailed(failed)
     return manifest
+
+
+class StepsFailed(RuntimeError):
+    """Steps of a reproduction that failed (name -> reason); the others were written and recorded."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed = dict(failed)
+        super().__init__(f"tables that failed (see MANIFEST.json): {self.failed}")
 
 
 @dataclass
@@ -631,7 +640,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"reproduce would run into {results} (MANIFEST.json there gives the times):")
         print("\n".join(plan_lines(read_manifest(results / "MANIFEST.json"), chosen)))
         return 0
-    m = reproduce(results, work, args.quick, args.workers, address, not args.quiet, tables, args.all_tables)
+    try:
+        m = reproduce(
+            results, work, args.quick, args.workers, address, not args.quiet, tables, args.all_tables
+        )
+    except StepsFailed as exc:  # one line per failed table, no traceback: the logs hold the details
+        lines = [f"aster-ext: error: {len(exc.failed)} table(s) failed; the others were written to {results}"]
+        lines += [f"  {name}: {why}" for name, why in exc.failed.items()]
+        print("\n".join(lines), file=sys.stderr)
+        return 1
     print(
         f"reproduce: {len(m['tables'])} tables/figure sets in {results} from {work / 'results.csv'} "
         f"in {(time.perf_counter() - t0) / 60:.1f} min; manifest {results / 'MANIFEST.json'}"

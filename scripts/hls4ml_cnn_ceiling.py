@@ -64,14 +64,7 @@ def run_one(row: dict[str, str], work: Path) -> dict[str, object]:
     eps0 = float(row["eps0"])
     ours0 = quantize_hls4ml_cnn(path, Hls4mlOptions(error=eps0), None, build=False)
     cleaned = CP.cleaned_model(path)
-    cfg = P.base_config(cleaned)  # the comparison's 'auto': ours' input / weight / bias types at ε0
-    cfg["LayerName"]["global_in"]["Precision"]["result"] = ours0.program.input_t.to_string()
-    for node, k in CP.match_layers(cleaned, ours0.program):
-        st = ours0.program.stages[k]
-        if isinstance(st, C.LinearStage):
-            cfg["LayerName"][node]["Precision"].update(
-                weight=st.dense.weight_t.to_string(), bias=st.dense.bias_t.to_string()
-            )
+    cfg = CP.auto_config(cleaned, ours0.program)  # the comparison's 'auto': ours' types at ε0
     hm = P.convert(cleaned, cfg, work / name, "io_parallel", "Latency", 1)
     auto = CP.read_back(hm, ours0.program, cleaned)
     auto_cost = C.program_cost(auto)["cost"]

@@ -86,16 +86,7 @@ def run_one(name: str, eps0: float, seed: int = 0) -> dict[str, object]:
     # default fixed<16,6> (hls4ml then keeps the bias Add as an ApplyAlpha layer)
     hm_d, prog_d = build(P.base_config(cleaned, "fixed<16,6>", granularity="model"), "default_prj")
     # auto with ours' input/weight/bias types at ε0
-    cfg = P.base_config(cleaned)
-    cfg["LayerName"]["global_in"]["Precision"]["result"] = ours0.program.input_t.to_string()
-    for node, k in CP.match_layers(cleaned, ours0.program):
-        st = ours0.program.stages[k]
-        if isinstance(st, C.LinearStage):
-            d = st.dense
-            cfg["LayerName"][node]["Precision"].update(
-                weight=d.weight_t.to_string(), bias=d.bias_t.to_string()
-            )
-    hm_a, prog_a = build(cfg, "auto_prj")
+    hm_a, prog_a = build(CP.auto_config(cleaned, ours0.program), "auto_prj")
     prog_a = CP.read_back(hm_a, ours0.program, cleaned)  # auto fuses the bias: our program form
 
     # the inputs: random, corners, centres, then an adversarial search against ours (below)

@@ -215,6 +215,21 @@ def cnn_config(model: Any, program: CnnProgram, strategy: str, reuse: int) -> di
     return cfg
 
 
+def auto_config(model: Any, program: CnnProgram) -> dict[str, Any]:
+    """hls4ml's 'auto' configuration as the comparisons build it: ``program``'s input type and each
+    Conv2D / Dense layer's weight and bias types, every accum and result type left to hls4ml's own
+    inference (:func:`.project.base_config`)."""
+    cfg = P.base_config(model)
+    names = cfg["LayerName"]
+    names["global_in"]["Precision"]["result"] = program.input_t.to_string()
+    for name, k in match_layers(model, program):
+        st = program.stages[k]
+        if isinstance(st, LinearStage):
+            d = st.dense
+            names[name]["Precision"].update(weight=d.weight_t.to_string(), bias=d.bias_t.to_string())
+    return cfg
+
+
 def _hls_layer(by_name: dict[str, Any], onnx_name: str) -> Any:
     """hls4ml's layer for an ONNX node: named as the node, or ``<Class>_<node>`` (Conv2D_, Dense_)."""
     hits = [ly for nm, ly in by_name.items() if nm == onnx_name or nm.endswith("_" + onnx_name)]

@@ -72,11 +72,10 @@ def run_net(name: str, eps: float, setting: str, milp_s: float) -> dict:
 
 
 def _try_net(name: str, eps: float, setting: str, milp_s: float) -> dict | Exception:
-    """:func:`run_net`, or the exception that stopped it (an unsound certificate still stops the run)."""
+    """:func:`run_net`, or the exception that stopped it (an unsound certificate, SystemExit, still
+    stops the run: it is no Exception)."""
     try:
         return run_net(name, eps, setting, milp_s)
-    except SystemExit:
-        raise
     except Exception as exc:
         return exc
 

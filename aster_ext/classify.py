@@ -48,7 +48,7 @@ from .graph_program.certify import (
     program_cost,
 )
 from .graph_program.errors import ErrorAnalysis, logit_interval
-from .graph_program.program import LINEAR_KINDS, ROUNDING_KINDS, FracChoice, GraphProgram
+from .graph_program.program import LINEAR_KINDS, FracChoice, GraphProgram, is_rounding_node
 from .ir import Network
 from .spec import Spec
 
@@ -250,7 +250,7 @@ def fracs_of_program(prog: GraphProgram) -> FracChoice:
     net = prog.net
     fc = FracChoice(int(prog.input_t.frac.max()), {})
     for op in net.ops():
-        if op.kind not in ROUNDING_KINDS:
+        if not is_rounding_node(op):
             continue
         nd = prog.nodes[op.name]
         fc.out[op.name] = nd.out_t.frac.reshape(n_channels(op), -1)[:, 0].astype(np.int64)
@@ -404,7 +404,7 @@ def formats_summary(prog: GraphProgram) -> list[dict[str, Any]]:
     """Per rounding node: fractional bits and width range of outputs, weights, accumulators."""
     out = [{"node": "input", "kind": "input", **_fa_summary(prog.input_t)}]
     for op in prog.net.ops():
-        if op.kind not in ROUNDING_KINDS:
+        if not is_rounding_node(op):
             continue
         nd = prog.nodes[op.name]
         d: dict[str, Any] = {"node": op.name, "kind": op.kind, **_fa_summary(nd.out_t)}

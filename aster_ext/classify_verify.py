@@ -50,8 +50,8 @@ import numpy as np
 from .classify import CPP_NOTE, REGIONS_FILE, fracs_of_program
 from .errors import UserError
 from .graph_program.certify import Region, prepare, verdict
-from .graph_program.errors import DeltaCache, analyze_errors, logit_interval
-from .graph_program.program import ROUNDING_KINDS, GraphProgram, build_program, n_channels
+from .graph_program.errors import analyze_errors, deltas_for, logit_interval
+from .graph_program.program import GraphProgram, build_program, is_rounding_node, n_channels
 from .graph_program.simulate import simulate_graph
 from .ir import Network
 
@@ -308,7 +308,7 @@ def rebuilt_program_differences(prog: GraphProgram) -> list[str]:
     fc = fracs_of_program(prog)
     out_ib, acc_ib = {}, {}
     for op in net.ops():
-        if op.kind not in ROUNDING_KINDS:
+        if not is_rounding_node(op):
             continue
         nd = prog.nodes[op.name]
         out_ib[op.name] = nd.out_t.int_bits.reshape(n_channels(op), -1)[:, 0]
@@ -316,7 +316,8 @@ def rebuilt_program_differences(prog: GraphProgram) -> list[str]:
             acc_ib[op.name] = nd.acc_t.int_bits
     if np.unique(prog.input_t.int_bits).size != 1 or np.unique(prog.input_t.frac).size != 1:
         return ["input: not one format for every input"]
-    ref = build_program(net, fc, out_ib, int(prog.input_t.int_bits[0]), acc_ib, prog.quant)
+    impls = {n: nd.act_impl for n, nd in prog.nodes.items() if nd.act_impl is not None}
+    ref = build_program(net, fc, out_ib, int(prog.input_t.int_bits[0]), acc_ib, prog.quant, act_impls=impls)
     diffs = []
     if not _same_fmt(ref.input_t, prog.input_t):
         diffs.append("input")
@@ -365,9 +366,11 @@ def recheck_claims(
         )  # fmt: skip
         return problems
     fc = fracs_of_program(prog)
-    deltas = DeltaCache()
-    for r, c in zip(regions, claims, strict=True):
+    for r in regions:
         prepare(net, r)
+    deltas = deltas_for(net, regions)
+    deltas.acts.seed(prog)  # the program's own activation implementations are what it runs
+    for r, c in zip(regions, claims, strict=True):
         a = analyze_errors(net, r.ranges, fc, prog.quant, r.label, deltas, logits=True)
         v = verdict(net, r, a, prog)
         assert r.margin_lb is not None and a.margin_err is not None

@@ -61,11 +61,11 @@ def points(lower: np.ndarray, upper: np.ndarray, n: int, seed: int = 0) -> np.nd
 
 
 def formats_summary(prog, fracs) -> str:
-    from aster_ext.graph_program.program import LINEAR_KINDS, ROUNDING_KINDS
+    from aster_ext.graph_program.program import LINEAR_KINDS, is_rounding_node
 
     parts = [f"in<{int(prog.input_t.width.max())},{int(prog.input_t.int_bits.max())}>"]
     for op in prog.net.ops():
-        if op.kind not in ROUNDING_KINDS:
+        if not is_rounding_node(op):
             continue
         nd = prog.nodes[op.name]
         s = f"{op.name}: out F{int(fracs.out[op.name].max())} W<={int(nd.out_t.width.max())}"

@@ -76,7 +76,7 @@ def points(net, reg, n: int, seed: int = 0) -> np.ndarray:
 
 def formats_summary(net, fracs) -> str:
     """Per rounding node: range of output F and weight F over its channels."""
-    from aster_ext.graph_program.program import LINEAR_KINDS, ROUNDING_KINDS
+    from aster_ext.graph_program.program import LINEAR_KINDS, is_rounding_node
 
     def span(v) -> str:
         a, b = int(np.min(v)), int(np.max(v))
@@ -84,7 +84,7 @@ def formats_summary(net, fracs) -> str:
 
     parts = [f"in F{fracs.input}"]
     for op in net.ops():
-        if op.kind in ROUNDING_KINDS:
+        if is_rounding_node(op):
             s = f"{op.name}: out F{span(fracs.out[op.name])}"
             if op.kind in LINEAR_KINDS:
                 s += f", w F{span(fracs.weight[op.name])}"

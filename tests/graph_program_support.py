@@ -14,10 +14,16 @@ from aster_ext.ir import Network, Op, build_network
 
 
 def random_cnn(
-    rng: np.random.Generator, residual: bool, pool: str, pool_pad: int = 0, n_cls: int = 3
+    rng: np.random.Generator,
+    residual: bool,
+    pool: str,
+    pool_pad: int = 0,
+    n_cls: int = 3,
+    acts: tuple[str, str, str] = ("relu", "relu", "relu"),
 ) -> Network:
-    """input (C,H,W) -> conv -> relu -> [pool] -> [conv3x3 + conv1x1 -> add -> relu] -> flatten
-    -> dense -> relu -> dense (logits). Weights ~ N(0, 0.5), biases ~ N(0, 0.2)."""
+    """input (C,H,W) -> conv -> act1 -> [pool] -> [conv3x3 + conv1x1 -> add -> act2] -> flatten
+    -> dense -> act3 -> dense (logits), the activations ``acts`` (default all relu; nodes keep
+    the names relu1-3). Weights ~ N(0, 0.5), biases ~ N(0, 0.2)."""
     c_in = int(rng.integers(1, 3))
     h = int(rng.integers(4, 7))
     w = int(rng.integers(4, 7))
@@ -32,7 +38,7 @@ def random_cnn(
             "stride": (1, 1), "padding": (pad1, pad1, pad1, pad1), "dilation": (1, 1), "group": 1,
         })
     )  # fmt: skip
-    ops.append(Op("relu1", "act", ("conv1",), (c1, h1, w1), {"fn": "relu"}))
+    ops.append(Op("relu1", "act", ("conv1",), (c1, h1, w1), {"fn": acts[0]}))
     last, shape = "relu1", (c1, h1, w1)
     if pool != "none":
         ph = (h1 + 2 * pool_pad - 2) // 2 + 1
@@ -57,7 +63,7 @@ def random_cnn(
             })
         )  # fmt: skip
         ops.append(Op("add", "add", ("conv_a", "conv_b"), (c2, *shape[1:])))
-        ops.append(Op("relu2", "act", ("add",), (c2, *shape[1:]), {"fn": "relu"}))
+        ops.append(Op("relu2", "act", ("add",), (c2, *shape[1:]), {"fn": acts[1]}))
         last, shape = "relu2", (c2, *shape[1:])
     n = int(np.prod(shape))
     ops.append(Op("flat", "flatten", (last,), (n,), {"shape": (n,)}))
@@ -71,7 +77,7 @@ def random_cnn(
             {"weight": rng.normal(0, 0.5, (hid, n)), "bias": rng.normal(0, 0.2, hid)},
         )
     )
-    ops.append(Op("relu3", "act", ("fc1",), (hid,), {"fn": "relu"}))
+    ops.append(Op("relu3", "act", ("fc1",), (hid,), {"fn": acts[2]}))
     ops.append(
         Op(
             "fc2",

@@ -49,8 +49,9 @@ def _model(nodes, in_shape, inits: dict) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model)
 
 
-def tiny_cnn(path: Path, seed: int = 0) -> Path:
-    """x 1x6x6 -> Conv 3x3 (3 ch, pad 1) -> Relu -> MaxPool 2x2 -> Flatten -> Gemm -> 3 logits."""
+def tiny_cnn(path: Path, seed: int = 0, act: str = "Relu") -> Path:
+    """x 1x6x6 -> Conv 3x3 (3 ch, pad 1) -> act (an ONNX op type, default Relu) -> MaxPool 2x2 ->
+    Flatten -> Gemm -> 3 logits."""
     rng = np.random.default_rng(seed)
     f32 = np.float32
     inits = {
@@ -61,7 +62,7 @@ def tiny_cnn(path: Path, seed: int = 0) -> Path:
     }
     nodes = [
         helper.make_node("Conv", ["x", "K", "Kb"], ["c"], pads=[1, 1, 1, 1], name="conv"),
-        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node(act, ["c"], ["r"]),
         helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
         helper.make_node("Flatten", ["p"], ["f"], axis=1),
         helper.make_node("Gemm", ["f", "W", "b"], ["y"], transB=1, name="fc"),

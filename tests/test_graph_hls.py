@@ -24,7 +24,7 @@ from aster_ext.codegen.graph_hls import (
 )
 from aster_ext.errors import UnsupportedError
 from aster_ext.fixedpoint import FixedFormat
-from aster_ext.graph_program.program import LINEAR_KINDS, ROUNDING_KINDS, FracChoice, build_program
+from aster_ext.graph_program.program import LINEAR_KINDS, FracChoice, build_program, is_rounding_node
 from aster_ext.graph_program.simulate import simulate_graph
 from aster_ext.ops import logits_node
 from aster_ext.program import FormatArray
@@ -162,7 +162,7 @@ def test_every_channel_format_is_a_typedef(tmp_path):
     cpp = generate_graph_hls(prog, tmp_path)[1].read_text()
     typedefs = set(re.findall(r"typedef (ap_fixed<[^;]*>) \w+;", cpp))
     for op in prog.net.ops():
-        if op.kind not in ROUNDING_KINDS:
+        if not is_rounding_node(op):
             continue
         nd = prog.nodes[op.name]
         for w, i in nd.out_t.distinct():
@@ -250,7 +250,7 @@ def test_pragmas_interface_and_tcl(tmp_path):
     assert "#define N_OUT 3" in hdr
     # one block per channel group, not per channel or pixel
     n_groups = len(re.findall(r"^ +// group \d+: ", cpp, flags=re.M))
-    n_channels = sum(op.shape[0] for op in prog.net.ops() if op.kind in ROUNDING_KINDS)
+    n_channels = sum(op.shape[0] for op in prog.net.ops() if is_rounding_node(op))
     assert 0 < n_groups <= n_channels
 
 

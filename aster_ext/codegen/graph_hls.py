@@ -38,7 +38,11 @@ group is one block of code (an unrolled loop over its channels) using those type
 - add: ``y = Q(a + b -> OT)`` (ap_fixed's sum type is exact, so the result depends only on the
   exact sum, as in the program's "sum at max(F_a, F_b)");
 - max-pool: the largest window value (exact comparisons of container values; padding ignored);
-  relu: ``x > 0 ? x : 0``.
+  relu: ``x > 0 ? x : 0``;
+- table activation: ``y = Q(σ~(x) -> OT)`` with σ~ the implementation's own inline function
+  (:meth:`aster_ext.activations.TableImpl.cpp` and its piecewise / segmented twins: ROM, index,
+  interpolation in exact integers) reading the operand container (fractional bits F_x) and
+  returning a type at its output frac that holds every value it can return.
 
 Q is ap_fixed assignment (``fx_q``, shared with the dense emitter :mod:`.hls`). Constants are
 raw C integers turned into their ``ap_fixed`` by bit assignment (``fx_raw``), never decimals.
@@ -127,8 +131,6 @@ def _check_program(prog: GraphProgram) -> None:
     for op in emitted_nodes(prog):
         if op.kind not in EMITTERS and op.kind not in ALIAS_KINDS:
             raise UnsupportedError(f"{op.describe()}: C++ generation for this node kind is not implemented")
-        if op.kind == "act" and op.attrs["fn"] not in ("relu", "identity"):
-            raise UnsupportedError(f"{op.describe()}: only relu/identity activations have graph C++")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,6 +489,60 @@ def _emit_relu(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     return [f"  {pre}({x.buffer}, {y.buffer});"]
 
 
+def _emit_act(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
+    """relu, or a table activation: σ~ (the implementation's own inline function, reading the
+    operand container, whose fractional bits are the alignment F_x) assigned to each channel's
+    format, one implementation unit per channel reused over the pixels."""
+    nd = em.prog.nodes[op.name]
+    if nd.act_impl is None:
+        return _emit_relu(em, k, op, x, y)
+    impl = nd.act_impl
+    pre = f"fx_n{k}"
+    c_n = int(op.shape[0]) if op.shape else 1
+    n_pix = y.size // c_n
+    out_first = np.arange(c_n) * n_pix
+    x_w, x_i = container(em.prog.out_t(op.inputs[0]))
+    if x_w - x_i != nd.x_frac:
+        raise UnsupportedError(f"{op.describe()}: operand frac {x_w - x_i} is not its alignment {nd.x_frac}")
+    o_w = _impl_out_width(impl, x_w)
+    tab_t = f"{pre}_sigma_t"
+    em.decls += [f"typedef ap_fixed<{o_w}, {o_w - int(impl.out_frac)}> {tab_t};  // node {k}: σ~ exactly"]
+    em.functions += [impl.cpp(f"{pre}_sigma", x.ctype, tab_t)]
+    sig = np.stack([nd.out_t.width[out_first], nd.out_t.int_bits[out_first]], axis=1)
+    lines = [
+        f"// node {k} '{_comment(op.name)}' ({op.attrs['fn']}): {c_n} unit(s) reused over {n_pix} pixel(s)",
+        f"void {pre}(const {x.ctype} x[{x.size}], {y.ctype} y[{y.size}]) {{",
+        f"  {pre}_px: for (int p = 0; p < {n_pix}; p++) {{",
+        em.pipeline(),
+    ]
+    for gi, chans in enumerate(channel_groups(sig)):
+        ot = em.fmt(nd.out_t, int(out_first[chans[0]]))
+        gpre = f"{pre}_g{gi}"
+        lines.append(f"    // group {gi}: {chans.size} channel(s) from {chans[0]}; σ~ -> {ot}")
+        lines += _channel_loop(gpre, chans, em.decls, 4)
+        lines += [
+            f"      const int j = o * {n_pix} + p;",
+            f"      y[j] = fx_q<{ot}>({pre}_sigma(x[j]));",
+            "    }",
+        ]
+    em.functions += [*lines, "  }", "}", ""]
+    return [f"  {pre}({x.buffer}, {y.buffer});"]
+
+
+def _impl_out_width(impl, x_width: int) -> int:
+    """Width of a type at the implementation's output frac holding every value it returns for an
+    operand of ``x_width`` bits: a table's entry width (interpolation stays between entries), a
+    piecewise map's own internal width."""
+    if hasattr(impl, "entries"):
+        return int(impl.entry_width)
+    from ..activations import _cpp
+
+    consts = [impl.s_neg, impl.s_pos, impl.offset]
+    consts += [c for c in (impl.clamp_lo, impl.clamp_hi) if c is not None]
+    d = impl.prod_frac - impl.out_frac
+    return x_width + _cpp.signed_width(consts) + 3 + max(0, -d)
+
+
 def _emit_transpose(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     """Nested loops over the output axes; the source index uses the permuted input strides."""
     pre = f"fx_n{k}"
@@ -543,7 +599,7 @@ EMITTERS: dict[str, Callable] = {
     "avgpool": _emit_avgpool,
     "maxpool": _emit_maxpool,
     "add": _emit_add,
-    "act": _emit_relu,
+    "act": _emit_act,
     "transpose": _emit_transpose,
     "concat": _emit_concat,
 }

@@ -48,14 +48,22 @@ from ..ir import Network
 from ..ops import AnalysisContext, symbolic_margins, symbolic_ranges
 from ..rigorous import down
 from .descent import sound_descent
-from .errors import DeltaCache, ErrorAnalysis, analyze_errors, fits, int_bits_for, logit_interval
+from .errors import (
+    DeltaCache,
+    ErrorAnalysis,
+    analyze_errors,
+    deltas_for,
+    fits,
+    int_bits_for,
+    logit_interval,
+)
 from .ilp import GRANULARITIES, IlpOutcome, ilp_search
 from .program import (
     LINEAR_KINDS,
-    ROUNDING_KINDS,
     FracChoice,
     GraphProgram,
     build_program,
+    is_rounding_node,
     n_channels,
     partial_sums,
     per_channel,
@@ -172,13 +180,19 @@ def program_for(net: Network, fracs: FracChoice, analyses: list[ErrorAnalysis], 
     out_ib: dict[str, np.ndarray] = {}
     acc_ib: dict[str, np.ndarray] = {}
     frac_of_in: dict[str, int] = {}
+    if not analyses:
+        raise UserError("no region to size the integer bits on")
+    impls = analyses[0].act_impls
+    for a in analyses[1:]:  # one implementation per node: the regions must have shared it
+        if any(a.act_impls.get(n) is not v for n, v in impls.items()):
+            raise ValueError("the regions were analysed with different activation implementations")
     # operand alignment fracs (F_x) follow from the chosen fracs: rebuild once without int bits
     probe = build_program(
         net, fracs, {n: np.full(v.size, 64) for n, v in fracs.out.items()}, 64,
-        {n: np.full(v.size, 64) for n, v in fracs.out.items()}, quant,
+        {n: np.full(v.size, 64) for n, v in fracs.out.items()}, quant, act_impls=impls,
     )  # fmt: skip
     for op in net.ops():
-        if op.kind not in ROUNDING_KINDS:
+        if not is_rounding_node(op):
             continue
         nd = probe.nodes[op.name]
         fo = per_channel(op, fracs.out[op.name])
@@ -187,9 +201,7 @@ def program_for(net: Network, fracs: FracChoice, analyses: list[ErrorAnalysis], 
             fa = per_channel(op, nd.acc_t.frac)
             acc_ib[op.name] = _channel_max(op, need(op.name, "acc", fa, "TRN"))
             frac_of_in[op.name] = nd.x_frac
-    if not analyses:
-        raise UserError("no region to size the integer bits on")
-    return build_program(net, fracs, out_ib, in_ib, acc_ib, quant)
+    return build_program(net, fracs, out_ib, in_ib, acc_ib, quant, act_impls=impls)
 
 
 @dataclass
@@ -222,7 +234,7 @@ def search_formats(
 ) -> SearchResult:
     """Greedy per-layer fractional-bit search (module docstring) over prepared regions."""
     t0 = time.perf_counter()
-    deltas = DeltaCache()
+    deltas = deltas_for(net, regions)
     provable = [r for r in regions if r.provable]
     checks = 0
 
@@ -268,7 +280,7 @@ def _knobs(net: Network) -> list[tuple[str, str]]:
     for op in net.ops():
         if op.kind in LINEAR_KINDS:
             knobs.append(("weight", op.name))
-        if op.kind in ROUNDING_KINDS:
+        if is_rounding_node(op):
             knobs.append(("out", op.name))
         if op.kind == "avgpool":
             knobs.append(("const", op.name))
@@ -306,23 +318,29 @@ class ProgramCost:
     operand's alignment where a partial sum saves bits (:func:`.program.partial_sums`: narrower
     lane adders plus one merge adder).
     Avg-pool: K-1 adders per channel (window sum) plus one constant multiplier per channel unless
-    the divisor is a power of two (a shift). Residual add: one adder per channel."""
+    the divisor is a power of two (a shift). Residual add: one adder per channel. Table
+    activation: one implementation unit per channel reused over its pixels (an interpolating
+    table's multiplier and adder, a piecewise map's slope multiplier:
+    :func:`aster_ext.cost.act_impl_ops`) and the node's ROM bits, counted once, in ``table_bits``
+    (weight 1 in ``hw``, as the dense refined objective's ROM_WEIGHT)."""
 
     mult_count: int
     mult_operand_bits: int
     mult_bilinear: int
     adder_count: int
     adder_bits: int
+    table_bits: int = 0
 
     @property
     def hw(self) -> int:
-        """Operand bits of every multiplier plus every adder's width (the ILP's objective)."""
-        return self.mult_operand_bits + self.adder_bits
+        """Operand bits of every multiplier plus every adder's width plus ROM bits (the ILP's
+        objective)."""
+        return self.mult_operand_bits + self.adder_bits + self.table_bits
 
 
 def program_cost(prog: GraphProgram) -> ProgramCost:
     net = prog.net
-    mc = mob = mbl = ac = ab = 0
+    mc = mob = mbl = ac = ab = tb = 0
     for op in net.ops():
         if op.name not in prog.nodes:
             continue
@@ -355,7 +373,23 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
             c = n_channels(op)
             ac += c
             ab += int(nd.out_t.width.reshape(c, -1).max(axis=1).sum())
-    return ProgramCost(mc, mob, mbl, ac, ab)
+        elif nd.act_impl is not None:
+            from ..cost import act_impl_ops
+
+            x_w = container_width(prog.out_t(op.inputs[0]), nd.x_frac)
+            mults, adds, rom = act_impl_ops(nd.act_impl, np.full(n_channels(op), x_w))
+            mc += len(mults)
+            mob += sum(a + b for a, b in mults)
+            mbl += sum(a * b for a, b in mults)
+            ac += len(adds)
+            ab += sum(adds)
+            tb += int(rom)
+    return ProgramCost(mc, mob, mbl, ac, ab, tb)
+
+
+def container_width(fmt, frac: int) -> int:
+    """Width of the operand aligned to ``frac`` fractional bits: max integer bits + frac."""
+    return int(np.max(fmt.int_bits)) + int(frac)
 
 
 @dataclass
@@ -483,7 +517,7 @@ def meet_logit_target(
     """The first candidate whose logit error bound is <= eps on every region and which keeps the
     regions of ``keep`` certified: ``base`` raised by d = 0, 1, ... (or, without ``base``, uniform
     F = 0, 1, ...). Returns (fracs, d or F); InfeasibleError when none up to ``max_frac`` works."""
-    deltas = DeltaCache()
+    deltas = deltas_for(net, regions)
     best = math.inf
     for step in range(max_frac + 1):
         fc = shifted(base, step) if base is not None else FracChoice.uniform(net, step)
@@ -528,6 +562,7 @@ def certify_choice(
     """The sound check of one choice: error analyses of every region (``logits``: with the
     logits' backward bound too), the program with integer bits from all of them, and every
     region's verdict (overflow included)."""
+    deltas = deltas_for(net, regions, deltas)
     analyses = [analyze_errors(net, r.ranges, fc, quant, r.label, deltas, logits=logits) for r in regions]
     prog = program_for(net, fc, analyses, quant)
     return prog, analyses, [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
@@ -552,7 +587,7 @@ def ilp_refine(
     (the greedy result must meet it) a choice is certified only if every region's logits also
     stay within ε."""
     t0 = time.perf_counter()
-    deltas = DeltaCache()
+    deltas = deltas_for(net, regions)
     checks = 0
 
     def check(fc: FracChoice) -> tuple[bool, int, float, list[ErrorAnalysis]]:

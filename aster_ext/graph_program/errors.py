@@ -16,6 +16,11 @@ Transfer rules (⊕ = outward-rounded interval sum, ρ = rounding interval of th
 - relu (pre-activation z, real range [l, u], error [a, b]):
   stably active (l >= 0 and l + a >= 0): [a, b]; stably inactive (u <= 0 and u + b <= 0): 0;
   otherwise relu(z + e) - relu(z) ∈ [max(min(0, a), -max(u, 0)), min(max(0, b), max(0, u + b))].
+- table activation σ (operand x aligned to F_x, implementation σ~ of :mod:`.act_tables`):
+  σ~(x~) - σ(x) = [σ~(x~) - σ(x~)] + σ'(ξ)(x~ - x) ∈ [t_lo, t_hi] ⊕ [s_lo, s_hi]·[a, b], then
+  ⊕ ρ(F_tab -> F_out); [t_lo, t_hi] the implementation's rigorous error over the hull of the
+  operand's finite-precision range R ⊕ e, [s_lo, s_hi] ⊇ σ' over the hull of R and R ⊕ e per
+  element (mean-value theorem; kinks give both one-sided slopes).
 - maxpool: [min_window e_lo, max_window e_hi] (max is 1-Lipschitz in the sup norm and monotone).
 - avgpool: (1/k) Σ e ⊕ (c~ - 1/k) Σ (R ⊕ e) ⊕ ρ(F_x + F_c -> F_out).
 - add: e_a ⊕ e_b ⊕ ρ(max(F_a, F_b) -> F_out).
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +53,7 @@ from ..ops.linalg import LinearMap, MapPart, linear_interval
 from ..ops.windows import channel_windows
 from ..rigorous import Interval, down, up
 from . import backward as BW
+from .act_tables import ActTables, impl_error
 from .program import (
     LINEAR_KINDS,
     MOVE_KINDS,
@@ -54,6 +61,7 @@ from .program import (
     avg_constants,
     avg_counts,
     bias_array,
+    is_table_act,
     node_size,
     per_channel,
     quantize_params,
@@ -188,13 +196,19 @@ class ErrorAnalysis:
     label: int | None = None
     logit_err: Interval | None = None  # logits' error, forward ∩ backward (``logits=True``)
     stable: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # relu: active, inactive, unstable
+    act_impls: dict[str, Any] = field(default_factory=dict)  # table activations: the implementation used
+    slopes: dict[str, Interval] = field(default_factory=dict)  # table activations: σ' enclosure per element
 
 
 class DeltaCache:
-    """ΔA maps per (node, weight fracs): the precision search re-analyses with few distinct choices."""
+    """ΔA maps per (node, weight fracs): the precision search re-analyses with few distinct choices.
+    ``acts``: the table activations' implementations (:class:`.act_tables.ActTables`), shared by
+    every region analysed with this cache; a table activation whose hull no caller registered
+    takes the first analysed region's ranges (right for a single region only)."""
 
-    def __init__(self, weight_quant: str = "RND") -> None:
+    def __init__(self, weight_quant: str = "RND", acts: ActTables | None = None) -> None:
         self.weight_quant = weight_quant
+        self.acts = acts if acts is not None else ActTables()
         self._d: dict[tuple[str, bytes], tuple[ParamDelta, LinearMap]] = {}
 
     def get(self, net: Network, op: Op, wf: np.ndarray) -> tuple[ParamDelta, LinearMap]:
@@ -203,6 +217,16 @@ class DeltaCache:
             d = param_delta(op, wf, self.weight_quant)
             self._d[key] = (d, delta_map(op, tuple(net.op(op.inputs[0]).shape), d))
         return self._d[key]
+
+
+def deltas_for(net: Network, regions: list, deltas: DeltaCache | None = None) -> DeltaCache:
+    """``deltas`` (a new cache if None) with every table activation's hull registered over all
+    prepared ``regions`` (so that all their analyses share one implementation per node)."""
+    d = deltas if deltas is not None else DeltaCache()
+    maps = [r.ranges.ranges for r in regions if getattr(r, "ranges", None) is not None]
+    if maps:
+        d.acts.register(net, maps)
+    return d
 
 
 def _flat(iv: Interval) -> Interval:
@@ -230,6 +254,8 @@ def analyze_errors(
     err: dict[str, Interval] = {}
     val: dict[tuple[str, str], Interval] = {}
     stable: dict[str, tuple[int, int, int]] = {}
+    act_impls: dict[str, Any] = {}
+    slopes: dict[str, Interval] = {}
     frac_of: dict[str, np.ndarray] = {}
     records: dict[str, BW.Rec] = {}  # linear error forms of every node (:mod:`.backward`)
     target = logits_node(net)
@@ -263,13 +289,32 @@ def analyze_errors(
             err[name] = pre.add(Interval(rlo, rhi))
             frac_of[name] = fout
             records[name] = BW.MapRec(x, amap, e2.add(Interval(rlo, rhi)))
+        elif is_table_act(op):
+            x = ins[0]
+            e, r = err[x], R[x]
+            deltas.acts.register(net, [R])
+            fx = int(frac_of[x].max())
+            fout = per_channel(op, fracs.out[name])
+            impl = deltas.acts.impl(op, fx, int(np.max(fracs.out[name])))
+            xt = r.add(e)  # the operand's finite-precision range
+            t_lo, t_hi = impl_error(impl, float(np.min(xt.lo)), float(np.max(xt.hi)))
+            s = deltas.acts.slopes(op, np.minimum(r.lo, xt.lo), np.maximum(r.hi, xt.hi))
+            prop = _interval_mul(s, e)
+            pre = prop.add(Interval(np.full(e.lo.size, t_lo), np.full(e.lo.size, t_hi)))
+            val[(name, "out")] = R[name].add(pre)
+            rlo, rhi = rounding_interval(np.full(fout.shape, impl.out_frac), fout, quant)
+            err[name] = pre.add(Interval(rlo, rhi))
+            frac_of[name] = fout
+            act_impls[name] = impl
+            slopes[name] = s
+            records[name] = _slope_record(x, s, e, t_lo, t_hi, Interval(rlo, rhi))
         elif op.kind == "act":
             x = ins[0]
             e, r = err[x], R[x]
             if op.attrs["fn"] == "identity":
                 err[name] = e
                 records[name] = BW.AddRec((x,), Interval(np.zeros(e.lo.size), np.zeros(e.lo.size)))
-            elif op.attrs["fn"] == "relu":
+            else:  # relu (every other activation is a table activation, above)
                 active = (r.lo >= 0) & (down(r.lo + e.lo) >= 0)
                 inactive = (r.hi <= 0) & (up(r.hi + e.hi) <= 0)
                 u_pos = np.maximum(r.hi, 0.0)
@@ -280,10 +325,6 @@ def analyze_errors(
                 err[name] = Interval(lo, hi)
                 stable[name] = (int(active.sum()), int(inactive.sum()), int((~active & ~inactive).sum()))
                 records[name] = BW.ReluRec(x, e, active, inactive)
-            else:
-                raise UnsupportedError(
-                    f"{op.describe()}: the graph error analysis handles relu/identity only"
-                )
             frac_of[name] = frac_of[x]
         elif op.kind == "maxpool":
             x = ins[0]
@@ -367,7 +408,7 @@ def analyze_errors(
             raise UnsupportedError(f"{op.describe()}: not supported by the graph error analysis")
         if name == target:
             break
-    res = ErrorAnalysis(err, val, stable=stable)
+    res = ErrorAnalysis(err, val, stable=stable, act_impls=act_impls, slopes=slopes)
     # back-substitutions for the margins and (``logits``) the logits (:func:`.backward.error_bounds`)
     asked = backward and (label is not None or logits)
     bwd_margin, bwd_logit = BW.error_bounds(records, err, target, label, logits) if asked else (None, None)
@@ -384,6 +425,26 @@ def analyze_errors(
             res.records = records
             res.margin_err = Interval(np.maximum(fwd.lo, bwd_margin.lo), np.minimum(fwd.hi, bwd_margin.hi))
     return res
+
+
+def _interval_mul(a: Interval, b: Interval) -> Interval:
+    """Enclosure of {x·y : x in a, y in b} (endpoint products, each rounded outward)."""
+    p = [a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi]
+    return Interval(down(np.minimum.reduce(p)), up(np.maximum.reduce(p)))
+
+
+def _slope_record(x: str, s: Interval, e: Interval, t_lo: float, t_hi: float, rho: Interval) -> BW.MapRec:
+    """The table activation as a linear error form for :mod:`.backward`: e_out = m·e_x + ν with
+    m = fl((s_lo + s_hi)/2) per element (exact diagonal map) and ν = (s - m)·e_x + (σ~ - σ) + ρ,
+    |s - m| <= r = max(s_hi - m, m - s_lo) rounded up, so ν ∈ ±r·|e_x| ⊕ [t_lo, t_hi] ⊕ ρ."""
+    n = s.lo.size
+    m = 0.5 * (s.lo + s.hi)
+    m = np.where(np.isfinite(m), m, 0.0)
+    r = up(np.maximum(up(s.hi - m), up(m - s.lo)))
+    spread = up(r * e.mag())
+    noise = Interval(-spread, spread).add(Interval(np.full(n, t_lo), np.full(n, t_hi))).add(rho)
+    idx = np.arange(n)
+    return BW.MapRec(x, LinearMap((MapPart(n, n, idx, idx, m),), np.zeros(n)), noise)
 
 
 def margin_errors(

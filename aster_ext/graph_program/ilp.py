@@ -56,7 +56,7 @@ import scipy.sparse as sp
 
 from ..ir import Network
 from ..ops import op_class
-from .errors import DeltaCache, ErrorAnalysis, int_bits_for
+from .errors import DeltaCache, ErrorAnalysis, deltas_for, int_bits_for
 from .program import (
     LINEAR_KINDS,
     MOVE_KINDS,
@@ -405,7 +405,7 @@ def ilp_search(
     (:func:`.sensitivity.logit_adjoints`), and ``check`` must demand that target too."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
-    deltas = deltas or DeltaCache()
+    deltas = deltas_for(net, regions, deltas)
     used = [i for i, r in enumerate(regions) if r.provable or logit_eps is not None]
     out = IlpOutcome(None)
     if not used:

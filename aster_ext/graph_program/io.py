@@ -13,7 +13,9 @@ Layout (version 1)::
                       conv/affine: "weight_raw" (nested lists of decimal strings, kernel shape),
                                    "weight_frac", "weight_width", "bias_raw" (decimal strings),
                                    "acc_t", "x_frac";
-                      avgpool:     "acc_t", "x_frac", "const_raw" (decimal strings), "const_frac"}}}
+                      avgpool:     "acc_t", "x_frac", "const_raw" (decimal strings), "const_frac";
+                      table activation: "x_frac", "act_impl" (the implementation, in the JSON
+                                   form of :func:`aster_ext.program_io.act_impl_to_json`)}}}
 
 Raw integers are decimal strings (exact at any width); formats are lists of ints.
 """
@@ -29,7 +31,16 @@ import numpy as np
 from ..errors import UserError
 from ..ir import Network
 from ..program import FormatArray
-from .program import LINEAR_KINDS, GraphProgram, NodeProgram, n_channels, node_size, weight_array
+from ..program_io import act_impl_from_json, act_impl_to_json
+from .program import (
+    LINEAR_KINDS,
+    GraphProgram,
+    NodeProgram,
+    is_table_act,
+    n_channels,
+    node_size,
+    weight_array,
+)
 
 FORMAT_TAG = "aster_ext.graph_program"
 VERSION = 1
@@ -61,6 +72,9 @@ def graph_program_to_json(prog: GraphProgram) -> dict[str, Any]:
         if nd.const_raw is not None:
             d["const_raw"] = _raw_to_json(nd.const_raw)
             d["const_frac"] = int(nd.const_frac)
+        if nd.act_impl is not None:
+            d["x_frac"] = int(nd.x_frac)
+            d["act_impl"] = act_impl_to_json(nd.act_impl)
         nodes[name] = d
     return {
         "format": FORMAT_TAG,
@@ -172,9 +186,30 @@ def graph_program_from_json(data: Any, net: Network, where: str = "program.json"
         if op.kind == "avgpool":
             nd.const_raw = rd.raw(d.get("const_raw"), f"{at}.const_raw", (node_size(op),))
             nd.const_frac = rd.integer(d.get("const_frac"), f"{at}.const_frac")
+        if is_table_act(op):
+            nd.x_frac = rd.integer(d.get("x_frac"), f"{at}.x_frac")
+            nd.act_impl = _read_impl(rd, d.get("act_impl"), op, nd.x_frac, at)
         nodes[op.name] = nd
     meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
     return GraphProgram(net, input_t, nodes, quant, overflow, dict(meta))
+
+
+def _read_impl(rd: _Reader, d: Any, op: Any, x_frac: int, at: str) -> Any:
+    """The implementation of a table activation: it must implement the node's own activation
+    and read the operand at its alignment ``x_frac``."""
+    from .act_tables import activation_of
+
+    if not isinstance(d, dict):
+        raise rd.fail(f"{at}: 'act_impl' missing (a table activation needs its implementation)")
+    try:
+        impl = act_impl_from_json(d)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise rd.fail(f"{at}.act_impl: unreadable ({exc})") from None
+    if impl.act != activation_of(op):
+        raise rd.fail(f"{at}.act_impl implements {impl.act.describe()}, the node is {op.describe()}")
+    if int(impl.in_frac) != x_frac:
+        raise rd.fail(f"{at}.act_impl reads input frac {impl.in_frac}, the node's x_frac is {x_frac}")
+    return impl
 
 
 def load_graph_program(path: Path, net: Network) -> GraphProgram:

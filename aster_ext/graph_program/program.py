@@ -17,7 +17,13 @@ simulator :mod:`.simulate` and the error analysis :mod:`.errors`):
       acc = wrap_{acc_t[o]}( Σ w~ x~ + b~ )          (no rounding; WRAP of an exact sum equals
                                                       the chain of wrapped partial sums)
       y   = Q(acc -> out_t)                                            (rounding point 2)
-- ``act`` relu: y = max(x, 0) in x's own formats (exact). Other activations: not supported.
+- ``act`` relu: y = max(x, 0) in x's own formats (exact); identity passes x.
+- ``act`` σ, any other activation of :mod:`aster_ext.activations` (a *table activation*): ONE
+  implementation σ~ per node (:mod:`.act_tables`: an interpolating lookup table for smooth σ, a
+  quantised piecewise-linear map for leaky ReLU / hard sigmoid / hard tanh) reading the operand
+  aligned to F_x = max fractional bits over its elements (exact left shifts) and returning a raw
+  value at the implementation's F_tab; then
+      y = Q(σ~(x~) -> out_t)                                           (rounding point 5)
 - ``maxpool``: y = max of the window, in the window's widest format (F = max F_i, I = max I_i:
   exact alignment, no rounding).
 - ``avgpool``: the window sum s = wrap_{sum_t}(Σ x~ aligned to F_x) (exact), then
@@ -46,7 +52,19 @@ from ..program import FormatArray
 
 LINEAR_KINDS = ("conv2d", "conv1d", "affine")
 MOVE_KINDS = ("flatten", "reshape", "transpose", "concat", "output")
-ROUNDING_KINDS = (*LINEAR_KINDS, "avgpool", "add")  # nodes with a chosen output format
+ROUNDING_KINDS = (*LINEAR_KINDS, "avgpool", "add")  # node kinds with a chosen output format
+PASS_ACTS = ("relu", "identity")  # activations computed exactly in the operand's formats
+
+
+def is_table_act(op: Op) -> bool:
+    """An activation node other than relu/identity: implemented by a table / piecewise map and
+    rounded to a chosen output format (module docstring, rounding point 5)."""
+    return op.kind == "act" and op.attrs["fn"] not in PASS_ACTS
+
+
+def is_rounding_node(op: Op) -> bool:
+    """Nodes with a chosen output format: conv/dense, avg-pool, add and table activations."""
+    return op.kind in ROUNDING_KINDS or is_table_act(op)
 
 
 def node_size(op: Op) -> int:
@@ -197,7 +215,7 @@ class FracChoice:
         wf = frac if weight_frac is None else weight_frac
         fc = FracChoice(frac, {})
         for op in net.ops():
-            if op.kind in ROUNDING_KINDS:
+            if is_rounding_node(op):
                 fc.out[op.name] = np.full(n_channels(op), frac, dtype=np.int64)
             if op.kind in LINEAR_KINDS:
                 fc.weight[op.name] = np.full(n_channels(op), wf, dtype=np.int64)
@@ -230,6 +248,7 @@ class NodeProgram:
     x_frac: int = 0  # operand alignment frac F_x
     const_raw: np.ndarray | None = None  # avgpool [n_out] object ints
     const_frac: int = 0
+    act_impl: Any = None  # table activation: its implementation (TableImpl / PiecewiseImpl / ...)
 
 
 @dataclass
@@ -249,8 +268,6 @@ class GraphProgram:
 
 def _check_supported(net: Network) -> None:
     for op in net.ops():
-        if op.kind == "act" and op.attrs["fn"] not in ("relu", "identity"):
-            raise UnsupportedError(f"{op.describe()}: graph programs support only relu/identity activations")
         if op.kind == "pad":
             raise UnsupportedError(f"{op.describe()}: pad nodes are not supported by graph programs yet")
 
@@ -305,13 +322,16 @@ def build_program(
     quant: str = "TRN",
     weight_quant: str = "RND",
     weight_width: dict[str, np.ndarray] | None = None,
+    act_impls: dict[str, Any] | None = None,
 ) -> GraphProgram:
     """Assemble the program from the chosen fractional bits and integer bits.
 
     ``out_int_bits[name]`` [C] for every rounding node, ``acc_int_bits[name]`` [C] for conv/affine
     accumulators and avgpool window sums (fractional bits of those follow from the operands).
     Weights get the smallest width holding their raw values unless ``weight_width`` fixes it
-    (then they wrap like ap_fixed constants of that width)."""
+    (then they wrap like ap_fixed constants of that width). ``act_impls[name]``: the
+    implementation of every table activation (:class:`.act_tables.ActTables` chooses them with
+    the error analysis; its ``in_frac`` must be the operand alignment F_x)."""
     from ..fixedpoint import wrap_or_saturate
 
     _check_supported(net)
@@ -343,6 +363,17 @@ def build_program(
                 per_channel(op, fracs.out[op.name]), per_channel(op, out_int_bits[op.name])
             )
             nodes[op.name] = NodeProgram(op.name, op.kind, out_t, w_raw, fw, ww, b_acc, acc_t, fx)
+        elif is_table_act(op):
+            x_t = fmt(op.inputs[0])
+            fx = int(x_t.frac.max())
+            impl = (act_impls or {}).get(op.name)
+            if impl is None or int(impl.in_frac) != fx:
+                have = "none" if impl is None else f"input frac {impl.in_frac}"
+                raise ValueError(f"{op.describe()}: needs an implementation at input frac {fx} ({have})")
+            out_t = FormatArray.from_frac(
+                per_channel(op, fracs.out[op.name]), per_channel(op, out_int_bits[op.name])
+            )
+            nodes[op.name] = NodeProgram(op.name, op.kind, out_t, x_frac=fx, act_impl=impl)
         elif op.kind == "act":
             x_t = fmt(op.inputs[0])
             nodes[op.name] = NodeProgram(op.name, op.kind, FormatArray(x_t.width.copy(), x_t.int_bits.copy()))
@@ -399,6 +430,11 @@ def uniform_program(net: Network, width: int, int_bits: int, quant: str = "TRN")
     weights quantised by truncation as ap_fixed's constructor from a double does; accumulators
     exact (wide). An emulation of a tool-default precision such as hls4ml's ap_fixed<16,6>:
     unlike hls4ml, products are not truncated to an accum type before summing."""
+    for op in net.ops():
+        if is_table_act(op):
+            raise UnsupportedError(
+                f"{op.describe()}: a uniform tool-default program has no rule for a table activation"
+            )
     f = width - int_bits
     fc = FracChoice.uniform(net, f)
     for op in net.ops():

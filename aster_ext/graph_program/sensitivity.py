@@ -48,14 +48,15 @@ from ..ops import logits_node, op_class
 from ..ops.linalg import linear_interval
 from ..ops.windows import channel_windows
 from ..rigorous import Interval
-from .errors import DeltaCache, ErrorAnalysis, analyze_errors, logit_interval, rounding_interval
+from .errors import DeltaCache, ErrorAnalysis, analyze_errors, deltas_for, logit_interval, rounding_interval
 from .program import (
     LINEAR_KINDS,
     MOVE_KINDS,
-    ROUNDING_KINDS,
     FracChoice,
     avg_constants,
     avg_counts,
+    is_rounding_node,
+    is_table_act,
     n_channels,
 )
 
@@ -76,7 +77,7 @@ def knob_blocks(net: Network) -> list[KnobBlock]:
     for op in net.ops():
         if op.kind in LINEAR_KINDS:
             blocks.append(KnobBlock("weight", op.name, n_channels(op)))
-        if op.kind in ROUNDING_KINDS:
+        if is_rounding_node(op):
             blocks.append(KnobBlock("out", op.name, n_channels(op)))
         if op.kind == "avgpool":
             blocks.append(KnobBlock("const", op.name, 1))
@@ -235,6 +236,10 @@ def interval_adjoints(
         elif op.kind == "add":
             for i in ins:
                 acc(i, lo, hi)
+        elif is_table_act(op):  # e_out ⊆ [s]·e_x ⊕ ...: modelled as max|s|·e_x (a model, not a bound)
+            s = analysis.slopes[op.name]
+            k = np.maximum(np.abs(s.lo), np.abs(s.hi))[:, None]
+            acc(ins[0], lo * k, hi * k)
         elif op.kind == "act":
             x = ins[0]
             if op.attrs["fn"] == "identity":
@@ -371,7 +376,7 @@ def margin_model(
     s) linearised at ``point``, for candidate fractional bits ``fracs``: the margin rows of the
     regions flagged in ``margins`` (default: all; they must be provable) and, with ``logit_eps``,
     the 2·n_t logit-error rows of every region (budget ε each)."""
-    deltas = deltas or DeltaCache()
+    deltas = deltas_for(net, regions, deltas)
     fracs = np.asarray(fracs, dtype=np.int64)
     blocks = knob_blocks(net)
     nf = fracs.size
@@ -418,7 +423,11 @@ def margin_model(
             if b.kind == "input":
                 c = _rounding_contrib(glo.sum(0)[None], ghi.sum(0)[None], fracs, quant)
             elif b.kind == "out":
-                c = _rounding_contrib(_channel_sums(op, glo), _channel_sums(op, ghi), fracs, quant)
+                s_lo, s_hi = _channel_sums(op, glo), _channel_sums(op, ghi)
+                c = _rounding_contrib(s_lo, s_hi, fracs, quant)
+                if is_table_act(op):  # the implementation's error, targeted at ±2^(1-F) (.act_tables)
+                    t = 2.0 ** (1 - fracs.astype(np.float64))
+                    c = c + s_hi[:, None, :] * t[None, :, None] - s_lo[:, None, :] * t[None, :, None]
             elif b.kind == "weight":
                 x = op.inputs[0]
                 xr = R[x].add(a.err[x])

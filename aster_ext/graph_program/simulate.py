@@ -94,12 +94,30 @@ def widest_intermediate_bits(prog: GraphProgram) -> int:
             mags.append((1 << int(nd.acc_t.width.max())) * cmax * 2)
             up_shift = max(int(nd.out_t.frac.max()) - nd.x_frac - nd.const_frac, 0)
             mags.append((1 << int(nd.acc_t.width.max())) * (cmax << (up_shift + 1)))
+        elif nd.act_impl is not None:
+            xmax = _max_raw(prog.out_t(op.inputs[0]), nd.x_frac)
+            mags.append(xmax)
+            omax = impl_out_bound(nd.act_impl, xmax)
+            up_shift = max(int(nd.out_t.frac.max()) - int(nd.act_impl.out_frac), 0)
+            mags.append(omax << (up_shift + 1))
         elif op.kind in ("add", "maxpool"):
             fmax = max(int(prog.out_t(i).frac.max()) for i in op.inputs)
             fmax = max(fmax, int(nd.out_t.frac.max()))
             mags.append(4 * sum(_max_raw(prog.out_t(i), fmax) for i in op.inputs))
         widest = max(widest, max(m.bit_length() for m in mags) + 1)
     return widest
+
+
+def impl_out_bound(impl, xmax: int) -> int:
+    """A bound on |raw σ~(t)| (at its out frac, and on the piecewise map's value before its final
+    shift) for |t| <= xmax: the largest table entry, or |s|·xmax + |offset| (and the clamps)."""
+    if hasattr(impl, "entries"):
+        return max(abs(int(v)) for v in np.asarray(impl.entries).reshape(-1)) + 1
+    if hasattr(impl, "parts"):
+        return max(impl_out_bound(p, xmax) for p in impl.parts)
+    ends = [abs(int(c)) for c in (impl.clamp_lo, impl.clamp_hi) if c is not None]
+    lin = max(abs(int(impl.s_neg)), abs(int(impl.s_pos))) * xmax + abs(int(impl.offset))
+    return max([lin, *ends]) + 1
 
 
 def _to_dtype(a: np.ndarray, obj: bool) -> np.ndarray:
@@ -183,6 +201,14 @@ def simulate_graph(prog: GraphProgram, x: np.ndarray, dtype: str = "auto") -> Gr
             src = per_channel(op, nd.acc_t.frac)[None, :]
             out, ov = convert_checked(
                 wrapped, src, nd.out_t.width[None, :], nd.out_t.frac[None, :], q, "WRAP"
+            )
+            overflows[(op.name, "out")] = int(np.sum(ov))
+        elif nd.act_impl is not None:  # table activation: σ~ of the aligned operand, then Q
+            impl = nd.act_impl
+            t = _shift_left(ins[0], nd.x_frac - in_t[0].frac[None, :], obj)
+            v = _to_dtype(impl.apply(t), obj)
+            out, ov = convert_checked(
+                v, int(impl.out_frac), nd.out_t.width[None, :], nd.out_t.frac[None, :], q, "WRAP"
             )
             overflows[(op.name, "out")] = int(np.sum(ov))
         elif op.kind == "act":

@@ -159,6 +159,14 @@ def reference_run(prog: GraphProgram, x: np.ndarray) -> dict[str, list[Fraction]
                                             acc += wv * src[(c * h + yy) * w + xx]
                             j = (o * op.shape[1] + oy) * op.shape[2] + ox
                             out.append(_finish(acc, o, j, nd, q))
+        elif nd.act_impl is not None:  # table activation: σ~ on the aligned raw operand, then Q
+            impl = nd.act_impl
+            for j, v in enumerate(src):
+                t = v * 2**nd.x_frac
+                assert t.denominator == 1, "operand not on the alignment grid"
+                y = int(impl.apply(np.array([int(t)], dtype=object))[0])
+                raw = _q(_val(y, impl.out_frac), int(ot.frac[j]), int(ot.width[j]), q)
+                out.append(_val(raw, int(ot.frac[j])))
         elif op.kind == "act":
             out = [max(v, Fraction(0)) for v in src]
         elif op.kind in ("maxpool", "avgpool"):
@@ -208,9 +216,23 @@ def _finish(acc: Fraction, o: int, j: int, nd, q: str) -> Fraction:
     return _val(_q(_val(wrapped, fa), int(ot.frac[j]), int(ot.width[j]), q), int(ot.frac[j]))
 
 
+def _sigma_mp(op, v: Fraction) -> Fraction:
+    """σ(v) of a table activation to 300 bits (mpmath), as a Fraction: the only inexact step of
+    :func:`exact_real`, 2^-290 relative, far below any rounding a test compares it with."""
+    import mpmath
+
+    from aster_ext.graph_program.act_tables import activation_of
+
+    with mpmath.workprec(300):
+        y = activation_of(op).eval_mp(mpmath.mpf(v.numerator) / v.denominator)
+        sign, man, exp, _ = mpmath.mpf(y)._mpf_
+        return (-1) ** int(sign) * Fraction(int(man)) * Fraction(2) ** int(exp)
+
+
 def exact_real(net: Network, x: np.ndarray) -> dict[str, list[Fraction]]:
     """Exact values of the real network (float64 parameters as exact rationals) on one input,
-    using the ops' exact linear maps (dense Fractions) and exact relu / max."""
+    using the ops' exact linear maps (dense Fractions) and exact relu / max (other activations:
+    300-bit values, :func:`_sigma_mp`)."""
     from aster_ext.ops import op_class
     from aster_ext.ops.windows import channel_windows
 
@@ -219,7 +241,9 @@ def exact_real(net: Network, x: np.ndarray) -> dict[str, list[Fraction]]:
         if op.kind == "input":
             vals[op.name] = [Fraction(float(v)) for v in np.asarray(x, dtype=np.float64).reshape(-1)]
             continue
-        if op.kind == "act":
+        if op.kind == "act" and op.attrs["fn"] not in ("relu", "identity"):
+            vals[op.name] = [_sigma_mp(op, v) for v in vals[op.inputs[0]]]
+        elif op.kind == "act":
             vals[op.name] = [max(v, Fraction(0)) for v in vals[op.inputs[0]]]
         elif op.kind == "maxpool":
             idx = channel_windows(

@@ -171,3 +171,29 @@ def test_tanh_cnn_quantize_and_verify(tmp_path: Path, capsys) -> None:
     assert main(["verify", str(out), "--samples", "40", "--search-iters", "3", "--quiet"]) == 0
     v = json.loads((out / "verify.json").read_text())
     assert v["violations"] == 0 and v["bit_exact_cpp"] is True
+
+
+@pytest.mark.parametrize(
+    ("acts", "quant"), [(("tanh", "sigmoid", "gelu"), "RND"), (("hard_tanh", "elu", "silu"), "TRN")]
+)
+def test_exact_cross_check_with_table_activations(acts, quant) -> None:
+    """Exact rationals end to end (σ of the real network to 300 bits): the program's values
+    (reference semantics, the table applied to exact raw integers) minus the real network's lie
+    in the float-computed error intervals of every node, on random and corner points."""
+    from fractions import Fraction
+
+    from aster_ext.graph_program.certify import program_for
+
+    from .graph_program_support import exact_real, reference_run
+    from .test_graph_program import _points
+
+    rng, net, region = _net_and_region(13, acts, residual=True, pool="max")
+    fc = _random_fracs(rng, net, 2, 7)
+    a = analyze_errors(net, region.ranges, fc, quant, region.label)
+    prog = program_for(net, fc, [a], quant)
+    for x in _points(rng, region.lower, region.upper, n_rand=2, n_corner=2):
+        fixed = reference_run(prog, x)
+        real = exact_real(net, x)
+        for name, iv in a.err.items():
+            for j, (fv, rv) in enumerate(zip(fixed[name], real[name], strict=True)):
+                assert Fraction(float(iv.lo[j])) <= fv - rv <= Fraction(float(iv.hi[j])), (name, j)

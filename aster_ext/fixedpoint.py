@@ -201,11 +201,31 @@ def quantize_fractions(values: np.ndarray, frac: np.ndarray | int, quant: str = 
     Used for constants (weights, biases): RND gives |error| <= 2^-(F+1).
     """
     vals = np.asarray(values, dtype=object)
-    f = np.broadcast_to(np.asarray(frac), vals.shape)
-    out = np.empty(vals.shape, dtype=object)
-    for idx in np.ndindex(vals.shape):
-        s = Fraction(vals[idx]) * (Fraction(2) ** int(f[idx]))
-        if quant == "RND":
-            s += Fraction(1, 2)
-        out[idx] = s.numerator // s.denominator
-    return out
+    if vals.size == 0:
+        return np.empty(vals.shape, dtype=object)
+    f = np.broadcast_to(np.asarray(frac, dtype=np.int64), vals.shape)
+    num, den = fraction_parts(vals)
+    p2 = _POW2(np.abs(f))
+    pos = f >= 0
+    n2 = np.where(pos, num * p2, num)  # v·2^F = n2 / d2 exactly
+    d2 = np.where(pos, den, den * p2)
+    out = (2 * n2 + d2) // (2 * d2) if quant == "RND" else n2 // d2  # floor(v·2^F + 1/2) or floor
+    return np.asarray(out, dtype=object).reshape(vals.shape)
+
+
+_POW2 = np.frompyfunc(lambda k: 1 << int(k), 1, 1)
+_NUM = np.frompyfunc(lambda v: v.numerator, 1, 1)
+_DEN = np.frompyfunc(lambda v: v.denominator, 1, 1)
+
+
+def fraction_parts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(numerators, denominators) of exact rationals (Fraction / int / float entries), object
+    arrays of Python ints with the shape of ``values``."""
+    vals = np.asarray(values, dtype=object)
+    if not all(isinstance(v, Fraction | int) for v in vals.reshape(-1)[:1]):
+        vals = np.frompyfunc(Fraction, 1, 1)(vals)
+    try:
+        return np.asarray(_NUM(vals), dtype=object), np.asarray(_DEN(vals), dtype=object)
+    except AttributeError:  # mixed entries: convert every one
+        vals = np.frompyfunc(Fraction, 1, 1)(vals)
+        return np.asarray(_NUM(vals), dtype=object), np.asarray(_DEN(vals), dtype=object)

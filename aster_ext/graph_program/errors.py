@@ -130,17 +130,8 @@ def param_delta_of_raw(op: Op, w_raw: np.ndarray, b_raw: np.ndarray, weight_frac
         dw, rem = two_diff(wq, weight_array(op))
         dw, dw_rad = _enclose(dw, rem)
     else:
-        real = np.asarray(w_exact, dtype=object) if w_exact is not None else None
-        w = weight_array(op)
-        dw = np.empty(shp)
-        dw_rad = np.zeros(shp)
-        for idx in np.ndindex(shp):
-            q = Fraction(int(w_raw[idx]), 1 << int(wf[idx[0]])) - (
-                Fraction(real[idx]) if real is not None else Fraction(float(w[idx]))
-            )
-            dw[idx] = float(q)
-            if Fraction(dw[idx]) != q:
-                dw_rad[idx] = float(up(abs(dw[idx]) * 2.0**-52 + 5e-324))
+        real = np.asarray(w_exact, dtype=object) if w_exact is not None else weight_array(op)
+        dw, dw_rad = _exact_differences(w_raw, np.broadcast_to(fr, shp), real)
     b = bias_array(op)
     db = np.empty(b.size)
     db_rad = np.zeros(b.size)
@@ -152,6 +143,28 @@ def param_delta_of_raw(op: Op, w_raw: np.ndarray, b_raw: np.ndarray, weight_frac
         if Fraction(db[o]) != q:
             db_rad[o] = float(up(abs(db[o]) * 2.0**-52 + 5e-324))
     return ParamDelta(dw, dw_rad, db, db_rad)
+
+
+_AS_RATIO_N = np.frompyfunc(lambda v: v.as_integer_ratio()[0], 1, 1)
+_AS_RATIO_D = np.frompyfunc(lambda v: v.as_integer_ratio()[1], 1, 1)
+
+
+def _exact_differences(raw: np.ndarray, frac: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """q = raw·2^-frac - real elementwise, exactly (``real``: Fractions or floats): the nearest
+    double of q and a radius, 0 where that double is q, else up(|q̃|·2^-52 + 2^-1074)."""
+    from ..fixedpoint import fraction_parts
+
+    n, d = fraction_parts(real)
+    r = np.asarray(raw, dtype=object)
+    f = np.asarray(frac, dtype=np.int64)
+    p2 = np.frompyfunc(lambda k: 1 << abs(int(k)), 1, 1)(f)
+    pos = f >= 0
+    qn = np.where(pos, r * d - n * p2, r * p2 * d - n)  # q = qn / qd
+    qd = np.where(pos, d * p2, d)
+    dw = np.asarray(qn / qd, dtype=np.float64)  # int / int: correctly rounded, as float(Fraction)
+    exact = np.asarray(_AS_RATIO_N(dw.astype(object)) * qd == _AS_RATIO_D(dw.astype(object)) * qn, dtype=bool)
+    dw_rad = np.where(exact, 0.0, up(np.abs(dw) * 2.0**-52 + 5e-324))
+    return dw, dw_rad
 
 
 def delta_map(op: Op, in_shape: tuple[int, ...], delta: ParamDelta) -> LinearMap:

@@ -283,12 +283,14 @@ def quantize_params(op: Op, weight_frac: np.ndarray, quant: str) -> tuple[np.nda
     b_exact = op.attrs.get("bias_exact")
     w_raw = np.empty(w.shape, dtype=object)
     b_raw = np.empty(w.shape[0], dtype=object)
-    for o, f in enumerate(np.asarray(weight_frac).tolist()):
-        if w_exact is not None:
-            from ..fixedpoint import quantize_fractions
+    if w_exact is not None:
+        from ..fixedpoint import quantize_fractions
 
-            w_raw[o] = quantize_fractions(np.asarray(w_exact, dtype=object)[o], int(f), quant)
-        else:
+        row_frac = np.asarray(weight_frac, dtype=np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
+        exact = np.asarray(w_exact, dtype=object)
+        w_raw[...] = quantize_fractions(exact, np.broadcast_to(row_frac, w.shape), quant)
+    for o, f in enumerate(np.asarray(weight_frac).tolist()):
+        if w_exact is None:
             w_raw[o] = quantize_reals(w[o], int(f), 401, quant, "WRAP")  # 401 bits: never wraps
         if b_exact is not None:
             from ..fixedpoint import quantize_fractions

@@ -508,8 +508,9 @@ def build_classify_report(
             "log": res.log,
             "error_target_step": eps_step,
         },
-        "cost": asdict(program_cost(prog)),
-        "cost_model": "one multiply-accumulate array per conv layer, reused over all output pixels",
+        "cost": {**asdict(cost := program_cost(prog)), "hw": cost.hw},
+        "cost_model": "one multiply-accumulate array per conv layer, reused over all output pixels; "
+        "hw = multiplier operand bits + adder bits + table ROM bits",
         "peak_mib": rep.peak_mib,
         "prepare_seconds": rep.prepare_seconds,
         "timings": timings,

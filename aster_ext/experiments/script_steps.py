@@ -129,6 +129,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "classify_cli_times.py", ((),), ("classify_cli.csv", "classify_cli.md"),
         "the classifier CLI end to end (quantize + verify)",
     ),
+    "classify_nonlinear": ScriptStep(
+        "classify_nonlinear.py", ((),), ("classify_nonlinear.csv", "classify_nonlinear.md"),
+        "tanh / sigmoid MNIST classifiers end to end (table activations in graph programs)",
+    ),
     "hls4ml_cnn": ScriptStep(
         "hls4ml_cnn_compare.py", ((),), ("hls4ml_cnn.csv",),
         "hls4ml default / auto / ours on the CNNs",

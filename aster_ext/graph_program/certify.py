@@ -46,6 +46,7 @@ import numpy as np
 from ..errors import InfeasibleError
 from ..ir import Network
 from ..ops import AnalysisContext, symbolic_margins, symbolic_ranges
+from ..progress import note
 from ..rigorous import down
 from .descent import sound_descent
 from .errors import (
@@ -252,6 +253,7 @@ def search_formats(
     fc = FracChoice.uniform(net, max_frac)
     if provable:
         for f in range(min_frac, max_frac + 1):
+            note(f"greedy: uniform F = {f}")
             cand = FracChoice.uniform(net, f)
             if ok(cand):
                 g_frac, fc = f, cand
@@ -262,6 +264,7 @@ def search_formats(
             for _ in range(passes):
                 moved = False
                 for knob in knobs:
+                    note(f"greedy: {knob[0]} {knob[1]} F = {_get(fc, knob)} ({checks} checks)")
                     while _get(fc, knob) > min_frac:
                         cand = fc.copy()
                         _set(cand, knob, _get(fc, knob) - 1)
@@ -463,8 +466,9 @@ def certify_cnn(
     tracemalloc.start()
     try:
         times = []
-        for r in regions:
+        for i, r in enumerate(regions):
             t = time.perf_counter()
+            note(f"real ranges and margins, region {i + 1}/{len(regions)}")
             prepare(net, r)
             times.append(time.perf_counter() - t)
         res = search_formats(net, regions, quant, min_frac, max_frac)

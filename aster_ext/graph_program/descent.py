@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..ir import Network
+from ..progress import note
 from .ilp import GRANULARITIES, knob_groups
 from .program import FracChoice
 from .sensitivity import block_fracs, knob_blocks, set_block_fracs
@@ -88,6 +89,7 @@ def sound_descent(
                     cand = fc.copy()
                     set_block_fracs(cand, b, fr)
                     checks += 1
+                    note(f"descent ({granularity}): {checks} checks, hw {hw}")
                     ok, cand_hw, _, _ = check(cand)
                     if not (ok and cand_hw < hw):
                         break

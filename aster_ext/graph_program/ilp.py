@@ -56,6 +56,7 @@ import scipy.sparse as sp
 
 from ..ir import Network
 from ..ops import op_class
+from ..progress import note
 from .errors import DeltaCache, ErrorAnalysis, deltas_for, int_bits_for
 from .program import (
     LINEAR_KINDS,
@@ -463,6 +464,8 @@ def ilp_search(
         tc = time.perf_counter()
         ok, hw, slack, analyses = check(fc)
         out.rounds.append(IlpRound(status, objective, hw, ok, slack, solve_s, time.perf_counter() - tc))
+        shown = min(best_hw, hw) if ok else best_hw
+        note(f"ILP ({adjoints}) round {len(out.rounds)}: hw {hw}, certified {ok} (best certified {shown})")
         row = linearise(fc, analyses)
         if ok:
             if hw < best_hw:

@@ -278,6 +278,8 @@ def render_classify_markdown(r: dict[str, Any]) -> str:
         f"- multipliers: {c['mult_count']}, operand bits Σ(W_w + W_x): {c['mult_operand_bits']}, "
         f"bilinear Σ W_w·W_x: {c['mult_bilinear']}",
         f"- adders: {c['adder_count']}, adder bits: {c['adder_bits']}",
+        *([f"- activation table ROM bits: {c['table_bits']}"] if c.get("table_bits") else []),
+        *[f"- {f['node']} ({f['activation']}): {f['impl']}" for f in r["formats"] if f.get("impl")],
         "",
         "## Search and timings",
         "",

@@ -80,6 +80,15 @@ def test_slope_grid_contains_the_derivative(act: str) -> None:
     t = rng.uniform(0, 1, (20, 300))
     d = sigma.df_float(lo[None, :] + t * (hi - lo)[None, :])
     assert np.all(d >= s.lo - 1e-12) and np.all(d <= s.hi + 1e-12)
+    # far beside the grid (the tails) and beyond them (per-element fallback)
+    far_lo = np.array([-1e9, -50.0, 40.0, 1e8, -2e12, 3.0])
+    far_hi = np.array([-1e8, -20.0, 1e9, 1e10, -1e12, 5e12])
+    s = grid.slopes(far_lo, far_hi)
+    direct_lo, direct_hi = sigma.slope(far_lo, far_hi)
+    assert np.all(s.lo <= direct_lo) and np.all(s.hi >= direct_hi)
+    pts = far_lo[None, :] + rng.uniform(0, 1, (50, far_lo.size)) * (far_hi - far_lo)[None, :]
+    d = sigma.df_float(pts)
+    assert np.all(d >= s.lo - 1e-12) and np.all(d <= s.hi + 1e-12)
 
 
 def test_regions_share_one_implementation_per_node() -> None:

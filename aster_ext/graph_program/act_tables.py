@@ -22,7 +22,9 @@ theorem). :class:`SlopeGrid` precomputes the rigorous slope set of every cell of
 (cells of width h = 2^k over the padded hull, at most ``GRID_CELLS``) and answers a query by the
 min / max over the cells the interval meets, widened by one cell on each side against the float
 rounding of the index (a superset of the cells, hence sound), with a sparse table (range minimum
-queries in O(1), vectorised). Intervals leaving the grid fall back to ``Activation.slope``.
+queries in O(1), vectorised). Beyond the grid, two tail enclosures computed once (the slope sets
+over [-TAIL, a] and [end, TAIL]) join the nearest cells; only intervals reaching beyond ±TAIL
+(or non-finite) call ``Activation.slope`` per element.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from .program import is_table_act
 
 GRID_CELLS = 4096
 HULL_PAD = 0.125
+TAIL = 1e12  # the tails' outer ends (arb encloses every activation's slope up to here)
 
 
 def activation_of(op: Op) -> Any:
@@ -86,6 +89,8 @@ class SlopeGrid:
     n: int
     mins: np.ndarray  # [levels, n] sparse table of cell minima (level k: min over 2^k cells)
     maxs: np.ndarray
+    left: tuple[float, float]  # slope set over [-TAIL, a]
+    right: tuple[float, float]  # slope set over [a + n·h, TAIL]
 
     @staticmethod
     def build(act: Any, lo: float, hi: float, cells: int = GRID_CELLS) -> SlopeGrid:
@@ -106,7 +111,11 @@ class SlopeGrid:
                 break
             mins[k, :m] = np.minimum(mins[k - 1, :m], mins[k - 1, span : span + m])
             maxs[k, :m] = np.maximum(maxs[k - 1, :m], maxs[k - 1, span : span + m])
-        return SlopeGrid(act, a, h, n, mins, maxs)
+        end = float(edges[-1])
+        left = act.slope(min(-TAIL, a), a)
+        right = act.slope(end, max(TAIL, end))
+        return SlopeGrid(act, a, h, n, mins, maxs, (float(left[0]), float(left[1])),
+                         (float(right[0]), float(right[1])))  # fmt: skip
 
     def slopes(self, lo: np.ndarray, hi: np.ndarray) -> Interval:
         """Enclosure of σ' over each [lo_i, hi_i] (module docstring)."""
@@ -114,9 +123,10 @@ class SlopeGrid:
         hi = np.asarray(hi, dtype=np.float64).reshape(-1)
         i0 = np.floor((lo - self.a) / self.h) - 1
         i1 = np.floor((hi - self.a) / self.h) + 1
-        inside = np.isfinite(i0) & np.isfinite(i1) & (i0 >= 0) & (i1 <= self.n - 1)
-        j0 = np.where(inside, i0, 0).astype(np.int64)
-        j1 = np.where(inside, i1, 0).astype(np.int64)
+        inside = np.isfinite(i0) & np.isfinite(i1) & (lo >= -TAIL) & (hi <= TAIL)
+        j0 = np.clip(np.where(inside, i0, 0), 0, self.n - 1).astype(np.int64)
+        j1 = np.clip(np.where(inside, i1, 0), 0, self.n - 1).astype(np.int64)
+        j1 = np.maximum(j0, j1)  # the nearest cell(s) of an interval beside the grid: a superset
         length = j1 - j0 + 1
         k = np.floor(np.log2(length)).astype(np.int64)
         k = np.where((1 << (k + 1)) <= length, k + 1, k)  # guard log2 rounding
@@ -124,6 +134,9 @@ class SlopeGrid:
         other = j1 - (1 << k) + 1
         s_lo = np.minimum(self.mins[k, j0], self.mins[k, other])
         s_hi = np.maximum(self.maxs[k, j0], self.maxs[k, other])
+        for beyond, (t_lo, t_hi) in ((i0 < 0, self.left), (i1 > self.n - 1, self.right)):
+            s_lo = np.where(beyond, np.minimum(s_lo, t_lo), s_lo)
+            s_hi = np.where(beyond, np.maximum(s_hi, t_hi), s_hi)
         out = np.flatnonzero(~inside)
         if out.size:
             f_lo, f_hi = self.act.slope(lo[out], hi[out])

@@ -132,16 +132,8 @@ def param_delta_of_raw(op: Op, w_raw: np.ndarray, b_raw: np.ndarray, weight_frac
     else:
         real = np.asarray(w_exact, dtype=object) if w_exact is not None else weight_array(op)
         dw, dw_rad = _exact_differences(w_raw, np.broadcast_to(fr, shp), real)
-    b = bias_array(op)
-    db = np.empty(b.size)
-    db_rad = np.zeros(b.size)
-    for o in range(b.size):
-        q = Fraction(int(b_raw[o]), 1 << int(wf[o])) - (
-            Fraction(b_exact[o]) if b_exact is not None else Fraction(float(b[o]))
-        )
-        db[o] = float(q)
-        if Fraction(db[o]) != q:
-            db_rad[o] = float(up(abs(db[o]) * 2.0**-52 + 5e-324))
+    b_real = np.asarray(b_exact, dtype=object) if b_exact is not None else bias_array(op)
+    db, db_rad = _exact_differences(np.asarray(b_raw, dtype=object), wf, b_real)
     return ParamDelta(dw, dw_rad, db, db_rad)
 
 

@@ -285,7 +285,7 @@ def render_classify_markdown(r: dict[str, Any]) -> str:
         "",
         f"- {r['frac_search']['method']}; global F {r['frac_search']['global_frac']}, "
         f"{r['frac_search']['checks']} region checks",
-        f"- peak memory of the certification (tracemalloc): {r['peak_mib']:.1f} MiB",
+        f"- peak memory (resident set of the process): {r['peak_mib']:.1f} MiB",
     ]
     lines += [f"- {k}: {v:.3f} s" for k, v in r["timings"].items()]
     if r.get("notes"):

@@ -439,9 +439,15 @@ def certify_cnn(
     max_rounds: int = 12,
     logit_eps: float | None = None,
     descent_checks: int | None = None,
+    trace_memory: bool = False,
 ) -> CertifyReport:
     """The API for the CLI: prepare every region (real ranges + margin bounds), search formats,
-    build the program, certify every region. Peak memory: tracemalloc over the whole call.
+    build the program, certify every region. Peak memory (``peak_mib``): with ``trace_memory``
+    the tracemalloc peak of the call (the Python and numpy allocations it made); otherwise the
+    process's peak resident set size so far (``getrusage``: the interpreter and the model
+    included). tracemalloc slows object-heavy work (exact-weight quantisation, Python-int
+    arithmetic) by an order of magnitude: a descent check on the 6x200 sigmoid MNIST net took
+    0.29 s without it and 3.25 s with it.
 
     ``logit_eps``: every region's logits must also stay within ε of the real ones (provable
     regions certified too): the greedy result (uniform F without a provable region) is raised
@@ -463,7 +469,8 @@ def certify_cnn(
     if search == "greedy" and granularity != "layer":
         raise UnsupportedError("the greedy search chooses one format per layer: use granularity='layer' "
                                "or search='ilp' for per-channel formats")  # fmt: skip
-    tracemalloc.start()
+    if trace_memory:
+        tracemalloc.start()
     try:
         times = []
         for i, r in enumerate(regions):
@@ -480,10 +487,20 @@ def certify_cnn(
                 net, regions, res, quant, min_frac, max_frac, granularity, time_limit, max_rounds, logit_eps,
                 descent_checks,
             )  # fmt: skip
-        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        peak = tracemalloc.get_traced_memory()[1] / 2**20 if trace_memory else peak_rss_mib()
     finally:
-        tracemalloc.stop()
+        if trace_memory:
+            tracemalloc.stop()
     return CertifyReport(res, regions, program_cost(res.program), times, peak)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    import resource
+    import sys
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 2**20 if sys.platform == "darwin" else kib / 2**10
 
 
 # ---------------------------------------------------------------------------------------------

@@ -451,27 +451,29 @@ def _emit_add(em: _Emit, k: int, op: Op, xs: list[_Node], y: _Node) -> list[str]
     pre = f"fx_n{k}"
     c_n = int(op.shape[0]) if op.shape else 1
     n_pix = y.size // c_n
-    out_first = np.arange(c_n) * n_pix
-    sig = np.stack([nd.out_t.width[out_first], nd.out_t.int_bits[out_first]], axis=1)
     a, b = xs
-    lines = [
+    head = [
         f"// node {k} '{_comment(op.name)}' (add): {c_n} adders reused over {n_pix} pixel(s)",
         f"void {pre}(const {a.ctype} a[{a.size}], const {b.ctype} b[{b.size}], {y.ctype} y[{y.size}]) {{",
-        f"  {pre}_px: for (int p = 0; p < {n_pix}; p++) {{",
-        em.pipeline(),
     ]
-    for gi, chans in enumerate(channel_groups(sig)):
-        ot = em.fmt(nd.out_t, int(out_first[chans[0]]))
-        gpre = f"{pre}_g{gi}"
-        lines.append(f"    // group {gi}: {chans.size} channel(s) from {chans[0]}; exact sum -> {ot}")
-        lines += _channel_loop(gpre, chans, em.decls, 4)
-        lines += [
-            f"      const int j = o * {n_pix} + p;",
-            f"      y[j] = fx_q<{ot}>(a[j] + b[j]);",
-            "    }",
-        ]
-    em.functions += [*lines, "  }", "}", ""]
+    _emit_channel_assignments(em, pre, nd.out_t, c_n, n_pix, head, "a[j] + b[j]", "exact sum")
     return [f"  {pre}({a.buffer}, {b.buffer}, {y.buffer});"]
+
+
+def _emit_channel_assignments(
+    em: _Emit, pre: str, out_t: FormatArray, c_n: int, n_pix: int, head: list[str], expr: str, what: str
+) -> None:
+    """A function (``head``: its comment and signature) whose pixel loop assigns ``expr`` (of the
+    element index j) to every channel's own format, one unrolled block per channel group."""
+    out_first = np.arange(c_n) * n_pix
+    sig = np.stack([out_t.width[out_first], out_t.int_bits[out_first]], axis=1)
+    lines = [*head, f"  {pre}_px: for (int p = 0; p < {n_pix}; p++) {{", em.pipeline()]
+    for gi, chans in enumerate(channel_groups(sig)):
+        ot = em.fmt(out_t, int(out_first[chans[0]]))
+        lines.append(f"    // group {gi}: {chans.size} channel(s) from {chans[0]}; {what} -> {ot}")
+        lines += _channel_loop(f"{pre}_g{gi}", chans, em.decls, 4)
+        lines += [f"      const int j = o * {n_pix} + p;", f"      y[j] = fx_q<{ot}>({expr});", "    }"]
+    em.functions += [*lines, "  }", "}", ""]
 
 
 def _emit_relu(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
@@ -500,7 +502,6 @@ def _emit_act(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     pre = f"fx_n{k}"
     c_n = int(op.shape[0]) if op.shape else 1
     n_pix = y.size // c_n
-    out_first = np.arange(c_n) * n_pix
     x_w, x_i = container(em.prog.out_t(op.inputs[0]))
     if x_w - x_i != nd.x_frac:
         raise UnsupportedError(f"{op.describe()}: operand frac {x_w - x_i} is not its alignment {nd.x_frac}")
@@ -508,24 +509,11 @@ def _emit_act(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     tab_t = f"{pre}_sigma_t"
     em.decls += [f"typedef ap_fixed<{o_w}, {o_w - int(impl.out_frac)}> {tab_t};  // node {k}: σ~ exactly"]
     em.functions += [impl.cpp(f"{pre}_sigma", x.ctype, tab_t)]
-    sig = np.stack([nd.out_t.width[out_first], nd.out_t.int_bits[out_first]], axis=1)
-    lines = [
+    head = [
         f"// node {k} '{_comment(op.name)}' ({op.attrs['fn']}): {c_n} unit(s) reused over {n_pix} pixel(s)",
         f"void {pre}(const {x.ctype} x[{x.size}], {y.ctype} y[{y.size}]) {{",
-        f"  {pre}_px: for (int p = 0; p < {n_pix}; p++) {{",
-        em.pipeline(),
     ]
-    for gi, chans in enumerate(channel_groups(sig)):
-        ot = em.fmt(nd.out_t, int(out_first[chans[0]]))
-        gpre = f"{pre}_g{gi}"
-        lines.append(f"    // group {gi}: {chans.size} channel(s) from {chans[0]}; σ~ -> {ot}")
-        lines += _channel_loop(gpre, chans, em.decls, 4)
-        lines += [
-            f"      const int j = o * {n_pix} + p;",
-            f"      y[j] = fx_q<{ot}>({pre}_sigma(x[j]));",
-            "    }",
-        ]
-    em.functions += [*lines, "  }", "}", ""]
+    _emit_channel_assignments(em, pre, nd.out_t, c_n, n_pix, head, f"{pre}_sigma(x[j])", "σ~")
     return [f"  {pre}({x.buffer}, {y.buffer});"]
 
 

@@ -23,7 +23,7 @@ from aster_ext.cli import main
 from aster_ext.errors import UserError
 from aster_ext.frontend.onnx_import import load_onnx
 from aster_ext.graph_program.certify import Region, certify_cnn
-from aster_ext.graph_program.errors import DeltaCache, analyze_errors
+from aster_ext.graph_program.errors import analyze_errors, deltas_for
 from aster_ext.graph_program.io import graph_program_from_json, graph_program_to_json, load_graph_program
 from aster_ext.graph_program.program import uniform_program
 from aster_ext.graph_program.simulate import simulate_graph
@@ -398,7 +398,8 @@ def test_option_errors(cnn_dir: Path, tmp_path: Path, capsys) -> None:
 def _claims_for(net, regions):
     rep = certify_cnn(net, regions)
     prog = rep.search.program
-    deltas = DeltaCache()
+    deltas = deltas_for(net, regions)
+    deltas.acts.seed(prog)  # table activations: the program's own implementations
     analyses = [analyze_errors(net, r.ranges, rep.search.fracs, "TRN", r.label, deltas) for r in regions]
     entries = [
         region_entry(net, r, v, a) for r, v, a in zip(regions, rep.search.verdicts, analyses, strict=True)
@@ -415,8 +416,15 @@ def test_random_cnns_no_violation_under_search(seed: int) -> None:
     """Random small CNNs (max/avg pool, residual adds), regions around confident points with
     random radii: the samples, corners, gradient search and local search find no input where the
     program's margin drops below the certified bound or a logit leaves its error interval."""
+    search_and_attack(seed)
+
+
+def search_and_attack(seed: int, acts: tuple[str, str, str] = ("relu", "relu", "relu")) -> None:
+    """The body of :func:`test_random_cnns_no_violation_under_search` for activations ``acts``."""
     rng = np.random.default_rng(100 + seed)
-    net = random_cnn(rng, residual=bool(seed % 2), pool=["max", "avg", "none"][seed % 3], pool_pad=seed % 2)
+    net = random_cnn(
+        rng, residual=bool(seed % 2), pool=["max", "avg", "none"][seed % 3], pool_pad=seed % 2, acts=acts
+    )
     n_in = int(np.prod(net.input_shape))
     node = ops.logits_node(net)
     x = rng.random((200, n_in))

@@ -206,3 +206,18 @@ def test_exact_cross_check_with_table_activations(acts, quant) -> None:
         for name, iv in a.err.items():
             for j, (fv, rv) in enumerate(zip(fixed[name], real[name], strict=True)):
                 assert Fraction(float(iv.lo[j])) <= fv - rv <= Fraction(float(iv.hi[j])), (name, j)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("seed", "acts"),
+    [(0, ("tanh", "relu", "sigmoid")), (1, ("gelu", "silu", "elu")),
+     (2, ("leaky_relu", "softplus", "hard_tanh")), (3, ("hard_sigmoid", "gelu_tanh", "tanh"))],
+)  # fmt: skip
+def test_search_then_attack_with_table_activations(seed: int, acts) -> None:
+    """The whole search (greedy, ILP, descent) on random CNNs with table activations, then samples,
+    corners, gradient (forward-difference) and local search against every region's claims: no
+    margin below its certified bound, no logit outside its interval, certified labels kept."""
+    from .test_classify_cli import search_and_attack
+
+    search_and_attack(seed, acts)

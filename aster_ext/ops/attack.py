@@ -23,6 +23,7 @@ def piecewise_linear(net: Network) -> bool:
 
 
 FD_STEP = 2.0**-20  # relative forward-difference step of the gradient of smooth networks
+FD_BATCH = 512  # points per evaluation of the forward differences
 
 
 def margin_gradients(net: Network, x: np.ndarray, label: int, maps: dict | None = None) -> np.ndarray:
@@ -78,9 +79,15 @@ def _fd_margin_gradients(net: Network, x: np.ndarray, label: int) -> np.ndarray:
     """Forward-difference gradients of the margins y_label - y_k (k != label) at the flat x."""
     node = logits_node(net)
     h = FD_STEP * np.maximum(1.0, np.abs(x))
-    pts = np.repeat(x[None, :], x.size + 1, axis=0)
-    pts[1 + np.arange(x.size), np.arange(x.size)] += h
-    y = evaluate(net, pts.reshape(-1, *net.input_shape), upto=node)[node].reshape(x.size + 1, -1)
+    rows = []
+    for start in range(0, x.size + 1, FD_BATCH):  # bounded memory on large inputs (CIFAR: 3073 points)
+        idx = np.arange(start, min(start + FD_BATCH, x.size + 1))
+        pts = np.repeat(x[None, :], idx.size, axis=0)
+        moved = idx > 0
+        pts[np.flatnonzero(moved), idx[moved] - 1] += h[idx[moved] - 1]
+        out = evaluate(net, pts.reshape(-1, *net.input_shape), upto=node)[node]
+        rows.append(out.reshape(idx.size, -1))
+    y = np.concatenate(rows)
     m = y[:, [label]] - y  # [n_in + 1, n_out]
     ks = [k for k in range(y.shape[1]) if k != label]
     return ((m[1:, ks] - m[0, ks][None, :]) / h[:, None]).T

@@ -241,3 +241,31 @@ def test_margin_gradients_of_smooth_networks(monkeypatch) -> None:
     ym = ops.evaluate(net, (x - eye).reshape(-1, *net.input_shape), upto=node)[node].reshape(x.size, -1)
     central = (((yp[:, [0]] - yp) - (ym[:, [0]] - ym)) / (2 * h))[:, 1:].T
     assert np.allclose(g, central, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 4, 5])
+def test_every_node_kind_with_table_activations(tmp_path: Path, seed: int) -> None:
+    """The C++ tests' zoo graphs (grouped / depthwise / dilated / strided 2-D and 1-D convs with
+    asymmetric pads, padded max / avg pools, global pools, concat, transpose, flatten, dense)
+    with random table activations in place of their ReLUs: every node's error interval holds on
+    bit-exact executions, and the C++ is bit-exact with the simulator."""
+    from .graph_hls_support import zoo_1d, zoo_2d
+
+    rng = np.random.default_rng(seed)
+    net = (zoo_2d if seed % 2 == 0 else zoo_1d)(rng)
+    for op in net.ops():
+        if op.kind == "act":
+            op.attrs["fn"] = str(rng.choice(TABLE_ACTS))
+    n = int(np.prod(net.input_shape))
+    centre, rad = rng.uniform(-1, 1, n), float(rng.choice([0.01, 0.1, 0.5]))
+    lo, hi = centre - rad, centre + rad
+    label = int(np.argmax(ops.evaluate(net, centre[None])[ops.logits_node(net)][0]))
+    region = prepare(net, Region("r", lo, hi, label))
+    fc, quant = _random_fracs(rng, net, 2, 10), ["TRN", "RND"][seed % 2]
+    _check_bounds(net, region, fc, quant, rng)
+    require_toolchain()
+    prog, _, _ = certify_choice(net, [region], fc, quant)
+    generate_graph_hls(prog, tmp_path, "net")
+    ok, msg = graph_cpp_matches_simulator(prog, tmp_path, -2 * np.ones(n), 2 * np.ones(n), 0, 40)
+    assert ok, msg

@@ -205,7 +205,7 @@ def quantize_fractions(values: np.ndarray, frac: np.ndarray | int, quant: str = 
         return np.empty(vals.shape, dtype=object)
     f = np.broadcast_to(np.asarray(frac, dtype=np.int64), vals.shape)
     num, den = fraction_parts(vals)
-    p2 = _POW2(np.abs(f))
+    p2 = pow2_ints(np.abs(f))
     pos = f >= 0
     n2 = np.where(pos, num * p2, num)  # v·2^F = n2 / d2 exactly
     d2 = np.where(pos, den, den * p2)
@@ -215,6 +215,11 @@ def quantize_fractions(values: np.ndarray, frac: np.ndarray | int, quant: str = 
 
 _POW2 = np.frompyfunc(lambda k: 1 << int(k), 1, 1)
 _NUM = np.frompyfunc(lambda v: v.numerator, 1, 1)
+
+
+def pow2_ints(k: np.ndarray) -> np.ndarray:
+    """2^k elementwise as Python ints (object array), k >= 0."""
+    return np.asarray(_POW2(np.asarray(k)), dtype=object)
 _DEN = np.frompyfunc(lambda v: v.denominator, 1, 1)
 
 
@@ -222,10 +227,8 @@ def fraction_parts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(numerators, denominators) of exact rationals (Fraction / int / float entries), object
     arrays of Python ints with the shape of ``values``."""
     vals = np.asarray(values, dtype=object)
-    if not all(isinstance(v, Fraction | int) for v in vals.reshape(-1)[:1]):
-        vals = np.frompyfunc(Fraction, 1, 1)(vals)
-    try:
+    try:  # Fraction and int entries carry their parts
         return np.asarray(_NUM(vals), dtype=object), np.asarray(_DEN(vals), dtype=object)
-    except AttributeError:  # mixed entries: convert every one
+    except AttributeError:  # some float entry: convert every one (exactly)
         vals = np.frompyfunc(Fraction, 1, 1)(vals)
         return np.asarray(_NUM(vals), dtype=object), np.asarray(_DEN(vals), dtype=object)

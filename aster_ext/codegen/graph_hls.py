@@ -76,8 +76,8 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..fixedpoint import FixedFormat, wrap_or_saturate
-from ..graph_program.program import GraphProgram, partial_sums
-from ..graph_program.simulate import simulate_graph
+from ..graph_program.program import GraphProgram, container, partial_sums
+from ..graph_program.simulate import impl_out_bound, simulate_graph
 from ..ir import Op
 from ..ops import logits_node
 from ..ops.windows import spatial_attrs
@@ -97,12 +97,6 @@ def graph_identifier(name: str) -> str:
     ident = c_identifier(name)
     reserved = ident in ("in_t", "out_t", "N_IN", "N_OUT", "main") or re.match(r"fx\d", ident)
     return "net_" + ident if reserved else ident
-
-
-def container(fmt: FormatArray) -> tuple[int, int]:
-    """(width, int_bits) of one type holding every element format of ``fmt`` exactly."""
-    i = int(fmt.int_bits.max())
-    return int(fmt.frac.max()) + i, i
 
 
 def channel_groups(signature: np.ndarray) -> list[np.ndarray]:
@@ -505,7 +499,7 @@ def _emit_act(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     x_w, x_i = container(em.prog.out_t(op.inputs[0]))
     if x_w - x_i != nd.x_frac:
         raise UnsupportedError(f"{op.describe()}: operand frac {x_w - x_i} is not its alignment {nd.x_frac}")
-    o_w = _impl_out_width(impl, x_w)
+    o_w = (impl_out_bound(impl, 1 << (x_w - 1)) - 1).bit_length() + 1  # holds σ~ of any container value
     tab_t = f"{pre}_sigma_t"
     em.decls += [f"typedef ap_fixed<{o_w}, {o_w - int(impl.out_frac)}> {tab_t};  // node {k}: σ~ exactly"]
     em.functions += [impl.cpp(f"{pre}_sigma", x.ctype, tab_t)]
@@ -515,20 +509,6 @@ def _emit_act(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:
     ]
     _emit_channel_assignments(em, pre, nd.out_t, c_n, n_pix, head, f"{pre}_sigma(x[j])", "σ~")
     return [f"  {pre}({x.buffer}, {y.buffer});"]
-
-
-def _impl_out_width(impl, x_width: int) -> int:
-    """Width of a type at the implementation's output frac holding every value it returns for an
-    operand of ``x_width`` bits: a table's entry width (interpolation stays between entries), a
-    piecewise map's own internal width."""
-    if hasattr(impl, "entries"):
-        return int(impl.entry_width)
-    from ..activations import _cpp
-
-    consts = [impl.s_neg, impl.s_pos, impl.offset]
-    consts += [c for c in (impl.clamp_lo, impl.clamp_hi) if c is not None]
-    d = impl.prod_frac - impl.out_frac
-    return x_width + _cpp.signed_width(consts) + 3 + max(0, -d)
 
 
 def _emit_transpose(em: _Emit, k: int, op: Op, x: _Node, y: _Node) -> list[str]:

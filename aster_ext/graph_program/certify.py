@@ -64,6 +64,7 @@ from .program import (
     FracChoice,
     GraphProgram,
     build_program,
+    container,
     is_rounding_node,
     n_channels,
     partial_sums,
@@ -379,7 +380,7 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
         elif nd.act_impl is not None:
             from ..cost import act_impl_ops
 
-            x_w = container_width(prog.out_t(op.inputs[0]), nd.x_frac)
+            x_w, _ = container(prog.out_t(op.inputs[0]))  # the operand at its alignment x_frac
             mults, adds, rom = act_impl_ops(nd.act_impl, np.full(n_channels(op), x_w))
             mc += len(mults)
             mob += sum(a + b for a, b in mults)
@@ -389,10 +390,6 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
             tb += int(rom)
     return ProgramCost(mc, mob, mbl, ac, ab, tb)
 
-
-def container_width(fmt, frac: int) -> int:
-    """Width of the operand aligned to ``frac`` fractional bits: max integer bits + frac."""
-    return int(np.max(fmt.int_bits)) + int(frac)
 
 
 @dataclass

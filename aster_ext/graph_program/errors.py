@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..backsub import dominating
+from ..certify import interval_mul
 from ..errors import UnsupportedError
 from ..ir import Network, Op
 from ..ops import AnalysisContext, logits_node, op_class
@@ -144,12 +145,12 @@ _AS_RATIO_D = np.frompyfunc(lambda v: v.as_integer_ratio()[1], 1, 1)
 def _exact_differences(raw: np.ndarray, frac: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """q = raw·2^-frac - real elementwise, exactly (``real``: Fractions or floats): the nearest
     double of q and a radius, 0 where that double is q, else up(|q̃|·2^-52 + 2^-1074)."""
-    from ..fixedpoint import fraction_parts
+    from ..fixedpoint import fraction_parts, pow2_ints
 
     n, d = fraction_parts(real)
     r = np.asarray(raw, dtype=object)
     f = np.asarray(frac, dtype=np.int64)
-    p2 = np.frompyfunc(lambda k: 1 << abs(int(k)), 1, 1)(f)
+    p2 = pow2_ints(np.abs(f))
     pos = f >= 0
     qn = np.where(pos, r * d - n * p2, r * p2 * d - n)  # q = qn / qd
     qd = np.where(pos, d * p2, d)
@@ -265,6 +266,7 @@ def analyze_errors(
     records: dict[str, BW.Rec] = {}  # linear error forms of every node (:mod:`.backward`)
     target = logits_node(net)
     R = {k: _flat(v) for k, v in ranges.ranges.items()}
+    deltas.acts.register(net, [R])  # table activations no caller registered: this region's hull
     for op in net.ops():
         name = op.name
         if op.kind == "input":
@@ -297,14 +299,13 @@ def analyze_errors(
         elif is_table_act(op):
             x = ins[0]
             e, r = err[x], R[x]
-            deltas.acts.register(net, [R])
             fx = int(frac_of[x].max())
             fout = per_channel(op, fracs.out[name])
             impl = deltas.acts.impl(op, fx, int(np.max(fracs.out[name])))
             xt = r.add(e)  # the operand's finite-precision range
             t_lo, t_hi = impl_error(impl, float(np.min(xt.lo)), float(np.max(xt.hi)))
             s = deltas.acts.slopes(op, np.minimum(r.lo, xt.lo), np.maximum(r.hi, xt.hi))
-            prop = _interval_mul(s, e)
+            prop = interval_mul(s, e)
             pre = prop.add(Interval(np.full(e.lo.size, t_lo), np.full(e.lo.size, t_hi)))
             val[(name, "out")] = R[name].add(pre)
             rlo, rhi = rounding_interval(np.full(fout.shape, impl.out_frac), fout, quant)
@@ -430,12 +431,6 @@ def analyze_errors(
             res.records = records
             res.margin_err = Interval(np.maximum(fwd.lo, bwd_margin.lo), np.minimum(fwd.hi, bwd_margin.hi))
     return res
-
-
-def _interval_mul(a: Interval, b: Interval) -> Interval:
-    """Enclosure of {x·y : x in a, y in b} (endpoint products, each rounded outward)."""
-    p = [a.lo * b.lo, a.lo * b.hi, a.hi * b.lo, a.hi * b.hi]
-    return Interval(down(np.minimum.reduce(p)), up(np.maximum.reduce(p)))
 
 
 def _slope_record(x: str, s: Interval, e: Interval, t_lo: float, t_hi: float, rho: Interval) -> BW.MapRec:

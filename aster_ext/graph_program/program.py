@@ -78,6 +78,13 @@ def per_channel(op: Op, values: np.ndarray) -> np.ndarray:
     return np.repeat(v, inner)
 
 
+def container(fmt: FormatArray) -> tuple[int, int]:
+    """(width, int_bits) of one type holding every element format of ``fmt`` exactly: the largest
+    integer bits and the largest fractional bits (the operand alignment F_x)."""
+    i = int(fmt.int_bits.max())
+    return int(fmt.frac.max()) + i, i
+
+
 def n_channels(op: Op) -> int:
     return int(op.shape[0]) if op.shape else 1
 

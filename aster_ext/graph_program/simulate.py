@@ -109,15 +109,15 @@ def widest_intermediate_bits(prog: GraphProgram) -> int:
 
 
 def impl_out_bound(impl, xmax: int) -> int:
-    """A bound on |raw σ~(t)| (at its out frac, and on the piecewise map's value before its final
-    shift) for |t| <= xmax: the largest table entry, or |s|·xmax + |offset| (and the clamps)."""
+    """A bound B > |raw σ~(t)| (at the implementation's out frac, and on a piecewise map's value
+    before its final shift) for every raw input |t| <= xmax: a table's largest entry (linear
+    interpolation stays between entries), or |s|·xmax + |offset| and the clamps of a piecewise
+    map, shifted left when its product frac is below its out frac."""
     if hasattr(impl, "entries"):
         return max(abs(int(v)) for v in np.asarray(impl.entries).reshape(-1)) + 1
-    if hasattr(impl, "parts"):
-        return max(impl_out_bound(p, xmax) for p in impl.parts)
     ends = [abs(int(c)) for c in (impl.clamp_lo, impl.clamp_hi) if c is not None]
     lin = max(abs(int(impl.s_neg)), abs(int(impl.s_pos))) * xmax + abs(int(impl.offset))
-    return max([lin, *ends]) + 1
+    return (max([lin, *ends]) << max(impl.out_frac - impl.prod_frac, 0)) + 1
 
 
 def _to_dtype(a: np.ndarray, obj: bool) -> np.ndarray:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .activations.summary import impl_summary
 from .errors import InfeasibleError, UserError
 from .graph_program.certify import (
     CertifyReport,
@@ -416,21 +417,9 @@ def formats_summary(prog: GraphProgram) -> list[dict[str, Any]]:
         if op.kind == "avgpool":
             d["const_frac"] = int(nd.const_frac)
         if nd.act_impl is not None:
-            d["activation"] = nd.act_impl.act.describe()
-            d["impl"] = _impl_summary(nd.act_impl)
+            d["impl"] = impl_summary(nd.act_impl)
         out.append(d)
     return out
-
-
-def _impl_summary(impl: Any) -> str:
-    """One line: what implements a table activation (kind, size, fracs, its error on its range)."""
-    io = f"input frac {impl.in_frac}, output frac {impl.out_frac}"
-    if hasattr(impl, "entries"):
-        kind = "segmented table" if hasattr(impl, "parts") else "table"
-        interp = ", interpolating" if getattr(impl, "interp", False) else ""
-        return (f"{kind} of {len(impl.entries)} entries x {impl.entry_width} bits{interp}; {io}; "
-                f"|error| <= {impl.error_bound:.3g} on [{impl.lo:.4g}, {impl.hi:.4g}]")  # fmt: skip
-    return f"piecewise linear, constants at {impl.const_frac} fractional bits; {io}"
 
 
 def _range(a: np.ndarray) -> list[int]:

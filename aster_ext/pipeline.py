@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .activations.summary import impl_sentence, impl_summary
 from .aster.settings import SETTINGS
 from .aster.solve import AsterResult, assign_aster
 from .certify import Certificate, certify_program
@@ -458,36 +459,14 @@ def _extra_notes(net: Network, program: FixedProgram) -> list[str]:
             "softmax (softmax is monotone, the predicted class follows from the logits)"
         )
     for s in _impl_summary(program):
-        notes.append(
-            f"layer {s['layer']}: {s['activation']} implemented as a {s['kind']} "
-            f"(input frac {s['in_frac']}, output frac {s['out_frac']}"
-            + (f", {s['entries']} entries" if "entries" in s else "")
-            + (
-                f"), rigorous implementation error <= {s['error_bound']:.3g} on its range"
-                if "error_bound" in s
-                else "), error bounded per neuron over its range in the certificate"
-            )
-        )
+        notes.append(f"layer {s['layer']}: " + impl_sentence(s, "per neuron over its range"))
     return notes
 
 
 def _impl_summary(program: FixedProgram) -> list[dict[str, Any]]:
-    out = []
-    for lp in program.layers:
-        impl = lp.act_impl
-        if impl is None:
-            continue
-        d: dict[str, Any] = {"layer": lp.name, "activation": impl.act.describe(),
-                             "in_frac": int(impl.in_frac), "out_frac": int(impl.out_frac)}  # fmt: skip
-        if hasattr(impl, "entries"):
-            d.update(kind="table", entries=int(impl.size), error_bound=float(impl.error_bound),
-                     range=[float(impl.lo), float(impl.hi)], interpolating=bool(impl.interp))  # fmt: skip
-            if hasattr(impl, "parts"):  # SegmentedTableImpl: cells of different widths per segment
-                d.update(kind="segmented table", segments=len(impl.parts))
-        else:
-            d.update(kind="piecewise", const_frac=int(impl.const_frac), exact=bool(impl.exact))
-        out.append(d)
-    return out
+    """Per layer with an activation implementation: its layer name and :func:`impl_summary`."""
+    return [{"layer": lp.name, **impl_summary(lp.act_impl)} for lp in program.layers
+            if lp.act_impl is not None]
 
 
 def _bits_json(bits: list[Any]) -> list[Any]:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .activations.summary import impl_sentence
+
 
 def write_reports(report: dict[str, Any], out_dir: Path) -> None:
     (out_dir / "report.json").write_text(json.dumps(report, indent=1))
@@ -279,7 +281,8 @@ def render_classify_markdown(r: dict[str, Any]) -> str:
         f"bilinear Σ W_w·W_x: {c['mult_bilinear']}",
         f"- adders: {c['adder_count']}, adder bits: {c['adder_bits']}",
         *([f"- activation table ROM bits: {c['table_bits']}"] if c.get("table_bits") else []),
-        *[f"- {f['node']} ({f['activation']}): {f['impl']}" for f in r["formats"] if f.get("impl")],
+        *[f"- {f['node']}: " + impl_sentence(f["impl"], "over the node's input range") for f in r["formats"]
+          if f.get("impl")],
         "",
         "## Search and timings",
         "",

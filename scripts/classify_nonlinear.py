@@ -20,7 +20,6 @@ Usage: python scripts/classify_nonlinear.py [--only NAME ...]
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -31,6 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from aster_ext.experiments.tables import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "benchmarks"
@@ -116,10 +117,7 @@ def main() -> int:
                 print(" ".join(f"{k}={row.get(k, '')}" for k in FIELDS), flush=True)
     res = ROOT / "results"
     suffix = "" if not args.only else "_" + "_".join(args.only)
-    with open(res / f"classify_nonlinear{suffix}.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows({k: r.get(k, "") for k in FIELDS} for r in rows)
+    write_csv(res / f"classify_nonlinear{suffix}.csv", rows, FIELDS)
     doc = (__doc__ or "").split("Writes results")[0].strip()
     lines = ["# Nonlinear classifiers end to end (table activations in graph programs)", "", doc, ""]
     lines += ["| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]

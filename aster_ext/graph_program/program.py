@@ -47,13 +47,14 @@ import numpy as np
 from ..errors import UnsupportedError
 from ..fixedpoint import quantize_reals
 from ..ir import Network, Op
+from ..ops.activation import PIECEWISE_LINEAR_ACTS
 from ..ops.windows import channel_windows
 from ..program import FormatArray
 
 LINEAR_KINDS = ("conv2d", "conv1d", "affine")
 MOVE_KINDS = ("flatten", "reshape", "transpose", "concat", "output")
 ROUNDING_KINDS = (*LINEAR_KINDS, "avgpool", "add")  # node kinds with a chosen output format
-PASS_ACTS = ("relu", "identity")  # activations computed exactly in the operand's formats
+PASS_ACTS = PIECEWISE_LINEAR_ACTS  # activations computed exactly in the operand's formats
 
 
 def is_table_act(op: Op) -> bool:

@@ -31,6 +31,7 @@ from ..rigorous import MU, Interval, down, gamma, up
 from .base import AnalysisContext, Backward, OpKind, register
 from .linalg import abs_matvec_up, finish_slack, shift_const
 
+PIECEWISE_LINEAR_ACTS = ("relu", "identity")  # the activations computed exactly (no implementation)
 
 @dataclass
 class ActRelaxation:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Network
+from .activation import PIECEWISE_LINEAR_ACTS
 from .interpreter import backsubstitute, evaluate, logits_node, margin_matrix, symbolic_ranges
 
 
 def piecewise_linear(net: Network) -> bool:
     """True when every activation is relu or identity (the exact-gradient path applies)."""
-    return all(op.kind != "act" or op.attrs["fn"] in ("relu", "identity") for op in net.ops())
+    return all(op.kind != "act" or op.attrs["fn"] in PIECEWISE_LINEAR_ACTS for op in net.ops())
 
 
 FD_STEP = 2.0**-20  # relative forward-difference step of the gradient of smooth networks

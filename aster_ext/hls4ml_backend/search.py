@@ -16,8 +16,10 @@ smallest uniform F plus 2 bits of headroom (slack to spend unevenly), repeatedly
 single-variable decrement with the best cost saving per unit of bound increase among
 those that still certify ε (a lazy greedy: stale gains in a priority queue, only the top
 candidate re-certified; decrements gallop: 4 bits at first, doubled when taken, halved when
-they fail), until none does. Every candidate is certified in full, so the result is certified
-whatever the heuristic does.
+they fail), until none does; then kicks (:func:`kick_descent`: raise one type by a bit, descend
+on the others, keep what is cheaper) with at most as many candidates again as the search had
+used. Every candidate is certified in full, so the result is certified whatever the heuristic
+does.
 """
 
 from __future__ import annotations
@@ -135,6 +137,49 @@ def lazy_greedy_descent(
     return f_in, fracs, prog, cert, cost
 
 
+def kick_descent(
+    f_in: int,
+    fracs: list[Any],
+    state: tuple[Any, Any, float],
+    variables: list[tuple[int, str]],
+    run: Callable[[int, list[Any]], tuple[Any, Any, float]],
+    good: Callable[[Any], bool],
+    eps: float,
+    budget_left: Callable[[], bool],
+) -> tuple[int, list[Any], Any, Any, float]:
+    """Iterated local search from a :func:`lazy_greedy_descent` result: for each variable v in
+    turn, raise v by one bit (a "kick", which frees bound slack) and descend on every other
+    variable from there; keep the result if it is cheaper than the best so far, and repeat the
+    round while some kick paid off. Escapes the single-decrement local optima where two types
+    trade bits (measured on the 26 dense hls4ml benchmarks, kicks limited to the evaluations
+    the search had used: TestNN 0.886x, AC8 0.989x, most others 0.99-1.0x; none dearer)."""
+    prog, cert, cost = state
+    improved = True
+    while improved and budget_left():
+        improved = False
+        for var in variables:
+            li, name = var
+            cur = f_in if li < 0 else getattr(fracs[li], name)
+            if cur + 1 > F_MAX:
+                continue
+            if li < 0:
+                kicked: tuple[int, list[Any]] = (cur + 1, fracs)
+            else:
+                fr = list(fracs)
+                fr[li] = replace(fracs[li], **{name: cur + 1})
+                kicked = (f_in, fr)
+            start = run(*kicked)
+            if good(start[1]):
+                others = [v for v in variables if v != var]
+                res = lazy_greedy_descent(*kicked, start, others, run, good, eps, budget_left)
+                if res[4] < cost:
+                    f_in, fracs, prog, cert, cost = res
+                    improved = True
+            if not budget_left():
+                break
+    return f_in, fracs, prog, cert, cost
+
+
 def _variables(fracs: list[LayerFracs]) -> list[tuple[int, str]]:
     """The searched slots; the bias is not among them: its width is in no cost term, and at the
     uniform F (>= every accum_t F the search reaches) its cast to accum_t is its only rounding."""
@@ -208,8 +253,14 @@ def choose_types(
     f_in, fracs = hi, uniform(hi)
     prog, cert, cost = run(f_in, fracs)
 
+    variables = _variables(fracs)
     f_in, fracs, prog, cert, cost = lazy_greedy_descent(
-        f_in, fracs, (prog, cert, cost), _variables(fracs), run, good, eps, lambda: evals < max_evaluations
+        f_in, fracs, (prog, cert, cost), variables, run, good, eps, lambda: evals < max_evaluations
+    )
+    # kicks get at most as many candidates again as the search used so far (at most twice the time)
+    kick_limit = min(2 * evals, max_evaluations)
+    f_in, fracs, prog, cert, cost = kick_descent(
+        f_in, fracs, (prog, cert, cost), variables, run, good, eps, lambda: evals < kick_limit
     )
     # bias_t: no wider than accum_t's F (the bias is cast to accum_t first, so for TRN the extra
     # bits never reach the sum), kept only if that still certifies (RND rounds twice)

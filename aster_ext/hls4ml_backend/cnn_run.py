@@ -32,6 +32,7 @@ from ..ir import Network
 from . import cnn as C
 from . import cnn_project as CP
 from . import project as P
+from .attack import box_local_search
 from .types import HlsType
 
 CNN_KINDS = frozenset({"conv2d", "conv1d", "maxpool", "avgpool"})
@@ -333,19 +334,7 @@ def adversarial_inputs(
     x0 = np.concatenate(
         [lo + (hi - lo) * rng.random((16, lo.size)), np.where(rng.random((16, lo.size)) < 0.5, hi, lo)]
     )
-    sc = score(x0)
-    starts = x0[np.argsort(-sc)[:keep]]
-    best = [starts]
-    for it in range(iters):
-        step = (hi - lo) * 0.5 ** (it % 6)
-        cand = np.clip(
-            starts[:, None, :] + step * rng.uniform(-1, 1, (keep, samples, lo.size)), lo, hi
-        ).reshape(-1, lo.size)
-        allx = np.concatenate([starts, cand])
-        sc = score(allx)
-        starts = allx[np.argsort(-sc)[:keep]]
-        best.append(starts)
-    return np.concatenate(best)
+    return box_local_search(score, x0, lo, hi, rng, iters, keep, samples, first=0, cycle=6)
 
 
 def verify_cnn_dir(

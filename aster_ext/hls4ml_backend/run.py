@@ -342,6 +342,7 @@ def verify_hls4ml_dir(
     progress: Callable[[str], None] | None = None,
 ) -> Hls4mlVerifyResult:
     from ..verify import box_corners, real_forward_exact, real_forward_float
+    from .attack import box_local_search
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -373,20 +374,7 @@ def verify_hls4ml_dir(
         return np.max(np.abs(simulate(program, xb) - real_forward_float(layers, xb)) / bound, axis=1)
 
     # adversarial local search on the simulator (bit-exact with the library, checked below)
-    s = score(x)
-    starts = x[np.argsort(-s)[:8]]
-    found = [starts]
-    for it in range(search_iters):
-        step = (hi - lo) * 0.5 ** (1 + it % 12)
-        cand = np.clip(
-            starts[:, None, :] + step * rng.uniform(-1, 1, (starts.shape[0], 16, lo.size)), lo, hi
-        ).reshape(-1, lo.size)
-        sc = score(cand)
-        both = np.concatenate([starts, cand])
-        bs = np.concatenate([score(starts), sc])
-        starts = both[np.argsort(-bs)[:8]]
-        found.append(starts)
-    x = np.concatenate([x, *found])
+    x = np.concatenate([x, box_local_search(score, x, lo, hi, rng, search_iters)])
     y_lib = lib(x, n_out)
     y_sim = simulate(program, x)
     mism = int(np.sum(np.any(y_lib != y_sim, axis=1)))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aster_ext.hls4ml_backend.attack import box_local_search
-from aster_ext.hls4ml_backend.search import kick_descent, lazy_greedy_descent
+from aster_ext.hls4ml_backend.search import TypeSearch, kick_descent, lazy_greedy_descent
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,9 @@ def test_kicks_never_cost_more_and_stay_certified():
     variables = [(-1, "input"), (0, "a"), (0, "b")]
     for start in range(7, 12):
         st = run(start, [Two(start, start)])
-        d = lazy_greedy_descent(start, [Two(start, start)], st, variables, run, good, eps, lambda: True)
-        k = kick_descent(d[0], d[1], d[2:], variables, run, good, eps, lambda: True)
+        problem = TypeSearch(run, good, eps, lambda: True)
+        d = lazy_greedy_descent(start, [Two(start, start)], st, variables, problem)
+        k = kick_descent(d[0], d[1], d[2:], variables, problem)
         assert good(k[3]) and k[4] <= d[4]
         assert k[4] == run(k[0], k[1])[2]  # the returned cost is the returned point's
         assert k[4] >= _brute_force(run, good)
@@ -72,8 +73,9 @@ def test_kicks_reach_a_cheaper_point_than_the_descent():
                 st = run(c, [Two(a, b)])
                 if not good(st[1]):
                     continue
-                d = lazy_greedy_descent(c, [Two(a, b)], st, variables, run, good, eps, lambda: True)
-                k = kick_descent(d[0], d[1], d[2:], variables, run, good, eps, lambda: True)
+                problem = TypeSearch(run, good, eps, lambda: True)
+                d = lazy_greedy_descent(c, [Two(a, b)], st, variables, problem)
+                k = kick_descent(d[0], d[1], d[2:], variables, problem)
                 found_better |= k[4] < d[4]
     assert found_better
 
@@ -88,7 +90,7 @@ def test_kicks_respect_the_budget():
 
     variables = [(-1, "input"), (0, "a"), (0, "b")]
     st = run(9, [Two(9, 9)])
-    kick_descent(9, [Two(9, 9)], st, variables, counted, good, eps, lambda: calls[0] < 3)
+    kick_descent(9, [Two(9, 9)], st, variables, TypeSearch(counted, good, eps, lambda: calls[0] < 3))
     assert calls[0] <= 3 + 1  # the candidate in flight when the budget ran out
 
 

@@ -90,7 +90,7 @@ from . import cnn_backward as B
 from .certify import int_bits_for
 from .forms import cast_interval
 from .program import DenseStage, auto_dense_type
-from .search import lazy_greedy_descent
+from .search import Slot, TypeSearch, lazy_greedy_descent
 from .simulate import _dense
 from .types import HlsType, as_values, bring_in_range, from_doubles, requantize, with_room
 
@@ -1101,15 +1101,14 @@ def choose_types(
     f_in = min(hi + headroom, F_MAX)
     fracs = uniform_fracs(s, f_in)
     prog, cert, cost = run(f_in, fracs)
-    variables: list[tuple[int, str]] = [(-1, "input")]
+    variables: list[Slot] = [(-1, "input")]
     for li, fr in enumerate(fracs):
         for name in ("weight", "accum", "result"):
             if getattr(fr, name) is not None:
                 variables.append((li, name))
 
-    f_in, fracs, prog, cert, cost = lazy_greedy_descent(
-        f_in, fracs, (prog, cert, cost), variables, run, good, eps, lambda: evals < max_evaluations
-    )
+    problem = TypeSearch(run, good, eps, lambda: evals < max_evaluations)
+    f_in, fracs, prog, cert, cost = lazy_greedy_descent(f_in, fracs, (prog, cert, cost), variables, problem)
     if best_uniform[4] < cost:  # the descent from F + headroom may stop above uniform F
         f_in, fracs, prog, cert, cost = best_uniform
     cert = certify(s, regions, prog)  # forward ∩ backward: logits and margins

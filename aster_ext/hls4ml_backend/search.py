@@ -79,55 +79,63 @@ def _uniform(layers: list[DenseLayer], f: int) -> list[LayerFracs]:
     return out
 
 
+Slot = tuple[int, str]  # (layer, field) of a fractional-bit variable; layer -1: the input F
+
+
+@dataclass(frozen=True)
+class TypeSearch:
+    """What the descents read: ``run(f_in, fracs)`` builds and certifies a candidate and returns
+    (program, certificate, cost); ``good(certificate)`` says whether it meets ``eps``;
+    ``budget_left()`` whether another candidate may be tried."""
+
+    run: Callable[[int, list[Any]], tuple[Any, Any, float]]
+    good: Callable[[Any], bool]
+    eps: float
+    budget_left: Callable[[], bool]
+
+
+def _moved(f_in: int, fracs: list[Any], var: Slot, delta: int) -> tuple[int, list[Any]] | None:
+    """(f_in, fracs) with the slot ``var`` moved by ``delta`` bits, clipped to [F_MIN, F_MAX];
+    None if that leaves it where it was."""
+    li, name = var
+    cur = f_in if li < 0 else getattr(fracs[li], name)
+    new = min(max(cur + delta, F_MIN), F_MAX)
+    if new == cur:
+        return None
+    if li < 0:
+        return new, fracs
+    cand = list(fracs)
+    cand[li] = replace(fracs[li], **{name: new})
+    return f_in, cand
+
+
 def lazy_greedy_descent(
-    f_in: int,
-    fracs: list[Any],
-    state: tuple[Any, Any, float],
-    variables: list[tuple[int, str]],
-    run: Callable[[int, list[Any]], tuple[Any, Any, float]],
-    good: Callable[[Any], bool],
-    eps: float,
-    budget_left: Callable[[], bool],
+    f_in: int, fracs: list[Any], state: tuple[Any, Any, float], variables: list[Slot], problem: TypeSearch
 ) -> tuple[int, list[Any], Any, Any, float]:
     """Lower fractional bits from (``f_in``, ``fracs``) while ``good`` certificates get cheaper.
 
-    ``state`` = (program, certificate, cost) of the start; ``variables`` the (layer, field) slots
-    (layer -1: the input F); ``run`` builds and certifies a candidate. Lazy greedy with galloping
-    steps: a priority queue of (stale) gains Δcost / Δbound, each variable with its current step
-    (bits removed at once, 4 at first); the top candidate is re-evaluated and taken when its fresh
-    gain still beats every other stale estimate (gains shrink as slack is used), else it goes back
-    with its step halved. A step that is taken doubles; one that fails or costs more is halved (a
-    failed 1-bit step drops the variable), so a variable with s bits of slack costs O(log s)
-    certifications instead of s. Returns the final (f_in, fracs, program, certificate, cost)."""
+    ``state`` = (program, certificate, cost) of the start; ``variables`` the slots searched. Lazy
+    greedy with galloping steps: a priority queue of (stale) gains Δcost / Δbound, each variable
+    with its current step (bits removed at once, 4 at first); the top candidate is re-evaluated
+    and taken when its fresh gain still beats every other stale estimate (gains shrink as slack is
+    used), else it goes back with its step halved. A step that is taken doubles; one that fails or
+    costs more is halved (a failed 1-bit step drops the variable), so a variable with s bits of
+    slack costs O(log s) certifications instead of s. Returns the final (f_in, fracs, program,
+    certificate, cost)."""
     prog, cert, cost = state
-
-    def decrement(var: tuple[int, str], step: int) -> tuple[int, list[Any]] | None:
-        li, name = var
-        cur = f_in if li < 0 else getattr(fracs[li], name)
-        new = max(cur - step, F_MIN)
-        if new >= cur:
-            return None
-        if li < 0:
-            return new, fracs
-        cand = list(fracs)
-        cand[li] = replace(fracs[li], **{name: new})
-        return f_in, cand
-
-    heap: list[tuple[float, int, tuple[int, str], int]] = [
-        (-math.inf, k, v, 4) for k, v in enumerate(variables)
-    ]
+    heap: list[tuple[float, int, Slot, int]] = [(-math.inf, k, v, 4) for k, v in enumerate(variables)]
     heapq.heapify(heap)
-    while heap and budget_left():
+    while heap and problem.budget_left():
         neg, k, var, step = heapq.heappop(heap)
-        cand = decrement(var, step)
+        cand = _moved(f_in, fracs, var, -step)
         if cand is None:
             continue
-        p2, c2, cost2 = run(*cand)
-        if not good(c2) or cost2 > cost:
+        p2, c2, cost2 = problem.run(*cand)
+        if not problem.good(c2) or cost2 > cost:
             if step > 1:
                 heapq.heappush(heap, (neg, k, var, step // 2))
             continue  # no slack left for this variable
-        gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, eps * 1e-6)
+        gain = (cost - cost2) / max(c2.max_bound - cert.max_bound, problem.eps * 1e-6)
         if heap and gain < -heap[0][0]:
             heapq.heappush(heap, (-gain, k, var, max(1, step // 2)))
             continue
@@ -138,14 +146,7 @@ def lazy_greedy_descent(
 
 
 def kick_descent(
-    f_in: int,
-    fracs: list[Any],
-    state: tuple[Any, Any, float],
-    variables: list[tuple[int, str]],
-    run: Callable[[int, list[Any]], tuple[Any, Any, float]],
-    good: Callable[[Any], bool],
-    eps: float,
-    budget_left: Callable[[], bool],
+    f_in: int, fracs: list[Any], state: tuple[Any, Any, float], variables: list[Slot], problem: TypeSearch
 ) -> tuple[int, list[Any], Any, Any, float]:
     """Iterated local search from a :func:`lazy_greedy_descent` result: for each variable v in
     turn, raise v by one bit (a "kick", which frees bound slack) and descend on every other
@@ -155,35 +156,28 @@ def kick_descent(
     the search had used: TestNN 0.886x, AC8 0.989x, most others 0.99-1.0x; none dearer)."""
     prog, cert, cost = state
     improved = True
-    while improved and budget_left():
+    while improved and problem.budget_left():
         improved = False
         for var in variables:
-            li, name = var
-            cur = f_in if li < 0 else getattr(fracs[li], name)
-            if cur + 1 > F_MAX:
+            kicked = _moved(f_in, fracs, var, 1)
+            if kicked is None:
                 continue
-            if li < 0:
-                kicked: tuple[int, list[Any]] = (cur + 1, fracs)
-            else:
-                fr = list(fracs)
-                fr[li] = replace(fracs[li], **{name: cur + 1})
-                kicked = (f_in, fr)
-            start = run(*kicked)
-            if good(start[1]):
+            start = problem.run(*kicked)
+            if problem.good(start[1]):
                 others = [v for v in variables if v != var]
-                res = lazy_greedy_descent(*kicked, start, others, run, good, eps, budget_left)
+                res = lazy_greedy_descent(*kicked, start, others, problem)
                 if res[4] < cost:
                     f_in, fracs, prog, cert, cost = res
                     improved = True
-            if not budget_left():
+            if not problem.budget_left():
                 break
     return f_in, fracs, prog, cert, cost
 
 
-def _variables(fracs: list[LayerFracs]) -> list[tuple[int, str]]:
+def _variables(fracs: list[LayerFracs]) -> list[Slot]:
     """The searched slots; the bias is not among them: its width is in no cost term, and at the
     uniform F (>= every accum_t F the search reaches) its cast to accum_t is its only rounding."""
-    vs: list[tuple[int, str]] = [(-1, "input")]
+    vs: list[Slot] = [(-1, "input")]
     for li, fr in enumerate(fracs):
         for name in ("weight", "accum", "act_result", "table"):
             if getattr(fr, name) is not None:
@@ -254,14 +248,12 @@ def choose_types(
     prog, cert, cost = run(f_in, fracs)
 
     variables = _variables(fracs)
-    f_in, fracs, prog, cert, cost = lazy_greedy_descent(
-        f_in, fracs, (prog, cert, cost), variables, run, good, eps, lambda: evals < max_evaluations
-    )
+    problem = TypeSearch(run, good, eps, lambda: evals < max_evaluations)
+    f_in, fracs, prog, cert, cost = lazy_greedy_descent(f_in, fracs, (prog, cert, cost), variables, problem)
     # kicks get at most as many candidates again as the search used so far (at most twice the time)
     kick_limit = min(2 * evals, max_evaluations)
-    f_in, fracs, prog, cert, cost = kick_descent(
-        f_in, fracs, (prog, cert, cost), variables, run, good, eps, lambda: evals < kick_limit
-    )
+    kicks = replace(problem, budget_left=lambda: evals < kick_limit)
+    f_in, fracs, prog, cert, cost = kick_descent(f_in, fracs, (prog, cert, cost), variables, kicks)
     # bias_t: no wider than accum_t's F (the bias is cast to accum_t first, so for TRN the extra
     # bits never reach the sum), kept only if that still certifies (RND rounds twice)
     trimmed = [replace(fr, bias=min(fr.bias, fr.accum)) for fr in fracs]

@@ -531,10 +531,11 @@ def meet_logit_target(
     keep: list[bool],
     quant: str = "TRN",
     max_frac: int = 32,
-) -> tuple[FracChoice, int]:
+) -> tuple[FracChoice, int, list[ErrorAnalysis]]:
     """The first candidate whose logit error bound is <= eps on every region and which keeps the
     regions of ``keep`` certified: ``base`` raised by d = 0, 1, ... (or, without ``base``, uniform
-    F = 0, 1, ...). Returns (fracs, d or F); InfeasibleError when none up to ``max_frac`` works."""
+    F = 0, 1, ...). Returns (fracs, d or F, its regions' analyses with the logits' backward bound);
+    InfeasibleError when none up to ``max_frac`` works."""
     deltas = deltas_for(net, regions)
     best = math.inf
     for step in range(max_frac + 1):
@@ -545,7 +546,7 @@ def meet_logit_target(
         if worst <= eps and all(
             verdict(net, r, a).certified for r, a, k in zip(regions, analyses, keep, strict=True) if k
         ):
-            return fc, step
+            return fc, step, analyses
     raise InfeasibleError(
         f"{net.name}: no format choice up to {max_frac} extra fractional bits keeps every logit within "
         f"--error {eps:g} on the regions (smallest logit error bound found {best:.3g})",
@@ -560,8 +561,9 @@ def _meet_target(
     region and every region it certified stays certified (uniform F when it had no provable region)."""
     base = res.fracs if res.global_frac is not None else None
     keep = [v.certified for v in res.verdicts] if base is not None else [False] * len(regions)
-    fc, step = meet_logit_target(net, regions, base, eps, keep, quant, max_frac)
-    prog, analyses, verdicts = certify_choice(net, regions, fc, quant, logits=True)
+    fc, step, analyses = meet_logit_target(net, regions, base, eps, keep, quant, max_frac)
+    prog = program_for(net, fc, analyses, quant)  # the analyses certify_choice would compute again
+    verdicts = [verdict(net, r, a, prog) for r, a in zip(regions, analyses, strict=True)]
     how = f"+{step} bits" if base is not None else f"uniform F = {step}"
     log = [*res.log, f"logit target {eps:g}: {how}"]
     return SearchResult(

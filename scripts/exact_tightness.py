@@ -31,6 +31,7 @@ import numpy as np
 
 from aster_ext.exact_milp import exact_max_error
 from aster_ext.experiments.script_steps import run_recorded
+from aster_ext.experiments.tables import geomean
 from aster_ext.pipeline import QuantizeOptions, quantize
 from aster_ext.verify import VerifyBudget, verify_program
 
@@ -80,11 +81,6 @@ def _try_net(name: str, eps: float, setting: str, milp_s: float) -> dict | Excep
         return exc
 
 
-def geo(values: list[float]) -> float:
-    v = [x for x in values if math.isfinite(x) and x > 0]
-    return float(np.exp(np.mean(np.log(v)))) if v else float("nan")
-
-
 def write(rows: list[dict], skipped: dict[str, str], out: Path, milp_s: float) -> None:
     """The measured rows (.csv, .md) and the networks not measured with the reason (their own
     small .csv beside it, listed at the end of the .md)."""
@@ -105,10 +101,11 @@ def write(rows: list[dict], skipped: dict[str, str], out: Path, milp_s: float) -
         f"## Summary ({len(rows)} networks, {milp_s:g} s of MILP each)",
         "",
         f"- every solve optimal (true maximum known): {len(opt)} networks"
-        + (f"; tightness geo-mean there {geo([float(r['tight_hi']) for r in opt]):.3g}" if opt else ""),
-        f"- all networks: tightness geo-mean between {geo([float(r['tight_lo']) for r in rows]):.3g} "
-        f"(certified / solver bound) and {geo([float(r['tight_hi']) for r in rows]):.3g} "
-        f"(certified / best input found); sampling estimate {geo([float(r['tight_obs']) for r in rows]):.3g}",
+        + (f"; tightness geo-mean there {geomean([float(r['tight_hi']) for r in opt]):.3g}" if opt else ""),
+        f"- all networks: tightness geo-mean between {geomean([float(r['tight_lo']) for r in rows]):.3g} "
+        f"(certified / solver bound) and {geomean([float(r['tight_hi']) for r in rows]):.3g} "
+        "(certified / best input found); sampling estimate "
+        f"{geomean([float(r['tight_obs']) for r in rows]):.3g}",
         "",
         "| " + " | ".join(FIELDS) + " |",
         "|" + "---|" * len(FIELDS),

@@ -19,9 +19,8 @@ import csv
 import time
 from pathlib import Path
 
-import numpy as np
-
 from aster_ext.experiments.script_steps import run_recorded
+from aster_ext.experiments.tables import geomean
 from aster_ext.pipeline import QuantizeOptions, quantize
 from aster_ext.refined.split import certify_by_splitting
 from aster_ext.verify import VerifyBudget, verify_program
@@ -69,10 +68,6 @@ def run_net(name: str, eps: float, setting: str, boxes: list[int], workers: int)
     return rows
 
 
-def geo(values: list[float]) -> float:
-    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
-
-
 def write(rows: list[dict], out: Path) -> None:
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
@@ -90,8 +85,8 @@ def write(rows: list[dict], out: Path) -> None:
     ]
     for n in sorted({int(r["boxes"]) for r in rows}):
         sel = [r for r in rows if int(r["boxes"]) == n and r["tightness_before"]]
-        tb = geo([float(r["tightness_before"]) for r in sel])
-        ta = geo([float(r["tightness_after"]) for r in sel])
+        tb = geomean([float(r["tightness_before"]) for r in sel])
+        ta = geomean([float(r["tightness_after"]) for r in sel])
         lines.append(f"| {n} | {len(sel)} | {tb:.3g} | {ta:.3g} | {ta / tb:.3g} |")
     lines += ["", "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
     lines += ["| " + " | ".join(str(r[k]) for k in FIELDS) + " |" for r in rows]

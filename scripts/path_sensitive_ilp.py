@@ -25,11 +25,9 @@ import csv
 import time
 from pathlib import Path
 
-import numpy as np
-
 from aster_ext.errors import InfeasibleError
 from aster_ext.experiments.script_steps import run_recorded
-from aster_ext.experiments.tables import by_setting
+from aster_ext.experiments.tables import by_setting, geomean
 from aster_ext.pipeline import QuantizeOptions, quantize
 from aster_ext.verify import VerifyBudget, verify_program
 
@@ -106,10 +104,6 @@ def run_relaxed(row: dict, path: Path, boxes: int, time_limit: float) -> None:
         row["relaxed_ratio"] = f"{hw / int(row['hw_refined']):.3f}"
 
 
-def geo(values: list[float]) -> float:
-    return float(np.exp(np.mean(np.log(values)))) if values else float("nan")
-
-
 def write(rows: list[dict], out: Path, boxes: int, time_limit: float) -> None:
     with open(out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS)
@@ -130,8 +124,8 @@ def write(rows: list[dict], out: Path, boxes: int, time_limit: float) -> None:
     for s, sel in by_setting(rows, "hw_ratio"):
         v = [float(r["hw_ratio"]) for r in sel]
         rel = [float(r["relaxed_ratio"]) for r in sel if r.get("relaxed_ratio")]
-        rel_s = f"{geo(rel):.3f} ({len(rel)} runs)" if rel else ""
-        lines.append(f"| {s} | {len(v)} | {geo(v):.3f} | {min(v):.3f} | {max(v):.3f} | {rel_s} |")
+        rel_s = f"{geomean(rel):.3f} ({len(rel)} runs)" if rel else ""
+        lines.append(f"| {s} | {len(v)} | {geomean(v):.3f} | {min(v):.3f} | {max(v):.3f} | {rel_s} |")
     lines += ["", "| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
     lines += ["| " + " | ".join(str(r.get(k, "")) for k in FIELDS) + " |" for r in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

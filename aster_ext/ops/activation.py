@@ -65,7 +65,8 @@ def relu_relaxation(lo: np.ndarray, hi: np.ndarray) -> ActRelaxation:
     return ActRelaxation(up_slope, up_icpt, lo_slope, np.zeros_like(lo))
 
 
-def _act_object(op: Op):
+def activation_of_op(op: Op):
+    """The activation library's object of an ``act`` node (its σ, σ', enclosures)."""
     try:
         return activation_object(op.attrs["fn"], op.attrs.get("alpha"), op.attrs.get("beta"))
     except ValueError as exc:
@@ -93,7 +94,7 @@ class ActivationOp(OpKind):
         elif fn == "identity":
             out = z
         else:
-            lo, hi = _act_object(op).image(z.lo, z.hi)
+            lo, hi = activation_of_op(op).image(z.lo, z.hi)
             out = Interval(lo, hi)
         return Interval(out.lo.reshape(op.shape), out.hi.reshape(op.shape))
 
@@ -105,7 +106,7 @@ class ActivationOp(OpKind):
         if fn == "identity":
             one = np.ones(lo.size)
             return ActRelaxation(one, np.zeros(lo.size), one, np.zeros(lo.size))
-        al, bl, au, bu = _act_object(op).relax(lo, hi)
+        al, bl, au, bu = activation_of_op(op).relax(lo, hi)
         return ActRelaxation(au, bu, al, bl)
 
     def backward(self, op: Op, lam: np.ndarray, upper: bool, ctx: AnalysisContext) -> Backward:

@@ -56,7 +56,7 @@ def evaluate(net: Network, x: np.ndarray, upto: str | None = None) -> dict[str, 
             f"{net.name}: input batch of shape {a.shape} does not fit {net.input_shape}"
         ) from None
     values: dict[str, np.ndarray] = {}
-    names = _ancestors_order(net, upto) if upto else [o.name for o in net.ops()]
+    names = ancestors_order(net, upto) if upto else [o.name for o in net.ops()]
     for name in names:
         op = net.op(name)
         if op.kind == "input":
@@ -91,7 +91,7 @@ def _box(net: Network, lower: np.ndarray, upper: np.ndarray) -> Interval:
     return Interval(lo, hi)
 
 
-def _ancestors_order(net: Network, target: str) -> list[str]:
+def ancestors_order(net: Network, target: str) -> list[str]:
     keep = nx.ancestors(net.graph, target) | {target}
     return [o.name for o in net.ops() if o.name in keep]
 
@@ -103,7 +103,7 @@ def interval_ranges(
     the ops' linear maps to share between analyses of one network."""
     ctx = AnalysisContext(net, _maps=maps if maps is not None else {})
     tgt = target or logits_node(net)
-    for name in _ancestors_order(net, tgt):
+    for name in ancestors_order(net, tgt):
         op = net.op(name)
         if op.kind == "input":
             ctx.ranges[name] = _box(net, lower, upper)
@@ -136,7 +136,7 @@ def symbolic_ranges(
     plain = interval_ranges(net, lower, upper, tgt, maps)
     ctx = AnalysisContext(net, _maps=plain._maps)
     stats = SymbolicStats()
-    order = _ancestors_order(net, tgt)
+    order = ancestors_order(net, tgt)
     consumers = {n: [net.op(s) for s in net.graph.successors(n)] for n in order}
     for name in order:
         op = net.op(name)
@@ -190,7 +190,7 @@ def _bounds_of_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     net = ctx.net
     n = int(np.prod(net.op(name).shape))
-    widest = max(int(np.prod(net.op(a).shape)) for a in _ancestors_order(net, name))
+    widest = max(int(np.prod(net.op(a).shape)) for a in ancestors_order(net, name))
     chunk = max(1, budget // max(widest, 1))
     lo = np.empty(rows.size)
     hi = np.empty(rows.size)
@@ -214,7 +214,7 @@ def backsubstitute(
     relaxations of ``ctx`` for every node strictly between the stop set and the query."""
     net = ctx.net
     stops = stop if stop is not None else frozenset({net.input_name})
-    order = _ancestors_order(net, query)[::-1]
+    order = ancestors_order(net, query)[::-1]
     acc: dict[str, np.ndarray] = {query: np.asarray(lam, dtype=np.float64)}
     const = np.zeros(lam.shape[0])
     for name in order:

@@ -221,10 +221,10 @@ def _sigma_mp(op, v: Fraction) -> Fraction:
     :func:`exact_real`, 2^-290 relative, far below any rounding a test compares it with."""
     import mpmath
 
-    from aster_ext.graph_program.act_tables import activation_of
+    from aster_ext.ops.activation import activation_of_op
 
     with mpmath.workprec(300):
-        y = activation_of(op).eval_mp(mpmath.mpf(v.numerator) / v.denominator)
+        y = activation_of_op(op).eval_mp(mpmath.mpf(v.numerator) / v.denominator)
         sign, man, exp, _ = mpmath.mpf(y)._mpf_
         return (-1) ** int(sign) * Fraction(int(man)) * Fraction(2) ** int(exp)
 

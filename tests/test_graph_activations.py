@@ -18,13 +18,14 @@ from aster_ext import ops
 from aster_ext.activations import get_activation
 from aster_ext.codegen.graph_hls import generate_graph_hls, graph_cpp_matches_simulator
 from aster_ext.errors import UserError
-from aster_ext.graph_program.act_tables import SlopeGrid, activation_of
+from aster_ext.graph_program.act_tables import SlopeGrid
 from aster_ext.graph_program.certify import Region, certify_choice, prepare, program_cost
 from aster_ext.graph_program.errors import analyze_errors, deltas_for
 from aster_ext.graph_program.io import graph_program_from_json, graph_program_to_json
 from aster_ext.graph_program.program import FracChoice, is_table_act
 from aster_ext.graph_program.simulate import simulate_graph
 from aster_ext.ir import ACTIVATIONS
+from aster_ext.ops.activation import activation_of_op
 
 from .cpp_support import require_toolchain
 from .graph_program_support import random_cnn
@@ -154,7 +155,7 @@ def test_activation_of_reads_parameters() -> None:
     net = random_cnn(rng, False, "none", acts=("leaky_relu", "relu", "elu"))
     op = net.op("relu1")
     op.attrs["alpha"] = 0.2
-    assert activation_of(op) == get_activation("leaky_relu", 0.2)
+    assert activation_of_op(op) == get_activation("leaky_relu", 0.2)
 
 
 @pytest.mark.slow

@@ -35,18 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from ..ir import Network, Op, activation_object
+from ..ir import Network, Op
+from ..ops.activation import activation_of_op, is_table_act
 from ..rigorous import Interval, down, up
-from .program import is_table_act
 
 GRID_CELLS = 4096
 HULL_PAD = 0.125
 TAIL = 1e12  # the tails' outer ends (arb encloses every activation's slope up to here)
-
-
-def activation_of(op: Op) -> Any:
-    """The :class:`~aster_ext.activations.base.Activation` of an ``act`` node."""
-    return activation_object(op.attrs["fn"], op.attrs.get("alpha"), op.attrs.get("beta"))
 
 
 def impl_error(impl: Any, lo: float, hi: float) -> tuple[float, float]:
@@ -65,7 +60,7 @@ def build_impl(op: Op, f_in: int, f_out: int, lo: float, hi: float) -> Any:
     from ..errors import InfeasibleError
     from ..refined.solve import MAX_ACT_FRAC, _best_table
 
-    act = activation_of(op)
+    act = activation_of_op(op)
     f_out = int(min(max(f_out, 0), MAX_ACT_FRAC))
     delta = 2.0 ** (1 - f_out)
     n = int(op.shape[0]) if op.shape else 1
@@ -179,7 +174,7 @@ class ActTables:
         if op.name not in self.grids:
             h_lo, h_hi = self.hull[op.name]
             w = h_hi - h_lo
-            self.grids[op.name] = SlopeGrid.build(activation_of(op), h_lo - w, h_hi + w)
+            self.grids[op.name] = SlopeGrid.build(activation_of_op(op), h_lo - w, h_hi + w)
         return self.grids[op.name].slopes(lo, hi)
 
     def seed(self, prog: Any) -> None:

@@ -197,7 +197,7 @@ def graph_program_from_json(data: Any, net: Network, where: str = "program.json"
 def _read_impl(rd: _Reader, d: Any, op: Any, x_frac: int, at: str) -> Any:
     """The implementation of a table activation: it must implement the node's own activation
     and read the operand at its alignment ``x_frac``."""
-    from .act_tables import activation_of
+    from ..ops.activation import activation_of_op
 
     if not isinstance(d, dict):
         raise rd.fail(f"{at}: 'act_impl' missing (a table activation needs its implementation)")
@@ -205,7 +205,7 @@ def _read_impl(rd: _Reader, d: Any, op: Any, x_frac: int, at: str) -> Any:
         impl = act_impl_from_json(d)
     except (KeyError, TypeError, ValueError) as exc:
         raise rd.fail(f"{at}.act_impl: unreadable ({exc})") from None
-    if impl.act != activation_of(op):
+    if impl.act != activation_of_op(op):
         raise rd.fail(f"{at}.act_impl implements {impl.act.describe()}, the node is {op.describe()}")
     if int(impl.in_frac) != x_frac:
         raise rd.fail(f"{at}.act_impl reads input frac {impl.in_frac}, the node's x_frac is {x_frac}")

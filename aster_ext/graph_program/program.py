@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..fixedpoint import quantize_reals
+from ..fixedpoint import quantize_fractions, quantize_reals
 from ..ir import Network, Op
-from ..ops.activation import PIECEWISE_LINEAR_ACTS
+from ..ops.activation import PIECEWISE_LINEAR_ACTS, is_table_act
 from ..ops.windows import channel_windows
 from ..program import FormatArray
 
@@ -55,12 +55,7 @@ LINEAR_KINDS = ("conv2d", "conv1d", "affine")
 MOVE_KINDS = ("flatten", "reshape", "transpose", "concat", "output")
 ROUNDING_KINDS = (*LINEAR_KINDS, "avgpool", "add")  # node kinds with a chosen output format
 PASS_ACTS = PIECEWISE_LINEAR_ACTS  # activations computed exactly in the operand's formats
-
-
-def is_table_act(op: Op) -> bool:
-    """An activation node other than relu/identity: implemented by a table / piecewise map and
-    rounded to a chosen output format (module docstring, rounding point 5)."""
-    return op.kind == "act" and op.attrs["fn"] not in PASS_ACTS
+# the other activations (ops.activation.is_table_act) round to a chosen format (rounding point 5)
 
 
 def is_rounding_node(op: Op) -> bool:
@@ -289,23 +284,20 @@ def quantize_params(op: Op, weight_frac: np.ndarray, quant: str) -> tuple[np.nda
     b = bias_array(op)
     w_exact = op.attrs.get("kernel_exact" if op.kind != "affine" else "weight_exact")
     b_exact = op.attrs.get("bias_exact")
-    w_raw = np.empty(w.shape, dtype=object)
-    b_raw = np.empty(w.shape[0], dtype=object)
+    fracs = np.asarray(weight_frac, dtype=np.int64).reshape(-1)
+    row_frac = np.broadcast_to(fracs.reshape((-1,) + (1,) * (w.ndim - 1)), w.shape)
     if w_exact is not None:
-        from ..fixedpoint import quantize_fractions
-
-        row_frac = np.asarray(weight_frac, dtype=np.int64).reshape((-1,) + (1,) * (w.ndim - 1))
-        exact = np.asarray(w_exact, dtype=object)
-        w_raw[...] = quantize_fractions(exact, np.broadcast_to(row_frac, w.shape), quant)
-    for o, f in enumerate(np.asarray(weight_frac).tolist()):
-        if w_exact is None:
-            w_raw[o] = quantize_reals(w[o], int(f), 401, quant, "WRAP")  # 401 bits: never wraps
-        if b_exact is not None:
-            from ..fixedpoint import quantize_fractions
-
-            b_raw[o] = quantize_fractions(np.asarray([b_exact[o]], dtype=object), int(f), quant)[0]
-        else:
-            b_raw[o] = quantize_reals(np.asarray([b[o]]), int(f), 401, quant, "WRAP")[0]
+        w_raw = quantize_fractions(np.asarray(w_exact, dtype=object), row_frac, quant)
+    else:  # 401 bits: never wraps
+        w_raw = np.empty(w.shape, dtype=object)
+        for o, f in enumerate(fracs.tolist()):
+            w_raw[o] = quantize_reals(w[o], f, 401, quant, "WRAP")
+    if b_exact is not None:
+        b_raw = quantize_fractions(np.asarray(b_exact, dtype=object).reshape(-1), fracs, quant)
+    else:
+        b_raw = np.empty(w.shape[0], dtype=object)
+        for o, f in enumerate(fracs.tolist()):
+            b_raw[o] = quantize_reals(np.asarray([b[o]]), f, 401, quant, "WRAP")[0]
     return w_raw, b_raw
 
 

@@ -33,6 +33,13 @@ from .linalg import abs_matvec_up, finish_slack, shift_const
 
 PIECEWISE_LINEAR_ACTS = ("relu", "identity")  # the activations computed exactly (no implementation)
 
+
+def is_table_act(op: Op) -> bool:
+    """An activation node other than relu/identity: a graph program implements it by a table or
+    a piecewise map, and gradients through it need σ' (:func:`aster_ext.ops.attack.point_context`)."""
+    return op.kind == "act" and op.attrs["fn"] not in PIECEWISE_LINEAR_ACTS
+
+
 @dataclass
 class ActRelaxation:
     """lo_slope·z + lo_icpt <= σ(z) <= up_slope·z + up_icpt (flattened, valid on the z range)."""

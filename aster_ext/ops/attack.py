@@ -18,7 +18,7 @@ import numpy as np
 
 from ..ir import Network
 from ..rigorous import Interval
-from .activation import PIECEWISE_LINEAR_ACTS, ActRelaxation, activation_of_op
+from .activation import ActRelaxation, activation_of_op, is_table_act
 from .base import AnalysisContext, op_class
 from .interpreter import (
     ancestors_order,
@@ -32,7 +32,7 @@ from .interpreter import (
 
 def piecewise_linear(net: Network) -> bool:
     """True when every activation is relu or identity (the exact-gradient path applies)."""
-    return all(op.kind != "act" or op.attrs["fn"] in PIECEWISE_LINEAR_ACTS for op in net.ops())
+    return not any(is_table_act(op) for op in net.ops())
 
 
 def point_context(net: Network, x: np.ndarray, maps: dict | None = None) -> AnalysisContext:
@@ -50,7 +50,7 @@ def point_context(net: Network, x: np.ndarray, maps: dict | None = None) -> Anal
         if not cls.nonlinear:
             continue
         ins = [ctx.ranges[i] for i in op.inputs]
-        if op.kind == "act" and op.attrs["fn"] not in PIECEWISE_LINEAR_ACTS:
+        if is_table_act(op):
             slope = activation_of_op(op).df_float(ins[0].lo.reshape(-1))
             ctx.relaxations[name] = ActRelaxation(slope, np.zeros_like(slope), slope, np.zeros_like(slope))
         else:

@@ -204,23 +204,23 @@ def quantize_fractions(values: np.ndarray, frac: np.ndarray | int, quant: str = 
     if vals.size == 0:
         return np.empty(vals.shape, dtype=object)
     f = np.broadcast_to(np.asarray(frac, dtype=np.int64), vals.shape)
-    num, den = fraction_parts(vals)
-    p2 = pow2_ints(np.abs(f))
-    pos = f >= 0
-    n2 = np.where(pos, num * p2, num)  # v·2^F = n2 / d2 exactly
-    d2 = np.where(pos, den, den * p2)
+    n2, d2 = times_pow2(*fraction_parts(vals), f)  # v·2^F = n2 / d2 exactly
     out = (2 * n2 + d2) // (2 * d2) if quant == "RND" else n2 // d2  # floor(v·2^F + 1/2) or floor
     return np.asarray(out, dtype=object).reshape(vals.shape)
 
 
 _POW2 = np.frompyfunc(lambda k: 1 << int(k), 1, 1)
 _NUM = np.frompyfunc(lambda v: v.numerator, 1, 1)
-
-
-def pow2_ints(k: np.ndarray) -> np.ndarray:
-    """2^k elementwise as Python ints (object array), k >= 0."""
-    return np.asarray(_POW2(np.asarray(k)), dtype=object)
 _DEN = np.frompyfunc(lambda v: v.denominator, 1, 1)
+
+
+def times_pow2(num: np.ndarray, den: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d) with n / d = (num / den)·2^k exactly, elementwise (object arrays of Python ints):
+    the power of two multiplies the numerator where k >= 0 and the denominator where k < 0."""
+    k = np.asarray(k, dtype=np.int64)
+    p2 = np.asarray(_POW2(np.abs(k)), dtype=object)
+    pos = k >= 0
+    return np.where(pos, num * p2, num), np.where(pos, den, den * p2)
 
 
 def fraction_parts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

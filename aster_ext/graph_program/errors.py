@@ -48,6 +48,7 @@ import numpy as np
 from ..backsub import dominating
 from ..certify import interval_mul
 from ..errors import UnsupportedError
+from ..fixedpoint import fraction_parts, times_pow2
 from ..ir import Network, Op
 from ..ops import AnalysisContext, logits_node, op_class
 from ..ops.linalg import LinearMap, MapPart, linear_interval
@@ -145,15 +146,9 @@ _AS_RATIO_D = np.frompyfunc(lambda v: v.as_integer_ratio()[1], 1, 1)
 def _exact_differences(raw: np.ndarray, frac: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """q = raw·2^-frac - real elementwise, exactly (``real``: Fractions or floats): the nearest
     double of q and a radius, 0 where that double is q, else up(|q̃|·2^-52 + 2^-1074)."""
-    from ..fixedpoint import fraction_parts, pow2_ints
-
     n, d = fraction_parts(real)
-    r = np.asarray(raw, dtype=object)
-    f = np.asarray(frac, dtype=np.int64)
-    p2 = pow2_ints(np.abs(f))
-    pos = f >= 0
-    qn = np.where(pos, r * d - n * p2, r * p2 * d - n)  # q = qn / qd
-    qd = np.where(pos, d * p2, d)
+    rn, rd = times_pow2(np.asarray(raw, dtype=object), 1, -np.asarray(frac, dtype=np.int64))
+    qn, qd = rn * d - n * rd, rd * d  # q = raw·2^-frac - n/d = qn / qd
     dw = np.asarray(qn / qd, dtype=np.float64)  # int / int: correctly rounded, as float(Fraction)
     exact = np.asarray(_AS_RATIO_N(dw.astype(object)) * qd == _AS_RATIO_D(dw.astype(object)) * qn, dtype=bool)
     dw_rad = np.where(exact, 0.0, up(np.abs(dw) * 2.0**-52 + 5e-324))

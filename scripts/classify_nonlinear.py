@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -31,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from aster_ext.experiments.benchmarks import shared_dir
 from aster_ext.experiments.tables import write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "benchmarks"
+SHARED = shared_dir() / "benchmarks"
 FIELDS = [
     "network", "activation", "region", "radius", "provable", "certified", "margin_lb", "margin_err",
     "hw", "table_bits", "tables", "quantize_s", "verify_s", "inputs", "violations", "bit_exact_cpp",

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..cost import act_impl_ops
 from ..errors import InfeasibleError
 from ..ir import Network
 from ..ops import AnalysisContext, symbolic_margins, symbolic_ranges
@@ -378,8 +379,6 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
             ac += c
             ab += int(nd.out_t.width.reshape(c, -1).max(axis=1).sum())
         elif nd.act_impl is not None:
-            from ..cost import act_impl_ops
-
             x_w, _ = container(prog.out_t(op.inputs[0]))  # the operand at its alignment x_frac
             mults, adds, rom = act_impl_ops(nd.act_impl, np.full(n_channels(op), x_w))
             mc += len(mults)
@@ -389,7 +388,6 @@ def program_cost(prog: GraphProgram) -> ProgramCost:
             ab += sum(adds)
             tb += int(rom)
     return ProgramCost(mc, mob, mbl, ac, ab, tb)
-
 
 
 @dataclass

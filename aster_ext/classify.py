@@ -20,9 +20,16 @@ smallest d that gets the per-logit error bound <= EPS (or, with no provable regi
 uniform F), and the ILP starts from there with the logits' error rows beside the margins'
 (``certify_cnn(logit_eps=...)``).
 
+*Whole box* (``ClassifyOptions.whole_box``; ``quantize --task regress`` on a network the dense
+chain cannot hold: convolutions, pooling, residual adds): one region, the spec's input box,
+without a label. Only the ε target is certified there: every logit within EPS of the real one
+for every input of the box, and no overflow; the search is the same (uniform F raised to the
+target, then the ILP with the logits' error rows, then the sound descent).
+
 Outputs (through :class:`~.outdir.OutputPlan`): ``program.json`` (graph program,
 graph_program/io.py), ``regions.npz`` (the boxes: ``lower``, ``upper`` [R, n_in], ``label``
-[R]), ``report.json`` (with ``regions``), ``report.md``. No C++ yet for graph programs.
+[R], -1 for a box without a label), ``report.json`` (with ``regions``), ``report.md``, and the
+HLS C++ of the program.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ TASKS = ("classify", "regress")
 QUANT = "TRN"
 MAX_FRAC = 32
 REGIONS_FILE = "regions.npz"
+NO_LABEL = -1  # regions.npz's label of a box without one
+WHOLE_BOX = "input box"  # the name of the whole-box region
 CPP_NOTE = (
     "HLS C++ of the program (codegen/graph_hls.py): void NAME(const in_t x[N_IN], out_t y[N_OUT]), "
     "x = the ONNX input flattened in C order, y = the logits; verify compiles it and compares it bit "
@@ -79,6 +88,7 @@ class ClassifyOptions:
     time_limit: float = 60.0  # HiGHS time limit per ILP solve
     ilp_rounds: int = 12  # ILP solves (each re-certified) at most, per linear margin model
     descent_checks: int | None = None  # sound checks of the descent after the ILP (None: DESCENT_CHECKS)
+    whole_box: bool = False  # one unlabelled region, the spec's input box (--task regress on a graph)
 
 
 @dataclass
@@ -233,9 +243,16 @@ def regions_from_data(path: Path, radius: float, spec: Spec, net: Network) -> li
 # --------------------------------------------------------------------------------------------
 
 
+def whole_box_region(spec: Spec) -> Region:
+    """The spec's input box as one region without a label (module docstring, *Whole box*)."""
+    lo, hi = np.asarray(spec.input_lower, np.float64), np.asarray(spec.input_upper, np.float64)
+    return Region(WHOLE_BOX, lo.copy(), hi.copy(), None)
+
+
 def no_provable_message(net: Network, regions: list[Region]) -> str:
     """The exit-2 line: every region's margin lower bound (min over k != label)."""
-    shown = [f"{r.name}: {float(np.min(np.delete(r.margin_lb, r.label))):.4g}" for r in regions[:20]]
+    shown = [f"{r.name}: {float(np.min(np.delete(r.margin_lb, r.label))):.4g}" for r in regions[:20]
+             if r.label is not None]  # fmt: skip
     more = f", ... ({len(regions) - 20} more)" if len(regions) > 20 else ""
     return (
         f"{net.name}: no region is provable for the real network (margin lower bounds min_k "
@@ -282,6 +299,8 @@ def quantize_classify(
         raise UserError(f"the error target must be a positive number, got {opts.error}")
     if opts.radius is not None and opts.regions_data is None:
         raise UserError("--radius applies to --regions-data FILE.npz; give both")
+    if opts.whole_box and (opts.error is None or opts.regions_data is not None):
+        raise UserError("the whole input box is certified for an --error target only, without regions")
     plan = None
     if out_dir is not None:
         protected = [model_path] + [Path(p) for p in (opts.spec_path, opts.regions_data) if p is not None]
@@ -290,7 +309,10 @@ def quantize_classify(
     with phase(progress, "load model and regions"):
         net, model_spec = load_model(model_path)
         spec = resolve_spec(net, model_spec, opts)  # type: ignore[arg-type]
-        if opts.regions_data is not None:
+        if opts.whole_box:
+            regions = [whole_box_region(spec)]
+            source = f"spec '{spec.name}' input box (no label: the logit error target only)"
+        elif opts.regions_data is not None:
             regions = regions_from_data(opts.regions_data, opts.radius, spec, net)  # type: ignore[arg-type]
             source = f"{Path(opts.regions_data).name} with radius {opts.radius:g} (clipped to the input box)"
         else:
@@ -302,10 +324,12 @@ def quantize_classify(
     timings["load_s"] = time.perf_counter() - t0
     if progress:
         progress(
-            f"loaded {net.name}: {net.n_inputs} inputs, {n_classes(net)} classes, {len(regions)} regions"
+            f"loaded {net.name}: {net.n_inputs} inputs, {n_classes(net)} outputs, "
+            + ("the whole input box" if opts.whole_box else f"{len(regions)} regions")
         )
     t = time.perf_counter()
-    with phase(progress, f"certify {len(regions)} regions: real margins, error forms, format search"):
+    what = "the input box: real ranges" if opts.whole_box else f"{len(regions)} regions: real margins"
+    with phase(progress, f"certify {what}, error forms, format search"):
         rep = certify_cnn(
             net,
             regions,
@@ -345,7 +369,7 @@ def quantize_classify(
                 buf,
                 lower=np.stack([r.lower for r in regions]),
                 upper=np.stack([r.upper for r in regions]),
-                label=np.array([r.label for r in regions], dtype=np.int64),
+                label=np.array([NO_LABEL if r.label is None else r.label for r in regions], np.int64),
             )
             (tmp / REGIONS_FILE).write_bytes(buf.getvalue())
             timings["total_s"] = time.perf_counter() - t0
@@ -369,10 +393,16 @@ def _finite_or_none(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def region_entry(net: Network, r: Region, v: RegionVerdict, a: ErrorAnalysis) -> dict[str, Any]:
+def region_entry(
+    net: Network, r: Region, v: RegionVerdict, a: ErrorAnalysis, target: float | None = None
+) -> dict[str, Any]:
     """report.json ``regions[i]``: the verdict at the class of least slack, per-class bounds
     (``null`` at the label), the per-logit error intervals (forward ∩ backward where the analysis
-    computed both, :func:`.graph_program.errors.logit_interval`) and whether the bounds hold."""
+    computed both, :func:`.graph_program.errors.logit_interval`) and whether the bounds hold.
+    A region without a label has only the logit intervals: it is certified iff it cannot
+    overflow and its logit error bound is <= ``target``."""
+    if r.label is None:
+        return unlabelled_entry(net, r, v, a, target)
     assert r.margin_lb is not None and a.margin_err is not None
     ks = [k for k in range(r.margin_lb.size) if k != r.label]
     mlb: list[float | None] = [None] * r.margin_lb.size
@@ -397,6 +427,35 @@ def region_entry(net: Network, r: Region, v: RegionVerdict, a: ErrorAnalysis) ->
         "logit_error_lo": [_finite_or_none(float(x)) for x in e.lo.reshape(-1)],
         "logit_error_hi": [_finite_or_none(float(x)) for x in e.hi.reshape(-1)],
         "logit_error_bound": _finite_or_none(logit_error_bound(net, a)),
+        "overflow_free": not v.reason.startswith("overflow"),
+    }
+
+
+def unlabelled_entry(
+    net: Network, r: Region, v: RegionVerdict, a: ErrorAnalysis, target: float | None
+) -> dict[str, Any]:
+    """report.json ``regions[i]`` of a box without a label (:func:`region_entry`)."""
+    e = logit_interval(net, a)
+    bound = logit_error_bound(net, a)
+    within = target is not None and bound <= target
+    n = e.lo.size
+    reason = v.reason or ("" if within else "precision")
+    return {
+        "name": r.name,
+        "label": None,
+        "margin_lower_bound": None,
+        "margin_error_bound": None,
+        "certified": v.certified and within,
+        "reason": reason or None,
+        "provable": False,
+        "worst_class": None,
+        "slack": None,
+        "margin_min": None,
+        "margin_lower_bounds": [None] * n,
+        "margin_error_bounds": [None] * n,
+        "logit_error_lo": [_finite_or_none(float(x)) for x in e.lo.reshape(-1)],
+        "logit_error_hi": [_finite_or_none(float(x)) for x in e.hi.reshape(-1)],
+        "logit_error_bound": _finite_or_none(bound),
         "overflow_free": not v.reason.startswith("overflow"),
     }
 
@@ -450,7 +509,9 @@ def build_classify_report(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """The machine-readable classify report (report.json)."""
-    entries = [region_entry(net, r, v, a) for r, v, a in zip(regions, verdicts, analyses, strict=True)]
+    entries = [
+        region_entry(net, r, v, a, opts.error) for r, v, a in zip(regions, verdicts, analyses, strict=True)
+    ]
     n_cert = sum(e["certified"] for e in entries)
     n_prov = sum(e["provable"] for e in entries)
     res = rep.search
@@ -459,16 +520,24 @@ def build_classify_report(
         start = (
             f"the margin-driven greedy choice raised by {eps_step} bits"
             if res.global_frac is not None
-            else f"uniform F = {eps_step} (no provable region)"
+            else f"uniform F = {eps_step} ({'no label' if opts.whole_box else 'no provable region'})"
         )
         notes.append(
             f"--error {opts.error:g}: every logit within the target on every region; the search started "
             f"from {start}"
             + (", then the ILP with the logit-error rows in its model" if res.method == "ilp" else "")
         )
+    condition = (
+        "for every input in the box: every logit of the program within the target error of the real "
+        "network's (error bound <= target, no overflow)"
+        if opts.whole_box
+        else "per certified region: for every input in its box the program's argmax is the label "
+        "(margin lower bound of the real network > certified error bound of the margin, no overflow)"
+    )
     return {
         "tool": "aster_ext",
-        "task": "classify",
+        "task": "regress" if opts.whole_box else "classify",
+        "analysis": "graph",
         "network": net.name,
         "model_path": str(Path(model_path).resolve()),
         "model_sha256": _sha256(model_path),
@@ -486,10 +555,7 @@ def build_classify_report(
         "provable_regions": n_prov,
         "certified_regions": n_cert,
         "certified_fraction": n_cert / len(entries),
-        "certificate_condition": (
-            "per certified region: for every input in its box the program's argmax is the label "
-            "(margin lower bound of the real network > certified error bound of the margin, no overflow)"
-        ),
+        "certificate_condition": condition,
         "target_error": opts.error,
         "certified_logit_error": max(e["logit_error_bound"] for e in entries)
         if opts.error is not None
@@ -498,9 +564,9 @@ def build_classify_report(
         "frac_search": {
             "method": (
                 f"ILP (HiGHS) per-{opts.granularity} fractional bits over a linear model of every "
-                "region's margin error, each solution re-certified by the sound analysis "
-                "(graph_program/ilp.py), then a descent lowering one group by one bit at a time while "
-                "the sound analysis certifies (graph_program/descent.py)"
+                f"region's {'logit' if opts.whole_box else 'margin'} error, each solution re-certified by "
+                "the sound analysis (graph_program/ilp.py), then a descent lowering one group by one bit "
+                "at a time while the sound analysis certifies (graph_program/descent.py)"
                 if res.method == "ilp"
                 else "greedy per-layer fractional bits (graph_program/certify.py)"
             )
@@ -510,6 +576,7 @@ def build_classify_report(
             "checks": res.checks,
             "log": res.log,
             "error_target_step": eps_step,
+            "start_hw": res.greedy_cost,  # cost of the ILP's start: greedy result (raised to --error)
         },
         "cost": {**asdict(cost := program_cost(prog)), "hw": cost.hw},
         "cost_model": "one multiply-accumulate array per conv layer, reused over all output pixels; "

@@ -26,6 +26,11 @@ Two independent kinds of evidence, per region (box B, label l, report.json ``reg
    largest drop/bound ratio (random coordinates moved to a bound or resampled) and keeps the
    worst. ``label_agreement`` = fraction of checked inputs where argmax y~ = argmax y.
 
+A region without a label (``quantize --task regress`` on a graph: the whole input box) has no
+margins: only the logit-error and overflow conditions apply, the claimed bound must be within
+report.json's ``target_error``, the gradient search is skipped and the local search perturbs the
+inputs of largest |logit error| / bound.
+
 The program under test is the compiled C++ that quantize wrote (``report.json`` ``cpp``;
 :class:`~aster_ext.codegen.graph_hls.CompiledGraphLogits`), compared bit for bit with the
 simulator on >= BIT_EXACT_MIN random and corner inputs per region (``bit_exact_cpp``); with
@@ -47,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from .classify import CPP_NOTE, REGIONS_FILE, fracs_of_program
+from .classify import CPP_NOTE, NO_LABEL, REGIONS_FILE, fracs_of_program
 from .errors import UserError
 from .graph_program.certify import Region, prepare, verdict
 from .graph_program.errors import analyze_errors, deltas_for, logit_interval
@@ -87,7 +92,7 @@ class RegionClaim:
     """What report.json claims for one region (the bounds verify tests)."""
 
     name: str
-    label: int
+    label: int | None  # None: a box without a label (logit error only)
     certified: bool
     overflow_free: bool
     margin_lower_bounds: np.ndarray  # [n_cls], -inf where null (label / unbounded)
@@ -101,7 +106,7 @@ class RegionCheck:
     """What verify observed on one region."""
 
     name: str
-    label: int
+    label: int | None
     certified: bool
     random: int = 0
     corners: int = 0
@@ -133,7 +138,7 @@ class RegionCheck:
             "corners": self.corners,
             "search": self.search,
             "label_agreement": self.agree / self.checked if self.checked else None,
-            "label_kept": self.kept / self.checked if self.checked else None,
+            "label_kept": self.kept / self.checked if self.checked and self.label is not None else None,
             "max_margin_drop": _json_float(self.max_drop),
             "max_drop_over_bound": _json_float(self.max_drop_ratio),
             "max_logit_error": self.max_logit_error,
@@ -189,10 +194,15 @@ class ClassifyVerifyResult:
     def summary_line(self) -> str:
         ratios = [r.max_drop_ratio for r in self.regions if math.isfinite(r.max_drop_ratio)]
         agree = [r.agree / r.checked for r in self.regions if r.checked]
+        box = all(r.label is None for r in self.regions)  # --task regress: the whole input box
+        what = "logit error" if box else "margin drop"
         text = (
-            f"verify {'OK' if self.passed else 'FAILED'}: {len(self.regions)} regions, {self.samples} inputs "
-            "(random, corners, gradient and local search)"
-            + (f", largest margin drop / certified bound {max(ratios):.3g}" if ratios else "")
+            f"verify {'OK' if self.passed else 'FAILED'}: "
+            + ("the input box" if box else f"{len(self.regions)} regions")
+            + f", {self.samples} inputs ("
+            + ("random, corners and local search" if box else "random, corners, gradient and local search")
+            + ")"
+            + (f", largest {what} / certified bound {max(ratios):.3g}" if ratios else "")
             + f", violating inputs {self.violations}"
             + (f", label agreement >= {min(agree):.3f}" if agree else "")
             + (f", overflows {self.overflows}" if self.overflows else "")
@@ -203,7 +213,7 @@ class ClassifyVerifyResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "task": "classify",
+            "task": "regress" if all(r.label is None for r in self.regions) else "classify",
             "passed": self.passed,
             "samples": self.samples,
             "violations": self.violations,
@@ -246,13 +256,16 @@ def read_claims(report: dict[str, Any], n_cls: int, where: str) -> list[RegionCl
             if not isinstance(v, list) or len(v) != n_cls or not all(x is None or _num(x) for x in v):
                 raise UserError(f"{at}: '{key}' must be a list of {n_cls} numbers or nulls")
         label = e.get("label")
-        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < n_cls:
+        if label is None and report.get("task") == "regress":
+            pass  # the whole input box: no label (classify.py, *Whole box*)
+        elif not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < n_cls:
             raise UserError(f"{at}: 'label' must be a class index")
         if not isinstance(e.get("certified"), bool):
             raise UserError(f"{at}: 'certified' must be true or false")
         mlb = np.array([-np.inf if x is None else float(x) for x in e["margin_lower_bounds"]])
         meb = np.array([np.inf if x is None else float(x) for x in e["margin_error_bounds"]])
-        mlb[label], meb[label] = -np.inf, np.inf
+        if label is not None:
+            mlb[label], meb[label] = -np.inf, np.inf
         lo = np.array([-np.inf if x is None else float(x) for x in e["logit_error_lo"]])
         hi = np.array([np.inf if x is None else float(x) for x in e["logit_error_hi"]])
         out.append(
@@ -273,7 +286,16 @@ def read_claims(report: dict[str, Any], n_cls: int, where: str) -> list[RegionCl
 def claim_problems(report: dict[str, Any], claims: list[RegionClaim]) -> list[str]:
     """Claims of report.json that do not add up among themselves."""
     problems = []
+    target = report.get("target_error")
     for c, e in zip(claims, report["regions"], strict=True):
+        if c.label is None:
+            bound = float(max(np.max(np.abs(c.logit_lo)), np.max(np.abs(c.logit_hi))))
+            if c.certified and not (c.overflow_free and _num(target) and bound <= target):
+                problems.append(
+                    f"region {c.name} is marked certified but its logit error bound {bound:.6g} is not "
+                    f"within the target {target} (or it may overflow)"
+                )
+            continue
         ks = [k for k in range(c.margin_lower_bounds.size) if k != c.label]
         slack = c.margin_lower_bounds[ks] - c.margin_error_bounds[ks]
         if c.certified and not (np.all(slack > 0) and c.overflow_free):
@@ -353,7 +375,11 @@ def _same_raw(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def recheck_claims(
-    net: Network, prog: GraphProgram, regions: list[Region], claims: list[RegionClaim]
+    net: Network,
+    prog: GraphProgram,
+    regions: list[Region],
+    claims: list[RegionClaim],
+    target: float | None = None,
 ) -> list[str]:
     """Re-derive every region's bounds from program.json and the model; the claims that are
     stronger than the derivation supports (module docstring, 1)."""
@@ -373,12 +399,13 @@ def recheck_claims(
     for r, c in zip(regions, claims, strict=True):
         a = analyze_errors(net, r.ranges, fc, prog.quant, r.label, deltas, logits=True)
         v = verdict(net, r, a, prog)
-        assert r.margin_lb is not None and a.margin_err is not None
-        ks = [k for k in range(r.margin_lb.size) if k != r.label]
-        meb = -a.margin_err.lo
-        bad = [
-            k for k in ks if c.margin_error_bounds[k] < meb[k] or c.margin_lower_bounds[k] > r.margin_lb[k]
-        ]
+        bad = []
+        if r.label is not None:
+            assert r.margin_lb is not None and a.margin_err is not None
+            ks = [k for k in range(r.margin_lb.size) if k != r.label]
+            meb = -a.margin_err.lo
+            claimed_lb, claimed_eb = c.margin_lower_bounds, c.margin_error_bounds
+            bad = [k for k in ks if claimed_eb[k] < meb[k] or claimed_lb[k] > r.margin_lb[k]]
         if bad:
             k = bad[0]
             problems.append(
@@ -389,6 +416,13 @@ def recheck_claims(
         e = logit_interval(net, a)  # forward ∩ backward, as quantize reports it under --error
         if np.any(c.logit_lo > e.lo.reshape(-1)) or np.any(c.logit_hi < e.hi.reshape(-1)):
             problems.append(f"region {c.name}: logit error intervals narrower than program.json gives")
+        if r.label is None and c.certified:
+            bound = float(max(np.max(np.abs(e.lo)), np.max(np.abs(e.hi))))
+            if target is None or not bound <= target:
+                problems.append(
+                    f"region {c.name} is marked certified; program.json's logit error bound {bound:.6g} "
+                    f"is not within the target {target}"
+                )
         if c.certified and not v.certified:
             problems.append(
                 f"region {c.name} is marked certified; program.json does not certify it ({v.reason})"
@@ -424,11 +458,14 @@ def check_points(
     net: Network, logits_of: LogitsFn, claim: RegionClaim, rc: RegionCheck, xs: np.ndarray, kind: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Evaluate ``xs`` (points of the region), update ``rc``; returns (program margins [B, n_cls]
-    with +inf at the label, drop/bound ratio per point)."""
+    with +inf at the label, drop/bound ratio per point). A claim without a label: (None, the
+    largest logit error / its bound per point), the logit-error conditions only."""
     real = real_logits(net, xs)
     before = getattr(logits_of, "overflows", 0)
     prog = np.asarray(logits_of(xs), dtype=np.float64).reshape(real.shape)
     rc.overflows += getattr(logits_of, "overflows", 0) - before
+    if claim.label is None:
+        return None, _check_logits_only(claim, rc, xs, real, prog, kind)
     lab = claim.label
     real_m = real[:, [lab]] - real
     prog_m = prog[:, [lab]] - prog
@@ -441,20 +478,11 @@ def check_points(
     bad: dict[str, np.ndarray] = {}
     if claim.overflow_free:
         bad["margin_error"] = np.any(drop > claim.margin_error_bounds[None, :] + tol, axis=1)
-        bad["logit_error"] = np.any(
-            (err < claim.logit_lo[None, :] - tol) | (err > claim.logit_hi[None, :] + tol), axis=1
-        )
+        bad["logit_error"] = _logit_violations(claim, err, tol)
     bad["real_margin"] = np.any(real_m < claim.margin_lower_bounds[None, :] - tol, axis=1)
     if claim.certified:
         bad["label"] = np.any(prog_m <= 0, axis=1)
-    any_bad = np.zeros(xs.shape[0], dtype=bool)
-    for key, b in bad.items():
-        if b.any():
-            rc.kinds[key] = rc.kinds.get(key, 0) + int(b.sum())
-            any_bad |= b
-    rc.violations += int(any_bad.sum())
-    for i in np.flatnonzero(any_bad)[: max(0, 3 - len(rc.violation_inputs))]:
-        rc.violation_inputs.append([float(v) for v in xs[i]])
+    _count_violations(rc, xs, bad)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio_k = np.where(
             claim.margin_error_bounds[None, :] > 0, drop / claim.margin_error_bounds[None, :], -np.inf
@@ -473,6 +501,47 @@ def check_points(
     rc.min_program_margin = min(rc.min_program_margin, float(prog_m.min()))
     rc.min_real_margin = min(rc.min_real_margin, float(real_m.min()))
     return prog_m, ratio
+
+
+def _logit_violations(claim: RegionClaim, err: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """[B] inputs whose logit error y~_j - y_j leaves the claimed [lo_j - τ, hi_j + τ] for some j."""
+    return np.any((err < claim.logit_lo[None, :] - tol) | (err > claim.logit_hi[None, :] + tol), axis=1)
+
+
+def _count_violations(rc: RegionCheck, xs: np.ndarray, bad: dict[str, np.ndarray]) -> None:
+    """Add the violating inputs of ``bad`` (kind -> [B] flags) to ``rc`` (first three kept)."""
+    any_bad = np.zeros(xs.shape[0], dtype=bool)
+    for key, b in bad.items():
+        if b.any():
+            rc.kinds[key] = rc.kinds.get(key, 0) + int(b.sum())
+            any_bad |= b
+    rc.violations += int(any_bad.sum())
+    for i in np.flatnonzero(any_bad)[: max(0, 3 - len(rc.violation_inputs))]:
+        rc.violation_inputs.append([float(v) for v in xs[i]])
+
+
+def _check_logits_only(
+    claim: RegionClaim, rc: RegionCheck, xs: np.ndarray, real: np.ndarray, prog: np.ndarray, kind: str
+) -> np.ndarray:
+    """:func:`check_points` for a claim without a label: violation iff some logit error leaves
+    its claimed interval (overflow-free claims). Returns per point the largest ratio of a logit
+    error to the bound on its side: max_j max(err_j / hi_j, err_j / lo_j) over the sides whose
+    bound is not zero (> 1 would be a violation)."""
+    err = prog - real
+    bad = {"logit_error": _logit_violations(claim, err, float_noise(real))} if claim.overflow_free else {}
+    _count_violations(rc, xs, bad)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        up_ratio = np.where(claim.logit_hi[None, :] > 0, err / claim.logit_hi[None, :], -np.inf)
+        down_ratio = np.where(claim.logit_lo[None, :] < 0, err / claim.logit_lo[None, :], -np.inf)
+    ratio = np.maximum(up_ratio, down_ratio).max(axis=1)
+    rc.checked += xs.shape[0]
+    setattr(rc, kind, getattr(rc, kind) + xs.shape[0])
+    rc.agree += int(np.sum(prog.argmax(axis=1) == real.argmax(axis=1)))
+    if ratio.size and float(ratio.max()) > rc.max_drop_ratio:
+        rc.max_drop_ratio = float(ratio.max())
+        rc.worst_input = xs[int(np.argmax(ratio))].copy()
+    rc.max_logit_error = max(rc.max_logit_error, float(np.abs(err).max()))
+    return ratio
 
 
 def sample_points(lower: np.ndarray, upper: np.ndarray, n: int, rng: np.random.Generator):
@@ -575,9 +644,12 @@ def verify_regions(
                 same = np.array_equal(np.asarray(logits_of(xs)), np.asarray(reference_logits_of(xs)))
                 rc.bit_exact, rc.bit_exact_samples = same, xs.shape[0]
             if search_iters > 0:
-                pgd_search(net, logits_of, c, rc, r, search_iters, rng)
+                if c.label is not None:
+                    pgd_search(net, logits_of, c, rc, r, search_iters, rng)
+                # without a label there is no margin to follow: the local search gets the PGD's rounds
+                rounds = max(1, search_iters // 4) if c.label is not None else search_iters
                 pool, ratio = np.concatenate([rand, corners]), np.concatenate([ra, rb])
-                local_search(net, logits_of, c, rc, r, pool, ratio, max(1, search_iters // 4), rng)
+                local_search(net, logits_of, c, rc, r, pool, ratio, rounds, rng)
             out.append(rc)
             ph.advance(1, f"{c.name}: {rc.checked} inputs, {rc.violations} violations")
     return out
@@ -600,7 +672,7 @@ def load_regions(out_dir: Path, claims: list[RegionClaim], n_in: int) -> list[Re
     n = len(claims)
     if lower.shape != (n, n_in) or upper.shape != (n, n_in) or label.shape != (n,):
         raise UserError(f"{path}: boxes do not match the {n} regions of report.json ({n_in} inputs each)")
-    if [int(v) for v in label] != [c.label for c in claims]:
+    if [int(v) for v in label] != [NO_LABEL if c.label is None else c.label for c in claims]:
         raise UserError(f"{path}: labels differ from report.json's regions")
     if not (np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))) or np.any(lower > upper):
         raise UserError(f"{path}: boxes must be finite with lower <= upper")
@@ -652,9 +724,11 @@ def verify_classify_directory(
     problems = claim_problems(report, claims)
     t = time.perf_counter()
     with phase(progress, "verify: re-derive the certificate from program.json and the model"):
+        target = report.get("target_error")
         problems += recheck_claims(
-            net, prog, [Region(r.name, r.lower, r.upper, r.label) for r in regions], claims
-        )
+            net, prog, [Region(r.name, r.lower, r.upper, r.label) for r in regions], claims,
+            float(target) if _num(target) else None,
+        )  # fmt: skip
     recheck_s = time.perf_counter() - t
     sim = SimulatorLogits(prog)
     evaluator = logits_of if logits_of is not None else sim

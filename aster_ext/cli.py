@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=["classify", "regress"],
         help="classify: certify that the fixed-point argmax keeps each region's label (graph programs, "
-        "CNNs and dense nets); regress: --error on every output (dense chains). Default: classify when "
+        "CNNs and dense nets); regress: --error on every output over the input box (dense chains: the "
+        "refined per-neuron analysis; other graphs, e.g. CNNs: the graph analysis with per-channel formats, "
+        "--mode refined only). Default: classify when "
         '--regions-data is given or the spec says "task": "classification" and lists regions',
     )
     q.add_argument(
@@ -364,10 +366,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UserError(
             "--error EPS is required (unless --task classify, where the regions' margins set the target)"
         )
+    if args.mode == "refined" and args.backend == "hls" and needs_graph_analysis(args.model):
+        return cmd_quantize_classify(args, whole_box=True)  # a CNN: the graph path over the input box
     if args.ilp_rounds is not None:
-        raise UserError("--ilp-rounds applies to --task classify")
+        raise UserError("--ilp-rounds applies to --task classify and to the graph path (CNNs)")
     if args.descent_checks is not None:
-        raise UserError("--descent-checks applies to --task classify")
+        raise UserError("--descent-checks applies to --task classify and to the graph path (CNNs)")
     if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
         raise UserError("--split-boxes applies to --mode refined with the default backend")
     if args.split_ilp and not args.split_boxes:
@@ -406,10 +410,28 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         if "dense-chain analyses" not in str(exc):
             raise
         raise UnsupportedError(
-            f"{exc}; CNN classifiers: --task classify with regions (the spec's 'regions' or --regions-data)"
+            f"{exc}; on such networks --mode refined (the default) certifies --error over the input box, "
+            "and --task classify certifies regions (the spec's 'regions' or --regions-data)"
         ) from None
     print(summary_line(res.report, res.out_dir))
     return 0
+
+
+def needs_graph_analysis(model_path: Path) -> bool:
+    """An ONNX model that the dense-chain analyses cannot take (convolutions, pooling, residual
+    adds, ...): ``--task regress`` certifies it on the graph path over the whole input box."""
+    if Path(model_path).suffix.lower() != ".onnx" or not Path(model_path).is_file():
+        return False
+    from .errors import UnsupportedError
+    from .frontend import load_model
+    from .ir import ACTIVATIONS, dense_chain
+
+    net, _ = load_model(model_path)
+    try:
+        dense_chain(net, frozenset(ACTIVATIONS))
+    except UnsupportedError:
+        return True
+    return False
 
 
 def cmd_quantize_original(args: argparse.Namespace) -> int:
@@ -440,8 +462,10 @@ def cmd_quantize_original(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_quantize_classify(args: argparse.Namespace) -> int:
-    """``quantize --task classify``: certified top-1 per region on the graph program path."""
+def cmd_quantize_classify(args: argparse.Namespace, whole_box: bool = False) -> int:
+    """``quantize --task classify``: certified top-1 per region on the graph program path.
+    ``whole_box``: ``--task regress`` on a network the dense chain cannot hold: --error over the
+    spec's input box on the same path (classify.py, *Whole box*)."""
     from .classify import ClassifyOptions, quantize_classify
     from .report import classify_summary_line
 
@@ -454,7 +478,11 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         ("--split-ilp", args.split_ilp, False),
     ):
         if value != default:
-            raise UserError(f"{flag} applies to --task regress (dense chains), not to --task classify")
+            raise UserError(
+                f"{flag} applies to dense chains (--task regress on a dense network), not to this "
+                "network's graph analysis" if whole_box
+                else f"{flag} applies to --task regress (dense chains), not to --task classify"
+            )  # fmt: skip
     opts = ClassifyOptions(
         spec_path=args.spec,
         input_lower=args.input_lower,
@@ -467,6 +495,7 @@ def cmd_quantize_classify(args: argparse.Namespace) -> int:
         time_limit=args.time_limit,
         **({} if args.ilp_rounds is None else {"ilp_rounds": args.ilp_rounds}),
         descent_checks=args.descent_checks,
+        whole_box=whole_box,
     )
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
     res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)

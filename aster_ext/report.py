@@ -188,6 +188,8 @@ def classify_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
     """The one-line result of ``quantize --task classify``: certified regions out of all, why
     the others are not, the tightest certified slack, the logit target when given, the cost."""
     regs = r["regions"]
+    if r.get("task") == "regress":
+        return graph_regress_summary_line(r, out_dir)
     not_provable = sum(1 for e in regs if not e["provable"])
     other = sum(1 for e in regs if e["provable"] and not e["certified"])
     why = []
@@ -218,10 +220,34 @@ def classify_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
     return text
 
 
+def graph_regress_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
+    """The one-line result of ``quantize --task regress`` on a graph (CNN): the certified logit
+    error over the input box against the target, the cost, the C++."""
+    e = r["regions"][0]
+    bound = e["logit_error_bound"]
+    text = (
+        f"{r['network']}: certified error <= {bound:.4g} (target {r['target_error']:g}) on every output "
+        f"over the input box" if e["certified"]
+        else f"{r['network']}: NOT certified over the input box ({e['reason']})"
+    )  # fmt: skip
+    c = r["cost"]
+    text += f"; {c['mult_count']} multipliers, {c['mult_operand_bits']} operand bits, hw {c['hw']}"
+    cpp = r.get("cpp")
+    text += f"; C++ {cpp['name']}.cpp" if isinstance(cpp, dict) and cpp.get("name") else "; no C++"
+    if out_dir is not None:
+        text += f"; wrote {out_dir}"
+    return text
+
+
 def render_classify_markdown(r: dict[str, Any]) -> str:
     """Human-readable classify report: regions table, formats, cost, timings, notes."""
+    title = (
+        "fixed-point network, certified logit error over the input box"
+        if r.get("task") == "regress"
+        else "fixed-point classifier, certified top-1 per region"
+    )
     lines = [
-        f"# {r['network']}: fixed-point classifier, certified top-1 per region",
+        f"# {r['network']}: {title}",
         "",
         f"- Real network (reference): {r['reference']}",
         f"- Input box: {box_text(r['input_lower'], r['input_upper'])}",
@@ -250,10 +276,14 @@ def render_classify_markdown(r: dict[str, Any]) -> str:
     def num(v: float | None, digits: int = 5) -> str:
         return "inf/unbounded" if v is None else f"{v:.{digits}g}"
 
+    def dash(v: int | None) -> str:
+        return "-" if v is None else str(v)
+
     for e in r["regions"]:
         lines.append(
-            f"| {e['name']} | {e['label']} | {e['worst_class']} | {num(e['margin_lower_bound'])} | "
-            f"{num(e['margin_error_bound'])} | {num(e['slack'])} | {num(e['logit_error_bound'], 4)} | "
+            f"| {e['name']} | {dash(e['label'])} | {dash(e['worst_class'])} | "
+            f"{num(e['margin_lower_bound'])} | {num(e['margin_error_bound'])} | {num(e['slack'])} | "
+            f"{num(e['logit_error_bound'], 4)} | "
             f"{'yes' if e['certified'] else 'no'} | {e['reason'] or ''} |"
         )
     lines += [

@@ -37,7 +37,8 @@ def verify_directory(
     top-level claim lower than the per-output values is tested as claimed, and reported as an
     inconsistency. With noInitError (settings C, D) the certificate covers only inputs on the in_t
     grid; the error of off-grid inputs (quantised by the implementation) is measured as well and
-    reported, not counted as a violation. A classify output (report.json ``"task": "classify"``)
+    reported, not counted as a violation. A graph-program output (report.json ``"task":
+    "classify"``, or ``"analysis": "graph"``: ``--task regress`` on a CNN, the whole input box)
     is verified by :func:`~.classify_verify.verify_classify_directory` with ``classify_samples``
     random + corner inputs and ``classify_search_iters`` gradient steps per region (None: its
     defaults). An output of the original tool (mode "aster-original") is checked against its claim by
@@ -59,15 +60,14 @@ def verify_directory(
     if seed < 0:
         raise UserError("--seed must be >= 0")
     report = load_report(out_dir)
-    if exact_time_limit is not None and (
-        report.get("task") == "classify" or report.get("mode") == "aster-original"
-    ):
-        raise UserError("--exact measures dense regression outputs (not classify or aster-original ones)")
+    graph = report.get("task") == "classify" or report.get("analysis") == "graph"
+    if exact_time_limit is not None and (graph or report.get("mode") == "aster-original"):
+        raise UserError("--exact measures dense regression outputs, not graph programs or the original's")
     if exact_time_limit is not None and exact_time_limit <= 0:
         raise UserError("--exact-time-limit must be > 0 seconds")
-    if report.get("task") == "classify":
+    if graph:  # classify outputs and --task regress on a CNN: graph programs
         if split_boxes:
-            raise UserError("--split-boxes is not implemented for --task classify outputs")
+            raise UserError("--split-boxes is not implemented for graph programs (CNNs, --task classify)")
         from .classify_verify import verify_classify_directory
 
         return verify_classify_directory(  # type: ignore[return-value]

@@ -371,10 +371,11 @@ def test_option_errors(cnn_dir: Path, tmp_path: Path, capsys) -> None:
             assert f["weight_frac"][0] == f["weight_frac"][1], f
     out = tmp_path / "o2"
     regress = ["--task", "regress", "--error", "0.1"]
-    assert _run(["quantize", model, *regress, "--ilp-rounds", "3", "--out", out]) == 2
-    assert "--ilp-rounds applies to --task classify" in capsys.readouterr().err
-    assert _run(["quantize", model, *regress, "--descent-checks", "3", "--out", out]) == 2
-    assert "--descent-checks applies to --task classify" in capsys.readouterr().err
+    mlp = tiny_mlp(tmp_path / "mlp.onnx")  # a dense chain: the dense path has no ILP rounds or descent
+    for flag in ("--ilp-rounds", "--descent-checks"):
+        assert _run(["quantize", mlp, *regress, "--input-lower", "0,0,0,0", "--input-upper", "1,1,1,1",
+                     flag, "3", "--out", out]) == 2  # fmt: skip
+        assert f"{flag} applies to --task classify and to the graph path" in capsys.readouterr().err
     assert _run(["quantize", model, "--descent-checks", "-1", "--out", out]) == 2
     assert "--descent-checks" in capsys.readouterr().err
     # --descent-checks reaches the descent: 0 skips it, 1 spends one check and says it stopped
@@ -384,10 +385,15 @@ def test_option_errors(cnn_dir: Path, tmp_path: Path, capsys) -> None:
         log = json.loads((out_d / "report.json").read_text())["frac_search"]["log"]
         line = next(x for x in log if x.startswith("descent"))
         assert said in line, line
-    # a CNN on the regression path is refused as before (one line naming a node)
-    assert _run(["quantize", model, "--task", "regress", "--error", "0.1", "--out", out, "--quiet"]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # a CNN on the regression path: the graph path over the whole input box, its ILP knobs apply
     assert not out.exists()
+    assert _run(["quantize", model, *regress, "--ilp-rounds", "2", "--out", out, "--quiet"]) == 0
+    assert json.loads((out / "report.json").read_text())["task"] == "regress"
+    # in the aster modes it is refused as before (one line naming a node)
+    out_a = tmp_path / "o_aster"
+    assert _run(["quantize", model, *regress, "--mode", "aster-sound", "--out", out_a, "--quiet"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not out_a.exists()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -129,6 +129,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "classify_cli_times.py", ((),), ("classify_cli.csv", "classify_cli.md"),
         "the classifier CLI end to end (quantize + verify)",
     ),
+    "cnn_regress": ScriptStep(
+        "cnn_regress.py", ((),), ("cnn_regress.csv", "cnn_regress.md"),
+        "an ε on every CNN logit over the whole input box (--task regress on a graph)",
+    ),
     "classify_nonlinear": ScriptStep(
         "classify_nonlinear.py", ((),), ("classify_nonlinear.csv", "classify_nonlinear.md"),
         "tanh / sigmoid MNIST classifiers end to end (table activations in graph programs)",

@@ -75,26 +75,33 @@ from .program import (
 
 @dataclass
 class Region:
-    """An input box and the label the program must keep on it; ranges filled by :func:`prepare`."""
+    """An input box and the label the program must keep on it; ranges filled by :func:`prepare`.
+
+    ``label=None``: a box without a label (``--task regress`` on a graph: the spec's input box),
+    on which only the logits' error (an ε target) and overflow are certified; it has no margins
+    and is never *provable*."""
 
     name: str
     lower: np.ndarray
     upper: np.ndarray
-    label: int
+    label: int | None
     ranges: AnalysisContext | None = None
-    margin_lb: np.ndarray | None = None  # [n_classes], +inf at the label
+    margin_lb: np.ndarray | None = None  # [n_classes], +inf at the label (None without a label)
 
     @property
     def provable(self) -> bool:
+        if self.label is None:
+            return False
         assert self.margin_lb is not None
         return bool(np.min(np.delete(self.margin_lb, self.label)) > 0)
 
 
 def prepare(net: Network, region: Region) -> Region:
-    """Real ranges of every node (symbolic back-substitution) and the margin lower bounds."""
+    """Real ranges of every node (symbolic back-substitution) and, with a label, the margin
+    lower bounds."""
     ctx, _ = symbolic_ranges(net, region.lower, region.upper)
     region.ranges = ctx
-    region.margin_lb = symbolic_margins(ctx, region.label)
+    region.margin_lb = None if region.label is None else symbolic_margins(ctx, region.label)
     return region
 
 
@@ -104,7 +111,7 @@ class RegionVerdict:
     err_lo_k, the certified lower bound of the program's margin); ``margin_min`` = min_k margin_lb_k."""
 
     region: str
-    label: int
+    label: int | None  # None: a box without a label (margin fields NaN, worst_k -1)
     worst_k: int
     margin_lb: float
     margin_err: float  # -err_lo at worst_k: how far the program's margin may fall below the real one
@@ -117,13 +124,19 @@ class RegionVerdict:
 def verdict(
     net: Network, region: Region, analysis: ErrorAnalysis, program: GraphProgram | None = None
 ) -> RegionVerdict:
-    """Certified or not (module docstring); with ``program``, its integer bits are checked too."""
+    """Certified or not (module docstring); with ``program``, its integer bits are checked too.
+    A region without a label has no margin to certify: its verdict is overflow only (certified
+    iff no overflow; its logit-error target is the caller's, e.g. :func:`ilp_refine`'s check)."""
+    ovf = overflow_violations(net, program, analysis) if program is not None else []
+    if region.label is None:
+        reason = "overflow at " + ", ".join(ovf[:3]) if ovf else ""
+        nan = math.nan
+        return RegionVerdict(region.name, None, -1, nan, nan, nan, nan, not ovf, reason)
     assert region.margin_lb is not None and analysis.margin_err is not None
     ks = np.array([k for k in range(region.margin_lb.size) if k != region.label])
     slack = down(region.margin_lb[ks] + analysis.margin_err.lo[ks])
     i = int(np.argmin(slack))
     mmin = float(region.margin_lb[ks].min())
-    ovf = overflow_violations(net, program, analysis) if program is not None else []
     # a region the real network is not proved robust on is never certified, even when the
     # error interval is favourable (err_lo > 0 under truncation bias): the guarantee is label
     # preservation, and the real label may change inside the box

@@ -413,6 +413,8 @@ def analyze_errors(
     # back-substitutions for the margins and (``logits``) the logits (:func:`.backward.error_bounds`)
     asked = backward and (label is not None or logits)
     bwd_margin, bwd_logit = BW.error_bounds(records, err, target, label, logits) if asked else (None, None)
+    if asked:
+        res.records = records  # the linear error forms the ILP's backward adjoints read
     if bwd_logit is not None:
         e = err[target]
         lo = np.maximum(e.lo.reshape(-1), bwd_logit.lo).reshape(e.lo.shape)
@@ -423,7 +425,6 @@ def analyze_errors(
         fwd = margin_errors(net, ranges, fracs, res, label, quant, deltas, frac_of)
         res.margin_err = res.margin_err_forward = fwd
         if bwd_margin is not None:
-            res.records = records
             res.margin_err = Interval(np.maximum(fwd.lo, bwd_margin.lo), np.minimum(fwd.hi, bwd_margin.hi))
     return res
 

@@ -211,13 +211,17 @@ def classify_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
             f"; logit error <= {r['certified_logit_error']:.4g} on every region "
             f"(target {r['target_error']:g})"
         )
+    return text + _cost_and_files(r, out_dir)
+
+
+def _cost_and_files(r: dict[str, Any], out_dir: Any, hw: bool = False) -> str:
+    """The summary lines' tail: multipliers, operand bits (``hw``: and hw), the C++, the folder."""
     c = r["cost"]
-    text += f"; {c['mult_count']} multipliers, {c['mult_operand_bits']} operand bits"
+    text = f"; {c['mult_count']} multipliers, {c['mult_operand_bits']} operand bits"
+    text += f", hw {c['hw']}" if hw else ""
     cpp = r.get("cpp")
     text += f"; C++ {cpp['name']}.cpp" if isinstance(cpp, dict) and cpp.get("name") else "; no C++"
-    if out_dir is not None:
-        text += f"; wrote {out_dir}"
-    return text
+    return text + (f"; wrote {out_dir}" if out_dir is not None else "")
 
 
 def graph_regress_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
@@ -230,13 +234,7 @@ def graph_regress_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
         f"over the input box" if e["certified"]
         else f"{r['network']}: NOT certified over the input box ({e['reason']})"
     )  # fmt: skip
-    c = r["cost"]
-    text += f"; {c['mult_count']} multipliers, {c['mult_operand_bits']} operand bits, hw {c['hw']}"
-    cpp = r.get("cpp")
-    text += f"; C++ {cpp['name']}.cpp" if isinstance(cpp, dict) and cpp.get("name") else "; no C++"
-    if out_dir is not None:
-        text += f"; wrote {out_dir}"
-    return text
+    return text + _cost_and_files(r, out_dir, hw=True)
 
 
 def render_classify_markdown(r: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ Usage: python scripts/classify_cli_times.py [--only NAME ...]
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from aster_ext.experiments.tables import write_script_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ASTER_EXT_SHARED", ROOT.parent / "shared")) / "benchmarks"
@@ -71,15 +72,8 @@ def main() -> int:
             print(" ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
     res = ROOT / "results"
     suffix = "" if not args.only else "_" + "_".join(args.only)
-    with open(res / f"classify_cli{suffix}.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    doc = (__doc__ or "").split("Writes results")[0].strip()
-    lines = ["# Classifier CLI end to end (quantize + verify per benchmark CNN)", "", doc, ""]
-    lines += ["| " + " | ".join(FIELDS) + " |", "|" + "---|" * len(FIELDS)]
-    lines += ["| " + " | ".join(str(r[k]) for k in FIELDS) + " |" for r in rows]
-    (res / f"classify_cli{suffix}.md").write_text("\n".join(lines) + "\n")
+    title = "Classifier CLI end to end (quantize + verify per benchmark CNN)"
+    write_script_table(res / f"classify_cli{suffix}", title, __doc__ or "", rows, FIELDS)
     return 0
 
 

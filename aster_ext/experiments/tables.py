@@ -110,6 +110,23 @@ def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
 
 
+def markdown_table(rows: list[dict[str, Any]], fields: list[str]) -> list[str]:
+    """The lines of a pipe table: header ``fields``, one line per row (values as ``str``)."""
+    lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+    return lines + ["| " + " | ".join(str(r[k]) for k in fields) + " |" for r in rows]
+
+
+def write_script_table(
+    stem: Path, title: str, doc: str, rows: list[dict[str, Any]], fields: list[str]
+) -> None:
+    """A script's table: ``stem``.csv and ``stem``.md (``# title``, the script's docstring up to
+    its "Writes results" line, the pipe table)."""
+    write_csv(stem.with_name(stem.name + ".csv"), rows, fields)
+    intro = doc.split("Writes results")[0].strip()
+    lines = [f"# {title}", "", intro, "", *markdown_table(rows, fields)]
+    stem.with_name(stem.name + ".md").write_text("\n".join(lines) + "\n")
+
+
 # -- modes: aster vs aster-sound vs refined ----------------------------------------------------------
 
 

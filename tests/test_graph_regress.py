@@ -195,6 +195,7 @@ def test_cnn_regress_option_errors(box_cnn: Path, tmp_path: Path, capsys) -> Non
         (["--mode", "aster"], "dense-chain analyses"),
         (["--setting", "B"], "--setting applies to dense chains"),
         (["--split-boxes", "2"], "--split-boxes applies"),
+        (["--backend", "hls4ml"], "for an ε over the whole input box use the default backend"),
     ]
     for extra, text in cases:
         out = tmp_path / f"out_{extra[1]}"

@@ -62,6 +62,12 @@ def load_regions(net: Network, spec: Any) -> list[C.RegionRanges]:
     s = C.structure(net)
     if spec is None:
         raise UserError(f"{net.name}: a CNN needs a classification spec with 'regions' (--spec FILE)")
+    if not spec.extra.get("regions"):
+        raise UserError(
+            f"{net.name}: --backend hls4ml on a CNN certifies --error on the spec's 'regions' and "
+            f"spec '{spec.name}' has none; for an ε over the whole input box use the default backend "
+            "(--task regress --error EPS)"
+        )
     return [C.region_ranges(s, prepare(net, r)) for r in regions_from_spec(spec, net)]
 
 

@@ -133,6 +133,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "cnn_regress.py", ((),), ("cnn_regress.csv", "cnn_regress.md"),
         "an ε on every CNN logit over the whole input box (--task regress on a graph)",
     ),
+    "graph_vs_refined": ScriptStep(
+        "graph_vs_refined.py", ((),), ("graph_vs_refined.csv", "graph_vs_refined.md"),
+        "dense regression on the graph path (whole box) vs the refined mode on Aster's benchmarks",
+    ),
     "classify_nonlinear": ScriptStep(
         "classify_nonlinear.py", ((),), ("classify_nonlinear.csv", "classify_nonlinear.md"),
         "tanh / sigmoid MNIST classifiers end to end (table activations in graph programs)",

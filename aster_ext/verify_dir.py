@@ -41,7 +41,7 @@ def verify_directory(
     "classify"``, or ``"analysis": "graph"``: ``--task regress`` on a CNN, the whole input box)
     is verified by :func:`~.classify_verify.verify_classify_directory` with ``classify_samples``
     random + corner inputs and ``classify_search_iters`` gradient steps per region (None: its
-    defaults). An output of the original tool (mode "aster-original") is checked against its claim by
+    defaults; for ``--task regress`` on a graph, one box: ``samples`` and ``search_iters``). An output of the original tool (mode "aster-original") is checked against its claim by
     :func:`~.original.verify_original_directory` with ``samples`` random + corner inputs (no search).
     ``split_boxes`` > 0 (refined-mode outputs): the certificate is re-derived on up to
     that many sub-boxes (:mod:`~.refined.split`) and reported beside the single-pass one (the
@@ -70,6 +70,9 @@ def verify_directory(
             raise UserError("--split-boxes is not implemented for graph programs (CNNs, --task classify)")
         from .classify_verify import verify_classify_directory
 
+        if report.get("task") == "regress":  # one box, an ε target: the regression defaults
+            classify_samples = samples if classify_samples is None else classify_samples
+            classify_search_iters = search_iters if classify_search_iters is None else classify_search_iters
         return verify_classify_directory(  # type: ignore[return-value]
             out_dir, report, classify_samples, classify_search_iters, seed, progress, check_cpp=check_cpp
         )

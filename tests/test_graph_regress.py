@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aster_ext import ops
 from aster_ext.classify import WHOLE_BOX, region_entry
@@ -89,6 +91,34 @@ def test_whole_box_random_cnns_no_violation(seed: int) -> None:
     assert sim.overflows == 0
     assert check.max_logit_error <= eps and check.max_drop_ratio <= 1.0
     assert check.checked > 300  # samples + corners + the local search's rounds
+
+
+@pytest.mark.slow
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    pool=st.sampled_from(["max", "avg", "none"]),
+    residual=st.booleans(),
+    act=st.sampled_from(["relu", "tanh", "sigmoid", "leaky_relu", "silu"]),
+    rel_eps=st.sampled_from([0.002, 0.02, 0.2]),
+)
+def test_whole_box_hypothesis(seed: int, pool: str, residual: bool, act: str, rel_eps: float) -> None:
+    """Hypothesis over random CNNs, activations (tables and piecewise-linear code too) and
+    targets: the whole-box certificate holds on samples, corners and the local search."""
+    rng = np.random.default_rng(seed)
+    net = random_cnn(rng, residual=residual, pool=pool, acts=(act, "relu", act))
+    node = ops.logits_node(net)
+    xs = rng.random((200, int(np.prod(net.input_shape))))
+    y = ops.evaluate(net, xs, upto=node)[node].reshape(200, -1)
+    eps = rel_eps * float(y.max() - y.min()) + 1e-4
+    region, rep = _certify_box(net, eps)
+    res = rep.search
+    entry = region_entry(net, region, res.verdicts[0], res.analyses[0], eps)
+    assert entry["certified"] and entry["logit_error_bound"] <= eps
+    claims = read_claims({"task": "regress", "regions": [entry]}, y.shape[1], "test")
+    sim = SimulatorLogits(res.program)
+    [check] = verify_regions(net, [region], claims, sim, 200, 6, seed)
+    assert check.violations == 0 and sim.overflows == 0, check.kinds
 
 
 def test_whole_box_claims_fail_when_shrunk() -> None:

@@ -62,8 +62,9 @@ def graph_cell(model: Path, eps: float) -> dict[str, object]:
     try:
         res = quantize_classify(model, ClassifyOptions(error=eps, whole_box=True), None)
     except InfeasibleError as exc:
-        why = str(exc).split(": ", 1)[-1][:80]
-        return {"graph": f"infeasible: {why}", "graph_s": time.perf_counter() - t}
+        low = exc.smallest_error
+        why = f"infeasible (smallest bound {low:.3g})" if low is not None else f"infeasible: {exc}"
+        return {"graph": why, "graph_s": time.perf_counter() - t}
     seconds = time.perf_counter() - t
     [e] = res.report["regions"]
     claims = read_claims(res.report, len(e["logit_error_lo"]), model.name)

@@ -41,7 +41,8 @@ def verify_directory(
     "classify"``, or ``"analysis": "graph"``: ``--task regress`` on a CNN, the whole input box)
     is verified by :func:`~.classify_verify.verify_classify_directory` with ``classify_samples``
     random + corner inputs and ``classify_search_iters`` gradient steps per region (None: its
-    defaults; for ``--task regress`` on a graph, one box: ``samples`` and ``search_iters``). An output of the original tool (mode "aster-original") is checked against its claim by
+    defaults; for ``--task regress`` on a graph, one box: ``samples`` and ``search_iters``). An
+    output of the original tool (mode "aster-original") is checked against its claim by
     :func:`~.original.verify_original_directory` with ``samples`` random + corner inputs (no search).
     ``split_boxes`` > 0 (refined-mode outputs): the certificate is re-derived on up to
     that many sub-boxes (:mod:`~.refined.split`) and reported beside the single-pass one (the

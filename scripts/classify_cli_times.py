@@ -70,10 +70,8 @@ def main() -> int:
             }
             rows.append(row)
             print(" ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
-    res = ROOT / "results"
-    suffix = "" if not args.only else "_" + "_".join(args.only)
     title = "Classifier CLI end to end (quantize + verify per benchmark CNN)"
-    write_script_table(res / f"classify_cli{suffix}", title, __doc__ or "", rows, FIELDS)
+    write_script_table(ROOT / "results" / "classify_cli", title, __doc__ or "", rows, FIELDS, args.only)
     return 0
 
 

@@ -94,10 +94,8 @@ def main() -> int:
                 row = one(bench / folder / f"{stem}.onnx", eps, Path(tmp) / f"{stem}_{eps:g}")
                 rows.append(row)
                 print(" ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
-    res = ROOT / "results"
-    suffix = "" if not args.only else "_" + "_".join(args.only)
     title = "CNNs: an ε on every logit over the whole input box (--task regress)"
-    write_script_table(res / f"cnn_regress{suffix}", title, __doc__ or "", rows, FIELDS)
+    write_script_table(ROOT / "results" / "cnn_regress", title, __doc__ or "", rows, FIELDS, args.only)
     return 0
 
 

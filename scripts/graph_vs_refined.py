@@ -111,10 +111,9 @@ def main() -> int:
         **{f"refined_{s}": f"{n_ref[s]} of {len(rows)} certified" for s in SETTINGS},
         "ratio": f"geo-mean {geomean(ratios):.3f} over {len(ratios)}" if ratios else "",
     }  # fmt: skip
-    suffix = "" if not args.only else "_" + "_".join(args.only)
-    title = "Dense regression: the graph path (whole box) vs the refined mode, setting A"
-    write_script_table(ROOT / "results" / f"graph_vs_refined{suffix}", title, __doc__ or "", rows + [summary],
-                       FIELDS)  # fmt: skip
+    title = "Dense regression: the graph path (whole box) vs the refined mode (settings A and B)"
+    write_script_table(ROOT / "results" / "graph_vs_refined", title, __doc__ or "", rows + [summary], FIELDS,
+                       args.only)  # fmt: skip
     return 0
 
 

@@ -117,10 +117,18 @@ def markdown_table(rows: list[dict[str, Any]], fields: list[str]) -> list[str]:
 
 
 def write_script_table(
-    stem: Path, title: str, doc: str, rows: list[dict[str, Any]], fields: list[str]
+    stem: Path,
+    title: str,
+    doc: str,
+    rows: list[dict[str, Any]],
+    fields: list[str],
+    only: list[str] | None = None,
 ) -> None:
     """A script's table: ``stem``.csv and ``stem``.md (``# title``, the script's docstring up to
-    its "Writes results" line, the pipe table)."""
+    its "Writes results" line, the pipe table); with ``only`` (a run restricted to some
+    networks) the stem gets their names, ``stem_A_B``, so the full table is not replaced."""
+    if only:
+        stem = stem.with_name(stem.name + "_" + "_".join(only))
     write_csv(stem.with_name(stem.name + ".csv"), rows, fields)
     intro = doc.split("Writes results")[0].strip()
     lines = [f"# {title}", "", intro, "", *markdown_table(rows, fields)]

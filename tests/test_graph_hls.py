@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,37 @@ def test_top_name_never_clashes_with_generated_names():
     cases = {"in_t": "net_in_t", "fx8_2": "net_fx8_2", "fx_n0": "net_fx_n0", "my net": "my_net"}
     for name, ident in cases.items():
         assert graph_identifier(name) == ident
+
+
+def test_fx_raw_skips_limbs_above_the_type(tmp_path: Path) -> None:
+    """A constant array stored as 64-bit limbs for its widest type and read into a narrower one
+    (per-channel types: a 22-bit accumulator beside a 68-bit one) gets limbs wholly above the
+    type's width; ``fx_raw`` must drop them (sign extension) instead of assigning a reversed
+    range, which asserts in debug builds and would write reversed bits without asserts. Found on
+    resnet_2b's whole-box program at ε 0.05."""
+    from aster_ext.codegen.compile import find_cxx
+    from aster_ext.codegen.hls import _HELPERS
+
+    from .cpp_support import require_toolchain
+
+    ap = require_toolchain()
+    cases = [
+        (22, -9, 5), (22, -9, -5), (22, -9, (1 << 21) - 1), (22, -9, -(1 << 21)),
+        (68, 4, -(1 << 66) + 3), (64, 4, -7), (65, 4, (1 << 63) + 9),
+    ]  # fmt: skip
+    lines = ["#include <ap_fixed.h>", "#include <cstdio>", _HELPERS, "int main() {"]
+    for i, (w, ib, v) in enumerate(cases):
+        limbs = [(v >> (64 * k)) & ((1 << 64) - 1) for k in range(3)]  # always three limbs
+        args = ", ".join(f"{x}ULL" for x in limbs)
+        lines += [
+            f"  ap_fixed<{w}, {ib}> t{i} = fx_raw<ap_fixed<{w}, {ib}> >({args});",
+            f"  ap_int<{w}> r{i}; r{i}.range({w - 1}, 0) = t{i}.range({w - 1}, 0);",
+            f'  printf("%s\\n", r{i}.to_string(10).c_str());',
+        ]
+    lines += ["  return 0;", "}"]
+    src = tmp_path / "limbs.cpp"
+    src.write_text("\n".join(lines) + "\n")
+    exe = tmp_path / "limbs"
+    subprocess.run([find_cxx(), "-O0", f"-I{ap}", str(src), "-o", str(exe)], check=True, capture_output=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout.split()
+    assert [int(x) for x in out] == [v for _, _, v in cases]

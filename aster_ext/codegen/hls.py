@@ -93,12 +93,15 @@ _HELPERS = """\
 #endif
 
 // Raw-bit construction of an ap_fixed (exact for any width): limb i holds bits [64i, 64i+63]
-// of the two's-complement raw value; the top limb is truncated to the type's width.
+// of the two's-complement raw value; the top limb is truncated to the type's width, and limbs
+// wholly above it (a constant array read as limbs for its widest type, here read into a narrower
+// one: only sign extension) are skipped (a range with lo > hi would reverse the bits).
 template <class T>
 inline void fx_set_limbs(T &, int) {}
 template <class T, class... R>
 inline void fx_set_limbs(T &t, int i, unsigned long long v, R... rest) {
   const int lo = 64 * i;
+  if (lo > T::width - 1) return;
   const int hi = (lo + 63 < T::width - 1) ? lo + 63 : T::width - 1;
   t.range(hi, lo) = v;
   fx_set_limbs(t, i + 1, rest...);

@@ -8,9 +8,9 @@ uniform fractional-bit count the search started from (the smallest uniform F mee
 hw_uniform = the cost of that uniform program, hw = the cost after the per-channel ILP and the
 sound descent (operand + adder + ROM bits, report.json cost.hw), ratio = hw / hw_uniform;
 quantize_s and peak_mib from report.json (wall-clock on a shared 2-core machine: noisy; peak =
-resident set of the quantize process); verify: inputs checked (random, corners, local search on
-the logit error), violations, observed = the largest |logit error| verify saw, observed/bound,
-C++ bit-exact with the simulator.
+resident set of the quantize process); verify (``--samples 600 --search-iters 10``): inputs
+checked (random, corners, local search on the logit error), violations, observed = the largest
+|logit error| verify saw, observed/bound, C++ bit-exact with the simulator.
 Writes results/cnn_regress.md and results/cnn_regress.csv.
 Usage: python scripts/cnn_regress.py [--only NAME ...] [--eps E ...]
 """
@@ -37,6 +37,9 @@ NETS = [
     ("external", "cifar_base_kw"),
 ]
 EPS = [0.5, 0.05]
+# verify's budget here: 600 random + corner inputs and 10 local-search rounds of 32 (the CLI's
+# default, 2000 and 60, takes ~17 min per resnet_2b program on this machine)
+VERIFY_SAMPLES, VERIFY_ROUNDS = 600, 10
 FIELDS = [
     "network", "eps", "certified", "bound", "start_F", "hw_uniform", "hw", "ratio", "quantize_s",
     "peak_mib", "verify_inputs", "violations", "observed", "observed_over_bound", "bit_exact_cpp",
@@ -53,7 +56,7 @@ def run(args: list[str]) -> float:
 def one(model: Path, eps: float, out: Path) -> dict[str, object]:
     """quantize + verify of ``model`` at ``eps``; the table row."""
     run(["quantize", str(model), "--task", "regress", "--error", f"{eps:g}", "--out", str(out)])
-    v_s = run(["verify", str(out)])
+    v_s = run(["verify", str(out), "--samples", str(VERIFY_SAMPLES), "--search-iters", str(VERIFY_ROUNDS)])
     rep = json.loads((out / "report.json").read_text())
     ver = json.loads((out / "verify.json").read_text())
     [e] = rep["regions"]

@@ -54,7 +54,7 @@ import numpy as np
 
 from .classify import CPP_NOTE, NO_LABEL, REGIONS_FILE, fracs_of_program
 from .errors import UserError
-from .graph_program.certify import Region, prepare, verdict
+from .graph_program.certify import Region, max_magnitude, prepare, verdict
 from .graph_program.errors import analyze_errors, deltas_for, logit_interval
 from .graph_program.program import GraphProgram, build_program, is_rounding_node, n_channels
 from .graph_program.simulate import simulate_graph
@@ -289,7 +289,7 @@ def claim_problems(report: dict[str, Any], claims: list[RegionClaim]) -> list[st
     target = report.get("target_error")
     for c, e in zip(claims, report["regions"], strict=True):
         if c.label is None:
-            bound = float(max(np.max(np.abs(c.logit_lo)), np.max(np.abs(c.logit_hi))))
+            bound = max_magnitude(c.logit_lo, c.logit_hi)
             if c.certified and not (c.overflow_free and _num(target) and bound <= target):
                 problems.append(
                     f"region {c.name} is marked certified but its logit error bound {bound:.6g} is not "
@@ -417,7 +417,7 @@ def recheck_claims(
         if np.any(c.logit_lo > e.lo.reshape(-1)) or np.any(c.logit_hi < e.hi.reshape(-1)):
             problems.append(f"region {c.name}: logit error intervals narrower than program.json gives")
         if r.label is None and c.certified:
-            bound = float(max(np.max(np.abs(e.lo)), np.max(np.abs(e.hi))))
+            bound = max_magnitude(e.lo, e.hi)
             if target is None or not bound <= target:
                 problems.append(
                     f"region {c.name} is marked certified; program.json's logit error bound {bound:.6g} "
@@ -489,15 +489,9 @@ def check_points(
         )
     ratio_k = np.where(np.isinf(claim.margin_error_bounds[None, :]), -np.inf, ratio_k)
     ratio = ratio_k.max(axis=1)
-    rc.checked += xs.shape[0]
-    setattr(rc, kind, getattr(rc, kind) + xs.shape[0])
-    rc.agree += int(np.sum(prog.argmax(axis=1) == real.argmax(axis=1)))
+    _tally(rc, xs, real, prog, err, ratio, kind)
     rc.kept += int(np.sum(prog.argmax(axis=1) == lab))
     rc.max_drop = max(rc.max_drop, float(drop.max()))
-    if ratio.size and float(ratio.max()) > rc.max_drop_ratio:
-        rc.max_drop_ratio = float(ratio.max())
-        rc.worst_input = xs[int(np.argmax(ratio))].copy()
-    rc.max_logit_error = max(rc.max_logit_error, float(np.abs(err).max()))
     rc.min_program_margin = min(rc.min_program_margin, float(prog_m.min()))
     rc.min_real_margin = min(rc.min_real_margin, float(real_m.min()))
     return prog_m, ratio
@@ -534,6 +528,22 @@ def _check_logits_only(
         up_ratio = np.where(claim.logit_hi[None, :] > 0, err / claim.logit_hi[None, :], -np.inf)
         down_ratio = np.where(claim.logit_lo[None, :] < 0, err / claim.logit_lo[None, :], -np.inf)
     ratio = np.maximum(up_ratio, down_ratio).max(axis=1)
+    _tally(rc, xs, real, prog, err, ratio, kind)
+    return ratio
+
+
+def _tally(
+    rc: RegionCheck,
+    xs: np.ndarray,
+    real: np.ndarray,
+    prog: np.ndarray,
+    err: np.ndarray,
+    ratio: np.ndarray,
+    kind: str,
+) -> None:
+    """What every checked batch adds to ``rc``: the counts (all, and per ``kind``), argmax
+    agreement, the worst ratio to its bound and its input, the largest |logit error| (``err`` =
+    prog - real)."""
     rc.checked += xs.shape[0]
     setattr(rc, kind, getattr(rc, kind) + xs.shape[0])
     rc.agree += int(np.sum(prog.argmax(axis=1) == real.argmax(axis=1)))
@@ -541,7 +551,6 @@ def _check_logits_only(
         rc.max_drop_ratio = float(ratio.max())
         rc.worst_input = xs[int(np.argmax(ratio))].copy()
     rc.max_logit_error = max(rc.max_logit_error, float(np.abs(err).max()))
-    return ratio
 
 
 def sample_points(lower: np.ndarray, upper: np.ndarray, n: int, rng: np.random.Generator):

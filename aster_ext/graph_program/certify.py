@@ -531,7 +531,12 @@ def shifted(fc: FracChoice, d: int) -> FracChoice:
 def logit_error_bound(net: Network, a: ErrorAnalysis) -> float:
     """max_j max(|lo_j|, |hi_j|) of the logits' error intervals (:func:`.errors.logit_interval`)."""
     e = logit_interval(net, a)
-    return float(max(np.max(np.abs(e.lo)), np.max(np.abs(e.hi))))
+    return max_magnitude(e.lo, e.hi)
+
+
+def max_magnitude(lo: np.ndarray, hi: np.ndarray) -> float:
+    """max over the elements of max(|lo|, |hi|): the largest |x| any interval [lo, hi] admits."""
+    return float(max(np.max(np.abs(lo)), np.max(np.abs(hi))))
 
 
 def meet_logit_target(

@@ -187,9 +187,9 @@ def write_classify_reports(report: dict[str, Any], out_dir: Path) -> None:
 def classify_summary_line(r: dict[str, Any], out_dir: Any = None) -> str:
     """The one-line result of ``quantize --task classify``: certified regions out of all, why
     the others are not, the tightest certified slack, the logit target when given, the cost."""
-    regs = r["regions"]
     if r.get("task") == "regress":
         return graph_regress_summary_line(r, out_dir)
+    regs = r["regions"]
     not_provable = sum(1 for e in regs if not e["provable"])
     other = sum(1 for e in regs if e["provable"] and not e["certified"])
     why = []

@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aster_ext import ops
 from aster_ext.frontend.onnx_import import import_model, load_onnx
+from aster_ext.graph_program.certify import FORMAT_RANGE_KINDS
 from aster_ext.ops.attack import margin_gradients, pgd_min_margin
 from aster_ext.ops.exact_check import exact_backsubstitute, exact_interval_ranges
 from aster_ext.ops.interpreter import interval_margins, margin_matrix
@@ -272,13 +273,17 @@ def check_ranges_and_margins(net, lower, upper, n_samples=40, seed=0):
     vals = ops.evaluate(net, x, upto=target)
     iv = ops.interval_ranges(net, lower, upper)
     sym, _ = ops.symbolic_ranges(net, lower, upper)
+    # the graph programs' ranges: every row of a node with a chosen format back-substituted
+    sym_all, _ = ops.symbolic_ranges(net, lower, upper, all_rows_of=FORMAT_RANGE_KINDS)
     names = list(iv.ranges)
     # float samples carry their own rounding (~1e-15 relative); the exact check is separate
     assert_contains(iv, vals, names, tol=1e-12)
     assert_contains(sym, vals, names, tol=1e-12)
+    assert_contains(sym_all, vals, names, tol=1e-12)
     for name in names:
-        assert np.all(sym.ranges[name].lo >= iv.ranges[name].lo), name
-        assert np.all(sym.ranges[name].hi <= iv.ranges[name].hi), name
+        for s in (sym, sym_all):
+            assert np.all(s.ranges[name].lo >= iv.ranges[name].lo), name
+            assert np.all(s.ranges[name].hi <= iv.ranges[name].hi), name
     y = vals[target].reshape(x.shape[0], -1)
     if y.shape[1] < 2:
         return iv, sym, 0
@@ -499,7 +504,8 @@ def test_exact_rational_cross_check(seed: int) -> None:
         fhi = iv.ranges[name].hi.reshape(-1)
         assert all(Fraction(float(a)) <= b for a, b in zip(flo, lo, strict=True)), name
         assert all(Fraction(float(a)) >= b for a, b in zip(fhi, hi, strict=True)), name
-    sym, stats = ops.symbolic_ranges(net, lower, upper)
+    sym, stats = ops.symbolic_ranges(net, lower, upper, all_rows_of=FORMAT_RANGE_KINDS)
+    assert target in stats.per_node_rows  # the logits (no nonlinear consumer) are back-substituted too
     n = int(np.prod(net.op(target).shape))
     for query in [*stats.per_node_rows, target]:
         size = int(np.prod(net.op(query).shape))
@@ -695,6 +701,32 @@ def test_pad_read_twice_or_nonzero_stays_a_node() -> None:
     x = np.random.default_rng(0).uniform(-1, 1, (4, 32))
     y = ops.evaluate(net, x)[net.output_names[0]].reshape(4, -1)
     assert np.max(np.abs(y - ort_run(model, (2, 4, 4), x))) <= 2e-5 * max(1.0, np.max(np.abs(y)))
+
+
+@pytest.mark.parametrize("name", ["AC8", "ACC10NN", "VertCasNN", "UnicycleNN"])
+def test_dense_benchmark_ranges_agree_with_the_refined_analysis(shared_dir: Path, name: str) -> None:
+    """Two implementations of one back-substitution: on a dense chain, the graph interpreter with
+    every row of the affine nodes back-substituted gives the refined mode's per-layer symbolic
+    ranges (``refined.symbolic_ranges``) up to float rounding; with only the rows a relaxation
+    reads, the logits and stable neurons stay at their (here much wider) interval steps."""
+    from aster_ext.frontend import load_model
+    from aster_ext.ir import ACTIVATIONS, dense_chain
+    from aster_ext.refined.symbolic_ranges import symbolic_ranges as dense_symbolic_ranges
+
+    net, spec = load_model(shared_dir / "benchmarks" / "aster" / f"{name}.onnx")
+    layers = dense_chain(net, frozenset(ACTIVATIONS))
+    lo, hi = spec.input_lower, spec.input_upper
+    dense = dense_symbolic_ranges(layers, lo, hi)
+    full, _ = ops.symbolic_ranges(net, lo, hi, all_rows_of=FORMAT_RANGE_KINDS)
+    relax_only, _ = ops.symbolic_ranges(net, lo, hi)
+    for layer, r in zip(layers, dense, strict=True):
+        g = full.ranges[layer.name]
+        for a, b in ((g.lo.reshape(-1), r.pre.lo), (g.hi.reshape(-1), r.pre.hi)):
+            assert np.all(np.abs(a - b) <= 1e-12 * (1.0 + np.abs(b))), layer.name
+    last = layers[-1].name
+    width_full = full.ranges[last].hi - full.ranges[last].lo
+    width_relax = relax_only.ranges[last].hi - relax_only.ranges[last].lo
+    assert np.all(width_full <= width_relax * (1 + 1e-12)) and np.any(width_full < 0.9 * width_relax)
 
 
 def test_benchmark_structure(shared_dir: Path) -> None:

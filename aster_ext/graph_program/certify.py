@@ -62,6 +62,7 @@ from .errors import (
 from .ilp import GRANULARITIES, IlpOutcome, ilp_search
 from .program import (
     LINEAR_KINDS,
+    ROUNDING_KINDS,
     FracChoice,
     GraphProgram,
     build_program,
@@ -71,6 +72,9 @@ from .program import (
     partial_sums,
     per_channel,
 )
+
+# node kinds whose every row the real-range analysis back-substitutes (:func:`prepare`)
+FORMAT_RANGE_KINDS = frozenset(ROUNDING_KINDS)
 
 
 @dataclass
@@ -97,9 +101,10 @@ class Region:
 
 
 def prepare(net: Network, region: Region) -> Region:
-    """Real ranges of every node (symbolic back-substitution) and, with a label, the margin
+    """Real ranges of every node (symbolic back-substitution; every row of a node with a chosen
+    format, whose integer bits and error terms its range sizes) and, with a label, the margin
     lower bounds."""
-    ctx, _ = symbolic_ranges(net, region.lower, region.upper)
+    ctx, _ = symbolic_ranges(net, region.lower, region.upper, all_rows_of=FORMAT_RANGE_KINDS)
     region.ranges = ctx
     region.margin_lb = None if region.label is None else symbolic_margins(ctx, region.label)
     return region

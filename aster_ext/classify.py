@@ -87,7 +87,7 @@ class ClassifyOptions:
     granularity: str = "channel"  # ILP knobs: per output channel / dense neuron, or one per layer
     time_limit: float = 60.0  # HiGHS time limit per ILP solve
     ilp_rounds: int = 12  # ILP solves (each re-certified) at most, per linear margin model
-    descent_checks: int | None = None  # sound checks of the descent after the ILP (None: DESCENT_CHECKS)
+    descent_checks: int | None = None  # sound checks of the descent after the ILP (None: descent_budget)
     whole_box: bool = False  # one unlabelled region, the spec's input box (--task regress on a graph)
 
 

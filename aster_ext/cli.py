@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_in("--descent-checks", 0, 100000),
         default=None,
         help="--task classify: after the ILP, lower one channel (or layer) by one bit at a time while "
-        "the sound analysis still certifies, with at most this many analyses (default 200; 0: no "
-        "descent; more: possibly cheaper formats, each check re-analyses every region)",
+        "the sound analysis still certifies, with at most this many analyses (default: 200, more on "
+        "small networks whose analyses are cheap, up to 5000; 0: no descent; more: possibly cheaper "
+        "formats, each check re-analyses every region)",
     )
     q.add_argument(
         "--split-boxes",

@@ -373,6 +373,22 @@ def test_descent_stops_at_its_check_budget_with_the_best_choice_so_far(budget):
     assert (same.hw, same.checks, same.out_of_checks) == (full.hw, full.checks, False)
 
 
+def test_descent_budget_scales_with_the_size_of_one_check(monkeypatch):
+    """The default budget is DESCENT_WORK / (regions x size of one analysis), clamped to
+    [DESCENT_CHECKS, DESCENT_MAX_CHECKS]: a small network gets more than the floor, more regions
+    never get more checks, and a large work constant hits the cap."""
+    _, net, regs = _search_case(3, "avg", True)
+    for r in regs:
+        prepare(net, r)
+    one, two = certify_mod.descent_budget(net, regs[:1]), certify_mod.descent_budget(net, regs)
+    assert certify_mod.DESCENT_CHECKS < two <= one <= certify_mod.DESCENT_MAX_CHECKS
+    assert two == pytest.approx(one / 2, abs=1) or one == certify_mod.DESCENT_MAX_CHECKS
+    monkeypatch.setattr(certify_mod, "DESCENT_WORK", 1.0)
+    assert certify_mod.descent_budget(net, regs) == certify_mod.DESCENT_CHECKS
+    monkeypatch.setattr(certify_mod, "DESCENT_WORK", 1e15)
+    assert certify_mod.descent_budget(net, regs) == certify_mod.DESCENT_MAX_CHECKS
+
+
 @pytest.mark.slow
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31 - 1), pool=st.sampled_from(POOLS), residual=st.booleans())

@@ -46,7 +46,7 @@ import numpy as np
 from ..cost import act_impl_ops
 from ..errors import InfeasibleError
 from ..ir import Network
-from ..ops import AnalysisContext, symbolic_margins, symbolic_ranges
+from ..ops import AnalysisContext, op_class, symbolic_margins, symbolic_ranges
 from ..progress import note
 from ..rigorous import down
 from .descent import sound_descent
@@ -436,8 +436,31 @@ LOGIT_PATIENCE = 3
 DESCENT_PASSES = 1
 # checks (sound analyses of every region) the descent may spend: the whole first pass of the MNIST
 # Convnets takes 104 and 165; resnet_2b's took 543 (~0.35 s each, 227 s) for -0.5 % hw, so its
-# descent now stops at this budget with the best choice so far
+# descent stops at this budget with the best choice so far. That floor starved small networks,
+# whose checks take milliseconds: Aster's controllers over the whole box stopped after 200 checks
+# with the pass unfinished (AcrobotNN at 1e-3: hw 15227; its whole pass, 576 checks in 2.8 s: 7711;
+# VertCasNN at 1e-5: 170554 -> 118297 in 1867 checks, 23 s). So the budget scales with the size of
+# one check, :func:`descent_budget`: DESCENT_WORK / (regions x (nonzeros of the linear maps +
+# node elements)), between DESCENT_CHECKS and DESCENT_MAX_CHECKS; every benchmark CNN (>= 7e4
+# per region, 5 regions) keeps the floor; deterministic (a function of the problem, not the clock)
 DESCENT_CHECKS = 200
+DESCENT_MAX_CHECKS = 5000
+DESCENT_WORK = 1e8
+
+
+def descent_budget(net: Network, regions: list[Region]) -> int:
+    """The descent's default check budget for ``net`` on ``regions`` (see DESCENT_WORK)."""
+    ctx = regions[0].ranges
+    assert ctx is not None, "prepare the regions first"
+    size = 0
+    for op in net.ops():
+        if op.kind in ("input", "output"):
+            continue
+        size += int(np.prod(op.shape))
+        if op_class(op.kind).linear:
+            size += sum(int(part.rows.size) for part in ctx.linear_map(op).parts)
+    budget = int(DESCENT_WORK // (len(regions) * max(size, 1)))
+    return min(max(budget, DESCENT_CHECKS), DESCENT_MAX_CHECKS)
 
 
 def certify_cnn(
@@ -669,7 +692,7 @@ def ilp_refine(
     assert outcome is not None
     descent = sound_descent(
         net, best[1] if best[1] is not None else greedy.fracs, best[0], check, granularity, min_frac,
-        DESCENT_PASSES, DESCENT_CHECKS if descent_checks is None else descent_checks,
+        DESCENT_PASSES, descent_budget(net, regions) if descent_checks is None else descent_checks,
     )  # fmt: skip
     log.append(
         f"descent ({granularity}): hw {best[0]} -> {descent.hw} (after each pass: "

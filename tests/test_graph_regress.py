@@ -93,6 +93,37 @@ def test_whole_box_random_cnns_no_violation(seed: int) -> None:
     assert check.checked > 300  # samples + corners + the local search's rounds
 
 
+def test_logit_target_beyond_the_search_range_widens_it(monkeypatch) -> None:
+    """A target that needs more fractional bits than ``max_frac`` (here 2): the uniform raise goes
+    on up to WIDEST_FRAC, the ILP's range ends at the F it reached, the program meets the target
+    and never exceeds it on samples; with WIDEST_FRAC at ``max_frac`` the same call is infeasible
+    with the smallest bound it found."""
+    from aster_ext.errors import InfeasibleError
+    from aster_ext.graph_program import certify as certify_mod
+
+    rng = np.random.default_rng(503)
+    net = random_cnn(rng, residual=True, pool="max")
+    node = ops.logits_node(net)
+    xs = rng.random((300, int(np.prod(net.input_shape))))
+    y = ops.evaluate(net, xs, upto=node)[node].reshape(300, -1)
+    eps = 0.002 * float(y.max() - y.min()) + 1e-4
+    region = _whole_box(net)
+    rep = certify_cnn(net, [region], logit_eps=eps, max_frac=2, max_rounds=3, descent_checks=30)
+    res = rep.search
+    assert res.target_step is not None and res.target_step > 2  # uniform F beyond max_frac
+    assert res.verdicts[0].certified and logit_error_bound(net, res.analyses[0]) <= eps
+    assert certify_mod.largest_frac(res.fracs) <= res.target_step
+    entry = region_entry(net, region, res.verdicts[0], res.analyses[0], eps)
+    claims = read_claims({"task": "regress", "regions": [entry]}, y.shape[1], "test")
+    sim = SimulatorLogits(res.program)
+    [check] = verify_regions(net, [region], claims, sim, 300, 8, 0)
+    assert check.violations == 0 and sim.overflows == 0 and check.max_logit_error <= eps
+    monkeypatch.setattr(certify_mod, "WIDEST_FRAC", 2)
+    with pytest.raises(InfeasibleError, match="up to 2 extra fractional bits") as err:
+        certify_cnn(net, [_whole_box(net)], logit_eps=eps, max_frac=2, max_rounds=3, descent_checks=30)
+    assert err.value.smallest_error is not None and err.value.smallest_error > eps
+
+
 @pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(

@@ -487,15 +487,17 @@ def certify_cnn(
 
     ``logit_eps``: every region's logits must also stay within ε of the real ones (provable
     regions certified too): the greedy result (uniform F without a provable region) is raised
-    uniformly until it meets that (:func:`meet_logit_target`; InfeasibleError when nothing up to
-    ``max_frac`` does), then the ILP, with the logit-error rows in its model, starts from there.
+    uniformly until it meets that (:func:`meet_logit_target`; up to :data:`WIDEST_FRAC` bits,
+    InfeasibleError when nothing there does), then the ILP, with the logit-error rows in its
+    model, starts from there (its range of F ends at ``max_frac`` or, when the raise went
+    beyond it, at the largest F of that start).
 
     ``search`` "greedy": per-layer descent only (``granularity`` must be "layer"); "ilp": the
     greedy result, then the ILP (:mod:`.ilp`) with one format per output channel
     (``granularity="channel"``) or per layer (``"layer"``), ``time_limit`` seconds per solve, at
     most ``max_rounds`` solves per linear margin model (:data:`ADJOINTS`); every ILP choice is
     re-certified and the cheapest certified program is returned; ``descent_checks`` caps the
-    sound descent after it (:data:`DESCENT_CHECKS` when None, 0: no descent)."""
+    sound descent after it (:func:`descent_budget` when None, 0: no descent)."""
     from ..errors import UnsupportedError
 
     if search not in SEARCHES:
@@ -516,7 +518,8 @@ def certify_cnn(
             times.append(time.perf_counter() - t)
         res = search_formats(net, regions, quant, min_frac, max_frac)
         if logit_eps is not None:
-            res = _meet_target(net, regions, res, quant, max_frac, logit_eps)
+            res = _meet_target(net, regions, res, quant, max(max_frac, WIDEST_FRAC), logit_eps)
+            max_frac = max(max_frac, largest_frac(res.fracs))  # the ILP's range reaches the start
         res.greedy_cost = program_cost(res.program).hw
         if search == "ilp" and (res.global_frac is not None or logit_eps is not None):
             res = ilp_refine(
@@ -596,6 +599,19 @@ def meet_logit_target(
         f"--error {eps:g} on the regions (smallest logit error bound found {best:.3g})",
         smallest_error=best,
     )
+
+
+# how far the raise towards a logit target may go: beyond the search's usual F <= 32 when the
+# target needs it (Aster's VertCASVer1 over its whole box at 1e-3: uniform F = 32 bounds the
+# logit error by 0.00155, F = 33 by 0.000776); the first F that meets the target is taken, so a
+# target met within 32 bits gets the same start as before
+WIDEST_FRAC = 48
+
+
+def largest_frac(fc: FracChoice) -> int:
+    """The largest fractional-bit count of the search's knobs (input, outputs, weights)."""
+    arrays = [*fc.out.values(), *fc.weight.values()]
+    return max([fc.input, *(int(a.max()) for a in arrays if a.size)])
 
 
 def _meet_target(

@@ -441,8 +441,9 @@ DESCENT_PASSES = 1
 # with the pass unfinished (AcrobotNN at 1e-3: hw 15227; its whole pass, 576 checks in 2.8 s: 7711;
 # VertCasNN at 1e-5: 170554 -> 118297 in 1867 checks, 23 s). So the budget scales with the size of
 # one check, :func:`descent_budget`: DESCENT_WORK / (regions x (nonzeros of the linear maps +
-# node elements)), between DESCENT_CHECKS and DESCENT_MAX_CHECKS; every benchmark CNN (>= 7e4
-# per region, 5 regions) keeps the floor; deterministic (a function of the problem, not the clock)
+# node elements)), between DESCENT_CHECKS and DESCENT_MAX_CHECKS: the benchmark CNNs on their 5
+# regions keep the floor (on one whole-box region, --task regress: 313-645); deterministic (a
+# function of the problem, not of the clock)
 DESCENT_CHECKS = 200
 DESCENT_MAX_CHECKS = 5000
 DESCENT_WORK = 1e8

@@ -140,7 +140,7 @@ def symbolic_ranges(
     context also holds the relaxations used, for margin queries and exact replay.
     ``all_rows_of``: op kinds whose every output row is back-substituted, not only the rows
     that a relaxation reads (each bound is the same sound back-substitution, so the ranges stay
-    sound; they can only shrink, at the cost of more back-substituted rows)."""
+    sound and never wider than the interval ranges; at the cost of more back-substituted rows)."""
     tgt = target or logits_node(net)
     plain = interval_ranges(net, lower, upper, tgt, maps)
     ctx = AnalysisContext(net, _maps=plain._maps)

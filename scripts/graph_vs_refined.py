@@ -16,9 +16,11 @@ emitted dense layout; the reason when it certifies nothing), the two settings wh
 covers every input of the box (C and D cover only inputs on the input grid); ratio = graph_hw /
 the cheaper of refined_A and refined_B where both paths certify. The programs differ in more
 than the search: the graph program rounds by truncation with one fractional-bit count per
-neuron for its weights and picks the input format freely (up to 32 fractional bits), the
-refined program has per-weight-row formats and the setting's input length and rounding rules,
-and each cost counts the adders of its own emitted code.
+neuron for its weights, picks the input format freely and has no width cap (fractional bits
+up to 32, or up to 48 where a target needs more: ACC10NN, ACC7NN / ACCNew / VertCASVer1-2 at
+1e-5, VertCASVer1 at 1e-3), the refined program has per-weight-row formats and the setting's
+input length, width cap and rounding rules, and each cost counts the adders of its own emitted
+code.
 Writes results/graph_vs_refined.md and results/graph_vs_refined.csv.
 Usage: python scripts/graph_vs_refined.py [--only NAME ...]
 """

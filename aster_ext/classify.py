@@ -285,8 +285,10 @@ def quantize_classify(
     out_dir: Path | str | None,
     progress: Callable[[str], None] | None = None,
     force: bool = False,
+    loaded: tuple[Network, Spec | None] | None = None,
 ) -> ClassifyResult:
-    """Load, build the regions, certify (``certify_cnn``), optionally meet ``--error``, write."""
+    """Load, build the regions, certify (``certify_cnn``), optionally meet ``--error``, write.
+    ``loaded``: ``load_model(model_path)``'s result when the caller already has it."""
     from .frontend import load_model
     from .graph_program.io import graph_program_to_json
     from .outdir import OutputPlan
@@ -307,7 +309,7 @@ def quantize_classify(
         plan = OutputPlan.prepare(out_dir, protected, force)
     timings: dict[str, float] = {}
     with phase(progress, "load model and regions"):
-        net, model_spec = load_model(model_path)
+        net, model_spec = loaded if loaded is not None else load_model(model_path)
         spec = resolve_spec(net, model_spec, opts)  # type: ignore[arg-type]
         if opts.whole_box:
             regions = [whole_box_region(spec)]

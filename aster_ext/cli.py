@@ -367,8 +367,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UserError(
             "--error EPS is required (unless --task classify, where the regions' margins set the target)"
         )
-    if args.mode == "refined" and args.backend == "hls" and needs_graph_analysis(args.model):
-        return cmd_quantize_classify(args, whole_box=True)  # a CNN: the graph path over the input box
+    loaded = None  # an ONNX model is loaded once, to route it and for the path it takes
+    if args.mode == "refined" and args.backend == "hls":
+        loaded = load_onnx_model(args.model)
+        if loaded is not None and needs_graph_analysis(args.model, loaded):
+            return cmd_quantize_classify(args, whole_box=True, loaded=loaded)  # a CNN: the input box
     if args.ilp_rounds is not None:
         raise UserError("--ilp-rounds applies to --task classify and to the graph path (CNNs)")
     if args.descent_checks is not None:
@@ -406,7 +409,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from .errors import UnsupportedError
 
     try:
-        res = quantize(args.model, opts, out, _progress(args.quiet), force=args.force)
+        res = quantize(args.model, opts, out, _progress(args.quiet), force=args.force, loaded=loaded)
     except UnsupportedError as exc:
         if "dense-chain analyses" not in str(exc):
             raise
@@ -418,16 +421,28 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def needs_graph_analysis(model_path: Path) -> bool:
-    """An ONNX model that the dense-chain analyses cannot take (convolutions, pooling, residual
-    adds, ...): ``--task regress`` certifies it on the graph path over the whole input box."""
+def load_onnx_model(model_path: Path):  # -> tuple[Network, Spec | None] | None
+    """``frontend.load_model`` of an existing .onnx file (None for anything else: the paths that
+    take other files load and report them themselves)."""
     if Path(model_path).suffix.lower() != ".onnx" or not Path(model_path).is_file():
-        return False
-    from .errors import UnsupportedError
+        return None
     from .frontend import load_model
+
+    return load_model(model_path)
+
+
+def needs_graph_analysis(model_path: Path, loaded=None) -> bool:
+    """An ONNX model that the dense-chain analyses cannot take (convolutions, pooling, residual
+    adds, ...): ``--task regress`` certifies it on the graph path over the whole input box.
+    ``loaded``: :func:`load_onnx_model`'s result when the caller has it (else loaded here)."""
+    from .errors import UnsupportedError
     from .ir import ACTIVATIONS, dense_chain
 
-    net, _ = load_model(model_path)
+    if loaded is None:
+        loaded = load_onnx_model(model_path)
+    if loaded is None:
+        return False
+    net, _ = loaded
     try:
         dense_chain(net, frozenset(ACTIVATIONS))
     except UnsupportedError:
@@ -463,10 +478,11 @@ def cmd_quantize_original(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_quantize_classify(args: argparse.Namespace, whole_box: bool = False) -> int:
+def cmd_quantize_classify(args: argparse.Namespace, whole_box: bool = False, loaded=None) -> int:
     """``quantize --task classify``: certified top-1 per region on the graph program path.
     ``whole_box``: ``--task regress`` on a network the dense chain cannot hold: --error over the
-    spec's input box on the same path (classify.py, *Whole box*)."""
+    spec's input box on the same path (classify.py, *Whole box*). ``loaded``: the model, when
+    the caller loaded it already."""
     from .classify import ClassifyOptions, quantize_classify
     from .report import classify_summary_line
 
@@ -499,7 +515,7 @@ def cmd_quantize_classify(args: argparse.Namespace, whole_box: bool = False) -> 
         whole_box=whole_box,
     )
     out = args.out if args.out is not None else str(Path("out") / args.model.stem)
-    res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force)
+    res = quantize_classify(args.model, opts, out, _progress(args.quiet), force=args.force, loaded=loaded)
     print(classify_summary_line(res.report, res.out_dir))
     return 0
 

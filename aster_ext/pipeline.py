@@ -242,12 +242,14 @@ def quantize(
     out_dir: Path | str | None,
     progress: Callable[[str], None] | None = None,
     force: bool = False,
+    loaded: tuple[Network, Spec | None] | None = None,
 ) -> QuantizeResult:
     """Run the whole job; with ``out_dir`` write report.json/.md, <net>.cpp/.h, model.lp there.
 
     ``out_dir`` is validated before the analysis and written by :class:`~.outdir.OutputPlan`
     (never deletes or overwrites a file the tool did not write; ``force`` replaces an earlier
-    aster_ext output's own files)."""
+    aster_ext output's own files). ``loaded``: ``load_model(model_path)``'s result when the
+    caller already has it (the CLI loads an ONNX model once to route it)."""
     from .outdir import OutputPlan
     from .progress import phase
 
@@ -260,7 +262,7 @@ def quantize(
         plan = OutputPlan.prepare(out_dir, protected, force)
     t = time.perf_counter()
     with phase(progress, "load model"):
-        net, model_spec = load_model(model_path)
+        net, model_spec = loaded if loaded is not None else load_model(model_path)
         spec = resolve_spec(net, model_spec, opts)
     load_s = time.perf_counter() - t
     if progress:

@@ -214,6 +214,31 @@ def test_routing_needs_graph_analysis(box_cnn: Path, tmp_path: Path) -> None:
     assert needs_graph_analysis(Path("examples/tiny_controller.scala")) is False
 
 
+def test_quantize_loads_an_onnx_model_once(box_cnn: Path, tmp_path: Path, monkeypatch) -> None:
+    """Routing reads the model and hands it to the path it picks (the graph path for a CNN, the
+    refined dense path for a dense chain): one import of the ONNX file per quantize run."""
+    import aster_ext.frontend as frontend
+
+    calls: list[str] = []
+    real = frontend.load_onnx
+
+    def counting(path, *a, **k):
+        calls.append(Path(path).name)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(frontend, "load_onnx", counting)
+    cnn_out, mlp_out = tmp_path / "cnn", tmp_path / "mlp"
+    args = ["--error", "0.5", "--ilp-rounds", "1", "--descent-checks", "0", "--quiet"]
+    assert _run(["quantize", box_cnn, *args, "--out", cnn_out]) == 0
+    assert calls == ["tiny_cnn.onnx"]
+    mlp = tiny_mlp(tmp_path / "mlp.onnx")
+    _box_spec(mlp)
+    calls.clear()
+    assert _run(["quantize", mlp, "--error", "0.5", "--quiet", "--out", mlp_out]) == 0
+    assert calls == ["mlp.onnx"]
+    assert json.loads((mlp_out / "report.json").read_text())["mode"] == "refined"
+
+
 @pytest.mark.slow
 def test_cnn_regress_quantize_and_verify(box_cnn: Path, tmp_path: Path, capsys) -> None:
     """quantize (task regress by default: the spec has no classification task) writes a graph

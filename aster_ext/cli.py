@@ -11,8 +11,15 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # annotations only: the CLI imports the analyses lazily
+    from .ir import Network
+    from .spec import Spec
+
+    Loaded = tuple[Network, Spec | None]
 
 EPILOG = """examples:
   aster-ext quantize SmallNN.scala --error 1e-3 --out out/SmallNN
@@ -421,7 +428,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_onnx_model(model_path: Path):  # -> tuple[Network, Spec | None] | None
+def load_onnx_model(model_path: Path) -> Loaded | None:
     """``frontend.load_model`` of an existing .onnx file (None for anything else: the paths that
     take other files load and report them themselves)."""
     if Path(model_path).suffix.lower() != ".onnx" or not Path(model_path).is_file():
@@ -431,7 +438,7 @@ def load_onnx_model(model_path: Path):  # -> tuple[Network, Spec | None] | None
     return load_model(model_path)
 
 
-def needs_graph_analysis(model_path: Path, loaded=None) -> bool:
+def needs_graph_analysis(model_path: Path, loaded: Loaded | None = None) -> bool:
     """An ONNX model that the dense-chain analyses cannot take (convolutions, pooling, residual
     adds, ...): ``--task regress`` certifies it on the graph path over the whole input box.
     ``loaded``: :func:`load_onnx_model`'s result when the caller has it (else loaded here)."""
@@ -478,7 +485,9 @@ def cmd_quantize_original(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_quantize_classify(args: argparse.Namespace, whole_box: bool = False, loaded=None) -> int:
+def cmd_quantize_classify(
+    args: argparse.Namespace, whole_box: bool = False, loaded: Loaded | None = None
+) -> int:
     """``quantize --task classify``: certified top-1 per region on the graph program path.
     ``whole_box``: ``--task regress`` on a network the dense chain cannot hold: --error over the
     spec's input box on the same path (classify.py, *Whole box*). ``loaded``: the model, when

@@ -181,19 +181,19 @@ def _rows_to_tighten(
 ) -> np.ndarray:
     """Flat indices of op's output whose bounds feed a relaxation, or all of them when its kind
     is in ``all_rows_of`` (see module docstring)."""
+    if all(i == net.input_name for i in op.inputs):
+        return np.zeros(0, dtype=np.int64)  # one linear step from the box: intervals are already exact
+    if op.kind == "act":
+        # its own relaxation on its (already tightened) operand range gives no more than the image
+        return np.zeros(0, dtype=np.int64)
+    if op.kind in all_rows_of:
+        return np.arange(iv.lo.size)
     nonlin = [
         c
         for c in consumers
         if op_class(c.kind).nonlinear and not (c.kind == "act" and c.attrs["fn"] == "identity")
     ]
-    if all(i == net.input_name for i in op.inputs):
-        return np.zeros(0, dtype=np.int64)  # one linear step from the box: intervals are already exact
-    if op.kind in all_rows_of and op.kind != "act":
-        return np.arange(iv.lo.size)
     if not nonlin:
-        return np.zeros(0, dtype=np.int64)
-    if op.kind == "act":
-        # its own relaxation on its (already tightened) operand range gives no more than the image
         return np.zeros(0, dtype=np.int64)
     lo, hi = iv.lo.reshape(-1), iv.hi.reshape(-1)
     if all(c.kind == "act" and c.attrs["fn"] == "relu" for c in nonlin):

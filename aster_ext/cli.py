@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["classify", "regress"],
         help="classify: certify that the fixed-point argmax keeps each region's label (graph programs, "
         "CNNs and dense nets); regress: --error on every output over the input box (dense chains: the "
-        "refined per-neuron analysis; other graphs, e.g. CNNs: the graph analysis with per-channel formats, "
-        "--mode refined only). Default: classify when "
+        "refined per-neuron analysis, or --mode graph; other graphs, e.g. CNNs: the graph analysis with "
+        "per-channel formats, --mode refined or graph). Default: classify when "
         '--regions-data is given or the spec says "task": "classification" and lists regions',
     )
     q.add_argument(
@@ -141,8 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--mode",
         default="refined",
-        choices=["refined", "aster", "aster-sound", "aster-original"],
-        help="refined (default): symbolic per-neuron error analysis and per-neuron formats; aster: Aster's "
+        choices=["refined", "graph", "aster", "aster-sound", "aster-original"],
+        help="refined (default): symbolic per-neuron error analysis and per-neuron formats (on dense "
+        "chains; other networks take the graph analysis); graph: the analysis CNNs and classifiers use, on "
+        "any network: symbolic ranges over the graph, one fractional-bit count per neuron / output channel "
+        "from an ILP and a sound descent, up to 48 fractional bits, truncation, no settings A-D (it "
+        "certifies some targets refined cannot, usually at a somewhat higher cost); aster: Aster's "
         "published analysis (not sound); aster-sound: Aster's ILP with its unsound points repaired; "
         "aster-original: run the user's build of the original Aster tool (ASTER_HOME) on a .scala model "
         "and collect its C++ and claimed error",
@@ -374,6 +378,13 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise UserError(
             "--error EPS is required (unless --task classify, where the regions' margins set the target)"
         )
+    if args.mode == "graph":  # any network, --error over the input box on the graph path
+        if args.backend != "hls":
+            raise UserError(
+                "--mode graph writes our own HLS C++ (--backend hls); --backend hls4ml certifies "
+                "hls4ml's configurations with its own analysis: drop --mode graph"
+            )
+        return cmd_quantize_classify(args, whole_box=True)
     loaded = None  # an ONNX model is loaded once, to route it and for the path it takes
     if args.mode == "refined" and args.backend == "hls":
         loaded = load_onnx_model(args.model)
@@ -497,15 +508,22 @@ def cmd_quantize_classify(
 
     if args.backend != "hls":
         raise UserError("--task classify: only the default backend (graph programs) is available")
+    if args.mode not in ("refined", "graph"):
+        raise UserError(
+            f"--mode {args.mode} applies to dense chains (--task regress on a dense network), not to this "
+            "network's graph analysis" if whole_box
+            else f"--mode {args.mode} applies to --task regress (dense chains), not to --task classify"
+        )  # fmt: skip
     for flag, value, default in (
-        ("--mode", args.mode, "refined"),
         ("--setting", args.setting, "A"),
         ("--split-boxes", args.split_boxes, 0),
         ("--split-ilp", args.split_ilp, False),
     ):
         if value != default:
             raise UserError(
-                f"{flag} applies to dense chains (--task regress on a dense network), not to this "
+                f"{flag} applies to --mode refined and Aster's modes, not to --mode graph"
+                if args.mode == "graph"
+                else f"{flag} applies to dense chains (--task regress on a dense network), not to this "
                 "network's graph analysis" if whole_box
                 else f"{flag} applies to --task regress (dense chains), not to --task classify"
             )  # fmt: skip

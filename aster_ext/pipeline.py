@@ -307,7 +307,8 @@ def _ceil_2_digits(x: float) -> float:
 
 def infeasible_hint(exc: InfeasibleError, net: Network, spec: Spec, opts: QuantizeOptions) -> str:
     """What does work, when the tool knows it: the smallest certifiable ε of this setting, and for
-    small refined-mode networks the other settings whose smallest certifiable ε is <= the target."""
+    small refined-mode networks the other settings whose smallest certifiable ε is <= the target;
+    in refined mode, also the pointer to --mode graph (not run here: it can take minutes)."""
     hints: list[str] = []
     smallest = exc.smallest_error
     if smallest is not None and math.isfinite(smallest) and smallest > 0:
@@ -333,7 +334,10 @@ def infeasible_hint(exc: InfeasibleError, net: Network, spec: Spec, opts: Quanti
                         f"setting {name} certifies down to {e:.3g}"
                         + (" (inputs on its in_t grid only)" if other.no_init_error else "")
                     )
-    return f" (what works: {'; '.join(hints)})" if hints else ""
+    tried = f" (what works: {'; '.join(hints)})" if hints else ""
+    if opts.mode == "refined":  # the graph analysis has no 32-bit width cap and goes to 48 fractional bits
+        tried += "; --mode graph (no 32-bit width cap, up to 48 fractional bits) may certify it"
+    return tried
 
 
 def check_options(opts: QuantizeOptions) -> None:

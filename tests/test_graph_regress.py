@@ -307,3 +307,54 @@ def test_dense_chain_regress_keeps_the_dense_path(tmp_path: Path, capsys) -> Non
     assert _run(["quantize", model, "--error", "0.05", "--out", out, "--quiet"]) == 0
     r = json.loads((out / "report.json").read_text())
     assert r.get("analysis") != "graph" and r["mode"] == "refined"
+
+
+def test_mode_graph_runs_a_dense_chain_on_the_graph_path(tmp_path: Path, capsys) -> None:
+    """--mode graph takes a dense chain (ONNX or Aster .scala) onto the graph path: --error over
+    the spec's input box, per-neuron fractional bits, a graph report that verify checks (C++
+    compiled, bit-exact, no violation); the same run without --mode graph stays refined."""
+    model = tiny_mlp(tmp_path / "mlp.onnx")
+    _box_spec(model)
+    out = tmp_path / "graph"
+    assert _run(["quantize", model, "--mode", "graph", "--error", "0.05", "--out", out, "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("mlp: certified error <=")
+    r = json.loads((out / "report.json").read_text())
+    assert r["task"] == "regress" and r["analysis"] == "graph" and r["target_error"] == 0.05
+    assert r["frac_search"]["granularity"] == "channel"
+    [e] = r["regions"]
+    assert e["certified"] is True and e["logit_error_bound"] <= 0.05
+    assert _run(["verify", out, "--samples", "60", "--search-iters", "3", "--quiet"]) == 0
+    v = json.loads((out / "verify.json").read_text())
+    assert v["passed"] and v["violations"] == 0 and v["bit_exact_cpp"] is True
+
+    scala = tmp_path / "scala"  # the README's example, whose box is written in the model
+    args = ["--mode", "graph", "--error", "1e-3", "--granularity", "layer", "--out", scala, "--quiet"]
+    assert _run(["quantize", "examples/tiny_controller.scala", *args]) == 0
+    s = json.loads((scala / "report.json").read_text())
+    assert s["analysis"] == "graph" and s["frac_search"]["granularity"] == "layer"
+    assert s["certified_logit_error"] <= 1e-3
+
+
+def test_mode_graph_option_errors(tmp_path: Path, capsys) -> None:
+    """Options of the refined / Aster modes are one-line exit 2 errors with --mode graph, nothing
+    written; --mode aster on a classification task names both."""
+    model = tiny_mlp(tmp_path / "mlp.onnx")
+    _box_spec(model)
+    cases = [
+        (["--setting", "B"], "--setting applies to --mode refined and Aster's modes, not to --mode graph"),
+        (["--split-boxes", "2"], "--split-boxes applies to --mode refined and Aster's modes"),
+        (["--backend", "hls4ml"], "--mode graph writes our own HLS C++"),
+        (["--regions-data", "x.npz", "--radius", "1"], "--regions-data and --radius apply to --task"),
+    ]
+    for extra, text in cases:
+        out = tmp_path / f"out_{extra[1]}"
+        code = _run(["quantize", model, "--mode", "graph", "--error", "0.05", "--task", "regress",
+                     "--out", out, "--quiet", *extra])  # fmt: skip
+        assert code == 2
+        err = capsys.readouterr().err
+        assert text in err, err
+        assert not out.exists()
+    out = tmp_path / "no_eps"
+    assert _run(["quantize", model, "--mode", "graph", "--out", out, "--quiet"]) == 2
+    assert "--error EPS is required" in capsys.readouterr().err
+    assert not out.exists()

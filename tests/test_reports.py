@@ -190,6 +190,7 @@ def test_infeasible_target_names_what_works(tmp_path: Path, capsys: pytest.Captu
     assert _run(["quantize", EXAMPLE, "--error", "1e-7", "--out", out, "--quiet"]) == 2
     line = capsys.readouterr().err.strip()
     assert "what works:" in line and "setting B certifies down to" in line
+    assert line.endswith("; --mode graph (no 32-bit width cap, up to 48 fractional bits) may certify it")
     suggested = line.split("--error ")[1].split()[0]
     assert float(suggested) > 1e-7
     # the suggested target really works in the same setting

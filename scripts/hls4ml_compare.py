@@ -43,8 +43,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from aster_ext.experiments.benchmarks import shared_dir  # noqa: E402
-from aster_ext.experiments.hls4ml_tables import code_version, geo_mean, sampled_ratios  # noqa: E402
+from aster_ext.experiments.hls4ml_tables import code_version, sampled_ratios  # noqa: E402
 from aster_ext.experiments.script_steps import run_recorded
+from aster_ext.experiments.tables import geomean  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = shared_dir() / "benchmarks"
@@ -259,7 +260,7 @@ def write_md(rows: list[dict[str, str]]) -> None:
     ok = [r for r in rows if r.get("ratio_vs_auto") not in (None, "")]
     ratios = [float(r["ratio_vs_auto"]) for r in ok]
     tr = [float(r["time_ratio"]) for r in ok]
-    geo = geo_mean(ratios)
+    geo = geomean(ratios)
     # the reading before auto's error included an adversarial search (rows of older runs lack it)
     sampled = sampled_ratios(ok)
     # stricter reading: ours at min(ε0, auto's error), i.e. never less accurate than ε0 either
@@ -296,10 +297,10 @@ def write_md(rows: list[dict[str, str]]) -> None:
         "| every run |",
         f"| cost ours / auto (geo-mean), ours at ε = auto's observed error | {geo:.3f} | <= 0.6 |",
         f"| same, auto's error from random points and corners only (no search; the reading of earlier "
-        f"runs) | {geo_mean(sampled):.3f} | |",
-        f"| same, leaving out networks where auto overflows (error > 1) | {geo_mean(sane):.3f} "
+        f"runs) | {geomean(sampled):.3f} | |",
+        f"| same, leaving out networks where auto overflows (error > 1) | {geomean(sane):.3f} "
         f"({len(sane)} nets) | |",
-        f"| cost ours / auto (geo-mean), ours at ε = min(ε0, auto's error) | {geo_mean(strict):.3f} | |",
+        f"| cost ours / auto (geo-mean), ours at ε = min(ε0, auto's error) | {geomean(strict):.3f} | |",
         f"| time ours / `--backend hls` (median, max) | {np.median(tr) if tr else float('nan'):.2f}, "
         f"{max(tr) if tr else float('nan'):.2f} | <= 2 |",
         f"| same, only where `--backend hls` finds a config at ε0 ({len(hls_ok)} nets; elsewhere it stops "
@@ -340,9 +341,9 @@ def write_md(rows: list[dict[str, str]]) -> None:
     cnn_ok = [r for r in cnn_rows if r.get("ratio_vs_auto") not in (None, "")]
     lines[lines.index("| metric | value | target |") + 7 : 0] = [
         f"| same, over every network of this file (dense above and CNNs below: {len(ratios)} + "
-        f"{len(cnn)}) | {geo_mean(ratios + cnn):.3f} | <= 0.6 |",
+        f"{len(cnn)}) | {geomean(ratios + cnn):.3f} | <= 0.6 |",
         f"| same, every network, auto's error without the adversarial search (earlier runs' reading) "
-        f"| {geo_mean(sampled + sampled_ratios(cnn_ok)):.3f} | |",
+        f"| {geomean(sampled + sampled_ratios(cnn_ok)):.3f} | |",
     ]
     lines += cnn_section(ROOT / "results")
     MD.write_text("\n".join(lines) + "\n")

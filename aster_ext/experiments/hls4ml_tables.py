@@ -2,7 +2,7 @@
 scripts/hls4ml_cnn_compare.py, scripts/hls4ml_cnn_modes.py): their csv stores, the code version a
 row was computed with, and the CNN sections of results/hls4ml.md.
 
-geo_mean(v) = exp(mean(log v)) (the cost ratios' summary); ``code_version`` = the first 10 hex
+Cost ratios are summarised by :func:`.tables.geomean`; ``code_version`` = the first 10 hex
 digits of git's tree hash of ``aster_ext/hls4ml_backend`` (+ ``-dirty`` when that folder has
 uncommitted changes), so a rerun with ``--resume`` recomputes only rows of other code.
 """
@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from .tables import geomean
 
 #: the CNN benchmarks of shared/benchmarks/cnn that go through hls4ml
 CNN_NETS = ["Convnet_maxpool", "Convnet_avgpool", "resnet_2b", "cifar10_small"]
@@ -40,10 +42,6 @@ def write_csv(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None
         w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-
-
-def geo_mean(vals: list[float]) -> float:
-    return float(np.exp(np.mean(np.log(vals)))) if vals else float("nan")
 
 
 def code_version(root: Path, folder: str = "aster_ext/hls4ml_backend") -> str:
@@ -97,8 +95,8 @@ def cnn_section(results: Path) -> list[str]:
         "and ours fuse it into the Dense. ε0 = 0.01 on the logits.",
         "",
         f"Cost ours / auto (geo-mean over {len(ok)} CNNs), ours at ε = auto's observed error: "
-        f"{geo_mean([float(r['ratio_vs_auto']) for r in ok]):.3f} (auto's error without the search: "
-        f"{geo_mean(sampled_ratios(ok)):.3f}); certificate violations by hls4ml's "
+        f"{geomean([float(r['ratio_vs_auto']) for r in ok]):.3f} (auto's error without the search: "
+        f"{geomean(sampled_ratios(ok)):.3f}); certificate violations by hls4ml's "
         f"compiled model: {sum(int(r['ours_violations']) for r in ok)}; our simulator bit-exact: "
         f"{'yes, every run' if all(r['ours_bit_exact'] == 'True' for r in ok) else 'NO'}.",
         "",

@@ -117,6 +117,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "cnn_ilp.py", ((),), ("cnn_ilp.csv", "cnn_ilp.md", "cnn_ilp_regions.csv"),
         "per-channel ILP formats for the CNNs",
     ),
+    "cnn_separable_model": ScriptStep(
+        "cnn_separable_model.py", ((),), ("cnn_separable_model.csv", "cnn_separable_model.md"),
+        "per-channel formats: a separable model of the sound analysis (is 0.7x the analysis' limit?)",
+    ),
     "cnn_margins": ScriptStep(
         "cnn_margins.py", ((),), ("cnn_margins.csv", "cnn_margins.md"),
         "margin lower bounds of the real CNNs per region",

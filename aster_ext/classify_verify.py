@@ -204,7 +204,7 @@ class ClassifyVerifyResult:
             + ")"
             + (f", largest {what} / certified bound {max(ratios):.3g}" if ratios else "")
             + f", violating inputs {self.violations}"
-            + (f", label agreement >= {min(agree):.3f}" if agree else "")
+            + (f", {'argmax' if box else 'label'} agreement >= {min(agree):.3f}" if agree else "")
             + (f", overflows {self.overflows}" if self.overflows else "")
             + f", C++ bit-exact {self.bit_exact_cpp}"
             + (" (C++ not checked)" if self.bit_exact_cpp is None else "")

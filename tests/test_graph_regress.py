@@ -324,6 +324,9 @@ def test_mode_graph_runs_a_dense_chain_on_the_graph_path(tmp_path: Path, capsys)
     [e] = r["regions"]
     assert e["certified"] is True and e["logit_error_bound"] <= 0.05
     assert _run(["verify", out, "--samples", "60", "--search-iters", "3", "--quiet"]) == 0
+    said = capsys.readouterr().out  # no label over the whole box: the agreement is of the argmax
+    assert said.startswith("verify OK: the input box") and "argmax agreement >=" in said
+    assert "label" not in said
     v = json.loads((out / "verify.json").read_text())
     assert v["passed"] and v["violations"] == 0 and v["bit_exact_cpp"] is True
 

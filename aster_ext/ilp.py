@@ -409,12 +409,13 @@ class Solution:
 class GuardedRun:
     """What :func:`run_highs_guarded` brings back: HiGHS's model status string (lower case; "killed"
     when the wall-clock guard stopped it), whether a primal solution exists, its column values and
-    objective."""
+    objective; for a MIP, HiGHS's dual bound (no minimising solution is below it)."""
 
     model_status: str
     has_solution: bool
     x: np.ndarray | None
     objective: float | None
+    dual_bound: float | None = None
 
 
 def _guarded_child(conn, lp, options: dict) -> None:
@@ -429,8 +430,10 @@ def _guarded_child(conn, lp, options: dict) -> None:
         info = h.getInfo()
         ok = info.primal_solution_status == 2
         x = np.asarray(h.getSolution().col_value) if ok else None
+        bound = float(info.mip_dual_bound)
         conn.send(GuardedRun(h.modelStatusToString(h.getModelStatus()).lower(), ok, x,
-                             float(info.objective_function_value) if ok else None))  # fmt: skip
+                             float(info.objective_function_value) if ok else None,
+                             bound if np.isfinite(bound) else None))  # fmt: skip
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
         conn.send(GuardedRun(f"error: {exc}", False, None, None))
     finally:

@@ -16,20 +16,22 @@ analysis itself: <= 1, ref is certified).
 
 If the analysis were superadditive (joint error >= the sum of the single-group errors) the
 separable model would be a lower model of it: every certified choice satisfies the model's rows,
-and the ILP (``graph_program.ilp.solve_mip``, the hw cost model of results/cnn_ilp.md at ref's
-integer bits, 60 s) over the model's feasible set would give a LOWER BOUND on the hw of any
-certified per-channel choice. It is not superadditive in general (single-group truncation can
-lower a margin's error, groups interact through the ReLU relaxations), so ``super_gap`` measures
-it: the largest (model - analysis) / margin_lb over 20 choices next to ref (15 % of its groups,
-drawn at random, one bit lower; ``near_joint`` = the largest analysed error / margin_lb among
-them): <= 0 means the model stayed below the analysis on every sample (a lower model there);
-``model_cert`` = no shows where it is not one: at the model's optimum the analysis exceeds it.
-``model_hw`` = the ILP's optimum + (hw(ref) - cost model(ref)) (the model's constant terms),
-``model_ratio`` = model_hw / best_layer, ``model_status`` the HiGHS status (time_limit: the optimum
-may be lower); ``model_cert`` = whether the analysis certifies the model's optimum, ``model_slack``
-its worst margin slack (negative: margin_lb minus the analysed error of the worst row). ``evals`` =
-single-group analyses of every region; ``seconds`` = the whole network, one process on a shared
-2-core machine.
+and the ILP (``graph_program.ilp.solve_mip`` without a safety margin, the hw cost model of
+results/cnn_ilp.md at ref's integer bits, 60 s) over the model's feasible set would give a LOWER
+BOUND on the hw of any certified per-channel choice. It is not superadditive in general (single-
+group truncation can lower a margin's error, groups interact through the ReLU relaxations), so
+``super_gap`` measures it: the largest (model - analysis) / margin_lb over 20 choices next to ref
+(15 % of its groups, drawn at random, one bit lower; ``near_joint`` = the largest analysed error /
+margin_lb among them): <= 0 means the model stayed below the analysis on every sample (a lower
+model there); At the model's optimum (``model_cert``, ``model_slack`` below) the analysis exceeding
+the model is again what a lower model allows. ``model_hw`` = the ILP's optimum + (hw(ref) - cost
+model(ref)) (the model's constant terms), ``model_ratio`` = model_hw / best_layer, ``model_status``
+the HiGHS status (time_limit: the optimum may be lower); ``model_lb_hw`` / ``model_lb_ratio`` the
+same from HiGHS's dual bound (no choice the model allows costs less, in the cost model; ref's cost
+when the bound is above it: ref is one); ``model_cert`` = whether the analysis certifies the
+model's optimum, ``model_slack`` its worst margin slack (negative: margin_lb minus the analysed
+error of the worst row). ``evals`` = single-group analyses of every region; ``seconds`` = the whole
+network, one process on a shared 2-core machine.
 Writes results/cnn_separable_model.md and results/cnn_separable_model.csv.
 Usage: python scripts/cnn_separable_model.py [--only NAME ...] [--time-limit S]
 """
@@ -54,7 +56,8 @@ NEAR_SAMPLES, NEAR_SHARE = 20, 0.15
 MODEL_TIME_S = 60.0
 FIELDS = [
     "network", "rows", "groups", "evals", "best_layer", "ref_hw", "ref_ratio", "sep_at_ref", "near_joint",
-    "super_gap", "model_status", "model_hw", "model_ratio", "model_cert", "model_slack", "seconds",
+    "super_gap", "model_status", "model_hw", "model_ratio", "model_lb_hw", "model_lb_ratio", "model_cert",
+    "model_slack", "seconds",
 ]  # fmt: skip
 
 
@@ -126,7 +129,7 @@ def run_network(stem: str, time_limit: float) -> dict[str, object]:
     ref_hw = program_cost(prog).hw
     cost = cost_model(net, blocks, fracs, ref, analyses, "TRN")
     ones = np.ones(len(rows))
-    _, _, ref_obj, _ = solve_mip(blocks, fracs, groups, cost, [(model, ones)], 0.0, MODEL_TIME_S, ref, 0)
+    _, _, ref_obj, _, _ = solve_mip(blocks, fracs, groups, cost, [(model, ones)], 0.0, MODEL_TIME_S, ref, 0)
     rng = np.random.default_rng(0)
     gaps, joints = [], []
     for _ in range(NEAR_SAMPLES):
@@ -137,7 +140,9 @@ def run_network(stem: str, time_limit: float) -> dict[str, object]:
         joint = row_error(fc)
         gaps.append(float(np.max((model.evaluate(fc) + floor - joint) / margin)))
         joints.append(float(np.max(joint / margin)))
-    status, best, obj, _ = solve_mip(blocks, fracs, groups, cost, [(model, ones)], 1e-3, MODEL_TIME_S, ref)
+    status, best, obj, _, dual = solve_mip(
+        blocks, fracs, groups, cost, [(model, ones)], 0.0, MODEL_TIME_S, ref
+    )
     row: dict[str, object] = {
         "network": stem, "rows": len(rows), "groups": int(max(g.max() for g in groups)) + 1, "evals": evals,
         "best_layer": best_layer, "ref_hw": ref_hw, "ref_ratio": f"{ref_hw / best_layer:.3f}",
@@ -146,10 +151,13 @@ def run_network(stem: str, time_limit: float) -> dict[str, object]:
     }  # fmt: skip
     if best is not None and obj is not None and ref_obj is not None:
         model_hw = obj + ref_hw - ref_obj
+        lb_hw = min(dual if dual is not None else -np.inf, ref_obj) + ref_hw - ref_obj
         _, _, verdicts = certify_choice(net, prov, best, "TRN")
         row.update(
             model_hw=int(round(model_hw)),
             model_ratio=f"{model_hw / best_layer:.3f}",
+            model_lb_hw=int(np.floor(lb_hw)) if np.isfinite(lb_hw) else "",
+            model_lb_ratio=f"{lb_hw / best_layer:.3f}" if np.isfinite(lb_hw) else "",
             model_cert="yes" if all(v.certified for v in verdicts) else "no",
             model_slack=f"{min(v.slack for v in verdicts):.3g}",
         )

@@ -257,7 +257,7 @@ def test_wrong_ilp_answer_is_rejected(monkeypatch):
             from aster_ext.graph_program.sensitivity import set_block_fracs
 
             set_block_fracs(fc, b, np.zeros(b.n, dtype=np.int64) + (0 if b.kind != "const" else 0))
-        return "optimal", fc, 0.0, 1
+        return "optimal", fc, 0.0, 1, None
 
     monkeypatch.setattr(ilp_mod, "solve_mip", tiny)
     monkeypatch.setattr(certify_mod, "DESCENT_PASSES", 0)  # the greedy program itself comes back
@@ -283,9 +283,9 @@ def test_a_round_out_of_time_retries_in_a_smaller_window(monkeypatch):
     def flaky(blocks, fracs, groups, cost, rows, safety, time_limit, start=None, window=None):
         windows.append(window)
         if len(windows) == 1:
-            return "killed", None, None, 1
+            return "killed", None, None, 1, None
         if len(windows) == 2:
-            return "time_limit", None, None, 1
+            return "time_limit", None, None, 1, None
         return real(blocks, fracs, groups, cost, rows, safety, time_limit, start, window)
 
     monkeypatch.setattr(ilp_mod, "solve_mip", flaky)
@@ -298,7 +298,7 @@ def test_a_round_out_of_time_retries_in_a_smaller_window(monkeypatch):
 
     def infeasible(blocks, fracs, groups, cost, rows, safety, time_limit, start=None, window=None):
         windows.append(window)
-        return "infeasible", None, None, 1
+        return "infeasible", None, None, 1, None
 
     monkeypatch.setattr(ilp_mod, "solve_mip", infeasible)
     monkeypatch.setattr(certify_mod, "DESCENT_PASSES", 0)
@@ -619,7 +619,7 @@ def test_patience_stops_a_search_that_no_longer_saves(monkeypatch):
         fc = start.copy()
         fc.input = 1 + len(calls)  # a new choice every round
         calls.append(1)
-        return "optimal", fc, 0.0, 1
+        return "optimal", fc, 0.0, 1, None
 
     def check(fc):
         _, analyses, _ = certify_choice(net, regs, anchor, "TRN")

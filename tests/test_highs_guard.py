@@ -23,6 +23,8 @@ def test_guarded_run_solves() -> None:
     assert "optimal" in run.model_status and run.has_solution
     assert run.objective == -9.0
     assert np.allclose(run.x, [1.0, 1.0, 0.0])
+    # the MIP's dual bound: no solution is below it; at an optimum it meets the objective
+    assert run.dual_bound is not None and -9.0 - 1e-6 <= run.dual_bound <= -9.0 + 1e-9
 
 
 def _never_answers(conn, lp, options) -> None:

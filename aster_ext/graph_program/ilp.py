@@ -268,10 +268,10 @@ def solve_mip(
     time_limit: float,
     start: FracChoice | None = None,
     window: int | None = None,
-) -> tuple[str, FracChoice | None, float | None, int]:
+) -> tuple[str, FracChoice | None, float | None, int, float | None]:
     """Build and solve the MIP (module docstring); ``rows``: (model, calibration [M]) pairs;
     ``window``: candidates of every group restricted to ``start`` ± window (trust region).
-    Returns (status, fracs, objective, number of binaries)."""
+    Returns (status, fracs, objective, number of binaries, HiGHS's dual bound on the objective)."""
     from ..ilp import highs_lp, run_highs_guarded
 
     nf = fracs.size
@@ -317,7 +317,7 @@ def solve_mip(
         tiny = coef < TINY
         rhs = 1.0 - base.sum(axis=0) - np.where(tiny, coef, 0.0).max(axis=1).sum(axis=0)
         if np.any(rhs <= 0):
-            return "infeasible (model)", None, None, nb
+            return "infeasible (model)", None, None, nb, None
         col_hi[(coef > rhs[None, None, :]).any(axis=2).reshape(-1)] = 0.0
         coef[tiny] = 0.0
         for i in range(len(mm.rows)):
@@ -369,7 +369,7 @@ def solve_mip(
         else ms
     )  # fmt: skip
     if not run.has_solution or run.x is None:
-        return status, None, None, nb
+        return status, None, None, nb, run.dual_bound
     x = run.x
     sel = fracs[x[:nb].reshape(ng, nf).argmax(axis=1)]
     fc = start.copy() if start is not None else None
@@ -377,7 +377,7 @@ def solve_mip(
         raise ValueError("solve_mip needs a start FracChoice to shape its result")
     for b, g in zip(blocks, groups, strict=True):
         set_block_fracs(fc, b, sel[g])
-    return status, fc, run.objective, nb
+    return status, fc, run.objective, nb, run.dual_bound
 
 
 def ilp_search(
@@ -446,7 +446,7 @@ def ilp_search(
             break
         stalled += 1
         ts = time.perf_counter()
-        status, fc, objective, nb = solve_mip(
+        status, fc, objective, nb, _ = solve_mip(
             blocks, fracs, groups, cost, [anchor_row, *cuts], safety, time_limit, current, window
         )
         out.n_binaries = nb

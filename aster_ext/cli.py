@@ -206,16 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--ilp-rounds",
         type=_int_in("--ilp-rounds", 1, 1000),
         default=None,
-        help="--task classify: at most this many ILP solves per linear margin model (two run in turn), "
-        "each re-certified by the sound analysis (default 12; fewer: faster, possibly costlier formats; "
+        help="graph path (--task classify, CNNs, --mode graph): at most this many ILP solves per linear "
+        "margin model (two run in turn), each re-certified by the sound analysis (default 12; fewer: "
+        "faster, possibly costlier formats; "
         "with --error a model also stops after 3 solves in a row that save less than 0.5%%)",
     )
     q.add_argument(
         "--descent-checks",
         type=_int_in("--descent-checks", 0, 100000),
         default=None,
-        help="--task classify: after the ILP, lower one channel (or layer) by one bit at a time while "
-        "the sound analysis still certifies, with at most this many analyses (default: 200, more on "
+        help="graph path (--task classify, CNNs, --mode graph): after the ILP, lower one channel (or "
+        "layer) by one bit at a time while the sound analysis still certifies, with at most this many "
+        "analyses (default: 200, more on "
         "small networks whose analyses are cheap, up to 5000; 0: no descent; more: possibly cheaper "
         "formats, each check re-analyses every region)",
     )
@@ -391,9 +393,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         if loaded is not None and needs_graph_analysis(args.model, loaded):
             return cmd_quantize_classify(args, whole_box=True, loaded=loaded)  # a CNN: the input box
     if args.ilp_rounds is not None:
-        raise UserError("--ilp-rounds applies to --task classify and to the graph path (CNNs)")
+        raise UserError("--ilp-rounds applies to the graph path (--task classify, CNNs, --mode graph)")
     if args.descent_checks is not None:
-        raise UserError("--descent-checks applies to --task classify and to the graph path (CNNs)")
+        raise UserError("--descent-checks applies to the graph path (--task classify, CNNs, --mode graph)")
     if args.split_boxes and (args.mode != "refined" or args.backend != "hls"):
         raise UserError("--split-boxes applies to --mode refined with the default backend")
     if args.split_ilp and not args.split_boxes:

@@ -375,7 +375,13 @@ def test_option_errors(cnn_dir: Path, tmp_path: Path, capsys) -> None:
     for flag in ("--ilp-rounds", "--descent-checks"):
         assert _run(["quantize", mlp, *regress, "--input-lower", "0,0,0,0", "--input-upper", "1,1,1,1",
                      flag, "3", "--out", out]) == 2  # fmt: skip
-        assert f"{flag} applies to --task classify and to the graph path" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"{flag} applies to the graph path (--task classify, CNNs, --mode graph)" in err
+        # with --mode graph the dense chain takes the graph path, where both flags apply
+        out_g = tmp_path / f"graph{flag}"
+        assert _run(["quantize", mlp, *regress, "--mode", "graph", "--input-lower", "0,0,0,0",
+                     "--input-upper", "1,1,1,1", flag, "3", "--out", out_g, "--quiet"]) == 0  # fmt: skip
+        assert json.loads((out_g / "report.json").read_text())["analysis"] == "graph"
     assert _run(["quantize", model, "--descent-checks", "-1", "--out", out]) == 2
     assert "--descent-checks" in capsys.readouterr().err
     # --descent-checks reaches the descent: 0 skips it, 1 spends one check and says it stopped

@@ -510,25 +510,21 @@ def cmd_quantize_classify(
 
     if args.backend != "hls":
         raise UserError("--task classify: only the default backend (graph programs) is available")
-    if args.mode not in ("refined", "graph"):
-        raise UserError(
-            f"--mode {args.mode} applies to dense chains (--task regress on a dense network), not to this "
-            "network's graph analysis" if whole_box
-            else f"--mode {args.mode} applies to --task regress (dense chains), not to --task classify"
-        )  # fmt: skip
-    for flag, value, default in (
-        ("--setting", args.setting, "A"),
-        ("--split-boxes", args.split_boxes, 0),
-        ("--split-ilp", args.split_ilp, False),
+    # where the dense chains' options apply instead (this path has no settings or sub-boxes)
+    elsewhere = (
+        "--mode refined and Aster's modes, not to --mode graph" if args.mode == "graph"
+        else "dense chains (--task regress on a dense network), not to this network's graph analysis"
+        if whole_box
+        else "--task regress (dense chains), not to --task classify"
+    )  # fmt: skip
+    for flag, value, ours in (
+        ("--mode", args.mode, ("refined", "graph")),
+        ("--setting", args.setting, ("A",)),
+        ("--split-boxes", args.split_boxes, (0,)),
+        ("--split-ilp", args.split_ilp, (False,)),
     ):
-        if value != default:
-            raise UserError(
-                f"{flag} applies to --mode refined and Aster's modes, not to --mode graph"
-                if args.mode == "graph"
-                else f"{flag} applies to dense chains (--task regress on a dense network), not to this "
-                "network's graph analysis" if whole_box
-                else f"{flag} applies to --task regress (dense chains), not to --task classify"
-            )  # fmt: skip
+        if value not in ours:
+            raise UserError(f"{flag}{f' {value}' if flag == '--mode' else ''} applies to {elsewhere}")
     opts = ClassifyOptions(
         spec_path=args.spec,
         input_lower=args.input_lower,

@@ -334,10 +334,10 @@ def infeasible_hint(exc: InfeasibleError, net: Network, spec: Spec, opts: Quanti
                         f"setting {name} certifies down to {e:.3g}"
                         + (" (inputs on its in_t grid only)" if other.no_init_error else "")
                     )
-    tried = f" (what works: {'; '.join(hints)})" if hints else ""
-    if opts.mode == "refined":  # the graph analysis has no 32-bit width cap and goes to 48 fractional bits
-        tried += "; --mode graph (no 32-bit width cap, up to 48 fractional bits) may certify it"
-    return tried
+    suffix = f" (what works: {'; '.join(hints)})" if hints else ""
+    if opts.mode == "refined":  # not tried here: the graph path can take minutes
+        suffix += "; --mode graph (no 32-bit width cap, up to 48 fractional bits) may certify it"
+    return suffix
 
 
 def check_options(opts: QuantizeOptions) -> None:

@@ -99,22 +99,44 @@ def relu_step(
     return coef, [upper_dot(pos * mu_u + neg * mu_l, ones), slack(np.abs(relaxed), 1, mag_in[cols])]
 
 
+def _window_values(
+    windows: np.ndarray, real: Interval, err: Interval
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(valid slots, lo/hi of x, lo/hi of x~ = x + e) per window slot, padding at -inf."""
+    valid = windows >= 0
+    w = np.maximum(windows, 0)
+    r_lo = np.where(valid, real.lo[w], -np.inf)
+    r_hi = np.where(valid, real.hi[w], -np.inf)
+    i_lo = np.where(valid, down(real.lo[w] + err.lo[w]), -np.inf)
+    i_hi = np.where(valid, up(real.hi[w] + err.hi[w]), -np.inf)
+    return valid, r_lo, r_hi, i_lo, i_hi
+
+
 def dominating(windows: np.ndarray, real: Interval, err: Interval) -> np.ndarray:
     """Per window (rows of flat input indices, -1 = padding, never the max), the index of an
     element j with x_j >= x_i and x~_j >= x~_i for every other element i of the window (real
     range ``real``, implemented range real ⊕ err), else -1."""
-    valid = windows >= 0
-    w = np.maximum(windows, 0)
+    valid, lo_r, hi_r, lo_i, hi_i = _window_values(windows, real, err)
     rows = np.arange(windows.shape[0])
-    lo_r = np.where(valid, real.lo[w], -np.inf)
-    hi_r = np.where(valid, real.hi[w], -np.inf)
-    lo_i = np.where(valid, down(real.lo[w] + err.lo[w]), -np.inf)
-    hi_i = np.where(valid, up(real.hi[w] + err.hi[w]), -np.inf)
     j = np.argmax(lo_i, axis=1)
     hi_r[rows, j] = -np.inf
     hi_i[rows, j] = -np.inf
     ok = valid[rows, j] & (lo_r[rows, j] >= hi_r.max(axis=1)) & (lo_i[rows, j] >= hi_i.max(axis=1))
     return np.where(ok, windows[rows, j], -1)
+
+
+def max_candidates(windows: np.ndarray, real: Interval, err: Interval) -> tuple[np.ndarray, np.ndarray]:
+    """Per window slot (rows of flat operand indices, -1 = padding, never the max), whether that
+    element can be the window's maximum of the real values x (real range ``real``) and of the
+    program's values x~ = x + e (range real ⊕ err): the maximiser i of x has
+    hi_i >= x_i >= x_j >= lo_j for every j, so hi_i >= max_j lo_j; the same for x~.
+    With i* the real and j* the program's maximiser, max x~ - max x lies in [e_i*, e_j*]
+    (max x~ >= x~_i* and max x >= x_j*), so the pooled error is in
+    [min over real candidates of e_lo, max over program candidates of e_hi]."""
+    valid, r_lo, r_hi, i_lo, i_hi = _window_values(windows, real, err)
+    real_cand = valid & (r_hi >= r_lo.max(axis=1, keepdims=True))
+    impl_cand = valid & (i_hi >= i_lo.max(axis=1, keepdims=True))
+    return real_cand, impl_cand
 
 
 def selection(idx: np.ndarray, n_src: int) -> tuple[sparse.csr_matrix, int]:

@@ -389,3 +389,61 @@ def test_exact_cross_check_tiny_zoo():
                 for j, rv in enumerate(real[name]):
                     fv = Fraction(int(tr.raw[name][i][j])) * Fraction(2) ** -int(fr[j])
                     assert Fraction(float(iv.lo[j])) <= fv - rv <= Fraction(float(iv.hi[j])), (name, j)
+
+
+def _pooled_error_samples(rng, windows, real, err, n):
+    """max(x + e) - max(x) per window for n random points of the boxes (corners half the time)."""
+    pick = rng.random((n, real.lo.size))
+    corner = rng.random((n, 1)) < 0.5
+    pick = np.where(corner, np.round(pick), pick)
+    x = real.lo + pick * (real.hi - real.lo)
+    pick_e = rng.random((n, err.lo.size))
+    pick_e = np.where(corner, np.round(pick_e), pick_e)
+    e = err.lo + pick_e * (err.hi - err.lo)
+    valid = windows >= 0
+    w = np.maximum(windows, 0)
+    real_max = np.where(valid, x[:, w], -np.inf).max(axis=2)
+    impl_max = np.where(valid, (x + e)[:, w], -np.inf).max(axis=2)
+    return impl_max - real_max
+
+
+def test_maxpool_error_reads_only_possible_maximisers():
+    """max x~ - max x lies in [min e_lo over the elements that can be the real maximum, max e_hi over
+    those that can be the program's]: an element whose range lies below another's never sets it,
+    however large its own error (the whole window's hull would be [-3, 2] here)."""
+    from aster_ext.backsub import max_candidates
+
+    windows = np.array([[0, 1, 2, -1]])
+    real = Interval(np.array([5.0, 0.0, 4.5]), np.array([6.0, 1.0, 5.5]))
+    err = Interval(np.array([-0.1, -3.0, -0.2]), np.array([0.0, 2.0, 0.1]))
+    real_cand, impl_cand = max_candidates(windows, real, err)
+    assert real_cand.tolist() == [[True, False, True, False]]
+    assert impl_cand.tolist() == [[True, False, True, False]]
+    d = _pooled_error_samples(np.random.default_rng(0), windows, real, err, 20000)
+    assert d.min() >= -0.2 - 1e-12 and d.max() <= 0.1 + 1e-12  # float sums of the samples
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), size=st.integers(1, 5), spread=st.floats(0.01, 3.0))
+def test_maxpool_candidates_enclose_sampled_pooled_errors(seed, size, spread):
+    """Random windows (with padding slots), real ranges and error intervals: every sampled pooled
+    error lies in the candidates' interval, which is never wider than the whole window's."""
+    from aster_ext.backsub import max_candidates
+
+    rng = np.random.default_rng(seed)
+    n = 8
+    c = rng.normal(size=n)
+    real = Interval(c - rng.random(n) * spread, c + rng.random(n) * spread)
+    ec = rng.normal(size=n) * spread / 2
+    err = Interval(ec - rng.random(n) * spread / 2, ec + rng.random(n) * spread / 2)
+    windows = np.stack([rng.choice(n, size, replace=False) for _ in range(6)])
+    windows = np.concatenate([windows, np.full((6, 1), -1)], axis=1)
+    real_cand, impl_cand = max_candidates(windows, real, err)
+    safe = np.maximum(windows, 0)
+    lo = np.where(real_cand, err.lo[safe], np.inf).min(axis=1)
+    hi = np.where(impl_cand, err.hi[safe], -np.inf).max(axis=1)
+    valid = windows >= 0
+    assert np.all(lo >= np.where(valid, err.lo[safe], np.inf).min(axis=1))
+    assert np.all(hi <= np.where(valid, err.hi[safe], -np.inf).max(axis=1))
+    d = _pooled_error_samples(rng, windows, real, err, 4000)
+    assert np.all(d >= lo - 1e-12) and np.all(d <= hi + 1e-12)

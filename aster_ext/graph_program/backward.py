@@ -63,6 +63,8 @@ class MaxRec:
     pick: np.ndarray  # flat operand index of each window's dominating element, -1: none
     noise: Interval  # 0 where pick >= 0, the forward pooled error elsewhere
     windows: np.ndarray  # [Q, S] flat operand indices of every window (-1: padding)
+    real_cand: np.ndarray  # [Q, S] slots that can hold the real maximum (backsub.max_candidates)
+    impl_cand: np.ndarray  # [Q, S] slots that can hold the program's maximum
 
 
 @dataclass
@@ -164,7 +166,8 @@ def node_adjoints(
     for the format search, :mod:`.sensitivity`, never a bound). Where a max-pool window has no
     dominating element the bound stops substituting; the model instead passes the positive part
     of Λ to the element of largest upper error and the negative part to the one of smallest
-    lower error (the elements the forward interval of the pooled error comes from)."""
+    lower error among the elements that can be the program's / the real maximum (the elements the
+    forward interval of the pooled error comes from)."""
     bs = BackSubstitution(out_node, dirs, None)
     give = bs.give
     seen: dict[str, np.ndarray] = {}
@@ -181,8 +184,8 @@ def node_adjoints(
             idx = rec.windows
             safe = np.maximum(idx, 0)
             rows = np.arange(idx.shape[0])
-            amax = safe[rows, np.where(idx >= 0, e.hi[safe], -np.inf).argmax(axis=1)]
-            amin = safe[rows, np.where(idx >= 0, e.lo[safe], np.inf).argmin(axis=1)]
+            amax = safe[rows, np.where(rec.impl_cand, e.hi[safe], -np.inf).argmax(axis=1)]
+            amin = safe[rows, np.where(rec.real_cand, e.lo[safe], np.inf).argmin(axis=1)]
             up_to = np.where(rec.pick >= 0, rec.pick, amax)
             down_to = np.where(rec.pick >= 0, rec.pick, amin)
             coef = np.zeros((big_l.shape[0], e.lo.size))

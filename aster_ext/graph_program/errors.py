@@ -21,7 +21,9 @@ Transfer rules (⊕ = outward-rounded interval sum, ρ = rounding interval of th
   ⊕ ρ(F_tab -> F_out); [t_lo, t_hi] the implementation's rigorous error over the hull of the
   operand's finite-precision range R ⊕ e, [s_lo, s_hi] ⊇ σ' over the hull of R and R ⊕ e per
   element (mean-value theorem; kinks give both one-sided slopes).
-- maxpool: [min_window e_lo, max_window e_hi] (max is 1-Lipschitz in the sup norm and monotone).
+- maxpool: [min e_lo over the elements that can be the real maximum, max e_hi over those that can
+  be the program's maximum] (:func:`aster_ext.backsub.max_candidates`: with i* the real and j* the
+  program's maximiser, max x~ - max x lies in [e_i*, e_j*]).
 - avgpool: (1/k) Σ e ⊕ (c~ - 1/k) Σ (R ⊕ e) ⊕ ρ(F_x + F_c -> F_out).
 - add: e_a ⊕ e_b ⊕ ρ(max(F_a, F_b) -> F_out).
 - element moves: the errors move with the elements.
@@ -45,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backsub import dominating
+from ..backsub import dominating, max_candidates
 from ..certify import interval_mul
 from ..errors import UnsupportedError
 from ..fixedpoint import fraction_parts, times_pow2
@@ -331,14 +333,20 @@ def analyze_errors(
             x = ins[0]
             idx = channel_windows(op.attrs, tuple(net.op(x).shape), tuple(op.shape), op.attrs["kernel"])
             safe = np.where(idx >= 0, idx, 0)
-            lo = np.where(idx >= 0, err[x].lo[safe], np.inf).min(axis=1)
-            hi = np.where(idx >= 0, err[x].hi[safe], -np.inf).max(axis=1)
+            real_cand, impl_cand = max_candidates(idx, R[x], err[x])
+            lo = np.where(real_cand, err[x].lo[safe], np.inf).min(axis=1)
+            hi = np.where(impl_cand, err[x].hi[safe], -np.inf).max(axis=1)
             err[name] = Interval(lo, hi)
             frac_of[name] = np.where(idx >= 0, frac_of[x][safe], -(1 << 30)).max(axis=1)
             if backward:  # the picks serve the backward bound only
                 pick = dominating(idx, R[x], err[x])
                 records[name] = BW.MaxRec(
-                    x, pick, Interval(np.where(pick >= 0, 0.0, lo), np.where(pick >= 0, 0.0, hi)), idx
+                    x,
+                    pick,
+                    Interval(np.where(pick >= 0, 0.0, lo), np.where(pick >= 0, 0.0, hi)),
+                    idx,
+                    real_cand,
+                    impl_cand,
                 )
         elif op.kind == "avgpool":
             x = ins[0]

@@ -162,36 +162,39 @@ def convert_checked(
     return out, np.asarray(out != shifted, dtype=bool)
 
 
-def quantize_reals(values: np.ndarray, frac: int, width: int, quant: str, overflow: str) -> np.ndarray:
+def quantize_reals(
+    values: np.ndarray, frac: np.ndarray | int, width: int, quant: str, overflow: str
+) -> np.ndarray:
     """ap_fixed assignment from doubles: exact floor/round of each double (object ints out).
 
-    Raw = floor(x·2^F) (TRN) or floor(x·2^F + 1/2) (RND), then wrap/saturate to ``width`` bits.
+    Raw = floor(x·2^F) (TRN) or floor(x·2^F + 1/2) (RND), then wrap/saturate to ``width`` bits;
+    ``frac`` is one F or one per element (broadcast to the shape of ``values``).
     NaN and infinities are rejected (ap_fixed has no defined result for them).
     """
     arr = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError("cannot assign NaN or infinity to a fixed-point type")
     flat = arr.reshape(-1)
+    fracs = np.broadcast_to(np.asarray(frac, dtype=np.int64), arr.shape).reshape(-1)
     with np.errstate(over="ignore"):
-        scaled = np.ldexp(flat, frac)
+        scaled = np.ldexp(flat, fracs)
     # fast exact path: x·2^F is exact unless it overflows or turns subnormal, floor is exact,
-    # and y - floor(y) is exact, so the RND carry (fraction >= 1/2) is decided exactly
-    ok = np.all(np.abs(scaled) < 2.0**60) and np.all((flat == 0) | (np.abs(scaled) >= 2.0**-1000))
-    if ok:
-        fl = np.floor(scaled)
+    # and y - floor(y) is exact, so the RND carry (fraction >= 1/2) is decided exactly; the other
+    # elements go through exact rationals
+    fast = (np.abs(scaled) < 2.0**60) & ((flat == 0) | (np.abs(scaled) >= 2.0**-1000))
+    if quant not in ("RND", "TRN"):
+        raise ValueError(f"unknown quantisation mode {quant!r}")
+    fl = np.floor(np.where(fast, scaled, 0.0))
+    if quant == "RND":
+        fl = fl + ((np.where(fast, scaled, 0.0) - fl) >= 0.5)
+    out = fl.astype(np.int64).astype(object)
+    for i in np.flatnonzero(~fast).tolist():
+        s = Fraction(float(flat[i])) * Fraction(2) ** int(fracs[i])
         if quant == "RND":
-            fl = fl + ((scaled - fl) >= 0.5)
-        elif quant != "TRN":
-            raise ValueError(f"unknown quantisation mode {quant!r}")
-        out = fl.astype(np.int64).astype(object)
-    else:
-        out = np.empty(flat.shape, dtype=object)
-        scale = Fraction(2) ** frac
-        for i, v in enumerate(flat):
-            s = Fraction(float(v)) * scale
-            if quant == "RND":
-                s += Fraction(1, 2)
-            out[i] = s.numerator // s.denominator
+            s += Fraction(1, 2)
+        out[i] = s.numerator // s.denominator
+    if width >= 62 and fast.all():  # |raw| <= 2^60 + 1 < 2^(width-1): neither wraps nor clamps
+        return out.reshape(arr.shape)
     return wrap_or_saturate(out, width, overflow).reshape(arr.shape)
 
 

@@ -283,3 +283,22 @@ def test_edge_values_are_in_range() -> None:
 def test_cpp_source_is_deterministic(tmp_path: Path) -> None:
     a = _cpp_source([((8, 4), (4, 2), "TRN", "WRAP")], [((8, 4), "RND", "SAT")])
     assert "conv<8, 4, 4, 2, AP_TRN, AP_WRAP>" in a and "from_double<8, 4, AP_RND, AP_SAT>" in a
+
+
+def test_quantize_reals_per_element_fracs_are_exact():
+    """One call with a fractional-bit count per element gives floor(x·2^F) / floor(x·2^F + 1/2) in
+    exact rationals, then the wrap or clamp, on values that take the float fast path and on values
+    that need exact rationals (|x·2^F| >= 2^60, subnormal products) in the same array."""
+    rng = np.random.default_rng(3)
+    special = [0.0, 2.0**70, -(2.0**65) + 1.5, 5e-324, -3e-310, 0.5, -0.5]
+    vals = np.concatenate([rng.normal(size=40) * 8, special])
+    fracs = rng.integers(-4, 48, size=vals.size)
+    for quant in ("RND", "TRN"):
+        for width, overflow in ((401, "WRAP"), (12, "WRAP"), (12, "SAT")):
+            got = quantize_reals(vals.reshape(-1, 1), fracs.reshape(-1, 1), width, quant, overflow)
+            half = 1 << (width - 1)
+            for v, f, g in zip(vals.tolist(), fracs.tolist(), got.reshape(-1).tolist(), strict=True):
+                s = Fraction(v) * Fraction(2) ** f + (Fraction(1, 2) if quant == "RND" else 0)
+                r = s.numerator // s.denominator
+                r = min(max(r, -half), half - 1) if overflow == "SAT" else ((r + half) % (2 * half)) - half
+                assert g == r, (v, f, quant, width, overflow)

@@ -289,15 +289,11 @@ def quantize_params(op: Op, weight_frac: np.ndarray, quant: str) -> tuple[np.nda
     if w_exact is not None:
         w_raw = quantize_fractions(np.asarray(w_exact, dtype=object), row_frac, quant)
     else:  # 401 bits: never wraps
-        w_raw = np.empty(w.shape, dtype=object)
-        for o, f in enumerate(fracs.tolist()):
-            w_raw[o] = quantize_reals(w[o], f, 401, quant, "WRAP")
+        w_raw = quantize_reals(w, row_frac, 401, quant, "WRAP")
     if b_exact is not None:
         b_raw = quantize_fractions(np.asarray(b_exact, dtype=object).reshape(-1), fracs, quant)
     else:
-        b_raw = np.empty(w.shape[0], dtype=object)
-        for o, f in enumerate(fracs.tolist()):
-            b_raw[o] = quantize_reals(np.asarray([b[o]]), f, 401, quant, "WRAP")[0]
+        b_raw = quantize_reals(np.asarray(b, dtype=np.float64).reshape(-1), fracs, 401, quant, "WRAP")
     return w_raw, b_raw
 
 

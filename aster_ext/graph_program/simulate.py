@@ -177,9 +177,7 @@ def simulate_graph(prog: GraphProgram, x: np.ndarray, dtype: str = "auto") -> Gr
     it = prog.input_t
     overflows: dict[tuple[str, str], int] = {}
     q = prog.quant
-    xin = np.stack(
-        [quantize_reals(xs[:, j], int(it.frac[j]), 400, q, "WRAP") for j in range(xs.shape[1])], axis=1
-    )
+    xin = quantize_reals(xs, np.asarray(it.frac, dtype=np.int64)[None, :], 400, q, "WRAP")
     xw = wrap_or_saturate(xin, it.width[None, :].astype(object), "WRAP")
     overflows[(net.input_name, "input")] = int(np.sum(xw != xin))
     raw: dict[str, np.ndarray] = {net.input_name: _to_dtype(xw, obj)}

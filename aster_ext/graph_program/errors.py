@@ -129,7 +129,7 @@ def param_delta_of_raw(op: Op, w_raw: np.ndarray, b_raw: np.ndarray, weight_frac
     b_exact = op.attrs.get("bias_exact")
     shp = w_raw.shape
     fr = wf.reshape((-1,) + (1,) * (len(shp) - 1))
-    if w_exact is None and max(abs(int(v)) for v in w_raw.reshape(-1)) < (1 << 52):
+    if w_exact is None and (w_raw.size == 0 or int(np.max(np.abs(w_raw))) < (1 << 52)):
         wq = np.ldexp(w_raw.astype(np.float64), -fr)  # exact dyadics
         dw, rem = two_diff(wq, weight_array(op))
         dw, dw_rad = _enclose(dw, rem)

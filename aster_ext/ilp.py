@@ -418,10 +418,27 @@ class GuardedRun:
     dual_bound: float | None = None
 
 
-def _guarded_child(conn, lp, options: dict) -> None:
+def _exit_with_parent(parent_pid: int, every_s: float = 0.5) -> None:
+    """In a daemon thread: end this process once its parent is gone (re-parented), so a solve whose
+    caller was killed (a sweep cell at its wall-clock limit) does not run on as an orphan."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every_s)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _guarded_child(conn, lp, options: dict, parent_pid: int) -> None:
     """Child process of :func:`run_highs_guarded`: solve and send the result back."""
     try:
         h = new_highs(threads=int(options.get("threads", 1)))
+        # after new_highs: resetting HiGHS's scheduler inherited through the fork fails with
+        # "Invalid argument" once this process runs a second thread
+        _exit_with_parent(parent_pid)
         for key, value in options.items():
             if key != "threads":
                 h.setOptionValue(key, value)
@@ -451,10 +468,11 @@ def run_highs_guarded(lp, options: dict, wall_s: float) -> GuardedRun:
     shows the cause is gone for good). A killed run returns no solution; callers treat it like a
     time limit without an incumbent."""
     import multiprocessing as mp
+    import os
 
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_guarded_child, args=(child, lp, options), daemon=True)
+    proc = ctx.Process(target=_guarded_child, args=(child, lp, options, os.getpid()), daemon=True)
     proc.start()
     child.close()
     try:

@@ -94,7 +94,9 @@ def run_limited(item: Any, time_limit: float, fn: Callable[[Any], dict[str, Any]
     ctx = _context()
     recv_end, send_end = ctx.Pipe(duplex=False)
     watch_r, watch_w = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(item, send_end, watch_r, fn), daemon=True)
+    # not daemonic: a cell may start processes of its own (the graph path's guarded HiGHS solves);
+    # the child's watchdog ends it when this driver goes away, and the finally below kills it
+    proc = ctx.Process(target=_child, args=(item, send_end, watch_r, fn), daemon=False)
     t0 = time.perf_counter()
     proc.start()
     send_end.close()

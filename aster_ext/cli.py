@@ -299,7 +299,12 @@ def add_sweep_parser(sub: argparse._SubParsersAction) -> None:
         "not hold yet; each cell appends one complete row. Rerunning skips finished cells; a killed sweep "
         "resumes where it stopped. With --ray (or RAY_ADDRESS set) the cells run as Ray tasks.",
     )
-    s.add_argument("grid", type=Path, help="grid file (TOML): models, eps, settings, modes, ...")
+    s.add_argument(
+        "grid",
+        type=Path,
+        help="grid file (TOML): models, eps, settings, modes (refined, aster, aster-sound, aster-original, "
+        "graph: the graph path, no settings), ...; see examples/sweep_tiny.toml",
+    )
     s.add_argument("--out", type=Path, required=True, help="results directory (results.csv)")
     s.add_argument("--workers", type=int, default=2, help="parallel cells (default 2)")
     s.add_argument(

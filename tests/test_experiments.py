@@ -247,6 +247,41 @@ def test_variant_cells_switch_the_analysis_and_stay_sound(tmp_path: Path, shared
     assert layer["hw"] >= full["hw"]
 
 
+def test_graph_cells_have_no_setting_and_run_like_mode_graph(tmp_path: Path, shared_dir: Path) -> None:
+    """``modes = ["graph"]``: one cell per model x eps x granularity (setting "-"), whatever the
+    settings; in the sweep's child processes (which start the guarded HiGHS solves of their own)
+    each certifies eps over the box, verify finds nothing above the bound, and the row equals the
+    same cell run in-process."""
+    (model,) = _copy_models(shared_dir, tmp_path, ("SmallNN",))
+    body = SMALL_BODY.replace('modes = ["aster", "aster-sound", "refined"]', 'modes = ["refined", "graph"]')
+    body = body.replace("[verify]", 'granularities = ["neuron", "layer"]\n[verify]')
+    grid = load_grid(_write_grid(tmp_path / "g.toml", [str(model)], body))
+    cells = grid.cells()
+    assert sorted((c.mode, c.setting, c.granularity) for c in cells if c.mode == "graph") == [
+        ("graph", "-", "layer"),
+        ("graph", "-", "neuron"),
+    ]
+    assert len(cells) == 2 * 2 + 2 and len({c.key for c in cells}) == len(cells)
+    summary = run_sweep(grid, tmp_path / "out", workers=2, progress=False)
+    assert summary.written == 6 and not summary.crashed
+    rows = [r for r in ResultStore(tmp_path / "out", ROW_FIELDS).rows() if r["mode"] == "graph"]
+    assert len(rows) == 2
+    for r in rows:
+        assert r["status"] == "ok", r["message"]
+        assert r["violations"] == 0 and 0 < r["max_observed"] <= r["certified"] <= 1e-3
+        assert r["hw"] > 0 and r["n_params"] == 9 and r["verify_samples"] > 0
+    cell = next(c for c in cells if c.mode == "graph" and c.granularity == "neuron")
+    direct = run_cell(cell)
+    stored = next(r for r in rows if row_key(r) == cell.key)
+    for f in ("certified", "hw", "frac_bits", "max_observed", "violations"):
+        assert stored[f] == direct[f], f
+    # a grid of graph cells only needs no settings
+    only = load_grid(_write_grid(tmp_path / "g2.toml", [str(model)], 'eps = [1e-3]\nmodes = ["graph"]\n'))
+    assert [(c.mode, c.setting, c.granularity) for c in only.cells()] == [("graph", "-", "neuron")]
+    with pytest.raises(UserError, match="'settings' must be a non-empty list"):
+        load_grid(_write_grid(tmp_path / "g3.toml", [str(model)], 'eps = [1e-3]\nmodes = ["graph", "aster"]'))
+
+
 def test_cell_over_its_time_limit_is_a_timeout_row(tmp_path: Path, shared_dir: Path) -> None:
     (model,) = _copy_models(shared_dir, tmp_path, ("AC6",))
     body = 'eps = [1e-3]\nsettings = ["B"]\nmodes = ["refined"]\ncell_time_limit = 0.3\n'

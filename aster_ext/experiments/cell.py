@@ -86,6 +86,8 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
 
     if cell.mode == "aster-original":
         return _run_original(cell, row)
+    if cell.mode == "graph":
+        return _run_graph(cell, row)
 
     opts = QuantizeOptions(
         error=cell.eps,
@@ -132,6 +134,83 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     )
     per_output = np.asarray(r["certified_error_per_output"], dtype=np.float64)
     return _verify(cell, row, res.program, res.layers, res.spec, per_output, bool(r["input_on_grid"]))
+
+
+#: the graph path's ILP knob granularity of a grid granularity
+GRAPH_GRANULARITY = {"neuron": "channel", "layer": "layer"}
+
+
+def _run_graph(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
+    """``aster-ext quantize --mode graph`` in-process: the graph path with ``cell.eps`` on every
+    output over the whole input box (``classify.quantize_classify`` with ``whole_box``; per-neuron
+    or per-layer ILP knobs), then the execution checks ``verify`` runs on a graph program (the
+    grid's ``samples`` random and corner inputs and ``search_iters`` local-search rounds on the
+    bit-exact simulator). ``certified`` = ``claimed`` = the certified max |error| over the box."""
+    from ..classify import ClassifyOptions, quantize_classify
+    from ..classify_verify import SimulatorLogits, read_claims, verify_regions
+    from ..errors import InfeasibleError, UserError
+
+    opts = ClassifyOptions(
+        error=cell.eps,
+        whole_box=True,
+        granularity=GRAPH_GRANULARITY[cell.granularity],
+        time_limit=cell.ilp_time_limit,
+    )
+    t0 = time.perf_counter()
+    try:
+        res = quantize_classify(Path(cell.model_path), opts, None)
+    except InfeasibleError as exc:
+        row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
+        if exc.smallest_error is not None:
+            row["smallest_eps"] = float(exc.smallest_error)
+        return _add_size(row, cell.model_path)
+    except UserError as exc:
+        row.update(status="error", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
+        return _add_size(row, cell.model_path)
+    except Exception as exc:
+        row.update(
+            status="error", time_s=time.perf_counter() - t0, message=_one_line(f"{type(exc).__name__}: {exc}")
+        )
+        return _add_size(row, cell.model_path)
+    row["time_s"] = time.perf_counter() - t0
+    _add_size(row, cell.model_path)
+    r = res.report
+    [region] = r["regions"]
+    if not region["certified"]:
+        row.update(status="infeasible", message=_one_line(f"not certified: {region['reason']}"))
+        return row
+    bound = float(region["logit_error_bound"])
+    frac_bits = {f["node"]: f["frac"] for f in r["formats"]}
+    row.update(
+        status="ok",
+        certified=bound,
+        claimed=bound,
+        hw=int(r["cost"]["hw"]),
+        mult_bilinear=int(r["cost"]["mult_bilinear"]),
+        frac_bits=json.dumps(frac_bits, separators=(",", ":")),
+        solver_s=float(r["timings"]["certify_s"]),
+    )
+    verify = dict(cell.verify)
+    t1 = time.perf_counter()
+    try:
+        claims = read_claims(r, len(region["logit_error_lo"]), Path(cell.model_path).name)
+        sim = SimulatorLogits(res.program)
+        [check] = verify_regions(
+            res.network, res.regions, claims, sim, verify["samples"], verify["search_iters"], verify["seed"]
+        )
+    except Exception as exc:
+        message = _one_line(f"verify: {type(exc).__name__}: {exc}")
+        row.update(verify_s=time.perf_counter() - t1, message=message)
+        return row
+    observed = float(check.max_logit_error)
+    row.update(
+        max_observed=observed,
+        tightness=bound / observed if observed > 0 else float("inf"),
+        violations=int(check.violations + sim.overflows),
+        verify_samples=int(check.checked),
+        verify_s=time.perf_counter() - t1,
+    )
+    return row
 
 
 #: cells whose analysis a reproduce run shares with its other tables (``analysis_cache``): the

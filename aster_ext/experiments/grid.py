@@ -5,8 +5,9 @@ A grid file is TOML (read with ``tomllib``)::
     models = ["../benchmarks/aster/*.scala", "net.onnx"]   # globs allowed; relative to the file
     eps = [1e-3, 1e-5]
     settings = ["A", "B", "C", "D"]
-    modes = ["aster", "aster-sound", "refined"]   # or "aster-original" (ASTER_HOME, .scala models)
-    granularities = ["neuron"]          # optional (refined mode only; other modes are per layer)
+    modes = ["aster", "aster-sound", "refined"]   # or "aster-original" (ASTER_HOME, .scala models),
+                                        # or "graph" (quantize --mode graph: no settings, one cell)
+    granularities = ["neuron"]          # optional (refined and graph modes; Aster's are per layer)
     variants = ["full"]                 # optional (refined mode only): analysis switches, see VARIANTS
     cell_time_limit = 300               # optional: wall-clock seconds per cell, then status=timeout
     ilp_time_limit = 60                 # optional: HiGHS time limit inside a cell
@@ -16,7 +17,9 @@ A grid file is TOML (read with ``tomllib``)::
 
 Every model's input box comes from the model itself (.scala) or ``NAME.spec.json`` beside it
 (.onnx). A cell is identified by (model name, ε, setting, mode, granularity, variant); two models with
-the same name in one grid are refused, since their rows could not be told apart.
+the same name in one grid are refused, since their rows could not be told apart. The graph mode
+has no settings A-D (its cells have setting ``-``, one per model × ε × granularity); a grid of
+graph cells only may leave ``settings`` out.
 """
 
 from __future__ import annotations
@@ -31,8 +34,11 @@ from ..aster.settings import SETTINGS
 from ..errors import UserError
 from ..pipeline import GRANULARITIES, MODES
 
-#: modes a grid may name: ours, and the user's build of the original tool (aster_ext/original.py)
-SWEEP_MODES = (*MODES, "aster-original")
+#: modes a grid may name: ours, the graph path (``quantize --mode graph``) and the user's build of the
+#: original tool (aster_ext/original.py)
+SWEEP_MODES = (*MODES, "graph", "aster-original")
+#: the setting column of a graph-mode cell (the graph path has no settings A-D)
+NO_SETTING = "-"
 #: the verify budget of the modes / aster_reproduction tables (and of tightness_breakdown)
 DEFAULT_VERIFY = {
     "samples": 400,
@@ -98,19 +104,26 @@ class Grid:
 
     def cells(self) -> list[Cell]:
         """All cells; the granularity and variant axes apply to refined mode only (Aster modes: 'layer',
-        'full')."""
+        'full'); graph cells come once per model × ε × granularity, after that ε's other cells."""
         verify = tuple(sorted(self.verify.items()))
         out: list[Cell] = []
         for m in self.models:
             for e in self.eps:
                 for s in self.settings:
                     for mode in self.modes:
+                        if mode == "graph":
+                            continue
                         refined = mode == "refined"
                         for g in self.granularities if refined else ["layer"]:
                             for v in self.variants if refined else ["full"]:
                                 out.append(
                                     Cell(m.stem, str(m), float(e), s, mode, g, self.ilp_time_limit, verify, v)
                                 )
+                if "graph" in self.modes:
+                    out += [
+                        Cell(m.stem, str(m), float(e), NO_SETTING, "graph", g, self.ilp_time_limit, verify)
+                        for g in self.granularities
+                    ]
         return out
 
     def fingerprint(self) -> dict[str, Any]:
@@ -169,11 +182,14 @@ def grid_from_dict(data: dict[str, Any], base: Path) -> Grid:
     if not isinstance(extra, dict) or set(extra) - set(DEFAULT_VERIFY):
         raise UserError(f"grid: [verify] takes {', '.join(DEFAULT_VERIFY)}")
     verify.update({k: int(v) for k, v in extra.items()})
+    modes = _list(data, "modes", SWEEP_MODES)
+    only_graph = set(modes) == {"graph"}
+    settings = _list(data, "settings", tuple(SETTINGS)) if "settings" in data or not only_graph else []
     return Grid(
         models=_expand_models([str(m) for m in _list(data, "models")], base),
         eps=[float(e) for e in eps],
-        settings=_list(data, "settings", tuple(SETTINGS)),
-        modes=_list(data, "modes", SWEEP_MODES),
+        settings=settings,
+        modes=modes,
         granularities=_list(data, "granularities", GRANULARITIES) if "granularities" in data else ["neuron"],
         variants=_list(data, "variants", tuple(VARIANTS)) if "variants" in data else ["full"],
         cell_time_limit=float(data.get("cell_time_limit", 300.0)),

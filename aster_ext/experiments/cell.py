@@ -63,6 +63,23 @@ def _add_size(row: dict[str, Any], model_path: str) -> dict[str, Any]:
     return row
 
 
+def _failure_row(cell: Cell, row: dict[str, Any], exc: Exception, t0: float) -> dict[str, Any]:
+    """The row of a quantize run that raised: ``infeasible`` (with the smallest error the analysis
+    certifies, when known) or ``error``, its message on one line, and the network's size."""
+    from ..errors import InfeasibleError, UserError
+
+    row["time_s"] = time.perf_counter() - t0
+    if isinstance(exc, InfeasibleError):
+        row.update(status="infeasible", message=_one_line(str(exc)))
+        if exc.smallest_error is not None:
+            row["smallest_eps"] = float(exc.smallest_error)
+    elif isinstance(exc, UserError):
+        row.update(status="error", message=_one_line(str(exc)))
+    else:
+        row.update(status="error", message=_one_line(f"{type(exc).__name__}: {exc}"))
+    return _add_size(row, cell.model_path)
+
+
 def cell_identity(cell: Cell) -> dict[str, Any]:
     """The columns that name a cell."""
     return {
@@ -81,7 +98,7 @@ def run_cell(cell: Cell) -> dict[str, Any]:
 
 def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     """The main job exactly as ``aster-ext quantize`` runs it (into a temporary directory)."""
-    from ..errors import InfeasibleError, UserError
+    from ..errors import InfeasibleError
     from ..pipeline import QuantizeOptions, quantize
 
     if cell.mode == "aster-original":
@@ -100,20 +117,10 @@ def _run_quantize(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix="aster-ext-cell-") as tmp:
             res = quantize(Path(cell.model_path), opts, Path(tmp) / "out")
-    except InfeasibleError as exc:
-        row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
-        if exc.smallest_error is not None:
-            row["smallest_eps"] = float(exc.smallest_error)
-        _share(cell, opts, None, str(exc), exc.smallest_error)
-        return _add_size(row, cell.model_path)
-    except UserError as exc:
-        row.update(status="error", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
-        return _add_size(row, cell.model_path)
     except Exception as exc:
-        row.update(
-            status="error", time_s=time.perf_counter() - t0, message=_one_line(f"{type(exc).__name__}: {exc}")
-        )
-        return _add_size(row, cell.model_path)
+        if isinstance(exc, InfeasibleError):
+            _share(cell, opts, None, str(exc), exc.smallest_error)
+        return _failure_row(cell, row, exc, t0)
     row["time_s"] = time.perf_counter() - t0
     _share(cell, opts, res)
     row.update(layers_size(res.layers))
@@ -148,7 +155,6 @@ def _run_graph(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     bit-exact simulator). ``certified`` = ``claimed`` = the certified max |error| over the box."""
     from ..classify import ClassifyOptions, quantize_classify
     from ..classify_verify import SimulatorLogits, read_claims, verify_regions
-    from ..errors import InfeasibleError, UserError
 
     opts = ClassifyOptions(
         error=cell.eps,
@@ -159,19 +165,8 @@ def _run_graph(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         res = quantize_classify(Path(cell.model_path), opts, None)
-    except InfeasibleError as exc:
-        row.update(status="infeasible", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
-        if exc.smallest_error is not None:
-            row["smallest_eps"] = float(exc.smallest_error)
-        return _add_size(row, cell.model_path)
-    except UserError as exc:
-        row.update(status="error", time_s=time.perf_counter() - t0, message=_one_line(str(exc)))
-        return _add_size(row, cell.model_path)
     except Exception as exc:
-        row.update(
-            status="error", time_s=time.perf_counter() - t0, message=_one_line(f"{type(exc).__name__}: {exc}")
-        )
-        return _add_size(row, cell.model_path)
+        return _failure_row(cell, row, exc, t0)
     row["time_s"] = time.perf_counter() - t0
     _add_size(row, cell.model_path)
     r = res.report

@@ -139,6 +139,31 @@ def max_candidates(windows: np.ndarray, real: Interval, err: Interval) -> tuple[
     return real_cand, impl_cand
 
 
+def pooled_error(
+    windows: np.ndarray, real: Interval, err: Interval
+) -> tuple[Interval, np.ndarray, np.ndarray]:
+    """The interval of max x~ - max x per window, [min e_lo over the real candidates, max e_hi over
+    the program's] (:func:`max_candidates`), and the two candidate masks."""
+    real_cand, impl_cand = max_candidates(windows, real, err)
+    w = np.maximum(windows, 0)
+    lo = np.where(real_cand, err.lo[w], np.inf).min(axis=1)
+    hi = np.where(impl_cand, err.hi[w], -np.inf).max(axis=1)
+    return Interval(lo, hi), real_cand, impl_cand
+
+
+def pooled_error_sources(
+    windows: np.ndarray, err: Interval, real_cand: np.ndarray, impl_cand: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window, the operand index whose e_lo is the pooled error's lower end and the one whose
+    e_hi is its upper end (:func:`pooled_error`): where a model of the search sends a max-pool's
+    adjoint when no element dominates the window."""
+    w = np.maximum(windows, 0)
+    rows = np.arange(windows.shape[0])
+    lowest = w[rows, np.where(real_cand, err.lo[w], np.inf).argmin(axis=1)]
+    highest = w[rows, np.where(impl_cand, err.hi[w], -np.inf).argmax(axis=1)]
+    return lowest, highest
+
+
 def selection(idx: np.ndarray, n_src: int) -> tuple[sparse.csr_matrix, int]:
     """(G, the largest number of slots reading one element): G[slot, idx[slot]] = 1 for idx >= 0
     (slots = idx flattened)."""

@@ -184,9 +184,10 @@ def quantize_reals(
     fast = (np.abs(scaled) < 2.0**60) & ((flat == 0) | (np.abs(scaled) >= 2.0**-1000))
     if quant not in ("RND", "TRN"):
         raise ValueError(f"unknown quantisation mode {quant!r}")
-    fl = np.floor(np.where(fast, scaled, 0.0))
+    exact = np.where(fast, scaled, 0.0)
+    fl = np.floor(exact)
     if quant == "RND":
-        fl = fl + ((np.where(fast, scaled, 0.0) - fl) >= 0.5)
+        fl = fl + ((exact - fl) >= 0.5)
     out = fl.astype(np.int64).astype(object)
     for i in np.flatnonzero(~fast).tolist():
         s = Fraction(float(flat[i])) * Fraction(2) ** int(fracs[i])

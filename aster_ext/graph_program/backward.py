@@ -30,7 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backsub import BackSubstitution, relu_step, selection, slack, times_sparse, upper_dot
+from ..backsub import (
+    BackSubstitution,
+    pooled_error_sources,
+    relu_step,
+    selection,
+    slack,
+    times_sparse,
+    upper_dot,
+)
 from ..ops.linalg import LinearMap, linear_backward
 from ..rigorous import Interval
 
@@ -181,11 +189,7 @@ def node_adjoints(
             give(rec.src, coef)
         elif isinstance(rec, MaxRec):
             e = e_fwd[rec.src]
-            idx = rec.windows
-            safe = np.maximum(idx, 0)
-            rows = np.arange(idx.shape[0])
-            amax = safe[rows, np.where(rec.impl_cand, e.hi[safe], -np.inf).argmax(axis=1)]
-            amin = safe[rows, np.where(rec.real_cand, e.lo[safe], np.inf).argmin(axis=1)]
+            amin, amax = pooled_error_sources(rec.windows, e, rec.real_cand, rec.impl_cand)
             up_to = np.where(rec.pick >= 0, rec.pick, amax)
             down_to = np.where(rec.pick >= 0, rec.pick, amin)
             coef = np.zeros((big_l.shape[0], e.lo.size))

@@ -22,7 +22,7 @@ Transfer rules (⊕ = outward-rounded interval sum, ρ = rounding interval of th
   operand's finite-precision range R ⊕ e, [s_lo, s_hi] ⊇ σ' over the hull of R and R ⊕ e per
   element (mean-value theorem; kinks give both one-sided slopes).
 - maxpool: [min e_lo over the elements that can be the real maximum, max e_hi over those that can
-  be the program's maximum] (:func:`aster_ext.backsub.max_candidates`: with i* the real and j* the
+  be the program's maximum] (:func:`aster_ext.backsub.pooled_error`: with i* the real and j* the
   program's maximiser, max x~ - max x lies in [e_i*, e_j*]).
 - avgpool: (1/k) Σ e ⊕ (c~ - 1/k) Σ (R ⊕ e) ⊕ ρ(F_x + F_c -> F_out).
 - add: e_a ⊕ e_b ⊕ ρ(max(F_a, F_b) -> F_out).
@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backsub import dominating, max_candidates
+from ..backsub import dominating, pooled_error
 from ..certify import interval_mul
 from ..errors import UnsupportedError
 from ..fixedpoint import fraction_parts, times_pow2
@@ -333,10 +333,8 @@ def analyze_errors(
             x = ins[0]
             idx = channel_windows(op.attrs, tuple(net.op(x).shape), tuple(op.shape), op.attrs["kernel"])
             safe = np.where(idx >= 0, idx, 0)
-            real_cand, impl_cand = max_candidates(idx, R[x], err[x])
-            lo = np.where(real_cand, err[x].lo[safe], np.inf).min(axis=1)
-            hi = np.where(impl_cand, err[x].hi[safe], -np.inf).max(axis=1)
-            err[name] = Interval(lo, hi)
+            err[name], real_cand, impl_cand = pooled_error(idx, R[x], err[x])
+            lo, hi = err[name].lo, err[name].hi
             frac_of[name] = np.where(idx >= 0, frac_of[x][safe], -(1 << 30)).max(axis=1)
             if backward:  # the picks serve the backward bound only
                 pick = dominating(idx, R[x], err[x])

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..backsub import max_candidates
+from ..backsub import max_candidates, pooled_error_sources
 from ..ir import Network, Op
 from ..ops import logits_node, op_class
 from ..ops.linalg import linear_interval
@@ -252,11 +252,8 @@ def interval_adjoints(
         elif op.kind == "maxpool":
             x = ins[0]
             idx = channel_windows(op.attrs, tuple(net.op(x).shape), tuple(op.shape), op.attrs["kernel"])
-            safe = np.where(idx >= 0, idx, 0)
-            rows = np.arange(idx.shape[0])
             real_cand, impl_cand = max_candidates(idx, R[x], err[x])  # the slots the bound reads
-            amin = safe[rows, np.where(real_cand, err[x].lo[safe], np.inf).argmin(axis=1)]
-            amax = safe[rows, np.where(impl_cand, err[x].hi[safe], -np.inf).argmax(axis=1)]
+            amin, amax = pooled_error_sources(idx, err[x], real_cand, impl_cand)
             n_x = err[x].lo.size
             glo = np.zeros((n_x, m))
             ghi = np.zeros((n_x, m))

@@ -81,7 +81,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backsub import dominating, max_candidates
+from ..backsub import dominating, pooled_error
 from ..errors import InfeasibleError, UnsupportedError
 from ..ir import Network
 from ..ops.windows import window_table
@@ -740,10 +740,8 @@ class CnnWalker:
         out = self.rr.ranges[st.node]
         if st.kind == "max":
             c_lo, c_hi = _cast_if(st.accum_t, self.cur_t.frac, w.shape[0])
-            real_cand, impl_cand = max_candidates(w, self.r, self.e)  # backsub.max_candidates
-            el = np.where(real_cand, el, np.inf)
-            eh = np.where(impl_cand, eh, -np.inf)
-            err = _iv(down(el.min(axis=1) + c_lo), up(eh.max(axis=1) + c_hi))
+            pooled, _, _ = pooled_error(w, self.r, self.e)  # the graph analysis' max-pool rule
+            err = _iv(down(pooled.lo + c_lo), up(pooled.hi + c_hi))
             self._max_pick = dominating(w, self.r, self.e), _iv(c_lo, c_hi)
             reach = _iv(down(out.lo + err.lo), up(out.hi + err.hi))
             if not self.cur_t.signed:  # the max of ufixed values (and its cast) is >= 0

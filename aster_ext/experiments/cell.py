@@ -37,9 +37,15 @@ def _one_line(text: str) -> str:
 def network_size(model_path: str) -> dict[str, int]:
     """Layers, neurons (outputs of all dense layers) and parameters (weights + biases)."""
     from ..frontend import load_model
-    from ..ir import ACTIVATIONS, dense_chain
 
     net, _ = load_model(model_path)
+    return net_size(net)
+
+
+def net_size(net: Any) -> dict[str, int]:
+    """``network_size`` of a network already loaded (a graph cell's own ``res.network``)."""
+    from ..ir import ACTIVATIONS, dense_chain
+
     return layers_size(dense_chain(net, frozenset(ACTIVATIONS)))
 
 
@@ -53,11 +59,12 @@ def layers_size(layers: list[Any]) -> dict[str, int]:
     }
 
 
-def _add_size(row: dict[str, Any], model_path: str) -> dict[str, Any]:
-    """The network's size on a row whose run did not return its layers (infeasible, error); a model
-    that does not load leaves the size empty (the row already says why the run failed)."""
+def _add_size(row: dict[str, Any], model_path: str, net: Any = None) -> dict[str, Any]:
+    """The network's size on a row whose run did not return its layers (infeasible, error), or from
+    ``net`` when the run loaded it; a model that does not load (or is no dense chain) leaves the size
+    empty (the row already says why the run failed)."""
     try:
-        row.update(network_size(model_path))
+        row.update(net_size(net) if net is not None else network_size(model_path))
     except Exception:  # the run's own status and message stand
         pass
     return row
@@ -168,7 +175,7 @@ def _run_graph(cell: Cell, row: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         return _failure_row(cell, row, exc, t0)
     row["time_s"] = time.perf_counter() - t0
-    _add_size(row, cell.model_path)
+    _add_size(row, cell.model_path, res.network)
     r = res.report
     [region] = r["regions"]
     if not region["certified"]:

@@ -6,6 +6,8 @@
   two operand widths), the linear cost the refined ILP minimises over the dense part (activation
   implementations are sized by the budget rule of ``refined.model``, then costed here).
 - ``mult_bilinear``: Σ W_w·W_x over multipliers (the multiplier-area proxy).
+- ``mult_operand_bits`` / ``adder_bits``: the two parts of ``hw`` (Σ W_w + W_x over multipliers,
+  Σ of the adders' operand widths), as the graph programs' cost reports them.
 - ``weight_bits``: Σ of the widths of every stored weight and bias (memory).
 - ``table_bits``: Σ over layers with a lookup-table activation of (stored entries) x (entry width):
   one ROM per layer (the emitted C++ holds one ``static const`` array per layer; a segmented table's
@@ -53,6 +55,8 @@ class Cost:
     multipliers: int
     adders: int
     table_bits: int = 0
+    mult_operand_bits: int = 0  # hw = mult_operand_bits + adder_bits
+    adder_bits: int = 0
 
     def to_json(self) -> dict[str, int]:
         return {k: int(v) for k, v in asdict(self).items()}
@@ -79,7 +83,7 @@ def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
     from .codegen.layout import check_reuse_factor, dense_groups, input_groups, lanes
 
     rf = check_reuse_factor(reuse_factor)
-    daisy = hw = bil = wbits = mults = adds = tbits = 0
+    daisy = hw = bil = wbits = mults = adds = tbits = operand_bits = 0
     for li, lp in enumerate(p.layers):
         x_elem = np.asarray(p.input_formats(li).width, dtype=np.int64).reshape(-1)
         n_in = lp.n_in
@@ -103,7 +107,7 @@ def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
                 xs = x_elem  # one statement per column: x[k] in its own format
             prod = w_w[cols] * xs
             n_bil = int(prod.sum())
-            n_hw = int((w_w[cols] + xs).sum())
+            n_hw = n_operand = int((w_w[cols] + xs).sum())
             # additions: psum[k] = psum[k-1] + product[k] for k >= 1, then dot + bias
             add_in = np.maximum(ps[add_cols - 1], pr[add_cols])  # rolled: uniform, any index
             add_w = np.maximum(add_in, ps[add_cols])
@@ -113,6 +117,7 @@ def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
             n_daisy = n_bil + int(add_w.sum()) + bias_add
             n_daisy += int(lp.out_t.width[r]) if lp.activation == "relu" else 0
             hw += copies * n_hw
+            operand_bits += copies * n_operand
             bil += copies * n_bil
             daisy += copies * n_daisy
             mults += copies * cols.size
@@ -123,8 +128,9 @@ def program_cost(p: FixedProgram, reuse_factor: int = 1) -> Cost:
                 adds += len(act_adds)
                 for a, b in act_mults:
                     hw += a + b
+                    operand_bits += a + b
                     bil += a * b
                     daisy += a * b
                 hw += sum(act_adds)
                 daisy += sum(act_adds)
-    return Cost(daisy, hw, bil, wbits, mults, adds, tbits)
+    return Cost(daisy, hw, bil, wbits, mults, adds, tbits, operand_bits, hw - operand_bits)

@@ -153,7 +153,12 @@ def render_markdown(r: dict[str, Any]) -> str:
         "## Cost (from the declared types)",
         "",
         f"- Daisy area: {c['daisy_area']}",
-        f"- hw (operand bits over multipliers and adders): {c['hw']}",
+        f"- hw (operand bits over multipliers and adders): {c['hw']}"
+        + (
+            f" (multipliers {c['mult_operand_bits']}, adders {c['adder_bits']})"
+            if c.get("mult_operand_bits") is not None and c.get("adder_bits") is not None
+            else ""
+        ),
         f"- bilinear multiplier cost Σ W_w·W_x: {c['mult_bilinear']}",
         f"- weight + bias bits: {c['weight_bits']}",
         f"- activation table bits (one ROM per layer): {c.get('table_bits', 0)}",

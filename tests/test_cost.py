@@ -14,12 +14,13 @@ from aster_ext.cost import program_cost
 from tests.programs import random_program
 
 
-def _recount_hw(p) -> tuple[int, int, int]:
-    """hw, multipliers, adders of the dense part by explicit loops (independent of cost.py but for
-    the partition into neuron groups and input groups, tested on their own)."""
+def _recount_hw(p) -> tuple[int, int, int, int]:
+    """hw, multipliers, adders, multiplier operand bits of the dense part by explicit loops
+    (independent of cost.py but for the partition into neuron groups and input groups, tested on
+    their own)."""
     from aster_ext.codegen.layout import dense_groups, input_groups
 
-    hw = mults = adds = 0
+    hw = mults = adds = operand = 0
     for li, lp in enumerate(p.layers):
         # a rolled neuron reads x[k] from its input group's array (one type per group); a neuron
         # with one statement per column narrows x[k] to its own format
@@ -32,20 +33,23 @@ def _recount_hw(p) -> tuple[int, int, int]:
             x_w = part_w if kind[j] == "rolled" else elem
             for k in range(lp.n_in):
                 hw += int(lp.weight_t.width[j, k]) + int(x_w[k])
+                operand += int(lp.weight_t.width[j, k]) + int(x_w[k])
                 mults += 1
                 if k >= 1:
                     hw += max(int(lp.psum_t.width[j, k - 1]), int(lp.product_t.width[j, k]))
                     adds += 1
             hw += max(int(lp.dot_t.width[j]), int(lp.bias_t.width[j]))
             adds += 1
-    return hw, mults, adds
+    return hw, mults, adds, operand
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_dense_cost_matches_recount(seed: int) -> None:
     p = random_program(np.random.default_rng(seed), [3, 4, 2], layout="mixed")
     c = program_cost(p)
-    assert (c.hw, c.multipliers, c.adders) == _recount_hw(p)
+    hw, mults, adds, operand = _recount_hw(p)
+    assert (c.hw, c.multipliers, c.adders, c.mult_operand_bits) == (hw, mults, adds, operand)
+    assert c.adder_bits == hw - operand > 0
     assert c.table_bits == 0
 
 
@@ -70,6 +74,8 @@ def test_activation_implementations_are_costed() -> None:
     assert c.table_bits == (interp.size + 1) * interp.entry_width and interp.size <= 2**5
     assert c.multipliers == base.multipliers + n and c.adders == base.adders + n
     assert c.hw == base.hw + n * (dw + interp.shift) + n * dw
+    assert c.mult_operand_bits == base.mult_operand_bits + n * (dw + interp.shift)
+    assert c.adder_bits == base.adder_bits + n * dw
 
     pw = build_piecewise(get_activation("leaky_relu", alpha=0.1), 6, 10)
     layers[0] = dataclasses.replace(lp, act_impl=pw)

@@ -471,8 +471,9 @@ def _extra_notes(net: Network, program: FixedProgram) -> list[str]:
 
 def _impl_summary(program: FixedProgram) -> list[dict[str, Any]]:
     """Per layer with an activation implementation: its layer name and :func:`impl_summary`."""
-    return [{"layer": lp.name, **impl_summary(lp.act_impl)} for lp in program.layers
-            if lp.act_impl is not None]
+    return [
+        {"layer": lp.name, **impl_summary(lp.act_impl)} for lp in program.layers if lp.act_impl is not None
+    ]
 
 
 def _bits_json(bits: list[Any]) -> list[Any]:

@@ -208,9 +208,21 @@ def test_failed_cells_still_carry_the_network_size(tmp_path: Path, shared_dir: P
     """Sizes come from the quantize result's own layers when it succeeds, else from loading the model:
     both give the same numbers."""
     (model,) = _copy_models(shared_dir, tmp_path, ("TestNN",))
-    base = {"model": "TestNN", "model_path": str(model), "setting": "A", "granularity": "layer",
-            "ilp_time_limit": 20.0, "verify": (("samples", 16), ("search_iters", 1), ("search_batch", 8),
-                                               ("search_starts", 2), ("exact_candidates", 1), ("seed", 0))}
+    base = {
+        "model": "TestNN",
+        "model_path": str(model),
+        "setting": "A",
+        "granularity": "layer",
+        "ilp_time_limit": 20.0,
+        "verify": (
+            ("samples", 16),
+            ("search_iters", 1),
+            ("search_batch", 8),
+            ("search_starts", 2),
+            ("exact_candidates", 1),
+            ("seed", 0),
+        ),
+    }
     ok = run_cell(Cell(eps=1e-2, mode="aster", **base))
     bad = run_cell(Cell(eps=1e-12, mode="aster", **base))
     assert ok["status"] == "ok" and bad["status"] == "infeasible"

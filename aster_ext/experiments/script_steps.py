@@ -121,6 +121,10 @@ SCRIPT_STEPS: dict[str, ScriptStep] = {
         "cnn_separable_model.py", ((),), ("cnn_separable_model.csv", "cnn_separable_model.md"),
         "per-channel formats: a separable model of the sound analysis (is 0.7x the analysis' limit?)",
     ),
+    "cnn_oracle_ceiling": ScriptStep(
+        "cnn_oracle_ceiling.py", ((),), ("cnn_oracle_ceiling.csv", "cnn_oracle_ceiling.md"),
+        "per-channel vs per-layer under the sound analysis and an observed-error oracle (0.7x ceiling)",
+    ),
     "cnn_margins": ScriptStep(
         "cnn_margins.py", ((),), ("cnn_margins.csv", "cnn_margins.md"),
         "margin lower bounds of the real CNNs per region",

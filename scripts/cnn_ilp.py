@@ -61,17 +61,14 @@ REGION_FIELDS = [
 
 
 def points(net, reg, n: int, seed: int = 0) -> np.ndarray:
-    """Centre, random points, corners and one signed-gradient end point per margin."""
-    from aster_ext.ops.attack import margin_gradients
+    """Random points, the centre and random corners (verify's ``sample_points``) and one
+    signed-gradient end point per margin (``gradient_corners``)."""
+    from aster_ext.classify_verify import sample_points
+    from aster_ext.ops.attack import gradient_corners
 
-    rng = np.random.default_rng(seed)
     lo, hi = reg.lower.reshape(-1), reg.upper.reshape(-1)
-    half = n // 2
-    rand = lo + rng.random((half, lo.size)) * (hi - lo)
-    corners = np.where(rng.random((n - half - 1, lo.size)) < 0.5, lo, hi)
-    grads = margin_gradients(net, (reg.lower + reg.upper) / 2, reg.label)
-    attack = np.where(grads > 0, lo[None, :], hi[None, :])
-    return np.concatenate([((lo + hi) / 2)[None], rand, corners, attack])
+    rand, corners = sample_points(lo, hi, n, np.random.default_rng(seed))
+    return np.concatenate([rand, corners, gradient_corners(net, lo, hi, reg.label)])
 
 
 def formats_summary(net, fracs) -> str:

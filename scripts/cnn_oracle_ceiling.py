@@ -76,13 +76,11 @@ FIELDS = [
 def region_points(net, reg, n: int, rng: np.random.Generator) -> np.ndarray:
     """Centre, random points, random corners (about n in all) and one gradient-sign corner per class."""
     from aster_ext.classify_verify import sample_points
-    from aster_ext.ops.attack import margin_gradients
+    from aster_ext.ops.attack import gradient_corners
 
     lo, hi = reg.lower.reshape(-1), reg.upper.reshape(-1)
     rand, corners = sample_points(lo, hi, n, rng)
-    grads = margin_gradients(net, (lo + hi) / 2, reg.label)
-    attack = np.where(grads > 0, lo[None, :], hi[None, :])  # lowers y_l - y_k to first order
-    return np.concatenate([rand, corners, attack])
+    return np.concatenate([rand, corners, gradient_corners(net, lo, hi, reg.label)])
 
 
 def oracle_check(net, regions, xs: list[np.ndarray]) -> Callable:

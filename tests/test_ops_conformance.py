@@ -27,7 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from aster_ext import ops
 from aster_ext.frontend.onnx_import import import_model, load_onnx
 from aster_ext.graph_program.certify import FORMAT_RANGE_KINDS
-from aster_ext.ops.attack import margin_gradients, pgd_min_margin
+from aster_ext.ops.attack import gradient_corners, margin_gradients, pgd_min_margin
 from aster_ext.ops.exact_check import exact_backsubstitute, exact_interval_ranges
 from aster_ext.ops.interpreter import interval_margins, margin_matrix
 
@@ -654,6 +654,15 @@ def test_margin_gradients_are_exact_local_slopes() -> None:
 
     assert np.allclose(margins(x + d) - margins(x), g @ d, rtol=1e-6, atol=1e-12)
     assert pgd_min_margin(net, x - 0.05, x + 0.05, label, steps=5) <= np.min(margins(x))
+
+    # gradient_corners: per class k, the corner of a box around x where margin k falls most to
+    # first order (on a box this small the network is affine: it falls by sum_i |g_ki| * r)
+    r = 1e-7
+    corners = gradient_corners(net, x - r, x + r, label)
+    assert corners.shape == (g.shape[0], n)
+    assert np.array_equal(corners, np.where(g > 0, x - r, x + r))
+    drops = np.array([margins(x)[k] - margins(c)[k] for k, c in enumerate(corners)])
+    assert np.allclose(drops, np.abs(g).sum(axis=1) * r, rtol=1e-5, atol=1e-12)
 
 
 # --------------------------------------------------------------------------------------

@@ -73,6 +73,15 @@ def margin_gradients(net: Network, x: np.ndarray, label: int, maps: dict | None 
     return coeffs[net.input_name]
 
 
+def gradient_corners(net: Network, lower: np.ndarray, upper: np.ndarray, label: int) -> np.ndarray:
+    """[n_classes - 1, n_in]: per class k != label (in order), the corner of the flat box [lower,
+    upper] at the bound where each input lowers y_label - y_k to first order at the box centre
+    (the lower bound where the margin's gradient there is positive, else the upper one)."""
+    lo, hi = np.asarray(lower).reshape(-1), np.asarray(upper).reshape(-1)
+    grads = margin_gradients(net, (lo + hi) / 2, label)
+    return np.where(grads > 0, lo[None, :], hi[None, :])
+
+
 def pgd_min_margin(
     net: Network,
     lower: np.ndarray,
